@@ -1,0 +1,16 @@
+//! Berth's placement engine.
+//!
+//! A tour, in data-flow order:
+//! - [`model`]: the cluster (nodes, services, tasks, datasets) and Berth's `berth.*` policy.
+//! - `ingest`: `docker inspect` JSON and the compact TOML form → [`model::Cluster`].
+//! - `constraint`: Swarm's constraint syntax, parsed and matched byte-for-byte like Swarm.
+//! - `framework` and `plugins`: the kube-scheduler-style pipeline (pre-filter, filter, score,
+//!   reserve), one plugin per folder.
+//! - `schedule`: places every missing task of a cluster, service by service.
+//! - `explain`: why a task is pending, or why it went where it went.
+//! - `failover`: a node is lost, drained or back — the ordered plan that follows.
+//!
+//! Architecture invariant: this library does no I/O, spawns nothing and reads no clock. The
+//! daemon, the CLI and the simulator all call the same pure functions.
+
+pub mod model;
