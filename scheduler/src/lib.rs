@@ -13,4 +13,5 @@
 //! Architecture invariant: this library does no I/O, spawns nothing and reads no clock. The
 //! daemon, the CLI and the simulator all call the same pure functions.
 
+pub mod constraint;
 pub mod model;
