@@ -14,4 +14,7 @@
 //! daemon, the CLI and the simulator all call the same pure functions.
 
 pub mod constraint;
+pub mod framework;
 pub mod model;
+pub mod plugins;
+pub mod snapshot;

@@ -1,0 +1,72 @@
+//! LeastAllocated (kube's NodeResourcesFit `LeastAllocated`): prefer the node with the largest
+//! share of CPU and memory still free after this task — spreads load by resources rather than
+//! by task count. Chosen with `berth.strategy=least-allocated`.
+
+use crate::framework::{MAX_NODE_SCORE, Plugin, ScorePlugin, TaskSpec};
+use crate::snapshot::NodeInfo;
+
+pub const NAME: &str = "LeastAllocated";
+
+/// Fixed-point scale of raw scores (percent × 1000), so nearly equal nodes still differ.
+pub const SCALE: i64 = 1000;
+
+pub struct LeastAllocated;
+
+impl Plugin for LeastAllocated {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+}
+
+/// Mean over CPU and memory of `used * 100 * SCALE / capacity` after adding the task; a
+/// resource the node does not report counts as fully used, so unknown nodes rank last.
+pub fn used_share(task: &TaskSpec, info: &NodeInfo) -> i64 {
+    let cap = info.node.resources;
+    let used = info.reserved + task.service.reservations;
+    let share = |used: i64, cap: i64| {
+        if cap <= 0 {
+            100 * SCALE
+        } else {
+            (i128::from(used.clamp(0, cap)) * 100 * i128::from(SCALE) / i128::from(cap)) as i64
+        }
+    };
+    (share(used.nano_cpus, cap.nano_cpus) + share(used.memory_bytes, cap.memory_bytes)) / 2
+}
+
+impl ScorePlugin for LeastAllocated {
+    fn score(&self, task: &TaskSpec, info: &NodeInfo) -> i64 {
+        100 * SCALE - used_share(task, info)
+    }
+
+    fn normalize(&self, raw: i64) -> u32 {
+        (raw / SCALE).clamp(0, i64::from(MAX_NODE_SCORE)) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::constraint::Constraint;
+    use crate::model::{Node, Policy, Service};
+
+    #[test]
+    fn emptier_node_scores_higher() {
+        let mut svc = Service::new("db");
+        svc.reservations.nano_cpus = 1_000_000_000;
+        svc.reservations.memory_bytes = 1 << 30;
+        let policy = Policy::default();
+        let cs: Vec<Constraint> = vec![];
+        let task = TaskSpec { service: &svc, service_idx: 0, policy: &policy, constraints: &cs, slot: None, dataset: None };
+        let mut a = Node::new("a");
+        a.resources.nano_cpus = 4_000_000_000;
+        a.resources.memory_bytes = 4 << 30;
+        let b = a.clone();
+        let ia = NodeInfo::new(0, &a);
+        let mut ib = NodeInfo::new(1, &b);
+        ib.reserved.memory_bytes = 2 << 30;
+        assert_eq!(LeastAllocated.normalize(LeastAllocated.score(&task, &ia)), 75);
+        assert_eq!(LeastAllocated.normalize(LeastAllocated.score(&task, &ib)), 50);
+        let none = Node::new("c");
+        assert_eq!(LeastAllocated.score(&task, &NodeInfo::new(2, &none)), 0);
+    }
+}
