@@ -14,7 +14,11 @@
 //! daemon, the CLI and the simulator all call the same pure functions.
 
 pub mod constraint;
+pub mod dependency;
 pub mod framework;
 pub mod model;
 pub mod plugins;
+pub mod schedule;
 pub mod snapshot;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -1,0 +1,343 @@
+//! Placing a batch of identical tasks (one service's missing replicas, or one stateful slot).
+//!
+//! Nodes that pass every filter at the start of the batch go into a spread tree: one level per
+//! spread descriptor (Swarm's placement preferences, then Berth's topology spreads), leaves
+//! holding a max-heap of nodes by score. Each task walks down the tree to the least loaded
+//! branch that still has room (and, on a hard level, stays within the skew), pops the best
+//! node, re-checks the monotone filters on it alone, places, and pushes it back with its new
+//! score. Placing changes only the chosen node's score, which is what makes the heap valid:
+//! O(N) to start, then O(depth × branches + log N) per task.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use crate::framework::{
+    Code, CycleState, FilterKind, FilterPlugin, MAX_SCORERS, Profile, Reason, SpreadLevel,
+    TaskSpec,
+};
+use crate::plugins::preference_spread::domain_value;
+use crate::plugins::topology_spread::within_skew;
+use crate::snapshot::{NodeInfo, Snapshot};
+
+/// A node's rank for one task: weighted normalised total, then each plugin's raw score, then
+/// the lowest node index (= lowest node ID). Larger is better.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Key {
+    pub total: u64,
+    pub raw: [i64; MAX_SCORERS],
+    pub rank: Reverse<u32>,
+}
+
+impl Key {
+    pub fn node(&self) -> u32 {
+        self.rank.0
+    }
+}
+
+pub fn key(profile: &Profile, task: &TaskSpec, info: &NodeInfo) -> Key {
+    let mut raw = [0i64; MAX_SCORERS];
+    let mut total = 0u64;
+    for (i, (plugin, weight)) in profile.scorers.iter().enumerate() {
+        let r = plugin.score(task, info);
+        raw[i] = r;
+        total += u64::from(*weight) * u64::from(plugin.normalize(r));
+    }
+    Key {
+        total,
+        raw,
+        rank: Reverse(info.idx),
+    }
+}
+
+/// Why tasks of a batch stayed pending: the first failing reason of every node, counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reasons {
+    pub counts: BTreeMap<Reason, u32>,
+    /// An operator or a returning node must act; retrying will not help.
+    pub unresolvable: bool,
+}
+
+pub struct Outcome {
+    /// Chosen nodes in placement order, with the key they won with.
+    pub placed: Vec<Key>,
+    /// Set when fewer tasks than asked could be placed.
+    pub pending: Option<Reasons>,
+}
+
+struct Branch<'n> {
+    parent: Option<usize>,
+    depth: usize,
+    children: BTreeMap<&'n str, usize>,
+    /// Tasks of this service on every node below, feasible or not (Swarm counts them all).
+    count: u32,
+    /// Candidate nodes below that may still take a task.
+    live: u32,
+    /// Some node below passes the static filters: the branch counts for the skew minimum.
+    eligible: bool,
+    heap: BinaryHeap<Key>,
+}
+
+impl Branch<'_> {
+    fn new(parent: Option<usize>, depth: usize) -> Self {
+        Branch {
+            parent,
+            depth,
+            children: BTreeMap::new(),
+            count: 0,
+            live: 0,
+            eligible: false,
+            heap: BinaryHeap::new(),
+        }
+    }
+}
+
+struct Tree<'n> {
+    branches: Vec<Branch<'n>>,
+    levels: Vec<SpreadLevel>,
+}
+
+enum Stuck {
+    NoRoom,
+    Skew(usize),
+}
+
+impl<'n> Tree<'n> {
+    fn up(&mut self, mut b: usize, f: impl Fn(&mut Branch)) {
+        loop {
+            f(&mut self.branches[b]);
+            match self.branches[b].parent {
+                Some(p) => b = p,
+                None => return,
+            }
+        }
+    }
+
+    /// The leaf to place the next task in: least loaded child first (by key on ties), falling
+    /// back to the next when a subtree is blocked further down.
+    fn pick(&self, b: usize) -> Result<usize, Stuck> {
+        let br = &self.branches[b];
+        if br.children.is_empty() {
+            return if br.live > 0 { Ok(b) } else { Err(Stuck::NoRoom) };
+        }
+        let level = &self.levels[br.depth];
+        let min = level.max_skew.map(|_| {
+            br.children
+                .values()
+                .filter(|c| self.branches[**c].eligible)
+                .map(|c| self.branches[*c].count)
+                .min()
+                .unwrap_or(0)
+        });
+        let mut order: Vec<(u32, usize)> = Vec::with_capacity(br.children.len());
+        let mut skewed = false;
+        for &c in br.children.values() {
+            let child = &self.branches[c];
+            if child.live == 0 {
+                continue;
+            }
+            if let (Some(skew), Some(min)) = (level.max_skew, min)
+                && !within_skew(child.count, min, skew)
+            {
+                skewed = true;
+                continue;
+            }
+            order.push((child.count, c));
+        }
+        // Stable sort keeps the BTreeMap's key order among equal counts.
+        order.sort_by_key(|(count, _)| *count);
+        let mut stuck = if skewed { Stuck::Skew(br.depth) } else { Stuck::NoRoom };
+        for (_, c) in order {
+            match self.pick(c) {
+                Ok(leaf) => return Ok(leaf),
+                Err(Stuck::Skew(d)) => stuck = Stuck::Skew(d),
+                Err(Stuck::NoRoom) => {}
+            }
+        }
+        Err(stuck)
+    }
+}
+
+/// Runs pre-filter for every filter plugin; returns the active filters, or a rejection that
+/// applies to every node.
+pub fn pre_filter<'p>(
+    profile: &'p Profile,
+    cx: &mut CycleState,
+    task: &TaskSpec,
+) -> Result<Vec<&'p dyn FilterPlugin>, (Reason, bool)> {
+    let mut active = Vec::with_capacity(profile.filters.len());
+    for f in &profile.filters {
+        let st = f.pre_filter(cx, task);
+        match st.code {
+            Code::Success => active.push(f.as_ref()),
+            Code::Skip => {}
+            Code::Unschedulable | Code::UnschedulableAndUnresolvable => {
+                let reason = st.reason.unwrap_or(Reason::Static("rejected"));
+                return Err((reason, st.code == Code::UnschedulableAndUnresolvable));
+            }
+        }
+    }
+    Ok(active)
+}
+
+/// The first failing filter on a node, in registry order.
+pub fn first_failure(
+    filters: &[&dyn FilterPlugin],
+    cx: &CycleState,
+    task: &TaskSpec,
+    info: &NodeInfo,
+) -> Option<(Reason, &'static str)> {
+    for f in filters {
+        let st = f.filter(cx, task, info);
+        if !st.is_success() {
+            return Some((st.reason.unwrap_or(Reason::Static("rejected")), f.name()));
+        }
+    }
+    None
+}
+
+fn reject_all(n: usize, reason: Reason, unresolvable: bool) -> Outcome {
+    let mut counts = BTreeMap::new();
+    if n > 0 {
+        counts.insert(reason, n as u32);
+    }
+    Outcome {
+        placed: Vec::new(),
+        pending: Some(Reasons {
+            counts,
+            unresolvable,
+        }),
+    }
+}
+
+pub fn place(profile: &Profile, snap: &mut Snapshot, task: &TaskSpec, count: usize) -> Outcome {
+    let n = snap.nodes.len();
+    let mut cx = CycleState::new();
+    let active = match pre_filter(profile, &mut cx, task) {
+        Ok(a) => a,
+        Err((reason, unresolvable)) => return reject_all(n, reason, unresolvable),
+    };
+    let monotone: Vec<&dyn FilterPlugin> = active
+        .iter()
+        .copied()
+        .filter(|f| f.kind() == FilterKind::Monotone)
+        .collect();
+    let statics: Vec<&dyn FilterPlugin> = active
+        .iter()
+        .copied()
+        .filter(|f| f.kind() == FilterKind::Static)
+        .collect();
+
+    let levels: Vec<SpreadLevel> = profile.spreads.iter().flat_map(|s| s.levels(task)).collect();
+    let mut tree = Tree {
+        branches: vec![Branch::new(None, 0)],
+        levels,
+    };
+    let mut failed: Vec<Option<Reason>> = vec![None; n];
+    for i in 0..n {
+        let info = &snap.nodes[i];
+        let mut cur = 0;
+        for (depth, level) in tree.levels.iter().enumerate() {
+            let value = domain_value(&level.descriptor, info.node);
+            cur = match tree.branches[cur].children.get(value) {
+                Some(&c) => c,
+                None => {
+                    let c = tree.branches.len();
+                    tree.branches.push(Branch::new(Some(cur), depth + 1));
+                    tree.branches[cur].children.insert(value, c);
+                    c
+                }
+            };
+        }
+        let here = info.service_tasks(task.service_idx);
+        if here > 0 {
+            tree.up(cur, |b| b.count += here);
+        }
+        let static_ok = first_failure(&statics, &cx, task, info).is_none();
+        if static_ok {
+            tree.up(cur, |b| b.eligible = true);
+        }
+        match first_failure(&active, &cx, task, info) {
+            Some((reason, _)) => failed[i] = Some(reason),
+            None => {
+                let k = key(profile, task, info);
+                tree.branches[cur].heap.push(k);
+                tree.up(cur, |b| b.live += 1);
+            }
+        }
+    }
+
+    let mut placed = Vec::with_capacity(count.min(1 << 20));
+    let mut stuck = None;
+    while placed.len() < count {
+        let leaf = match tree.pick(0) {
+            Ok(leaf) => leaf,
+            Err(s) => {
+                stuck = Some(s);
+                break;
+            }
+        };
+        let top = tree.branches[leaf]
+            .heap
+            .pop()
+            .expect("a live leaf has a candidate");
+        let i = top.node() as usize;
+        if let Some((reason, _)) = first_failure(&monotone, &cx, task, &snap.nodes[i]) {
+            failed[i] = Some(reason);
+            tree.up(leaf, |b| b.live -= 1);
+            continue;
+        }
+        let info = &mut snap.nodes[i];
+        info.add_task(task.service_idx);
+        for r in &profile.reserves {
+            r.reserve(task, info);
+        }
+        placed.push(top);
+        tree.up(leaf, |b| b.count += 1);
+        tree.branches[leaf].heap.push(key(profile, task, &snap.nodes[i]));
+    }
+
+    let pending = stuck.map(|s| {
+        let blocked = match s {
+            Stuck::Skew(depth) => {
+                let l = &tree.levels[depth];
+                Reason::from(format!(
+                    "would exceed max skew {} on {}",
+                    l.max_skew.unwrap_or(0),
+                    l.descriptor
+                ))
+            }
+            Stuck::NoRoom => Reason::Static("no room left"),
+        };
+        let mut counts = BTreeMap::new();
+        for f in failed {
+            *counts.entry(f.unwrap_or_else(|| blocked.clone())).or_insert(0) += 1;
+        }
+        Reasons {
+            counts,
+            unresolvable: false,
+        }
+    });
+    Outcome { placed, pending }
+}
+
+/// Places one task on a given node (a global service's task), or says why not.
+pub fn place_on(
+    profile: &Profile,
+    snap: &mut Snapshot,
+    task: &TaskSpec,
+    node: u32,
+) -> Result<Key, (Reason, bool)> {
+    let mut cx = CycleState::new();
+    let active = pre_filter(profile, &mut cx, task)?;
+    let i = node as usize;
+    if let Some((reason, _)) = first_failure(&active, &cx, task, &snap.nodes[i]) {
+        return Err((reason, false));
+    }
+    let k = key(profile, task, &snap.nodes[i]);
+    let info = &mut snap.nodes[i];
+    info.add_task(task.service_idx);
+    for r in &profile.reserves {
+        r.reserve(task, info);
+    }
+    Ok(k)
+}
