@@ -80,7 +80,10 @@ impl fmt::Display for Constraint {
 
 /// Parses a list of constraint expressions; the first bad one is the error.
 pub fn parse_all<S: AsRef<str>>(exprs: &[S]) -> Result<Vec<Constraint>, ConstraintError> {
-    exprs.iter().map(|e| Constraint::parse(e.as_ref())).collect()
+    exprs
+        .iter()
+        .map(|e| Constraint::parse(e.as_ref()))
+        .collect()
 }
 
 impl Constraint {
@@ -157,7 +160,8 @@ impl Constraint {
         let hit = if let Ok(ip) = self.value.parse::<IpAddr>() {
             Some(node_ip == Some(ip))
         } else {
-            parse_cidr(&self.value).map(|(net, bits)| node_ip.is_some_and(|ip| cidr_contains(net, bits, ip)))
+            parse_cidr(&self.value)
+                .map(|(net, bits)| node_ip.is_some_and(|ip| cidr_contains(net, bits, ip)))
         };
         match (hit, self.operator) {
             (None, _) => false,
@@ -252,16 +256,27 @@ fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
 fn cidr_contains(net: IpAddr, bits: u8, ip: IpAddr) -> bool {
     // Go's net.IPNet.Contains treats an IPv4-mapped IPv6 address as IPv4.
     let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     };
     match (net, ip) {
         (IpAddr::V4(n), IpAddr::V4(i)) => {
-            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
             u32::from(n) & mask == u32::from(i) & mask
         }
         (IpAddr::V6(n), IpAddr::V6(i)) => {
-            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
             u128::from(n) & mask == u128::from(i) & mask
         }
         _ => false,

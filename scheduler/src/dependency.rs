@@ -31,17 +31,20 @@ pub fn order(names: &[&str], deps: &[&[String]]) -> Result<Order, DependencyErro
     let idx: Vec<NodeIndex> = (0..names.len()).map(|i| graph.add_node(i)).collect();
     for (i, ds) in deps.iter().enumerate() {
         for d in ds.iter() {
-            let &j = by_name.get(d.as_str()).ok_or_else(|| DependencyError::Unknown {
-                service: names[i].to_string(),
-                dependency: d.clone(),
-            })?;
+            let &j = by_name
+                .get(d.as_str())
+                .ok_or_else(|| DependencyError::Unknown {
+                    service: names[i].to_string(),
+                    dependency: d.clone(),
+                })?;
             graph.add_edge(idx[j], idx[i], ());
         }
     }
     for scc in tarjan_scc(&graph) {
         let self_loop = scc.len() == 1 && graph.contains_edge(scc[0], scc[0]);
         if scc.len() > 1 || self_loop {
-            let mut members: Vec<String> = scc.iter().map(|n| names[graph[*n]].to_string()).collect();
+            let mut members: Vec<String> =
+                scc.iter().map(|n| names[graph[*n]].to_string()).collect();
             members.sort();
             members.push(members[0].clone());
             return Err(DependencyError::Cycle { members });
@@ -50,7 +53,11 @@ pub fn order(names: &[&str], deps: &[&[String]]) -> Result<Order, DependencyErro
     // Kahn's algorithm with a name-ordered ready set: deterministic, dependencies first.
     let mut indegree: Vec<usize> = idx
         .iter()
-        .map(|n| graph.neighbors_directed(*n, petgraph::Direction::Incoming).count())
+        .map(|n| {
+            graph
+                .neighbors_directed(*n, petgraph::Direction::Incoming)
+                .count()
+        })
         .collect();
     let mut depth = vec![0u32; names.len()];
     let mut ready: BTreeSet<(&str, usize)> = (0..names.len())
@@ -79,7 +86,9 @@ mod tests {
     use super::*;
 
     fn deps(v: &[&[&str]]) -> Vec<Vec<String>> {
-        v.iter().map(|d| d.iter().map(|s| s.to_string()).collect()).collect()
+        v.iter()
+            .map(|d| d.iter().map(|s| s.to_string()).collect())
+            .collect()
     }
 
     fn run(names: &[&str], d: &[&[&str]]) -> Result<Order, DependencyError> {
@@ -90,7 +99,11 @@ mod tests {
 
     #[test]
     fn dependencies_first_then_by_name() {
-        let o = run(&["web", "api", "mongo", "cache"], &[&["api"], &["mongo", "cache"], &[], &[]]).unwrap();
+        let o = run(
+            &["web", "api", "mongo", "cache"],
+            &[&["api"], &["mongo", "cache"], &[], &[]],
+        )
+        .unwrap();
         let names = ["web", "api", "mongo", "cache"];
         let seq: Vec<&str> = o.sequence.iter().map(|i| names[*i]).collect();
         assert_eq!(seq, ["cache", "mongo", "api", "web"]);
@@ -100,7 +113,10 @@ mod tests {
     #[test]
     fn cycles_and_unknowns_are_errors() {
         let err = run(&["a", "b", "c"], &[&["b"], &["c"], &["a"]]).unwrap_err();
-        assert_eq!(err.to_string(), "berth.depends-on forms a cycle: a -> b -> c -> a");
+        assert_eq!(
+            err.to_string(),
+            "berth.depends-on forms a cycle: a -> b -> c -> a"
+        );
         let err = run(&["a"], &[&["a"]]).unwrap_err();
         assert_eq!(err.to_string(), "berth.depends-on forms a cycle: a -> a");
         let err = run(&["a"], &[&["zz"]]).unwrap_err();

@@ -30,7 +30,10 @@ impl<'a> NodeInfo<'a> {
     }
 
     pub fn service_tasks(&self, service_idx: u32) -> u32 {
-        self.tasks_by_service.get(&service_idx).copied().unwrap_or(0)
+        self.tasks_by_service
+            .get(&service_idx)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn available(&self) -> Resources {
@@ -69,8 +72,15 @@ impl<'a> Snapshot<'a> {
             .enumerate()
             .map(|(i, n)| NodeInfo::new(i as u32, n))
             .collect();
-        let by_id = nodes.iter().enumerate().map(|(i, n)| (&n.id, i as u32)).collect();
-        Snapshot { nodes: infos, by_id }
+        let by_id = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (&n.id, i as u32))
+            .collect();
+        Snapshot {
+            nodes: infos,
+            by_id,
+        }
     }
 
     pub fn index_of(&self, id: &NodeId) -> Option<u32> {

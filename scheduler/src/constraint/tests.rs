@@ -25,8 +25,14 @@ fn parse_errors_name_the_token() {
         ("1node==a2", "key '1node' is invalid"),
         ("n==a", "key 'n' is invalid"),
         ("node.labels.a!==b", "key 'node.labels.a!' is invalid"),
-        ("node.labels.abc!=node1==abc", "key 'node.labels.abc!=node1' is invalid"),
-        ("node.labels.abc==node1!=abc", "value 'node1!=abc' is invalid"),
+        (
+            "node.labels.abc!=node1==abc",
+            "key 'node.labels.abc!=node1' is invalid",
+        ),
+        (
+            "node.labels.abc==node1!=abc",
+            "value 'node1!=abc' is invalid",
+        ),
         ("node.labels.zone==", "value '' is invalid"),
         ("node.labels.zone==a>b", "value 'a>b' is invalid"),
         ("node.labels.zone==é", "value 'é' is invalid"),
@@ -40,7 +46,10 @@ fn parse_errors_name_the_token() {
 #[test]
 fn parse_trims_and_keeps_case_of_key_and_value() {
     let c = Constraint::parse(" node.labels.Disk == SSD ").unwrap();
-    assert_eq!((c.key.as_str(), c.operator, c.value.as_str()), ("node.labels.Disk", Operator::Eq, "SSD"));
+    assert_eq!(
+        (c.key.as_str(), c.operator, c.value.as_str()),
+        ("node.labels.Disk", Operator::Eq, "SSD")
+    );
     assert_eq!(c.to_string(), "node.labels.Disk==SSD");
     // Regex-ish characters are legal values in Swarm (and compared literally).
     assert!(Constraint::parse("node.labels.k==a*b(c)?+[d]\\^$|/e:f g").is_ok());
@@ -91,7 +100,11 @@ fn matching_follows_swarm() {
         assert_eq!(c.matches(&n), want, "{expr}");
     }
     assert!(!Constraint::parse("node.name==x").unwrap().is_known_key());
-    assert!(Constraint::parse("Engine.Labels.x==y").unwrap().is_known_key());
+    assert!(
+        Constraint::parse("Engine.Labels.x==y")
+            .unwrap()
+            .is_known_key()
+    );
 }
 
 #[test]
@@ -109,9 +122,25 @@ fn all_must_hold() {
 fn ipv6_and_mapped_addresses() {
     let mut n = node();
     n.addr = "2001:db8::2".into();
-    assert!(Constraint::parse("node.ip==2001:db8::2").unwrap().matches(&n));
-    assert!(Constraint::parse("node.ip==2001:db8::/32").unwrap().matches(&n));
-    assert!(!Constraint::parse("node.ip==10.0.0.0/8").unwrap().matches(&n));
+    assert!(
+        Constraint::parse("node.ip==2001:db8::2")
+            .unwrap()
+            .matches(&n)
+    );
+    assert!(
+        Constraint::parse("node.ip==2001:db8::/32")
+            .unwrap()
+            .matches(&n)
+    );
+    assert!(
+        !Constraint::parse("node.ip==10.0.0.0/8")
+            .unwrap()
+            .matches(&n)
+    );
     n.addr = "::ffff:10.0.3.7".into();
-    assert!(Constraint::parse("node.ip==10.0.0.0/8").unwrap().matches(&n));
+    assert!(
+        Constraint::parse("node.ip==10.0.0.0/8")
+            .unwrap()
+            .matches(&n)
+    );
 }

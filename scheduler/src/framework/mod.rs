@@ -27,5 +27,5 @@ pub use plugin::{
     DatasetHome, FilterKind, FilterPlugin, MAX_NODE_SCORE, Plugin, ReservePlugin, ScorePlugin,
     SlotDataset, SpreadLevel, SpreadPlugin, TaskSpec,
 };
-pub use registry::{Profile, MAX_SCORERS};
+pub use registry::{MAX_SCORERS, Profile};
 pub use status::{Code, Reason, Status};

@@ -36,7 +36,10 @@ impl Profile {
         let scorers: Vec<(Box<dyn ScorePlugin>, u32)> = match strategy {
             Strategy::Spread => vec![(spread, 1)],
             Strategy::LeastAllocated => {
-                vec![(Box::new(plugins::least_allocated::LeastAllocated), 1), (spread, 0)]
+                vec![
+                    (Box::new(plugins::least_allocated::LeastAllocated), 1),
+                    (spread, 0),
+                ]
             }
             Strategy::Binpack => vec![(Box::new(plugins::binpack::Binpack), 1), (spread, 0)],
         };

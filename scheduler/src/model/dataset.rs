@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use super::node::NodeId;
 
 /// Where a dataset's bytes live, which decides what a failover can do with them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// On the primary's own disk: a dead primary's data cannot be copied anywhere.

@@ -58,7 +58,9 @@ pub enum LabelError {
 }
 
 /// What to do with a slot whose node is lost.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum FailoverMode {
     /// Fence the dataset and move it with the task (shared or replicated storage).
@@ -81,7 +83,9 @@ impl FailoverMode {
 }
 
 /// How feasible nodes are ranked. `Spread` is Swarm's own order and the default.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {
     #[default]
@@ -164,7 +168,9 @@ impl Policy {
                 return Err(LabelError::Invalid {
                     label: VOLUME,
                     value: volume,
-                    why: format!("must contain {SLOT_PLACEHOLDER} so each slot gets its own dataset"),
+                    why: format!(
+                        "must contain {SLOT_PLACEHOLDER} so each slot gets its own dataset"
+                    ),
                 });
             }
             let sample = volume.replace(SLOT_PLACEHOLDER, "1");
@@ -193,7 +199,9 @@ impl Policy {
             };
             let recreate_grace_secs = match get(RECREATE_GRACE) {
                 None => DEFAULT_RECREATE_GRACE_SECS,
-                Some(v) => parse_duration_secs(v).map_err(|why| invalid(RECREATE_GRACE, v, &why))?,
+                Some(v) => {
+                    parse_duration_secs(v).map_err(|why| invalid(RECREATE_GRACE, v, &why))?
+                }
             };
             Some(Stateful {
                 volume,
@@ -220,7 +228,11 @@ impl Policy {
                     .map(String::from)
                     .collect();
                 if deps.is_empty() {
-                    return Err(invalid(DEPENDS_ON, v, "expected service names separated by commas"));
+                    return Err(invalid(
+                        DEPENDS_ON,
+                        v,
+                        "expected service names separated by commas",
+                    ));
                 }
                 deps.sort();
                 deps.dedup();
@@ -244,14 +256,20 @@ impl Policy {
             Some("least-allocated") => Strategy::LeastAllocated,
             Some("binpack") => Strategy::Binpack,
             Some(v) => {
-                return Err(invalid(STRATEGY, v, "expected spread, least-allocated or binpack"));
+                return Err(invalid(
+                    STRATEGY,
+                    v,
+                    "expected spread, least-allocated or binpack",
+                ));
             }
         };
         let topology_spread = match get(TOPOLOGY_SPREAD) {
             None => Vec::new(),
             Some(v) => v
                 .split(',')
-                .map(|item| parse_topology(item.trim()).map_err(|why| invalid(TOPOLOGY_SPREAD, v, &why)))
+                .map(|item| {
+                    parse_topology(item.trim()).map_err(|why| invalid(TOPOLOGY_SPREAD, v, &why))
+                })
                 .collect::<Result<_, _>>()?,
         };
         Ok(Policy {
@@ -282,15 +300,17 @@ fn parse_bool(label: &'static str, v: &str) -> Result<bool, LabelError> {
 }
 
 fn parse_topology(item: &str) -> Result<TopologySpread, String> {
-    let (key, skew) = item
-        .rsplit_once(':')
-        .ok_or_else(|| format!("`{item}`: expected <node.labels.KEY|engine.labels.KEY>:<max skew>"))?;
+    let (key, skew) = item.rsplit_once(':').ok_or_else(|| {
+        format!("`{item}`: expected <node.labels.KEY|engine.labels.KEY>:<max skew>")
+    })?;
     let lower = key.to_ascii_lowercase();
     let has_prefix = ["node.labels.", "engine.labels."]
         .iter()
         .any(|p| lower.starts_with(p) && lower.len() > p.len());
     if !has_prefix {
-        return Err(format!("`{key}`: the key must be node.labels.<k> or engine.labels.<k>"));
+        return Err(format!(
+            "`{key}`: the key must be node.labels.<k> or engine.labels.<k>"
+        ));
     }
     let max_skew = match skew.parse::<u32>() {
         Ok(n) if n >= 1 => n,
@@ -337,13 +357,22 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn unlabelled_service_gets_swarm_default() {
         let p = Policy::from_labels(&labels(&[("com.example", "x")])).unwrap();
-        assert_eq!(p, Policy { max_unavailable: 1, ..Policy::default() });
+        assert_eq!(
+            p,
+            Policy {
+                max_unavailable: 1,
+                ..Policy::default()
+            }
+        );
         assert!(!p.anti_affinity);
     }
 
@@ -363,22 +392,43 @@ mod tests {
         assert_eq!(s.failover, FailoverMode::Recreate);
         assert_eq!(s.recreate_grace_secs, DEFAULT_RECREATE_GRACE_SECS);
         assert_eq!(p.depends_on, vec!["config", "dns"]);
-        assert!(p.anti_affinity, "stateful services spread replicas by default");
+        assert!(
+            p.anti_affinity,
+            "stateful services spread replicas by default"
+        );
         assert_eq!(p.topology_spread[0].max_skew, 1);
     }
 
     #[test]
     fn errors_name_the_label() {
         let cases: &[(&[(&str, &str)], &str)] = &[
-            (&[("berth.failvoer", "manual")], "unknown label `berth.failvoer`"),
-            (&[(STATEFUL, "yes")], "label `berth.stateful`: invalid value `yes`"),
+            (
+                &[("berth.failvoer", "manual")],
+                "unknown label `berth.failvoer`",
+            ),
+            (
+                &[(STATEFUL, "yes")],
+                "label `berth.stateful`: invalid value `yes`",
+            ),
             (&[(STATEFUL, "true")], "needs `berth.volume="),
-            (&[(STATEFUL, "true"), (VOLUME, "data")], "must contain {slot}"),
-            (&[(STATEFUL, "true"), (VOLUME, "../{slot}")], "not a valid volume name"),
-            (&[(FAILOVER, "move")], "label `berth.failover` needs `berth.stateful=true`"),
+            (
+                &[(STATEFUL, "true"), (VOLUME, "data")],
+                "must contain {slot}",
+            ),
+            (
+                &[(STATEFUL, "true"), (VOLUME, "../{slot}")],
+                "not a valid volume name",
+            ),
+            (
+                &[(FAILOVER, "move")],
+                "label `berth.failover` needs `berth.stateful=true`",
+            ),
             (&[(MAX_UNAVAILABLE, "0")], "whole number >= 1"),
             (&[(TOPOLOGY_SPREAD, "zone:1")], "node.labels.<k>"),
-            (&[(STRATEGY, "random")], "expected spread, least-allocated or binpack"),
+            (
+                &[(STRATEGY, "random")],
+                "expected spread, least-allocated or binpack",
+            ),
         ];
         for (input, want) in cases {
             let err = Policy::from_labels(&labels(input)).unwrap_err().to_string();

@@ -39,7 +39,12 @@ impl Cluster {
         self.services
             .sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
         self.tasks.sort_by(|a, b| {
-            (&a.service_id, a.slot, &a.node_id, &a.id).cmp(&(&b.service_id, b.slot, &b.node_id, &b.id))
+            (&a.service_id, a.slot, &a.node_id, &a.id).cmp(&(
+                &b.service_id,
+                b.slot,
+                &b.node_id,
+                &b.id,
+            ))
         });
         self.datasets.sort_by(|a, b| a.name.cmp(&b.name));
     }

@@ -6,7 +6,9 @@ use super::node::NodeId;
 use super::service::ServiceId;
 
 /// Swarm's task states in lifecycle order; the order matters (`<= Running` is "active").
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskState {
     New,

@@ -12,8 +12,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
 use crate::framework::{
-    Code, CycleState, FilterKind, FilterPlugin, MAX_SCORERS, Profile, Reason, SpreadLevel,
-    TaskSpec,
+    Code, CycleState, FilterKind, FilterPlugin, MAX_SCORERS, Profile, Reason, SpreadLevel, TaskSpec,
 };
 use crate::plugins::preference_spread::domain_value;
 use crate::plugins::topology_spread::within_skew;
@@ -117,7 +116,11 @@ impl<'n> Tree<'n> {
     fn pick(&self, b: usize) -> Result<usize, Stuck> {
         let br = &self.branches[b];
         if br.children.is_empty() {
-            return if br.live > 0 { Ok(b) } else { Err(Stuck::NoRoom) };
+            return if br.live > 0 {
+                Ok(b)
+            } else {
+                Err(Stuck::NoRoom)
+            };
         }
         let level = &self.levels[br.depth];
         let min = level.max_skew.map(|_| {
@@ -145,7 +148,11 @@ impl<'n> Tree<'n> {
         }
         // Stable sort keeps the BTreeMap's key order among equal counts.
         order.sort_by_key(|(count, _)| *count);
-        let mut stuck = if skewed { Stuck::Skew(br.depth) } else { Stuck::NoRoom };
+        let mut stuck = if skewed {
+            Stuck::Skew(br.depth)
+        } else {
+            Stuck::NoRoom
+        };
         for (_, c) in order {
             match self.pick(c) {
                 Ok(leaf) => return Ok(leaf),
@@ -227,14 +234,17 @@ pub fn place(profile: &Profile, snap: &mut Snapshot, task: &TaskSpec, count: usi
         .filter(|f| f.kind() == FilterKind::Static)
         .collect();
 
-    let levels: Vec<SpreadLevel> = profile.spreads.iter().flat_map(|s| s.levels(task)).collect();
+    let levels: Vec<SpreadLevel> = profile
+        .spreads
+        .iter()
+        .flat_map(|s| s.levels(task))
+        .collect();
     let mut tree = Tree {
         branches: vec![Branch::new(None, 0)],
         levels,
     };
     let mut failed: Vec<Option<Reason>> = vec![None; n];
-    for i in 0..n {
-        let info = &snap.nodes[i];
+    for (i, info) in snap.nodes.iter().enumerate() {
         let mut cur = 0;
         for (depth, level) in tree.levels.iter().enumerate() {
             let value = domain_value(&level.descriptor, info.node);
@@ -293,7 +303,9 @@ pub fn place(profile: &Profile, snap: &mut Snapshot, task: &TaskSpec, count: usi
         }
         placed.push(top);
         tree.up(leaf, |b| b.count += 1);
-        tree.branches[leaf].heap.push(key(profile, task, &snap.nodes[i]));
+        tree.branches[leaf]
+            .heap
+            .push(key(profile, task, &snap.nodes[i]));
     }
 
     let pending = stuck.map(|s| {
@@ -310,7 +322,9 @@ pub fn place(profile: &Profile, snap: &mut Snapshot, task: &TaskSpec, count: usi
         };
         let mut counts = BTreeMap::new();
         for f in failed {
-            *counts.entry(f.unwrap_or_else(|| blocked.clone())).or_insert(0) += 1;
+            *counts
+                .entry(f.unwrap_or_else(|| blocked.clone()))
+                .or_insert(0) += 1;
         }
         Reasons {
             counts,

@@ -17,7 +17,7 @@ use serde::Serialize;
 pub use batch::{Key, Reasons};
 pub use prepare::{PlanError, Prepared};
 
-use crate::framework::{DatasetHome, Profile, SlotDataset, TaskSpec, MAX_SCORERS};
+use crate::framework::{DatasetHome, MAX_SCORERS, Profile, SlotDataset, TaskSpec};
 use crate::model::{
     Availability, Backend, Cluster, FailoverMode, Mode, NodeId, NodeState, Strategy,
 };
@@ -92,8 +92,11 @@ pub struct Pending {
 
 impl Pending {
     fn new(service: &str, slot: Option<u64>, node: Option<NodeId>, nodes: u32, r: Reasons) -> Self {
-        let mut reasons: Vec<(String, u32)> =
-            r.counts.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let mut reasons: Vec<(String, u32)> = r
+            .counts
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         Pending {
             service: service.to_string(),
@@ -107,7 +110,11 @@ impl Pending {
 
     /// kube-scheduler's wording: `0/5 nodes available: 3 insufficient memory, 2 node down`.
     pub fn message(&self) -> String {
-        let parts: Vec<String> = self.reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+        let parts: Vec<String> = self
+            .reasons
+            .iter()
+            .map(|(r, n)| format!("{n} {r}"))
+            .collect();
         format!("0/{} nodes available: {}", self.nodes, parts.join(", "))
     }
 }
@@ -191,7 +198,9 @@ pub fn run<'a>(prep: &'a Prepared, stop_before: Option<usize>) -> (Plan, Snapsho
         let (Some(&si), Some(node_id)) = (prep.service_by_id.get(&t.service_id), &t.node_id) else {
             continue;
         };
-        let Some(ni) = snap.index_of(node_id) else { continue };
+        let Some(ni) = snap.index_of(node_id) else {
+            continue;
+        };
         let node = &cluster.nodes[ni as usize];
         if !keeps_tasks(node.state, node.availability) {
             continue;
@@ -207,7 +216,10 @@ pub fn run<'a>(prep: &'a Prepared, stop_before: Option<usize>) -> (Plan, Snapsho
                     // A task running away from its dataset's primary is fenced out by the
                     // driver: it is not a replica to keep.
                     let ds = prep.datasets.get(&st.volume_for_slot(slot));
-                    if ds.and_then(|d| d.primary.as_ref()).is_some_and(|p| p != node_id) {
+                    if ds
+                        .and_then(|d| d.primary.as_ref())
+                        .is_some_and(|p| p != node_id)
+                    {
                         continue;
                     }
                 }
@@ -235,7 +247,11 @@ pub fn run<'a>(prep: &'a Prepared, stop_before: Option<usize>) -> (Plan, Snapsho
         }
         plan.placements.push(Placement {
             service: service.name.clone(),
-            slot: if matches!(service.mode, Mode::Global) { None } else { t.slot },
+            slot: if matches!(service.mode, Mode::Global) {
+                None
+            } else {
+                t.slot
+            },
             node: node_id.clone(),
             new: false,
             score: None,
@@ -251,33 +267,81 @@ pub fn run<'a>(prep: &'a Prepared, stop_before: Option<usize>) -> (Plan, Snapsho
         let profile = &prep.profiles[&policy.strategy];
         match service.mode {
             Mode::Replicated { replicas } => {
-                let missing: Vec<u64> = (1..=replicas).filter(|s| !kept_slots[si].contains(s)).collect();
+                let missing: Vec<u64> = (1..=replicas)
+                    .filter(|s| !kept_slots[si].contains(s))
+                    .collect();
                 if missing.is_empty() {
                     continue;
                 }
                 if let Some(st) = &policy.stateful {
                     for slot in missing {
-                        let ds = slot_dataset(prep, &snap, &st.volume_for_slot(slot), st.failover, st.backend);
-                        let out = batch::place(profile, &mut snap, &task_spec(prep, si, Some(slot), Some(&ds)), 1);
+                        let ds = slot_dataset(
+                            prep,
+                            &snap,
+                            &st.volume_for_slot(slot),
+                            st.failover,
+                            st.backend,
+                        );
+                        let out = batch::place(
+                            profile,
+                            &mut snap,
+                            &task_spec(prep, si, Some(slot), Some(&ds)),
+                            1,
+                        );
                         if let Some(k) = out.placed.first() {
                             let node = cluster.nodes[k.node() as usize].id.clone();
-                            plan.datasets.push(dataset_change(prep, &ds, &service.name, slot, &node));
-                            plan.placements.push(new_placement(&service.name, Some(slot), node, policy.strategy, k));
+                            plan.datasets.push(dataset_change(
+                                prep,
+                                &ds,
+                                &service.name,
+                                slot,
+                                &node,
+                            ));
+                            plan.placements.push(new_placement(
+                                &service.name,
+                                Some(slot),
+                                node,
+                                policy.strategy,
+                                k,
+                            ));
                         }
                         if let Some(r) = out.pending {
-                            plan.pending.push(Pending::new(&service.name, Some(slot), None, plan.nodes, r));
+                            plan.pending.push(Pending::new(
+                                &service.name,
+                                Some(slot),
+                                None,
+                                plan.nodes,
+                                r,
+                            ));
                         }
                     }
                 } else {
-                    let out = batch::place(profile, &mut snap, &task_spec(prep, si, None, None), missing.len());
+                    let out = batch::place(
+                        profile,
+                        &mut snap,
+                        &task_spec(prep, si, None, None),
+                        missing.len(),
+                    );
                     let placed = out.placed.len();
                     for (slot, k) in missing.iter().zip(&out.placed) {
                         let node = cluster.nodes[k.node() as usize].id.clone();
-                        plan.placements.push(new_placement(&service.name, Some(*slot), node, policy.strategy, k));
+                        plan.placements.push(new_placement(
+                            &service.name,
+                            Some(*slot),
+                            node,
+                            policy.strategy,
+                            k,
+                        ));
                     }
                     if let Some(r) = out.pending {
                         for slot in &missing[placed..] {
-                            plan.pending.push(Pending::new(&service.name, Some(*slot), None, plan.nodes, r.clone()));
+                            plan.pending.push(Pending::new(
+                                &service.name,
+                                Some(*slot),
+                                None,
+                                plan.nodes,
+                                r.clone(),
+                            ));
                         }
                     }
                 }
@@ -291,15 +355,34 @@ pub fn run<'a>(prep: &'a Prepared, stop_before: Option<usize>) -> (Plan, Snapsho
                     let member = node.accepts_tasks()
                         && crate::constraint::node_matches(&prep.constraints[si], node)
                         && (service.placement.platforms.is_empty()
-                            || service.placement.platforms.iter().any(|p| platform_matches(p, &node.platform)));
+                            || service
+                                .placement
+                                .platforms
+                                .iter()
+                                .any(|p| platform_matches(p, &node.platform)));
                     if !member || kept_nodes[si].contains(&ni) {
                         continue;
                     }
                     match batch::place_on(profile, &mut snap, &task, ni) {
-                        Ok(k) => plan.placements.push(new_placement(&service.name, None, node.id.clone(), policy.strategy, &k)),
+                        Ok(k) => plan.placements.push(new_placement(
+                            &service.name,
+                            None,
+                            node.id.clone(),
+                            policy.strategy,
+                            &k,
+                        )),
                         Err((reason, unresolvable)) => {
-                            let r = Reasons { counts: [(reason, 1)].into_iter().collect(), unresolvable };
-                            plan.pending.push(Pending::new(&service.name, None, Some(node.id.clone()), 1, r));
+                            let r = Reasons {
+                                counts: [(reason, 1)].into_iter().collect(),
+                                unresolvable,
+                            };
+                            plan.pending.push(Pending::new(
+                                &service.name,
+                                None,
+                                Some(node.id.clone()),
+                                1,
+                                r,
+                            ));
                         }
                     }
                 }
@@ -307,13 +390,21 @@ pub fn run<'a>(prep: &'a Prepared, stop_before: Option<usize>) -> (Plan, Snapsho
         }
     }
 
-    plan.placements.sort_by(|a, b| (&a.service, a.slot, &a.node).cmp(&(&b.service, b.slot, &b.node)));
-    plan.pending.sort_by(|a, b| (&a.service, a.slot, &a.node).cmp(&(&b.service, b.slot, &b.node)));
+    plan.placements
+        .sort_by(|a, b| (&a.service, a.slot, &a.node).cmp(&(&b.service, b.slot, &b.node)));
+    plan.pending
+        .sort_by(|a, b| (&a.service, a.slot, &a.node).cmp(&(&b.service, b.slot, &b.node)));
     plan.datasets.sort_by(|a, b| a.dataset.cmp(&b.dataset));
     (plan, snap)
 }
 
-fn new_placement(service: &str, slot: Option<u64>, node: NodeId, strategy: Strategy, k: &Key) -> Placement {
+fn new_placement(
+    service: &str,
+    slot: Option<u64>,
+    node: NodeId,
+    strategy: Strategy,
+    k: &Key,
+) -> Placement {
     Placement {
         service: service.to_string(),
         slot,
@@ -324,7 +415,13 @@ fn new_placement(service: &str, slot: Option<u64>, node: NodeId, strategy: Strat
 }
 
 /// Where a slot's dataset is, against the current node states.
-pub fn slot_dataset(prep: &Prepared, snap: &Snapshot, name: &str, failover: FailoverMode, backend: Backend) -> SlotDataset {
+pub fn slot_dataset(
+    prep: &Prepared,
+    snap: &Snapshot,
+    name: &str,
+    failover: FailoverMode,
+    backend: Backend,
+) -> SlotDataset {
     let ds = prep.datasets.get(name);
     let usable = |id: &NodeId| {
         snap.index_of(id)
@@ -341,7 +438,10 @@ pub fn slot_dataset(prep: &Prepared, snap: &Snapshot, name: &str, failover: Fail
                     Some(n) => n.state.as_str(),
                     None => "unknown",
                 };
-                DatasetHome::Lost { node: p.clone(), why }
+                DatasetHome::Lost {
+                    node: p.clone(),
+                    why,
+                }
             }
         },
     };
@@ -354,13 +454,21 @@ pub fn slot_dataset(prep: &Prepared, snap: &Snapshot, name: &str, failover: Fail
     }
 }
 
-fn dataset_change(prep: &Prepared, ds: &SlotDataset, service: &str, slot: u64, node: &NodeId) -> DatasetChange {
+fn dataset_change(
+    prep: &Prepared,
+    ds: &SlotDataset,
+    service: &str,
+    slot: u64,
+    node: &NodeId,
+) -> DatasetChange {
     let epoch = prep.datasets.get(&ds.name).map(|d| d.epoch).unwrap_or(0);
     let (action, epoch) = match &ds.home {
         DatasetHome::New => (DatasetAction::Create, epoch + 1),
         DatasetHome::Primary(_) => (DatasetAction::Keep, epoch.max(1)),
         DatasetHome::Lost { node: lost, .. } => match (ds.failover, ds.backend) {
-            (FailoverMode::Move, Backend::Replicated) => (DatasetAction::Promote { from: lost.clone() }, epoch + 1),
+            (FailoverMode::Move, Backend::Replicated) => {
+                (DatasetAction::Promote { from: lost.clone() }, epoch + 1)
+            }
             (FailoverMode::Move, _) => (DatasetAction::Move { from: lost.clone() }, epoch + 1),
             _ => (DatasetAction::Recreate { lost: lost.clone() }, epoch + 1),
         },
@@ -375,7 +483,12 @@ fn dataset_change(prep: &Prepared, ds: &SlotDataset, service: &str, slot: u64, n
     }
 }
 
-fn task_spec<'a>(prep: &'a Prepared, si: usize, slot: Option<u64>, dataset: Option<&'a SlotDataset>) -> TaskSpec<'a> {
+fn task_spec<'a>(
+    prep: &'a Prepared,
+    si: usize,
+    slot: Option<u64>,
+    dataset: Option<&'a SlotDataset>,
+) -> TaskSpec<'a> {
     TaskSpec {
         service: &prep.cluster.services[si],
         service_idx: si as u32,

@@ -83,12 +83,12 @@ impl Prepared {
                 service: s.name.clone(),
                 source,
             })?);
-            constraints.push(constraint::parse_all(&s.placement.constraints).map_err(|source| {
-                PlanError::Constraint {
+            constraints.push(constraint::parse_all(&s.placement.constraints).map_err(
+                |source| PlanError::Constraint {
                     service: s.name.clone(),
                     source,
-                }
-            })?);
+                },
+            )?);
         }
 
         let name_refs: Vec<&str> = cluster.services.iter().map(|s| s.name.as_str()).collect();
@@ -135,7 +135,8 @@ impl Prepared {
                 continue;
             };
             for t in cluster.tasks.iter().filter(|t| t.service_id == s.id) {
-                let (Some(slot), true) = (t.slot, t.desired_state <= crate::model::TaskState::Running)
+                let (Some(slot), true) =
+                    (t.slot, t.desired_state <= crate::model::TaskState::Running)
                 else {
                     continue;
                 };
@@ -171,10 +172,14 @@ impl Prepared {
             }
         }
 
-        let profiles = [Strategy::Spread, Strategy::LeastAllocated, Strategy::Binpack]
-            .into_iter()
-            .map(|s| (s, Profile::for_strategy(s)))
-            .collect();
+        let profiles = [
+            Strategy::Spread,
+            Strategy::LeastAllocated,
+            Strategy::Binpack,
+        ]
+        .into_iter()
+        .map(|s| (s, Profile::for_strategy(s)))
+        .collect();
         Ok(Prepared {
             cluster,
             policies,

@@ -42,7 +42,14 @@ mod tests {
         svc.reservations.nano_cpus = 1_000_000_000;
         let policy = Policy::default();
         let cs: Vec<Constraint> = vec![];
-        let task = TaskSpec { service: &svc, service_idx: 0, policy: &policy, constraints: &cs, slot: None, dataset: None };
+        let task = TaskSpec {
+            service: &svc,
+            service_idx: 0,
+            policy: &policy,
+            constraints: &cs,
+            slot: None,
+            dataset: None,
+        };
         let mut a = Node::new("a");
         a.resources.nano_cpus = 4_000_000_000;
         a.resources.memory_bytes = 4 << 30;

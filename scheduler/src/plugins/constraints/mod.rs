@@ -33,7 +33,11 @@ impl FilterPlugin for Constraints {
             .constraints
             .iter()
             .map(|c| {
-                let suffix = if c.is_known_key() { "" } else { " (unknown key: matches no node)" };
+                let suffix = if c.is_known_key() {
+                    ""
+                } else {
+                    " (unknown key: matches no node)"
+                };
                 Reason::Shared(Arc::from(format!("did not match constraint {c}{suffix}")))
             })
             .collect();

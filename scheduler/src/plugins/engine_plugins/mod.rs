@@ -13,8 +13,18 @@ const STATE: &str = "EnginePlugins/needed";
 
 /// Log drivers built into the engine, never listed as plugins.
 const BUILTIN_LOG_DRIVERS: &[&str] = &[
-    "awslogs", "etwlogs", "fluentd", "gcplogs", "gelf", "journald", "json-file", "local",
-    "logentries", "none", "splunk", "syslog",
+    "awslogs",
+    "etwlogs",
+    "fluentd",
+    "gcplogs",
+    "gelf",
+    "journald",
+    "json-file",
+    "local",
+    "logentries",
+    "none",
+    "splunk",
+    "syslog",
 ];
 
 pub struct EnginePlugins;
@@ -93,13 +103,16 @@ mod tests {
             ..Mount::default()
         });
         let mut n = node("n1");
-        n.plugins = Some(vec![EnginePlugin { kind: "Volume".into(), name: "local".into() }]);
+        n.plugins = Some(vec![EnginePlugin {
+            kind: "Volume".into(),
+            name: "local".into(),
+        }]);
         let got = run_filter(&EnginePlugins, &svc, None, &NodeInfo::new(0, &n));
         assert_eq!(reason(&got), "missing plugin Volume/berth");
-        n.plugins
-            .as_mut()
-            .unwrap()
-            .push(EnginePlugin { kind: "Volume".into(), name: "berth:latest".into() });
+        n.plugins.as_mut().unwrap().push(EnginePlugin {
+            kind: "Volume".into(),
+            name: "berth:latest".into(),
+        });
         assert!(run_filter(&EnginePlugins, &svc, None, &NodeInfo::new(0, &n)).is_success());
         n.plugins = None;
         assert!(run_filter(&EnginePlugins, &svc, None, &NodeInfo::new(0, &n)).is_success());
@@ -114,7 +127,12 @@ mod tests {
         assert!(run_filter(&EnginePlugins, &svc, None, &NodeInfo::new(0, &n)).is_success());
         svc.log_driver = Some("loki".into());
         assert_eq!(
-            reason(&run_filter(&EnginePlugins, &svc, None, &NodeInfo::new(0, &n))),
+            reason(&run_filter(
+                &EnginePlugins,
+                &svc,
+                None,
+                &NodeInfo::new(0, &n)
+            )),
             "missing plugin Log/loki"
         );
     }

@@ -74,7 +74,10 @@ mod tests {
         let mut info = NodeInfo::new(0, &n);
         assert!(run_filter(&HostPort, &svc, None, &info).is_success());
         info.host_ports.push((Protocol::Tcp, 80));
-        assert_eq!(reason(&run_filter(&HostPort, &svc, None, &info)), "host port 80/tcp in use");
+        assert_eq!(
+            reason(&run_filter(&HostPort, &svc, None, &info)),
+            "host port 80/tcp in use"
+        );
         // Ingress-mode ports do not bind on the node.
         svc.ports[0].publish_mode = PublishMode::Ingress;
         assert!(run_filter(&HostPort, &svc, None, &info).is_success());

@@ -56,7 +56,14 @@ mod tests {
         svc.reservations.memory_bytes = 1 << 30;
         let policy = Policy::default();
         let cs: Vec<Constraint> = vec![];
-        let task = TaskSpec { service: &svc, service_idx: 0, policy: &policy, constraints: &cs, slot: None, dataset: None };
+        let task = TaskSpec {
+            service: &svc,
+            service_idx: 0,
+            policy: &policy,
+            constraints: &cs,
+            slot: None,
+            dataset: None,
+        };
         let mut a = Node::new("a");
         a.resources.nano_cpus = 4_000_000_000;
         a.resources.memory_bytes = 4 << 30;
@@ -64,8 +71,14 @@ mod tests {
         let ia = NodeInfo::new(0, &a);
         let mut ib = NodeInfo::new(1, &b);
         ib.reserved.memory_bytes = 2 << 30;
-        assert_eq!(LeastAllocated.normalize(LeastAllocated.score(&task, &ia)), 75);
-        assert_eq!(LeastAllocated.normalize(LeastAllocated.score(&task, &ib)), 50);
+        assert_eq!(
+            LeastAllocated.normalize(LeastAllocated.score(&task, &ia)),
+            75
+        );
+        assert_eq!(
+            LeastAllocated.normalize(LeastAllocated.score(&task, &ib)),
+            50
+        );
         let none = Node::new("c");
         assert_eq!(LeastAllocated.score(&task, &NodeInfo::new(2, &none)), 0);
     }

@@ -27,7 +27,10 @@ impl FilterPlugin for MaxReplicas {
         if max == 0 {
             return Status::SKIP;
         }
-        cx.write(STATE, Reason::Shared(Arc::from(format!("max replicas per node ({max}) reached"))));
+        cx.write(
+            STATE,
+            Reason::Shared(Arc::from(format!("max replicas per node ({max}) reached"))),
+        );
         Status::SUCCESS
     }
 
@@ -59,7 +62,10 @@ mod tests {
         info.add_task(0);
         assert!(run_filter(&MaxReplicas, &svc, None, &info).is_success());
         info.add_task(0);
-        assert_eq!(reason(&run_filter(&MaxReplicas, &svc, None, &info)), "max replicas per node (2) reached");
+        assert_eq!(
+            reason(&run_filter(&MaxReplicas, &svc, None, &info)),
+            "max replicas per node (2) reached"
+        );
         info.remove_task(0);
         assert!(run_filter(&MaxReplicas, &svc, None, &info).is_success());
     }

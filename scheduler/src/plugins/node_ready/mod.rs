@@ -1,7 +1,7 @@
 //! Swarm's ReadyFilter: only a node that is `ready` and `active` takes new tasks. Paused and
 //! drained nodes keep what runs on them but get nothing new.
 
-use crate::framework::{FilterKind, FilterPlugin, Plugin, Reason, Status, TaskSpec, CycleState};
+use crate::framework::{CycleState, FilterKind, FilterPlugin, Plugin, Reason, Status, TaskSpec};
 use crate::model::{Availability, NodeState};
 use crate::snapshot::NodeInfo;
 

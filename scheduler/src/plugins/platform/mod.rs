@@ -63,16 +63,31 @@ mod tests {
     use super::*;
 
     fn p(os: &str, arch: &str) -> NodePlatform {
-        NodePlatform { os: os.into(), architecture: arch.into() }
+        NodePlatform {
+            os: os.into(),
+            architecture: arch.into(),
+        }
     }
 
     #[test]
     fn aliases_and_wildcards() {
-        assert!(platform_matches(&p("linux", "amd64"), &p("linux", "x86_64")));
-        assert!(platform_matches(&p("linux", "arm64"), &p("linux", "aarch64")));
+        assert!(platform_matches(
+            &p("linux", "amd64"),
+            &p("linux", "x86_64")
+        ));
+        assert!(platform_matches(
+            &p("linux", "arm64"),
+            &p("linux", "aarch64")
+        ));
         assert!(platform_matches(&p("", "arm64"), &p("linux", "aarch64")));
         assert!(platform_matches(&p("linux", ""), &p("linux", "s390x")));
-        assert!(!platform_matches(&p("linux", "arm64"), &p("linux", "x86_64")));
-        assert!(!platform_matches(&p("windows", "amd64"), &p("linux", "x86_64")));
+        assert!(!platform_matches(
+            &p("linux", "arm64"),
+            &p("linux", "x86_64")
+        ));
+        assert!(!platform_matches(
+            &p("windows", "amd64"),
+            &p("linux", "x86_64")
+        ));
     }
 }

@@ -41,7 +41,9 @@ pub fn domain_value<'n>(descriptor: &str, node: &'n Node) -> &'n str {
     } else {
         return "";
     };
-    map.get(&descriptor[prefix_len..]).map(String::as_str).unwrap_or("")
+    map.get(&descriptor[prefix_len..])
+        .map(String::as_str)
+        .unwrap_or("")
 }
 
 impl SpreadPlugin for PreferenceSpread {
@@ -52,7 +54,11 @@ impl SpreadPlugin for PreferenceSpread {
             .iter()
             .map(|p| descriptor(p))
             .filter(|d| is_supported(d))
-            .map(|d| SpreadLevel { descriptor: d.to_string(), max_skew: None, plugin: NAME })
+            .map(|d| SpreadLevel {
+                descriptor: d.to_string(),
+                max_skew: None,
+                plugin: NAME,
+            })
             .collect()
     }
 }

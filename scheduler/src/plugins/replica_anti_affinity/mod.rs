@@ -51,7 +51,11 @@ mod tests {
         let mut info = NodeInfo::new(0, &n);
         info.add_task(0);
         assert!(run_filter(&ReplicaAntiAffinity, &svc, None, &info).is_success());
-        svc.labels.insert("berth.anti-affinity".into(), "true".into());
-        assert_eq!(reason(&run_filter(&ReplicaAntiAffinity, &svc, None, &info)), ALREADY_RUNS);
+        svc.labels
+            .insert("berth.anti-affinity".into(), "true".into());
+        assert_eq!(
+            reason(&run_filter(&ReplicaAntiAffinity, &svc, None, &info)),
+            ALREADY_RUNS
+        );
     }
 }

@@ -72,10 +72,16 @@ mod tests {
         let mut info = NodeInfo::new(0, &n);
         assert!(run_filter(&Resources, &svc, None, &info).is_success());
         info.reserved.memory_bytes = 6 << 30;
-        assert_eq!(reason(&run_filter(&Resources, &svc, None, &info)), INSUFFICIENT_MEMORY);
+        assert_eq!(
+            reason(&run_filter(&Resources, &svc, None, &info)),
+            INSUFFICIENT_MEMORY
+        );
         info.reserved.memory_bytes = 0;
         info.reserved.nano_cpus = 3_000_000_000;
-        assert_eq!(reason(&run_filter(&Resources, &svc, None, &info)), INSUFFICIENT_CPU);
+        assert_eq!(
+            reason(&run_filter(&Resources, &svc, None, &info)),
+            INSUFFICIENT_CPU
+        );
     }
 
     #[test]

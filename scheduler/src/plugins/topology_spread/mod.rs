@@ -33,7 +33,7 @@ impl SpreadPlugin for TopologySpread {
 /// Whether adding one task to a domain holding `count` keeps the skew within `max_skew`,
 /// given the least loaded eligible domain holds `min`.
 pub fn within_skew(count: u32, min: u32, max_skew: u32) -> bool {
-    count + 1 <= min + max_skew
+    count < min + max_skew
 }
 
 #[cfg(test)]

@@ -63,15 +63,14 @@ impl FilterPlugin for VolumeLocality {
                     cx.write(STATE, Only(standby, Reason::from(why)));
                     Status::SUCCESS
                 }
-                (FailoverMode::Move, Backend::Replicated, None) | (FailoverMode::Move, Backend::Local, _) => {
-                    Status::unresolvable(
-                        NAME,
-                        Reason::Shared(Arc::from(format!(
-                            "dataset {name}'s data is on {why} node {node} ({} backend): waiting for the node",
-                            ds.backend.as_str()
-                        ))),
-                    )
-                }
+                (FailoverMode::Move, Backend::Replicated, None)
+                | (FailoverMode::Move, Backend::Local, _) => Status::unresolvable(
+                    NAME,
+                    Reason::Shared(Arc::from(format!(
+                        "dataset {name}'s data is on {why} node {node} ({} backend): waiting for the node",
+                        ds.backend.as_str()
+                    ))),
+                ),
             },
         }
     }
@@ -93,15 +92,28 @@ mod tests {
     use crate::plugins::test_support::{node, reason, run_filter};
 
     fn ds(home: DatasetHome, failover: FailoverMode, backend: Backend) -> SlotDataset {
-        SlotDataset { name: "mongo-data-1".into(), home, backend, failover, standby: Some(2) }
+        SlotDataset {
+            name: "mongo-data-1".into(),
+            home,
+            backend,
+            failover,
+            standby: Some(2),
+        }
     }
 
     #[test]
     fn follows_the_dataset() {
         let svc = Service::new("mongo");
         let (a, b, c) = (node("a"), node("b"), node("c"));
-        let (ia, ib, ic) = (NodeInfo::new(0, &a), NodeInfo::new(1, &b), NodeInfo::new(2, &c));
-        let lost = || DatasetHome::Lost { node: NodeId::new("a"), why: "down" };
+        let (ia, ib, ic) = (
+            NodeInfo::new(0, &a),
+            NodeInfo::new(1, &b),
+            NodeInfo::new(2, &c),
+        );
+        let lost = || DatasetHome::Lost {
+            node: NodeId::new("a"),
+            why: "down",
+        };
 
         let on_a = ds(DatasetHome::Primary(0), FailoverMode::Move, Backend::Local);
         assert!(run_filter(&VolumeLocality, &svc, Some(&on_a), &ia).is_success());
@@ -115,8 +127,15 @@ mod tests {
 
         let manual = ds(lost(), FailoverMode::Manual, Backend::Shared);
         let got = run_filter(&VolumeLocality, &svc, Some(&manual), &ib);
-        assert_eq!(got.code, crate::framework::Code::UnschedulableAndUnresolvable);
-        assert!(reason(&got).starts_with("waiting for an operator"), "{}", reason(&got));
+        assert_eq!(
+            got.code,
+            crate::framework::Code::UnschedulableAndUnresolvable
+        );
+        assert!(
+            reason(&got).starts_with("waiting for an operator"),
+            "{}",
+            reason(&got)
+        );
 
         let local = ds(lost(), FailoverMode::Move, Backend::Local);
         assert_eq!(
