@@ -15,6 +15,7 @@
 
 pub mod constraint;
 pub mod dependency;
+pub mod failover;
 pub mod framework;
 pub mod model;
 pub mod plugins;

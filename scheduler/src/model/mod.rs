@@ -13,7 +13,9 @@ mod task;
 
 pub use dataset::{Backend, Dataset};
 pub use labels::{FailoverMode, LabelError, Policy, Stateful, Strategy, TopologySpread};
-pub use node::{Availability, EnginePlugin, Node, NodeId, NodeState, Platform, Resources, Role};
+pub use node::{
+    Availability, EnginePlugin, FENCED_LABEL, Node, NodeId, NodeState, Platform, Resources, Role,
+};
 pub use service::{
     Mode, Mount, MountType, Placement, PortConfig, Protocol, PublishMode, Service, ServiceId,
 };

@@ -134,10 +134,16 @@ impl Prepared {
             let (Some(st), Mode::Replicated { .. }) = (&policies[i].stateful, s.mode) else {
                 continue;
             };
-            for t in cluster.tasks.iter().filter(|t| t.service_id == s.id) {
-                let (Some(slot), true) =
-                    (t.slot, t.desired_state <= crate::model::TaskState::Running)
-                else {
+            // Active tasks first: they say where the data is now. A slot whose task Swarm
+            // already shut down (its node died) still has its data where that task ran.
+            let mut slot_tasks: Vec<&crate::model::Task> = cluster
+                .tasks
+                .iter()
+                .filter(|t| t.service_id == s.id && t.node_id.is_some())
+                .collect();
+            slot_tasks.sort_by_key(|t| !t.is_active());
+            for t in slot_tasks {
+                let Some(slot) = t.slot else {
                     continue;
                 };
                 let name = st.volume_for_slot(slot);
