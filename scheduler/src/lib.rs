@@ -15,6 +15,7 @@
 
 pub mod constraint;
 pub mod dependency;
+pub mod explain;
 pub mod failover;
 pub mod framework;
 pub mod model;

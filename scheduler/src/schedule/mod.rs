@@ -7,7 +7,7 @@
 //! stateful service slot by slot (each slot has its own dataset), a global service node by
 //! node.
 
-mod batch;
+pub(crate) mod batch;
 mod prepare;
 
 use std::collections::BTreeSet;
@@ -483,7 +483,7 @@ fn dataset_change(
     }
 }
 
-fn task_spec<'a>(
+pub(crate) fn task_spec<'a>(
     prep: &'a Prepared,
     si: usize,
     slot: Option<u64>,
