@@ -1,1 +1,37 @@
-//! Placeholder until its issue lands.
+//! Berth's fault simulator: a virtual clock, one seeded RNG, a model of nodes, containers,
+//! storage and clients — and the *real* placement engine and failover planner
+//! (`berth_scheduler`) deciding what happens, compared with Swarm's own behaviour and with a
+//! human operator.
+//!
+//! A tour, in data-flow order:
+//! - [`scenario`]: the TOML file → a checked [`scenario::Scenario`] (errors with file:line).
+//! - [`faults`]: scheduled and random faults, expanded into primitive actions.
+//! - [`clock`], [`queue`], [`rng`]: integer milliseconds, a (time, seq) event heap, ChaCha
+//!   streams derived per subsystem from one seed.
+//! - [`world`], [`storage`]: nodes, tasks, slots, datasets and their copies.
+//! - [`sim`]: the event loop and the physics (crashes, partitions, heartbeats, writes).
+//! - [`policy`]: `swarm-default`, `manual`, `berth`; [`policy::executor`] runs engine plans.
+//! - [`checker`]: invariants after every event, fatal per policy.
+//! - [`runner`], [`report`], [`plot`]: one run's outcome, the side-by-side report, the SVG.
+//! - [`sweep`], [`shrink`]: many seeds in parallel; a failing schedule cut to a minimal one.
+//!
+//! Architecture invariant: nothing here reads the wall clock, uses an unseeded RNG or iterates
+//! a hash container in a decision. The same scenario and seed give byte-identical JSON and SVG.
+
+pub mod checker;
+pub mod clock;
+pub mod faults;
+pub mod metrics;
+pub mod plot;
+pub mod policy;
+pub mod queue;
+pub mod report;
+pub mod rng;
+pub mod runner;
+pub mod scenario;
+pub mod shrink;
+pub mod sim;
+pub mod storage;
+pub mod sweep;
+pub mod trace;
+pub mod world;

@@ -1,0 +1,218 @@
+//! `berth-sim`: parses the command line and hands over to the library.
+//!
+//! Exit codes: 0 all good; 1 an invariant was violated or a scenario bound broken; 2 a bad
+//! scenario file or command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use berth_sim::policy::PolicyKind;
+use berth_sim::scenario::{self, Scenario};
+use berth_sim::{plot, report, runner, shrink, sweep};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "berth-sim",
+    version,
+    about = "Deterministic fault simulator for Berth's placement engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one scenario with one seed under one or all policies, side by side.
+    Run {
+        scenario: PathBuf,
+        /// Defaults to the scenario's `seed`.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// swarm-default, manual, berth or all.
+        #[arg(long, default_value = "all")]
+        policy: String,
+        /// Write the JSON report here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Write the SVG timeline here.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// Replace the scenario's faults (scheduled and random) with the `[[faults]]` of this
+        /// file, e.g. a schedule written by `shrink`.
+        #[arg(long)]
+        faults: Option<PathBuf>,
+    },
+    /// Run many seeds of one or more scenarios in parallel and aggregate; shrink a failure.
+    Sweep {
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+        #[arg(long, default_value_t = 200)]
+        runs: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value = "all")]
+        policy: String,
+        /// Write the aggregate as JSON here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Where to write the shrunk schedule of a failure.
+        #[arg(long, default_value = "berth-sim-shrunk.toml")]
+        shrunk: PathBuf,
+    },
+    /// Shrink the fault schedule of a failing seed to a minimal one that still fails.
+    Shrink {
+        scenario: PathBuf,
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long, default_value = "berth")]
+        policy: String,
+        #[arg(long)]
+        faults: Option<PathBuf>,
+        #[arg(long, default_value = "berth-sim-shrunk.toml")]
+        out: PathBuf,
+    },
+}
+
+fn policies(s: &str) -> Result<Vec<PolicyKind>, String> {
+    if s == "all" {
+        return Ok(PolicyKind::ALL.to_vec());
+    }
+    PolicyKind::parse(s)
+        .map(|p| vec![p])
+        .ok_or_else(|| format!("--policy `{s}`: expected swarm-default, manual, berth or all"))
+}
+
+enum Failure {
+    Usage(String),
+    Failed,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(Failure::Failed)) => ExitCode::from(1),
+        Ok(Err(Failure::Usage(msg))) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load(path: &PathBuf) -> Result<Scenario, Failure> {
+    scenario::load(path).map_err(|e| Failure::Usage(e.to_string()))
+}
+
+fn dispatch(cli: Cli) -> Result<Result<(), Failure>> {
+    Ok(match cli.cmd {
+        Cmd::Run {
+            scenario,
+            seed,
+            policy,
+            report,
+            plot,
+            faults,
+        } => (|| {
+            let scn = load(&scenario)?;
+            let ps = policies(&policy).map_err(Failure::Usage)?;
+            let seed = seed.unwrap_or(scn.seed);
+            let schedule = match &faults {
+                Some(f) => {
+                    scenario::load_faults(&scn, f).map_err(|e| Failure::Usage(e.to_string()))?
+                }
+                None => scn.schedule(seed),
+            };
+            let mut runs = Vec::new();
+            for p in ps {
+                runs.push(
+                    runner::run_one(&scn, p, seed, &schedule)
+                        .map_err(|e| Failure::Usage(format!("{}: {e}", scn.path)))?,
+                );
+            }
+            let rep = report::Report::new(&scn, seed, &schedule, runs);
+            let mut repro = format!("berth-sim run {} --seed {seed}", scenario.display());
+            if let Some(f) = &faults {
+                repro.push_str(&format!(" --faults {}", f.display()));
+            }
+            print!("{}", report::summary(&rep, &repro));
+            if let Some(path) = &report {
+                std::fs::write(path, rep.to_json())
+                    .with_context(|| format!("writing {}", path.display()))
+                    .map_err(|e| Failure::Usage(format!("{e:#}")))?;
+            }
+            if let Some(path) = &plot {
+                std::fs::write(path, plot::svg(&scn, &rep))
+                    .with_context(|| format!("writing {}", path.display()))
+                    .map_err(|e| Failure::Usage(format!("{e:#}")))?;
+            }
+            if rep.failed() {
+                Err(Failure::Failed)
+            } else {
+                Ok(())
+            }
+        })(),
+        Cmd::Sweep {
+            scenarios,
+            runs,
+            seed,
+            policy,
+            report,
+            shrunk,
+        } => (|| {
+            let ps = policies(&policy).map_err(Failure::Usage)?;
+            let mut scns = Vec::new();
+            for s in &scenarios {
+                scns.push(load(s)?);
+            }
+            let agg = sweep::sweep(&scns, runs, seed, &ps, true);
+            print!("{}", sweep::summary(&agg));
+            if let Some(path) = &report {
+                let json = serde_json::to_string_pretty(&agg).unwrap_or_default() + "\n";
+                std::fs::write(path, json)
+                    .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
+            }
+            if let Some(f) = &agg.first_failure {
+                let scn = &scns[f.scenario];
+                let out = shrink::shrink(scn, f.policy, f.seed, &scn.schedule(f.seed));
+                shrink::write(scn, &out, &shrunk).map_err(|e| Failure::Usage(e.to_string()))?;
+                print!("{}", shrink::summary(scn, &out, &shrunk));
+                return Err(Failure::Failed);
+            }
+            Ok(())
+        })(),
+        Cmd::Shrink {
+            scenario,
+            seed,
+            policy,
+            faults,
+            out,
+        } => (|| {
+            let scn = load(&scenario)?;
+            let p = PolicyKind::parse(&policy).ok_or_else(|| {
+                Failure::Usage(format!("--policy `{policy}`: expected one policy"))
+            })?;
+            let seed = seed.unwrap_or(scn.seed);
+            let schedule = match &faults {
+                Some(f) => {
+                    scenario::load_faults(&scn, f).map_err(|e| Failure::Usage(e.to_string()))?
+                }
+                None => scn.schedule(seed),
+            };
+            let result = shrink::shrink(&scn, p, seed, &schedule);
+            if !result.failed {
+                println!("seed {seed} does not fail under {policy}: nothing to shrink");
+                return Ok(());
+            }
+            shrink::write(&scn, &result, &out).map_err(|e| Failure::Usage(e.to_string()))?;
+            print!("{}", shrink::summary(&scn, &result, &out));
+            Err(Failure::Failed)
+        })(),
+    })
+}

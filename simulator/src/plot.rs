@@ -1,0 +1,265 @@
+//! The SVG timeline (`--plot`): per node, up/down/cut-off/drained bands; per policy and
+//! service, which node each slot ran on, outages in red, failover markers.
+//!
+//! Written by hand rather than with a plotting crate: it is rectangles and text, and integer
+//! coordinates with no font metrics are what makes the same run give the same bytes on every
+//! machine.
+
+use std::fmt::Write as _;
+
+use crate::clock::{Ms, fmt_ms};
+use crate::report::Report;
+use crate::scenario::Scenario;
+use crate::sim::NodeMark;
+
+const W: u64 = 1400;
+const LEFT: u64 = 190;
+const RIGHT: u64 = 20;
+const ROW: u64 = 16;
+const MAX_NODE_ROWS: usize = 40;
+const MAX_SLOT_ROWS: usize = 40;
+const PALETTE: [&str; 10] = [
+    "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#9c755f", "#bab0ac",
+    "#ff9da7", "#86bcb6",
+];
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+struct Scale {
+    end: Ms,
+}
+
+impl Scale {
+    fn x(&self, t: Ms) -> u64 {
+        LEFT + (t.min(self.end) as u128 * (W - LEFT - RIGHT) as u128 / self.end.max(1) as u128)
+            as u64
+    }
+}
+
+pub fn svg(scn: &Scenario, r: &Report) -> String {
+    let end = r.duration_ms.max(1);
+    let sc = Scale { end };
+    let names = scn.node_names();
+    let mut body = String::new();
+    let mut y: u64 = 40;
+
+    // Which nodes to draw: those with events first, then those that ever ran a task.
+    let first = r.runs.first();
+    let mut interesting: Vec<u32> = Vec::new();
+    if let Some(run) = first {
+        for (_, n, _) in &run.timeline.node_log {
+            if !interesting.contains(n) {
+                interesting.push(*n);
+            }
+        }
+        for run in &r.runs {
+            for (_, _, n, _, _) in &run.timeline.tasks {
+                if !interesting.contains(n) {
+                    interesting.push(*n);
+                }
+            }
+        }
+    }
+    let hidden = interesting.len().saturating_sub(MAX_NODE_ROWS);
+    interesting.truncate(MAX_NODE_ROWS);
+    interesting.sort_unstable();
+
+    let _ = writeln!(body, r##"<text x="10" y="{y}" class="h">nodes</text>"##);
+    y += 8;
+    if let Some(run) = first {
+        for &n in &interesting {
+            let _ = writeln!(
+                body,
+                r##"<text x="10" y="{}" class="l">{}</text><rect x="{LEFT}" y="{y}" width="{}" height="{}" fill="#cfe8cf"/>"##,
+                y + 12,
+                esc(&names[n as usize]),
+                W - LEFT - RIGHT,
+                ROW - 3
+            );
+            let mut open: Vec<(NodeMark, Ms)> = Vec::new();
+            let close = |mark: NodeMark, from: Ms, to: Ms, body: &mut String| {
+                let (fill, what) = match mark {
+                    NodeMark::Down => ("#d9534f", "down"),
+                    NodeMark::CutOff => ("#f0ad4e", "cut off from managers"),
+                    NodeMark::Drain => ("#999999", "drained"),
+                    _ => return,
+                };
+                let (x0, x1) = (sc.x(from), sc.x(to));
+                let _ = writeln!(
+                    body,
+                    r##"<rect x="{x0}" y="{y}" width="{}" height="{}" fill="{fill}"><title>{} {what} {}–{}</title></rect>"##,
+                    (x1 - x0).max(1),
+                    ROW - 3,
+                    esc(&names[n as usize]),
+                    fmt_ms(from),
+                    fmt_ms(to)
+                );
+            };
+            for &(t, node, mark) in &run.timeline.node_log {
+                if node != n {
+                    continue;
+                }
+                let opener = match mark {
+                    NodeMark::Up => Some(NodeMark::Down),
+                    NodeMark::Healed => Some(NodeMark::CutOff),
+                    NodeMark::Active => Some(NodeMark::Drain),
+                    _ => None,
+                };
+                match opener {
+                    Some(o) => {
+                        if let Some(i) = open.iter().position(|(m, _)| *m == o) {
+                            let (m, from) = open.remove(i);
+                            close(m, from, t, &mut body);
+                        }
+                    }
+                    None if mark == NodeMark::DiskLost => {
+                        let x = sc.x(t);
+                        let _ = writeln!(
+                            body,
+                            r##"<text x="{x}" y="{}" class="m">✕ disk</text>"##,
+                            y + 11
+                        );
+                    }
+                    None => open.push((mark, t)),
+                }
+            }
+            for (m, from) in open {
+                close(m, from, end, &mut body);
+            }
+            y += ROW;
+        }
+    }
+    if hidden > 0 {
+        let _ = writeln!(
+            body,
+            r##"<text x="10" y="{}" class="l">… {hidden} more nodes</text>"##,
+            y + 12
+        );
+        y += ROW;
+    }
+
+    for run in &r.runs {
+        y += 14;
+        let _ = writeln!(
+            body,
+            r##"<text x="10" y="{}" class="h">{}</text>"##,
+            y + 12,
+            run.policy.as_str()
+        );
+        let top = y + 16;
+        y += 18;
+        let mut rows = 0usize;
+        for (si, svc) in scn.services.iter().enumerate() {
+            let slots = svc.replicas.min(6);
+            for slot in 1..=slots {
+                if rows >= MAX_SLOT_ROWS {
+                    break;
+                }
+                rows += 1;
+                let _ = writeln!(
+                    body,
+                    r##"<text x="10" y="{}" class="l">{}.{slot}</text>"##,
+                    y + 12,
+                    esc(&svc.name)
+                );
+                for &(s, sl, node, from, to) in &run.timeline.tasks {
+                    if s as usize != si || sl != slot {
+                        continue;
+                    }
+                    let (x0, x1) = (sc.x(from), sc.x(to.max(from)));
+                    let width = (x1 - x0).max(1);
+                    let colour = PALETTE[node as usize % PALETTE.len()];
+                    let _ = writeln!(
+                        body,
+                        r##"<rect x="{x0}" y="{y}" width="{width}" height="{}" fill="{colour}"><title>{}.{slot} on {} {}–{}</title></rect>"##,
+                        ROW - 3,
+                        esc(&svc.name),
+                        esc(&names[node as usize]),
+                        fmt_ms(from),
+                        fmt_ms(to)
+                    );
+                    if width > 60 {
+                        let _ = writeln!(
+                            body,
+                            r##"<text x="{}" y="{}" class="t">{}</text>"##,
+                            x0 + 3,
+                            y + 10,
+                            esc(&names[node as usize])
+                        );
+                    }
+                }
+                for &(s, from, to) in &run.timeline.outages {
+                    if s as usize == si {
+                        let (x0, x1) = (sc.x(from), sc.x(to));
+                        let _ = writeln!(
+                            body,
+                            r##"<rect x="{x0}" y="{}" width="{}" height="3" fill="#d9534f"><title>{} unavailable {}–{}</title></rect>"##,
+                            y + ROW - 4,
+                            (x1 - x0).max(1),
+                            esc(&svc.name),
+                            fmt_ms(from),
+                            fmt_ms(to)
+                        );
+                    }
+                }
+                y += ROW;
+            }
+        }
+        for (t, label) in &run.timeline.markers {
+            let x = sc.x(*t);
+            let _ = writeln!(
+                body,
+                r##"<line x1="{x}" y1="{top}" x2="{x}" y2="{y}" class="k"><title>{} {}</title></line>"##,
+                fmt_ms(*t),
+                esc(label)
+            );
+        }
+    }
+
+    // Time axis.
+    y += 10;
+    let steps: [Ms; 12] = [
+        1_000, 5_000, 10_000, 30_000, 60_000, 300_000, 600_000, 1_800_000, 3_600_000, 7_200_000,
+        21_600_000, 43_200_000,
+    ];
+    let step = steps
+        .iter()
+        .copied()
+        .find(|s| end / s <= 12)
+        .unwrap_or(86_400_000);
+    let mut t = 0;
+    while t <= end {
+        let x = sc.x(t);
+        let _ = writeln!(
+            body,
+            r##"<line x1="{x}" y1="30" x2="{x}" y2="{y}" class="g"/><text x="{x}" y="{}" class="a">{}</text>"##,
+            y + 12,
+            fmt_ms(t)
+        );
+        t += step;
+    }
+    let h = y + 24;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" viewBox="0 0 {W} {h}" font-family="sans-serif">"##
+    );
+    let _ = writeln!(
+        out,
+        "<style>.h{{font-size:13px;font-weight:bold}}.l{{font-size:11px}}.t{{font-size:9px;fill:#fff}}.a{{font-size:9px;fill:#555}}.m{{font-size:9px;fill:#000}}.g{{stroke:#eee}}.k{{stroke:#000;stroke-dasharray:3,2}}</style>"
+    );
+    let _ = writeln!(
+        out,
+        r##"<rect width="{W}" height="{h}" fill="#fff"/><text x="10" y="18" class="h">{} — seed {} — nodes: green up, red down, orange cut off, grey drained; slots coloured by node; red underline: service unavailable; dashed: failover</text>"##,
+        esc(&r.scenario),
+        r.seed
+    );
+    out.push_str(&body);
+    out.push_str("</svg>\n");
+    out
+}

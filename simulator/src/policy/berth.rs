@@ -1,0 +1,89 @@
+//! Berth's reaction: its own detector (`berth.heartbeat × berth.misses`, faster than Swarm's
+//! 15 s), then `failover::plan_failover` for the event, executed by [`super::executor`].
+//! Level-triggered after a restart or a quorum loss: it re-plans from the world as it is, so a
+//! plan cut short half-way is finished by the next one, never replayed.
+
+use berth_scheduler::failover::Event;
+use berth_scheduler::model::NodeId;
+
+use crate::policy::executor;
+use crate::sim::{Ev, Sim};
+use crate::world::TaskState;
+
+fn id(sim: &Sim, node: u32) -> NodeId {
+    NodeId::new(sim.node_names[node as usize].clone())
+}
+
+pub fn on_detect(sim: &mut Sim, node: u32) {
+    sim.nodes[node as usize].fenced = true;
+    let id = id(sim, node);
+    executor::plan_and_launch(sim, Event::NodeDown(id), false);
+}
+
+pub fn on_back(sim: &mut Sim, node: u32, was_down: bool) {
+    // A `recreate` slot still in its grace period for this node keeps its member.
+    executor::abort_grace_for(sim, node);
+    if !sim.quorum || !sim.scheduler_up {
+        return;
+    }
+    let dead = sim
+        .tasks
+        .iter()
+        .any(|t| t.node == node && t.desired && t.state == TaskState::Dead);
+    if was_down || dead || sim.nodes[node as usize].fenced {
+        let id = id(sim, node);
+        executor::plan_and_launch(sim, Event::NodeBack(id), false);
+    }
+}
+
+pub fn on_drain(sim: &mut Sim, node: u32) {
+    if !sim.quorum || !sim.scheduler_up {
+        return;
+    }
+    let id = id(sim, node);
+    executor::plan_and_launch(sim, Event::NodeDrained(id), false);
+}
+
+/// After a scheduler restart or a quorum loss: re-arm detection for every silent node,
+/// re-plan every node already declared dead, restart what died on reachable nodes, and
+/// resume drains.
+pub fn catch_up(sim: &mut Sim) {
+    if !sim.quorum || !sim.scheduler_up {
+        return;
+    }
+    let bt = &sim.scn.berth;
+    let wait = bt.heartbeat * bt.misses;
+    for n in 0..sim.nodes.len() as u32 {
+        let rt = &sim.nodes[n as usize];
+        if !rt.in_contact() && !rt.berth_down {
+            let generation = rt.generation;
+            sim.q.push(
+                sim.now + wait,
+                Ev::BerthDetect {
+                    node: n,
+                    generation,
+                },
+            );
+        }
+    }
+    // One pass over the tasks, not one per node: 10k nodes × tasks would dominate a run.
+    let mut hosts = vec![false; sim.nodes.len()];
+    let mut dead = vec![false; sim.nodes.len()];
+    for t in sim.tasks.iter().filter(|t| t.desired) {
+        hosts[t.node as usize] = true;
+        dead[t.node as usize] |= t.state == TaskState::Dead;
+    }
+    for n in 0..sim.nodes.len() as u32 {
+        let rt = &sim.nodes[n as usize];
+        let event = if rt.berth_down && hosts[n as usize] {
+            Event::NodeDown(id(sim, n))
+        } else if rt.draining && hosts[n as usize] {
+            Event::NodeDrained(id(sim, n))
+        } else if rt.in_contact() && dead[n as usize] {
+            Event::NodeBack(id(sim, n))
+        } else {
+            continue;
+        };
+        executor::plan_and_launch(sim, event, false);
+    }
+}

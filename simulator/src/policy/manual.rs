@@ -1,0 +1,89 @@
+//! Kubernetes StatefulSet behaviour: stateless services are rescheduled like Swarm's; a
+//! stateful slot on a lost node is not replaced until a human acts. After
+//! `manual.operator_response` the operator runs Berth's own plan by hand (so the comparison
+//! isolates the waiting), with two differences from Berth: no holder leases (a cut-off old
+//! holder of a local or replicated dataset keeps writing), and nothing happens at all if the
+//! node came back first.
+
+use berth_scheduler::failover::Event;
+use berth_scheduler::model::NodeId;
+
+use crate::policy::executor;
+use crate::policy::swarm_default;
+use crate::sim::{Ev, Sim};
+
+fn hosts_stateful(sim: &Sim, node: u32) -> bool {
+    sim.tasks
+        .iter()
+        .any(|t| t.node == node && t.desired && sim.services[t.service as usize].stateful)
+}
+
+pub fn on_down(sim: &mut Sim, node: u32) {
+    swarm_default::on_down(sim);
+    if hosts_stateful(sim, node) {
+        let generation = sim.nodes[node as usize].generation;
+        let at = sim.now + sim.scn.manual.operator_response;
+        sim.q.push(
+            at,
+            Ev::Operator {
+                node,
+                generation,
+                drain: false,
+            },
+        );
+        sim.log_event(format!(
+            "manual: operator paged for {}",
+            sim.node_names[node as usize]
+        ));
+    }
+}
+
+pub fn on_back(sim: &mut Sim, node: u32, _was_down: bool) {
+    swarm_default::on_back(sim, node);
+    // The kubelet restarts the node's pods where their volumes are.
+    let id = NodeId::new(sim.node_names[node as usize].clone());
+    executor::plan_and_launch(sim, Event::NodeBack(id), true);
+}
+
+pub fn on_drain(sim: &mut Sim, node: u32) {
+    swarm_default::on_drain(sim);
+    if hosts_stateful(sim, node) {
+        let generation = sim.nodes[node as usize].generation;
+        let at = sim.now + sim.scn.manual.operator_response;
+        sim.q.push(
+            at,
+            Ev::Operator {
+                node,
+                generation,
+                drain: true,
+            },
+        );
+    }
+}
+
+pub fn on_operator(sim: &mut Sim, node: u32, generation: u64, drain: bool) {
+    if !sim.quorum {
+        // Nothing can be changed without a leader; the operator tries again.
+        let at = sim.now + 60_000;
+        sim.q.push(
+            at,
+            Ev::Operator {
+                node,
+                generation,
+                drain,
+            },
+        );
+        return;
+    }
+    let n = &sim.nodes[node as usize];
+    let id = NodeId::new(sim.node_names[node as usize].clone());
+    if drain {
+        if n.draining {
+            sim.log_event(format!("manual: operator moves stateful tasks off {id}"));
+            executor::plan_and_launch(sim, Event::NodeDrained(id), true);
+        }
+    } else if n.generation == generation && n.swarm_down {
+        sim.log_event(format!("manual: operator fails over {id}"));
+        executor::plan_and_launch(sim, Event::NodeDown(id), true);
+    }
+}

@@ -1,0 +1,89 @@
+//! The three reactions to the same faults, side by side:
+//!
+//! - `swarm_default`: what Swarm does — after a node is DOWN and the restart delay, every
+//!   missing slot is placed anew (the engine with `berth.*` labels stripped is exactly Swarm's
+//!   filters and spread), on whatever volume the new node has: for node-local data, an empty
+//!   one.
+//! - `manual`: Kubernetes StatefulSet behaviour — stateless services as Swarm; a stateful slot
+//!   waits for a human, who after `operator_response` runs Berth's plan by hand (fencing at
+//!   the storage, but no holder leases: a cut-off old holder keeps writing).
+//! - `berth`: Berth's own detector, then `failover::plan_failover` executed step by step with
+//!   modelled durations; holders self-fence when their lease runs out.
+//!
+//! Architecture invariant: no policy decides a placement itself — every node choice comes
+//! from `berth_scheduler::schedule::plan` or `berth_scheduler::failover::plan_failover`.
+
+pub mod berth;
+pub mod executor;
+pub mod manual;
+pub mod swarm_default;
+
+use serde::Serialize;
+
+use crate::sim::Sim;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyKind {
+    SwarmDefault,
+    Manual,
+    Berth,
+}
+
+impl PolicyKind {
+    pub const ALL: [PolicyKind; 3] = [
+        PolicyKind::SwarmDefault,
+        PolicyKind::Manual,
+        PolicyKind::Berth,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::SwarmDefault => "swarm-default",
+            PolicyKind::Manual => "manual",
+            PolicyKind::Berth => "berth",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PolicyKind> {
+        PolicyKind::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// The managers marked a node DOWN.
+pub fn on_swarm_down(sim: &mut Sim, node: u32) {
+    match sim.policy {
+        PolicyKind::SwarmDefault => swarm_default::on_down(sim),
+        PolicyKind::Manual => manual::on_down(sim, node),
+        // Berth acts on its own, faster detector.
+        PolicyKind::Berth => {}
+    }
+}
+
+/// A node reaches the managers again.
+pub fn on_node_back(sim: &mut Sim, node: u32, was_swarm_down: bool, was_berth_down: bool) {
+    match sim.policy {
+        PolicyKind::SwarmDefault => swarm_default::on_back(sim, node),
+        PolicyKind::Manual => manual::on_back(sim, node, was_swarm_down),
+        PolicyKind::Berth => berth::on_back(sim, node, was_berth_down),
+    }
+}
+
+pub fn on_drain(sim: &mut Sim, node: u32) {
+    match sim.policy {
+        PolicyKind::SwarmDefault => swarm_default::on_drain(sim),
+        PolicyKind::Manual => manual::on_drain(sim, node),
+        PolicyKind::Berth => berth::on_drain(sim, node),
+    }
+}
+
+/// Quorum regained or Berth's scheduler restarted: level-triggered catch-up.
+pub fn on_control_plane_back(sim: &mut Sim) {
+    match sim.policy {
+        PolicyKind::SwarmDefault | PolicyKind::Manual => {
+            let at = sim.now + sim.scn.swarm.restart_delay;
+            sim.q.push(at, crate::sim::Ev::SwarmReconcile);
+        }
+        PolicyKind::Berth => berth::catch_up(sim),
+    }
+}

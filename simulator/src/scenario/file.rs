@@ -1,0 +1,233 @@
+//! The scenario file as written: serde shapes of the TOML, with durations, sizes and rates as
+//! text. Only `load` sees these; the simulator works on the resolved [`super::Scenario`].
+//!
+//! Every table denies unknown fields: a typo such as `recover_afer` must fail with its line,
+//! not silently leave the node down forever.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use toml::Spanned;
+
+use crate::clock::{self, Ms};
+
+/// A value parsed from text by `parse`; a bad string becomes a serde error, which toml
+/// reports with the value's line and column.
+macro_rules! text_value {
+    ($name:ident, $parse:path, $what:literal) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct $name(pub u64);
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl Visitor<'_> for V {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str($what)
+                    }
+                    fn visit_str<E: de::Error>(self, v: &str) -> Result<$name, E> {
+                        $parse(v).map($name).map_err(E::custom)
+                    }
+                }
+                d.deserialize_str(V)
+            }
+        }
+    };
+}
+
+text_value!(
+    Dur,
+    clock::parse_duration,
+    "a duration string such as \"5s\""
+);
+text_value!(Size, clock::parse_size, "a size string such as \"2GiB\"");
+text_value!(
+    Rate,
+    clock::parse_rate,
+    "a bandwidth string such as \"100MiB/s\""
+);
+
+impl Dur {
+    pub fn ms(self) -> Ms {
+        self.0
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Simulated time of one run.
+    pub duration: Dur,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    #[serde(default)]
+    pub swarm: SwarmFile,
+    #[serde(default)]
+    pub berth: BerthFile,
+    #[serde(default)]
+    pub manual: ManualFile,
+    #[serde(default)]
+    pub nodes: Vec<NodeFile>,
+    #[serde(default)]
+    pub node_groups: Vec<GroupFile>,
+    pub services: Vec<ServiceFile>,
+    #[serde(default)]
+    pub faults: Vec<FaultFile>,
+    #[serde(default)]
+    pub random: Option<RandomFile>,
+    #[serde(default)]
+    pub bounds: BoundsFile,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmFile {
+    pub heartbeat: Option<Dur>,
+    pub heartbeat_jitter: Option<Dur>,
+    pub grace_multiplier: Option<u64>,
+    pub leader_change_multiplier: Option<u64>,
+    pub restart_delay: Option<Dur>,
+    pub start_latency: Option<Dur>,
+    pub stop_latency: Option<Dur>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BerthFile {
+    pub heartbeat: Option<Dur>,
+    pub misses: Option<u64>,
+    pub lease: Option<Dur>,
+    pub fence: Option<Dur>,
+    pub attach: Option<Dur>,
+    pub promote: Option<Dur>,
+    pub move_bandwidth: Option<Rate>,
+    pub incremental: Option<bool>,
+    pub start_latency: Option<Dur>,
+    pub stop_latency: Option<Dur>,
+    pub plan: Option<Dur>,
+    pub restart: Option<Dur>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManualFile {
+    pub operator_response: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub zone: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub cpus: Option<u32>,
+    pub memory: Option<Size>,
+}
+
+/// `count` identical nodes named `{prefix}{index}` (zero-padded), zones assigned round-robin.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupFile {
+    pub prefix: Spanned<String>,
+    pub count: u32,
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub zones: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub cpus: Option<u32>,
+    pub memory: Option<Size>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceFile {
+    pub name: Spanned<String>,
+    #[serde(default = "one")]
+    pub replicas: u64,
+    #[serde(default)]
+    pub constraints: Vec<String>,
+    #[serde(default)]
+    pub preferences: Vec<String>,
+    /// The service's Docker labels, `berth.*` included, exactly as on `docker service create`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub reserve_memory: Option<Size>,
+    /// Simulator-only facts about a stateful service's data and clients.
+    #[serde(default)]
+    pub data: Option<DataFile>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataFile {
+    pub size: Option<Size>,
+    pub writes_per_sec: Option<u64>,
+    pub write_bytes: Option<Size>,
+    pub replication_lag: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultFile {
+    pub at: Dur,
+    pub kind: Spanned<String>,
+    pub node: Option<Spanned<String>>,
+    #[serde(default)]
+    pub nodes: Vec<Spanned<String>>,
+    pub zone: Option<Spanned<String>>,
+    /// crash, zone-loss: when the node boots again (absent: never).
+    pub recover_after: Option<Dur>,
+    /// partition, slow-disk, quorum-loss, scheduler-restart, drain: how long it lasts.
+    pub duration: Option<Dur>,
+    /// partition: whether the cut-off node still reaches its storage (default true).
+    pub storage: Option<bool>,
+    /// slow-disk: how many times slower starts and copies get.
+    pub factor: Option<u32>,
+    /// flap: down time and up time of each cycle, and the number of cycles.
+    pub down: Option<Dur>,
+    pub up: Option<Dur>,
+    pub count: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RandomFile {
+    /// Mean time between random faults.
+    pub every: Dur,
+    pub kinds: Vec<Spanned<String>>,
+    /// No random fault before this (the cluster settles first).
+    pub start_after: Option<Dur>,
+    /// Recovery time range of each random fault.
+    pub recover_min: Option<Dur>,
+    pub recover_max: Option<Dur>,
+    /// `workers` (default) or `all`.
+    pub targets: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoundsFile {
+    pub berth_max_unavailable_p99: Option<Dur>,
+    pub berth_max_lost_writes: Option<u64>,
+    pub berth_max_double_writer_windows: Option<u64>,
+}

@@ -1,0 +1,137 @@
+//! A scenario: the cluster, the timings of Swarm, Berth and the operator, the client workload,
+//! the faults and the CI bounds — loaded from TOML (see `simulator/scenarios/*.toml`, each
+//! feature commented there) and resolved into the shapes the simulator uses.
+//!
+//! Errors name the file, the line, the column and the field: `zone-loss.toml:41:8: field
+//! `node`: unknown node `w9``.
+
+mod file;
+mod load;
+
+use std::collections::BTreeMap;
+
+use berth_scheduler::model::{Cluster, Policy};
+use serde::Serialize;
+
+pub use load::{ScenarioError, load, load_faults, parse, parse_faults};
+
+use crate::clock::Ms;
+use crate::faults::{Fault, RandomFaults};
+
+/// Swarm's own timings (defaults are SwarmKit's, see the reference notes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SwarmTiming {
+    pub heartbeat: Ms,
+    pub heartbeat_jitter: Ms,
+    pub grace_multiplier: u64,
+    /// Nodes not seen since a leader change get this many times the usual grace.
+    pub leader_change_multiplier: u64,
+    pub restart_delay: Ms,
+    pub start_latency: Ms,
+    pub stop_latency: Ms,
+}
+
+/// Berth's timings: its own detection, fencing and data handoff.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BerthTiming {
+    pub heartbeat: Ms,
+    pub misses: u64,
+    /// A holder that has not reached the managers for this long stops accepting writes. Must
+    /// be shorter than detection (`heartbeat × misses`), or a cut-off holder may still write
+    /// after its dataset moved — which the checker then reports.
+    pub lease: Ms,
+    pub fence: Ms,
+    /// Re-pointing shared storage to a new node.
+    pub attach: Ms,
+    pub promote: Ms,
+    pub move_bandwidth: u64,
+    /// Copy the bulk while the task still runs, and only the delta after it stops.
+    pub incremental: bool,
+    pub start_latency: Ms,
+    pub stop_latency: Ms,
+    /// Time to compute a plan.
+    pub plan: Ms,
+    /// How long the scheduler is away in a `scheduler-restart` fault unless the fault says.
+    pub restart: Ms,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ManualTiming {
+    /// From the node being marked down to a human acting (paged, logged in, decided).
+    pub operator_response: Ms,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeSpec {
+    pub name: String,
+    pub manager: bool,
+    pub zone: String,
+}
+
+/// The simulator's facts about a stateful service's data and its clients.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DataSpec {
+    pub size_bytes: u64,
+    pub writes_per_sec: u64,
+    pub write_bytes: u64,
+    /// `replicated`: how far the standby copy trails the primary.
+    pub replication_lag: Ms,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub replicas: u64,
+    /// Parsed `berth.*` labels (the engine's own parser).
+    #[serde(skip)]
+    pub policy: Policy,
+    pub data: DataSpec,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Bounds {
+    pub berth_max_unavailable_p99: Option<Ms>,
+    pub berth_max_lost_writes: Option<u64>,
+    pub berth_max_double_writer_windows: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Scenario {
+    /// The file it came from, for messages and reproduce commands.
+    pub path: String,
+    pub name: String,
+    pub description: String,
+    pub duration: Ms,
+    pub seed: u64,
+    pub swarm: SwarmTiming,
+    pub berth: BerthTiming,
+    pub manual: ManualTiming,
+    /// Sorted by name: a node's index is its position here.
+    pub nodes: Vec<NodeSpec>,
+    /// Sorted by name.
+    pub services: Vec<ServiceSpec>,
+    pub faults: Vec<Fault>,
+    pub random: Option<RandomFaults>,
+    pub bounds: Bounds,
+    /// The engine's model of the cluster (nodes and services, no tasks yet).
+    #[serde(skip)]
+    pub cluster: Cluster,
+    #[serde(skip)]
+    pub zones: BTreeMap<String, Vec<u32>>,
+}
+
+impl Scenario {
+    pub fn node_names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+
+    /// The fault schedule of a run: the scheduled faults plus the random ones of this seed.
+    pub fn schedule(&self, seed: u64) -> Vec<Fault> {
+        let mut all = self.faults.clone();
+        if let Some(r) = &self.random {
+            all.extend(r.draw(seed, self.duration));
+        }
+        all.sort_by_key(|f| f.at);
+        all
+    }
+}

@@ -1,0 +1,1113 @@
+//! The simulation loop: one event at a time, in (time, sequence) order, on one thread. After
+//! every event that can change who may write, [`Sim::refresh`] recomputes the writers of each
+//! dataset and the availability of each service, and the checker runs.
+//!
+//! The loop knows the physics (nodes, containers, copies, clients); what happens *because* of
+//! an event — Swarm's reschedule, a human's action, Berth's plan — is the policy's, in
+//! `policy/`.
+
+use berth_scheduler::constraint::{self, Constraint};
+use berth_scheduler::model::{
+    Availability, Backend, Cluster, Dataset, FENCED_LABEL, FailoverMode, NodeId, NodeState,
+    ServiceId, Task, TaskState as EngineTaskState,
+};
+use berth_scheduler::schedule;
+use serde::Serialize;
+
+use crate::checker::Violation;
+use crate::clock::{Ms, fmt_ms, transfer_ms};
+use crate::faults::{Fault, FaultAction, timeline};
+use crate::metrics::Metrics;
+use crate::policy::executor::PlanRun;
+use crate::policy::{self, PolicyKind};
+use crate::queue::Queue;
+use crate::scenario::Scenario;
+use crate::storage::{CopyRt, DatasetRt};
+use crate::trace::Trace;
+use crate::world::{Beats, NodeRt, ServiceRt, SlotRt, TaskRt, TaskState};
+
+/// Everything that can happen at an instant.
+#[derive(Clone, Copy, Debug)]
+pub enum Ev {
+    /// A client of a stateful service issues one write.
+    Write(u32),
+    Fault(FaultAction),
+    /// The managers' heartbeat timer for the node ran out.
+    SwarmDown {
+        node: u32,
+        generation: u64,
+    },
+    /// Berth's detector gave up on the node.
+    BerthDetect {
+        node: u32,
+        generation: u64,
+    },
+    /// A cut-off holder's lease ran out (Berth's self-fencing).
+    LeaseExpired {
+        node: u32,
+        generation: u64,
+    },
+    /// A container finished starting.
+    TaskReady {
+        task: u32,
+    },
+    /// A fresh member finished resyncing from its peers.
+    Resynced,
+    /// Swarm's orchestrator places every missing slot.
+    SwarmReconcile,
+    /// A human acts on a node that went down (or was drained).
+    Operator {
+        node: u32,
+        generation: u64,
+        drain: bool,
+    },
+    /// The next step of a failover lane.
+    Lane {
+        run: u32,
+        lane: u32,
+        generation: u64,
+    },
+}
+
+/// A node state change, for the timeline plot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeMark {
+    Up,
+    Down,
+    CutOff,
+    Healed,
+    Drain,
+    Active,
+    DiskLost,
+}
+
+pub struct Sim<'a> {
+    pub scn: &'a Scenario,
+    pub policy: PolicyKind,
+    pub seed: u64,
+    pub now: Ms,
+    pub q: Queue<Ev>,
+    pub nodes: Vec<NodeRt>,
+    pub services: Vec<ServiceRt>,
+    pub slots: Vec<SlotRt>,
+    pub tasks: Vec<TaskRt>,
+    pub datasets: Vec<DatasetRt>,
+    pub copies: Vec<CopyRt>,
+    pub quorum: bool,
+    pub scheduler_up: bool,
+    /// Bumped on a scheduler restart: lanes of an older generation are dropped.
+    pub sched_generation: u64,
+    pub runs: Vec<PlanRun>,
+    pub constraints: Vec<Vec<Constraint>>,
+    /// The engine's input, patched in place for each decision (nodes are not re-cloned).
+    pub view_berth: Cluster,
+    /// The same without `berth.*` labels: what plain Swarm decides from.
+    pub view_swarm: Cluster,
+    pub metrics: Metrics,
+    pub trace: Trace,
+    pub violation: Option<Violation>,
+    pub node_log: Vec<(Ms, u32, NodeMark)>,
+    pub markers: Vec<(Ms, String)>,
+    pub node_names: Vec<String>,
+    pub faults: Vec<Fault>,
+}
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("initial placement: {0}")]
+    Plan(#[from] schedule::PlanError),
+}
+
+impl<'a> Sim<'a> {
+    pub fn new(
+        scn: &'a Scenario,
+        policy: PolicyKind,
+        seed: u64,
+        faults: Vec<Fault>,
+    ) -> Result<Sim<'a>, SimError> {
+        let sw = &scn.swarm;
+        let bt = &scn.berth;
+        let nodes = (0..scn.nodes.len() as u32)
+            .map(|i| {
+                let mut prng = crate::rng::SimRng::derive(
+                    seed,
+                    crate::rng::Stream::BerthHeartbeat,
+                    u64::from(i),
+                );
+                NodeRt {
+                    up: true,
+                    reach_managers: true,
+                    reach_storage: true,
+                    draining: false,
+                    slow: 1,
+                    swarm_down: false,
+                    berth_down: false,
+                    fenced: false,
+                    generation: 0,
+                    lost_at: None,
+                    berth_phase: prng.range(0, bt.heartbeat - 1),
+                    beats: Beats::new(seed, i, sw.heartbeat, sw.heartbeat_jitter),
+                }
+            })
+            .collect();
+        let mut constraints = Vec::new();
+        for s in &scn.cluster.services {
+            constraints.push(constraint::parse_all(&s.placement.constraints).unwrap_or_default());
+        }
+        let mut view_swarm = scn.cluster.clone();
+        for s in &mut view_swarm.services {
+            s.labels.retain(|k, _| !k.starts_with("berth."));
+        }
+        let mut sim = Sim {
+            scn,
+            policy,
+            seed,
+            now: 0,
+            q: Queue::default(),
+            nodes,
+            services: Vec::new(),
+            slots: Vec::new(),
+            tasks: Vec::new(),
+            datasets: Vec::new(),
+            copies: Vec::new(),
+            quorum: true,
+            scheduler_up: true,
+            sched_generation: 0,
+            runs: Vec::new(),
+            constraints,
+            view_berth: scn.cluster.clone(),
+            view_swarm,
+            metrics: Metrics::default(),
+            trace: Trace::new(64),
+            violation: None,
+            node_log: Vec::new(),
+            markers: Vec::new(),
+            node_names: scn.node_names(),
+            faults,
+        };
+        sim.place_initial()?;
+        for (t, a) in timeline(&sim.faults) {
+            sim.q.push(t, Ev::Fault(a));
+        }
+        for (i, s) in sim.services.iter().enumerate() {
+            if s.writes_every_nanos > 0 {
+                sim.q.push(0, Ev::Write(i as u32));
+            }
+        }
+        sim.refresh();
+        Ok(sim)
+    }
+
+    /// All policies start from the same placement — the engine's, with Berth's labels — so the
+    /// faults hit the same tasks and the comparison is of the reaction alone.
+    fn place_initial(&mut self) -> Result<(), SimError> {
+        let plan = schedule::plan(&self.scn.cluster)?;
+        let mut first = 0u32;
+        for (si, spec) in self.scn.services.iter().enumerate() {
+            let st = spec.policy.stateful.as_ref();
+            let rate = spec.data.writes_per_sec;
+            self.services.push(ServiceRt {
+                first_slot: first,
+                replicas: spec.replicas,
+                stateful: st.is_some(),
+                self_replicating: st.is_some_and(|s| s.failover == FailoverMode::Recreate),
+                writes_every_nanos: if st.is_some() && rate > 0 {
+                    1_000_000_000 / rate
+                } else {
+                    0
+                },
+                next_write: 0,
+                acked: 0,
+                rejected: 0,
+                rr: 0,
+                available: true,
+                down_since: None,
+                unavailable_ms: 0,
+                outages: Vec::new(),
+            });
+            for slot in 1..=spec.replicas {
+                let dataset = st.map(|st| {
+                    let d = self.datasets.len() as u32;
+                    self.datasets.push(DatasetRt {
+                        name: st.volume_for_slot(slot),
+                        service: si as u32,
+                        slot,
+                        slot_idx: first + (slot - 1) as u32,
+                        backend: st.backend,
+                        size_bytes: spec.data.size_bytes,
+                        epoch: 1,
+                        current: None,
+                        standby: None,
+                        acked: 0,
+                        unreplicated: Default::default(),
+                        writers: Vec::new(),
+                        rr: 0,
+                        double_since: None,
+                        home: None,
+                    });
+                    d
+                });
+                self.slots.push(SlotRt {
+                    service: si as u32,
+                    slot,
+                    tasks: Vec::new(),
+                    dataset,
+                    busy: false,
+                });
+            }
+            first += spec.replicas as u32;
+        }
+        for p in &plan.placements {
+            let (Some(si), Some(slot), Some(node)) = (
+                self.service_index(&p.service),
+                p.slot,
+                self.node_index(p.node.as_str()),
+            ) else {
+                continue;
+            };
+            let slot_idx = self.services[si as usize].first_slot + (slot - 1) as u32;
+            let copy = match self.slots[slot_idx as usize].dataset {
+                Some(d) => {
+                    let c = self.new_copy(d, Some(node), 0);
+                    let ds = &mut self.datasets[d as usize];
+                    ds.current = Some(c);
+                    ds.home = Some(node);
+                    if ds.backend == Backend::Replicated
+                        && let Some(sb) = self.pick_standby(si, node)
+                    {
+                        let s = self.new_copy(d, Some(sb), 0);
+                        self.datasets[d as usize].standby = Some(s);
+                    }
+                    Some(c)
+                }
+                None => None,
+            };
+            let t = self.add_task(slot_idx, node, copy, TaskState::Running);
+            self.tasks[t as usize].started = 0;
+        }
+        for p in &plan.pending {
+            self.trace.push(
+                0,
+                format!(
+                    "initial: {} slot {:?} pending: {}",
+                    p.service,
+                    p.slot,
+                    p.message()
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn service_index(&self, name: &str) -> Option<u32> {
+        self.scn
+            .services
+            .binary_search_by(|s| s.name.as_str().cmp(name))
+            .ok()
+            .map(|i| i as u32)
+    }
+
+    pub fn node_index(&self, name: &str) -> Option<u32> {
+        self.node_names
+            .binary_search_by(|n| n.as_str().cmp(name))
+            .ok()
+            .map(|i| i as u32)
+    }
+
+    pub fn dataset_index(&self, name: &str) -> Option<u32> {
+        // Datasets are few per service; find via the slot template.
+        self.datasets
+            .iter()
+            .position(|d| d.name == name)
+            .map(|i| i as u32)
+    }
+
+    /// A new copy of dataset `d` on `node` (`None` = shared storage) holding `len` writes.
+    /// Shared datasets have exactly one copy, reused.
+    pub fn new_copy(&mut self, d: u32, node: Option<u32>, len: u64) -> u32 {
+        let ds = &self.datasets[d as usize];
+        if ds.backend == Backend::Shared {
+            if let Some(c) = ds.current {
+                return c;
+            }
+            self.copies.push(CopyRt {
+                dataset: d,
+                node: None,
+                len,
+                alive: true,
+                revoked: false,
+                ready_at: 0,
+            });
+            return (self.copies.len() - 1) as u32;
+        }
+        self.copies.push(CopyRt {
+            dataset: d,
+            node,
+            len,
+            alive: true,
+            revoked: false,
+            ready_at: 0,
+        });
+        (self.copies.len() - 1) as u32
+    }
+
+    /// The engine has no API to choose a standby node (it only reads `Dataset::standby`): the
+    /// simulator picks one the service could run on, in another zone when possible, spreading
+    /// standbys, ties by node order.
+    pub fn pick_standby(&self, service: u32, primary: u32) -> Option<u32> {
+        let cluster = &self.scn.cluster;
+        let zone = &self.scn.nodes[primary as usize].zone;
+        let mut load = vec![0u32; self.nodes.len()];
+        for c in &self.copies {
+            if let Some(n) = c.node {
+                load[n as usize] += 1;
+            }
+        }
+        (0..self.nodes.len() as u32)
+            .filter(|&n| {
+                n != primary && self.nodes[n as usize].up && !self.nodes[n as usize].swarm_down
+            })
+            .filter(|&n| {
+                constraint::node_matches(
+                    &self.constraints[service as usize],
+                    &cluster.nodes[n as usize],
+                )
+            })
+            .min_by_key(|&n| {
+                (
+                    (self.scn.nodes[n as usize].zone == *zone) as u8,
+                    load[n as usize],
+                    n,
+                )
+            })
+    }
+
+    /// Adds a task (starting or running) to a slot.
+    pub fn add_task(
+        &mut self,
+        slot_idx: u32,
+        node: u32,
+        copy: Option<u32>,
+        state: TaskState,
+    ) -> u32 {
+        let slot = &self.slots[slot_idx as usize];
+        let epoch = slot
+            .dataset
+            .map(|d| self.datasets[d as usize].epoch)
+            .unwrap_or(0);
+        let id = self.tasks.len() as u32;
+        self.tasks.push(TaskRt {
+            service: slot.service,
+            slot: slot.slot,
+            slot_idx,
+            node,
+            state,
+            desired: true,
+            epoch,
+            copy,
+            started: self.now,
+            ended: None,
+        });
+        self.slots[slot_idx as usize].tasks.push(id);
+        if let Some(d) = self.slots[slot_idx as usize].dataset {
+            let ds = &mut self.datasets[d as usize];
+            ds.home = Some(node);
+            if let Some(c) = copy {
+                ds.current = Some(c);
+            }
+        }
+        if state == TaskState::Running {
+            self.check_constraints(id);
+        }
+        id
+    }
+
+    /// The managers no longer want the task; it stops now if its node can hear them,
+    /// otherwise it keeps running (and writing) until the node reconnects.
+    pub fn retire_task(&mut self, t: u32) {
+        let node = self.tasks[t as usize].node;
+        let reachable = self.nodes[node as usize].in_contact();
+        let task = &mut self.tasks[t as usize];
+        task.desired = false;
+        if reachable || !task.alive() {
+            if task.alive() {
+                task.state = TaskState::Stopped;
+            }
+            if task.ended.is_none() {
+                task.ended = Some(self.now);
+            }
+            let slot = task.slot_idx;
+            self.slots[slot as usize].tasks.retain(|x| *x != t);
+        }
+    }
+
+    /// Starts a container: running after `latency` (scaled by a slow disk).
+    pub fn start_task(&mut self, slot_idx: u32, node: u32, copy: Option<u32>, latency: Ms) -> u32 {
+        let t = self.add_task(slot_idx, node, copy, TaskState::Starting);
+        let slow = Ms::from(self.nodes[node as usize].slow);
+        self.q
+            .push(self.now + latency * slow, Ev::TaskReady { task: t });
+        t
+    }
+
+    /// The copy a task on `node` mounts for dataset `d` under plain Swarm: the shared copy, or
+    /// whatever volume of that name the node's disk has — or a new, empty one.
+    pub fn local_volume(&mut self, d: u32, node: u32) -> (u32, bool) {
+        let ds = &self.datasets[d as usize];
+        if ds.backend == Backend::Shared {
+            return (self.new_copy(d, None, 0), false);
+        }
+        let found = self
+            .copies
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, c)| c.dataset == d && c.node == Some(node) && c.alive && !c.revoked)
+            .map(|(i, _)| i as u32);
+        match found {
+            Some(c) => (c, false),
+            None => (self.new_copy(d, Some(node), 0), true),
+        }
+    }
+
+    /// Whether some other live copy of `d` holds writes an empty copy would not.
+    pub fn data_exists_elsewhere(&self, d: u32) -> bool {
+        self.copies
+            .iter()
+            .any(|c| c.dataset == d && c.alive && !c.revoked && c.len > 0)
+    }
+
+    // ----- the engine's view -----
+
+    /// Patches the engine input to what the managers see now, and returns it.
+    pub fn view(&mut self, berth_labels: bool) -> &Cluster {
+        let berth = self.policy == PolicyKind::Berth;
+        let mut c = if berth_labels {
+            std::mem::take(&mut self.view_berth)
+        } else {
+            std::mem::take(&mut self.view_swarm)
+        };
+        for (i, n) in c.nodes.iter_mut().enumerate() {
+            let rt = &self.nodes[i];
+            n.state = if rt.swarm_down || (berth && rt.berth_down) {
+                NodeState::Down
+            } else {
+                NodeState::Ready
+            };
+            n.availability = if rt.draining {
+                Availability::Drain
+            } else {
+                Availability::Active
+            };
+            if rt.fenced {
+                n.labels.insert(FENCED_LABEL.into(), "true".into());
+            } else if !n.labels.is_empty() {
+                n.labels.remove(FENCED_LABEL);
+            }
+        }
+        c.tasks.clear();
+        for slot in &self.slots {
+            for &t in &slot.tasks {
+                let task = &self.tasks[t as usize];
+                let node = &self.nodes[task.node as usize];
+                // A dead container on a reachable node has been reported failed.
+                if !task.desired || (task.state == TaskState::Dead && node.in_contact()) {
+                    continue;
+                }
+                c.tasks.push(Task {
+                    id: format!("t{t}"),
+                    service_id: ServiceId(self.scn.services[task.service as usize].name.clone()),
+                    slot: Some(task.slot),
+                    node_id: Some(NodeId::new(self.node_names[task.node as usize].clone())),
+                    state: EngineTaskState::Running,
+                    desired_state: EngineTaskState::Running,
+                });
+            }
+        }
+        c.datasets.clear();
+        if berth_labels {
+            for ds in &self.datasets {
+                let node =
+                    |i: Option<u32>| i.map(|n| NodeId::new(self.node_names[n as usize].clone()));
+                let standby = ds
+                    .standby
+                    .filter(|s| self.copies[*s as usize].ready_at <= self.now)
+                    .and_then(|s| self.copies[s as usize].node);
+                c.datasets.push(Dataset {
+                    name: ds.name.clone(),
+                    service: self.scn.services[ds.service as usize].name.clone(),
+                    slot: ds.slot,
+                    primary: node(ds.home),
+                    epoch: ds.epoch,
+                    backend: ds.backend,
+                    size_bytes: ds.size_bytes,
+                    standby: node(standby),
+                });
+            }
+        }
+        if berth_labels {
+            self.view_berth = c;
+            &self.view_berth
+        } else {
+            self.view_swarm = c;
+            &self.view_swarm
+        }
+    }
+
+    // ----- the loop -----
+
+    /// Runs to the scenario's end or the first fatal violation.
+    pub fn run(&mut self) {
+        let end = self.scn.duration;
+        while let Some(at) = self.q.peek_time() {
+            if at > end || self.violation.is_some() {
+                break;
+            }
+            let Some((at, ev)) = self.q.pop() else { break };
+            self.now = at;
+            self.metrics.events += 1;
+            if let Ev::Write(s) = ev {
+                self.on_write(s);
+                continue;
+            }
+            self.handle(ev);
+            self.refresh();
+        }
+        self.now = end.max(self.now);
+        self.finish();
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Write(_) => {}
+            Ev::Fault(a) => self.apply_fault(a),
+            Ev::SwarmDown { node, generation } => {
+                let n = &mut self.nodes[node as usize];
+                if n.generation != generation || n.swarm_down || !self.quorum {
+                    return;
+                }
+                n.swarm_down = true;
+                self.log_event(format!(
+                    "swarm marks {} DOWN",
+                    self.node_names[node as usize]
+                ));
+                policy::on_swarm_down(self, node);
+            }
+            Ev::BerthDetect { node, generation } => {
+                let n = &self.nodes[node as usize];
+                if n.generation != generation || n.berth_down || self.policy != PolicyKind::Berth {
+                    return;
+                }
+                if !self.quorum || !self.scheduler_up {
+                    // Re-armed when the scheduler / quorum is back.
+                    return;
+                }
+                self.nodes[node as usize].berth_down = true;
+                self.log_event(format!(
+                    "berth detects {} dead",
+                    self.node_names[node as usize]
+                ));
+                policy::berth::on_detect(self, node);
+            }
+            Ev::LeaseExpired { node, generation } => {
+                if self.nodes[node as usize].generation == generation {
+                    self.log_event(format!(
+                        "{}: leases expired",
+                        self.node_names[node as usize]
+                    ));
+                }
+            }
+            Ev::TaskReady { task } => self.on_task_ready(task),
+            Ev::Resynced => {}
+            Ev::SwarmReconcile => policy::swarm_default::reconcile(self),
+            Ev::Operator {
+                node,
+                generation,
+                drain,
+            } => policy::manual::on_operator(self, node, generation, drain),
+            Ev::Lane {
+                run,
+                lane,
+                generation,
+            } => policy::executor::step(self, run, lane, generation),
+        }
+    }
+
+    fn on_task_ready(&mut self, t: u32) {
+        let task = &self.tasks[t as usize];
+        if task.state != TaskState::Starting {
+            return;
+        }
+        let node = task.node;
+        if !self.nodes[node as usize].up {
+            self.tasks[t as usize].state = TaskState::Dead;
+            return;
+        }
+        self.tasks[t as usize].state = TaskState::Running;
+        self.check_constraints(t);
+        let svc = &self.services[self.tasks[t as usize].service as usize];
+        if svc.self_replicating
+            && let Some(c) = self.tasks[t as usize].copy
+        {
+            // A fresh member resyncs from its peers before it counts.
+            let d = self.copies[c as usize].dataset;
+            let size = self.datasets[d as usize].size_bytes;
+            let max = self.service_max_len(self.tasks[t as usize].service);
+            if self.copies[c as usize].len < max {
+                self.copies[c as usize].len = max;
+                let bw = self.scn.berth.move_bandwidth;
+                let done =
+                    self.now + transfer_ms(size, bw) * Ms::from(self.nodes[node as usize].slow);
+                self.copies[c as usize].ready_at = done;
+                self.metrics.bytes_moved += size;
+                self.q.push(done, Ev::Resynced);
+            }
+        }
+    }
+
+    /// Longest live copy among a self-replicating service's members.
+    pub fn service_max_len(&self, service: u32) -> u64 {
+        self.copies
+            .iter()
+            .filter(|c| c.alive && self.datasets[c.dataset as usize].service == service)
+            .map(|c| c.len)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn on_write(&mut self, s: u32) {
+        let now = self.now;
+        let svc = &mut self.services[s as usize];
+        svc.next_write += 1;
+        let next = (svc.next_write as u128 * svc.writes_every_nanos as u128 / 1_000_000) as Ms;
+        self.q.push(next, Ev::Write(s));
+        let first = svc.first_slot as usize;
+        let replicas = svc.replicas as usize;
+        if svc.self_replicating {
+            if !svc.available {
+                svc.rejected += 1;
+                return;
+            }
+            svc.acked += 1;
+            for slot in &self.slots[first..first + replicas] {
+                let Some(d) = slot.dataset else { continue };
+                for &w in &self.datasets[d as usize].writers {
+                    if let Some(c) = self.tasks[w as usize].copy {
+                        self.copies[c as usize].len += 1;
+                    }
+                }
+            }
+            return;
+        }
+        let k = (svc.rr % replicas as u64) as usize;
+        svc.rr += 1;
+        let Some(d) = self.slots[first + k].dataset else {
+            return;
+        };
+        let ds = &mut self.datasets[d as usize];
+        if ds.writers.is_empty() {
+            self.services[s as usize].rejected += 1;
+            return;
+        }
+        let w = ds.writers[(ds.rr % ds.writers.len() as u64) as usize];
+        ds.rr += 1;
+        ds.acked += 1;
+        let Some(c) = self.tasks[w as usize].copy else {
+            return;
+        };
+        self.copies[c as usize].len += 1;
+        if ds.backend == Backend::Replicated && ds.current == Some(c) && ds.standby.is_some() {
+            ds.unreplicated.push_back(now);
+            let lag = self.scn.services[s as usize].data.replication_lag;
+            ds.replicate(&mut self.copies, now, lag);
+        }
+    }
+
+    // ----- faults and contact -----
+
+    fn apply_fault(&mut self, a: FaultAction) {
+        let name = |s: &Self, n: u32| s.node_names[n as usize].clone();
+        match a {
+            FaultAction::Crash { node } => {
+                if !self.nodes[node as usize].up {
+                    return;
+                }
+                self.log_event(format!("fault: {} crashes", name(self, node)));
+                self.node_log.push((self.now, node, NodeMark::Down));
+                let had_contact = self.nodes[node as usize].in_contact();
+                self.nodes[node as usize].up = false;
+                for t in &mut self.tasks {
+                    if t.node == node && t.alive() {
+                        t.state = TaskState::Dead;
+                        t.ended = Some(self.now);
+                    }
+                }
+                if had_contact {
+                    self.contact_lost(node);
+                }
+            }
+            FaultAction::Recover { node } => {
+                if self.nodes[node as usize].up {
+                    return;
+                }
+                self.log_event(format!("fault: {} boots", name(self, node)));
+                self.node_log.push((self.now, node, NodeMark::Up));
+                self.nodes[node as usize].up = true;
+                if self.nodes[node as usize].reach_managers {
+                    self.contact_back(node);
+                }
+            }
+            FaultAction::WipeDisk { node } => {
+                self.log_event(format!("fault: {} loses its disk", name(self, node)));
+                self.node_log.push((self.now, node, NodeMark::DiskLost));
+                for c in &mut self.copies {
+                    if c.node == Some(node) {
+                        c.alive = false;
+                    }
+                }
+            }
+            FaultAction::CutOff { node, storage } => {
+                let n = &mut self.nodes[node as usize];
+                if !n.reach_managers {
+                    return;
+                }
+                let had_contact = n.in_contact();
+                n.reach_managers = false;
+                n.reach_storage = storage;
+                self.log_event(format!(
+                    "fault: {} cut off from the managers{}",
+                    name(self, node),
+                    if storage {
+                        " (still reaches storage)"
+                    } else {
+                        ""
+                    }
+                ));
+                self.node_log.push((self.now, node, NodeMark::CutOff));
+                if had_contact {
+                    self.contact_lost(node);
+                }
+            }
+            FaultAction::Heal { node } => {
+                let n = &mut self.nodes[node as usize];
+                if n.reach_managers {
+                    return;
+                }
+                n.reach_managers = true;
+                n.reach_storage = true;
+                let up = n.up;
+                self.log_event(format!("fault: {} reconnected", name(self, node)));
+                self.node_log.push((self.now, node, NodeMark::Healed));
+                if up {
+                    self.contact_back(node);
+                }
+            }
+            FaultAction::SlowDisk { node, factor } => {
+                self.log_event(format!(
+                    "fault: {} disk {}x slower",
+                    name(self, node),
+                    factor
+                ));
+                self.nodes[node as usize].slow = factor.max(1);
+            }
+            FaultAction::FastDisk { node } => {
+                self.nodes[node as usize].slow = 1;
+            }
+            FaultAction::QuorumLoss => {
+                if !self.quorum {
+                    return;
+                }
+                self.log_event("fault: managers lose quorum".into());
+                self.markers.push((self.now, "quorum lost".into()));
+                self.quorum = false;
+            }
+            FaultAction::QuorumBack => {
+                if self.quorum {
+                    return;
+                }
+                self.log_event("managers regain quorum (leader election)".into());
+                self.markers.push((self.now, "quorum back".into()));
+                self.quorum = true;
+                // Nodes not seen since the leader change get the longer grace.
+                let sw = &self.scn.swarm;
+                let wait = sw.leader_change_multiplier * sw.grace_multiplier * sw.heartbeat;
+                for i in 0..self.nodes.len() as u32 {
+                    let n = &self.nodes[i as usize];
+                    if !n.in_contact() && !n.swarm_down {
+                        self.q.push(
+                            self.now + wait,
+                            Ev::SwarmDown {
+                                node: i,
+                                generation: n.generation,
+                            },
+                        );
+                    }
+                }
+                policy::on_control_plane_back(self);
+            }
+            FaultAction::SchedulerDown => {
+                if self.policy != PolicyKind::Berth || !self.scheduler_up {
+                    return;
+                }
+                self.log_event(
+                    "fault: berth scheduler restarts; plans in flight are dropped".into(),
+                );
+                self.markers.push((self.now, "scheduler restart".into()));
+                self.scheduler_up = false;
+                self.sched_generation += 1;
+                for s in &mut self.slots {
+                    s.busy = false;
+                }
+            }
+            FaultAction::SchedulerUp => {
+                if self.policy != PolicyKind::Berth || self.scheduler_up {
+                    return;
+                }
+                self.log_event("berth scheduler is back; re-planning".into());
+                self.scheduler_up = true;
+                policy::on_control_plane_back(self);
+            }
+            FaultAction::Drain { node } => {
+                if self.nodes[node as usize].draining {
+                    return;
+                }
+                self.log_event(format!("operator drains {}", name(self, node)));
+                self.node_log.push((self.now, node, NodeMark::Drain));
+                self.nodes[node as usize].draining = true;
+                policy::on_drain(self, node);
+            }
+            FaultAction::Activate { node } => {
+                self.log_event(format!("operator reactivates {}", name(self, node)));
+                self.node_log.push((self.now, node, NodeMark::Active));
+                self.nodes[node as usize].draining = false;
+            }
+        }
+    }
+
+    /// The node stopped reaching the managers (crash or partition): arm the timers.
+    fn contact_lost(&mut self, node: u32) {
+        let sw = &self.scn.swarm;
+        let bt = &self.scn.berth;
+        let now = self.now;
+        let n = &mut self.nodes[node as usize];
+        n.generation += 1;
+        n.lost_at = Some(now);
+        n.beats.advance(now, sw.heartbeat, sw.heartbeat_jitter);
+        let swarm_deadline = (n.beats.last + sw.grace_multiplier * n.beats.period).max(now);
+        let generation = n.generation;
+        if self.quorum {
+            self.q
+                .push(swarm_deadline, Ev::SwarmDown { node, generation });
+        }
+        if self.policy == PolicyKind::Berth {
+            let phase = n.berth_phase;
+            let last = if now >= phase {
+                phase + (now - phase) / bt.heartbeat * bt.heartbeat
+            } else {
+                0
+            };
+            self.q.push(
+                (last + bt.misses * bt.heartbeat).max(now),
+                Ev::BerthDetect { node, generation },
+            );
+            self.q
+                .push(now + bt.lease, Ev::LeaseExpired { node, generation });
+        }
+    }
+
+    /// The node reaches the managers again: it beats at once, is Ready again, hears the
+    /// shutdowns it missed; then the policy reacts.
+    fn contact_back(&mut self, node: u32) {
+        let sw = &self.scn.swarm;
+        let now = self.now;
+        let n = &mut self.nodes[node as usize];
+        n.generation += 1;
+        n.lost_at = None;
+        n.beats.restart(now, sw.heartbeat, sw.heartbeat_jitter);
+        let was_swarm_down = std::mem::replace(&mut n.swarm_down, false);
+        let was_berth_down = std::mem::replace(&mut n.berth_down, false);
+        // Containers the managers replaced meanwhile are shut down now.
+        let retired: Vec<u32> = self
+            .tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.node == node && !t.desired && t.alive())
+            .map(|(i, _)| i as u32)
+            .collect();
+        for t in retired {
+            self.retire_task(t);
+        }
+        policy::on_node_back(self, node, was_swarm_down, was_berth_down);
+    }
+
+    // ----- writers, availability, checks -----
+
+    /// Whether task `t` can acknowledge a write to dataset `d` right now.
+    fn writable(&self, t: u32, d: u32) -> bool {
+        let task = &self.tasks[t as usize];
+        if task.state != TaskState::Running {
+            return false;
+        }
+        let node = &self.nodes[task.node as usize];
+        if !node.up {
+            return false;
+        }
+        let Some(c) = task.copy else { return false };
+        let copy = &self.copies[c as usize];
+        if !copy.alive || copy.revoked || copy.ready_at > self.now {
+            return false;
+        }
+        let ds = &self.datasets[d as usize];
+        let berth = self.policy == PolicyKind::Berth;
+        match ds.backend {
+            // Shared storage enforces the epoch itself: a fenced holder is refused even when
+            // the managers cannot reach it.
+            Backend::Shared => {
+                if !node.reach_storage || task.epoch < ds.epoch {
+                    return false;
+                }
+            }
+            // Berth's volume driver refuses an old epoch once it hears of the new one.
+            _ => {
+                if berth && node.reach_managers && task.epoch < ds.epoch {
+                    return false;
+                }
+            }
+        }
+        if berth
+            && let Some(lost) = node.lost_at
+            && self.now >= lost + self.scn.berth.lease
+        {
+            return false;
+        }
+        true
+    }
+
+    /// Recomputes writers and availability, and runs the checker.
+    pub fn refresh(&mut self) {
+        let now = self.now;
+        for d in 0..self.datasets.len() {
+            let slot = self.datasets[d].slot_idx as usize;
+            let mut writers = std::mem::take(&mut self.datasets[d].writers);
+            writers.clear();
+            // Every live container of the slot, wanted or not: a replaced task on a cut-off
+            // node still writes if nothing stops it.
+            for &t in &self.slots[slot].tasks {
+                if self.writable(t, d as u32) {
+                    writers.push(t);
+                }
+            }
+            let ds = &mut self.datasets[d];
+            ds.writers = writers;
+            if ds.backend == Backend::Replicated {
+                let lag = self.scn.services[ds.service as usize].data.replication_lag;
+                let link = ds
+                    .current
+                    .and_then(|c| self.copies[c as usize].node)
+                    .is_some_and(|n| {
+                        self.nodes[n as usize].up && self.nodes[n as usize].reach_managers
+                    })
+                    && ds
+                        .standby
+                        .and_then(|c| self.copies[c as usize].node)
+                        .is_some_and(|n| {
+                            self.nodes[n as usize].up && self.nodes[n as usize].reach_managers
+                        });
+                if link {
+                    ds.replicate(&mut self.copies, now, lag);
+                }
+            }
+        }
+        for s in 0..self.services.len() {
+            let svc = &self.services[s];
+            let first = svc.first_slot as usize;
+            let slots = &self.slots[first..first + svc.replicas as usize];
+            let available = if !svc.stateful {
+                slots.iter().any(|sl| {
+                    sl.tasks.iter().any(|&t| {
+                        let task = &self.tasks[t as usize];
+                        task.state == TaskState::Running && self.nodes[task.node as usize].up
+                    })
+                })
+            } else {
+                let serving = slots
+                    .iter()
+                    .filter(|sl| {
+                        sl.dataset
+                            .is_some_and(|d| !self.datasets[d as usize].writers.is_empty())
+                    })
+                    .count() as u64;
+                if svc.self_replicating {
+                    serving > svc.replicas / 2
+                } else {
+                    serving == svc.replicas
+                }
+            };
+            let svc = &mut self.services[s];
+            if available != svc.available {
+                svc.available = available;
+                if available {
+                    if let Some(since) = svc.down_since.take() {
+                        svc.unavailable_ms += now - since;
+                        svc.outages.push((since, now));
+                    }
+                } else {
+                    svc.down_since = Some(now);
+                }
+            }
+        }
+        crate::checker::after_event(self);
+    }
+
+    fn finish(&mut self) {
+        let now = self.now;
+        for svc in &mut self.services {
+            if let Some(since) = svc.down_since.take() {
+                svc.unavailable_ms += now - since;
+                svc.outages.push((since, now));
+            }
+        }
+        for d in 0..self.datasets.len() {
+            if let Some(since) = self.datasets[d].double_since.take() {
+                self.metrics.double_writer_ms += now - since;
+            }
+        }
+    }
+
+    pub fn log_event(&mut self, msg: String) {
+        self.trace.push(self.now, msg);
+    }
+
+    /// Fatal for every policy: Swarm itself never runs a task against its constraints.
+    fn check_constraints(&mut self, t: u32) {
+        let task = &self.tasks[t as usize];
+        let node = &self.scn.cluster.nodes[task.node as usize];
+        if !constraint::node_matches(&self.constraints[task.service as usize], node) {
+            let msg = format!(
+                "{} slot {} runs on {} against its constraints",
+                self.scn.services[task.service as usize].name,
+                task.slot,
+                self.node_names[task.node as usize]
+            );
+            self.fail("constraints", msg);
+        }
+    }
+
+    pub fn fail(&mut self, invariant: &'static str, message: String) {
+        if self.violation.is_none() {
+            self.trace
+                .push(self.now, format!("VIOLATION {invariant}: {message}"));
+            self.violation = Some(Violation {
+                invariant,
+                at: self.now,
+                message,
+            });
+        }
+    }
+
+    pub fn fmt_now(&self) -> String {
+        fmt_ms(self.now)
+    }
+}

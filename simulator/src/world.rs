@@ -1,0 +1,152 @@
+//! The world: what is physically true at the current virtual instant — which nodes are powered
+//! and reachable, which containers run where, which copies of each dataset exist — and the
+//! *view* of it the managers have, which is what the engine is asked about.
+//!
+//! Architecture invariant: the engine never sees the world, only [`crate::sim::Sim::view`]: a
+//! `model::Cluster` built from what the managers could know (a partitioned node's containers
+//! still look "running" to them, a dead container on a reachable node does not).
+
+use crate::clock::Ms;
+use crate::rng::{SimRng, Stream};
+
+/// A node's lazily generated heartbeat stream (SwarmKit's: each heartbeat is answered with the
+/// next period, `heartbeat ± jitter`, and the node is DOWN after `grace × period` of silence).
+///
+/// Beats are generated only up to the instant contact is lost — the same sequence an explicit
+/// per-beat event would produce, without 17,280 events per node per simulated day.
+pub struct Beats {
+    rng: SimRng,
+    /// The last beat the managers received.
+    pub last: Ms,
+    /// The period handed out with that beat.
+    pub period: Ms,
+}
+
+impl Beats {
+    pub fn new(seed: u64, node: u32, base: Ms, jitter: Ms) -> Beats {
+        let mut rng = SimRng::derive(seed, Stream::SwarmHeartbeat, u64::from(node));
+        // A random phase: nodes joined at different instants.
+        let phase = rng.range(0, base);
+        let period = rng.jitter(base, jitter);
+        Beats {
+            rng,
+            last: phase.saturating_sub(base),
+            period,
+        }
+    }
+
+    /// Replays beats up to `t` (the node is alive and connected until `t`).
+    pub fn advance(&mut self, t: Ms, base: Ms, jitter: Ms) {
+        while self.last + self.period <= t {
+            self.last += self.period;
+            self.period = self.rng.jitter(base, jitter);
+        }
+    }
+
+    /// The node reconnected at `t`: it beats at once.
+    pub fn restart(&mut self, t: Ms, base: Ms, jitter: Ms) {
+        self.last = t;
+        self.period = self.rng.jitter(base, jitter);
+    }
+}
+
+pub struct NodeRt {
+    /// Powered, with its engine running.
+    pub up: bool,
+    /// Reaches the managers (and so the Raft leader's dispatcher and Berth's detector).
+    pub reach_managers: bool,
+    /// Reaches shared storage.
+    pub reach_storage: bool,
+    pub draining: bool,
+    /// Start and copy slowdown (1 = normal).
+    pub slow: u32,
+    /// The managers marked it DOWN (missed heartbeats).
+    pub swarm_down: bool,
+    /// Berth's detector declared it dead.
+    pub berth_down: bool,
+    /// Berth's `berth.fenced` node label.
+    pub fenced: bool,
+    /// Bumped whenever contact is lost or regained: timers carry the generation they were set
+    /// in and are ignored once it moved on (a blip shorter than the grace cancels nothing,
+    /// it just makes the pending DOWN stale).
+    pub generation: u64,
+    /// When the node last lost the managers, while it still has not regained them.
+    pub lost_at: Option<Ms>,
+    /// Berth's heartbeat phase within its period.
+    pub berth_phase: Ms,
+    pub beats: Beats,
+}
+
+impl NodeRt {
+    pub fn in_contact(&self) -> bool {
+        self.up && self.reach_managers
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TaskState {
+    /// Container being created; not serving yet.
+    Starting,
+    Running,
+    /// The container died with its node; the managers may not know yet.
+    Dead,
+    Stopped,
+}
+
+pub struct TaskRt {
+    pub service: u32,
+    /// 1-based like Swarm's.
+    pub slot: u64,
+    /// Global slot index (see `Sim::slots`).
+    pub slot_idx: u32,
+    pub node: u32,
+    pub state: TaskState,
+    /// The managers want it running. A task replaced while its node was cut off stays
+    /// physically `Running` with `desired = false` until the node hears about it.
+    pub desired: bool,
+    /// The dataset epoch it mounted with (fencing token).
+    pub epoch: u64,
+    /// The copy it mounts (stateful tasks).
+    pub copy: Option<u32>,
+    pub started: Ms,
+    pub ended: Option<Ms>,
+}
+
+impl TaskRt {
+    pub fn alive(&self) -> bool {
+        matches!(self.state, TaskState::Starting | TaskState::Running)
+    }
+}
+
+pub struct SlotRt {
+    pub service: u32,
+    pub slot: u64,
+    /// Tasks the managers want running in this slot (usually one; two while a replacement of a
+    /// cut-off task is starting).
+    pub tasks: Vec<u32>,
+    pub dataset: Option<u32>,
+    /// A failover lane is working on this slot.
+    pub busy: bool,
+}
+
+/// One service at run time: the stateful ledger of a self-replicating (`recreate`) service,
+/// availability bookkeeping for all.
+pub struct ServiceRt {
+    /// First global slot index; slots are contiguous.
+    pub first_slot: u32,
+    pub replicas: u64,
+    pub stateful: bool,
+    /// `recreate`: the database replicates itself; writes need a majority of members.
+    pub self_replicating: bool,
+    pub writes_every_nanos: u64,
+    pub next_write: u64,
+    /// Writes acknowledged (recreate services; others count per dataset).
+    pub acked: u64,
+    pub rejected: u64,
+    pub rr: u64,
+    pub available: bool,
+    pub down_since: Option<Ms>,
+    pub unavailable_ms: Ms,
+    /// Unavailable spans, for the plot.
+    pub outages: Vec<(Ms, Ms)>,
+}
