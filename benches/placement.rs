@@ -1,1 +1,172 @@
-fn main() {}
+//! End-to-end placement benchmarks: `plan(&cluster)` (model in → every task placed, plan
+//! dropped) on the shapes of SwarmKit's own scheduler benchmarks, (N nodes, T tasks) ∈
+//! {(1k,1k), (1k,10k), (1k,100k), (5k,100k), (10k,100k), (100k,1k)}, each as
+//! `plain`, `constraint` (`node.labels.group==g1`, half the nodes) and
+//! `constraint+preference` (plus `spread=node.labels.zone` over 3 zones).
+//!
+//! Two micro-benches explain the one shape dominated by the node count (100k nodes):
+//! `prepare` (input clone, normalise, parse) and `filter_pass` (every filter on every node,
+//! once, as the start of a batch does).
+//!
+//! `cargo bench -p berth --bench placement`; the numbers are in BENCHMARKS.md.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+
+use berth::scheduler::framework::{CycleState, FilterPlugin, Profile, TaskSpec};
+use berth::scheduler::model::{Cluster, Strategy};
+use berth::scheduler::schedule::{Prepared, plan};
+use berth::scheduler::snapshot::Snapshot;
+use berth::scheduler::testing::{Shape, synthetic};
+
+const SHAPES: &[(usize, u64)] = &[
+    (1_000, 1_000),
+    (1_000, 10_000),
+    (1_000, 100_000),
+    (5_000, 100_000),
+    (10_000, 100_000),
+    (100_000, 1_000),
+];
+
+const VARIANTS: &[(&str, bool, bool)] = &[
+    ("plain", false, false),
+    ("constraint", true, false),
+    ("constraint+preference", true, true),
+];
+
+/// Builds the shape and checks, outside the timing, that `plan` places every task: a bench
+/// that silently places nothing would measure nothing.
+fn checked_cluster(shape: Shape) -> Cluster {
+    let cluster = synthetic(shape);
+    let p = plan(&cluster).expect("synthetic cluster is valid");
+    assert!(
+        p.pending.is_empty(),
+        "{shape:?}: {} pending",
+        p.pending.len()
+    );
+    assert_eq!(
+        p.new_placements().count() as u64,
+        shape.tasks,
+        "{shape:?}: every task placed"
+    );
+    if shape.constraint {
+        let even = |id: &str| {
+            id.rsplit('-')
+                .next()
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
+                .is_multiple_of(2)
+        };
+        assert!(
+            p.placements.iter().all(|pl| even(pl.node.as_str())),
+            "{shape:?}: constraint group==g1 (even nodes) honoured"
+        );
+    }
+    cluster
+}
+
+fn placement(c: &mut Criterion) {
+    for &(nodes, tasks) in SHAPES {
+        let mut g = c.benchmark_group(format!("plan/{}x{}", short(nodes as u64), short(tasks)));
+        let big = nodes as u64 * 10 + tasks >= 100_000;
+        if big {
+            g.sample_size(10)
+                .warm_up_time(Duration::from_millis(500))
+                .measurement_time(Duration::from_secs(3));
+        } else {
+            g.sample_size(30)
+                .warm_up_time(Duration::from_millis(300))
+                .measurement_time(Duration::from_secs(2));
+        }
+        for &(name, constraint, preference) in VARIANTS {
+            let cluster = checked_cluster(Shape {
+                nodes,
+                tasks,
+                constraint,
+                preference,
+            });
+            g.bench_with_input(BenchmarkId::from_parameter(name), &cluster, |b, cl| {
+                b.iter(|| plan(black_box(cl)).expect("plan"))
+            });
+        }
+        g.finish();
+    }
+}
+
+/// The parts of the 100k-node shape that scale with nodes, not tasks.
+fn per_node_work(c: &mut Criterion) {
+    let mut g = c.benchmark_group("nodes100k");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    let cluster = synthetic(Shape {
+        nodes: 100_000,
+        tasks: 1_000,
+        constraint: true,
+        preference: false,
+    });
+    g.bench_function("synthetic_model_build", |b| {
+        b.iter(|| {
+            synthetic(Shape {
+                nodes: 100_000,
+                tasks: 1_000,
+                constraint: true,
+                preference: false,
+            })
+        })
+    });
+    g.bench_function("prepare", |b| {
+        b.iter(|| Prepared::new(black_box(&cluster)).expect("valid"))
+    });
+    let prep = Prepared::new(&cluster).expect("valid");
+    g.bench_function("snapshot", |b| {
+        b.iter(|| Snapshot::new(black_box(&prep.cluster.nodes)))
+    });
+    let snap = Snapshot::new(&prep.cluster.nodes);
+    let profile = Profile::for_strategy(Strategy::Spread);
+    let task = TaskSpec {
+        service: &prep.cluster.services[0],
+        service_idx: 0,
+        policy: &prep.policies[0],
+        constraints: &prep.constraints[0],
+        slot: None,
+        dataset: None,
+    };
+    g.bench_function("filter_pass", |b| {
+        b.iter(|| {
+            let mut cx = CycleState::new();
+            let active: Vec<&dyn FilterPlugin> = profile
+                .filters
+                .iter()
+                .filter(|f| f.pre_filter(&mut cx, &task).is_success())
+                .map(|f| f.as_ref())
+                .collect();
+            let mut feasible = 0u32;
+            for info in &snap.nodes {
+                if active
+                    .iter()
+                    .all(|f| f.filter(&cx, &task, info).is_success())
+                {
+                    feasible += 1;
+                }
+            }
+            assert_eq!(feasible, 50_000);
+            feasible
+        })
+    });
+    g.finish();
+}
+
+fn short(n: u64) -> String {
+    if n >= 1000 && n.is_multiple_of(1000) {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
+criterion_group!(benches, placement, per_node_work);
+criterion_main!(benches);
