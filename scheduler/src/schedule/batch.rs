@@ -66,6 +66,8 @@ pub struct Outcome {
 struct Branch<'n> {
     parent: Option<usize>,
     depth: usize,
+    /// This branch's value of its parent's level ("" for the root).
+    value: &'n str,
     children: BTreeMap<&'n str, usize>,
     /// Tasks of this service on every node below, feasible or not (Swarm counts them all).
     count: u32,
@@ -76,11 +78,12 @@ struct Branch<'n> {
     heap: BinaryHeap<Key>,
 }
 
-impl Branch<'_> {
-    fn new(parent: Option<usize>, depth: usize) -> Self {
+impl<'n> Branch<'n> {
+    fn new(parent: Option<usize>, depth: usize, value: &'n str) -> Self {
         Branch {
             parent,
             depth,
+            value,
             children: BTreeMap::new(),
             count: 0,
             live: 0,
@@ -90,9 +93,19 @@ impl Branch<'_> {
     }
 }
 
+/// One label value of a hard (max-skew) level, counted over the whole cluster: the skew is
+/// between domains, whatever branch of an outer level a domain's nodes also sit in.
+#[derive(Default)]
+struct Domain {
+    count: u32,
+    eligible: bool,
+}
+
 struct Tree<'n> {
     branches: Vec<Branch<'n>>,
     levels: Vec<SpreadLevel>,
+    /// Per level: `Some` for a hard level, its domains by value.
+    domains: Vec<Option<BTreeMap<&'n str, Domain>>>,
 }
 
 enum Stuck {
@@ -123,11 +136,11 @@ impl<'n> Tree<'n> {
             };
         }
         let level = &self.levels[br.depth];
-        let min = level.max_skew.map(|_| {
-            br.children
-                .values()
-                .filter(|c| self.branches[**c].eligible)
-                .map(|c| self.branches[*c].count)
+        let domains = self.domains[br.depth].as_ref();
+        let min = domains.map(|d| {
+            d.values()
+                .filter(|d| d.eligible)
+                .map(|d| d.count)
                 .min()
                 .unwrap_or(0)
         });
@@ -138,8 +151,8 @@ impl<'n> Tree<'n> {
             if child.live == 0 {
                 continue;
             }
-            if let (Some(skew), Some(min)) = (level.max_skew, min)
-                && !within_skew(child.count, min, skew)
+            if let (Some(skew), Some(min), Some(d)) = (level.max_skew, min, domains)
+                && !within_skew(d[child.value].count, min, skew)
             {
                 skewed = true;
                 continue;
@@ -161,6 +174,20 @@ impl<'n> Tree<'n> {
             }
         }
         Err(stuck)
+    }
+
+    /// Counts `n` more tasks in the hard-level domains on the path from the root to `leaf`.
+    fn count_domains(&mut self, leaf: usize, n: u32, eligible: bool) {
+        let mut b = leaf;
+        while let Some(p) = self.branches[b].parent {
+            let (value, depth) = (self.branches[b].value, self.branches[p].depth);
+            if let Some(d) = self.domains[depth].as_mut() {
+                let dom = d.entry(value).or_default();
+                dom.count += n;
+                dom.eligible |= eligible;
+            }
+            b = p;
+        }
     }
 }
 
@@ -239,9 +266,14 @@ pub fn place(profile: &Profile, snap: &mut Snapshot, task: &TaskSpec, count: usi
         .iter()
         .flat_map(|s| s.levels(task))
         .collect();
+    let domains = levels
+        .iter()
+        .map(|l| l.max_skew.map(|_| BTreeMap::new()))
+        .collect();
     let mut tree = Tree {
-        branches: vec![Branch::new(None, 0)],
+        branches: vec![Branch::new(None, 0, "")],
         levels,
+        domains,
     };
     let mut failed: Vec<Option<Reason>> = vec![None; n];
     for (i, info) in snap.nodes.iter().enumerate() {
@@ -252,7 +284,7 @@ pub fn place(profile: &Profile, snap: &mut Snapshot, task: &TaskSpec, count: usi
                 Some(&c) => c,
                 None => {
                     let c = tree.branches.len();
-                    tree.branches.push(Branch::new(Some(cur), depth + 1));
+                    tree.branches.push(Branch::new(Some(cur), depth + 1, value));
                     tree.branches[cur].children.insert(value, c);
                     c
                 }
@@ -266,6 +298,7 @@ pub fn place(profile: &Profile, snap: &mut Snapshot, task: &TaskSpec, count: usi
         if static_ok {
             tree.up(cur, |b| b.eligible = true);
         }
+        tree.count_domains(cur, here, static_ok);
         match first_failure(&active, &cx, task, info) {
             Some((reason, _)) => failed[i] = Some(reason),
             None => {
@@ -303,6 +336,7 @@ pub fn place(profile: &Profile, snap: &mut Snapshot, task: &TaskSpec, count: usi
         }
         placed.push(top);
         tree.up(leaf, |b| b.count += 1);
+        tree.count_domains(leaf, 1, false);
         tree.branches[leaf]
             .heap
             .push(key(profile, task, &snap.nodes[i]));
