@@ -44,6 +44,9 @@ enum Cmd {
         /// file, e.g. a schedule written by `shrink`.
         #[arg(long)]
         faults: Option<PathBuf>,
+        /// Print the last lines of each policy's event trace.
+        #[arg(long)]
+        trace: bool,
     },
     /// Run many seeds of one or more scenarios in parallel and aggregate; shrink a failure.
     Sweep {
@@ -119,6 +122,7 @@ fn dispatch(cli: Cli) -> Result<Result<(), Failure>> {
             report,
             plot,
             faults,
+            trace,
         } => (|| {
             let scn = load(&scenario)?;
             let ps = policies(&policy).map_err(Failure::Usage)?;
@@ -140,6 +144,14 @@ fn dispatch(cli: Cli) -> Result<Result<(), Failure>> {
             let mut repro = format!("berth-sim run {} --seed {seed}", scenario.display());
             if let Some(f) = &faults {
                 repro.push_str(&format!(" --faults {}", f.display()));
+            }
+            if trace {
+                for run in &rep.runs {
+                    println!("--- trace: {} ---", run.policy.as_str());
+                    for l in &run.trace {
+                        println!("{l}");
+                    }
+                }
             }
             print!("{}", report::summary(&rep, &repro));
             if let Some(path) = &report {

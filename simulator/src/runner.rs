@@ -47,6 +47,9 @@ pub struct RunOutcome {
     /// Scenario `[bounds]` this run broke (checked for `berth` only).
     pub bound_failures: Vec<String>,
     pub trace_tail: Vec<String>,
+    /// The last `TRACE_LINES` lines, for `run --trace`.
+    #[serde(skip)]
+    pub trace: Vec<String>,
     #[serde(skip)]
     pub timeline: Timeline,
 }
@@ -75,12 +78,6 @@ fn outcome(sim: &Sim) -> RunOutcome {
         let spec = &sim.scn.services[si];
         let first = svc.first_slot as usize;
         let slots = &sim.slots[first..first + svc.replicas as usize];
-        let copy_len = |c: Option<u32>| {
-            c.map(|c| &sim.copies[c as usize])
-                .filter(|c| c.alive)
-                .map(|c| c.len)
-                .unwrap_or(0)
-        };
         let (acked, lost) = if svc.self_replicating {
             let best = sim.service_max_len(si as u32);
             (svc.acked, svc.acked.saturating_sub(best))
@@ -91,7 +88,7 @@ fn outcome(sim: &Sim) -> RunOutcome {
                 if let Some(d) = sl.dataset {
                     let ds = &sim.datasets[d as usize];
                     acked += ds.acked;
-                    lost += ds.acked.saturating_sub(copy_len(ds.current));
+                    lost += sim.dataset_lost(d);
                 }
             }
             (acked, lost)
@@ -172,6 +169,7 @@ fn outcome(sim: &Sim) -> RunOutcome {
         trace_tail: sim
             .trace
             .tail(if sim.violation.is_some() { 30 } else { 12 }),
+        trace: sim.trace.tail(crate::sim::TRACE_LINES),
         timeline,
     }
 }

@@ -26,6 +26,9 @@ use crate::storage::{CopyRt, DatasetRt};
 use crate::trace::Trace;
 use crate::world::{Beats, NodeRt, ServiceRt, SlotRt, TaskRt, TaskState};
 
+/// Trace lines kept for the failure report (and `run --trace`).
+pub const TRACE_LINES: usize = 400;
+
 /// Everything that can happen at an instant.
 #[derive(Clone, Copy, Debug)]
 pub enum Ev {
@@ -180,7 +183,7 @@ impl<'a> Sim<'a> {
             view_berth: scn.cluster.clone(),
             view_swarm,
             metrics: Metrics::default(),
-            trace: Trace::new(64),
+            trace: Trace::new(TRACE_LINES),
             violation: None,
             node_log: Vec::new(),
             markers: Vec::new(),
@@ -274,18 +277,26 @@ impl<'a> Sim<'a> {
                     let ds = &mut self.datasets[d as usize];
                     ds.current = Some(c);
                     ds.home = Some(node);
-                    if ds.backend == Backend::Replicated
-                        && let Some(sb) = self.pick_standby(si, node)
-                    {
-                        let s = self.new_copy(d, Some(sb), 0);
-                        self.datasets[d as usize].standby = Some(s);
-                    }
                     Some(c)
                 }
                 None => None,
             };
             let t = self.add_task(slot_idx, node, copy, TaskState::Running);
             self.tasks[t as usize].started = 0;
+        }
+        // Standbys once every replica is placed, so none lands next to a sibling replica.
+        for d in 0..self.datasets.len() {
+            let ds = &self.datasets[d];
+            if ds.backend != Backend::Replicated {
+                continue;
+            }
+            let (service, home) = (ds.service, ds.home);
+            if let Some(home) = home
+                && let Some(sb) = self.pick_standby(service, home)
+            {
+                let c = self.new_copy(d as u32, Some(sb), 0);
+                self.datasets[d].standby = Some(c);
+            }
         }
         for p in &plan.pending {
             self.trace.push(
@@ -354,20 +365,34 @@ impl<'a> Sim<'a> {
     }
 
     /// The engine has no API to choose a standby node (it only reads `Dataset::standby`): the
-    /// simulator picks one the service could run on, in another zone when possible, spreading
-    /// standbys, ties by node order.
+    /// simulator picks one the service could run on and that runs no replica and holds no
+    /// other standby of the service — the engine's replica anti-affinity would otherwise
+    /// refuse to promote it — in another zone when possible, spreading standbys, ties by node
+    /// order.
     pub fn pick_standby(&self, service: u32, primary: u32) -> Option<u32> {
         let cluster = &self.scn.cluster;
         let zone = &self.scn.nodes[primary as usize].zone;
         let mut load = vec![0u32; self.nodes.len()];
+        let mut taken = vec![false; self.nodes.len()];
         for c in &self.copies {
             if let Some(n) = c.node {
                 load[n as usize] += 1;
+                if self.datasets[c.dataset as usize].service == service {
+                    taken[n as usize] = true;
+                }
+            }
+        }
+        let svc = &self.services[service as usize];
+        let first = svc.first_slot as usize;
+        for slot in &self.slots[first..first + svc.replicas as usize] {
+            for &t in &slot.tasks {
+                taken[self.tasks[t as usize].node as usize] = true;
             }
         }
         (0..self.nodes.len() as u32)
             .filter(|&n| {
-                n != primary && self.nodes[n as usize].up && !self.nodes[n as usize].swarm_down
+                let rt = &self.nodes[n as usize];
+                n != primary && !taken[n as usize] && rt.up && !rt.swarm_down && !rt.draining
             })
             .filter(|&n| {
                 constraint::node_matches(
@@ -1063,6 +1088,20 @@ impl<'a> Sim<'a> {
 
     fn finish(&mut self) {
         let now = self.now;
+        for d in 0..self.datasets.len() {
+            let ds = &self.datasets[d];
+            if self.services[ds.service as usize].self_replicating {
+                continue;
+            }
+            let lost = self.dataset_lost(d as u32);
+            if lost > 0 {
+                let msg = format!(
+                    "end: dataset {} lost {lost} of {} acknowledged writes",
+                    ds.name, ds.acked
+                );
+                self.log_event(msg);
+            }
+        }
         for svc in &mut self.services {
             if let Some(since) = svc.down_since.take() {
                 svc.unavailable_ms += now - since;
@@ -1074,6 +1113,25 @@ impl<'a> Sim<'a> {
                 self.metrics.double_writer_ms += now - since;
             }
         }
+    }
+
+    /// Acknowledged writes of a dataset on no copy it can continue from: its current copy,
+    /// or — while it waits with that copy's disk gone — its standby.
+    pub fn dataset_lost(&self, d: u32) -> u64 {
+        let ds = &self.datasets[d as usize];
+        let len = |c: Option<u32>| {
+            c.map(|c| &self.copies[c as usize])
+                .filter(|c| c.alive)
+                .map(|c| c.len)
+                .unwrap_or(0)
+        };
+        let current_gone = ds.current.is_some_and(|c| !self.copies[c as usize].alive);
+        let best = if current_gone {
+            len(ds.standby)
+        } else {
+            len(ds.current)
+        };
+        ds.acked.saturating_sub(best)
     }
 
     pub fn log_event(&mut self, msg: String) {
