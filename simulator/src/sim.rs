@@ -54,8 +54,11 @@ pub enum Ev {
     TaskReady {
         task: u32,
     },
-    /// A fresh member finished resyncing from its peers.
-    Resynced,
+    /// A fresh member finished its initial sync from its peers; it then applies what it
+    /// missed meanwhile (the oplog tail) and is current.
+    Resynced {
+        copy: u32,
+    },
     /// Swarm's orchestrator places every missing slot.
     SwarmReconcile,
     /// A human acts on a node that went down (or was drained).
@@ -114,6 +117,9 @@ pub struct Sim<'a> {
     pub markers: Vec<(Ms, String)>,
     pub node_names: Vec<String>,
     pub faults: Vec<Fault>,
+    /// Lost nodes whose plan had a lane dropped (its target went away): re-planned at the
+    /// next detection or return.
+    pub retry: std::collections::BTreeSet<u32>,
 }
 
 /// Why a run could not start.
@@ -189,6 +195,7 @@ impl<'a> Sim<'a> {
             markers: Vec::new(),
             node_names: scn.node_names(),
             faults,
+            retry: Default::default(),
         };
         sim.place_initial()?;
         for (t, a) in timeline(&sim.faults) {
@@ -375,11 +382,18 @@ impl<'a> Sim<'a> {
         let mut load = vec![0u32; self.nodes.len()];
         let mut taken = vec![false; self.nodes.len()];
         for c in &self.copies {
-            if let Some(n) = c.node {
+            if let Some(n) = c.node
+                && c.alive
+                && !c.revoked
+            {
                 load[n as usize] += 1;
-                if self.datasets[c.dataset as usize].service == service {
-                    taken[n as usize] = true;
-                }
+            }
+        }
+        for ds in &self.datasets {
+            if ds.service == service
+                && let Some(n) = ds.standby.and_then(|c| self.copies[c as usize].node)
+            {
+                taken[n as usize] = true;
             }
         }
         let svc = &self.services[service as usize];
@@ -441,6 +455,12 @@ impl<'a> Sim<'a> {
             ds.home = Some(node);
             if let Some(c) = copy {
                 ds.current = Some(c);
+                // Mounting the standby makes it the primary copy (what a replicating volume
+                // driver does when Swarm happens to land the task there).
+                if ds.standby == Some(c) {
+                    ds.standby = None;
+                    ds.unreplicated.clear();
+                }
             }
         }
         if state == TaskState::Running {
@@ -645,7 +665,15 @@ impl<'a> Sim<'a> {
                 }
             }
             Ev::TaskReady { task } => self.on_task_ready(task),
-            Ev::Resynced => {}
+            Ev::Resynced { copy } => {
+                let d = self.copies[copy as usize].dataset;
+                let svc = self.datasets[d as usize].service;
+                let max = self.service_max_len(svc);
+                let c = &mut self.copies[copy as usize];
+                if c.alive {
+                    c.len = c.len.max(max);
+                }
+            }
             Ev::SwarmReconcile => policy::swarm_default::reconcile(self),
             Ev::Operator {
                 node,
@@ -687,7 +715,7 @@ impl<'a> Sim<'a> {
                     self.now + transfer_ms(size, bw) * Ms::from(self.nodes[node as usize].slow);
                 self.copies[c as usize].ready_at = done;
                 self.metrics.bytes_moved += size;
-                self.q.push(done, Ev::Resynced);
+                self.q.push(done, Ev::Resynced { copy: c });
             }
         }
     }
@@ -965,6 +993,34 @@ impl<'a> Sim<'a> {
             self.retire_task(t);
         }
         policy::on_node_back(self, node, was_swarm_down, was_berth_down);
+        self.repair_standbys();
+    }
+
+    /// A replicated dataset that lost its standby (promoted, or no node was free) gets a new
+    /// one as soon as a node can take it — the volume driver's job, whatever the policy.
+    fn repair_standbys(&mut self) {
+        for d in 0..self.datasets.len() {
+            let ds = &self.datasets[d];
+            if ds.backend != Backend::Replicated || ds.standby.is_some() {
+                continue;
+            }
+            let Some(cur) = ds.current.filter(|c| self.copies[*c as usize].alive) else {
+                continue;
+            };
+            let Some(home) = self.copies[cur as usize].node else {
+                continue;
+            };
+            let (service, size) = (ds.service, ds.size_bytes);
+            if let Some(n) = self.pick_standby(service, home) {
+                let len = self.copies[cur as usize].len;
+                let c = self.new_copy(d as u32, Some(n), len);
+                self.copies[c as usize].ready_at =
+                    self.now + transfer_ms(size, self.scn.berth.move_bandwidth);
+                self.metrics.bytes_moved += size;
+                self.datasets[d].standby = Some(c);
+                self.datasets[d].unreplicated.clear();
+            }
+        }
     }
 
     // ----- writers, availability, checks -----

@@ -18,6 +18,51 @@ pub fn on_detect(sim: &mut Sim, node: u32) {
     sim.nodes[node as usize].fenced = true;
     let id = id(sim, node);
     executor::plan_and_launch(sim, Event::NodeDown(id), false);
+    retry(sim);
+}
+
+/// Re-plans lost nodes whose plan lost a target half-way: the world changed, so the engine
+/// is asked again (level-triggered), rather than replaying the old plan.
+fn retry(sim: &mut Sim) {
+    let nodes = std::mem::take(&mut sim.retry);
+    for n in nodes {
+        if sim.nodes[n as usize].berth_down {
+            let id = id(sim, n);
+            executor::plan_and_launch(sim, Event::NodeDown(id), false);
+        }
+    }
+}
+
+/// A holder fenced by a node-down plan whose move never completed (its target was lost
+/// half-way) is still the dataset's primary when its node returns, but its epoch is stale and
+/// the driver refuses it. The engine's node-back plan does not cover this (it only revokes
+/// copies whose primary moved elsewhere), so the simulator re-admits it: the container is
+/// restarted in place at the current epoch.
+fn readmit(sim: &mut Sim, node: u32) {
+    let mut stale = Vec::new();
+    for (i, t) in sim.tasks.iter().enumerate() {
+        if t.node != node || !t.desired || !t.alive() {
+            continue;
+        }
+        if let Some(d) = sim.slots[t.slot_idx as usize].dataset {
+            let ds = &sim.datasets[d as usize];
+            if t.epoch < ds.epoch && ds.home == Some(node) && !sim.slots[t.slot_idx as usize].busy {
+                stale.push((i as u32, t.slot_idx, t.copy));
+            }
+        }
+    }
+    for (t, slot, copy) in stale {
+        sim.retire_task(t);
+        let latency = sim.scn.berth.start_latency;
+        sim.start_task(slot, node, copy, latency);
+        let msg = format!(
+            "berth: re-admits {} slot {} on {} at the current epoch",
+            sim.scn.services[sim.slots[slot as usize].service as usize].name,
+            sim.slots[slot as usize].slot,
+            sim.node_names[node as usize]
+        );
+        sim.log_event(msg);
+    }
 }
 
 pub fn on_back(sim: &mut Sim, node: u32, was_down: bool) {
@@ -34,6 +79,8 @@ pub fn on_back(sim: &mut Sim, node: u32, was_down: bool) {
         let id = id(sim, node);
         executor::plan_and_launch(sim, Event::NodeBack(id), false);
     }
+    readmit(sim, node);
+    retry(sim);
 }
 
 pub fn on_drain(sim: &mut Sim, node: u32) {

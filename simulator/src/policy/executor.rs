@@ -447,6 +447,9 @@ fn apply(sim: &mut Sim, run: u32, lane: u32) -> bool {
                     "berth: standby of {} is not on {}: lane dropped",
                     sim.datasets[d as usize].name, sim.node_names[to as usize]
                 ));
+                if let Some(x) = lost {
+                    sim.retry.insert(x);
+                }
                 return false;
             };
             sim.metrics.moves += 1;
@@ -536,6 +539,9 @@ fn start(sim: &mut Sim, run: u32, lane: u32, s: u32, node: &str) {
     let rt = &sim.nodes[n as usize];
     if !rt.in_contact() || rt.berth_down || rt.swarm_down {
         sim.log_event(format!("start on {node} dropped: the node is gone"));
+        if let Some(x) = sim.runs[run as usize].lanes[lane as usize].lost {
+            sim.retry.insert(x);
+        }
         return;
     }
     let mut copy = sim.runs[run as usize].lanes[lane as usize].copy;
@@ -612,7 +618,7 @@ fn start(sim: &mut Sim, run: u32, lane: u32, s: u32, node: &str) {
                 sim.copies[c as usize].ready_at = done;
                 sim.copies[c as usize].len = max;
                 sim.metrics.bytes_moved += size;
-                sim.q.push(done, Ev::Resynced);
+                sim.q.push(done, Ev::Resynced { copy: c });
             }
         }
     }
