@@ -3,7 +3,7 @@
 //! Exit codes: 0 all good; 1 an invariant was violated or a scenario bound broken; 2 a bad
 //! scenario file or command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -109,7 +109,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(path: &PathBuf) -> Result<Scenario, Failure> {
+fn load(path: &Path) -> Result<Scenario, Failure> {
     scenario::load(path).map_err(|e| Failure::Usage(e.to_string()))
 }
 

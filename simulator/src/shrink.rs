@@ -54,7 +54,8 @@ pub fn shrink(scn: &Scenario, policy: PolicyKind, seed: u64, faults: &[Fault]) -
     while cur.len() >= 2 {
         let chunk = cur.len().div_ceil(n);
         let mut reduced = false;
-        for i in 0..n {
+        let parts = n;
+        for i in 0..parts {
             let lo = i * chunk;
             if lo >= cur.len() {
                 break;

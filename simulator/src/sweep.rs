@@ -171,7 +171,7 @@ pub fn sweep(
         a.unavailable_p99_ms = percentile(&unavail, 99);
         aggs.push(a);
     }
-    failures.sort_by(|a, b| (a.scenario, a.seed, a.policy).cmp(&(b.scenario, b.seed, b.policy)));
+    failures.sort_by_key(|f| (f.scenario, f.seed, f.policy));
     let first_failure = failures.first().cloned();
     failures.truncate(20);
     Aggregate {

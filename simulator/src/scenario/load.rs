@@ -557,20 +557,20 @@ node = "w1"
     #[test]
     fn errors_name_file_line_and_field() {
         let e = error(&OK.replace("node = \"w1\"", "node = \"w9\""));
-        assert_eq!(e, "t.toml:21:8: field `node`: unknown node `w9`");
+        assert_eq!(e, "t.toml:19:8: field `node`: unknown node `w9`");
         let e = error(&OK.replace("at = \"1m\"", "at = \"1 minute\""));
-        assert!(e.starts_with("t.toml:19:6: field `at`: "), "{e}");
+        assert!(e.starts_with("t.toml:17:6: field `at`: "), "{e}");
         let e = error(&OK.replace("writes_per_sec", "writes_per_second"));
-        assert!(e.starts_with("t.toml:16:1: "), "{e}");
+        assert!(e.starts_with("t.toml:15:1: "), "{e}");
         assert!(e.contains("unknown field `writes_per_second`"), "{e}");
         let e = error(&OK.replace("db-{slot}", "db"));
         assert!(
-            e.starts_with("t.toml:12:8: field `name`: service `db`:"),
+            e.starts_with("t.toml:11:8: field `name`: service `db`:"),
             "{e}"
         );
         let e = error(&OK.replace("\"crash\"", "\"explode\""));
         assert!(
-            e.contains("t.toml:20:8: field `kind`: unknown fault kind `explode`"),
+            e.contains("t.toml:18:8: field `kind`: unknown fault kind `explode`"),
             "{e}"
         );
     }
