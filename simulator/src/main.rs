@@ -11,6 +11,7 @@ use berth_sim::policy::PolicyKind;
 use berth_sim::scenario::{self, Scenario};
 use berth_sim::{plot, report, runner, shrink, sweep};
 use clap::{Parser, Subcommand};
+use rayon::prelude::*;
 
 #[derive(Parser)]
 #[command(
@@ -133,13 +134,12 @@ fn dispatch(cli: Cli) -> Result<Result<(), Failure>> {
                 }
                 None => scn.schedule(seed),
             };
-            let mut runs = Vec::new();
-            for p in ps {
-                runs.push(
-                    runner::run_one(&scn, p, seed, &schedule)
-                        .map_err(|e| Failure::Usage(format!("{}: {e}", scn.path)))?,
-                );
-            }
+            // The policies are independent simulations: one core each, collected in order.
+            let runs = ps
+                .par_iter()
+                .map(|&p| runner::run_one(&scn, p, seed, &schedule))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Failure::Usage(format!("{}: {e}", scn.path)))?;
             let rep = report::Report::new(&scn, seed, &schedule, runs);
             let mut repro = format!("berth-sim run {} --seed {seed}", scenario.display());
             if let Some(f) = &faults {

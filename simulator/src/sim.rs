@@ -517,6 +517,21 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// Whether the managers want any task on `node` (a fault on an empty node needs no plan).
+    pub fn hosts_desired(&self, node: u32) -> bool {
+        self.slots
+            .iter()
+            .flat_map(|s| s.tasks.iter())
+            .any(|&t| self.tasks[t as usize].node == node && self.tasks[t as usize].desired)
+    }
+
+    /// Whether some slot has no task the managers want (waiting for room or for a node).
+    pub fn has_missing_slots(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| !s.tasks.iter().any(|&t| self.tasks[t as usize].desired))
+    }
+
     /// Whether some other live copy of `d` holds writes an empty copy would not.
     pub fn data_exists_elsewhere(&self, d: u32) -> bool {
         self.copies

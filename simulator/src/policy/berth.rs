@@ -16,8 +16,12 @@ fn id(sim: &Sim, node: u32) -> NodeId {
 
 pub fn on_detect(sim: &mut Sim, node: u32) {
     sim.nodes[node as usize].fenced = true;
-    let id = id(sim, node);
-    executor::plan_and_launch(sim, Event::NodeDown(id), false);
+    // A node without tasks needs no plan (the engine would return no steps); most random
+    // faults in a large cluster hit such nodes.
+    if sim.hosts_desired(node) {
+        let id = id(sim, node);
+        executor::plan_and_launch(sim, Event::NodeDown(id), false);
+    }
     retry(sim);
 }
 
@@ -75,9 +79,13 @@ pub fn on_back(sim: &mut Sim, node: u32, was_down: bool) {
         .tasks
         .iter()
         .any(|t| t.node == node && t.desired && t.state == TaskState::Dead);
-    if was_down || dead || sim.nodes[node as usize].fenced {
+    let fenced = sim.nodes[node as usize].fenced;
+    if dead || ((was_down || fenced) && (sim.hosts_desired(node) || sim.has_missing_slots())) {
         let id = id(sim, node);
         executor::plan_and_launch(sim, Event::NodeBack(id), false);
+    } else if fenced {
+        // What the plan's `unfence` step would do, without asking the engine for nothing.
+        sim.nodes[node as usize].fenced = false;
     }
     readmit(sim, node);
     retry(sim);

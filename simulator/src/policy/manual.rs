@@ -19,7 +19,7 @@ fn hosts_stateful(sim: &Sim, node: u32) -> bool {
 }
 
 pub fn on_down(sim: &mut Sim, node: u32) {
-    swarm_default::on_down(sim);
+    swarm_default::on_down(sim, node);
     if hosts_stateful(sim, node) {
         let generation = sim.nodes[node as usize].generation;
         let at = sim.now + sim.scn.manual.operator_response;
@@ -41,8 +41,10 @@ pub fn on_down(sim: &mut Sim, node: u32) {
 pub fn on_back(sim: &mut Sim, node: u32, _was_down: bool) {
     swarm_default::on_back(sim, node);
     // The kubelet restarts the node's pods where their volumes are.
-    let id = NodeId::new(sim.node_names[node as usize].clone());
-    executor::plan_and_launch(sim, Event::NodeBack(id), true);
+    if hosts_stateful(sim, node) || sim.has_missing_slots() {
+        let id = NodeId::new(sim.node_names[node as usize].clone());
+        executor::plan_and_launch(sim, Event::NodeBack(id), true);
+    }
 }
 
 pub fn on_drain(sim: &mut Sim, node: u32) {

@@ -53,7 +53,7 @@ impl PolicyKind {
 /// The managers marked a node DOWN.
 pub fn on_swarm_down(sim: &mut Sim, node: u32) {
     match sim.policy {
-        PolicyKind::SwarmDefault => swarm_default::on_down(sim),
+        PolicyKind::SwarmDefault => swarm_default::on_down(sim, node),
         PolicyKind::Manual => manual::on_down(sim, node),
         // Berth acts on its own, faster detector.
         PolicyKind::Berth => {}

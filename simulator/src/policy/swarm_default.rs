@@ -10,9 +10,11 @@ use crate::policy::PolicyKind;
 use crate::sim::{Ev, Sim};
 use crate::world::TaskState;
 
-pub fn on_down(sim: &mut Sim) {
-    let at = sim.now + sim.scn.swarm.restart_delay;
-    sim.q.push(at, Ev::SwarmReconcile);
+pub fn on_down(sim: &mut Sim, node: u32) {
+    if sim.hosts_desired(node) || sim.has_missing_slots() {
+        let at = sim.now + sim.scn.swarm.restart_delay;
+        sim.q.push(at, Ev::SwarmReconcile);
+    }
 }
 
 pub fn on_back(sim: &mut Sim, node: u32) {
@@ -22,7 +24,8 @@ pub fn on_back(sim: &mut Sim, node: u32) {
         .iter()
         .any(|t| t.node == node && t.desired && t.state == TaskState::Dead);
     if dead {
-        on_down(sim);
+        let at = sim.now + sim.scn.swarm.restart_delay;
+        sim.q.push(at, Ev::SwarmReconcile);
     }
 }
 
