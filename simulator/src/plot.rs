@@ -14,7 +14,7 @@ use crate::sim::NodeMark;
 
 const W: u64 = 1400;
 const LEFT: u64 = 190;
-const RIGHT: u64 = 20;
+const RIGHT: u64 = 30;
 const ROW: u64 = 16;
 const MAX_NODE_ROWS: usize = 40;
 const MAX_SLOT_ROWS: usize = 40;
@@ -38,6 +38,18 @@ impl Scale {
     fn x(&self, t: Ms) -> u64 {
         LEFT + (t.min(self.end) as u128 * (W - LEFT - RIGHT) as u128 / self.end.max(1) as u128)
             as u64
+    }
+}
+
+/// `0`, `90s`, `10m`, `1h30m`: short enough for an axis.
+fn axis_label(t: Ms) -> String {
+    let (h, m, s) = (t / 3_600_000, t % 3_600_000 / 60_000, t % 60_000 / 1_000);
+    match (h, m, s) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, _) => format!("{h}h"),
+        (h, m, _) => format!("{h}h{m}m"),
     }
 }
 
@@ -237,9 +249,9 @@ pub fn svg(scn: &Scenario, r: &Report) -> String {
         let x = sc.x(t);
         let _ = writeln!(
             body,
-            r##"<line x1="{x}" y1="30" x2="{x}" y2="{y}" class="g"/><text x="{x}" y="{}" class="a">{}</text>"##,
+            r##"<line x1="{x}" y1="30" x2="{x}" y2="{y}" class="g"/><text x="{x}" y="{}" class="a" text-anchor="middle">{}</text>"##,
             y + 12,
-            fmt_ms(t)
+            axis_label(t)
         );
         t += step;
     }
