@@ -635,7 +635,10 @@ impl<'a> Sim<'a> {
             self.handle(ev);
             self.refresh();
         }
-        self.now = end.max(self.now);
+        // A fatal violation stops the clock where it happened: the numbers cover what ran.
+        if self.violation.is_none() {
+            self.now = end.max(self.now);
+        }
         self.finish();
     }
 

@@ -285,3 +285,22 @@ fn cli_exit_codes() {
         "{out}"
     );
 }
+
+#[test]
+fn a_lease_longer_than_detection_is_caught_as_a_double_writer() {
+    // Misconfigured: the cut-off holder still writes when Berth promotes the standby.
+    let mut scn = load("partition");
+    scn.berth.lease = 10_000;
+    let r = report(&scn, scn.seed, &[PolicyKind::Berth]);
+    let v = r.runs[0]
+        .violation
+        .as_ref()
+        .expect("single-writer violation");
+    assert_eq!(v.invariant, "single-writer");
+    assert!(v.message.contains("pg-1"), "{}", v.message);
+    assert!(r.failed());
+    // The same double writer is only counted under Swarm's behaviour.
+    let swarm = report(&scn, scn.seed, &[PolicyKind::SwarmDefault]);
+    assert!(swarm.runs[0].violation.is_none());
+    assert!(swarm.runs[0].metrics.double_writer_windows >= 1);
+}
