@@ -34,6 +34,8 @@ pub struct Report {
     pub duration_ms: Ms,
     pub nodes: usize,
     pub services: usize,
+    /// Every timing the policies react with, one line.
+    pub parameters: String,
     /// The fault schedule of this seed, one line per fault.
     pub faults: Vec<String>,
     pub comparison: Vec<Row>,
@@ -50,6 +52,7 @@ impl Report {
             duration_ms: scn.duration,
             nodes: scn.nodes.len(),
             services: scn.services.len(),
+            parameters: parameters(scn),
             faults: faults.iter().map(|f| f.describe(&names)).collect(),
             comparison: runs
                 .iter()
@@ -81,6 +84,29 @@ impl Report {
     }
 }
 
+fn parameters(scn: &Scenario) -> String {
+    let (sw, bt) = (&scn.swarm, &scn.berth);
+    format!(
+        "swarm: heartbeat {} ±{} × {}, restart delay {}, start {} | berth: detect {} × {}, \
+         lease {}, fence {}, attach {}, promote {}, {}/s{}, start {} | manual: operator {}",
+        fmt_ms(sw.heartbeat),
+        fmt_ms(sw.heartbeat_jitter),
+        sw.grace_multiplier,
+        fmt_ms(sw.restart_delay),
+        fmt_ms(sw.start_latency),
+        fmt_ms(bt.heartbeat),
+        bt.misses,
+        fmt_ms(bt.lease),
+        fmt_ms(bt.fence),
+        fmt_ms(bt.attach),
+        fmt_ms(bt.promote),
+        bytes(bt.move_bandwidth),
+        if bt.incremental { " incremental" } else { "" },
+        fmt_ms(bt.start_latency),
+        fmt_ms(scn.manual.operator_response)
+    )
+}
+
 pub fn secs(ms: Ms) -> String {
     format!("{}.{}s", ms / 1000, (ms % 1000) / 100)
 }
@@ -109,6 +135,7 @@ pub fn summary(r: &Report, reproduce: &str) -> String {
         r.nodes,
         r.services
     );
+    let _ = writeln!(o, "{}", r.parameters);
     let _ = writeln!(o, "faults ({}):", r.faults.len());
     for f in r.faults.iter().take(12) {
         let _ = writeln!(o, "  {f}");

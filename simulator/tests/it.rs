@@ -304,3 +304,47 @@ fn a_lease_longer_than_detection_is_caught_as_a_double_writer() {
     assert!(swarm.runs[0].violation.is_none());
     assert!(swarm.runs[0].metrics.double_writer_windows >= 1);
 }
+
+#[test]
+fn berth_replans_after_a_scheduler_restart_and_a_quorum_loss() {
+    let scn = load("seed-cluster");
+    let faults = scenario::parse_faults(
+        &scn,
+        "restart.toml",
+        r#"
+[[faults]]
+at = "10m"
+kind = "crash"
+node = "worker1"
+recover_after = "30m"
+[[faults]]
+at = "10m04s"
+kind = "scheduler-restart"
+duration = "10s"
+[[faults]]
+at = "50m"
+kind = "quorum-loss"
+duration = "1m"
+[[faults]]
+at = "50m10s"
+kind = "crash"
+node = "worker3"
+recover_after = "5m"
+"#,
+    )
+    .expect("faults parse");
+    let run = run_one(&scn, PolicyKind::Berth, scn.seed, &faults).expect("run");
+    assert!(run.violation.is_none(), "{:?}", run.violation);
+    let trace = run.trace.join("\n");
+    assert!(trace.contains("plans in flight are dropped"), "{trace}");
+    assert!(trace.contains("re-planning"), "{trace}");
+    // The promotion cut short by the restart is finished by the re-plan: InfluxDB is back
+    // within seconds of the scheduler, and again after the quorum returns.
+    let influx = run
+        .services
+        .iter()
+        .find(|s| s.name == "influxdb")
+        .expect("svc");
+    assert!(influx.unavailable_ms < 120_000, "{}", influx.unavailable_ms);
+    assert!(influx.lost_writes <= 200);
+}
