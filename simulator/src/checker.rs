@@ -60,6 +60,7 @@ pub fn after_event(sim: &mut Sim) {
             (false, Some(since)) => {
                 sim.datasets[d].double_since = None;
                 sim.metrics.double_writer_ms += now - since;
+                sim.double_log.push((d as u32, since, now));
             }
             _ => {}
         }

@@ -205,6 +205,19 @@ pub fn svg(scn: &Scenario, r: &Report) -> String {
                         );
                     }
                 }
+                for &(s, sl, from, to) in &run.timeline.double_writers {
+                    if s as usize == si && sl == slot {
+                        let (x0, x1) = (sc.x(from), sc.x(to));
+                        let _ = writeln!(
+                            body,
+                            r##"<rect x="{x0}" y="{y}" width="{}" height="4" fill="#6a0dad"><title>{}.{slot}: two writers {}–{}</title></rect>"##,
+                            (x1 - x0).max(1),
+                            esc(&svc.name),
+                            fmt_ms(from),
+                            fmt_ms(to)
+                        );
+                    }
+                }
                 for &(s, from, to) in &run.timeline.outages {
                     if s as usize == si {
                         let (x0, x1) = (sc.x(from), sc.x(to));
@@ -267,7 +280,7 @@ pub fn svg(scn: &Scenario, r: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        r##"<rect width="{W}" height="{h}" fill="#fff"/><text x="10" y="18" class="h">{} — seed {} — nodes: green up, red down, orange cut off, grey drained; slots coloured by node; red underline: service unavailable; dashed: failover</text>"##,
+        r##"<rect width="{W}" height="{h}" fill="#fff"/><text x="10" y="18" class="h">{} — seed {} — nodes: green up, red down, orange cut off, grey drained; slots coloured by node; red underline: service unavailable; purple overline: two writers; dashed: failover</text>"##,
         esc(&r.scenario),
         r.seed
     );

@@ -29,6 +29,8 @@ pub struct Timeline {
     /// (service, slot, node, start, end).
     pub tasks: Vec<(u32, u64, u32, Ms, Ms)>,
     pub outages: Vec<(u32, Ms, Ms)>,
+    /// (service, slot, from, to): two holders accepted writes.
+    pub double_writers: Vec<(u32, u64, Ms, Ms)>,
     pub markers: Vec<(Ms, String)>,
 }
 
@@ -151,6 +153,14 @@ fn outcome(sim: &Sim) -> RunOutcome {
             .iter()
             .enumerate()
             .flat_map(|(i, s)| s.outages.iter().map(move |(a, b)| (i as u32, *a, *b)))
+            .collect(),
+        double_writers: sim
+            .double_log
+            .iter()
+            .map(|&(d, a, b)| {
+                let ds = &sim.datasets[d as usize];
+                (ds.service, ds.slot, a, b)
+            })
             .collect(),
         markers: sim.markers.clone(),
     };

@@ -120,6 +120,8 @@ pub struct Sim<'a> {
     /// Lost nodes whose plan had a lane dropped (its target went away): re-planned at the
     /// next detection or return.
     pub retry: std::collections::BTreeSet<u32>,
+    /// Closed double-writer windows (dataset, from, to), for the plot.
+    pub double_log: Vec<(u32, Ms, Ms)>,
 }
 
 /// Why a run could not start.
@@ -196,6 +198,7 @@ impl<'a> Sim<'a> {
             node_names: scn.node_names(),
             faults,
             retry: Default::default(),
+            double_log: Vec::new(),
         };
         sim.place_initial()?;
         for (t, a) in timeline(&sim.faults) {
@@ -1185,6 +1188,7 @@ impl<'a> Sim<'a> {
         for d in 0..self.datasets.len() {
             if let Some(since) = self.datasets[d].double_since.take() {
                 self.metrics.double_writer_ms += now - since;
+                self.double_log.push((d as u32, since, now));
             }
         }
     }
