@@ -67,3 +67,66 @@ impl DatasetRt {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dataset(standby: Option<u32>) -> DatasetRt {
+        DatasetRt {
+            name: "pg-1".into(),
+            service: 0,
+            slot: 1,
+            slot_idx: 0,
+            backend: Backend::Replicated,
+            size_bytes: 0,
+            epoch: 1,
+            current: Some(0),
+            standby,
+            acked: 0,
+            unreplicated: VecDeque::new(),
+            writers: Vec::new(),
+            rr: 0,
+            double_since: None,
+            home: Some(0),
+        }
+    }
+
+    fn copy(node: u32) -> CopyRt {
+        CopyRt {
+            dataset: 0,
+            node: Some(node),
+            len: 0,
+            alive: true,
+            revoked: false,
+            ready_at: 0,
+        }
+    }
+
+    #[test]
+    fn standby_trails_by_the_lag() {
+        let mut copies = vec![copy(0), copy(1)];
+        let mut ds = dataset(Some(1));
+        for t in [0, 100, 200, 300, 400] {
+            copies[0].len += 1;
+            ds.acked += 1;
+            ds.unreplicated.push_back(t);
+        }
+        ds.replicate(&mut copies, 450, 200);
+        // Writes at 0, 100, 200 are older than 450 − 200; 300 and 400 are in flight.
+        assert_eq!(copies[1].len, 3);
+        assert_eq!(ds.unreplicated.len(), 2);
+        ds.replicate(&mut copies, 10_000, 200);
+        assert_eq!(copies[1].len, 5);
+    }
+
+    #[test]
+    fn no_standby_no_replication() {
+        let mut copies = vec![copy(0)];
+        let mut ds = dataset(None);
+        ds.unreplicated.push_back(0);
+        ds.replicate(&mut copies, 10_000, 200);
+        assert!(ds.unreplicated.is_empty());
+        assert_eq!(copies[0].len, 0);
+    }
+}

@@ -25,12 +25,13 @@ pub struct Beats {
 impl Beats {
     pub fn new(seed: u64, node: u32, base: Ms, jitter: Ms) -> Beats {
         let mut rng = SimRng::derive(seed, Stream::SwarmHeartbeat, u64::from(node));
-        // A random phase: nodes joined at different instants.
-        let phase = rng.range(0, base);
+        // A random phase: nodes joined at different instants, so their first beat falls
+        // anywhere in the first period (faults are meant to start after it).
+        let phase = rng.range(0, base - 1);
         let period = rng.jitter(base, jitter);
         Beats {
             rng,
-            last: phase.saturating_sub(base),
+            last: phase,
             period,
         }
     }
@@ -149,4 +150,33 @@ pub struct ServiceRt {
     pub unavailable_ms: Ms,
     /// Unavailable spans, for the plot.
     pub outages: Vec<(Ms, Ms)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lazy_beats_match_beat_by_beat() {
+        // Advancing straight to t gives the same last beat and period as advancing in small
+        // steps: the lazy stream is the explicit one.
+        let mut a = Beats::new(9, 3, 5_000, 500);
+        let mut b = Beats::new(9, 3, 5_000, 500);
+        a.advance(3_600_000, 5_000, 500);
+        let mut t = 0;
+        while t < 3_600_000 {
+            t += 777;
+            b.advance(t.min(3_600_000), 5_000, 500);
+        }
+        assert_eq!((a.last, a.period), (b.last, b.period));
+        assert!(a.last <= 3_600_000 && 3_600_000 < a.last + a.period);
+        assert!((4_500..=5_500).contains(&a.period));
+    }
+
+    #[test]
+    fn nodes_get_different_phases() {
+        let phases: Vec<Ms> = (0..8).map(|n| Beats::new(1, n, 5_000, 500).last).collect();
+        assert!(phases.iter().all(|p| *p < 5_000));
+        assert!(phases.windows(2).any(|w| w[0] != w[1]), "{phases:?}");
+    }
 }
