@@ -18,6 +18,7 @@ pub mod dependency;
 pub mod explain;
 pub mod failover;
 pub mod framework;
+pub mod ingest;
 pub mod model;
 pub mod plugins;
 pub mod schedule;

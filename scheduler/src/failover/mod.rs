@@ -33,6 +33,16 @@ pub enum Event {
     NodeBack(NodeId),
 }
 
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::NodeDown(n) => write!(f, "node-down={n}"),
+            Event::NodeDrained(n) => write!(f, "node-drained={n}"),
+            Event::NodeBack(n) => write!(f, "node-back={n}"),
+        }
+    }
+}
+
 impl Event {
     pub fn node(&self) -> &NodeId {
         match self {

@@ -1,0 +1,163 @@
+//! Command-line surface. Exit codes are part of the interface: 0 when every task is placed,
+//! 2 when some are pending (or a failover leaves slots waiting), 1 on bad input, with a message
+//! on stderr naming the file and the field.
+
+mod input;
+mod render;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+
+use berth_scheduler::failover::{self, Action, Event};
+use berth_scheduler::{explain, schedule};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "berth",
+    version,
+    about = "Berth: a placement engine for Docker Swarm's stateful services"
+)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Place every missing task and print placements and pending reasons.
+    Plan {
+        #[command(flatten)]
+        input: Input,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Every node's verdict for one service's next task: the filter that rejected it, or its
+    /// scores.
+    Explain {
+        /// The service's name.
+        #[arg(long)]
+        service: String,
+        #[command(flatten)]
+        input: Input,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// The ordered failover plan for an event: node-down=ID, node-drained=ID or node-back=ID.
+    Failover {
+        #[arg(long)]
+        event: String,
+        #[command(flatten)]
+        input: Input,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+}
+
+/// Where the cluster comes from: separate files (each a `docker … inspect` JSON array, the
+/// Engine API's `/tasks` array, or compact TOML), or one compact file with every section.
+#[derive(ClapArgs, Debug)]
+pub struct Input {
+    /// `docker node inspect $(docker node ls -q)` output, or compact TOML with [[nodes]].
+    #[arg(long, required_unless_present = "cluster")]
+    nodes: Option<PathBuf>,
+    /// `docker service inspect $(docker service ls -q)` output, or compact TOML with [[services]].
+    #[arg(long, required_unless_present = "cluster")]
+    services: Option<PathBuf>,
+    /// The Engine API's `GET /tasks` output, or compact TOML with [[tasks]].
+    #[arg(long)]
+    tasks: Option<PathBuf>,
+    /// Berth's dataset records (compact TOML/JSON with [[datasets]]); inferred from the tasks
+    /// when absent.
+    #[arg(long)]
+    datasets: Option<PathBuf>,
+    /// One compact TOML file holding nodes, services, tasks and datasets.
+    #[arg(long, conflicts_with_all = ["nodes", "services"])]
+    cluster: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Table,
+    Json,
+}
+
+pub enum Outcome {
+    Complete,
+    Incomplete,
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Outcome::Complete => ExitCode::SUCCESS,
+            Outcome::Incomplete => ExitCode::from(2),
+        }
+    }
+}
+
+pub fn run(args: Args) -> Result<Outcome> {
+    match args.command {
+        Command::Plan { input, output } => {
+            let loaded = input::load(&input)?;
+            let plan = schedule::plan(&loaded.cluster).map_err(|e| loaded.blame(&e))?;
+            match output {
+                Output::Json => println!("{}", render::plan_json(&plan)),
+                Output::Table => print!("{}", render::plan_table(&plan, &loaded.cluster)),
+            }
+            Ok(if plan.all_placed() {
+                Outcome::Complete
+            } else {
+                Outcome::Incomplete
+            })
+        }
+        Command::Explain {
+            service,
+            input,
+            output,
+        } => {
+            let loaded = input::load(&input)?;
+            let e = explain::explain(&loaded.cluster, &service).map_err(|e| loaded.blame(&e))?;
+            match output {
+                Output::Json => println!("{}", render::explain_json(&e)),
+                Output::Table => print!("{}", render::explain_table(&e)),
+            }
+            Ok(if e.pending.is_empty() {
+                Outcome::Complete
+            } else {
+                Outcome::Incomplete
+            })
+        }
+        Command::Failover {
+            event,
+            input,
+            output,
+        } => {
+            let event = Event::parse(&event)?;
+            let loaded = input::load(&input)?;
+            let plan = failover::plan_failover(&loaded.cluster, &event).map_err(|e| match e {
+                failover::FailoverError::Plan(p) => loaded.blame(&p),
+                other => anyhow::Error::new(other),
+            })?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+                Output::Table => print!("{}", render::failover_table(&plan)),
+            }
+            let waiting = plan.steps.iter().any(|s| {
+                matches!(
+                    s.action,
+                    Action::Pending { .. }
+                        | Action::WaitForNode { .. }
+                        | Action::WaitForOperator { .. }
+                )
+            });
+            Ok(if waiting {
+                Outcome::Incomplete
+            } else {
+                Outcome::Complete
+            })
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Human tables and the JSON shapes scripts rely on.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+use serde_json::json;
+
+use berth_scheduler::explain::Explanation;
+use berth_scheduler::failover::{Action, FailoverPlan};
+use berth_scheduler::model::Cluster;
+use berth_scheduler::schedule::{DatasetAction, Plan};
+
+/// Left-aligned columns, two spaces apart.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                let _ = write!(s, "{c:<w$}  ", w = widths[i]);
+            }
+        }
+        out.push_str(s.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec(), &mut out);
+    for r in rows {
+        line(r.iter().map(String::as_str).collect(), &mut out);
+    }
+    out
+}
+
+fn slot(s: Option<u64>) -> String {
+    s.map(|s| s.to_string()).unwrap_or_else(|| "-".into())
+}
+
+/// `{"placements":[{"service","slot","node"}], "pending":[{"service","slot","reasons"}]}`, in
+/// that key order; a global service's entries carry `node` and no `slot`.
+#[derive(Serialize)]
+struct PlanJson<'a> {
+    placements: Vec<PlacementJson<'a>>,
+    pending: Vec<PendingJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct PlacementJson<'a> {
+    service: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slot: Option<u64>,
+    node: &'a str,
+}
+
+#[derive(Serialize)]
+struct PendingJson<'a> {
+    service: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slot: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<&'a str>,
+    reasons: BTreeMap<&'a str, u32>,
+}
+
+pub fn plan_json(plan: &Plan) -> String {
+    let out = PlanJson {
+        placements: plan
+            .placements
+            .iter()
+            .map(|p| PlacementJson {
+                service: &p.service,
+                slot: p.slot,
+                node: p.node.as_str(),
+            })
+            .collect(),
+        pending: plan
+            .pending
+            .iter()
+            .map(|p| PendingJson {
+                service: &p.service,
+                slot: p.slot,
+                node: p.node.as_ref().map(|n| n.as_str()),
+                reasons: p.reasons.iter().map(|(r, n)| (r.as_str(), *n)).collect(),
+            })
+            .collect(),
+    };
+    serde_json::to_string_pretty(&out).expect("plain structs always serialise")
+}
+
+pub fn plan_table(plan: &Plan, cluster: &Cluster) -> String {
+    let hostname = |id: &berth_scheduler::model::NodeId| {
+        cluster
+            .node(id)
+            .map(|n| n.hostname.clone())
+            .unwrap_or_default()
+    };
+    let rows: Vec<Vec<String>> = plan
+        .placements
+        .iter()
+        .map(|p| {
+            let score = p
+                .score
+                .map(|c| {
+                    c.breakdown()
+                        .iter()
+                        .filter(|s| s.weight > 0)
+                        .map(|s| format!("{} {}", s.plugin, s.normalized))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            vec![
+                p.service.clone(),
+                slot(p.slot),
+                p.node.to_string(),
+                hostname(&p.node),
+                if p.new {
+                    "new".into()
+                } else {
+                    "running".into()
+                },
+                score,
+            ]
+        })
+        .collect();
+    let mut out = String::from("PLACEMENTS\n");
+    out.push_str(&table(
+        &["SERVICE", "SLOT", "NODE", "HOSTNAME", "STATUS", "SCORE"],
+        &rows,
+    ));
+    if !plan.datasets.is_empty() {
+        let rows: Vec<Vec<String>> = plan
+            .datasets
+            .iter()
+            .map(|d| {
+                let action = match &d.action {
+                    DatasetAction::Create => "create".to_string(),
+                    DatasetAction::Keep => "keep".to_string(),
+                    DatasetAction::Move { from } => format!("move from {from}"),
+                    DatasetAction::Promote { from } => {
+                        format!("promote standby (primary {from} lost)")
+                    }
+                    DatasetAction::Recreate { lost } => format!("recreate (member on {lost} lost)"),
+                };
+                vec![
+                    d.dataset.clone(),
+                    d.service.clone(),
+                    d.slot.to_string(),
+                    d.node.to_string(),
+                    d.epoch.to_string(),
+                    action,
+                ]
+            })
+            .collect();
+        out.push_str("\nDATASETS\n");
+        out.push_str(&table(
+            &["DATASET", "SERVICE", "SLOT", "NODE", "EPOCH", "ACTION"],
+            &rows,
+        ));
+    }
+    if !plan.pending.is_empty() {
+        let rows: Vec<Vec<String>> = plan
+            .pending
+            .iter()
+            .map(|p| {
+                let target = p
+                    .node
+                    .as_ref()
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| slot(p.slot));
+                vec![p.service.clone(), target, p.message()]
+            })
+            .collect();
+        out.push_str("\nPENDING\n");
+        out.push_str(&table(&["SERVICE", "SLOT/NODE", "WHY"], &rows));
+    }
+    let new = plan.placements.iter().filter(|p| p.new).count();
+    let _ = writeln!(
+        out,
+        "\n{} placed ({} new, {} running), {} pending",
+        plan.placements.len(),
+        new,
+        plan.placements.len() - new,
+        plan.pending.len()
+    );
+    out
+}
+
+pub fn explain_json(e: &Explanation) -> String {
+    let v = json!({
+        "service": e.service,
+        "strategy": e.strategy.as_str(),
+        "slot": e.slot,
+        "nodes": e.verdicts,
+        "placements": e.placements.iter().map(|p| json!({"slot": p.slot, "node": p.node, "new": p.new})).collect::<Vec<_>>(),
+        "pending": e.pending.iter().map(|p| json!({"slot": p.slot, "node": p.node, "message": p.message()})).collect::<Vec<_>>(),
+    });
+    serde_json::to_string_pretty(&v).expect("JSON values always serialise")
+}
+
+pub fn explain_table(e: &Explanation) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "service {} (strategy {}), next task{}: {} of {} nodes feasible",
+        e.service,
+        e.strategy.as_str(),
+        e.slot.map(|s| format!(" slot {s}")).unwrap_or_default(),
+        e.verdicts.iter().filter(|v| v.feasible).count(),
+        e.verdicts.len()
+    );
+    let rows: Vec<Vec<String>> = e
+        .verdicts
+        .iter()
+        .map(|v| {
+            let verdict = if v.feasible {
+                let scores: Vec<String> = v
+                    .scores
+                    .iter()
+                    .map(|s| format!("{} {} (raw {})", s.plugin, s.normalized, s.raw))
+                    .collect();
+                format!("feasible: {}", scores.join(", "))
+            } else {
+                format!(
+                    "{}: {}",
+                    v.plugin.unwrap_or("?"),
+                    v.reason.as_deref().unwrap_or("")
+                )
+            };
+            vec![
+                v.node.to_string(),
+                v.hostname.clone(),
+                v.domains.join(" "),
+                verdict,
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["NODE", "HOSTNAME", "DOMAIN", "VERDICT"], &rows));
+    for p in &e.placements {
+        let _ = writeln!(
+            out,
+            "slot {} on {} ({})",
+            slot(p.slot),
+            p.node,
+            if p.new { "new" } else { "running" }
+        );
+    }
+    for p in &e.pending {
+        let _ = writeln!(out, "pending slot {}: {}", slot(p.slot), p.message());
+    }
+    out
+}
+
+pub fn failover_table(plan: &FailoverPlan) -> String {
+    let describe = |a: &Action| -> String {
+        match a {
+            Action::Fence {
+                dataset,
+                node,
+                epoch,
+            } => format!("fence {dataset} on {node} (epoch -> {epoch})"),
+            Action::StopTask { node } => format!("stop the task on {node}"),
+            Action::WaitGrace { seconds } => format!("wait {seconds}s for the node to return"),
+            Action::ChooseTarget { node, why } => format!("target {node} ({why})"),
+            Action::MoveDataset {
+                dataset,
+                from,
+                to,
+                epoch,
+                backend,
+                copy,
+            } => format!(
+                "{} {dataset} {from} -> {to} ({} backend, epoch {epoch})",
+                if *copy { "copy" } else { "re-point" },
+                backend.as_str()
+            ),
+            Action::PromoteStandby {
+                dataset,
+                from,
+                to,
+                epoch,
+            } => {
+                format!("promote {dataset}'s standby on {to} (primary {from} lost, epoch {epoch})")
+            }
+            Action::RecreateDataset {
+                dataset,
+                node,
+                epoch,
+            } => format!("recreate {dataset} empty on {node} (epoch {epoch}); the member resyncs"),
+            Action::StartTask { node } => format!("start the task on {node}"),
+            Action::WaitForOperator { reason } => format!("wait for an operator: {reason}"),
+            Action::WaitForNode { node, reason } => format!("wait for {node}: {reason}"),
+            Action::Pending { reason } => format!("pending: {reason}"),
+            Action::RevokeStale {
+                dataset,
+                node,
+                epoch,
+            } => format!("revoke {node}'s stale copy of {dataset} (current epoch {epoch})"),
+            Action::Unfence { node } => format!("unfence {node}"),
+        }
+    };
+    let rows: Vec<Vec<String>> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            vec![
+                (i + 1).to_string(),
+                s.wave.to_string(),
+                s.service.clone().unwrap_or_else(|| "-".into()),
+                slot(s.slot),
+                describe(&s.action),
+            ]
+        })
+        .collect();
+    let mut out = format!(
+        "failover plan for {}: {} steps in {} waves\n",
+        plan.event,
+        plan.steps.len(),
+        plan.waves()
+    );
+    out.push_str(&table(&["#", "WAVE", "SERVICE", "SLOT", "STEP"], &rows));
+    out
+}

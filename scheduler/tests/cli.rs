@@ -1,0 +1,235 @@
+//! Golden tests of the `berth` binary on the shipped examples: output, exit code, and the
+//! error message for bad input. Regenerate the snapshots with `UPDATE_EXPECT=1 cargo test`.
+
+use std::process::Command;
+
+use expect_test::{ExpectFile, expect_file};
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn berth(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .expect("berth runs");
+    Run {
+        code: out.status.code().expect("exited"),
+        stdout: String::from_utf8(out.stdout).expect("utf-8"),
+        stderr: String::from_utf8(out.stderr).expect("utf-8"),
+    }
+}
+
+fn golden(args: &[&str], code: i32, expect: ExpectFile) {
+    let r = berth(args);
+    assert_eq!(
+        r.code, code,
+        "berth {args:?}\nstdout:\n{}\nstderr:\n{}",
+        r.stdout, r.stderr
+    );
+    expect.assert_eq(&r.stdout);
+}
+
+const SEED: [&str; 6] = [
+    "--nodes",
+    "examples/seed-cluster/nodes.toml",
+    "--services",
+    "examples/seed-cluster/services.toml",
+    "--tasks",
+    "examples/seed-cluster/tasks.toml",
+];
+const DOCKER: [&str; 6] = [
+    "--nodes",
+    "examples/docker-inspect/nodes.json",
+    "--services",
+    "examples/docker-inspect/services.json",
+    "--tasks",
+    "examples/docker-inspect/tasks.json",
+];
+
+#[test]
+fn seed_cluster_plan() {
+    golden(
+        &[&["plan"][..], &SEED].concat(),
+        0,
+        expect_file!["golden/seed-cluster.plan.txt"],
+    );
+    golden(
+        &[&["plan", "--output", "json"][..], &SEED].concat(),
+        0,
+        expect_file!["golden/seed-cluster.plan.json"],
+    );
+}
+
+#[test]
+fn mongo_replica_set_over_two_zones() {
+    let args = [
+        "plan",
+        "--cluster",
+        "examples/mongo-two-zones/cluster.toml",
+        "--output",
+        "json",
+    ];
+    golden(&args, 0, expect_file!["golden/mongo-two-zones.plan.json"]);
+    golden(
+        &["plan", "--cluster", "examples/mongo-two-zones/cluster.toml"],
+        0,
+        expect_file!["golden/mongo-two-zones.plan.txt"],
+    );
+}
+
+#[test]
+fn pending_reasons_and_explain() {
+    let args = [
+        "plan",
+        "--cluster",
+        "examples/pending/cluster.toml",
+        "--output",
+        "json",
+    ];
+    golden(&args, 2, expect_file!["golden/pending.plan.json"]);
+    let args = [
+        "explain",
+        "--service",
+        "db",
+        "--cluster",
+        "examples/pending/cluster.toml",
+    ];
+    golden(&args, 2, expect_file!["golden/pending.explain.txt"]);
+}
+
+#[test]
+fn real_docker_inspect_json() {
+    golden(
+        &[&["plan", "--output", "json"][..], &DOCKER].concat(),
+        0,
+        expect_file!["golden/docker-inspect.plan.json"],
+    );
+    let args = [
+        &["failover", "--event", "node-down=9h00jkmxj32p1ad2gzldp3fl4"][..],
+        &DOCKER,
+    ]
+    .concat();
+    golden(&args, 2, expect_file!["golden/docker-inspect.failover.txt"]);
+    let args = [
+        &["explain", "--service", "api", "--output", "json"][..],
+        &DOCKER,
+    ]
+    .concat();
+    golden(
+        &args,
+        0,
+        expect_file!["golden/docker-inspect.explain-api.json"],
+    );
+}
+
+#[test]
+fn failover_plans_on_the_seed_cluster() {
+    golden(
+        &[&["failover", "--event", "node-down=worker1"][..], &SEED].concat(),
+        0,
+        expect_file!["golden/seed-cluster.worker1-down.txt"],
+    );
+    golden(
+        &[
+            &[
+                "failover",
+                "--event",
+                "node-drained=worker2",
+                "--output",
+                "json",
+            ][..],
+            &SEED,
+        ]
+        .concat(),
+        0,
+        expect_file!["golden/seed-cluster.worker2-drained.json"],
+    );
+}
+
+#[test]
+fn bad_input_exits_1_naming_file_and_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p.to_string_lossy().into_owned()
+    };
+    let nodes = write("nodes.toml", "[[nodes]]\nid = \"a\"\nmemroy = \"1GiB\"\n");
+    let services = write(
+        "services.toml",
+        "[[services]]\nname = \"x\"\nconstraints = [\"node.labels.zone=a\"]\n",
+    );
+    let good_nodes = write("good-nodes.toml", "[[nodes]]\nid = \"a\"\n");
+    let ok_services = write("ok.toml", "[[services]]\nname = \"x\"\n");
+    let bad_json = write(
+        "nodes.json",
+        "[{\"ID\": \"n1\", \"Spec\": {\"Availability\": \"sleepy\"}}]",
+    );
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (
+            vec!["plan", "--nodes", &nodes, "--services", &services],
+            format!("{nodes}: TOML parse error at line 3"),
+        ),
+        (
+            vec!["plan", "--nodes", &good_nodes, "--services", &services],
+            format!(
+                "{services}: service `x`: constraint `node.labels.zone=a`: expected one operator from ==, !="
+            ),
+        ),
+        (
+            vec!["plan", "--nodes", &bad_json, "--services", &services],
+            format!("{bad_json}:1:"),
+        ),
+        (
+            vec![
+                "plan",
+                "--nodes",
+                "/nonexistent/nodes.json",
+                "--services",
+                &services,
+            ],
+            "/nonexistent/nodes.json: cannot read".into(),
+        ),
+        (
+            vec![
+                "explain",
+                "--service",
+                "nope",
+                "--nodes",
+                &good_nodes,
+                "--services",
+                &ok_services,
+            ],
+            "unknown service `nope`".into(),
+        ),
+        (
+            vec![
+                "failover",
+                "--event",
+                "node-gone=a",
+                "--nodes",
+                &good_nodes,
+                "--services",
+                &services,
+            ],
+            "bad event `node-gone=a`".into(),
+        ),
+    ];
+    for (args, want) in cases {
+        let r = berth(&args);
+        assert_eq!(r.code, 1, "{args:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(&want),
+            "{args:?}: stderr {:?} lacks {want:?}",
+            r.stderr
+        );
+        assert!(r.stdout.is_empty(), "{args:?}: nothing on stdout on error");
+    }
+    let r = berth(&["plan", "--nodes", &bad_json, "--services", &services]);
+    assert!(r.stderr.contains("[0].Spec.Availability"), "{}", r.stderr);
+}
