@@ -9,7 +9,9 @@
 //! - [`clock`], [`queue`], [`rng`]: integer milliseconds, a (time, seq) event heap, ChaCha
 //!   streams derived per subsystem from one seed.
 //! - [`world`], [`storage`]: nodes, tasks, slots, datasets and their copies.
-//! - [`sim`]: the event loop and the physics (crashes, partitions, heartbeats, writes).
+//! - [`sim`]: the event loop; [`contact`]: faults, heartbeats, contact lost and regained;
+//!   [`workload`]: client writes, who may accept them, availability; [`view`]: the engine's
+//!   input.
 //! - [`policy`]: `swarm-default`, `manual`, `berth`; [`policy::executor`] runs engine plans.
 //! - [`checker`]: invariants after every event, fatal per policy.
 //! - [`runner`], [`report`], [`plot`]: one run's outcome, the side-by-side report, the SVG.
@@ -20,6 +22,7 @@
 
 pub mod checker;
 pub mod clock;
+pub mod contact;
 pub mod faults;
 pub mod metrics;
 pub mod plot;
@@ -34,4 +37,6 @@ pub mod sim;
 pub mod storage;
 pub mod sweep;
 pub mod trace;
+pub mod view;
+pub mod workload;
 pub mod world;

@@ -1,0 +1,178 @@
+//! Clients and who may accept their writes: one write event at a time per stateful service
+//! (round-robin over its slots, or to the replica set for a self-replicating service), the
+//! writability rule (alive, fenced-in, lease valid), and the recomputation after every other
+//! event of each dataset's writers and each service's availability.
+
+use berth_scheduler::model::Backend;
+
+use crate::clock::Ms;
+use crate::policy::PolicyKind;
+use crate::sim::{Ev, Sim};
+use crate::world::TaskState;
+
+impl Sim<'_> {
+    pub(crate) fn on_write(&mut self, s: u32) {
+        let now = self.now;
+        let svc = &mut self.services[s as usize];
+        svc.next_write += 1;
+        let next = (svc.next_write as u128 * svc.writes_every_nanos as u128 / 1_000_000) as Ms;
+        self.q.push(next, Ev::Write(s));
+        let first = svc.first_slot as usize;
+        let replicas = svc.replicas as usize;
+        if svc.self_replicating {
+            if !svc.available {
+                svc.rejected += 1;
+                return;
+            }
+            svc.acked += 1;
+            for slot in &self.slots[first..first + replicas] {
+                let Some(d) = slot.dataset else { continue };
+                for &w in &self.datasets[d as usize].writers {
+                    if let Some(c) = self.tasks[w as usize].copy {
+                        self.copies[c as usize].len += 1;
+                    }
+                }
+            }
+            return;
+        }
+        let k = (svc.rr % replicas as u64) as usize;
+        svc.rr += 1;
+        let Some(d) = self.slots[first + k].dataset else {
+            return;
+        };
+        let ds = &mut self.datasets[d as usize];
+        if ds.writers.is_empty() {
+            self.services[s as usize].rejected += 1;
+            return;
+        }
+        let w = ds.writers[(ds.rr % ds.writers.len() as u64) as usize];
+        ds.rr += 1;
+        ds.acked += 1;
+        let Some(c) = self.tasks[w as usize].copy else {
+            return;
+        };
+        self.copies[c as usize].len += 1;
+        if ds.backend == Backend::Replicated && ds.current == Some(c) && ds.standby.is_some() {
+            ds.unreplicated.push_back(now);
+            let lag = self.scn.services[s as usize].data.replication_lag;
+            ds.replicate(&mut self.copies, now, lag);
+        }
+    }
+
+    /// Whether task `t` can acknowledge a write to dataset `d` right now.
+    pub(crate) fn writable(&self, t: u32, d: u32) -> bool {
+        let task = &self.tasks[t as usize];
+        if task.state != TaskState::Running {
+            return false;
+        }
+        let node = &self.nodes[task.node as usize];
+        if !node.up {
+            return false;
+        }
+        let Some(c) = task.copy else { return false };
+        let copy = &self.copies[c as usize];
+        if !copy.alive || copy.revoked || copy.ready_at > self.now {
+            return false;
+        }
+        let ds = &self.datasets[d as usize];
+        let berth = self.policy == PolicyKind::Berth;
+        match ds.backend {
+            // Shared storage enforces the epoch itself: a fenced holder is refused even when
+            // the managers cannot reach it.
+            Backend::Shared => {
+                if !node.reach_storage || task.epoch < ds.epoch {
+                    return false;
+                }
+            }
+            // Berth's volume driver refuses an old epoch once it hears of the new one.
+            _ => {
+                if berth && node.reach_managers && task.epoch < ds.epoch {
+                    return false;
+                }
+            }
+        }
+        if berth
+            && let Some(lost) = node.lost_at
+            && self.now >= lost + self.scn.berth.lease
+        {
+            return false;
+        }
+        true
+    }
+
+    /// Recomputes writers and availability, and runs the checker.
+    pub fn refresh(&mut self) {
+        let now = self.now;
+        for d in 0..self.datasets.len() {
+            let slot = self.datasets[d].slot_idx as usize;
+            let mut writers = std::mem::take(&mut self.datasets[d].writers);
+            writers.clear();
+            // Every live container of the slot, wanted or not: a replaced task on a cut-off
+            // node still writes if nothing stops it.
+            for &t in &self.slots[slot].tasks {
+                if self.writable(t, d as u32) {
+                    writers.push(t);
+                }
+            }
+            let ds = &mut self.datasets[d];
+            ds.writers = writers;
+            if ds.backend == Backend::Replicated {
+                let lag = self.scn.services[ds.service as usize].data.replication_lag;
+                let link = ds
+                    .current
+                    .and_then(|c| self.copies[c as usize].node)
+                    .is_some_and(|n| {
+                        self.nodes[n as usize].up && self.nodes[n as usize].reach_managers
+                    })
+                    && ds
+                        .standby
+                        .and_then(|c| self.copies[c as usize].node)
+                        .is_some_and(|n| {
+                            self.nodes[n as usize].up && self.nodes[n as usize].reach_managers
+                        });
+                if link {
+                    ds.replicate(&mut self.copies, now, lag);
+                }
+            }
+        }
+        for s in 0..self.services.len() {
+            let svc = &self.services[s];
+            let first = svc.first_slot as usize;
+            let slots = &self.slots[first..first + svc.replicas as usize];
+            let available = if !svc.stateful {
+                slots.iter().any(|sl| {
+                    sl.tasks.iter().any(|&t| {
+                        let task = &self.tasks[t as usize];
+                        task.state == TaskState::Running && self.nodes[task.node as usize].up
+                    })
+                })
+            } else {
+                let serving = slots
+                    .iter()
+                    .filter(|sl| {
+                        sl.dataset
+                            .is_some_and(|d| !self.datasets[d as usize].writers.is_empty())
+                    })
+                    .count() as u64;
+                if svc.self_replicating {
+                    serving > svc.replicas / 2
+                } else {
+                    serving == svc.replicas
+                }
+            };
+            let svc = &mut self.services[s];
+            if available != svc.available {
+                svc.available = available;
+                if available {
+                    if let Some(since) = svc.down_since.take() {
+                        svc.unavailable_ms += now - since;
+                        svc.outages.push((since, now));
+                    }
+                } else {
+                    svc.down_since = Some(now);
+                }
+            }
+        }
+        crate::checker::after_event(self);
+    }
+}
