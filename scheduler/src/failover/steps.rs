@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use crate::model::FENCED_LABEL;
-use crate::model::{Availability, Backend, Cluster, FailoverMode, Mode, NodeId, NodeState};
+use crate::model::{
+    Availability, Backend, Cluster, FailoverMode, Mode, NodeId, NodeState, Stateful,
+};
 use crate::schedule::{self, Placement, Plan, Prepared};
 
 use super::{Action, Event, FailoverError, FailoverPlan, Step};
@@ -96,6 +98,18 @@ fn why(p: &Placement) -> String {
     }
 }
 
+/// The slot's dataset name, its current epoch and its backend (the label's default for a
+/// dataset Berth has no record of yet).
+fn slot_dataset(prep: &Prepared, st: &Stateful, slot: u64) -> (String, u64, Backend) {
+    let name = st.volume_for_slot(slot);
+    let (epoch, backend) = prep
+        .datasets
+        .get(&name)
+        .map(|d| (d.epoch, d.backend))
+        .unwrap_or((0, st.backend));
+    (name, epoch, backend)
+}
+
 fn step(wave: u32, service: &str, slot: Option<u64>, action: Action) -> Step {
     Step {
         wave,
@@ -134,12 +148,7 @@ fn node_down(before: &Prepared, x: &NodeId) -> Result<Vec<Step>, FailoverError> 
             }
             continue;
         };
-        let dataset = st.volume_for_slot(a.slot);
-        let (epoch, backend) = before
-            .datasets
-            .get(&dataset)
-            .map(|d| (d.epoch, d.backend))
-            .unwrap_or((0, st.backend));
+        let (dataset, epoch, backend) = slot_dataset(before, st, a.slot);
         let fence = Action::Fence {
             dataset: dataset.clone(),
             node: x.clone(),
@@ -266,12 +275,7 @@ fn node_drained(before: &Prepared, x: &NodeId) -> Result<Vec<Step>, FailoverErro
         });
         push(Action::StopTask { node: x.clone() });
         if let Some(st) = &policy.stateful {
-            let dataset = st.volume_for_slot(a.slot);
-            let (epoch, backend) = before
-                .datasets
-                .get(&dataset)
-                .map(|d| (d.epoch, d.backend))
-                .unwrap_or((0, st.backend));
+            let (dataset, epoch, backend) = slot_dataset(before, st, a.slot);
             push(Action::Fence {
                 dataset: dataset.clone(),
                 node: x.clone(),

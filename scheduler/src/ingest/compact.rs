@@ -145,30 +145,15 @@ pub fn from_toml(file: &str, text: &str) -> Result<File, IngestError> {
 }
 
 pub fn from_json(file: &str, text: &str) -> Result<File, IngestError> {
-    json(file, text)
+    super::json(file, text)
 }
 
 pub fn datasets_from_json_array(file: &str, text: &str) -> Result<Vec<Dataset>, IngestError> {
-    let raw: Vec<CDataset> = json(file, text)?;
+    let raw: Vec<CDataset> = super::json(file, text)?;
     raw.into_iter()
         .enumerate()
         .map(|(i, d)| dataset(file, i, d))
         .collect()
-}
-
-fn json<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, IngestError> {
-    let de = &mut serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        IngestError::Json {
-            file: file.to_string(),
-            line: inner.line(),
-            column: inner.column(),
-            path,
-            message: inner.to_string(),
-        }
-    })
 }
 
 /// Parses a size into bytes; unit multiples are binary, as Docker's `RAMInBytes`.

@@ -14,22 +14,7 @@ use crate::model::{
 };
 
 fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<Vec<T>, IngestError> {
-    let de = &mut serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        IngestError::Json {
-            file: file.to_string(),
-            line: inner.line(),
-            column: inner.column(),
-            path: if path == "." {
-                "(top level)".into()
-            } else {
-                path
-            },
-            message: inner.to_string(),
-        }
-    })
+    super::json(file, text)
 }
 
 fn labels(m: Option<HashMap<String, String>>) -> BTreeMap<String, String> {

@@ -51,6 +51,26 @@ impl IngestError {
     }
 }
 
+/// Parses JSON, naming the path of a bad field (`[3].Spec.Role`) and its line and column.
+fn json<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, IngestError> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        IngestError::Json {
+            file: file.to_string(),
+            line: inner.line(),
+            column: inner.column(),
+            path: if path == "." {
+                "(top level)".into()
+            } else {
+                path
+            },
+            message: inner.to_string(),
+        }
+    })
+}
+
 /// How a file is written, told from its first significant byte.
 enum Format {
     /// A JSON array: Docker's output (or, for datasets, an array of dataset records).

@@ -46,3 +46,31 @@ pub fn node(id: &str) -> Node {
     n.resources.memory_bytes = 8 << 30;
     n
 }
+
+/// Runs `f` with the task spec a cycle would build for `service` (its labels' policy, no
+/// constraints, service index 0, no slot).
+pub fn with_task<R>(service: &Service, f: impl FnOnce(&TaskSpec) -> R) -> R {
+    let policy: Policy = service.policy().expect("valid labels in test");
+    let task = TaskSpec {
+        service,
+        service_idx: 0,
+        policy: &policy,
+        constraints: &[],
+        slot: None,
+        dataset: None,
+    };
+    f(&task)
+}
+
+pub trait FourCores: Sized {
+    /// 4 CPUs and 4 GiB, for resource-share scores with round numbers.
+    fn memory_gib_4(self) -> Self;
+}
+
+impl FourCores for Node {
+    fn memory_gib_4(mut self) -> Self {
+        self.resources.nano_cpus = 4_000_000_000;
+        self.resources.memory_bytes = 4 << 30;
+        self
+    }
+}

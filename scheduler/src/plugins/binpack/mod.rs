@@ -32,33 +32,21 @@ impl ScorePlugin for Binpack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::constraint::Constraint;
-    use crate::model::{Node, Policy, Service};
+    use crate::plugins::test_support::{FourCores, node, with_task};
+    use crate::testing::{ServiceExt, replicated};
 
     #[test]
     fn fuller_node_scores_higher() {
-        let mut svc = Service::new("batch");
-        svc.reservations.memory_bytes = 1 << 30;
+        let mut svc = replicated("batch", 1).reserve_memory_gib(1);
         svc.reservations.nano_cpus = 1_000_000_000;
-        let policy = Policy::default();
-        let cs: Vec<Constraint> = vec![];
-        let task = TaskSpec {
-            service: &svc,
-            service_idx: 0,
-            policy: &policy,
-            constraints: &cs,
-            slot: None,
-            dataset: None,
-        };
-        let mut a = Node::new("a");
-        a.resources.nano_cpus = 4_000_000_000;
-        a.resources.memory_bytes = 4 << 30;
-        let b = a.clone();
+        let (a, b) = (node("a").memory_gib_4(), node("b").memory_gib_4());
         let ia = NodeInfo::new(0, &a);
         let mut ib = NodeInfo::new(1, &b);
         ib.reserved.memory_bytes = 2 << 30;
         ib.reserved.nano_cpus = 2_000_000_000;
-        assert!(Binpack.score(&task, &ib) > Binpack.score(&task, &ia));
-        assert_eq!(Binpack.normalize(Binpack.score(&task, &ib)), 75);
+        with_task(&svc, |task| {
+            assert!(Binpack.score(task, &ib) > Binpack.score(task, &ia));
+            assert_eq!(Binpack.normalize(Binpack.score(task, &ib)), 75);
+        });
     }
 }

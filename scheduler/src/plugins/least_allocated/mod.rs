@@ -46,40 +46,29 @@ impl ScorePlugin for LeastAllocated {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::constraint::Constraint;
-    use crate::model::{Node, Policy, Service};
+    use crate::model::Node;
+    use crate::plugins::test_support::{FourCores, node, with_task};
+    use crate::testing::{ServiceExt, replicated};
 
     #[test]
     fn emptier_node_scores_higher() {
-        let mut svc = Service::new("db");
+        let mut svc = replicated("db", 1).reserve_memory_gib(1);
         svc.reservations.nano_cpus = 1_000_000_000;
-        svc.reservations.memory_bytes = 1 << 30;
-        let policy = Policy::default();
-        let cs: Vec<Constraint> = vec![];
-        let task = TaskSpec {
-            service: &svc,
-            service_idx: 0,
-            policy: &policy,
-            constraints: &cs,
-            slot: None,
-            dataset: None,
-        };
-        let mut a = Node::new("a");
-        a.resources.nano_cpus = 4_000_000_000;
-        a.resources.memory_bytes = 4 << 30;
-        let b = a.clone();
+        let (a, b) = (node("a").memory_gib_4(), node("b").memory_gib_4());
         let ia = NodeInfo::new(0, &a);
         let mut ib = NodeInfo::new(1, &b);
         ib.reserved.memory_bytes = 2 << 30;
-        assert_eq!(
-            LeastAllocated.normalize(LeastAllocated.score(&task, &ia)),
-            75
-        );
-        assert_eq!(
-            LeastAllocated.normalize(LeastAllocated.score(&task, &ib)),
-            50
-        );
-        let none = Node::new("c");
-        assert_eq!(LeastAllocated.score(&task, &NodeInfo::new(2, &none)), 0);
+        let unknown = Node::new("c");
+        with_task(&svc, |task| {
+            assert_eq!(
+                LeastAllocated.normalize(LeastAllocated.score(task, &ia)),
+                75
+            );
+            assert_eq!(
+                LeastAllocated.normalize(LeastAllocated.score(task, &ib)),
+                50
+            );
+            assert_eq!(LeastAllocated.score(task, &NodeInfo::new(2, &unknown)), 0);
+        });
     }
 }

@@ -34,32 +34,23 @@ impl ScorePlugin for Spread {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::constraint::Constraint;
-    use crate::model::{Node, Policy, Service};
+    use crate::model::{Node, Service};
+    use crate::plugins::test_support::with_task;
 
     #[test]
     fn service_tasks_then_total() {
-        let svc = Service::new("web");
-        let policy = Policy::default();
-        let cs: Vec<Constraint> = vec![];
-        let task = TaskSpec {
-            service: &svc,
-            service_idx: 7,
-            policy: &policy,
-            constraints: &cs,
-            slot: None,
-            dataset: None,
-        };
         let (a, b) = (Node::new("a"), Node::new("b"));
         let mut ia = NodeInfo::new(0, &a);
         let mut ib = NodeInfo::new(1, &b);
         for _ in 0..10 {
-            ia.add_task(1); // busy with other services
+            ia.add_task(1); // busy with another service
         }
-        ib.add_task(7); // one of ours
-        assert!(Spread.score(&task, &ia) > Spread.score(&task, &ib));
-        ia.add_task(7);
-        assert!(Spread.score(&task, &ia) < Spread.score(&task, &ib));
-        assert_eq!(Spread.normalize(Spread.score(&task, &ib)), 50);
+        ib.add_task(0); // one of ours
+        with_task(&Service::new("web"), |task| {
+            assert!(Spread.score(task, &ia) > Spread.score(task, &ib));
+            ia.add_task(0);
+            assert!(Spread.score(task, &ia) < Spread.score(task, &ib));
+            assert_eq!(Spread.normalize(Spread.score(task, &ib)), 50);
+        });
     }
 }
