@@ -36,6 +36,8 @@ pub struct Report {
     pub services: usize,
     /// Every timing the policies react with, one line.
     pub parameters: String,
+    /// What the scenario loaded but does not simulate.
+    pub notes: Vec<String>,
     /// The fault schedule of this seed, one line per fault.
     pub faults: Vec<String>,
     pub comparison: Vec<Row>,
@@ -53,6 +55,7 @@ impl Report {
             nodes: scn.nodes.len(),
             services: scn.services.len(),
             parameters: parameters(scn),
+            notes: scn.notes.clone(),
             faults: faults.iter().map(|f| f.describe(&names)).collect(),
             comparison: runs
                 .iter()
@@ -136,6 +139,9 @@ pub fn summary(r: &Report, reproduce: &str) -> String {
         r.services
     );
     let _ = writeln!(o, "{}", r.parameters);
+    for n in &r.notes {
+        let _ = writeln!(o, "note: {n}");
+    }
     let _ = writeln!(o, "faults ({}):", r.faults.len());
     for f in r.faults.iter().take(12) {
         let _ = writeln!(o, "  {f}");

@@ -112,7 +112,10 @@ pub struct Sim<'a> {
     pub violation: Option<Violation>,
     pub node_log: Vec<(Ms, u32, NodeMark)>,
     pub markers: Vec<(Ms, String)>,
+    /// Display names, by node index.
     pub node_names: Vec<String>,
+    /// Engine node IDs, by node index (sorted: `node_index` searches them).
+    pub node_ids: Vec<String>,
     pub faults: Vec<Fault>,
     /// Lost nodes whose plan had a lane dropped (its target went away): re-planned at the
     /// next detection or return.
@@ -193,6 +196,7 @@ impl<'a> Sim<'a> {
             node_log: Vec::new(),
             markers: Vec::new(),
             node_names: scn.node_names(),
+            node_ids: scn.node_ids(),
             faults,
             retry: Default::default(),
             double_log: Vec::new(),
@@ -327,9 +331,10 @@ impl<'a> Sim<'a> {
             .map(|i| i as u32)
     }
 
-    pub fn node_index(&self, name: &str) -> Option<u32> {
-        self.node_names
-            .binary_search_by(|n| n.as_str().cmp(name))
+    /// A node's index from its engine ID.
+    pub fn node_index(&self, id: &str) -> Option<u32> {
+        self.node_ids
+            .binary_search_by(|n| n.as_str().cmp(id))
             .ok()
             .map(|i| i as u32)
     }

@@ -6,7 +6,7 @@
 //! has been reported failed and is left out.
 
 use berth_scheduler::model::{
-    Availability, Cluster, Dataset, FENCED_LABEL, NodeId, NodeState, ServiceId, Task,
+    Availability, Cluster, Dataset, FENCED_LABEL, NodeId, NodeState, Task,
     TaskState as EngineTaskState,
 };
 
@@ -52,9 +52,9 @@ impl Sim<'_> {
                 }
                 c.tasks.push(Task {
                     id: format!("t{t}"),
-                    service_id: ServiceId(self.scn.services[task.service as usize].name.clone()),
+                    service_id: self.scn.cluster.services[task.service as usize].id.clone(),
                     slot: Some(task.slot),
-                    node_id: Some(NodeId::new(self.node_names[task.node as usize].clone())),
+                    node_id: Some(NodeId::new(self.node_ids[task.node as usize].clone())),
                     state: EngineTaskState::Running,
                     desired_state: EngineTaskState::Running,
                 });
@@ -64,7 +64,7 @@ impl Sim<'_> {
         if berth_labels {
             for ds in &self.datasets {
                 let node =
-                    |i: Option<u32>| i.map(|n| NodeId::new(self.node_names[n as usize].clone()));
+                    |i: Option<u32>| i.map(|n| NodeId::new(self.node_ids[n as usize].clone()));
                 let standby = ds
                     .standby
                     .filter(|s| self.copies[*s as usize].ready_at <= self.now)

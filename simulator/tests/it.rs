@@ -52,7 +52,13 @@ fn assert_berth_holds(scn: &Scenario, seed: u64) {
 
 #[test]
 fn bundled_scenarios_hold_under_berth() {
-    for name in ["seed-cluster", "partition", "zone-loss", "rolling-drain"] {
+    for name in [
+        "seed-cluster",
+        "partition",
+        "zone-loss",
+        "rolling-drain",
+        "docker-inspect",
+    ] {
         let scn = load(name);
         assert_berth_holds(&scn, scn.seed);
     }
@@ -347,4 +353,40 @@ recover_after = "5m"
         .expect("svc");
     assert!(influx.unavailable_ms < 120_000, "{}", influx.unavailable_ms);
     assert!(influx.lost_writes <= 200);
+}
+
+#[test]
+fn a_scenario_from_real_docker_inspect_output() {
+    let scn = load("docker-inspect");
+    // Swarm node IDs for the engine, hostnames for people; logspout (global) is skipped.
+    assert_eq!(scn.nodes.len(), 4);
+    assert!(
+        scn.nodes
+            .iter()
+            .any(|n| n.name == "worker1" && n.id != n.name)
+    );
+    assert_eq!(
+        scn.services
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        ["api", "mongo"]
+    );
+    assert_eq!(scn.notes, ["global service `logspout` is not simulated"]);
+    // The run starts from the placement Swarm really had (tasks.json).
+    assert!(!scn.cluster.tasks.is_empty());
+    // What Swarm really did (examples/docker-inspect/worker1-down): mongo.1 restarted on
+    // worker2, next to mongo.2. The engine without berth.* labels decides the same.
+    let r = report(
+        &scn,
+        scn.seed,
+        &[PolicyKind::SwarmDefault, PolicyKind::Berth],
+    );
+    let swarm = r.runs[0].trace.join("\n");
+    assert!(swarm.contains("swarm: mongo slot 1 → worker2"), "{swarm}");
+    let berth = r.runs[1].trace.join("\n");
+    assert!(
+        berth.contains("already runs a replica (anti-affinity)"),
+        "{berth}"
+    );
 }

@@ -11,7 +11,7 @@ use crate::sim::{Ev, Sim};
 use crate::world::TaskState;
 
 fn id(sim: &Sim, node: u32) -> NodeId {
-    NodeId::new(sim.node_names[node as usize].clone())
+    NodeId::new(sim.node_ids[node as usize].clone())
 }
 
 pub fn on_detect(sim: &mut Sim, node: u32) {

@@ -144,11 +144,15 @@ fn launch(sim: &mut Sim, plan: FailoverPlan, manual: bool) {
     }
     let last_wave = lanes.iter().map(|l| l.wave).max().unwrap_or(0);
     let first_wave = lanes.iter().map(|l| l.wave).min().unwrap_or(0);
+    let node_name = sim
+        .node_index(plan.event.node().as_str())
+        .map(|i| sim.node_names[i as usize].clone())
+        .unwrap_or_else(|| plan.event.node().to_string());
     let label = format!(
         "{}: {} {} ({} steps)",
         who(sim, manual),
         event_name(&plan.event),
-        plan.event.node(),
+        node_name,
         lanes.iter().map(|l| l.steps.len()).sum::<usize>()
     );
     sim.markers.push((sim.now, label.clone()));
@@ -536,6 +540,8 @@ fn start(sim: &mut Sim, run: u32, lane: u32, s: u32, node: &str) {
     let Some(n) = sim.node_index(node) else {
         return;
     };
+    let node = sim.node_names[n as usize].clone();
+    let node = node.as_str();
     let rt = &sim.nodes[n as usize];
     if !rt.in_contact() || rt.berth_down || rt.swarm_down {
         sim.log_event(format!("start on {node} dropped: the node is gone"));

@@ -42,7 +42,7 @@ pub fn on_back(sim: &mut Sim, node: u32, _was_down: bool) {
     swarm_default::on_back(sim, node);
     // The kubelet restarts the node's pods where their volumes are.
     if hosts_stateful(sim, node) || sim.has_missing_slots() {
-        let id = NodeId::new(sim.node_names[node as usize].clone());
+        let id = NodeId::new(sim.node_ids[node as usize].clone());
         executor::plan_and_launch(sim, Event::NodeBack(id), true);
     }
 }
@@ -78,7 +78,7 @@ pub fn on_operator(sim: &mut Sim, node: u32, generation: u64, drain: bool) {
         return;
     }
     let n = &sim.nodes[node as usize];
-    let id = NodeId::new(sim.node_names[node as usize].clone());
+    let id = NodeId::new(sim.node_ids[node as usize].clone());
     if drain {
         if n.draining {
             sim.log_event(format!("manual: operator moves stateful tasks off {id}"));

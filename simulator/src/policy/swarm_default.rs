@@ -87,7 +87,7 @@ pub fn reconcile(sim: &mut Sim) {
                     sim.metrics.empty_volume_starts += 1;
                     let msg = format!(
                         "swarm: {} slot {slot} starts on {} on an EMPTY volume {}",
-                        p.service, p.node, sim.datasets[d as usize].name
+                        p.service, sim.node_names[node as usize], sim.datasets[d as usize].name
                     );
                     sim.log_event(msg);
                 }
@@ -97,7 +97,10 @@ pub fn reconcile(sim: &mut Sim) {
         };
         let latency = sim.scn.swarm.start_latency;
         sim.start_task(slot_idx, node, copy, latency);
-        let msg = format!("swarm: {} slot {slot} → {}", p.service, p.node);
+        let msg = format!(
+            "swarm: {} slot {slot} → {}",
+            p.service, sim.node_names[node as usize]
+        );
         sim.log_event(msg);
     }
 }

@@ -76,7 +76,14 @@ pub struct File {
     pub nodes: Vec<NodeFile>,
     #[serde(default)]
     pub node_groups: Vec<GroupFile>,
+    /// Nodes, services and (optionally) tasks from real `docker inspect` output.
+    #[serde(default)]
+    pub inspect: Option<InspectFile>,
+    #[serde(default)]
     pub services: Vec<ServiceFile>,
+    /// `[data.<service>]`: data facts for services that come from `[inspect]`.
+    #[serde(default)]
+    pub data: BTreeMap<String, DataFile>,
     #[serde(default)]
     pub faults: Vec<FaultFile>,
     #[serde(default)]
@@ -175,6 +182,18 @@ pub struct ServiceFile {
 
 fn one() -> u64 {
     1
+}
+
+/// Paths relative to the scenario file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InspectFile {
+    /// `docker node inspect $(docker node ls -q)`.
+    pub nodes: Spanned<String>,
+    /// `docker service inspect $(docker service ls -q)`.
+    pub services: Spanned<String>,
+    /// The Engine API's `GET /tasks`: start from the real placement instead of the engine's.
+    pub tasks: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

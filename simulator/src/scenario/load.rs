@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
 
+use berth_scheduler::ingest;
 use berth_scheduler::model::{Cluster, Mode, Node, Platform, Resources, Role, Service};
 use berth_scheduler::schedule::{PlanError, Prepared};
 use thiserror::Error;
@@ -122,6 +123,7 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
         nodes.push((
             NodeSpec {
                 name: n.name.get_ref().clone(),
+                id: n.name.get_ref().clone(),
                 manager: role == Role::Manager,
                 zone,
             },
@@ -149,6 +151,7 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
             );
             nodes.push((
                 NodeSpec {
+                    id: name.clone(),
                     name,
                     manager: role == Role::Manager,
                     zone,
@@ -158,9 +161,58 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
             ));
         }
     }
-    nodes.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    let base = Path::new(path).parent().unwrap_or(Path::new("."));
+    let read = |rel: &Spanned<String>| -> Result<(String, String), ScenarioError> {
+        let full = base.join(rel.get_ref());
+        let shown = full.display().to_string();
+        std::fs::read_to_string(&full)
+            .map(|t| (shown, t))
+            .map_err(|e| err(rel.span(), format!("{}: {e}", full.display())))
+    };
+    let mut inspected_services = Vec::new();
+    let mut inspected_tasks = Vec::new();
+    let mut notes = Vec::new();
+    if let Some(ins) = &f.inspect {
+        let (file, json) = read(&ins.nodes)?;
+        let found =
+            ingest::nodes(&file, &json).map_err(|e| err(ins.nodes.span(), e.to_string()))?;
+        for n in found {
+            let name = if n.hostname.is_empty() {
+                n.id.0.clone()
+            } else {
+                n.hostname.clone()
+            };
+            let zone = n.labels.get("zone").cloned().unwrap_or_default();
+            nodes.push((
+                NodeSpec {
+                    name,
+                    id: n.id.0.clone(),
+                    manager: n.role == Role::Manager,
+                    zone,
+                },
+                n,
+                ins.nodes.span(),
+            ));
+        }
+        let (file, json) = read(&ins.services)?;
+        for svc in
+            ingest::services(&file, &json).map_err(|e| err(ins.services.span(), e.to_string()))?
+        {
+            if matches!(svc.mode, Mode::Global) {
+                notes.push(format!("global service `{}` is not simulated", svc.name));
+                continue;
+            }
+            inspected_services.push((svc, ins.services.span()));
+        }
+        if let Some(t) = &ins.tasks {
+            let (file, json) = read(t)?;
+            inspected_tasks =
+                ingest::tasks(&file, &json).map_err(|e| err(t.span(), e.to_string()))?;
+        }
+    }
+    nodes.sort_by(|a, b| a.0.id.cmp(&b.0.id));
     for w in nodes.windows(2) {
-        if w[0].0.name == w[1].0.name {
+        if w[0].0.id == w[1].0.id {
             return Err(err(
                 w[1].2.clone(),
                 format!("duplicate node `{}`", w[1].0.name),
@@ -179,11 +231,12 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
             "no manager: at least one node needs role = \"manager\"".into(),
         ));
     }
-    let index: BTreeMap<String, u32> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.0.name.clone(), i as u32))
-        .collect();
+    // Faults may name a node by name (hostname) or engine ID.
+    let mut index: BTreeMap<String, u32> = BTreeMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        index.insert(n.0.id.clone(), i as u32);
+        index.insert(n.0.name.clone(), i as u32);
+    }
     let mut zones: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for (i, n) in nodes.iter().enumerate() {
         if !n.0.zone.is_empty() {
@@ -208,7 +261,7 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
         let policy = svc
             .policy()
             .map_err(|e| err(s.name.span(), format!("service `{name}`: {e}")))?;
-        let d = s.data.as_ref();
+        let d = s.data.as_ref().or_else(|| f.data.get(&name));
         let data = DataSpec {
             size_bytes: d.and_then(|d| d.size).map(|v| v.0).unwrap_or(1 << 30),
             writes_per_sec: d.and_then(|d| d.writes_per_sec).unwrap_or(0),
@@ -241,11 +294,64 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
             s.name.span(),
         ));
     }
+    for (svc, span) in inspected_services {
+        let name = svc.name.clone();
+        let policy = svc
+            .policy()
+            .map_err(|e| err(span.clone(), format!("service `{name}`: {e}")))?;
+        let Mode::Replicated { replicas } = svc.mode else {
+            continue;
+        };
+        let d = f.data.get(&name);
+        if d.is_some() && policy.stateful.is_none() {
+            return Err(err(
+                span,
+                format!("[data.{name}] needs berth.stateful=true labels"),
+            ));
+        }
+        let data = DataSpec {
+            size_bytes: d.and_then(|d| d.size).map(|v| v.0).unwrap_or(1 << 30),
+            writes_per_sec: d.and_then(|d| d.writes_per_sec).unwrap_or(0),
+            write_bytes: d.and_then(|d| d.write_bytes).map(|v| v.0).unwrap_or(4096),
+            replication_lag: d
+                .and_then(|d| d.replication_lag)
+                .map(|v| v.ms())
+                .unwrap_or(SECOND),
+        };
+        services.push((
+            ServiceSpec {
+                name,
+                replicas,
+                policy,
+                data,
+            },
+            svc,
+            span,
+        ));
+    }
     services.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    if services.is_empty() {
+        return Err(err(
+            0..0,
+            "no services: add [[services]] or [inspect]".into(),
+        ));
+    }
+    for name in f.data.keys() {
+        if !services.iter().any(|s| &s.0.name == name) {
+            return Err(err(0..0, format!("[data.{name}]: no such service")));
+        }
+    }
+    // Running tasks of simulated services: the initial placement, where given.
+    let kept: std::collections::BTreeSet<&str> =
+        services.iter().map(|s| s.1.id.0.as_str()).collect();
+    let tasks: Vec<_> = inspected_tasks
+        .into_iter()
+        .filter(|t| t.is_active() && t.slot.is_some() && kept.contains(t.service_id.0.as_str()))
+        .collect();
     let cluster = Cluster {
         nodes: nodes.iter().map(|n| n.1.clone()).collect(),
         services: services.iter().map(|s| s.1.clone()).collect(),
-        tasks: Vec::new(),
+        tasks,
         datasets: Vec::new(),
     };
     // The engine's own checks: labels, constraints, dependency cycles, duplicates.
@@ -371,6 +477,7 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
         bounds,
         cluster,
         zones,
+        notes,
     })
 }
 
@@ -507,12 +614,11 @@ pub fn parse_faults(scn: &Scenario, path: &str, text: &str) -> Result<Vec<Fault>
         at(path, text, span, e.message().trim().to_string())
     })?;
     let err = |span: Range<usize>, msg: String| at(path, text, span, msg);
-    let index: BTreeMap<String, u32> = scn
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.name.clone(), i as u32))
-        .collect();
+    let mut index: BTreeMap<String, u32> = BTreeMap::new();
+    for (i, n) in scn.nodes.iter().enumerate() {
+        index.insert(n.id.clone(), i as u32);
+        index.insert(n.name.clone(), i as u32);
+    }
     resolve_faults(&f.faults, &index, &scn.zones, scn.berth.restart, &err)
 }
 

@@ -63,7 +63,10 @@ pub struct ManualTiming {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NodeSpec {
+    /// What people call it (the hostname for nodes from `docker node inspect`).
     pub name: String,
+    /// The engine's node ID (Swarm's ID from `docker inspect`; the name otherwise).
+    pub id: String,
     pub manager: bool,
     pub zone: String,
 }
@@ -106,7 +109,8 @@ pub struct Scenario {
     pub swarm: SwarmTiming,
     pub berth: BerthTiming,
     pub manual: ManualTiming,
-    /// Sorted by name: a node's index is its position here.
+    /// Sorted by engine ID (the name, unless from `docker inspect`): a node's index is its
+    /// position here and in `cluster.nodes`.
     pub nodes: Vec<NodeSpec>,
     /// Sorted by name.
     pub services: Vec<ServiceSpec>,
@@ -118,11 +122,17 @@ pub struct Scenario {
     pub cluster: Cluster,
     #[serde(skip)]
     pub zones: BTreeMap<String, Vec<u32>>,
+    /// Things loaded but not simulated (e.g. global services from `docker inspect`).
+    pub notes: Vec<String>,
 }
 
 impl Scenario {
     pub fn node_names(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+
+    pub fn node_ids(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.id.clone()).collect()
     }
 
     /// The fault schedule of a run: the scheduled faults plus the random ones of this seed.
