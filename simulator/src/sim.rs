@@ -70,6 +70,8 @@ pub enum Ev {
         lane: u32,
         generation: u64,
     },
+    /// A lane was dropped (its target went away): Berth asks the engine again.
+    Retry,
 }
 
 /// A node state change, for the timeline plot.
@@ -631,6 +633,7 @@ impl<'a> Sim<'a> {
                 lane,
                 generation,
             } => policy::executor::step(self, run, lane, generation),
+            Ev::Retry => policy::berth::retry_dropped(self),
         }
     }
 

@@ -390,3 +390,32 @@ fn a_scenario_from_real_docker_inspect_output() {
         "{berth}"
     );
 }
+
+#[test]
+fn a_target_lost_before_its_own_detection_is_replanned_at_once() {
+    // Found by sweeping the partition scenario's seeds: with this seed's heartbeat phases
+    // worker2 is detected first and uploads is sent to worker1 — cut off too, but not yet
+    // detected. The start is dropped, and Berth must ask the engine again right away rather
+    // than at the next detection (which here was 20 minutes later).
+    let scn = load("partition");
+    let r = report(&scn, 1000, &[PolicyKind::Berth]);
+    let run = &r.runs[0];
+    assert!(
+        run.trace
+            .iter()
+            .any(|l| l.contains("start on worker1 dropped")),
+        "{:#?}",
+        run.trace
+    );
+    assert!(run.bound_failures.is_empty(), "{:?}", run.bound_failures);
+    let uploads = run
+        .services
+        .iter()
+        .find(|s| s.name == "uploads")
+        .expect("svc");
+    assert!(
+        uploads.unavailable_ms < 15_000,
+        "{}",
+        uploads.unavailable_ms
+    );
+}

@@ -25,6 +25,13 @@ pub fn on_detect(sim: &mut Sim, node: u32) {
     retry(sim);
 }
 
+/// Right after a lane was dropped (once it has released its slot).
+pub fn retry_dropped(sim: &mut Sim) {
+    if sim.policy == crate::policy::PolicyKind::Berth && sim.quorum && sim.scheduler_up {
+        retry(sim);
+    }
+}
+
 /// Re-plans lost nodes whose plan lost a target half-way: the world changed, so the engine
 /// is asked again (level-triggered), rather than replaying the old plan.
 fn retry(sim: &mut Sim) {

@@ -453,6 +453,7 @@ fn apply(sim: &mut Sim, run: u32, lane: u32) -> bool {
                 ));
                 if let Some(x) = lost {
                     sim.retry.insert(x);
+                    sim.q.push(sim.now, Ev::Retry);
                 }
                 return false;
             };
@@ -547,6 +548,8 @@ fn start(sim: &mut Sim, run: u32, lane: u32, s: u32, node: &str) {
         sim.log_event(format!("start on {node} dropped: the node is gone"));
         if let Some(x) = sim.runs[run as usize].lanes[lane as usize].lost {
             sim.retry.insert(x);
+            // Once this lane has released the slot (same instant, later in the queue).
+            sim.q.push(sim.now, Ev::Retry);
         }
         return;
     }
