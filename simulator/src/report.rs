@@ -202,6 +202,16 @@ pub fn summary(r: &Report, reproduce: &str) -> String {
         }
     }
     for run in &r.runs {
+        if !run.unavailable_at_end.is_empty() && run.violation.is_none() {
+            let _ = writeln!(
+                o,
+                "\n{}: still unavailable at the end: {}",
+                run.policy.as_str(),
+                run.unavailable_at_end.join(", ")
+            );
+        }
+    }
+    for run in &r.runs {
         if let Some(v) = &run.violation {
             let _ = writeln!(
                 o,

@@ -46,6 +46,9 @@ pub struct RunOutcome {
     pub metrics: Metrics,
     pub services: Vec<ServiceOutcome>,
     pub violation: Option<Violation>,
+    /// Services still unavailable when the run ended (a liveness signal: after the last
+    /// recovery everything should be serving again).
+    pub unavailable_at_end: Vec<String>,
     /// Scenario `[bounds]` this run broke (checked for `berth` only).
     pub bound_failures: Vec<String>,
     pub trace_tail: Vec<String>,
@@ -175,6 +178,13 @@ fn outcome(sim: &Sim) -> RunOutcome {
         metrics: sim.metrics.clone(),
         services,
         violation: sim.violation.clone(),
+        unavailable_at_end: sim
+            .services
+            .iter()
+            .zip(&sim.scn.services)
+            .filter(|(rt, _)| !rt.available)
+            .map(|(_, spec)| spec.name.clone())
+            .collect(),
         bound_failures,
         trace_tail: sim
             .trace
