@@ -130,8 +130,9 @@ pub fn summary(r: &Report, reproduce: &str) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "{} — scenario `{}`, seed {}, {} simulated, {} nodes, {} services",
+        "{} (commit {}) — scenario `{}`, seed {}, {} simulated, {} nodes, {} services",
         r.tool,
+        env!("BERTH_SIM_COMMIT"),
         r.scenario,
         r.seed,
         fmt_ms(r.duration_ms),

@@ -188,7 +188,8 @@ pub fn summary(a: &Aggregate) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "sweep: {} × {} seeds from {} ({} runs per policy)",
+        "sweep (berth-sim commit {}): {} × {} seeds from {} ({} runs per policy)",
+        env!("BERTH_SIM_COMMIT"),
         a.scenarios.join(", "),
         a.runs,
         a.first_seed,
