@@ -3,6 +3,9 @@
 //! with 0 replicas, captures `docker node/service inspect` and the `/tasks` API, asks Berth
 //! where N replicas go, scales the real service to N, and compares node by node.
 //!
+//! The last scenario scales up a service whose tasks are uneven, where SwarmKit's forward fill
+//! differs from a greedy "least loaded first" (see `schedule/swarm_fill.rs`).
+//!
 //! The scenarios are built so that Swarm's answer is unique: every node starts with a different
 //! number of tasks (so "fewest tasks" never ties), and no placement-preference branch is left
 //! without a feasible node (where SwarmKit's branch split depends on Go's map order and on a
@@ -237,4 +240,37 @@ fn unlabelled_services_land_where_swarm_puts_them() {
         swarm.1,
         ["no suitable node (insufficient resources on 4 nodes)"]
     );
+
+    // Scaling up a service whose tasks are uneven: SwarmKit's first pass fills forward and
+    // never returns to the first node, so the result is far from even, and Berth's default
+    // must be the same. Pause the other nodes, put 5 tasks on the last one, resume, scale.
+    for i in 0..3 {
+        m.docker_ok(&["node", "update", "--availability", "pause", &host(i)]);
+    }
+    m.docker_ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--quiet",
+        "--name",
+        "uneven",
+        "--replicas",
+        "5",
+        IMAGE,
+        "sleep",
+        "86400",
+    ]);
+    swarm_assignment(m, "uneven", 5, &hostnames(&capture(m)));
+    for i in 0..3 {
+        m.docker_ok(&["node", "update", "--availability", "active", &host(i)]);
+    }
+    let before = capture(m);
+    let berth = berth_assignment(&before, "uneven", 15);
+    m.docker_ok(&["service", "scale", "--detach", "uneven=15"]);
+    let swarm = swarm_assignment(m, "uneven", 15, &hostnames(&before));
+    eprintln!("uneven: berth {:?}\nuneven: swarm {:?}", berth.0, swarm.0);
+    assert_eq!(berth, swarm);
+    let lo = berth.0.values().min().copied().unwrap_or(0);
+    let hi = berth.0.values().max().copied().unwrap_or(0);
+    assert!(hi - lo >= 2, "the forward fill is exercised: {:?}", berth.0);
 }

@@ -8,7 +8,7 @@ use crate::model::FENCED_LABEL;
 use crate::model::{
     Availability, Backend, Cluster, FailoverMode, Mode, NodeId, NodeState, Stateful,
 };
-use crate::schedule::{self, Placement, Plan, Prepared};
+use crate::schedule::{self, DatasetAction, Placement, Plan, Prepared};
 
 use super::{Action, Event, FailoverError, FailoverPlan, Step};
 
@@ -347,7 +347,8 @@ fn node_back(before: &Prepared, x: &NodeId) -> Result<Vec<Step>, FailoverError> 
             ));
         }
     }
-    // Slots that waited for this node (manual, local data) or for room can start now.
+    // Slots that waited for this node (manual, local data) or for room can start now. A slot
+    // whose own node is still lost gets the dataset steps the plan's change implies.
     let (plan, _) = schedule::run(&after, None);
     for p in plan.new_placements() {
         let Some(si) = after
@@ -359,23 +360,66 @@ fn node_back(before: &Prepared, x: &NodeId) -> Result<Vec<Step>, FailoverError> 
             continue;
         };
         let wave = 1 + after.order.depth[si];
-        steps.push(step(
-            wave,
-            &p.service,
-            p.slot,
-            Action::ChooseTarget {
-                node: p.node.clone(),
-                why: why(p),
-            },
-        ));
-        steps.push(step(
-            wave,
-            &p.service,
-            p.slot,
-            Action::StartTask {
-                node: p.node.clone(),
-            },
-        ));
+        let change = plan
+            .datasets
+            .iter()
+            .find(|d| d.service == p.service && Some(d.slot) == p.slot);
+        let mut actions = vec![Action::ChooseTarget {
+            node: p.node.clone(),
+            why: why(p),
+        }];
+        if let Some(d) = change {
+            let backend = after
+                .datasets
+                .get(&d.dataset)
+                .map(|x| x.backend)
+                .unwrap_or_default();
+            let (dataset, to, epoch) = (d.dataset.clone(), p.node.clone(), d.epoch);
+            let fence = |node: &NodeId| Action::Fence {
+                dataset: dataset.clone(),
+                node: node.clone(),
+                epoch,
+            };
+            match &d.action {
+                DatasetAction::Create | DatasetAction::Keep => {}
+                DatasetAction::Move { from } => {
+                    actions.insert(0, fence(from));
+                    actions.push(Action::MoveDataset {
+                        dataset: dataset.clone(),
+                        from: from.clone(),
+                        to,
+                        epoch,
+                        backend,
+                        copy: false,
+                    });
+                }
+                DatasetAction::Promote { from } => {
+                    actions.insert(0, fence(from));
+                    actions.push(Action::PromoteStandby {
+                        dataset: dataset.clone(),
+                        from: from.clone(),
+                        to,
+                        epoch,
+                    });
+                }
+                DatasetAction::Recreate { lost } => {
+                    actions.insert(0, fence(lost));
+                    actions.push(Action::RecreateDataset {
+                        dataset: dataset.clone(),
+                        node: to,
+                        epoch,
+                    });
+                }
+            }
+        }
+        actions.push(Action::StartTask {
+            node: p.node.clone(),
+        });
+        steps.extend(
+            actions
+                .into_iter()
+                .map(|a| step(wave, &p.service, p.slot, a)),
+        );
     }
     Ok(steps)
 }

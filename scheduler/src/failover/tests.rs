@@ -229,3 +229,38 @@ fn deterministic_under_permutation() {
         plan_failover(&c, &Event::NodeDown(NodeId::new("w2"))).unwrap()
     );
 }
+
+#[test]
+fn node_back_keeps_dataset_steps_for_slots_of_other_lost_nodes() {
+    // w1 and w2 are both down; w2 comes back. Mongo's member on w1 is recreated on w2 — with
+    // its fence and a fresh dataset, not as a bare start.
+    let mut c = seed();
+    c.nodes[1].state = NodeState::Down;
+    c.nodes[2].state = NodeState::Down;
+    c.tasks
+        .retain(|t| t.node_id.as_ref().is_none_or(|n| n.as_str() != "w2"));
+    let plan = plan_failover(&c, &Event::NodeBack(NodeId::new("w2"))).unwrap();
+    let mongo: Vec<String> = actions(&plan)
+        .into_iter()
+        .filter(|(_, s, a)| *s == Some(1) && a.starts_with("mongo:"))
+        .map(|(_, _, a)| a)
+        .collect();
+    assert_eq!(
+        mongo,
+        [
+            "mongo:fence",
+            "mongo:choose-target",
+            "mongo:recreate-dataset",
+            "mongo:start-task"
+        ]
+    );
+    let epoch = plan.steps.iter().find_map(|s| match &s.action {
+        Action::Fence {
+            dataset,
+            node,
+            epoch,
+        } if dataset == "mongo-1" => Some((node.to_string(), *epoch)),
+        _ => None,
+    });
+    assert_eq!(epoch, Some(("w1".to_string(), 8)));
+}

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use crate::framework::{
     Code, CycleState, FilterKind, FilterPlugin, MAX_SCORERS, Profile, Reason, SpreadLevel, TaskSpec,
 };
+use crate::model::Strategy;
 use crate::plugins::preference_spread::domain_value;
 use crate::plugins::topology_spread::within_skew;
 use crate::snapshot::{NodeInfo, Snapshot};
@@ -266,6 +267,9 @@ pub fn place(profile: &Profile, snap: &mut Snapshot, task: &TaskSpec, count: usi
         .iter()
         .flat_map(|s| s.levels(task))
         .collect();
+    if levels.is_empty() && profile.strategy == Strategy::Spread {
+        return super::swarm_fill::place(profile, snap, task, count, &cx, &active);
+    }
     let domains = levels
         .iter()
         .map(|l| l.max_skew.map(|_| BTreeMap::new()))

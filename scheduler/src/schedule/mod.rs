@@ -9,6 +9,7 @@
 
 pub(crate) mod batch;
 mod prepare;
+mod swarm_fill;
 
 use std::collections::BTreeSet;
 
