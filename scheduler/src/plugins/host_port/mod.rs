@@ -82,4 +82,24 @@ mod tests {
         svc.ports[0].publish_mode = PublishMode::Ingress;
         assert!(run_filter(&HostPort, &svc, None, &info).is_success());
     }
+
+    #[test]
+    fn reserve_then_unreserve_frees_the_port() {
+        let mut svc = Service::new("web");
+        svc.ports.push(PortConfig {
+            protocol: Protocol::Udp,
+            target_port: 53,
+            published_port: 53,
+            publish_mode: PublishMode::Host,
+        });
+        let n = node("n1");
+        let mut info = NodeInfo::new(0, &n);
+        crate::plugins::test_support::with_task(&svc, |task| {
+            assert!(HostPort.reserve(task, &mut info).is_success());
+            assert_eq!(info.host_ports, [(Protocol::Udp, 53)]);
+            HostPort.unreserve(task, &mut info);
+            HostPort.unreserve(task, &mut info); // idempotent
+            assert!(info.host_ports.is_empty());
+        });
+    }
 }

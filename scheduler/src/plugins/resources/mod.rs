@@ -91,4 +91,18 @@ mod tests {
         let info = NodeInfo::new(0, &n);
         assert!(run_filter(&Resources, &Service::new("web"), None, &info).is_success());
     }
+
+    #[test]
+    fn reserve_then_unreserve_restores_the_node() {
+        let n = node("n1");
+        let mut svc = Service::new("db");
+        svc.reservations.memory_bytes = 3 << 30;
+        let mut info = NodeInfo::new(0, &n);
+        crate::plugins::test_support::with_task(&svc, |task| {
+            assert!(Resources.reserve(task, &mut info).is_success());
+            assert_eq!(info.available().memory_bytes, 5 << 30);
+            Resources.unreserve(task, &mut info);
+            assert_eq!(info.available().memory_bytes, 8 << 30);
+        });
+    }
 }
