@@ -1,1 +1,18 @@
-//! Placeholder until its issue lands.
+//! Berth's volume driver: a Docker volume plugin (the node agent) plus a Flocker-compatible
+//! control service, with per-dataset epochs that fence stale holders and verified data moves.
+//!
+//! Only `protocol` knows the Docker plugin JSON; only `control::api` knows Flocker's HTTP shapes.
+
+pub mod agent;
+pub mod backend;
+pub mod client;
+pub mod control;
+pub mod fencing;
+pub mod http_client;
+pub mod name;
+pub mod options;
+pub mod protocol;
+pub mod shutdown;
+pub mod size;
+pub mod store;
+pub mod transfer;

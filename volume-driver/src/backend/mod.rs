@@ -1,0 +1,33 @@
+//! Where a dataset's bytes live on a node. `local`: a directory under the node's data root,
+//! copied on a move. `shared`: a directory on storage every node mounts, re-pointed on a move.
+//! Both keep a per-dataset epoch marker so a node knows whether its copy is current.
+
+pub mod local;
+pub mod shared;
+
+/// A backend failure.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("IO on {path}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "dataset {dataset} must be copied from {source_node}, whose agent has no known transfer address"
+    )]
+    NoSource {
+        dataset: String,
+        source_node: String,
+    },
+    #[error(
+        "copying dataset {dataset} from {source_node} failed; the source is intact and the next mount retries"
+    )]
+    Transfer {
+        dataset: String,
+        source_node: String,
+        #[source]
+        source: crate::transfer::TransferError,
+    },
+}

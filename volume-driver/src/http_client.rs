@@ -1,0 +1,111 @@
+//! A minimal HTTP/1.1 client (one connection per request) over TCP or a unix socket, shared by
+//! the control client and the transfer puller so neither pulls in a full HTTP client stack.
+
+use std::path::PathBuf;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+
+/// Where to connect.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// `host:port`.
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+/// A transport failure (not an HTTP error status).
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot connect to {target}")]
+    Connect {
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP exchange with {target} failed: {msg}")]
+    Exchange { target: String, msg: String },
+}
+
+/// A reply: status, headers and the whole body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+/// Sends one request and reads the whole reply.
+pub async fn send(
+    target: &Target,
+    method: Method,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> Result<Reply, HttpError> {
+    let name = match target {
+        Target::Tcp(a) => a.clone(),
+        Target::Unix(p) => p.display().to_string(),
+    };
+    let ex = |msg: String| HttpError::Exchange {
+        target: name.clone(),
+        msg,
+    };
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        b = b.header(*k, v);
+    }
+    let req = b
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| ex(e.to_string()))?;
+    let (status, headers, body) =
+        match target {
+            Target::Tcp(a) => {
+                let s = tokio::net::TcpStream::connect(a).await.map_err(|source| {
+                    HttpError::Connect {
+                        target: name.clone(),
+                        source,
+                    }
+                })?;
+                exchange(TokioIo::new(s), req).await.map_err(ex)?
+            }
+            Target::Unix(p) => {
+                let s = tokio::net::UnixStream::connect(p).await.map_err(|source| {
+                    HttpError::Connect {
+                        target: name.clone(),
+                        source,
+                    }
+                })?;
+                exchange(TokioIo::new(s), req).await.map_err(ex)?
+            }
+        };
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+async fn exchange<T>(
+    io: T,
+    req: Request<Full<Bytes>>,
+) -> Result<(StatusCode, hyper::HeaderMap, Bytes), String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    let driver = tokio::spawn(conn);
+    let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    driver.abort();
+    Ok((parts.status, parts.headers, bytes))
+}
