@@ -148,6 +148,16 @@ async fn list(State(a): State<Shared>) -> Response {
     }
 }
 
+/// Every reply closes its connection, so the engine dials the socket path afresh on each call
+/// and a restarted (or replaced) agent is picked up at once instead of via a dead keep-alive.
+async fn close_connection(mut r: Response) -> Response {
+    r.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    r
+}
+
 /// The plugin routes.
 pub fn router(agent: Shared) -> Router {
     Router::new()
@@ -161,6 +171,7 @@ pub fn router(agent: Shared) -> Router {
         .route("/VolumeDriver.List", post(list))
         .route("/VolumeDriver.Capabilities", post(capabilities))
         .fallback(|| async { err("unknown", "unknown plugin endpoint".into()) })
+        .layer(axum::middleware::map_response(close_connection))
         .with_state(agent)
 }
 

@@ -1,0 +1,7 @@
+//! Integration tests of `berth-volume`: the real binary as control service and agents, spoken to
+//! over its unix socket and HTTP; `engine` drives this machine's real Docker Engine.
+
+mod control_api;
+mod engine;
+mod plugin;
+mod support;

@@ -1,0 +1,284 @@
+//! Spawning the real binary (control + agents) and speaking raw HTTP to it, blocking, so the
+//! tests depend on nothing but std and serde_json.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_berth-volume");
+
+/// A child process stopped with SIGTERM on drop.
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Proc {
+    /// SIGTERM and wait; returns whether it exited cleanly.
+    pub fn stop(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        false
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn spawn(args: &[String]) -> Proc {
+    let child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(if std::env::var_os("BERTH_TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .spawn()
+        .expect("spawn berth-volume");
+    Proc { child }
+}
+
+/// A control service on a fresh loopback port.
+pub struct ControlSvc {
+    pub proc: Proc,
+    pub addr: String,
+}
+
+impl ControlSvc {
+    pub fn start(state: &Path, token: Option<&Path>) -> ControlSvc {
+        Self::start_on(state, token, format!("127.0.0.1:{}", free_port()))
+    }
+
+    pub fn start_on(state: &Path, token: Option<&Path>, addr: String) -> ControlSvc {
+        let mut args = vec![
+            "control".into(),
+            "--listen".into(),
+            addr.clone(),
+            "--state".into(),
+            state.display().to_string(),
+        ];
+        if let Some(t) = token {
+            args.extend(["--token-file".into(), t.display().to_string()]);
+        }
+        let proc = spawn(&args);
+        wait_until("control port", || {
+            std::net::TcpStream::connect(&addr).is_ok()
+        });
+        ControlSvc { proc, addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// One node's agent.
+pub struct AgentSvc {
+    _proc: Proc,
+    pub socket: PathBuf,
+    pub data_root: PathBuf,
+}
+
+impl AgentSvc {
+    pub fn start(
+        node: &str,
+        socket: &Path,
+        data_root: &Path,
+        shared: &Path,
+        control: &str,
+    ) -> AgentSvc {
+        let _ = std::fs::remove_file(socket);
+        let args = vec![
+            "agent".into(),
+            "--node-id".into(),
+            node.into(),
+            "--socket".into(),
+            socket.display().to_string(),
+            "--data-root".into(),
+            data_root.display().to_string(),
+            "--shared-root".into(),
+            shared.display().to_string(),
+            "--control".into(),
+            control.into(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", free_port()),
+        ];
+        let proc = spawn(&args);
+        wait_until("agent socket", || UnixStream::connect(socket).is_ok());
+        AgentSvc {
+            _proc: proc,
+            socket: socket.into(),
+            data_root: data_root.into(),
+        }
+    }
+
+    /// One plugin call; returns the reply JSON.
+    pub fn call(&self, endpoint: &str, body: &str) -> Value {
+        let (_, _, v) = raw(Conn::Unix(&self.socket), "POST", endpoint, &[], body);
+        v
+    }
+}
+
+pub enum Conn<'a> {
+    Unix(&'a Path),
+    Tcp(&'a str),
+}
+
+/// A raw HTTP/1.1 exchange with `Connection: close`: (status, head, JSON body or Null).
+pub fn raw(
+    conn: Conn<'_>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, Value) {
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    let mut out = Vec::new();
+    match conn {
+        Conn::Unix(p) => {
+            let mut s = UnixStream::connect(p).expect("connect unix");
+            s.write_all(req.as_bytes()).expect("write");
+            s.read_to_end(&mut out).expect("read");
+        }
+        Conn::Tcp(a) => {
+            let mut s = std::net::TcpStream::connect(a).expect("connect tcp");
+            s.write_all(req.as_bytes()).expect("write");
+            s.read_to_end(&mut out).expect("read");
+        }
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP reply");
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let v = if body.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or(Value::String(body.into()))
+    };
+    (status, head.to_ascii_lowercase(), v)
+}
+
+/// The control API over TCP.
+pub fn api(
+    c: &ControlSvc,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, Value) {
+    raw(Conn::Tcp(&c.addr), method, path, headers, body)
+}
+
+/// A temp dir, two agents (nodes A and B) with separate data roots and one shared root.
+pub struct TwoNodes {
+    _dir: tempfile::TempDir,
+    pub control: ControlSvc,
+    pub a: AgentSvc,
+    pub b: AgentSvc,
+}
+
+static N: AtomicU32 = AtomicU32::new(0);
+
+/// A unique plugin/driver name for this process and call.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+impl TwoNodes {
+    pub fn start() -> TwoNodes {
+        let dir = tempfile::tempdir().expect("tmp");
+        let control = ControlSvc::start(&dir.path().join("state"), None);
+        let (sa, sb) = (dir.path().join("a.sock"), dir.path().join("b.sock"));
+        let shared = dir.path().join("shared");
+        let a = AgentSvc::start(
+            "node-a",
+            &sa,
+            &dir.path().join("a"),
+            &shared,
+            &control.url(),
+        );
+        let b = AgentSvc::start(
+            "node-b",
+            &sb,
+            &dir.path().join("b"),
+            &shared,
+            &control.url(),
+        );
+        TwoNodes {
+            _dir: dir,
+            control,
+            a,
+            b,
+        }
+    }
+
+    /// The dataset configuration named `name`.
+    pub fn dataset(&self, name: &str) -> Value {
+        let (_, _, v) = api(&self.control, "GET", "/v1/configuration/datasets", &[], "");
+        v.as_array()
+            .expect("list")
+            .iter()
+            .find(|d| d["metadata"]["name"] == name && d["deleted"] == false)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+}
+
+impl Drop for TwoNodes {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.a.socket);
+        let _ = std::fs::remove_file(&self.b.socket);
+    }
+}
