@@ -62,3 +62,41 @@ async fn failure_leaves_source_intact_and_rejects_unsafe_paths() {
     }
     assert!(safe_rel("a/b.c"));
 }
+
+#[tokio::test]
+async fn interrupted_pull_resumes_without_recopying() {
+    use axum::extract::Request;
+    use axum::middleware::{self, Next};
+    let src = tempfile::tempdir().expect("tmp");
+    let dst = tempfile::tempdir().expect("tmp");
+    let id = "0b2c7a6e-3f1d-4d7e-9c1a-1e2f3a4b5c6d";
+    let sd = Layout::new(src.path()).data_dir(id);
+    std::fs::create_dir_all(&sd).expect("mkdir");
+    for f in ["a", "b", "c"] {
+        std::fs::write(sd.join(f), f.repeat(10_000)).expect("w");
+    }
+    let before = manifest(&sd).expect("m");
+    // A source that dies on file "c": the pull stops after a and b landed whole.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let flaky = l.local_addr().expect("addr").to_string();
+    let r = router(Arc::new(Layout::new(src.path()))).layer(middleware::from_fn(
+        |req: Request, next: Next| async move {
+            if req.uri().query().is_some_and(|q| q.contains("path=c")) {
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
+            next.run(req).await
+        },
+    ));
+    tokio::spawn(async move { axum::serve(l, r).await });
+    let dl = Layout::new(dst.path());
+    let (dd, work) = (dl.data_dir(id), dl.work_dir(id));
+    let e = pull(&flaky, id, &dd, &work).await.expect_err("source fails mid-way");
+    assert!(e.to_string().contains("500"), "{e}");
+    assert_eq!(std::fs::read(dd.join("a")).expect("a landed"), "a".repeat(10_000).as_bytes());
+    assert!(!dd.join("c").exists(), "no half file in place");
+    assert_eq!(manifest(&sd).expect("m"), before, "source intact");
+    let good = serve_layout(src.path()).await;
+    let s = pull(&good, id, &dd, &work).await.expect("resume");
+    assert_eq!((s.copied, s.skipped), (1, 2), "resumed: only c moves");
+    assert_eq!(manifest(&dd).expect("m"), before);
+}
