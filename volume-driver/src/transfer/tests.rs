@@ -77,7 +77,9 @@ async fn interrupted_pull_resumes_without_recopying() {
     }
     let before = manifest(&sd).expect("m");
     // A source that dies on file "c": the pull stops after a and b landed whole.
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let flaky = l.local_addr().expect("addr").to_string();
     let r = router(Arc::new(Layout::new(src.path()))).layer(middleware::from_fn(
         |req: Request, next: Next| async move {
@@ -90,9 +92,14 @@ async fn interrupted_pull_resumes_without_recopying() {
     tokio::spawn(async move { axum::serve(l, r).await });
     let dl = Layout::new(dst.path());
     let (dd, work) = (dl.data_dir(id), dl.work_dir(id));
-    let e = pull(&flaky, id, &dd, &work).await.expect_err("source fails mid-way");
+    let e = pull(&flaky, id, &dd, &work)
+        .await
+        .expect_err("source fails mid-way");
     assert!(e.to_string().contains("500"), "{e}");
-    assert_eq!(std::fs::read(dd.join("a")).expect("a landed"), "a".repeat(10_000).as_bytes());
+    assert_eq!(
+        std::fs::read(dd.join("a")).expect("a landed"),
+        "a".repeat(10_000).as_bytes()
+    );
     assert!(!dd.join("c").exists(), "no half file in place");
     assert_eq!(manifest(&sd).expect("m"), before, "source intact");
     let good = serve_layout(src.path()).await;
