@@ -329,7 +329,13 @@ impl File {
                     mode,
                     placement: Placement {
                         constraints: s.constraints.clone(),
-                        preferences: s.preferences.clone(),
+                        // `spread=` as `docker service create --placement-pref` takes it; the
+                        // model holds the descriptor alone, as Docker's JSON does.
+                        preferences: s
+                            .preferences
+                            .iter()
+                            .map(|p| p.strip_prefix("spread=").unwrap_or(p).trim().to_string())
+                            .collect(),
                         max_replicas: s.max_replicas_per_node,
                         platforms: s
                             .platforms

@@ -190,3 +190,15 @@ fn sizes() {
     assert!(parse_size("-1G").is_err());
     assert!(parse_size("G").is_err());
 }
+
+#[test]
+fn compact_and_docker_forms_of_a_service_agree() {
+    let docker = services("services.json", SERVICES).unwrap();
+    let api = docker.iter().find(|s| s.name == "api").unwrap();
+    let text = format!(
+        "[[services]]\nname = \"api\"\nid = \"{}\"\nreplicas = 3\nconstraints = [\"node.role==worker\"]\npreferences = [\"spread=node.labels.zone\"]\nreserve_memory = \"256MiB\"\nlabels = {{ \"berth.depends-on\" = \"mongo\" }}\n",
+        api.id
+    );
+    let compact = services("services.toml", &text).unwrap();
+    assert_eq!(&compact[0], api);
+}
