@@ -256,3 +256,180 @@ impl Drop for Unlink {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// `wait_for`, printing Swarm's view of the tasks when it times out.
+fn wait_for_or(
+    what: &str,
+    secs: u64,
+    tasks: &dyn Fn() -> std::process::Output,
+    f: impl FnMut() -> bool,
+) {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wait_for(what, secs, f)));
+    if let Err(e) = r {
+        eprintln!("tasks: {}", String::from_utf8_lossy(&tasks().stdout));
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// Leaves the swarm on drop only if this test initialised it.
+struct SwarmGuard {
+    initiated: bool,
+    service: String,
+}
+
+impl Drop for SwarmGuard {
+    fn drop(&mut self) {
+        let _ = docker(&["service", "rm", &self.service]);
+        if self.initiated {
+            let _ = docker(&["swarm", "leave", "--force"]);
+        }
+    }
+}
+
+fn running_container(service: &str) -> Option<String> {
+    let out = docker_ok(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={service}"),
+    ]);
+    out.lines().next().map(str::to_string)
+}
+
+#[test]
+fn real_swarm_service_keeps_its_volume_across_update_force() {
+    if !engine_available("real_swarm_service_keeps_its_volume_across_update_force") {
+        return;
+    }
+    let t0 = std::time::Instant::now();
+    let step = |what: &str| eprintln!("swarm test: {what} at {:.1}s", t0.elapsed().as_secs_f64());
+    let state = docker_ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+    let initiated = match state.as_str() {
+        "active" => false,
+        "inactive" => {
+            let out = docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+            assert!(
+                out.status.success(),
+                "docker swarm init: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            true
+        }
+        other => panic!("engine swarm state {other:?}: cannot run the swarm test"),
+    };
+    step("swarm ready");
+    let service = unique("berthsvc");
+    let guard = SwarmGuard {
+        initiated,
+        service: service.clone(),
+    };
+    let drv = unique("berthswarm");
+    let dir = tempfile::tempdir().expect("tmp");
+    let control = crate::support::ControlSvc::start(&dir.path().join("state"), None);
+    let sock = PathBuf::from(PLUGINS).join(format!("{drv}.sock"));
+    let node = docker_ok(&["info", "--format", "{{.Swarm.NodeID}}"]);
+    let _agent = crate::support::AgentSvc::start(
+        &node,
+        &sock,
+        &dir.path().join("data"),
+        &dir.path().join("shared"),
+        &control.url(),
+    );
+    let img = Image::build();
+    let prefix = unique("bsv");
+    let vol = format!("{prefix}-1");
+    // A legacy plugin appears in the node description (and so passes Swarm's "missing plugin"
+    // filter) only once the engine has loaded it, and the description refreshes every ~15 s.
+    // Creating the slot's volume first loads it; the task's own Create then hits the
+    // idempotent path, which is Swarm's call order on a node that already has the volume.
+    docker_ok(&["volume", "create", "-d", &drv, &vol]);
+    let mut clean = Cleanup {
+        containers: Vec::new(),
+        volumes: vec![vol.clone()],
+    };
+    docker_ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        &service,
+        "--no-resolve-image",
+        "--stop-grace-period",
+        "1s",
+        "--mount",
+        &format!("type=volume,volume-driver={drv},source={prefix}-{{{{.Task.Slot}}}},target=/data"),
+        &img.tag,
+        "sh",
+        "-c",
+        "echo started >> /data/log; sleep 3600",
+    ]);
+    let tasks = || {
+        docker(&[
+            "service",
+            "ps",
+            "--no-trunc",
+            "--format",
+            "{{.CurrentState}} {{.Error}}",
+            &service,
+        ])
+    };
+    let read_log = || {
+        running_container(&service).and_then(|c| {
+            let o = docker(&["exec", &c, "cat", "/data/log"]);
+            o.status
+                .success()
+                .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+        })
+    };
+    wait_for_or("the first task to write", 60, &tasks, || {
+        read_log().is_some_and(|l| l.lines().count() == 1)
+    });
+    step("first task wrote");
+    let first = running_container(&service).expect("task container");
+    docker_ok(&["service", "update", "--detach", "--force", &service]);
+    wait_for_or("the updated task to append", 60, &tasks, || {
+        running_container(&service).is_some_and(|c| c != first)
+            && read_log().is_some_and(|l| l.lines().count() == 2)
+    });
+    let v = docker_ok(&[
+        "volume",
+        "inspect",
+        "--format",
+        "{{.Driver}} {{.Status.epoch}} {{.Status.primary}}",
+        &vol,
+    ]);
+    assert_eq!(v, format!("{drv} 1 {node}"));
+    step("updated task appended");
+    drop(guard);
+    step("service removed");
+    wait_for("the service's containers to go", 60, || {
+        running_container(&service).is_none()
+    });
+    // The stopped task containers still reference the volume until Swarm's task reaper runs.
+    let leftovers = docker_ok(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={service}"),
+    ]);
+    clean
+        .containers
+        .extend(leftovers.lines().map(str::to_string));
+    for c in &clean.containers {
+        let _ = docker(&["rm", "-f", c]);
+    }
+    docker_ok(&["volume", "rm", &vol]);
+    clean.volumes.clear();
+    step("cleaned up");
+}
