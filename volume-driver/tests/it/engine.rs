@@ -433,3 +433,73 @@ fn real_swarm_service_keeps_its_volume_across_update_force() {
     clean.volumes.clear();
     step("cleaned up");
 }
+
+/// Disables and removes a managed plugin on drop.
+struct PluginGuard(String);
+
+impl Drop for PluginGuard {
+    fn drop(&mut self) {
+        let _ = docker(&["plugin", "disable", "-f", &self.0]);
+        let _ = docker(&["plugin", "rm", "-f", &self.0]);
+    }
+}
+
+#[test]
+fn real_managed_plugin_from_rootfs() {
+    if !engine_available("real_managed_plugin_from_rootfs") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let control = crate::support::ControlSvc::start(&dir.path().join("state"), None);
+    let pdir = dir.path().join("plugin");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/plugin/build-rootfs.sh");
+    let st = Command::new("sh")
+        .args([script, crate::support::BIN])
+        .arg(&pdir)
+        .status()
+        .expect("build-rootfs.sh");
+    assert!(st.success());
+    let cfg = pdir.join("config.json");
+    let text = std::fs::read_to_string(&cfg).expect("config.json");
+    let port = crate::support::free_port();
+    let text = text
+        .replace("127.0.0.1:4523", &control.addr)
+        .replace("127.0.0.1:4524", &format!("127.0.0.1:{port}"));
+    std::fs::write(&cfg, text).expect("config.json");
+    let name = format!("{}:1", unique("berthplugin"));
+    docker_ok(&["plugin", "create", &name, &pdir.display().to_string()]);
+    let _guard = PluginGuard(name.clone());
+    docker_ok(&["plugin", "enable", &name]);
+    let img = Image::build();
+    let vol = unique("bpv");
+    let (w, r) = (unique("bpw"), unique("bpr"));
+    let mut clean = Cleanup {
+        containers: vec![w.clone(), r.clone()],
+        volumes: Vec::new(),
+    };
+    docker_ok(&["volume", "create", "-d", &name, "-o", "size=1GiB", &vol]);
+    clean.volumes.push(vol.clone());
+    let mount = format!("type=volume,source={vol},target=/data,volume-driver={name}");
+    let run = |c: &str, script: &str| {
+        docker_ok(&[
+            "run",
+            "--name",
+            c,
+            "--network",
+            "none",
+            "--mount",
+            &mount,
+            &img.tag,
+            "sh",
+            "-c",
+            script,
+        ])
+    };
+    run(&w, "echo managed > /data/x");
+    assert_eq!(run(&r, "cat /data/x"), "managed");
+    for c in [&w, &r] {
+        let _ = docker(&["rm", "-f", c]);
+    }
+    docker_ok(&["volume", "rm", &vol]);
+    clean.volumes.clear();
+}
