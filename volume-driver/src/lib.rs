@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod backend;
 pub mod client;
+pub mod consul_store;
 pub mod control;
 pub mod fencing;
 pub mod http_client;

@@ -37,7 +37,8 @@ enum Cmd {
         /// File holding a bearer token every request must present.
         #[arg(long)]
         token_file: Option<PathBuf>,
-        /// Consul URL for the clustered store (not implemented yet).
+        /// Consul HTTP address for the clustered store (check-and-set on ModifyIndex); `--state`
+        /// is then unused.
         #[arg(long)]
         consul: Option<String>,
     },
@@ -106,15 +107,21 @@ async fn main() -> anyhow::Result<()> {
             token_file,
             consul,
         } => {
-            anyhow::ensure!(
-                consul.is_none(),
-                "--consul is not implemented yet; use the embedded store"
-            );
-            let store = RedbStore::open(&state)
-                .with_context(|| format!("opening store in {}", state.display()))?;
-            let c = Arc::new(
-                Control::open(Box::new(store), read_token(token_file)?).context("loading state")?,
-            );
+            let store: Box<dyn berth_volume::store::Store> = match consul {
+                Some(url) => {
+                    tracing::info!(%url, key = berth_volume::consul_store::KEY, "using the Consul KV store");
+                    Box::new(
+                        berth_volume::consul_store::ConsulStore::new(&url)
+                            .context("Consul client")?,
+                    )
+                }
+                None => Box::new(
+                    RedbStore::open(&state)
+                        .with_context(|| format!("opening store in {}", state.display()))?,
+                ),
+            };
+            let c =
+                Arc::new(Control::open(store, read_token(token_file)?).context("loading state")?);
             let l = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;

@@ -20,6 +20,8 @@ pub enum StoreError {
     },
     #[error("redb: {0}")]
     Redb(String),
+    #[error("consul: {0}")]
+    Consul(String),
     #[error("stored state does not decode")]
     Decode(#[source] serde_json::Error),
 }
