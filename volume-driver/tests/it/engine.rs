@@ -94,13 +94,31 @@ impl Drop for Image {
 }
 
 /// Removes containers and volumes created under a test's names, even on panic.
+/// Declared after the agents, so it runs while they still answer (a volume whose driver is gone
+/// cannot be removed). A Swarm service is removed first and its task containers waited for.
 struct Cleanup {
     containers: Vec<String>,
     volumes: Vec<String>,
+    service: Option<String>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        if let Some(svc) = &self.service {
+            let _ = docker(&["service", "rm", svc]);
+            let label = format!("label=com.docker.swarm.service.name={svc}");
+            for _ in 0..60 {
+                let out = docker(&["ps", "-aq", "--filter", &label]);
+                let ids = String::from_utf8_lossy(&out.stdout).into_owned();
+                if ids.trim().is_empty() {
+                    break;
+                }
+                for id in ids.lines() {
+                    let _ = docker(&["rm", "-f", id]);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+        }
         for c in &self.containers {
             let _ = docker(&["rm", "-f", c]);
         }
@@ -149,6 +167,7 @@ fn real_engine_create_write_read_move_and_fence() {
     let mut clean = Cleanup {
         containers: ca.to_vec(),
         volumes: Vec::new(),
+        service: None,
     };
 
     docker_ok(&["volume", "create", "-d", &na, "-o", "size=1GiB", &vol]);
@@ -357,6 +376,7 @@ fn real_swarm_service_keeps_its_volume_across_update_force() {
     let mut clean = Cleanup {
         containers: Vec::new(),
         volumes: vec![vol.clone()],
+        service: Some(service.clone()),
     };
     docker_ok(&[
         "service",
@@ -476,6 +496,7 @@ fn real_managed_plugin_from_rootfs() {
     let mut clean = Cleanup {
         containers: vec![w.clone(), r.clone()],
         volumes: Vec::new(),
+        service: None,
     };
     docker_ok(&["volume", "create", "-d", &name, "-o", "size=1GiB", &vol]);
     clean.volumes.push(vol.clone());
