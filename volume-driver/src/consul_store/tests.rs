@@ -126,7 +126,13 @@ async fn cas_on_modify_index_against_the_documented_shapes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_consul_when_configured() {
     let Ok(addr) = std::env::var("CONSUL_HTTP_ADDR") else {
-        eprintln!("\n!!!!! NOT RUN: live Consul test: CONSUL_HTTP_ADDR is not set !!!!!\n");
+        {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n!!!!! NOT RUN: live Consul test: CONSUL_HTTP_ADDR is not set !!!!!\n"
+            );
+        } // process stderr: the harness captures eprintln!
         return;
     };
     let addr = if addr.starts_with("http") {
