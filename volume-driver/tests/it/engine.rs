@@ -493,7 +493,24 @@ fn real_managed_plugin_from_rootfs() {
     let name = format!("{}:1", unique("berthplugin"));
     docker_ok(&["plugin", "create", &name, &pdir.display().to_string()]);
     let _guard = PluginGuard(name.clone());
-    docker_ok(&["plugin", "enable", &name]);
+    // dockerd gives a managed plugin about 9.5 s to open its socket (moby's pluginPostStart:
+    // 0.5 s, then 3 dials 3 s apart) and disables it otherwise. On a loaded 2-core CI machine
+    // starting the plugin's container can take longer than that, so enabling is retried; it
+    // must still succeed.
+    let mut refused = String::new();
+    for attempt in 0..3 {
+        let out = docker(&["plugin", "enable", &name]);
+        if out.status.success() {
+            refused.clear();
+            break;
+        }
+        refused = format!(
+            "attempt {attempt}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    assert!(refused.is_empty(), "docker plugin enable {name}: {refused}");
     let img = Image::build();
     let vol = unique("bpv");
     let (w, r) = (unique("bpw"), unique("bpr"));
