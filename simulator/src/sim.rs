@@ -478,6 +478,19 @@ impl<'a> Sim<'a> {
 
     /// The managers no longer want the task; it stops now if its node can hear them,
     /// otherwise it keeps running (and writing) until the node reconnects.
+    /// Retires every task the slot still wants running, before its replacement starts.
+    pub fn retire_slot_tasks(&mut self, slot: u32) {
+        let old: Vec<u32> = self.slots[slot as usize]
+            .tasks
+            .iter()
+            .copied()
+            .filter(|&t| self.tasks[t as usize].desired)
+            .collect();
+        for t in old {
+            self.retire_task(t);
+        }
+    }
+
     pub fn retire_task(&mut self, t: u32) {
         let node = self.tasks[t as usize].node;
         let reachable = self.nodes[node as usize].in_contact();

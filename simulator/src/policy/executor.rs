@@ -602,15 +602,7 @@ fn start(sim: &mut Sim, run: u32, lane: u32, s: u32, node: &str) {
             }
         }
     }
-    let old: Vec<u32> = sim.slots[s as usize]
-        .tasks
-        .iter()
-        .copied()
-        .filter(|&t| sim.tasks[t as usize].desired)
-        .collect();
-    for t in old {
-        sim.retire_task(t);
-    }
+    sim.retire_slot_tasks(s);
     let t = sim.add_task(s, n, copy, TaskState::Running);
     let latency = sim.scn.berth.start_latency;
     sim.tasks[t as usize].started = sim.now.saturating_sub(latency);

@@ -18,19 +18,24 @@ fn hosts_stateful(sim: &Sim, node: u32) -> bool {
         .any(|t| t.node == node && t.desired && sim.services[t.service as usize].stateful)
 }
 
+/// A human answers after `operator_response`; the generation ties the answer to this outage.
+fn page_operator(sim: &mut Sim, node: u32, drain: bool) {
+    let generation = sim.nodes[node as usize].generation;
+    let at = sim.now + sim.scn.manual.operator_response;
+    sim.q.push(
+        at,
+        Ev::Operator {
+            node,
+            generation,
+            drain,
+        },
+    );
+}
+
 pub fn on_down(sim: &mut Sim, node: u32) {
     swarm_default::on_down(sim, node);
     if hosts_stateful(sim, node) {
-        let generation = sim.nodes[node as usize].generation;
-        let at = sim.now + sim.scn.manual.operator_response;
-        sim.q.push(
-            at,
-            Ev::Operator {
-                node,
-                generation,
-                drain: false,
-            },
-        );
+        page_operator(sim, node, false);
         sim.log_event(format!(
             "manual: operator paged for {}",
             sim.node_names[node as usize]
@@ -50,16 +55,7 @@ pub fn on_back(sim: &mut Sim, node: u32, _was_down: bool) {
 pub fn on_drain(sim: &mut Sim, node: u32) {
     swarm_default::on_drain(sim);
     if hosts_stateful(sim, node) {
-        let generation = sim.nodes[node as usize].generation;
-        let at = sim.now + sim.scn.manual.operator_response;
-        sim.q.push(
-            at,
-            Ev::Operator {
-                node,
-                generation,
-                drain: true,
-            },
-        );
+        page_operator(sim, node, true);
     }
 }
 

@@ -65,15 +65,7 @@ pub fn reconcile(sim: &mut Sim) {
         if sim.slots[slot_idx as usize].busy {
             continue;
         }
-        let old: Vec<u32> = sim.slots[slot_idx as usize]
-            .tasks
-            .iter()
-            .copied()
-            .filter(|&t| sim.tasks[t as usize].desired)
-            .collect();
-        for t in old {
-            sim.retire_task(t);
-        }
+        sim.retire_slot_tasks(slot_idx);
         let copy = match sim.slots[slot_idx as usize].dataset {
             Some(d) => {
                 let home = sim.datasets[d as usize].home;
