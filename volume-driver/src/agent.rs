@@ -11,6 +11,7 @@ use crate::client::{ClientError, ControlClient};
 use crate::control::Dataset;
 use crate::name::{self, NameError};
 use crate::options::{self, BackendKind, META_BACKEND, META_NAME, META_PROFILE, OptionError};
+use crate::transfer::PullOptions;
 
 /// Why a volume operation failed; the Display text is the plugin's `Err`.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +82,7 @@ pub struct Agent {
     local: Arc<Layout>,
     shared_root: PathBuf,
     control: ControlClient,
+    pull: PullOptions,
     mounts: Mutex<BTreeMap<String, MountRef>>,
     locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -97,9 +99,16 @@ impl Agent {
             local,
             shared_root,
             control,
+            pull: PullOptions::default(),
             mounts: Mutex::new(BTreeMap::new()),
             locks: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// How this node pulls moved datasets (a rate limit, say).
+    pub fn with_pull_options(mut self, pull: PullOptions) -> Agent {
+        self.pull = pull;
+        self
     }
 
     pub fn node(&self) -> &str {
@@ -238,7 +247,7 @@ impl Agent {
                     }
                     _ => None,
                 };
-                local::prepare(&self.local, d, &self.node, source)
+                local::prepare(&self.local, d, &self.node, source, &self.pull)
                     .await
                     .map_err(be)
             }

@@ -1,11 +1,11 @@
-//! A minimal HTTP/1.1 client (one connection per request) over TCP or a unix socket, shared by
+//! A minimal HTTP/1.1 client (one connection per request, whole or streamed replies) over TCP or a unix socket, shared by
 //! the control client and the transfer puller so neither pulls in a full HTTP client stack.
 
 use std::path::PathBuf;
 
 use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::{Method, Request, StatusCode};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
 /// Where to connect.
@@ -45,10 +45,33 @@ pub async fn send(
     headers: &[(&str, String)],
     body: Vec<u8>,
 ) -> Result<Reply, HttpError> {
-    let name = match target {
-        Target::Tcp(a) => a.clone(),
-        Target::Unix(p) => p.display().to_string(),
-    };
+    let resp = open(target, method, path, headers, body).await?;
+    let (parts, body) = resp.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| HttpError::Exchange {
+            target: target.name(),
+            msg: e.to_string(),
+        })?
+        .to_bytes();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
+/// Sends one request and returns as soon as the reply's head arrives, its body still streaming
+/// (the connection lives until the body is read or dropped).
+pub async fn open(
+    target: &Target,
+    method: Method,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> Result<Response<Incoming>, HttpError> {
+    let name = target.name();
     let ex = |msg: String| HttpError::Exchange {
         target: name.clone(),
         msg,
@@ -64,48 +87,39 @@ pub async fn send(
     let req = b
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| ex(e.to_string()))?;
-    let (status, headers, body) =
-        match target {
-            Target::Tcp(a) => {
-                let s = tokio::net::TcpStream::connect(a).await.map_err(|source| {
-                    HttpError::Connect {
-                        target: name.clone(),
-                        source,
-                    }
-                })?;
-                exchange(TokioIo::new(s), req).await.map_err(ex)?
-            }
-            Target::Unix(p) => {
-                let s = tokio::net::UnixStream::connect(p).await.map_err(|source| {
-                    HttpError::Connect {
-                        target: name.clone(),
-                        source,
-                    }
-                })?;
-                exchange(TokioIo::new(s), req).await.map_err(ex)?
-            }
-        };
-    Ok(Reply {
-        status,
-        headers,
-        body,
-    })
+    let connect = |source| HttpError::Connect {
+        target: name.clone(),
+        source,
+    };
+    match target {
+        Target::Tcp(a) => {
+            let s = tokio::net::TcpStream::connect(a).await.map_err(connect)?;
+            exchange(TokioIo::new(s), req).await.map_err(ex)
+        }
+        Target::Unix(p) => {
+            let s = tokio::net::UnixStream::connect(p).await.map_err(connect)?;
+            exchange(TokioIo::new(s), req).await.map_err(ex)
+        }
+    }
 }
 
-async fn exchange<T>(
-    io: T,
-    req: Request<Full<Bytes>>,
-) -> Result<(StatusCode, hyper::HeaderMap, Bytes), String>
+impl Target {
+    fn name(&self) -> String {
+        match self {
+            Target::Tcp(a) => a.clone(),
+            Target::Unix(p) => p.display().to_string(),
+        }
+    }
+}
+
+async fn exchange<T>(io: T, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, String>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (mut tx, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| e.to_string())?;
-    let driver = tokio::spawn(conn);
-    let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
-    let (parts, body) = resp.into_parts();
-    let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-    driver.abort();
-    Ok((parts.status, parts.headers, bytes))
+    // The connection task ends by itself once the reply is read and `tx` is gone.
+    tokio::spawn(conn);
+    tx.send_request(req).await.map_err(|e| e.to_string())
 }

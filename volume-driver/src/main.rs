@@ -11,6 +11,7 @@ use berth_volume::backend::local::Layout;
 use berth_volume::client::ControlClient;
 use berth_volume::control::api::{self, Control};
 use berth_volume::store::RedbStore;
+use berth_volume::transfer::PullOptions;
 use berth_volume::{protocol, shutdown, transfer};
 use clap::{Parser, Subcommand};
 
@@ -65,7 +66,19 @@ enum Cmd {
         /// Transfer endpoint other agents pull from (`host:port`).
         #[arg(long, default_value = "127.0.0.1:4524")]
         listen: String,
+        /// Most bytes per second this node pulls when a dataset moves here (Flocker size forms,
+        /// e.g. `50MiB`), so a move does not starve the disk or link the node's services use.
+        #[arg(long, value_parser = parse_rate)]
+        transfer_rate: Option<u64>,
     },
+}
+
+fn parse_rate(s: &str) -> Result<u64, String> {
+    match berth_volume::size::parse_bytes(s) {
+        Ok(0) => Err("a transfer rate must be above zero".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn read_token(f: Option<PathBuf>) -> anyhow::Result<Option<String>> {
@@ -139,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
             control,
             token_file,
             listen,
+            transfer_rate,
         } => {
             let node = match node_id {
                 Some(n) => n,
@@ -147,12 +161,13 @@ async fn main() -> anyhow::Result<()> {
             let client = ControlClient::new(&control, read_token(token_file)?)?;
             let layout = Arc::new(Layout::new(&data_root));
             let shared = shared_root.unwrap_or_else(|| data_root.join("shared"));
-            let agent = Arc::new(Agent::new(
-                node.clone(),
-                layout.clone(),
-                shared,
-                client.clone(),
-            ));
+            let agent = Arc::new(
+                Agent::new(node.clone(), layout.clone(), shared, client.clone()).with_pull_options(
+                    PullOptions {
+                        rate_limit: transfer_rate,
+                    },
+                ),
+            );
             let tl = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;

@@ -15,8 +15,21 @@ pub enum SizeError {
 /// The smallest `maximum_size` the Flocker API accepts.
 pub const MIN_SIZE: u64 = 64 * 1024 * 1024;
 
-/// Parses a Flocker size expression into bytes.
+/// Parses a Flocker size expression into a dataset size in bytes (the API's rules applied).
 pub fn parse(expr: &str) -> Result<u64, SizeError> {
+    let bytes = parse_bytes(expr)?;
+    if bytes < MIN_SIZE {
+        return Err(SizeError::TooSmall(expr.to_string()));
+    }
+    if !bytes.is_multiple_of(1024) {
+        return Err(SizeError::NotMultiple(expr.to_string()));
+    }
+    Ok(bytes)
+}
+
+/// Parses a size expression into bytes with no dataset rules: for amounts that are not dataset
+/// sizes, such as a transfer rate. A fraction must still come out a whole number of bytes.
+pub fn parse_bytes(expr: &str) -> Result<u64, SizeError> {
     let bad = || SizeError::Parse(expr.to_string());
     let split = expr
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -50,12 +63,6 @@ pub fn parse(expr: &str) -> Result<u64, SizeError> {
         bytes = bytes
             .checked_add(u64::try_from(part).map_err(|_| bad())?)
             .ok_or_else(bad)?;
-    }
-    if bytes < MIN_SIZE {
-        return Err(SizeError::TooSmall(expr.to_string()));
-    }
-    if !bytes.is_multiple_of(1024) {
-        return Err(SizeError::NotMultiple(expr.to_string()));
     }
     Ok(bytes)
 }
@@ -92,5 +99,14 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(&parse(input), want, "{input:?}");
         }
+    }
+
+    #[test]
+    fn plain_amounts_skip_the_dataset_rules() {
+        assert_eq!(parse_bytes("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_bytes("1.5k"), Ok(1536));
+        assert_eq!(parse_bytes("100"), Ok(100));
+        assert_eq!(parse_bytes("ten"), Err(SizeError::Parse("ten".into())));
+        assert_eq!(parse("4MiB"), Err(SizeError::TooSmall("4MiB".into())));
     }
 }

@@ -1,10 +1,11 @@
-//! The `local` backend's on-disk layout, `<data-root>/datasets/<id>/{data,epoch,partial}`, and
+//! The `local` backend's on-disk layout, `<data-root>/datasets/<id>/{data,epoch,hashes.json}`, and
 //! how a node brings its copy up to the current epoch (pulling from the previous primary).
 
 use std::path::{Path, PathBuf};
 
 use super::BackendError;
 use crate::control::Dataset;
+use crate::transfer::PullOptions;
 
 /// A data root and the paths under it.
 #[derive(Debug, Clone)]
@@ -33,9 +34,9 @@ impl Layout {
         self.dir(id).join("data")
     }
 
-    /// Temp files of an in-progress pull (same filesystem as `data_dir`, for atomic renames).
-    pub fn work_dir(&self, id: &str) -> PathBuf {
-        self.dir(id).join("partial")
+    /// This node's digests of the dataset's files (see `transfer::HashCache`).
+    pub fn hash_cache(&self, id: &str) -> PathBuf {
+        self.dir(id).join("hashes.json")
     }
 
     fn epoch_file(&self, id: &str) -> PathBuf {
@@ -86,12 +87,14 @@ impl Layout {
 }
 
 /// Makes this node's copy current for `d` (whose primary is `node`): a new dataset gets an
-/// empty directory; a moved one is pulled from the previous primary's agent at `source`.
+/// empty directory; a moved one is pulled from the previous primary's agent at `source`, or is
+/// already here when this node itself holds the newest copy.
 pub async fn prepare(
     layout: &Layout,
     d: &Dataset,
     node: &str,
     source: Option<String>,
+    opts: &PullOptions,
 ) -> Result<PathBuf, BackendError> {
     let id = &d.dataset_id;
     let data = layout.data_dir(id);
@@ -105,18 +108,32 @@ pub async fn prepare(
                 source_node: prev.to_string(),
             })?;
             let started = std::time::Instant::now();
-            let stats = crate::transfer::pull(&addr, id, &data, &layout.work_dir(id))
+            let stats = crate::transfer::pull(&addr, id, d.source_epoch, layout, opts)
                 .await
                 .map_err(|source| BackendError::Transfer {
                     dataset: id.clone(),
                     source_node: prev.to_string(),
                     source,
                 })?;
-            tracing::info!(dataset = %id, from = %prev, copied = stats.copied, skipped = stats.skipped,
+            tracing::info!(dataset = %id, from = %prev, copied = stats.copied, skipped = stats.skipped, hashed = stats.hashed,
                 bytes = stats.bytes, removed = stats.removed, ms = started.elapsed().as_millis() as u64,
                 "dataset pulled");
         }
-        _ => std::fs::create_dir_all(&data).map_err(io(&data))?,
+        Some(_) => {
+            // This node holds the newest copy itself (a move back before the other node ever
+            // finished its copy), but only if its copy is the one of that epoch.
+            let have = layout.local_epoch(id);
+            if let Some(want) = d.source_epoch
+                && have != Some(want)
+            {
+                return Err(BackendError::StaleCopy {
+                    dataset: id.clone(),
+                    have,
+                    want,
+                });
+            }
+        }
+        None => std::fs::create_dir_all(&data).map_err(io(&data))?,
     }
     layout.set_epoch(id, d.epoch)?;
     Ok(data)

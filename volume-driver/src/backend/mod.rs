@@ -22,6 +22,14 @@ pub enum BackendError {
         source_node: String,
     },
     #[error(
+        "dataset {dataset}: this node's copy is at epoch {have:?} but the newest copy is the one of epoch {want}"
+    )]
+    StaleCopy {
+        dataset: String,
+        have: Option<u64>,
+        want: u64,
+    },
+    #[error(
         "copying dataset {dataset} from {source_node} failed; the source is intact and the next mount retries"
     )]
     Transfer {

@@ -18,8 +18,18 @@ pub struct Dataset {
     pub deleted: bool,
     /// Incremented by every primary change; mounts must present it.
     pub epoch: u64,
-    /// The primary before the last move: where a `local` dataset's bytes are pulled from.
+    /// Where a `local` dataset's newest bytes are pulled from: the primary before the last move
+    /// if that node ever held a complete copy, else whichever node this already named. A node
+    /// that was made primary but never finished its copy (it died mid-pull, say) cannot have
+    /// taken a write, so moving on from it must not make its partial copy the source.
     pub previous_primary: Option<String>,
+    /// The epoch at which `previous_primary` held the newest copy; the puller checks the
+    /// source's own epoch against it. `None` in state written before it was recorded.
+    #[serde(default)]
+    pub source_epoch: Option<u64>,
+    /// The latest epoch at which a mount was granted (proof that the primary's copy was whole).
+    #[serde(default)]
+    pub last_mount_epoch: Option<u64>,
     /// The node holding the dataset's only writable mount, if any.
     pub mounted_on: Option<String>,
 }
@@ -186,6 +196,8 @@ impl State {
             deleted: false,
             epoch: 1,
             previous_primary: None,
+            source_epoch: None,
+            last_mount_epoch: None,
             mounted_on: None,
         };
         self.datasets.insert(id, d.clone());
@@ -219,11 +231,20 @@ impl State {
             mounted_on: d.mounted_on.as_deref(),
         };
         fencing::check_move(id, &fence, self.lease_holder(id, now), holder_dead, force)?;
+        let whole = d.last_mount_epoch == Some(d.epoch)
+            || self
+                .reported
+                .get(id)
+                .is_some_and(|r| r.node_uuid == d.primary && r.epoch == d.epoch);
         let d = self
             .datasets
             .get_mut(id)
             .ok_or_else(|| ControlError::NotFound(id.into()))?;
-        d.previous_primary = Some(std::mem::replace(&mut d.primary, primary.to_string()));
+        let old = std::mem::replace(&mut d.primary, primary.to_string());
+        if whole {
+            d.previous_primary = Some(old);
+            d.source_epoch = Some(d.epoch);
+        }
         d.epoch += 1;
         d.mounted_on = None;
         let out = d.clone();
@@ -277,6 +298,7 @@ impl State {
             .get_mut(id)
             .ok_or_else(|| ControlError::NotFound(id.into()))?;
         d.mounted_on = Some(node.to_string());
+        d.last_mount_epoch = Some(d.epoch);
         self.generation += 1;
         Ok(d.clone())
     }

@@ -1,59 +1,109 @@
-use super::*;
+use std::sync::Arc;
 
-async fn serve_layout(root: &Path) -> String {
+use axum::response::IntoResponse;
+
+use super::*;
+use crate::backend::local::Layout;
+
+const ID: &str = "0b2c7a6e-3f1d-4d7e-9c1a-1e2f3a4b5c6d";
+
+async fn serve_router(r: axum::Router) -> String {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = l.local_addr().expect("addr").to_string();
-    let r = router(Arc::new(Layout::new(root)));
     tokio::spawn(async move { axum::serve(l, r).await });
     addr
+}
+
+async fn serve_layout(root: &Path) -> String {
+    serve_router(router(Arc::new(Layout::new(root)))).await
+}
+
+fn opts() -> PullOptions {
+    PullOptions::default()
+}
+
+/// Sets `p`'s mtime back to what `like` says, as a careless restore tool would.
+fn set_mtime(p: &Path, like: &std::fs::Metadata) {
+    let f = std::fs::File::options().write(true).open(p).expect("open");
+    f.set_modified(like.modified().expect("mtime"))
+        .expect("set mtime");
 }
 
 #[tokio::test]
 async fn pull_is_verified_incremental_and_prunes() {
     let src = tempfile::tempdir().expect("tmp");
     let dst = tempfile::tempdir().expect("tmp");
-    let id = "0b2c7a6e-3f1d-4d7e-9c1a-1e2f3a4b5c6d";
     let sl = Layout::new(src.path());
-    let sd = sl.data_dir(id);
+    let sd = sl.data_dir(ID);
     std::fs::create_dir_all(sd.join("sub/deep")).expect("mkdir");
     std::fs::write(sd.join("a"), b"hello").expect("w");
     std::fs::write(sd.join("sub/deep/b"), vec![7u8; 100_000]).expect("w");
     let addr = serve_layout(src.path()).await;
     let dl = Layout::new(dst.path());
-    let (dd, work) = (dl.data_dir(id), dl.work_dir(id));
-    let s = pull(&addr, id, &dd, &work).await.expect("pull");
-    assert_eq!((s.copied, s.skipped), (2, 0));
+    let dd = dl.data_dir(ID);
+    let s = pull(&addr, ID, None, &dl, &opts()).await.expect("pull");
+    assert_eq!((s.copied, s.skipped, s.bytes), (2, 0, 100_005));
     assert_eq!(std::fs::read(dd.join("a")).expect("r"), b"hello");
     assert_eq!(
         manifest(&dd).expect("m"),
         manifest(&sd).expect("m"),
         "same bytes, mtimes, modes"
     );
-    // Repeat: nothing copied. Change one file and add/remove others: only the change moves.
-    let s = pull(&addr, id, &dd, &work).await.expect("pull");
-    assert_eq!((s.copied, s.skipped), (0, 2));
+    // Repeat: nothing copied and, with both hash caches warm, nothing read either.
+    let s = pull(&addr, ID, None, &dl, &opts()).await.expect("pull");
+    assert_eq!((s.copied, s.skipped, s.hashed), (0, 2, 0));
+    // Without either cache the same answer costs a hash of each local file (and the source
+    // is asked for its digests).
+    std::fs::remove_file(sl.hash_cache(ID)).expect("rm source cache");
+    std::fs::remove_file(dl.hash_cache(ID)).expect("rm dest cache");
+    let s = pull(&addr, ID, None, &dl, &opts()).await.expect("pull");
+    assert_eq!((s.copied, s.skipped, s.hashed), (0, 2, 2));
+    // Change one file and add/remove others: only the change moves.
     std::fs::write(sd.join("a"), b"HELLO").expect("w");
     std::fs::remove_dir_all(sd.join("sub")).expect("rm");
     std::fs::write(dd.join("stray"), b"x").expect("w");
-    let s = pull(&addr, id, &dd, &work).await.expect("pull");
-    assert_eq!((s.copied, s.skipped), (1, 0));
+    let s = pull(&addr, ID, None, &dl, &opts()).await.expect("pull");
+    assert_eq!((s.copied, s.skipped, s.removed), (1, 0, 4));
     assert_eq!(manifest(&dd).expect("m"), manifest(&sd).expect("m"));
+}
+
+#[tokio::test]
+async fn same_size_and_mtime_but_other_bytes_is_still_recopied() {
+    let src = tempfile::tempdir().expect("tmp");
+    let dst = tempfile::tempdir().expect("tmp");
+    let sd = Layout::new(src.path()).data_dir(ID);
+    std::fs::create_dir_all(&sd).expect("mkdir");
+    std::fs::write(sd.join("f"), b"original").expect("w");
+    let addr = serve_layout(src.path()).await;
+    let dl = Layout::new(dst.path());
+    pull(&addr, ID, None, &dl, &opts()).await.expect("pull");
+    // The stale copy changes behind the agent's back, mtime put back: only its ctime tells.
+    let f = dl.data_dir(ID).join("f");
+    let md = std::fs::metadata(&f).expect("md");
+    std::fs::write(&f, b"tampered").expect("w");
+    set_mtime(&f, &md);
+    let s = pull(&addr, ID, None, &dl, &opts()).await.expect("pull");
+    assert_eq!(
+        (s.copied, s.hashed),
+        (1, 1),
+        "re-hashed, found different, re-copied"
+    );
+    assert_eq!(std::fs::read(&f).expect("r"), b"original");
 }
 
 #[tokio::test]
 async fn failure_leaves_source_intact_and_rejects_unsafe_paths() {
     let src = tempfile::tempdir().expect("tmp");
     let dst = tempfile::tempdir().expect("tmp");
-    let id = "0b2c7a6e-3f1d-4d7e-9c1a-1e2f3a4b5c6d";
     let addr = serve_layout(src.path()).await;
     let dl = Layout::new(dst.path());
-    let e = pull(&addr, id, &dl.data_dir(id), &dl.work_dir(id))
+    let e = pull(&addr, ID, None, &dl, &opts())
         .await
         .expect_err("not held");
     assert!(e.to_string().contains("404"), "{e}");
-    let e = pull("127.0.0.1:1", id, &dl.data_dir(id), &dl.work_dir(id))
+    let e = pull("127.0.0.1:1", ID, None, &dl, &opts())
         .await
         .expect_err("down");
     assert!(matches!(e, TransferError::Http(_)), "{e}");
@@ -64,46 +114,167 @@ async fn failure_leaves_source_intact_and_rejects_unsafe_paths() {
 }
 
 #[tokio::test]
-async fn interrupted_pull_resumes_without_recopying() {
-    use axum::extract::Request;
-    use axum::middleware::{self, Next};
+async fn symlinks_never_lead_outside_the_dataset() {
     let src = tempfile::tempdir().expect("tmp");
     let dst = tempfile::tempdir().expect("tmp");
-    let id = "0b2c7a6e-3f1d-4d7e-9c1a-1e2f3a4b5c6d";
-    let sd = Layout::new(src.path()).data_dir(id);
+    let outside = tempfile::tempdir().expect("tmp");
+    std::fs::write(outside.path().join("secret"), b"s3cret").expect("w");
+    let sd = Layout::new(src.path()).data_dir(ID);
+    std::fs::create_dir_all(sd.join("conf")).expect("mkdir");
+    std::fs::write(sd.join("conf/app"), b"real").expect("w");
+    std::os::unix::fs::symlink(outside.path(), sd.join("escape")).expect("link");
+    // The source does not serve through a link, even when asked for it by name.
+    let addr = serve_layout(src.path()).await;
+    let r = crate::http_client::send(
+        &crate::http_client::Target::Tcp(addr.clone()),
+        hyper::Method::POST,
+        &format!("/v1/transfer/{ID}/stream"),
+        &[],
+        br#"["escape/secret"]"#.to_vec(),
+    )
+    .await
+    .expect("reply");
+    assert!(
+        !r.body.windows(6).any(|w| w == b"s3cret"),
+        "served a file outside the dataset"
+    );
+    assert!(String::from_utf8_lossy(&r.body).contains("not a directory"));
+    // A link on the receiving side where the source has a directory is replaced, not followed.
+    let dl = Layout::new(dst.path());
+    std::fs::create_dir_all(dl.data_dir(ID)).expect("mkdir");
+    std::os::unix::fs::symlink(outside.path(), dl.data_dir(ID).join("conf")).expect("link");
+    pull(&addr, ID, None, &dl, &opts()).await.expect("pull");
+    assert!(!outside.path().join("app").exists(), "wrote through a link");
+    assert_eq!(
+        std::fs::read(dl.data_dir(ID).join("conf/app")).expect("r"),
+        b"real"
+    );
+    assert!(
+        !dl.data_dir(ID).join("escape").exists(),
+        "links are not copied"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_cut_mid_file_resumes_without_recopying() {
+    use axum::body::Body;
+    use axum::extract::Request;
+    use axum::middleware::{self, Next};
+    use http_body_util::BodyExt;
+    let src = tempfile::tempdir().expect("tmp");
+    let dst = tempfile::tempdir().expect("tmp");
+    let sd = Layout::new(src.path()).data_dir(ID);
     std::fs::create_dir_all(&sd).expect("mkdir");
     for f in ["a", "b", "c"] {
         std::fs::write(sd.join(f), f.repeat(10_000)).expect("w");
     }
     let before = manifest(&sd).expect("m");
-    // A source that dies on file "c": the pull stops after a and b landed whole.
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let flaky = l.local_addr().expect("addr").to_string();
+    // A source that dies 5000 bytes before the end of its stream: in the middle of file c.
     let r = router(Arc::new(Layout::new(src.path()))).layer(middleware::from_fn(
         |req: Request, next: Next| async move {
-            if req.uri().query().is_some_and(|q| q.contains("path=c")) {
-                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            let streaming = req.uri().path().ends_with("/stream");
+            let resp = next.run(req).await;
+            if !streaming {
+                return resp;
             }
-            next.run(req).await
+            let (parts, body) = resp.into_parts();
+            let all = body.collect().await.expect("body").to_bytes();
+            let cut = all.slice(..all.len() - 5000);
+            // The head and the first bytes go out; then the process "dies".
+            let body = Body::from_stream(futures_util::stream::unfold(0, move |n| {
+                let cut = cut.clone();
+                async move {
+                    match n {
+                        0 => Some((Ok(cut), 1)),
+                        1 => {
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                            Some((Err(std::io::Error::other("source died")), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            }));
+            axum::response::Response::from_parts(parts, body).into_response()
         },
     ));
-    tokio::spawn(async move { axum::serve(l, r).await });
+    let flaky = serve_router(r).await;
     let dl = Layout::new(dst.path());
-    let (dd, work) = (dl.data_dir(id), dl.work_dir(id));
-    let e = pull(&flaky, id, &dd, &work)
+    let dd = dl.data_dir(ID);
+    let e = pull(&flaky, ID, None, &dl, &opts())
         .await
         .expect_err("source fails mid-way");
-    assert!(e.to_string().contains("500"), "{e}");
+    assert!(matches!(e, TransferError::Stream(_)), "{}", chain(&e));
     assert_eq!(
         std::fs::read(dd.join("a")).expect("a landed"),
         "a".repeat(10_000).as_bytes()
     );
     assert!(!dd.join("c").exists(), "no half file in place");
+    assert!(
+        dd.join(".berth-partial").exists(),
+        "the torn temp file is all that is left"
+    );
     assert_eq!(manifest(&sd).expect("m"), before, "source intact");
     let good = serve_layout(src.path()).await;
-    let s = pull(&good, id, &dd, &work).await.expect("resume");
-    assert_eq!((s.copied, s.skipped), (1, 2), "resumed: only c moves");
+    let s = pull(&good, ID, None, &dl, &opts()).await.expect("resume");
+    assert_eq!(
+        (s.copied, s.skipped, s.hashed),
+        (1, 2, 2),
+        "resumed: a and b verified by hash, only c moves"
+    );
     assert_eq!(manifest(&dd).expect("m"), before);
+    assert!(!dd.join(".berth-partial").exists(), "no temp file left");
+}
+
+#[tokio::test]
+async fn a_rate_limit_bounds_throughput() {
+    let src = tempfile::tempdir().expect("tmp");
+    let dst = tempfile::tempdir().expect("tmp");
+    let sd = Layout::new(src.path()).data_dir(ID);
+    std::fs::create_dir_all(&sd).expect("mkdir");
+    std::fs::write(sd.join("f"), vec![1u8; 1 << 20]).expect("w");
+    let addr = serve_layout(src.path()).await;
+    let t = std::time::Instant::now();
+    let o = PullOptions {
+        rate_limit: Some(4 << 20),
+    };
+    pull(&addr, ID, None, &Layout::new(dst.path()), &o)
+        .await
+        .expect("pull");
+    // 1 MiB at 4 MiB/s cannot take less than a quarter second, however fast the machine.
+    assert!(t.elapsed() >= std::time::Duration::from_millis(240));
+}
+
+#[tokio::test]
+async fn a_copy_that_is_not_the_newest_is_never_a_source() {
+    let src = tempfile::tempdir().expect("tmp");
+    let dst = tempfile::tempdir().expect("tmp");
+    let sl = Layout::new(src.path());
+    std::fs::create_dir_all(sl.data_dir(ID)).expect("mkdir");
+    std::fs::write(sl.data_dir(ID).join("f"), b"partial").expect("w");
+    let addr = serve_layout(src.path()).await;
+    let dl = Layout::new(dst.path());
+    // The source never finished a copy (no epoch): refused, and nothing lands.
+    let e = pull(&addr, ID, Some(2), &dl, &opts())
+        .await
+        .expect_err("incomplete source");
+    assert!(e.to_string().contains("not the newest copy"), "{e}");
+    assert!(!dl.data_dir(ID).join("f").exists());
+    sl.set_epoch(ID, 1).expect("epoch");
+    let e = pull(&addr, ID, Some(2), &dl, &opts())
+        .await
+        .expect_err("older copy");
+    assert!(
+        matches!(
+            e,
+            TransferError::NotNewest {
+                have: Some(1),
+                want: 2
+            }
+        ),
+        "{e}"
+    );
+    sl.set_epoch(ID, 2).expect("epoch");
+    pull(&addr, ID, Some(2), &dl, &opts())
+        .await
+        .expect("the copy of epoch 2");
 }

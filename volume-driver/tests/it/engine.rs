@@ -368,6 +368,7 @@ fn real_swarm_service_keeps_its_volume_across_update_force() {
         &dir.path().join("data"),
         &dir.path().join("shared"),
         &control.url(),
+        &[],
     );
     let img = Image::build();
     let prefix = unique("bsv");

@@ -3,5 +3,6 @@
 
 mod control_api;
 mod engine;
+mod faults;
 mod plugin;
 mod support;

@@ -111,9 +111,11 @@ impl ControlSvc {
 
 /// One node's agent.
 pub struct AgentSvc {
-    _proc: Proc,
+    proc: Proc,
     pub socket: PathBuf,
     pub data_root: PathBuf,
+    /// Everything but `--listen`, which is fresh on every (re)start.
+    args: Vec<String>,
 }
 
 impl AgentSvc {
@@ -123,9 +125,9 @@ impl AgentSvc {
         data_root: &Path,
         shared: &Path,
         control: &str,
+        extra: &[&str],
     ) -> AgentSvc {
-        let _ = std::fs::remove_file(socket);
-        let args = vec![
+        let mut args: Vec<String> = vec![
             "agent".into(),
             "--node-id".into(),
             node.into(),
@@ -137,16 +139,34 @@ impl AgentSvc {
             shared.display().to_string(),
             "--control".into(),
             control.into(),
-            "--listen".into(),
-            format!("127.0.0.1:{}", free_port()),
         ];
-        let proc = spawn(&args);
-        wait_until("agent socket", || UnixStream::connect(socket).is_ok());
+        args.extend(extra.iter().map(|a| a.to_string()));
         AgentSvc {
-            _proc: proc,
+            proc: Self::launch(socket, &args),
             socket: socket.into(),
             data_root: data_root.into(),
+            args,
         }
+    }
+
+    fn launch(socket: &Path, args: &[String]) -> Proc {
+        let _ = std::fs::remove_file(socket);
+        let mut args = args.to_vec();
+        args.extend(["--listen".into(), format!("127.0.0.1:{}", free_port())]);
+        let proc = spawn(&args);
+        wait_until("agent socket", || UnixStream::connect(socket).is_ok());
+        proc
+    }
+
+    /// SIGKILL: no cleanup, no flush, as a crash or an OOM kill would leave things.
+    pub fn kill(&mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+    }
+
+    /// Starts the agent again with the same node ID, socket and data root.
+    pub fn restart(&mut self) {
+        self.proc = Self::launch(&self.socket, &self.args);
     }
 
     /// One plugin call; returns the reply JSON.
@@ -238,6 +258,11 @@ pub fn unique(prefix: &str) -> String {
 
 impl TwoNodes {
     pub fn start() -> TwoNodes {
+        Self::start_with(&[])
+    }
+
+    /// Both agents get `extra` arguments.
+    pub fn start_with(extra: &[&str]) -> TwoNodes {
         let dir = tempfile::tempdir().expect("tmp");
         let control = ControlSvc::start(&dir.path().join("state"), None);
         let (sa, sb) = (dir.path().join("a.sock"), dir.path().join("b.sock"));
@@ -248,6 +273,7 @@ impl TwoNodes {
             &dir.path().join("a"),
             &shared,
             &control.url(),
+            extra,
         );
         let b = AgentSvc::start(
             "node-b",
@@ -255,6 +281,7 @@ impl TwoNodes {
             &dir.path().join("b"),
             &shared,
             &control.url(),
+            extra,
         );
         TwoNodes {
             _dir: dir,

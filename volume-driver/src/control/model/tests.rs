@@ -65,6 +65,7 @@ fn move_increments_epoch_and_fences() {
         (2, "b", None)
     );
     assert_eq!(d.previous_primary.as_deref(), Some("a"));
+    assert_eq!(d.source_epoch, Some(1));
     let e = s.claim_mount(&id, "a", 1).expect_err("a is fenced");
     assert!(
         e.to_string().contains("current primary is b at epoch 2"),
@@ -104,4 +105,43 @@ fn leases_block_moves_and_delete_is_idempotent() {
     ));
     s.create(named("a", "v1"), None)
         .expect("name reusable after delete");
+}
+
+#[test]
+fn a_primary_that_never_held_a_whole_copy_is_never_made_the_source() {
+    let mut s = State::default();
+    let id = s.create(named("a", "v1"), None).expect("create").dataset_id;
+    let d = s.move_to(&id, "b", false, None, 0.0).expect("move");
+    assert_eq!(
+        (d.previous_primary, d.source_epoch),
+        (None, None),
+        "never mounted anywhere: b starts empty"
+    );
+    s.claim_mount(&id, "b", 2).expect("b mounts");
+    s.release_mount(&id, "b").expect("release");
+    let d = s.move_to(&id, "c", false, None, 0.0).expect("move");
+    assert_eq!(
+        (d.previous_primary.as_deref(), d.source_epoch),
+        (Some("b"), Some(2))
+    );
+    // c dies before its pull finishes (no mount, no report); the next move still names b.
+    let d = s.move_to(&id, "a", false, None, 0.0).expect("move");
+    assert_eq!(
+        (d.previous_primary.as_deref(), d.source_epoch),
+        (Some("b"), Some(2))
+    );
+    // a reports a whole copy at epoch 4 without mounting: that is proof enough.
+    s.reported.insert(
+        id.clone(),
+        Reported {
+            node_uuid: "a".into(),
+            path: "/x".into(),
+            epoch: 4,
+        },
+    );
+    let d = s.move_to(&id, "b", false, None, 0.0).expect("move");
+    assert_eq!(
+        (d.previous_primary.as_deref(), d.source_epoch),
+        (Some("a"), Some(4))
+    );
 }

@@ -1,0 +1,202 @@
+//! Moving a `local` dataset's bytes between agents: the new primary pulls from the old one.
+//!
+//! - `serve`: the source's endpoint (manifest by `stat`, digests on demand, one framed stream);
+//! - `pull`: the receiver's side (decide, stream, verify, rename, prune, one `syncfs`);
+//! - `wire`: the stream's framing;
+//! - `hash_cache`: per-node digests keyed by `stat`, which make a repeat move incremental
+//!   without reading unchanged files on either side.
+//!
+//! A full move reads the source once and writes the destination once, hashing on both sides as
+//! the bytes pass. An interrupted move leaves only whole, verified files and resumes from them.
+
+mod hash_cache;
+mod pull;
+mod serve;
+pub mod wire;
+
+pub use hash_cache::{HashCache, StatKey};
+pub use pull::{PullOptions, pull};
+pub use serve::router;
+
+use std::path::{Component, Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use serde::{Deserialize, Serialize};
+
+use crate::http_client::HttpError;
+
+/// One regular file in a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub path: String,
+    pub size: u64,
+    pub mtime_ns: u128,
+    pub mode: u32,
+    /// Present when the sender knows it without reading the file (its hash cache vouches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+}
+
+/// What a dataset holds, as its source sees it. Parents precede their children in `dirs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The epoch the sender's copy is whole for (`None`: it never finished one). Set by the
+    /// transfer endpoint, not by `scan`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    pub dirs: Vec<String>,
+    pub files: Vec<FileEntry>,
+}
+
+/// A failed transfer.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("IO on {path}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("source agent unreachable")]
+    Http(#[from] HttpError),
+    #[error("source agent answered {status} for {what}: {body}")]
+    Status {
+        status: u16,
+        what: String,
+        body: String,
+    },
+    #[error("manifest does not decode: {0}")]
+    Manifest(String),
+    #[error("unsafe path {0:?} in manifest")]
+    UnsafePath(String),
+    #[error("transfer stream broken")]
+    Stream(#[source] wire::WireError),
+    #[error("source agent stopped the stream: {0}")]
+    Source(String),
+    #[error(
+        "the source's copy is whole for epoch {have:?}, not {want}: it is not the newest copy, so nothing is taken from it"
+    )]
+    NotNewest { have: Option<u64>, want: u64 },
+    #[error("checksum mismatch on {path}: expected {expected}, got {got}")]
+    Checksum {
+        path: String,
+        expected: String,
+        got: String,
+    },
+}
+
+/// `e` with its causes, for logs and HTTP bodies.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TransferError + '_ {
+    move |source| TransferError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// True when `rel` is a plain relative path (no `..`, no root), safe to join under a root.
+pub fn safe_rel(rel: &str) -> bool {
+    !rel.is_empty()
+        && Path::new(rel)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+}
+
+/// blake3 of everything `r` yields, hex.
+pub fn hash_reader(r: impl std::io::Read) -> std::io::Result<String> {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(r)?;
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// blake3 of a file, hex.
+pub fn hash_file(p: &Path) -> Result<String, TransferError> {
+    let f = std::fs::File::open(p).map_err(io(p))?;
+    hash_reader(f).map_err(io(p))
+}
+
+fn mtime_ns(m: &std::fs::Metadata) -> u128 {
+    m.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+fn mode(m: &std::fs::Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    m.permissions().mode() & 0o7777
+}
+
+/// Walks `root` by `stat` alone, filling digests the `cache` vouches for (symlinks and special
+/// files are skipped with a log line).
+pub fn scan(root: &Path, cache: Option<&HashCache>) -> Result<Manifest, TransferError> {
+    let mut m = Manifest::default();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = root.join(&rel);
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(io(&dir))?
+            .collect::<Result<_, _>>()
+            .map_err(io(&dir))?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let r = rel.join(e.file_name());
+            let rs = r.to_string_lossy().into_owned();
+            let md = e.metadata().map_err(io(&e.path()))?;
+            if md.is_dir() {
+                m.dirs.push(rs);
+                stack.push(r);
+            } else if md.is_file() {
+                let blake3 = cache
+                    .and_then(|c| c.get(&rs, &StatKey::of(&md)))
+                    .map(str::to_string);
+                m.files.push(FileEntry {
+                    blake3,
+                    path: rs,
+                    size: md.len(),
+                    mtime_ns: mtime_ns(&md),
+                    mode: mode(&md),
+                });
+            } else {
+                tracing::warn!(path = %rs, "skipping non-regular file in transfer");
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// The manifest with every file's digest computed: what two copies must agree on to be equal.
+pub fn manifest(root: &Path) -> Result<Manifest, TransferError> {
+    let mut m = scan(root, None)?;
+    for f in &mut m.files {
+        f.blake3 = Some(hash_file(&root.join(&f.path))?);
+    }
+    Ok(m)
+}
+
+/// What a pull did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PullStats {
+    /// Files streamed from the source.
+    pub copied: u64,
+    /// Files already current here.
+    pub skipped: u64,
+    /// Of those checked, files whose digest had to be computed (no cache entry vouched).
+    pub hashed: u64,
+    pub bytes: u64,
+    pub removed: u64,
+}
+
+#[cfg(test)]
+mod tests;

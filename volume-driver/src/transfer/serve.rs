@@ -1,0 +1,317 @@
+//! The source side of a move, served on the agent's `--listen` address:
+//!
+//! - `GET  /v1/transfer/{id}/manifest`: the tree by `stat` alone, with digests only where the
+//!   hash cache still vouches for them (building it never reads file contents);
+//! - `POST /v1/transfer/{id}/hashes` (JSON list of paths): digests the puller needs to decide
+//!   whether a file it already has is current (computed and cached here);
+//! - `POST /v1/transfer/{id}/stream` (JSON list of paths): those files in one framed body
+//!   (see `wire`), each hashed as it is read, so a full move reads the source exactly once.
+//!
+//! Files are opened without following symlinks at any component, so a link planted inside a
+//! dataset cannot make the endpoint serve a file from outside it.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path as AxPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper::body::Bytes;
+use tokio::sync::mpsc;
+
+use super::hash_cache::{HashCache, StatKey};
+use super::wire::{self, CHUNK, FileHead, Frame};
+use super::{hash_reader, safe_rel, scan};
+use crate::backend::local::Layout;
+
+/// Path lists can be long (one entry per file of a large dataset).
+const BODY_LIMIT: usize = 256 << 20;
+
+fn fail(code: StatusCode, msg: String) -> Response {
+    tracing::warn!(status = code.as_u16(), %msg, "transfer request refused");
+    (code, msg).into_response()
+}
+
+/// A refused request, answered (and logged) by `fail`.
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        fail(self.0, self.1)
+    }
+}
+
+fn dataset_dir(layout: &Layout, id: &str) -> Result<PathBuf, Refusal> {
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            format!("bad dataset id {id:?}"),
+        ));
+    }
+    let d = layout.data_dir(id);
+    if !d.is_dir() {
+        return Err(Refusal(
+            StatusCode::NOT_FOUND,
+            format!("dataset {id} is not held here"),
+        ));
+    }
+    Ok(d)
+}
+
+fn check_paths(paths: &[String]) -> Result<(), Refusal> {
+    match paths.iter().find(|p| !safe_rel(p)) {
+        Some(p) => Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            format!("unsafe path {p:?}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Opens regular file `rel` under `root`, refusing a symlink anywhere on the way.
+pub(super) fn open_inside(root: &Path, rel: &str) -> std::io::Result<(File, std::fs::Metadata)> {
+    let mut p = root.to_path_buf();
+    let parts: Vec<Component> = Path::new(rel).components().collect();
+    let (last, parents) = parts
+        .split_last()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty path"))?;
+    for c in parents {
+        p.push(c);
+        if !std::fs::symlink_metadata(&p)?.is_dir() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is not a directory", p.display()),
+            ));
+        }
+    }
+    p.push(last);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&p)?;
+    let md = f.metadata()?;
+    if !md.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", p.display()),
+        ));
+    }
+    Ok((f, md))
+}
+
+async fn get_manifest(State(l): State<Arc<Layout>>, AxPath(id): AxPath<String>) -> Response {
+    let dir = match dataset_dir(&l, &id) {
+        Ok(d) => d,
+        Err(r) => return r.into_response(),
+    };
+    let cache = l.hash_cache(&id);
+    let epoch = l.local_epoch(&id);
+    let r = tokio::task::spawn_blocking(move || scan(&dir, Some(&HashCache::load(&cache)))).await;
+    match r.map(|m| m.map(|m| super::Manifest { epoch, ..m })) {
+        Ok(Ok(m)) => axum::Json(m).into_response(),
+        Ok(Err(e)) => fail(StatusCode::INTERNAL_SERVER_ERROR, super::chain(&e)),
+        Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn post_hashes(
+    State(l): State<Arc<Layout>>,
+    AxPath(id): AxPath<String>,
+    axum::Json(paths): axum::Json<Vec<String>>,
+) -> Response {
+    let dir = match dataset_dir(&l, &id).and_then(|d| check_paths(&paths).map(|()| d)) {
+        Ok(d) => d,
+        Err(r) => return r.into_response(),
+    };
+    let cache_file = l.hash_cache(&id);
+    let work = move || {
+        let mut cache = HashCache::load(&cache_file);
+        let mut out = BTreeMap::new();
+        for p in paths {
+            // A path gone since the manifest is simply absent from the answer; the puller
+            // then fetches it and the stream reports the real state.
+            let Ok((f, md)) = open_inside(&dir, &p) else {
+                continue;
+            };
+            let key = StatKey::of(&md);
+            let h = match cache.get(&p, &key) {
+                Some(h) => h.to_string(),
+                None => {
+                    let h = hash_reader(f).map_err(|e| format!("{p}: {e}"))?;
+                    cache.put(&p, key, h.clone());
+                    h
+                }
+            };
+            out.insert(p, h);
+        }
+        if let Err(e) = cache.save() {
+            tracing::warn!(error = %e, "hash cache not saved");
+        }
+        Ok::<_, String>(out)
+    };
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(m)) => axum::Json(m).into_response(),
+        Ok(Err(e)) => fail(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+type Chunk = Result<Bytes, std::io::Error>;
+
+/// Why the producer stopped early.
+enum Stop {
+    /// The puller hung up.
+    Gone,
+    /// Before a file's bytes began: reported in an `Error` frame.
+    Refused(String),
+    /// In the middle of a file's bytes: the only honest signal left is cutting the stream.
+    Abort(std::io::Error),
+}
+
+struct Producer {
+    tx: mpsc::Sender<Chunk>,
+    out: Vec<u8>,
+}
+
+impl Producer {
+    fn flush(&mut self) -> Result<(), Stop> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let b = std::mem::replace(&mut self.out, Vec::with_capacity(CHUNK + 4096));
+        self.tx
+            .blocking_send(Ok(Bytes::from(b)))
+            .map_err(|_| Stop::Gone)
+    }
+
+    fn frame(&mut self, f: &Frame) {
+        wire::encode(f, &mut self.out);
+    }
+
+    fn file(&mut self, dir: &Path, rel: &str, cache: &mut HashCache) -> Result<(), Stop> {
+        let (mut f, before) =
+            open_inside(dir, rel).map_err(|e| Stop::Refused(format!("{rel}: {e}")))?;
+        let size = before.len();
+        self.frame(&Frame::File(FileHead {
+            path: rel.to_string(),
+            size,
+            mtime_ns: super::mtime_ns(&before),
+            mode: super::mode(&before),
+        }));
+        let mut h = blake3::Hasher::new();
+        let mut left = size;
+        while left > 0 {
+            let want = usize::try_from(left.min(CHUNK as u64)).unwrap_or(CHUNK);
+            let start = self.out.len();
+            self.out.resize(start + want, 0);
+            let mut got = 0;
+            while got < want {
+                match f.read(&mut self.out[start + got..]) {
+                    Ok(0) => {
+                        return Err(Stop::Abort(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!("{rel} shrank while being sent"),
+                        )));
+                    }
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Stop::Abort(e)),
+                }
+            }
+            h.update(&self.out[start..]);
+            left -= want as u64;
+            if self.out.len() >= CHUNK {
+                self.flush()?;
+            }
+        }
+        let digest = h.finalize();
+        self.out.extend_from_slice(digest.as_bytes());
+        if let Ok(after) = f.metadata()
+            && StatKey::of(&after) == StatKey::of(&before)
+        {
+            cache.put(rel, StatKey::of(&after), digest.to_hex().to_string());
+        }
+        if self.out.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends `paths` from `dir` down `tx`, then records every digest it took in the hash cache.
+fn produce(dir: PathBuf, cache_file: PathBuf, paths: Vec<String>, tx: mpsc::Sender<Chunk>) {
+    let mut cache = HashCache::load(&cache_file);
+    let mut p = Producer {
+        tx,
+        out: Vec::with_capacity(CHUNK + 4096),
+    };
+    let mut sent = 0u64;
+    let res = paths.iter().try_for_each(|rel| {
+        p.file(&dir, rel, &mut cache)?;
+        sent += 1;
+        Ok(())
+    });
+    let res = match res {
+        Ok(()) => {
+            p.frame(&Frame::End { files: sent });
+            p.flush()
+        }
+        Err(Stop::Refused(msg)) => {
+            tracing::warn!(%msg, "transfer stream stopped");
+            p.frame(&Frame::Error(msg));
+            p.flush()
+        }
+        Err(e) => Err(e),
+    };
+    match res {
+        Ok(()) => tracing::info!(dir = %dir.display(), files = sent, "transfer stream sent"),
+        Err(Stop::Gone) => {
+            tracing::warn!(dir = %dir.display(), files = sent, "puller hung up mid-stream")
+        }
+        Err(Stop::Abort(e)) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "transfer stream cut");
+            let _ = p.tx.blocking_send(Err(e));
+        }
+        Err(Stop::Refused(_)) => {}
+    }
+    if let Err(e) = cache.save() {
+        tracing::warn!(error = %e, "hash cache not saved");
+    }
+}
+
+async fn post_stream(
+    State(l): State<Arc<Layout>>,
+    AxPath(id): AxPath<String>,
+    axum::Json(paths): axum::Json<Vec<String>>,
+) -> Response {
+    let dir = match dataset_dir(&l, &id).and_then(|d| check_paths(&paths).map(|()| d)) {
+        Ok(d) => d,
+        Err(r) => return r.into_response(),
+    };
+    let (tx, rx) = mpsc::channel::<Chunk>(8);
+    let cache_file = l.hash_cache(&id);
+    tokio::task::spawn_blocking(move || produce(dir, cache_file, paths, tx));
+    let body =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    Response::builder()
+        .header("content-type", "application/x-berth-transfer")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// The transfer endpoint's routes.
+pub fn router(layout: Arc<Layout>) -> Router {
+    Router::new()
+        .route("/v1/transfer/{id}/manifest", get(get_manifest))
+        .route("/v1/transfer/{id}/hashes", post(post_hashes))
+        .route("/v1/transfer/{id}/stream", post(post_stream))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(layout)
+}
