@@ -11,7 +11,7 @@ use crate::client::{ClientError, ControlClient};
 use crate::control::Dataset;
 use crate::name::{self, NameError};
 use crate::options::{self, BackendKind, META_BACKEND, META_NAME, META_PROFILE, OptionError};
-use crate::transfer::PullOptions;
+use crate::transfer::TransferOptions;
 
 /// Why a volume operation failed; the Display text is the plugin's `Err`.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +82,7 @@ pub struct Agent {
     local: Arc<Layout>,
     shared_root: PathBuf,
     control: ControlClient,
-    pull: PullOptions,
+    pull: TransferOptions,
     mounts: Mutex<BTreeMap<String, MountRef>>,
     locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -99,14 +99,14 @@ impl Agent {
             local,
             shared_root,
             control,
-            pull: PullOptions::default(),
+            pull: TransferOptions::default(),
             mounts: Mutex::new(BTreeMap::new()),
             locks: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// How this node pulls moved datasets (a rate limit, say).
-    pub fn with_pull_options(mut self, pull: PullOptions) -> Agent {
+    /// How this node's moves behave (a rate limit, the cluster token).
+    pub fn with_transfer_options(mut self, pull: TransferOptions) -> Agent {
         self.pull = pull;
         self
     }

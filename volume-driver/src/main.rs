@@ -11,7 +11,7 @@ use berth_volume::backend::local::Layout;
 use berth_volume::client::ControlClient;
 use berth_volume::control::api::{self, Control};
 use berth_volume::store::RedbStore;
-use berth_volume::transfer::PullOptions;
+use berth_volume::transfer::TransferOptions;
 use berth_volume::{protocol, shutdown, transfer};
 use clap::{Parser, Subcommand};
 
@@ -60,14 +60,15 @@ enum Cmd {
         /// Control service URL.
         #[arg(long, default_value = "http://127.0.0.1:4523")]
         control: String,
-        /// File holding the control service's bearer token.
+        /// File holding the cluster's bearer token: sent to the control service and to other
+        /// agents' transfer endpoints, and required by this agent's own.
         #[arg(long)]
         token_file: Option<PathBuf>,
         /// Transfer endpoint other agents pull from (`host:port`).
         #[arg(long, default_value = "127.0.0.1:4524")]
         listen: String,
-        /// Most bytes per second this node pulls when a dataset moves here (Flocker size forms,
-        /// e.g. `50MiB`), so a move does not starve the disk or link the node's services use.
+        /// Most bytes per second this node sends or receives when a dataset moves (Flocker size
+        /// forms, e.g. `50MiB`), so a move does not starve the disk or link its services use.
         #[arg(long, value_parser = parse_rate)]
         transfer_rate: Option<u64>,
     },
@@ -158,15 +159,17 @@ async fn main() -> anyhow::Result<()> {
                 Some(n) => n,
                 None => swarm_node_id()?,
             };
-            let client = ControlClient::new(&control, read_token(token_file)?)?;
+            let token = read_token(token_file)?;
+            let client = ControlClient::new(&control, token.clone())?;
             let layout = Arc::new(Layout::new(&data_root));
             let shared = shared_root.unwrap_or_else(|| data_root.join("shared"));
+            let transfer_opts = TransferOptions {
+                rate_limit: transfer_rate,
+                token: token.clone(),
+            };
             let agent = Arc::new(
-                Agent::new(node.clone(), layout.clone(), shared, client.clone()).with_pull_options(
-                    PullOptions {
-                        rate_limit: transfer_rate,
-                    },
-                ),
+                Agent::new(node.clone(), layout.clone(), shared, client.clone())
+                    .with_transfer_options(transfer_opts.clone()),
             );
             let tl = tokio::net::TcpListener::bind(&listen)
                 .await
@@ -196,7 +199,7 @@ async fn main() -> anyhow::Result<()> {
                 let _ = rx.wait_for(|v| *v).await;
             };
             let t = tokio::spawn(
-                axum::serve(tl, transfer::router(layout))
+                axum::serve(tl, transfer::router(layout, &transfer_opts))
                     .with_graceful_shutdown(wait(stop_rx.clone()))
                     .into_future(),
             );

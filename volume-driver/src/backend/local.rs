@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::BackendError;
 use crate::control::Dataset;
-use crate::transfer::PullOptions;
+use crate::transfer::TransferOptions;
 
 /// A data root and the paths under it.
 #[derive(Debug, Clone)]
@@ -94,7 +94,7 @@ pub async fn prepare(
     d: &Dataset,
     node: &str,
     source: Option<String>,
-    opts: &PullOptions,
+    opts: &TransferOptions,
 ) -> Result<PathBuf, BackendError> {
     let id = &d.dataset_id;
     let data = layout.data_dir(id);

@@ -10,12 +10,13 @@
 //! the bytes pass. An interrupted move leaves only whole, verified files and resumes from them.
 
 mod hash_cache;
+mod pace;
 mod pull;
 mod serve;
 pub mod wire;
 
 pub use hash_cache::{HashCache, StatKey};
-pub use pull::{PullOptions, pull};
+pub use pull::pull;
 pub use serve::router;
 
 use std::path::{Component, Path, PathBuf};
@@ -24,6 +25,17 @@ use std::time::UNIX_EPOCH;
 use serde::{Deserialize, Serialize};
 
 use crate::http_client::HttpError;
+
+/// How this node's moves behave, in both directions.
+#[derive(Debug, Clone, Default)]
+pub struct TransferOptions {
+    /// Most bytes per second this node sends or receives for moves, so a move does not starve
+    /// the disk or link its running services use (`None`: as fast as it goes).
+    pub rate_limit: Option<u64>,
+    /// The cluster's bearer token (the control service's): required by this node's transfer
+    /// endpoint and presented to other nodes'.
+    pub token: Option<String>,
+}
 
 /// One regular file in a manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use http_body_util::BodyExt;
 use hyper::Method;
@@ -23,18 +23,13 @@ use hyper::body::Bytes;
 use tokio::sync::mpsc;
 
 use super::hash_cache::{HashCache, StatKey};
+use super::pace::Pacer;
 use super::wire::{self, Frame, WireError};
-use super::{Manifest, PullStats, TransferError, hash_file, io, mtime_ns, safe_rel};
+use super::{
+    Manifest, PullStats, TransferError, TransferOptions, hash_file, io, mtime_ns, safe_rel,
+};
 use crate::backend::local::Layout;
 use crate::http_client::{self, Target};
-
-/// How a pull behaves.
-#[derive(Debug, Clone, Default)]
-pub struct PullOptions {
-    /// Bytes per second this node accepts, so a move does not starve a production disk or
-    /// link (`None`: as fast as it goes).
-    pub rate_limit: Option<u64>,
-}
 
 fn status_err(what: &str, r: &http_client::Reply) -> TransferError {
     TransferError::Status {
@@ -52,15 +47,20 @@ pub async fn pull(
     id: &str,
     source_epoch: Option<u64>,
     layout: &Layout,
-    opts: &PullOptions,
+    opts: &TransferOptions,
 ) -> Result<PullStats, TransferError> {
     let target = Target::Tcp(source.to_string());
     let base = format!("/v1/transfer/{id}");
+    let auth: Vec<(&str, String)> = opts
+        .token
+        .iter()
+        .map(|t| ("authorization", format!("Bearer {t}")))
+        .collect();
     let r = http_client::send(
         &target,
         Method::GET,
         &format!("{base}/manifest"),
-        &[],
+        &auth,
         vec![],
     )
     .await?;
@@ -105,8 +105,14 @@ pub async fn pull(
     } else {
         let body =
             serde_json::to_vec(&unknown).map_err(|e| TransferError::Manifest(e.to_string()))?;
-        let r =
-            http_client::send(&target, Method::POST, &format!("{base}/hashes"), &[], body).await?;
+        let r = http_client::send(
+            &target,
+            Method::POST,
+            &format!("{base}/hashes"),
+            &auth,
+            body,
+        )
+        .await?;
         if !r.status.is_success() {
             return Err(status_err("hashes", &r));
         }
@@ -133,8 +139,14 @@ pub async fn pull(
         let paths: Vec<&str> = fetch.iter().map(|&i| m.files[i].path.as_str()).collect();
         let body =
             serde_json::to_vec(&paths).map_err(|e| TransferError::Manifest(e.to_string()))?;
-        let resp =
-            http_client::open(&target, Method::POST, &format!("{base}/stream"), &[], body).await?;
+        let resp = http_client::open(
+            &target,
+            Method::POST,
+            &format!("{base}/stream"),
+            &auth,
+            body,
+        )
+        .await?;
         if !resp.status().is_success() {
             let status = resp.status().as_u16();
             let body = resp
@@ -340,7 +352,7 @@ fn receive(
     dest: &Path,
     rate: Option<u64>,
 ) -> Result<(BTreeMap<String, String>, u64), TransferError> {
-    let started = Instant::now();
+    let mut pace = Pacer::new(rate);
     let mut landed = BTreeMap::new();
     let mut bytes = 0u64;
     let mut buf = vec![0u8; wire::CHUNK];
@@ -387,12 +399,7 @@ fn receive(
                 start_writeback(&out, flushed, written - flushed);
                 flushed = written;
             }
-            if let Some(rate) = rate.filter(|r| *r > 0) {
-                let due = Duration::from_secs_f64(bytes as f64 / rate as f64);
-                if let Some(wait) = due.checked_sub(started.elapsed()) {
-                    std::thread::sleep(wait);
-                }
-            }
+            pace.add(n as u64);
         }
         let sent = wire::read_digest(r).map_err(wire_err)?;
         let got = h.finalize();

@@ -27,8 +27,9 @@ use hyper::body::Bytes;
 use tokio::sync::mpsc;
 
 use super::hash_cache::{HashCache, StatKey};
+use super::pace::Pacer;
 use super::wire::{self, CHUNK, FileHead, Frame};
-use super::{hash_reader, safe_rel, scan};
+use super::{TransferOptions, hash_reader, safe_rel, scan};
 use crate::backend::local::Layout;
 
 /// Path lists can be long (one entry per file of a large dataset).
@@ -106,8 +107,15 @@ pub(super) fn open_inside(root: &Path, rel: &str) -> std::io::Result<(File, std:
     Ok((f, md))
 }
 
-async fn get_manifest(State(l): State<Arc<Layout>>, AxPath(id): AxPath<String>) -> Response {
-    let dir = match dataset_dir(&l, &id) {
+/// What the endpoint serves from, and how fast it may send.
+struct Source {
+    layout: Arc<Layout>,
+    rate: Option<u64>,
+}
+
+async fn get_manifest(State(s): State<Arc<Source>>, AxPath(id): AxPath<String>) -> Response {
+    let l = &s.layout;
+    let dir = match dataset_dir(l, &id) {
         Ok(d) => d,
         Err(r) => return r.into_response(),
     };
@@ -122,11 +130,12 @@ async fn get_manifest(State(l): State<Arc<Layout>>, AxPath(id): AxPath<String>) 
 }
 
 async fn post_hashes(
-    State(l): State<Arc<Layout>>,
+    State(s): State<Arc<Source>>,
     AxPath(id): AxPath<String>,
     axum::Json(paths): axum::Json<Vec<String>>,
 ) -> Response {
-    let dir = match dataset_dir(&l, &id).and_then(|d| check_paths(&paths).map(|()| d)) {
+    let l = &s.layout;
+    let dir = match dataset_dir(l, &id).and_then(|d| check_paths(&paths).map(|()| d)) {
         Ok(d) => d,
         Err(r) => return r.into_response(),
     };
@@ -178,6 +187,7 @@ enum Stop {
 struct Producer {
     tx: mpsc::Sender<Chunk>,
     out: Vec<u8>,
+    pace: Pacer,
 }
 
 impl Producer {
@@ -227,6 +237,7 @@ impl Producer {
             }
             h.update(&self.out[start..]);
             left -= want as u64;
+            self.pace.add(want as u64);
             if self.out.len() >= CHUNK {
                 self.flush()?;
             }
@@ -246,11 +257,18 @@ impl Producer {
 }
 
 /// Sends `paths` from `dir` down `tx`, then records every digest it took in the hash cache.
-fn produce(dir: PathBuf, cache_file: PathBuf, paths: Vec<String>, tx: mpsc::Sender<Chunk>) {
+fn produce(
+    dir: PathBuf,
+    cache_file: PathBuf,
+    paths: Vec<String>,
+    rate: Option<u64>,
+    tx: mpsc::Sender<Chunk>,
+) {
     let mut cache = HashCache::load(&cache_file);
     let mut p = Producer {
         tx,
         out: Vec::with_capacity(CHUNK + 4096),
+        pace: Pacer::new(rate),
     };
     let mut sent = 0u64;
     let res = paths.iter().try_for_each(|rel| {
@@ -287,17 +305,19 @@ fn produce(dir: PathBuf, cache_file: PathBuf, paths: Vec<String>, tx: mpsc::Send
 }
 
 async fn post_stream(
-    State(l): State<Arc<Layout>>,
+    State(s): State<Arc<Source>>,
     AxPath(id): AxPath<String>,
     axum::Json(paths): axum::Json<Vec<String>>,
 ) -> Response {
-    let dir = match dataset_dir(&l, &id).and_then(|d| check_paths(&paths).map(|()| d)) {
+    let l = &s.layout;
+    let dir = match dataset_dir(l, &id).and_then(|d| check_paths(&paths).map(|()| d)) {
         Ok(d) => d,
         Err(r) => return r.into_response(),
     };
     let (tx, rx) = mpsc::channel::<Chunk>(8);
     let cache_file = l.hash_cache(&id);
-    tokio::task::spawn_blocking(move || produce(dir, cache_file, paths, tx));
+    let rate = s.rate;
+    tokio::task::spawn_blocking(move || produce(dir, cache_file, paths, rate, tx));
     let body =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
     Response::builder()
@@ -306,12 +326,41 @@ async fn post_stream(
         .unwrap_or_else(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
-/// The transfer endpoint's routes.
-pub fn router(layout: Arc<Layout>) -> Router {
-    Router::new()
+/// The transfer endpoint's routes. With a token (the cluster's bearer token, the one the control
+/// service takes), every request must present it: a dataset's bytes are no less secret than
+/// its configuration. A rate limit holds what this node sends as well as what it pulls.
+pub fn router(layout: Arc<Layout>, opts: &TransferOptions) -> Router {
+    let token = opts.token.clone();
+    let r = Router::new()
         .route("/v1/transfer/{id}/manifest", get(get_manifest))
         .route("/v1/transfer/{id}/hashes", post(post_hashes))
         .route("/v1/transfer/{id}/stream", post(post_stream))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(layout)
+        .with_state(Arc::new(Source {
+            layout,
+            rate: opts.rate_limit,
+        }));
+    let Some(token) = token.map(Arc::<str>::from) else {
+        return r;
+    };
+    r.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let token = token.clone();
+            async move {
+                let given = req
+                    .headers()
+                    .get(hyper::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "));
+                if given == Some(&*token) {
+                    next.run(req).await
+                } else {
+                    fail(
+                        StatusCode::UNAUTHORIZED,
+                        "missing or wrong bearer token".into(),
+                    )
+                }
+            }
+        },
+    ))
 }

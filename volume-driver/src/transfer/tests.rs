@@ -17,11 +17,11 @@ async fn serve_router(r: axum::Router) -> String {
 }
 
 async fn serve_layout(root: &Path) -> String {
-    serve_router(router(Arc::new(Layout::new(root)))).await
+    serve_router(router(Arc::new(Layout::new(root)), &opts())).await
 }
 
-fn opts() -> PullOptions {
-    PullOptions::default()
+fn opts() -> TransferOptions {
+    TransferOptions::default()
 }
 
 /// Sets `p`'s mtime back to what `like` says, as a careless restore tool would.
@@ -170,7 +170,7 @@ async fn a_stream_cut_mid_file_resumes_without_recopying() {
     }
     let before = manifest(&sd).expect("m");
     // A source that dies 5000 bytes before the end of its stream: in the middle of file c.
-    let r = router(Arc::new(Layout::new(src.path()))).layer(middleware::from_fn(
+    let r = router(Arc::new(Layout::new(src.path())), &opts()).layer(middleware::from_fn(
         |req: Request, next: Next| async move {
             let streaming = req.uri().path().ends_with("/stream");
             let resp = next.run(req).await;
@@ -234,8 +234,9 @@ async fn a_rate_limit_bounds_throughput() {
     std::fs::write(sd.join("f"), vec![1u8; 1 << 20]).expect("w");
     let addr = serve_layout(src.path()).await;
     let t = std::time::Instant::now();
-    let o = PullOptions {
+    let o = TransferOptions {
         rate_limit: Some(4 << 20),
+        ..TransferOptions::default()
     };
     pull(&addr, ID, None, &Layout::new(dst.path()), &o)
         .await
@@ -277,4 +278,39 @@ async fn a_copy_that_is_not_the_newest_is_never_a_source() {
     pull(&addr, ID, Some(2), &dl, &opts())
         .await
         .expect("the copy of epoch 2");
+}
+
+#[tokio::test]
+async fn a_token_guarded_source_serves_only_its_holders() {
+    let src = tempfile::tempdir().expect("tmp");
+    let dst = tempfile::tempdir().expect("tmp");
+    let sd = Layout::new(src.path()).data_dir(ID);
+    std::fs::create_dir_all(&sd).expect("mkdir");
+    std::fs::write(sd.join("f"), b"secret data").expect("w");
+    let guarded = TransferOptions {
+        token: Some("s3".into()),
+        ..opts()
+    };
+    let r = router(Arc::new(Layout::new(src.path())), &guarded);
+    let addr = serve_router(r).await;
+    let dl = Layout::new(dst.path());
+    let e = pull(&addr, ID, None, &dl, &opts())
+        .await
+        .expect_err("no token");
+    assert!(e.to_string().contains("401"), "{e}");
+    let wrong = TransferOptions {
+        token: Some("guess".into()),
+        ..opts()
+    };
+    let e = pull(&addr, ID, None, &dl, &wrong).await.expect_err("wrong");
+    assert!(e.to_string().contains("401"), "{e}");
+    let right = TransferOptions {
+        token: Some("s3".into()),
+        ..opts()
+    };
+    pull(&addr, ID, None, &dl, &right).await.expect("holder");
+    assert_eq!(
+        std::fs::read(dl.data_dir(ID).join("f")).expect("r"),
+        b"secret data"
+    );
 }

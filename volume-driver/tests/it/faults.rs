@@ -3,7 +3,8 @@
 //! whole verified files, and the move completes by resuming once the dead agent is back.
 //!
 //! Both agents run with `--transfer-rate 4MiB` so a move of a few MiB takes long enough to be
-//! interrupted on purpose, on any machine.
+//! interrupted on purpose, on any machine. The first test's cluster also runs with a bearer
+//! token, which agents present to each other's transfer endpoints.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -44,7 +45,7 @@ fn move_to(t: &TwoNodes, id: &str, node: &str) {
         &t.control,
         "POST",
         &format!("/v1/configuration/datasets/{id}"),
-        &[],
+        &t.headers(),
         &body,
     );
     assert_eq!(st, 200, "{v}");
@@ -101,7 +102,7 @@ fn only_whole_files(dest: &Path, source: &transfer::Manifest) -> BTreeMap<String
 
 #[test]
 fn agents_killed_mid_transfer_resume_and_never_touch_the_source() {
-    let mut t = TwoNodes::start_with(&["--transfer-rate", "4MiB"]);
+    let mut t = TwoNodes::start_with(&["--transfer-rate", "4MiB"], false);
     ok(&t
         .a
         .call("/VolumeDriver.Create", r#"{"Name":"big","Opts":{}}"#));
@@ -198,7 +199,7 @@ fn agents_killed_mid_transfer_resume_and_never_touch_the_source() {
 
 #[test]
 fn moving_back_from_a_node_that_died_mid_pull_keeps_every_byte() {
-    let mut t = TwoNodes::start_with(&["--transfer-rate", "4MiB"]);
+    let mut t = TwoNodes::start_with(&["--transfer-rate", "4MiB"], false);
     ok(&t
         .a
         .call("/VolumeDriver.Create", r#"{"Name":"back","Opts":{}}"#));

@@ -240,6 +240,8 @@ pub fn api(
 /// A temp dir, two agents (nodes A and B) with separate data roots and one shared root.
 pub struct TwoNodes {
     _dir: tempfile::TempDir,
+    /// `Bearer …` when the cluster runs with a token.
+    pub auth: Option<String>,
     pub control: ControlSvc,
     pub a: AgentSvc,
     pub b: AgentSvc,
@@ -258,13 +260,23 @@ pub fn unique(prefix: &str) -> String {
 
 impl TwoNodes {
     pub fn start() -> TwoNodes {
-        Self::start_with(&[])
+        Self::start_with(&[], false)
     }
 
-    /// Both agents get `extra` arguments.
-    pub fn start_with(extra: &[&str]) -> TwoNodes {
+    /// Both agents get `extra` arguments; `secure` gives the control service and both agents
+    /// one bearer token (so agent-to-agent transfers need it too).
+    pub fn start_with(extra: &[&str], secure: bool) -> TwoNodes {
         let dir = tempfile::tempdir().expect("tmp");
-        let control = ControlSvc::start(&dir.path().join("state"), None);
+        let token = dir.path().join("token");
+        std::fs::write(&token, "cluster-s3cret\n").expect("token file");
+        let control =
+            ControlSvc::start(&dir.path().join("state"), secure.then_some(token.as_path()));
+        let token_arg = token.display().to_string();
+        let mut extra: Vec<&str> = extra.to_vec();
+        if secure {
+            extra.extend(["--token-file", &token_arg]);
+        }
+        let extra = &extra[..];
         let (sa, sb) = (dir.path().join("a.sock"), dir.path().join("b.sock"));
         let shared = dir.path().join("shared");
         let a = AgentSvc::start(
@@ -285,15 +297,31 @@ impl TwoNodes {
         );
         TwoNodes {
             _dir: dir,
+            auth: secure.then(|| "Bearer cluster-s3cret".to_string()),
             control,
             a,
             b,
         }
     }
 
+    /// Headers every control API call of a test needs.
+    pub fn headers(&self) -> Vec<(&str, &str)> {
+        self.auth
+            .as_deref()
+            .map(|a| ("authorization", a))
+            .into_iter()
+            .collect()
+    }
+
     /// The dataset configuration named `name`.
     pub fn dataset(&self, name: &str) -> Value {
-        let (_, _, v) = api(&self.control, "GET", "/v1/configuration/datasets", &[], "");
+        let (_, _, v) = api(
+            &self.control,
+            "GET",
+            "/v1/configuration/datasets",
+            &self.headers(),
+            "",
+        );
         v.as_array()
             .expect("list")
             .iter()
