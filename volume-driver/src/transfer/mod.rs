@@ -49,6 +49,13 @@ pub struct FileEntry {
     pub blake3: Option<String>,
 }
 
+/// A symbolic link in a manifest, copied as a link (its target is data, never followed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkEntry {
+    pub path: String,
+    pub target: String,
+}
+
 /// What a dataset holds, as its source sees it. Parents precede their children in `dirs`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -58,6 +65,18 @@ pub struct Manifest {
     pub epoch: Option<u64>,
     pub dirs: Vec<String>,
     pub files: Vec<FileEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<LinkEntry>,
+}
+
+impl Manifest {
+    /// Every path the dataset has: directories, files and links.
+    pub fn paths(&self) -> impl Iterator<Item = &String> {
+        self.dirs
+            .iter()
+            .chain(self.files.iter().map(|f| &f.path))
+            .chain(self.links.iter().map(|l| &l.path))
+    }
 }
 
 /// A failed transfer.
@@ -150,8 +169,8 @@ fn mode(m: &std::fs::Metadata) -> u32 {
     m.permissions().mode() & 0o7777
 }
 
-/// Walks `root` by `stat` alone, filling digests the `cache` vouches for (symlinks and special
-/// files are skipped with a log line).
+/// Walks `root` by `stat` alone (never following a link), filling digests the `cache` vouches
+/// for. Special files (sockets, devices, FIFOs) are skipped with a log line.
 pub fn scan(root: &Path, cache: Option<&HashCache>) -> Result<Manifest, TransferError> {
     let mut m = Manifest::default();
     let mut stack = vec![PathBuf::new()];
@@ -180,8 +199,16 @@ pub fn scan(root: &Path, cache: Option<&HashCache>) -> Result<Manifest, Transfer
                     mtime_ns: mtime_ns(&md),
                     mode: mode(&md),
                 });
+            } else if md.is_symlink() {
+                let target = std::fs::read_link(e.path()).map_err(io(&e.path()))?;
+                match target.into_os_string().into_string() {
+                    Ok(target) => m.links.push(LinkEntry { path: rs, target }),
+                    Err(_) => {
+                        tracing::warn!(path = %rs, "skipping a link whose target is not UTF-8")
+                    }
+                }
             } else {
-                tracing::warn!(path = %rs, "skipping non-regular file in transfer");
+                tracing::warn!(path = %rs, "skipping special file in transfer");
             }
         }
     }

@@ -77,7 +77,7 @@ pub async fn pull(
             want,
         });
     }
-    for p in m.dirs.iter().chain(m.files.iter().map(|f| &f.path)) {
+    for p in m.paths() {
         if !safe_rel(p) {
             return Err(TransferError::UnsafePath(p.clone()));
         }
@@ -180,12 +180,7 @@ pub async fn pull(
         });
         let want: BTreeSet<String> = paths.iter().map(|p| p.to_string()).collect();
         let (d, rate) = (dest.clone(), opts.rate_limit);
-        let taken: BTreeSet<String> = m
-            .dirs
-            .iter()
-            .chain(m.files.iter().map(|f| &f.path))
-            .cloned()
-            .collect();
+        let taken: BTreeSet<String> = m.paths().cloned().collect();
         let got = blocking(move || {
             let mut r = ChannelReader {
                 rx,
@@ -204,6 +199,7 @@ pub async fn pull(
     // Step 4.
     let d = dest.clone();
     stats.removed = blocking(move || {
+        place_links(&d, &m)?;
         let removed = prune(&d, &m)?;
         let f = std::fs::File::open(&d).map_err(io(&d))?;
         rustix::fs::syncfs(&f).map_err(|e| TransferError::Io {
@@ -445,14 +441,30 @@ fn start_writeback(f: &std::fs::File, offset: u64, len: u64) {
     }
 }
 
+/// Makes each of the source's links, last, so no write of this pull can pass through one (and
+/// the directories files landed in were made real ones first).
+fn place_links(dest: &Path, m: &Manifest) -> Result<(), TransferError> {
+    for l in &m.links {
+        let p = dest.join(&l.path);
+        match std::fs::symlink_metadata(&p) {
+            Ok(md) if md.is_symlink() => {
+                if std::fs::read_link(&p).is_ok_and(|t| t.as_os_str() == l.target.as_str()) {
+                    continue;
+                }
+                std::fs::remove_file(&p).map_err(io(&p))?;
+            }
+            Ok(md) if md.is_dir() => std::fs::remove_dir_all(&p).map_err(io(&p))?,
+            Ok(_) => std::fs::remove_file(&p).map_err(io(&p))?,
+            Err(_) => {}
+        }
+        std::os::unix::fs::symlink(&l.target, &p).map_err(io(&p))?;
+    }
+    Ok(())
+}
+
 /// Removes what the source no longer has (only after every file arrived).
 fn prune(dest: &Path, m: &Manifest) -> Result<u64, TransferError> {
-    let keep: BTreeSet<&str> = m
-        .dirs
-        .iter()
-        .chain(m.files.iter().map(|f| &f.path))
-        .map(String::as_str)
-        .collect();
+    let keep: BTreeSet<&str> = m.paths().map(String::as_str).collect();
     let local = local_paths(dest)?;
     let mut removed = 0;
     for rel in local.iter().rev() {

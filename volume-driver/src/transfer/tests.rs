@@ -114,7 +114,7 @@ async fn failure_leaves_source_intact_and_rejects_unsafe_paths() {
 }
 
 #[tokio::test]
-async fn symlinks_never_lead_outside_the_dataset() {
+async fn links_are_copied_as_links_and_never_followed() {
     let src = tempfile::tempdir().expect("tmp");
     let dst = tempfile::tempdir().expect("tmp");
     let outside = tempfile::tempdir().expect("tmp");
@@ -149,10 +149,26 @@ async fn symlinks_never_lead_outside_the_dataset() {
         std::fs::read(dl.data_dir(ID).join("conf/app")).expect("r"),
         b"real"
     );
-    assert!(
-        !dl.data_dir(ID).join("escape").exists(),
-        "links are not copied"
+    // Links are copied as links, their targets untouched and unread.
+    assert_eq!(
+        std::fs::read_link(dl.data_dir(ID).join("escape")).expect("a link"),
+        outside.path()
     );
+    assert_eq!(
+        scan(&dl.data_dir(ID), None).expect("m"),
+        scan(&sd, None).expect("m")
+    );
+    // A link retargeted, and one where the source now has a directory, are both redone.
+    std::fs::remove_file(sd.join("escape")).expect("rm");
+    std::os::unix::fs::symlink("conf/app", sd.join("escape")).expect("link");
+    std::fs::remove_dir_all(sd.join("conf")).expect("rm");
+    std::os::unix::fs::symlink("elsewhere", sd.join("conf")).expect("link");
+    pull(&addr, ID, None, &dl, &opts()).await.expect("pull");
+    assert_eq!(
+        scan(&dl.data_dir(ID), None).expect("m"),
+        scan(&sd, None).expect("m")
+    );
+    assert!(!outside.path().join("app").exists());
 }
 
 #[tokio::test]
