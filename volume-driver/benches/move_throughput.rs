@@ -173,6 +173,8 @@ fn main() {
     for _ in 0..REPS {
         cps.push(time_cp(&sd, &cp_dst));
         dst.remove(ID).expect("clear destination");
+        // A cold move: the source has hashed nothing yet either.
+        let _ = std::fs::remove_file(src.hash_cache(ID));
         let (t, copied) = time_pull(&rt, &addr, &dst);
         assert!(copied > 0);
         fulls.push(t);

@@ -330,3 +330,38 @@ async fn a_token_guarded_source_serves_only_its_holders() {
         b"secret data"
     );
 }
+
+#[tokio::test]
+async fn bytes_that_no_longer_match_the_sources_record_are_refused() {
+    let src = tempfile::tempdir().expect("tmp");
+    let dst = tempfile::tempdir().expect("tmp");
+    let sl = Layout::new(src.path());
+    let sd = sl.data_dir(ID);
+    std::fs::create_dir_all(&sd).expect("mkdir");
+    std::fs::write(sd.join("f"), b"what was written").expect("w");
+    // The source recorded a digest for the file as it stands, but the bytes on disk no longer
+    // hash to it (bit rot, or a write that bypassed the file system): the move must not
+    // propagate them silently.
+    let mut c = HashCache::load(&sl.hash_cache(ID));
+    let key = StatKey::of(&std::fs::metadata(sd.join("f")).expect("md"));
+    c.put(
+        "f",
+        key,
+        blake3::hash(b"what was recorded").to_hex().to_string(),
+    );
+    c.save().expect("save");
+    let addr = serve_layout(src.path()).await;
+    let dl = Layout::new(dst.path());
+    let e = pull(&addr, ID, None, &dl, &opts())
+        .await
+        .expect_err("mismatch");
+    assert!(
+        matches!(&e, TransferError::Checksum { path, .. } if path == "f"),
+        "{}",
+        chain(&e)
+    );
+    assert!(
+        !dl.data_dir(ID).join("f").exists(),
+        "nothing unverified in place"
+    );
+}
