@@ -66,13 +66,19 @@ fn dataset_dir(layout: &Layout, id: &str) -> Result<PathBuf, Refusal> {
     Ok(d)
 }
 
-fn check_paths(paths: &[String]) -> Result<(), Refusal> {
+/// The layout and data directory a request for `paths` of dataset `id` reads from.
+fn requested<'a>(
+    s: &'a Source,
+    id: &str,
+    paths: &[String],
+) -> Result<(&'a Layout, PathBuf), Refusal> {
+    let dir = dataset_dir(&s.layout, id)?;
     match paths.iter().find(|p| !safe_rel(p)) {
         Some(p) => Err(Refusal(
             StatusCode::BAD_REQUEST,
             format!("unsafe path {p:?}"),
         )),
-        None => Ok(()),
+        None => Ok((&s.layout, dir)),
     }
 }
 
@@ -134,9 +140,8 @@ async fn post_hashes(
     AxPath(id): AxPath<String>,
     axum::Json(paths): axum::Json<Vec<String>>,
 ) -> Response {
-    let l = &s.layout;
-    let dir = match dataset_dir(l, &id).and_then(|d| check_paths(&paths).map(|()| d)) {
-        Ok(d) => d,
+    let (l, dir) = match requested(&s, &id, &paths) {
+        Ok(x) => x,
         Err(r) => return r.into_response(),
     };
     let cache_file = l.hash_cache(&id);
@@ -328,9 +333,8 @@ async fn post_stream(
     AxPath(id): AxPath<String>,
     axum::Json(paths): axum::Json<Vec<String>>,
 ) -> Response {
-    let l = &s.layout;
-    let dir = match dataset_dir(l, &id).and_then(|d| check_paths(&paths).map(|()| d)) {
-        Ok(d) => d,
+    let (l, dir) = match requested(&s, &id, &paths) {
+        Ok(x) => x,
         Err(r) => return r.into_response(),
     };
     let (tx, rx) = mpsc::channel::<Chunk>(8);

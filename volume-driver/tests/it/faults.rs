@@ -9,12 +9,12 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_volume::transfer;
 use serde_json::{Value, json};
 
-use crate::support::{TwoNodes, api};
+use crate::support::{TwoNodes, api, wait_until};
 
 const FILES: usize = 24;
 const FILE_BYTES: usize = 1 << 20;
@@ -74,12 +74,35 @@ fn epoch_on(root: &Path, id: &str) -> Option<u64> {
         .ok()
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
+fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    wait_until(what, Duration::from_secs(60), f);
+}
+
+/// A rate-limited two-node cluster with volume `name` on A holding `FILES` files, unmounted.
+struct Setup {
+    t: TwoNodes,
+    /// A's mountpoint.
+    mp_a: PathBuf,
+    id: String,
+    /// What A holds.
+    on_a: transfer::Manifest,
+}
+
+fn setup(name: &str, secure: bool) -> Setup {
+    let t = TwoNodes::start_with(&["--transfer-rate", "4MiB"], secure);
+    ok(&t.a.call(
+        "/VolumeDriver.Create",
+        &json!({"Name": name, "Opts": {}}).to_string(),
+    ));
+    let mp_a = mount(&t.a, name, "c1");
+    write_files(&mp_a, "a", FILES);
+    unmount(&t.a, name, "c1");
+    let id = t.dataset(name)["dataset_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let on_a = transfer::manifest(&mp_a).expect("source manifest");
+    Setup { t, mp_a, id, on_a }
 }
 
 /// Every file the receiver holds is whole and byte-equal to the source's; returns their inodes.
@@ -102,18 +125,12 @@ fn only_whole_files(dest: &Path, source: &transfer::Manifest) -> BTreeMap<String
 
 #[test]
 fn agents_killed_mid_transfer_resume_and_never_touch_the_source() {
-    let mut t = TwoNodes::start_with(&["--transfer-rate", "4MiB"], false);
-    ok(&t
-        .a
-        .call("/VolumeDriver.Create", r#"{"Name":"big","Opts":{}}"#));
-    let mp_a = mount(&t.a, "big", "c1");
-    write_files(&mp_a, "a", FILES);
-    unmount(&t.a, "big", "c1");
-    let id = t.dataset("big")["dataset_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let on_a = transfer::manifest(&mp_a).expect("source manifest");
+    let Setup {
+        mut t,
+        mp_a,
+        id,
+        on_a,
+    } = setup("big", true);
 
     // 1. The receiver dies. B starts pulling by itself (its reconcile pass) once it is primary.
     move_to(&t, &id, "node-b");
@@ -199,18 +216,12 @@ fn agents_killed_mid_transfer_resume_and_never_touch_the_source() {
 
 #[test]
 fn moving_back_from_a_node_that_died_mid_pull_keeps_every_byte() {
-    let mut t = TwoNodes::start_with(&["--transfer-rate", "4MiB"], false);
-    ok(&t
-        .a
-        .call("/VolumeDriver.Create", r#"{"Name":"back","Opts":{}}"#));
-    let mp_a = mount(&t.a, "back", "c1");
-    write_files(&mp_a, "a", FILES);
-    unmount(&t.a, "back", "c1");
-    let id = t.dataset("back")["dataset_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let on_a = transfer::manifest(&mp_a).expect("source manifest");
+    let Setup {
+        mut t,
+        mp_a,
+        id,
+        on_a,
+    } = setup("back", false);
     move_to(&t, &id, "node-b");
     let dest_b = data_dir(&t.b.data_root, &id);
     wait_for("B to start landing files", || {

@@ -52,8 +52,9 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+/// Polls `f` until it holds; fails the test naming `what` after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
@@ -98,7 +99,7 @@ impl ControlSvc {
             args.extend(["--token-file".into(), t.display().to_string()]);
         }
         let proc = spawn(&args);
-        wait_until("control port", || {
+        wait_until("control port", Duration::from_secs(20), || {
             std::net::TcpStream::connect(&addr).is_ok()
         });
         ControlSvc { proc, addr }
@@ -154,7 +155,9 @@ impl AgentSvc {
         let mut args = args.to_vec();
         args.extend(["--listen".into(), format!("127.0.0.1:{}", free_port())]);
         let proc = spawn(&args);
-        wait_until("agent socket", || UnixStream::connect(socket).is_ok());
+        wait_until("agent socket", Duration::from_secs(20), || {
+            UnixStream::connect(socket).is_ok()
+        });
         proc
     }
 
