@@ -1,5 +1,5 @@
 //! Move throughput of a `local` dataset: the real transfer endpoint and puller over loopback HTTP
-//! against a raw `cp -a` of the same files on the same disk, then an incremental move after 1 %
+//! against a raw `cp -a` of the same files on the same disk, then an incremental move after ~1 %
 //! of the bytes changed. A bench binary, not criterion: one full move of 1 GiB takes seconds, so
 //! a few timed repetitions say more than criterion's statistics would. cp and the move alternate
 //! and the headline is the median of their per-pair ratios, because a shared disk's speed swings
@@ -7,7 +7,8 @@
 //! Both ends of the move share this machine's cores here; on two nodes each has its own.
 //!
 //! `cargo bench -p berth-volume --bench move_throughput` (env `BERTH_BENCH_MIB`, default 1024,
-//! scales the data; `BERTH_BENCH_DIR` picks the disk, default the system temp dir's).
+//! scales the data; `BERTH_BENCH_DIR` picks the disk, default the system temp dir's;
+//! `BERTH_BENCH_REPS`, default 5, the pairs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,7 +20,6 @@ use berth_volume::transfer;
 
 const ID: &str = "5e1f0c2a-9b7d-4c3e-8a6f-0d1e2f3a4b5c";
 const MIB: usize = 1 << 20;
-const REPS: usize = 5;
 
 /// Deterministic incompressible bytes, so neither side can win on zero pages or sparse files.
 fn fill(buf: &mut [u8], seed: u64) {
@@ -137,6 +137,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1024);
+    let reps: usize = std::env::var("BERTH_BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(5);
     let base = std::env::var_os("BERTH_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
@@ -170,7 +175,7 @@ fn main() {
     // cp and the move alternate, so a slow spell of a shared disk hits both alike.
     let cp_dst = tmp.path().join("cp");
     let (mut cps, mut fulls) = (Vec::new(), Vec::new());
-    for _ in 0..REPS {
+    for _ in 0..reps {
         cps.push(time_cp(&sd, &cp_dst));
         dst.remove(ID).expect("clear destination");
         // A cold move: the source has hashed nothing yet either.
@@ -192,13 +197,13 @@ fn main() {
         "the move must reproduce the source exactly"
     );
 
-    // Change ~1 % of the bytes: rewrite every 24th medium file and every 96th small file.
+    // Change ~1 % of the bytes: rewrite every 32nd medium file and every 96th small file.
     let mut changed = 0u64;
     let mut incs = Vec::new();
     let mut inc_copied = 0;
-    for rep in 0..REPS {
+    for rep in 0..reps {
         let mut seed = 1_000_000 + rep as u64 * 10_000;
-        for p in mids.iter().step_by(24).chain(smalls.iter().step_by(96)) {
+        for p in mids.iter().step_by(32).chain(smalls.iter().step_by(96)) {
             let mut b = std::fs::read(p).expect("read");
             seed += 1;
             fill(&mut b, seed);
@@ -219,7 +224,7 @@ fn main() {
 
     let inc = best(&incs);
     let mibs = |d: Duration| bytes as f64 / MIB as f64 / d.as_secs_f64();
-    println!("best of {REPS}, each including a final `sync` (its share in brackets):");
+    println!("best of {reps}, each including a final `sync` (its share in brackets):");
     println!(
         "cp -a            {:>8.3} s [{:.3} s]  {:>7.1} MiB/s",
         cp.total.as_secs_f64(),

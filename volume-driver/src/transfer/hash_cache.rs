@@ -8,7 +8,6 @@
 //! independently of it.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -115,8 +114,8 @@ impl HashCache {
         self.entries.is_empty()
     }
 
-    /// Writes the cache if it changed: a temp file, fsynced, renamed over the old one, so a
-    /// crash leaves either the old cache or the new one.
+    /// Writes the cache if it changed: a temp file renamed over the old one, so a reader sees
+    /// either the old cache or the new one.
     pub fn save(&mut self) -> std::io::Result<()> {
         if !self.dirty {
             return Ok(());
@@ -134,10 +133,9 @@ impl HashCache {
         let tmp = self
             .file
             .with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&body)?;
-        f.sync_all()?;
-        drop(f);
+        // No fsync: the data the entries describe was synced before they were recorded, the
+        // rename is atomic, and a cache lost to a crash only costs a re-hash.
+        std::fs::write(&tmp, &body)?;
         std::fs::rename(&tmp, &self.file)?;
         self.dirty = false;
         Ok(())

@@ -119,18 +119,18 @@ pub async fn pull(
         serde_json::from_slice(&r.body).map_err(|e| TransferError::Manifest(e.to_string()))?
     };
     let mut fetch = std::mem::take(&mut plan.fetch);
-    let mut keep = Vec::new();
+    let mut kept = 0u64;
     for (i, local) in std::mem::take(&mut plan.candidates) {
         let f = &m.files[i];
         match f.blake3.as_ref().or_else(|| source_hashes.get(&f.path)) {
-            Some(h) if *h == local => keep.push((i, local)),
+            Some(h) if *h == local => kept += 1,
             _ => fetch.push(i),
         }
     }
     fetch.sort_unstable();
     let mut stats = PullStats {
         hashed: plan.hashed,
-        skipped: keep.len() as u64,
+        skipped: kept,
         ..PullStats::default()
     };
 
@@ -209,10 +209,8 @@ pub async fn pull(
         let mut cache = plan.cache;
         let known: BTreeSet<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
         cache.retain(|p| known.contains(p));
-        let digests = landed
-            .into_iter()
-            .chain(keep.into_iter().map(|(i, h)| (m.files[i].path.clone(), h)));
-        for (p, h) in digests {
+        // Kept files' entries were settled in step 2; only what landed is new.
+        for (p, h) in landed {
             if let Ok(md) = std::fs::symlink_metadata(d.join(&p)) {
                 cache.put(&p, StatKey::of(&md), h);
             }
@@ -283,6 +281,9 @@ impl Plan {
                         use std::os::unix::fs::PermissionsExt;
                         std::fs::set_permissions(&local, std::fs::Permissions::from_mode(f.mode))
                             .map_err(io(&local))?;
+                        // The chmod moved ctime; the bytes, and so the digest, are the same.
+                        let md = std::fs::symlink_metadata(&local).map_err(io(&local))?;
+                        plan.cache.put(&f.path, StatKey::of(&md), h.clone());
                     }
                     plan.candidates.push((i, h));
                 }

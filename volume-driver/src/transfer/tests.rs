@@ -365,3 +365,28 @@ async fn bytes_that_no_longer_match_the_sources_record_are_refused() {
         "nothing unverified in place"
     );
 }
+
+#[tokio::test]
+async fn a_mode_change_moves_no_bytes_and_keeps_the_cache_warm() {
+    use std::os::unix::fs::PermissionsExt;
+    let src = tempfile::tempdir().expect("tmp");
+    let dst = tempfile::tempdir().expect("tmp");
+    let sd = Layout::new(src.path()).data_dir(ID);
+    std::fs::create_dir_all(&sd).expect("mkdir");
+    std::fs::write(sd.join("run.sh"), b"#!/bin/sh\n").expect("w");
+    let addr = serve_layout(src.path()).await;
+    let dl = Layout::new(dst.path());
+    pull(&addr, ID, None, &dl, &opts()).await.expect("pull");
+    std::fs::set_permissions(sd.join("run.sh"), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    let s = pull(&addr, ID, None, &dl, &opts()).await.expect("pull");
+    assert_eq!(
+        (s.copied, s.skipped),
+        (0, 1),
+        "same bytes: only the mode changes"
+    );
+    let md = std::fs::metadata(dl.data_dir(ID).join("run.sh")).expect("md");
+    assert_eq!(md.permissions().mode() & 0o7777, 0o755);
+    let s = pull(&addr, ID, None, &dl, &opts()).await.expect("pull");
+    assert_eq!(s.hashed, 0, "the chmod did not cost a later re-hash");
+}
