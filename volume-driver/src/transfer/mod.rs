@@ -102,6 +102,8 @@ pub enum TransferError {
     UnsafePath(String),
     #[error("transfer stream broken")]
     Stream(#[source] wire::WireError),
+    #[error("transfer worker failed: {0}")]
+    Worker(String),
     #[error("source agent stopped the stream: {0}")]
     Source(String),
     #[error(

@@ -229,7 +229,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, TransferError> {
     tokio::task::spawn_blocking(f)
         .await
-        .unwrap_or_else(|e| Err(TransferError::Manifest(format!("worker failed: {e}"))))
+        .unwrap_or_else(|e| Err(TransferError::Worker(e.to_string())))
 }
 
 /// What step 2 decided.

@@ -66,19 +66,15 @@ fn dataset_dir(layout: &Layout, id: &str) -> Result<PathBuf, Refusal> {
     Ok(d)
 }
 
-/// The layout and data directory a request for `paths` of dataset `id` reads from.
-fn requested<'a>(
-    s: &'a Source,
-    id: &str,
-    paths: &[String],
-) -> Result<(&'a Layout, PathBuf), Refusal> {
+/// The data directory and hash-cache file a request for `paths` of dataset `id` works on.
+fn requested(s: &Source, id: &str, paths: &[String]) -> Result<(PathBuf, PathBuf), Refusal> {
     let dir = dataset_dir(&s.layout, id)?;
     match paths.iter().find(|p| !safe_rel(p)) {
         Some(p) => Err(Refusal(
             StatusCode::BAD_REQUEST,
             format!("unsafe path {p:?}"),
         )),
-        None => Ok((&s.layout, dir)),
+        None => Ok((dir, s.layout.hash_cache(id))),
     }
 }
 
@@ -140,11 +136,10 @@ async fn post_hashes(
     AxPath(id): AxPath<String>,
     axum::Json(paths): axum::Json<Vec<String>>,
 ) -> Response {
-    let (l, dir) = match requested(&s, &id, &paths) {
+    let (dir, cache_file) = match requested(&s, &id, &paths) {
         Ok(x) => x,
         Err(r) => return r.into_response(),
     };
-    let cache_file = l.hash_cache(&id);
     let work = move || {
         let mut cache = HashCache::load(&cache_file);
         let mut out = BTreeMap::new();
@@ -333,12 +328,11 @@ async fn post_stream(
     AxPath(id): AxPath<String>,
     axum::Json(paths): axum::Json<Vec<String>>,
 ) -> Response {
-    let (l, dir) = match requested(&s, &id, &paths) {
+    let (dir, cache_file) = match requested(&s, &id, &paths) {
         Ok(x) => x,
         Err(r) => return r.into_response(),
     };
     let (tx, rx) = mpsc::channel::<Chunk>(8);
-    let cache_file = l.hash_cache(&id);
     let rate = s.rate;
     tokio::task::spawn_blocking(move || produce(dir, cache_file, paths, rate, tx));
     let body =
