@@ -322,18 +322,10 @@ fn parse_topology(item: &str) -> Result<TopologySpread, String> {
     })
 }
 
-/// Accepts `90`, `90s`, `5m`, `1h`.
+/// Accepts `90`, `90s`, `5m`, `1h`, `1h30m`: Berth's one reading of durations (`berth_units`), in
+/// whole seconds.
 pub fn parse_duration_secs(v: &str) -> Result<u64, String> {
-    let (num, mult) = match v.as_bytes().last() {
-        Some(b's') => (&v[..v.len() - 1], 1),
-        Some(b'm') => (&v[..v.len() - 1], 60),
-        Some(b'h') => (&v[..v.len() - 1], 3600),
-        _ => (v, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| "expected a duration such as 30s, 5m or 1h".to_string())
+    berth_units::parse_duration_secs(v).map_err(|e| e.to_string())
 }
 
 /// Docker's volume name rule (`[a-zA-Z0-9][a-zA-Z0-9_.-]+`), checked early so a bad
