@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
 
+use berth_scheduler::constraint::{ConstraintError, parse_all};
 use berth_scheduler::ingest;
 use berth_scheduler::model::Cluster;
+use berth_scheduler::model::LabelError;
 use berth_scheduler::schedule::PlanError;
 
 use super::Input;
@@ -18,6 +20,8 @@ pub struct Loaded {
     services: PathBuf,
     tasks: Option<PathBuf>,
     datasets: Option<PathBuf>,
+    /// The text of the services file, to point at the line of a bad label or constraint.
+    services_text: String,
 }
 
 fn read(path: &Path) -> Result<(String, String)> {
@@ -27,6 +31,12 @@ fn read(path: &Path) -> Result<(String, String)> {
 }
 
 pub fn load(input: &Input) -> Result<Loaded> {
+    let loaded = load_files(input)?;
+    loaded.warn();
+    Ok(loaded)
+}
+
+fn load_files(input: &Input) -> Result<Loaded> {
     if let Some(path) = &input.cluster {
         let (name, text) = read(path)?;
         let mut cluster = ingest::cluster(&name, &text)?;
@@ -44,6 +54,7 @@ pub fn load(input: &Input) -> Result<Loaded> {
             services: path.clone(),
             tasks: input.tasks.clone().or_else(|| Some(path.clone())),
             datasets: input.datasets.clone().or_else(|| Some(path.clone())),
+            services_text: text,
         });
     }
     let nodes_path = input
@@ -56,8 +67,8 @@ pub fn load(input: &Input) -> Result<Loaded> {
         .ok_or_else(|| anyhow!("--services is required"))?;
     let (n, t) = read(&nodes_path)?;
     let nodes = ingest::nodes(&n, &t)?;
-    let (n, t) = read(&services_path)?;
-    let services = ingest::services(&n, &t)?;
+    let (n, services_text) = read(&services_path)?;
+    let services = ingest::services(&n, &services_text)?;
     let mut tasks = Vec::new();
     if let Some(p) = &input.tasks {
         let (n, t) = read(p)?;
@@ -87,12 +98,82 @@ pub fn load(input: &Input) -> Result<Loaded> {
         services: services_path,
         tasks: input.tasks.clone(),
         datasets: input.datasets.clone(),
+        services_text,
     })
 }
 
+/// `line:col` (1-based) of the first `needle` quoted in `text` after the service's quoted name,
+/// else anywhere: the services file gives every label and constraint as a quoted string, the
+/// name first (`Spec.Name` before `Spec.Labels` in Docker's JSON; `name` before `labels` in the
+/// compact form).
+fn locate(text: &str, service: &str, needle: &str) -> Option<(usize, usize)> {
+    let quoted = |s: &str| format!("\"{s}");
+    let after = text.find(&quoted(service)).unwrap_or(0);
+    let at = text[after..]
+        .find(&quoted(needle))
+        .map(|i| after + i)
+        .or_else(|| text.find(&quoted(needle)))?
+        + 1;
+    let line = text[..at].matches('\n').count() + 1;
+    let col = at - text[..at].rfind('\n').map_or(0, |i| i + 1) + 1;
+    Some((line, col))
+}
+
 impl Loaded {
-    /// Prefixes an engine error with the file it came from.
+    /// Warns on stderr about what Swarm would accept silently but almost certainly is a
+    /// mistake: a constraint key Swarm does not know matches no node, so its tasks would stay
+    /// pending (or, already running, never be checked again).
+    fn warn(&self) {
+        for svc in &self.cluster.services {
+            let Ok(constraints) = parse_all(&svc.placement.constraints) else {
+                continue; // a parse error is reported by the plan itself
+            };
+            for c in constraints.iter().filter(|c| !c.is_known_key()) {
+                let hint = c
+                    .suggest_key()
+                    .map(|k| format!("; did you mean `{k}`?"))
+                    .unwrap_or_default();
+                eprintln!(
+                    "berth: warning: {}: service `{}`: constraint `{c}`: Swarm knows no key `{}`, \
+                     so no node matches it{hint}",
+                    self.position(&svc.name, &c.to_string()),
+                    svc.name,
+                    c.key,
+                );
+            }
+        }
+    }
+
+    /// `FILE:LINE:COL` of `needle` in the services file, or the file alone if not found.
+    fn position(&self, service: &str, needle: &str) -> String {
+        let file = self.services.display();
+        match locate(&self.services_text, service, needle) {
+            Some((line, col)) => format!("{file}:{line}:{col}"),
+            None => file.to_string(),
+        }
+    }
+
+    /// Prefixes an engine error with the file it came from, and for a bad label or constraint
+    /// the line and column where it is written.
     pub fn blame(&self, err: &PlanError) -> anyhow::Error {
+        let needle = match err {
+            PlanError::Labels { service, source } => match source {
+                LabelError::Unknown { label } => Some((service, label.clone())),
+                LabelError::Invalid { label, .. } | LabelError::NeedsStateful { label } => {
+                    Some((service, label.to_string()))
+                }
+                LabelError::MissingVolume => None,
+            },
+            PlanError::Constraint { service, source } => match source {
+                ConstraintError::NoOperator { expr }
+                | ConstraintError::InvalidKey { expr, .. }
+                | ConstraintError::InvalidValue { expr, .. } => Some((service, expr.clone())),
+            },
+            _ => None,
+        };
+        if let Some((service, needle)) = needle {
+            return anyhow!("{}: {err}", self.position(service, &needle));
+        }
         let file = match err {
             PlanError::DuplicateNode(_) => Some(&self.nodes),
             PlanError::UnknownService { .. } | PlanError::UnknownNode { .. } if matches!(err, PlanError::UnknownNode { what, .. } if what.starts_with("dataset")) => {
