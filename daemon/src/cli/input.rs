@@ -1,15 +1,17 @@
 //! Reading the input files. The only place the CLI touches the filesystem; parsing itself is
 //! the engine's `ingest` module, so the daemon and the simulator read the same formats.
 
-use std::fs;
+use std::fs::{self, File};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
 
 use berth_scheduler::constraint::{ConstraintError, parse_all};
 use berth_scheduler::ingest;
-use berth_scheduler::model::Cluster;
+use berth_scheduler::ingest::{ArrayReader, IngestError};
 use berth_scheduler::model::LabelError;
+use berth_scheduler::model::{Cluster, Node, Task};
 use berth_scheduler::schedule::PlanError;
 
 use super::Input;
@@ -30,6 +32,54 @@ fn read(path: &Path) -> Result<(String, String)> {
     Ok((path.display().to_string(), text))
 }
 
+/// How much of a file is read at a time: large enough that a 200 MB node list costs few
+/// reads, small enough that it never sits in memory whole.
+const CHUNK: usize = 1 << 20;
+
+/// A file that is either one of Docker's JSON arrays, streamed through `reader` chunk by chunk,
+/// or the compact form, read whole and handed to `whole`.
+fn read_streamed<T>(
+    path: &Path,
+    reader: fn(&str) -> ArrayReader<T>,
+    whole: fn(&str, &str) -> Result<Vec<T>, IngestError>,
+) -> Result<Vec<T>> {
+    let name = path.display().to_string();
+    let cannot = || format!("{name}: cannot read");
+    let mut file = File::open(path).with_context(cannot)?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut head = 0;
+    // The first chunk decides the format.
+    while head < CHUNK {
+        match file.read(&mut buf[head..]).with_context(cannot)? {
+            0 => break,
+            n => head += n,
+        }
+    }
+    if !ingest::is_docker_json(&buf[..head]) {
+        buf.truncate(head);
+        file.read_to_end(&mut buf).with_context(cannot)?;
+        let text = String::from_utf8(buf).with_context(cannot)?;
+        return Ok(whole(&name, &text)?);
+    }
+    let mut r = reader(&name);
+    r.feed(&buf[..head])?;
+    loop {
+        match file.read(&mut buf).with_context(cannot)? {
+            0 => break,
+            n => r.feed(&buf[..n])?,
+        }
+    }
+    Ok(r.finish()?)
+}
+
+fn read_nodes(path: &Path) -> Result<Vec<Node>> {
+    read_streamed(path, ingest::node_reader, ingest::nodes)
+}
+
+fn read_tasks(path: &Path) -> Result<Vec<Task>> {
+    read_streamed(path, ingest::task_reader, ingest::tasks)
+}
+
 pub fn load(input: &Input) -> Result<Loaded> {
     let loaded = load_files(input)?;
     loaded.warn();
@@ -41,8 +91,7 @@ fn load_files(input: &Input) -> Result<Loaded> {
         let (name, text) = read(path)?;
         let mut cluster = ingest::cluster(&name, &text)?;
         if let Some(p) = &input.tasks {
-            let (n, t) = read(p)?;
-            cluster.tasks.extend(ingest::tasks(&n, &t)?);
+            cluster.tasks.extend(read_tasks(p)?);
         }
         if let Some(p) = &input.datasets {
             let (n, t) = read(p)?;
@@ -65,28 +114,20 @@ fn load_files(input: &Input) -> Result<Loaded> {
         .services
         .clone()
         .ok_or_else(|| anyhow!("--services is required"))?;
-    let (n, t) = read(&nodes_path)?;
-    let nodes = ingest::nodes(&n, &t)?;
+    let nodes = read_nodes(&nodes_path)?;
+    // Read whole: its text points errors at the line of a bad label or constraint.
     let (n, services_text) = read(&services_path)?;
     let services = ingest::services(&n, &services_text)?;
     let mut tasks = Vec::new();
     if let Some(p) = &input.tasks {
-        let (n, t) = read(p)?;
-        tasks = ingest::tasks(&n, &t)?;
+        tasks = read_tasks(p)?;
     }
     let mut datasets = Vec::new();
     if let Some(p) = &input.datasets {
         let (n, t) = read(p)?;
         datasets = ingest::datasets(&n, &t)?;
     }
-    // Compact task files name services by name; Docker's name them by ID.
-    for t in &mut tasks {
-        if !services.iter().any(|s| s.id == t.service_id)
-            && let Some(s) = services.iter().find(|s| s.name == t.service_id.0)
-        {
-            t.service_id = s.id.clone();
-        }
-    }
+    ingest::resolve_service_names(&mut tasks, &services);
     Ok(Loaded {
         cluster: Cluster {
             nodes,

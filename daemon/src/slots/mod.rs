@@ -202,8 +202,9 @@ impl Observed {
                 why,
             };
             let Some(own) = replicas(&spec) else {
-                out.invalid
-                    .push(invalid("a stateful template must be a replicated service".into()));
+                out.invalid.push(invalid(
+                    "a stateful template must be a replicated service".into(),
+                ));
                 continue;
             };
             let slots = match labels.get(REPLICAS) {
@@ -406,11 +407,7 @@ pub fn slot_spec(template: &Template, slot: u64, node: &str) -> ServiceSpec {
     let constraints = placement.constraints.get_or_insert_with(Vec::new);
     constraints.retain(|c| !c.replace(' ', "").starts_with("node.id=="));
     constraints.push(format!("node.id=={node}"));
-    if let Some(mounts) = task
-        .container_spec
-        .as_mut()
-        .and_then(|c| c.mounts.as_mut())
-    {
+    if let Some(mounts) = task.container_spec.as_mut().and_then(|c| c.mounts.as_mut()) {
         for m in mounts {
             if let Some(src) = &m.source {
                 m.source = Some(src.replace(SWARM_SLOT, &slot.to_string()));

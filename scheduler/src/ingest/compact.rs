@@ -245,7 +245,8 @@ impl File {
                                     name: name.to_string(),
                                 })
                             })
-                            .collect::<Result<Vec<_>, IngestError>>()?,
+                            .collect::<Result<Vec<_>, IngestError>>()?
+                            .into(),
                     ),
                 };
                 Ok(Node {

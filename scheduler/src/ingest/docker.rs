@@ -3,19 +3,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use bollard_stubs::models as docker;
-use serde::de::DeserializeOwned;
-
-use super::IngestError;
 use crate::model::{
     Availability, EnginePlugin, Mode, Mount, MountType, Node, NodeId, NodeState, Placement,
     Platform, PortConfig, Protocol, PublishMode, Resources, Role, Service, ServiceId, Task,
     TaskState,
 };
-
-fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<Vec<T>, IngestError> {
-    super::json(file, text)
-}
+use bollard_stubs::models as docker;
 
 fn labels(m: Option<HashMap<String, String>>) -> BTreeMap<String, String> {
     m.unwrap_or_default().into_iter().collect()
@@ -51,33 +44,6 @@ fn field(path: &str, why: impl Into<String>) -> FieldError {
         path: path.to_string(),
         why: why.into(),
     }
-}
-
-/// Maps each element of a JSON array through `f`, naming the element in errors.
-fn each<M: DeserializeOwned, T>(
-    file: &str,
-    text: &str,
-    f: fn(M) -> Result<T, FieldError>,
-) -> Result<Vec<T>, IngestError> {
-    let raw: Vec<M> = parse(file, text)?;
-    raw.into_iter()
-        .enumerate()
-        .map(|(i, m)| {
-            f(m).map_err(|e| IngestError::value(file, format!("[{i}].{}", e.path), e.why))
-        })
-        .collect()
-}
-
-pub fn nodes(file: &str, text: &str) -> Result<Vec<Node>, IngestError> {
-    each(file, text, node)
-}
-
-pub fn services(file: &str, text: &str) -> Result<Vec<Service>, IngestError> {
-    each(file, text, service)
-}
-
-pub fn tasks(file: &str, text: &str) -> Result<Vec<Task>, IngestError> {
-    each(file, text, task)
 }
 
 /// One node from the Engine API's typed model (`GET /nodes`, bollard's `list_nodes`): the

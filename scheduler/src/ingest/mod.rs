@@ -1,22 +1,28 @@
 //! Turning what Swarm and operators write into the model: the JSON arrays `docker node
-//! inspect`, `docker service inspect` and the Engine API's `GET /tasks` return (parsed with
-//! `bollard-stubs`' models, so the field names are Docker's own), and a compact TOML (or JSON
-//! object) form for hand-written clusters.
+//! inspect`, `docker service inspect` and the Engine API's `GET /tasks` return (read element
+//! by element as the caller feeds chunks, only the fields placement uses; `bollard-stubs`'
+//! models, whose field names are Docker's own, decide every error), and a compact TOML (or
+//! JSON object) form for hand-written clusters.
 //!
 //! Every error names the file and the field: `nodes.json:1:230: [3].Spec.Role: unknown
 //! variant…`, `services.toml: TOML parse error at line 7, column 1 … unknown field`. Parsing
-//! only — the caller reads the file — so the engine crate stays free of I/O.
+//! only — the caller reads the file and feeds its bytes — so the engine crate stays free of
+//! I/O.
 
 mod compact;
 pub mod docker;
+mod fast;
+mod stream;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeSet;
+pub use stream::ArrayReader;
+
+use std::collections::{HashMap, HashSet};
 
 use thiserror::Error;
 
-use crate::model::{Cluster, Dataset, Node, Service, Task};
+use crate::model::{Cluster, Dataset, Node, Service, ServiceId, Task};
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum IngestError {
@@ -80,6 +86,39 @@ enum Format {
     Toml,
 }
 
+/// Whether a file starting with `head` (its first chunk is enough) is one of Docker's JSON
+/// arrays, to be read with an [`ArrayReader`]; anything else is the compact form.
+pub fn is_docker_json(head: &[u8]) -> bool {
+    let head = match std::str::from_utf8(head) {
+        Ok(s) => s,
+        // Cut inside a character at the chunk's end: the text before it decides.
+        Err(e) => std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or_default(),
+    };
+    matches!(format_of(head), Format::DockerJson)
+}
+
+/// A reader of `docker node inspect` output, fed in chunks.
+pub fn node_reader(file: &str) -> ArrayReader<Node> {
+    ArrayReader::new(file)
+}
+
+/// A reader of the Engine API's `/tasks` output, fed in chunks.
+pub fn task_reader(file: &str) -> ArrayReader<Task> {
+    ArrayReader::new(file)
+}
+
+/// A reader of `docker service inspect` output, fed in chunks.
+pub fn service_reader(file: &str) -> ArrayReader<Service> {
+    ArrayReader::new(file)
+}
+
+/// A whole Docker JSON array held in memory.
+fn docker_array<T: stream::Element>(file: &str, text: &str) -> Result<Vec<T>, IngestError> {
+    let mut r = ArrayReader::new(file);
+    r.feed(text.as_bytes())?;
+    r.finish()
+}
+
 fn format_of(text: &str) -> Format {
     let t = text.trim_start();
     match t.as_bytes().first() {
@@ -115,35 +154,27 @@ fn compact(file: &str, text: &str) -> Result<compact::File, IngestError> {
 /// Nodes from `docker node inspect` JSON or a compact file's `[[nodes]]`.
 pub fn nodes(file: &str, text: &str) -> Result<Vec<Node>, IngestError> {
     let nodes = match format_of(text) {
-        Format::DockerJson => docker::nodes(file, text)?,
+        Format::DockerJson => return docker_array(file, text),
         _ => compact(file, text)?.nodes(file)?,
     };
-    unique(file, "node id", nodes.iter().map(|n| n.id.0.as_str()))?;
+    check_nodes(file, &nodes)?;
     Ok(nodes)
 }
 
-/// Services from `docker service inspect` JSON or a compact file's `[[services]]`.
-pub fn services(file: &str, text: &str) -> Result<Vec<Service>, IngestError> {
-    let services = match format_of(text) {
-        Format::DockerJson => docker::services(file, text)?,
-        _ => compact(file, text)?.services(file)?,
-    };
+fn check_nodes(file: &str, nodes: &[Node]) -> Result<(), IngestError> {
+    unique(file, "node id", nodes.iter().map(|n| n.id.0.as_str()))
+}
+
+fn check_services(file: &str, services: &[Service]) -> Result<(), IngestError> {
     unique(
         file,
         "service name",
         services.iter().map(|s| s.name.as_str()),
     )?;
-    unique(file, "service id", services.iter().map(|s| s.id.0.as_str()))?;
-    Ok(services)
+    unique(file, "service id", services.iter().map(|s| s.id.0.as_str()))
 }
 
-/// Tasks from the Engine API's `/tasks` JSON or a compact file's `[[tasks]]` (which name their
-/// service by name: see [`resolve_service_names`]).
-pub fn tasks(file: &str, text: &str) -> Result<Vec<Task>, IngestError> {
-    let tasks = match format_of(text) {
-        Format::DockerJson => docker::tasks(file, text)?,
-        _ => compact(file, text)?.tasks(file)?,
-    };
+fn check_tasks(file: &str, tasks: &[Task]) -> Result<(), IngestError> {
     unique(
         file,
         "task id",
@@ -151,7 +182,27 @@ pub fn tasks(file: &str, text: &str) -> Result<Vec<Task>, IngestError> {
             .iter()
             .map(|t| t.id.as_str())
             .filter(|id| !id.is_empty()),
-    )?;
+    )
+}
+
+/// Services from `docker service inspect` JSON or a compact file's `[[services]]`.
+pub fn services(file: &str, text: &str) -> Result<Vec<Service>, IngestError> {
+    let services = match format_of(text) {
+        Format::DockerJson => return docker_array(file, text),
+        _ => compact(file, text)?.services(file)?,
+    };
+    check_services(file, &services)?;
+    Ok(services)
+}
+
+/// Tasks from the Engine API's `/tasks` JSON or a compact file's `[[tasks]]` (which name their
+/// service by name: see [`resolve_service_names`]).
+pub fn tasks(file: &str, text: &str) -> Result<Vec<Task>, IngestError> {
+    let tasks = match format_of(text) {
+        Format::DockerJson => return docker_array(file, text),
+        _ => compact(file, text)?.tasks(file)?,
+    };
+    check_tasks(file, &tasks)?;
     Ok(tasks)
 }
 
@@ -206,21 +257,27 @@ pub fn cluster(file: &str, text: &str) -> Result<Cluster, IngestError> {
 /// Compact task files name their service by name; Docker's by ID. Rewrites names to IDs where
 /// a task's service matches no ID but does match a name.
 pub fn resolve_service_names(tasks: &mut [Task], services: &[Service]) {
+    // Indexed once: 100k tasks of 100 services.
+    let ids: HashSet<&str> = services.iter().map(|s| s.id.0.as_str()).collect();
+    let by_name: HashMap<&str, &ServiceId> =
+        services.iter().map(|s| (s.name.as_str(), &s.id)).collect();
     for t in tasks {
-        if !services.iter().any(|s| s.id == t.service_id)
-            && let Some(s) = services.iter().find(|s| s.name == t.service_id.0)
+        if !ids.contains(t.service_id.0.as_str())
+            && let Some(id) = by_name.get(t.service_id.0.as_str())
         {
-            t.service_id = s.id.clone();
+            t.service_id = (*id).clone();
         }
     }
 }
 
+/// The first key given twice, in input order. A hash set (membership only, never iterated):
+/// 100k task IDs.
 fn unique<'a>(
     file: &str,
     what: &str,
     keys: impl Iterator<Item = &'a str>,
 ) -> Result<(), IngestError> {
-    let mut seen = BTreeSet::new();
+    let mut seen = HashSet::new();
     for k in keys {
         if !seen.insert(k) {
             return Err(IngestError::value(

@@ -1,4 +1,5 @@
 use super::*;
+use crate::ingest::stream;
 use crate::model::{Availability, Mode, NodeState, PublishMode, Role, TaskState};
 
 const NODES: &str = include_str!("../../../examples/docker-inspect/nodes.json");
@@ -201,4 +202,118 @@ fn compact_and_docker_forms_of_a_service_agree() {
     );
     let compact = services("services.toml", &text).unwrap();
     assert_eq!(&compact[0], api);
+}
+
+/// What ingest did before it streamed: Docker's whole model of the array, then the mapping.
+fn whole_model<M: serde::de::DeserializeOwned, T>(
+    file: &str,
+    text: &str,
+    f: fn(M) -> Result<T, docker::FieldError>,
+) -> Result<Vec<T>, IngestError> {
+    let raw: Vec<M> = super::json(file, text)?;
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            f(m).map_err(|e| IngestError::value(file, format!("[{i}].{}", e.path), e.why))
+        })
+        .collect()
+}
+
+/// Feeds `text` in chunks of `size` bytes.
+fn chunked<T: stream::Element>(text: &str, size: usize) -> Result<Vec<T>, IngestError> {
+    let mut r = ArrayReader::<T>::new("f.json");
+    for chunk in text.as_bytes().chunks(size) {
+        r.feed(chunk)?;
+    }
+    r.finish()
+}
+
+#[test]
+fn streamed_fast_path_equals_dockers_whole_model() {
+    let want = whole_model("f.json", NODES, docker::node).unwrap();
+    let tasks = whole_model("f.json", TASKS, docker::task).unwrap();
+    let services = whole_model("f.json", SERVICES, docker::service).unwrap();
+    for size in [1, 2, 3, 7, 64, 1000, usize::MAX] {
+        assert_eq!(
+            chunked::<Node>(NODES, size).unwrap(),
+            want,
+            "chunks of {size}"
+        );
+        assert_eq!(
+            chunked::<Task>(TASKS, size).unwrap(),
+            tasks,
+            "chunks of {size}"
+        );
+        assert_eq!(chunked::<Service>(SERVICES, size).unwrap(), services);
+    }
+    // One shared copy of each distinct plugin list.
+    let nodes = nodes("f.json", NODES).unwrap();
+    let lists: Vec<_> = nodes.iter().filter_map(|n| n.plugins.as_ref()).collect();
+    assert!(lists.windows(2).any(|w| std::sync::Arc::ptr_eq(w[0], w[1])));
+}
+
+#[test]
+fn fast_path_refusals_fall_back_to_the_same_model() {
+    // Escapes (not borrowable), nulls, empty enums, absent sections, a bare slot of 0.
+    let text = r#"[
+ {"ID": "n\u0031", "Spec": {"Role": "", "Availability": null, "Labels": {"z\"q": "a\nb"}},
+  "Description": {"Hostname": "h\tx", "Engine": {"Plugins": [{"Type": "Volume"}]}},
+  "Status": {"State": "unknown", "Addr": null}},
+ {"ID": "n2", "Spec": null, "Description": {"Engine": {"Labels": null, "Plugins": null}}},
+ {"ID": "n3", "Extra": [1, {"deep": ["]", "}"]}], "Status": {"State": "down"}}
+]"#;
+    let want = whole_model("f.json", text, docker::node).unwrap();
+    assert_eq!(want[0].id.as_str(), "n1");
+    for size in [1, 5, usize::MAX] {
+        assert_eq!(chunked::<Node>(text, size).unwrap(), want);
+    }
+    let tasks = r#"[{"ServiceID": "s", "Slot": 0, "Status": {"State": "allocated"}},
+      {"ID": "t", "ServiceID": "s\u0032", "NodeID": "", "DesiredState": "remove"}]"#;
+    assert_eq!(
+        chunked::<Task>(tasks, 3).unwrap(),
+        whole_model("f.json", tasks, docker::task).unwrap()
+    );
+}
+
+#[test]
+fn streamed_errors_are_the_whole_models_errors() {
+    let cases = [
+        // A bad value on the third line of the second element.
+        "[\n {\"ID\": \"a\"},\n {\"ID\": \"b\",\n  \"Spec\": {\"Role\": \"boss\"}}\n]",
+        // A wrong type, a missing ID, a bad nested value.
+        r#"[{"ID": "a", "Spec": {"Labels": {"k": 1}}}]"#,
+        r#"[{"ID": "a"}, {"Spec": {"Name": "web"}}]"#,
+        r#"[{"ID": "a", "Description": {"Resources": {"NanoCPUs": "many"}}}]"#,
+        // Not an object; cut off inside an element.
+        "[{\"ID\": \"a\"}, 7]",
+        "[\n  {\"ID\": \"n1\",\n",
+        "[\n  {\"ID\": \"n1\", \"Spec\": {\"Role\": \"wor",
+    ];
+    for text in cases {
+        let want = whole_model("f.json", text, docker::node).unwrap_err();
+        for size in [1, 4, usize::MAX] {
+            let got = chunked::<Node>(text, size).unwrap_err();
+            assert_eq!(got, want, "{text:?} in chunks of {size}");
+        }
+    }
+    // The array's own punctuation: same file position as before, named at the top level.
+    for text in [
+        "[{\"ID\": \"a\"} {\"ID\": \"b\"}]",
+        "[{\"ID\": \"a\"},]",
+        "[{\"ID\": \"a\"},\n",
+    ] {
+        let want = whole_model("f.json", text, docker::node).unwrap_err();
+        let got = chunked::<Node>(text, 3).unwrap_err();
+        let pos = |e: &IngestError| match e {
+            IngestError::Json { line, column, .. } => (*line, *column),
+            other => panic!("{other}"),
+        };
+        assert_eq!(pos(&got), pos(&want), "{text:?}: {got} vs {want}");
+    }
+    // Text after the array was ignored before; it is refused now.
+    let err = chunked::<Node>("[{\"ID\": \"a\"}]\n x", 2).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "f.json:2:2: (top level): trailing characters at line 2 column 2"
+    );
 }

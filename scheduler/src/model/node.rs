@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -167,9 +168,11 @@ pub struct Node {
     #[serde(default)]
     pub resources: Resources,
     /// `None` when the input did not say (hand-written scenarios): the plugin filter then
-    /// assumes every plugin is present rather than rejecting every node.
+    /// assumes every plugin is present rather than rejecting every node. Shared: nodes of one
+    /// engine build list the same plugins, and ingest keeps one copy of each distinct list
+    /// (17 plugins on a stock engine; 100k nodes would otherwise hold 3.4M strings).
     #[serde(default)]
-    pub plugins: Option<Vec<EnginePlugin>>,
+    pub plugins: Option<Arc<[EnginePlugin]>>,
 }
 
 /// Node label that Berth's daemon sets on a node it has declared dead and fenced out; an

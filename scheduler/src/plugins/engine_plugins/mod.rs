@@ -103,16 +103,18 @@ mod tests {
             ..Mount::default()
         });
         let mut n = node("n1");
-        n.plugins = Some(vec![EnginePlugin {
+        let local = EnginePlugin {
             kind: "Volume".into(),
             name: "local".into(),
-        }]);
+        };
+        n.plugins = Some(vec![local.clone()].into());
         let got = run_filter(&EnginePlugins, &svc, None, &NodeInfo::new(0, &n));
         assert_eq!(reason(&got), "missing plugin Volume/berth");
-        n.plugins.as_mut().unwrap().push(EnginePlugin {
+        let berth = EnginePlugin {
             kind: "Volume".into(),
             name: "berth:latest".into(),
-        });
+        };
+        n.plugins = Some(vec![local, berth].into());
         assert!(run_filter(&EnginePlugins, &svc, None, &NodeInfo::new(0, &n)).is_success());
         n.plugins = None;
         assert!(run_filter(&EnginePlugins, &svc, None, &NodeInfo::new(0, &n)).is_success());
@@ -123,7 +125,7 @@ mod tests {
         let mut svc = Service::new("web");
         svc.log_driver = Some("syslog".into());
         let mut n = node("n1");
-        n.plugins = Some(vec![]);
+        n.plugins = Some(Vec::new().into());
         assert!(run_filter(&EnginePlugins, &svc, None, &NodeInfo::new(0, &n)).is_success());
         svc.log_driver = Some("loki".into());
         assert_eq!(
