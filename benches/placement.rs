@@ -4,9 +4,9 @@
 //! `plain`, `constraint` (`node.labels.group==g1`, half the nodes) and
 //! `constraint+preference` (plus `spread=node.labels.zone` over 3 zones).
 //!
-//! Two micro-benches explain the one shape dominated by the node count (100k nodes):
-//! `prepare` (input clone, normalise, parse) and `filter_pass` (every filter on every node,
-//! once, as the start of a batch does).
+//! Micro-benches explain the one shape dominated by the node count (100k nodes): `index`
+//! (order, check, parse, static classes, domains; the input is not copied) and `filter_pass`
+//! (every filter on every node, once, as a static class does).
 //!
 //! `cargo bench -p berth --bench placement`; the numbers are in BENCHMARKS.md.
 
@@ -17,7 +17,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
 use berth::scheduler::framework::{CycleState, FilterPlugin, Profile, TaskSpec};
 use berth::scheduler::model::{Cluster, Strategy};
-use berth::scheduler::schedule::{Prepared, plan};
+use berth::scheduler::schedule::{Index, plan};
 use berth::scheduler::snapshot::Snapshot;
 use berth::scheduler::testing::{Shape, synthetic};
 
@@ -118,20 +118,20 @@ fn per_node_work(c: &mut Criterion) {
             })
         })
     });
-    g.bench_function("prepare", |b| {
-        b.iter(|| Prepared::new(black_box(&cluster)).expect("valid"))
+    g.bench_function("index", |b| {
+        b.iter(|| Index::new(black_box(&cluster)).expect("valid"))
     });
-    let prep = Prepared::new(&cluster).expect("valid");
+    let ix = Index::new(&cluster).expect("valid");
     g.bench_function("snapshot", |b| {
-        b.iter(|| Snapshot::new(black_box(&prep.cluster.nodes)))
+        b.iter(|| Snapshot::new(black_box(ix.node_refs(&cluster))))
     });
-    let snap = Snapshot::new(&prep.cluster.nodes);
+    let snap = Snapshot::new(ix.node_refs(&cluster));
     let profile = Profile::for_strategy(Strategy::Spread);
     let task = TaskSpec {
-        service: &prep.cluster.services[0],
+        service: &cluster.services[0],
         service_idx: 0,
-        policy: &prep.policies[0],
-        constraints: &prep.constraints[0],
+        policy: &ix.policies[0],
+        constraints: &ix.constraints[0],
         slot: None,
         dataset: None,
     };

@@ -10,7 +10,8 @@ use crate::model::{Cluster, Mode, NodeId, Strategy};
 use crate::plugins::preference_spread::domain_value;
 use crate::schedule::batch::{first_failure, key, pre_filter};
 use crate::schedule::{
-    self, Pending, Placement, PlanError, PluginScore, Prepared, ScoreCard, slot_dataset, task_spec,
+    Index, Pending, Placement, PlanError, PluginScore, ScoreCard, run_indexed, slot_dataset,
+    task_spec,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -46,9 +47,9 @@ pub struct Explanation {
 }
 
 pub fn explain(cluster: &Cluster, service: &str) -> Result<Explanation, PlanError> {
-    let prep = Prepared::new(cluster)?;
-    let si = prep.service_index(service)?;
-    let (full, _) = schedule::run(&prep, None);
+    let ix = Index::new(cluster)?;
+    let si = ix.service_index(cluster, service)?;
+    let (full, _) = run_indexed(cluster, &ix, None);
     let placements: Vec<Placement> = full
         .placements
         .iter()
@@ -62,8 +63,8 @@ pub fn explain(cluster: &Cluster, service: &str) -> Result<Explanation, PlanErro
         .cloned()
         .collect();
 
-    let svc = &prep.cluster.services[si];
-    let policy = &prep.policies[si];
+    let svc = ix.service(cluster, si);
+    let policy = &ix.policies[si];
     let slot = match svc.mode {
         Mode::Global => None,
         Mode::Replicated { replicas } => pending
@@ -77,19 +78,19 @@ pub fn explain(cluster: &Cluster, service: &str) -> Result<Explanation, PlanErro
             .or(Some(1)),
     };
 
-    let (_, snap) = schedule::run(&prep, Some(si));
+    let (_, snap) = run_indexed(cluster, &ix, Some(si));
     let dataset = match (&policy.stateful, slot) {
         (Some(st), Some(s)) => Some(slot_dataset(
-            &prep,
-            &snap,
+            cluster,
+            &ix,
             &st.volume_for_slot(s),
             st.failover,
             st.backend,
         )),
         _ => None,
     };
-    let task = task_spec(&prep, si, slot, dataset.as_ref());
-    let profile = &prep.profiles[&policy.strategy];
+    let task = task_spec(cluster, &ix, si, slot, dataset.as_ref());
+    let profile = &ix.profiles[&policy.strategy];
     let levels: Vec<String> = profile
         .spreads
         .iter()

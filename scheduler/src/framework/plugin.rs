@@ -48,8 +48,12 @@ pub struct TaskSpec<'a> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FilterKind {
-    /// Depends only on the node and the task spec: evaluated once per node per batch.
+    /// Depends only on the node and what every task of a service asks of it — its
+    /// constraints, platforms, volume drivers and log driver, nothing else of the task:
+    /// evaluated once per node for all services that ask the same (a static class).
     Static,
+    /// Depends only on the node and the slot (its dataset): evaluated once per node per batch.
+    Slot,
     /// Depends on what is placed; once it fails on a node it keeps failing as more tasks are
     /// added in the batch, so a failing node can be dropped for the rest of the batch.
     Monotone,

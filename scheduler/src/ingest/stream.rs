@@ -70,15 +70,12 @@ pub(super) trait Element: Sized {
 pub(super) struct Shared {
     /// By hash of the list; lookups only, never iterated, so hash order decides nothing.
     plugins: HashMap<u64, Vec<Arc<[EnginePlugin]>>>,
+    /// The list returned last: consecutive nodes nearly always list the same plugins.
+    last: Option<Arc<[EnginePlugin]>>,
 }
 
 impl Shared {
     pub(super) fn plugins(&mut self, list: &[(&str, &str)]) -> Arc<[EnginePlugin]> {
-        let mut h = DefaultHasher::new();
-        for (kind, name) in list {
-            kind.hash(&mut h);
-            name.hash(&mut h);
-        }
         let same = |known: &Arc<[EnginePlugin]>| {
             known.len() == list.len()
                 && known
@@ -86,8 +83,17 @@ impl Shared {
                     .zip(list)
                     .all(|(p, (kind, name))| p.kind == *kind && p.name == *name)
         };
+        if let Some(last) = self.last.as_ref().filter(|l| same(l)) {
+            return Arc::clone(last);
+        }
+        let mut h = DefaultHasher::new();
+        for (kind, name) in list {
+            kind.hash(&mut h);
+            name.hash(&mut h);
+        }
         let bucket = self.plugins.entry(h.finish()).or_default();
         if let Some(known) = bucket.iter().find(|k| same(k)) {
+            self.last = Some(Arc::clone(known));
             return Arc::clone(known);
         }
         let new: Arc<[EnginePlugin]> = list
@@ -98,6 +104,7 @@ impl Shared {
             })
             .collect();
         bucket.push(Arc::clone(&new));
+        self.last = Some(Arc::clone(&new));
         new
     }
 }
@@ -129,10 +136,12 @@ struct Scan {
 /// A JSON array of `T`, fed in chunks; [`ArrayReader::finish`] returns the elements.
 pub struct ArrayReader<T> {
     file: String,
-    /// Bytes not yet consumed: the open element, if any, starts at 0.
+    /// Bytes not yet consumed.
     buf: Vec<u8>,
     /// How far into `buf` scanning got.
     pos: usize,
+    /// Where in `buf` the open element starts.
+    start: usize,
     state: State,
     scan: Scan,
     /// Line (1-based) and byte offset of its start, relative to `buf[0]` (the offset is
@@ -160,6 +169,7 @@ impl<T> ArrayReader<T> {
             file: file.to_string(),
             buf: Vec::new(),
             pos: 0,
+            start: 0,
             state: State::Start,
             scan: Scan::default(),
             line: 1,
@@ -174,9 +184,9 @@ impl<T> ArrayReader<T> {
     pub fn feed(&mut self, chunk: &[u8]) -> Result<(), IngestError> {
         self.buf.extend_from_slice(chunk);
         self.run()?;
-        // Drop what is consumed; an open element stays, from its first byte.
+        // Drop what is consumed, once per chunk; an open element stays, from its first byte.
         let keep_from = if self.state == State::Value {
-            0
+            self.start
         } else {
             self.pos
         };
@@ -184,12 +194,13 @@ impl<T> ArrayReader<T> {
             self.advance_lines(keep_from);
             self.buf.drain(..keep_from);
             self.pos -= keep_from;
+            self.start = 0;
         }
         Ok(())
     }
 
     /// The elements, once the whole file has been fed.
-    pub fn finish(mut self) -> Result<Vec<T>, IngestError> {
+    pub fn finish(self) -> Result<Vec<T>, IngestError> {
         match self.state {
             State::Done => {
                 (self.check_all)(&self.file, &self.out)?;
@@ -197,10 +208,9 @@ impl<T> ArrayReader<T> {
             }
             State::Value => {
                 // Cut off inside an element: the precise parser says where and how.
-                let bytes = std::mem::take(&mut self.buf);
-                match (self.precise)(&bytes) {
-                    Err(r) => Err(self.refusal(r, 0)),
-                    Ok(_) => Err(self.structural("EOF while parsing a list", bytes.len())),
+                match (self.precise)(&self.buf[self.start..]) {
+                    Err(r) => Err(self.refusal(r, self.start)),
+                    Ok(_) => Err(self.structural("EOF while parsing a list", self.buf.len())),
                 }
             }
             _ => {
@@ -237,11 +247,7 @@ impl<T> ArrayReader<T> {
                         self.pos += 1;
                         self.state = State::Done;
                     } else {
-                        // The element starts here: drop everything before it so that it
-                        // starts at buf[0] and survives the next drain whole.
-                        self.advance_lines(self.pos);
-                        self.buf.drain(..self.pos);
-                        self.pos = 0;
+                        self.start = self.pos;
                         self.scan = Scan {
                             bare: !matches!(b, b'{' | b'[' | b'"'),
                             ..Scan::default()
@@ -282,8 +288,7 @@ impl<T> ArrayReader<T> {
         Ok(())
     }
 
-    /// Scans the open element (which starts at `buf[0]`) from `pos`; returns its end once the
-    /// element is complete.
+    /// Scans the open element from `pos`; returns its end once the element is complete.
     fn scan_value(&mut self) -> Option<usize> {
         let buf = &self.buf;
         let s = &mut self.scan;
@@ -338,12 +343,12 @@ impl<T> ArrayReader<T> {
     }
 
     fn element(&mut self, end: usize) -> Result<(), IngestError> {
-        let bytes = &self.buf[..end];
+        let bytes = &self.buf[self.start..end];
         let value = match (self.fast)(bytes, &mut self.shared) {
             Some(v) => v,
             None => match (self.precise)(bytes) {
                 Ok(v) => v,
-                Err(r) => return Err(self.refusal(r, 0)),
+                Err(r) => return Err(self.refusal(r, self.start)),
             },
         };
         self.out.push(value);

@@ -11,11 +11,11 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
+use super::index::{DomainTable, Index};
 use crate::framework::{
     Code, CycleState, FilterKind, FilterPlugin, MAX_SCORERS, Profile, Reason, SpreadLevel, TaskSpec,
 };
 use crate::model::Strategy;
-use crate::plugins::preference_spread::domain_value;
 use crate::plugins::topology_spread::within_skew;
 use crate::snapshot::{NodeInfo, Snapshot};
 
@@ -64,12 +64,13 @@ pub struct Outcome {
     pub pending: Option<Reasons>,
 }
 
-struct Branch<'n> {
+struct Branch {
     parent: Option<usize>,
     depth: usize,
-    /// This branch's value of its parent's level ("" for the root).
-    value: &'n str,
-    children: BTreeMap<&'n str, usize>,
+    /// This branch's value id of its parent's level (0 for the root).
+    value: u32,
+    /// Children by value id, which is the values' order.
+    children: BTreeMap<u32, usize>,
     /// Tasks of this service on every node below, feasible or not (Swarm counts them all).
     count: u32,
     /// Candidate nodes below that may still take a task.
@@ -77,10 +78,12 @@ struct Branch<'n> {
     /// Some node below passes the static filters: the branch counts for the skew minimum.
     eligible: bool,
     heap: BinaryHeap<Key>,
+    /// Keys gathered while the tree is built, heapified once.
+    pending_keys: Vec<Key>,
 }
 
-impl<'n> Branch<'n> {
-    fn new(parent: Option<usize>, depth: usize, value: &'n str) -> Self {
+impl Branch {
+    fn new(parent: Option<usize>, depth: usize, value: u32) -> Self {
         Branch {
             parent,
             depth,
@@ -90,23 +93,26 @@ impl<'n> Branch<'n> {
             live: 0,
             eligible: false,
             heap: BinaryHeap::new(),
+            pending_keys: Vec::new(),
         }
     }
 }
 
 /// One label value of a hard (max-skew) level, counted over the whole cluster: the skew is
 /// between domains, whatever branch of an outer level a domain's nodes also sit in.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Domain {
     count: u32,
     eligible: bool,
 }
 
-struct Tree<'n> {
-    branches: Vec<Branch<'n>>,
+struct Tree<'i> {
+    branches: Vec<Branch>,
     levels: Vec<SpreadLevel>,
-    /// Per level: `Some` for a hard level, its domains by value.
-    domains: Vec<Option<BTreeMap<&'n str, Domain>>>,
+    /// Per level: every node's value id.
+    tables: Vec<&'i DomainTable>,
+    /// Per level: `Some` for a hard level, its domains by value id.
+    domains: Vec<Option<Vec<Domain>>>,
 }
 
 enum Stuck {
@@ -114,7 +120,7 @@ enum Stuck {
     Skew(usize),
 }
 
-impl<'n> Tree<'n> {
+impl Tree<'_> {
     fn up(&mut self, mut b: usize, f: impl Fn(&mut Branch)) {
         loop {
             f(&mut self.branches[b]);
@@ -125,8 +131,8 @@ impl<'n> Tree<'n> {
         }
     }
 
-    /// The leaf to place the next task in: least loaded child first (by key on ties), falling
-    /// back to the next when a subtree is blocked further down.
+    /// The leaf to place the next task in: least loaded child first (by value on ties),
+    /// falling back to the next when a subtree is blocked further down.
     fn pick(&self, b: usize) -> Result<usize, Stuck> {
         let br = &self.branches[b];
         if br.children.is_empty() {
@@ -139,7 +145,7 @@ impl<'n> Tree<'n> {
         let level = &self.levels[br.depth];
         let domains = self.domains[br.depth].as_ref();
         let min = domains.map(|d| {
-            d.values()
+            d.iter()
                 .filter(|d| d.eligible)
                 .map(|d| d.count)
                 .min()
@@ -153,14 +159,14 @@ impl<'n> Tree<'n> {
                 continue;
             }
             if let (Some(skew), Some(min), Some(d)) = (level.max_skew, min, domains)
-                && !within_skew(d[child.value].count, min, skew)
+                && !within_skew(d[child.value as usize].count, min, skew)
             {
                 skewed = true;
                 continue;
             }
             order.push((child.count, c));
         }
-        // Stable sort keeps the BTreeMap's key order among equal counts.
+        // Stable sort keeps the value order among equal counts.
         order.sort_by_key(|(count, _)| *count);
         let mut stuck = if skewed {
             Stuck::Skew(br.depth)
@@ -183,7 +189,7 @@ impl<'n> Tree<'n> {
         while let Some(p) = self.branches[b].parent {
             let (value, depth) = (self.branches[b].value, self.branches[p].depth);
             if let Some(d) = self.domains[depth].as_mut() {
-                let dom = d.entry(value).or_default();
+                let dom = &mut d[value as usize];
                 dom.count += n;
                 dom.eligible |= eligible;
             }
@@ -244,22 +250,72 @@ fn reject_all(n: usize, reason: Reason, unresolvable: bool) -> Outcome {
     }
 }
 
-pub fn place(profile: &Profile, snap: &mut Snapshot, task: &TaskSpec, count: usize) -> Outcome {
+/// Why a node cannot take the batch's next task.
+#[derive(Clone)]
+pub(super) enum Failed {
+    No,
+    Because(Reason),
+    /// A static filter: its reason in registry order is worked out only if the batch ends
+    /// pending (the node is never chosen, so its state is the same then).
+    Static,
+}
+
+/// The pending reasons of a batch: each node's first failing filter, or `blocked` for a node
+/// that could still take a task but was not reached.
+pub(super) fn count_reasons(
+    failed: Vec<Failed>,
+    blocked: Reason,
+    snap: &Snapshot,
+    cx: &CycleState,
+    task: &TaskSpec,
+    active: &[&dyn FilterPlugin],
+) -> Reasons {
+    let mut counts = BTreeMap::new();
+    for (i, f) in failed.into_iter().enumerate() {
+        let reason = match f {
+            Failed::No => blocked.clone(),
+            Failed::Because(r) => r,
+            Failed::Static => first_failure(active, cx, task, &snap.nodes[i])
+                .map(|(r, _)| r)
+                .unwrap_or_else(|| blocked.clone()),
+        };
+        *counts.entry(reason).or_insert(0) += 1;
+    }
+    Reasons {
+        counts,
+        unresolvable: false,
+    }
+}
+
+pub fn place(
+    ix: &Index,
+    profile: &Profile,
+    snap: &mut Snapshot,
+    task: &TaskSpec,
+    count: usize,
+) -> Outcome {
     let n = snap.nodes.len();
     let mut cx = CycleState::new();
     let active = match pre_filter(profile, &mut cx, task) {
         Ok(a) => a,
         Err((reason, unresolvable)) => return reject_all(n, reason, unresolvable),
     };
+    let class = &ix.classes[ix.class_of[task.service_idx as usize] as usize];
+    // The class answers for the static filters; the rest run per node.
+    let rest: Vec<&dyn FilterPlugin> = active
+        .iter()
+        .copied()
+        .filter(|f| f.kind() != FilterKind::Static)
+        .collect();
     let monotone: Vec<&dyn FilterPlugin> = active
         .iter()
         .copied()
         .filter(|f| f.kind() == FilterKind::Monotone)
         .collect();
-    let statics: Vec<&dyn FilterPlugin> = active
+    let slot_statics: Vec<&dyn FilterPlugin> = active
         .iter()
         .copied()
-        .filter(|f| f.kind() == FilterKind::Static)
+        .filter(|f| f.kind() == FilterKind::Slot)
         .collect();
 
     let levels: Vec<SpreadLevel> = profile
@@ -268,23 +324,26 @@ pub fn place(profile: &Profile, snap: &mut Snapshot, task: &TaskSpec, count: usi
         .flat_map(|s| s.levels(task))
         .collect();
     if levels.is_empty() && profile.strategy == Strategy::Spread {
-        return super::swarm_fill::place(profile, snap, task, count, &cx, &active);
+        return super::swarm_fill::place(profile, snap, task, count, &cx, &active, &rest, class);
     }
+    let tables: Vec<&DomainTable> = levels.iter().map(|l| ix.domain(l)).collect();
     let domains = levels
         .iter()
-        .map(|l| l.max_skew.map(|_| BTreeMap::new()))
+        .zip(&tables)
+        .map(|(l, t)| l.max_skew.map(|_| vec![Domain::default(); t.values.len()]))
         .collect();
     let mut tree = Tree {
-        branches: vec![Branch::new(None, 0, "")],
+        branches: vec![Branch::new(None, 0, 0)],
         levels,
+        tables,
         domains,
     };
-    let mut failed: Vec<Option<Reason>> = vec![None; n];
+    let mut failed: Vec<Failed> = vec![Failed::No; n];
     for (i, info) in snap.nodes.iter().enumerate() {
         let mut cur = 0;
-        for (depth, level) in tree.levels.iter().enumerate() {
-            let value = domain_value(&level.descriptor, info.node);
-            cur = match tree.branches[cur].children.get(value) {
+        for depth in 0..tree.levels.len() {
+            let value = tree.tables[depth].of_node[i];
+            cur = match tree.branches[cur].children.get(&value) {
                 Some(&c) => c,
                 None => {
                     let c = tree.branches.len();
@@ -298,18 +357,29 @@ pub fn place(profile: &Profile, snap: &mut Snapshot, task: &TaskSpec, count: usi
         if here > 0 {
             tree.up(cur, |b| b.count += here);
         }
-        let static_ok = first_failure(&statics, &cx, task, info).is_none();
+        let class_ok = class.passes(i as u32);
+        let static_ok = class_ok && first_failure(&slot_statics, &cx, task, info).is_none();
         if static_ok {
             tree.up(cur, |b| b.eligible = true);
         }
         tree.count_domains(cur, here, static_ok);
-        match first_failure(&active, &cx, task, info) {
-            Some((reason, _)) => failed[i] = Some(reason),
+        if !class_ok {
+            failed[i] = Failed::Static;
+            continue;
+        }
+        match first_failure(&rest, &cx, task, info) {
+            Some((reason, _)) => failed[i] = Failed::Because(reason),
             None => {
-                let k = key(profile, task, info);
-                tree.branches[cur].heap.push(k);
+                tree.branches[cur]
+                    .pending_keys
+                    .push(key(profile, task, info));
                 tree.up(cur, |b| b.live += 1);
             }
+        }
+    }
+    for b in &mut tree.branches {
+        if !b.pending_keys.is_empty() {
+            b.heap = BinaryHeap::from(std::mem::take(&mut b.pending_keys));
         }
     }
 
@@ -329,7 +399,7 @@ pub fn place(profile: &Profile, snap: &mut Snapshot, task: &TaskSpec, count: usi
             .expect("a live leaf has a candidate");
         let i = top.node() as usize;
         if let Some((reason, _)) = first_failure(&monotone, &cx, task, &snap.nodes[i]) {
-            failed[i] = Some(reason);
+            failed[i] = Failed::Because(reason);
             tree.up(leaf, |b| b.live -= 1);
             continue;
         }
@@ -358,16 +428,7 @@ pub fn place(profile: &Profile, snap: &mut Snapshot, task: &TaskSpec, count: usi
             }
             Stuck::NoRoom => Reason::Static("no room left"),
         };
-        let mut counts = BTreeMap::new();
-        for f in failed {
-            *counts
-                .entry(f.unwrap_or_else(|| blocked.clone()))
-                .or_insert(0) += 1;
-        }
-        Reasons {
-            counts,
-            unresolvable: false,
-        }
+        count_reasons(failed, blocked, snap, &cx, task, &active)
     });
     Outcome { placed, pending }
 }

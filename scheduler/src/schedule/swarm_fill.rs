@@ -15,7 +15,8 @@
 use crate::framework::{CycleState, FilterPlugin, Profile, Reason, TaskSpec};
 use crate::snapshot::{NodeInfo, Snapshot};
 
-use super::batch::{Key, Outcome, Reasons, first_failure, key};
+use super::batch::{Failed, Key, Outcome, count_reasons, first_failure, key};
+use super::index::Class;
 
 /// SwarmKit's `nodeLess`: fewer tasks of this service, then fewer tasks.
 fn less(a: &NodeInfo, b: &NodeInfo, service: u32) -> bool {
@@ -26,6 +27,8 @@ fn less(a: &NodeInfo, b: &NodeInfo, service: u32) -> bool {
     a.total_tasks < b.total_tasks
 }
 
+/// `active`: every filter that applies; `rest`: those the static class does not answer for.
+#[allow(clippy::too_many_arguments)]
 pub fn place(
     profile: &Profile,
     snap: &mut Snapshot,
@@ -33,19 +36,25 @@ pub fn place(
     count: usize,
     cx: &CycleState,
     active: &[&dyn FilterPlugin],
+    rest: &[&dyn FilterPlugin],
+    class: &Class,
 ) -> Outcome {
     let n = snap.nodes.len();
     let svc = task.service_idx;
-    let mut failed: Vec<Option<Reason>> = vec![None; n];
+    let mut failed: Vec<Failed> = vec![Failed::Static; n];
     let mut placed: Vec<Key> = Vec::with_capacity(count.min(1 << 20));
     while placed.len() < count {
         let want = count - placed.len();
         let mut candidates: Vec<u32> = Vec::new();
-        for (i, info) in snap.nodes.iter().enumerate() {
-            failed[i] = first_failure(active, cx, task, info).map(|(r, _)| r);
-            if failed[i].is_none() {
-                candidates.push(i as u32);
-            }
+        for &i in &class.passing {
+            let info = &snap.nodes[i as usize];
+            failed[i as usize] = match first_failure(rest, cx, task, info) {
+                None => {
+                    candidates.push(i);
+                    Failed::No
+                }
+                Some((r, _)) => Failed::Because(r),
+            };
         }
         if candidates.is_empty() {
             break;
@@ -62,26 +71,25 @@ pub fn place(
             want,
             &candidates,
             cx,
-            active,
+            rest,
             &mut placed,
         );
     }
     let pending = (placed.len() < count).then(|| {
-        let mut counts = std::collections::BTreeMap::new();
-        for f in failed {
-            *counts
-                .entry(f.unwrap_or(Reason::Static("no room left")))
-                .or_insert(0) += 1;
-        }
-        Reasons {
-            counts,
-            unresolvable: false,
-        }
+        count_reasons(
+            failed,
+            Reason::Static("no room left"),
+            snap,
+            cx,
+            task,
+            active,
+        )
     });
     Outcome { placed, pending }
 }
 
-/// One pass of `scheduleNTasksOnNodes` over `nodes` (sorted, each passing every filter).
+/// One pass of `scheduleNTasksOnNodes` over `nodes` (sorted, each passing every filter;
+/// `filters` need not include the static ones, which cannot change during a batch).
 #[allow(clippy::too_many_arguments)]
 fn fill(
     profile: &Profile,
@@ -90,7 +98,7 @@ fn fill(
     want: usize,
     nodes: &[u32],
     cx: &CycleState,
-    active: &[&dyn FilterPlugin],
+    filters: &[&dyn FilterPlugin],
     placed: &mut Vec<Key>,
 ) {
     let count = nodes.len();
@@ -122,7 +130,7 @@ fn fill(
         }
         let start = iter;
         while failed[iter % count]
-            || first_failure(active, cx, task, &snap.nodes[nodes[iter % count] as usize]).is_some()
+            || first_failure(filters, cx, task, &snap.nodes[nodes[iter % count] as usize]).is_some()
         {
             failed[iter % count] = true;
             iter += 1;

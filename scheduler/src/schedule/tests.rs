@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::{Availability, Cluster, Dataset, NodeState, Role};
+use crate::model::{Availability, Cluster, Dataset, Mode, NodeState, Role};
 use crate::testing::*;
 
 fn nodes_of(plan: &Plan, service: &str) -> Vec<String> {

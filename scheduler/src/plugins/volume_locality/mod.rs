@@ -33,7 +33,7 @@ impl Plugin for VolumeLocality {
 
 impl FilterPlugin for VolumeLocality {
     fn kind(&self) -> FilterKind {
-        FilterKind::Static
+        FilterKind::Slot
     }
 
     fn pre_filter(&self, cx: &mut CycleState, task: &TaskSpec) -> Status {
