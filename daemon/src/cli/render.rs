@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::rc::Rc;
 
 use serde::Serialize;
 use serde_json::json;
@@ -9,32 +10,54 @@ use serde_json::json;
 use berth_scheduler::explain::Explanation;
 use berth_scheduler::failover::{Action, FailoverPlan};
 use berth_scheduler::model::Cluster;
-use berth_scheduler::schedule::{DatasetAction, Plan};
+use berth_scheduler::schedule::{DatasetAction, Plan, ScoreCard};
+
+/// A table cell, borrowed where the plan already holds the text.
+enum Cell<'a> {
+    Str(&'a str),
+    Own(String),
+    Shared(Rc<str>),
+}
+
+impl AsRef<str> for Cell<'_> {
+    fn as_ref(&self) -> &str {
+        match self {
+            Cell::Str(s) => s,
+            Cell::Own(s) => s,
+            Cell::Shared(s) => s,
+        }
+    }
+}
 
 /// Left-aligned columns, two spaces apart.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+fn table<S: AsRef<str>>(header: &[&str], rows: &[Vec<S>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
+            widths[i] = widths[i].max(c.as_ref().chars().count());
         }
     }
-    let mut out = String::new();
-    let line = |cells: Vec<&str>, out: &mut String| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                let _ = write!(s, "{c:<w$}  ", w = widths[i]);
+    let mut out =
+        String::with_capacity(rows.len() * (widths.iter().sum::<usize>() + 2 * widths.len()));
+    let line = |cells: &mut dyn Iterator<Item = &str>, out: &mut String| {
+        let start = out.len();
+        let mut cells = cells.peekable();
+        let mut i = 0;
+        while let Some(c) = cells.next() {
+            out.push_str(c);
+            if cells.peek().is_some() {
+                let pad = widths[i] - c.chars().count() + 2;
+                out.extend(std::iter::repeat_n(' ', pad));
             }
+            i += 1;
         }
-        out.push_str(s.trim_end());
+        let trimmed = out[start..].trim_end().len();
+        out.truncate(start + trimmed);
         out.push('\n');
     };
-    line(header.to_vec(), &mut out);
+    line(&mut header.iter().copied(), &mut out);
     for r in rows {
-        line(r.iter().map(String::as_str).collect(), &mut out);
+        line(&mut r.iter().map(|c| c.as_ref()), &mut out);
     }
     out
 }
@@ -101,39 +124,36 @@ pub fn plan_table(plan: &Plan, cluster: &Cluster) -> String {
         .iter()
         .map(|n| (n.id.as_str(), n.hostname.as_str()))
         .collect();
-    let hostname = |id: &berth_scheduler::model::NodeId| {
-        hostnames
-            .get(id.as_str())
-            .copied()
-            .unwrap_or_default()
-            .to_string()
+    // A score card's text, once per distinct card: 100k placements share a few hundred.
+    let mut scores: BTreeMap<ScoreCard, Rc<str>> = BTreeMap::new();
+    let mut score_text = |c: ScoreCard| -> Rc<str> {
+        scores
+            .entry(c)
+            .or_insert_with(|| {
+                c.breakdown()
+                    .iter()
+                    .filter(|s| s.weight > 0)
+                    .map(|s| format!("{} {}", s.plugin, s.normalized))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+                    .into()
+            })
+            .clone()
     };
-    let rows: Vec<Vec<String>> = plan
+    let rows: Vec<Vec<Cell>> = plan
         .placements
         .iter()
         .map(|p| {
-            let score = p
-                .score
-                .map(|c| {
-                    c.breakdown()
-                        .iter()
-                        .filter(|s| s.weight > 0)
-                        .map(|s| format!("{} {}", s.plugin, s.normalized))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default();
             vec![
-                p.service.clone(),
-                slot(p.slot),
-                p.node.to_string(),
-                hostname(&p.node),
-                if p.new {
-                    "new".into()
-                } else {
-                    "running".into()
-                },
-                score,
+                Cell::Str(&p.service),
+                Cell::Own(slot(p.slot)),
+                Cell::Str(p.node.as_str()),
+                Cell::Str(hostnames.get(p.node.as_str()).copied().unwrap_or_default()),
+                Cell::Str(if p.new { "new" } else { "running" }),
+                p.score
+                    .map(&mut score_text)
+                    .map(Cell::Shared)
+                    .unwrap_or(Cell::Str("")),
             ]
         })
         .collect();

@@ -2,6 +2,8 @@
 //! counted, and Swarm's own order (ready, resources, plugins, constraints, platform, host
 //! ports, max replicas) is kept so pending reasons read the same as Swarm's.
 
+use std::sync::OnceLock;
+
 use crate::model::Strategy;
 use crate::plugins;
 
@@ -20,6 +22,23 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// The shared profile of a strategy, built once per process (plugins are stateless).
+    pub fn of(strategy: Strategy) -> &'static Profile {
+        static PROFILES: OnceLock<[Profile; 3]> = OnceLock::new();
+        let all = PROFILES.get_or_init(|| {
+            [
+                Profile::for_strategy(Strategy::Spread),
+                Profile::for_strategy(Strategy::LeastAllocated),
+                Profile::for_strategy(Strategy::Binpack),
+            ]
+        });
+        match strategy {
+            Strategy::Spread => &all[0],
+            Strategy::LeastAllocated => &all[1],
+            Strategy::Binpack => &all[2],
+        }
+    }
+
     pub fn for_strategy(strategy: Strategy) -> Profile {
         let filters: Vec<Box<dyn FilterPlugin>> = vec![
             Box::new(plugins::node_ready::NodeReady),

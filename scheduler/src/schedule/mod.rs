@@ -25,7 +25,7 @@ use crate::model::{Cluster, NodeId, Strategy};
 use crate::snapshot::Snapshot;
 
 /// The winning scores of a placement, as ranked: `raw[i]` is the profile's i-th score plugin.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ScoreCard {
     pub strategy: Strategy,
     pub total: u64,
@@ -51,7 +51,7 @@ impl ScoreCard {
 
     /// Each score plugin's contribution, for explanations.
     pub fn breakdown(&self) -> Vec<PluginScore> {
-        Profile::for_strategy(self.strategy)
+        Profile::of(self.strategy)
             .scorers
             .iter()
             .zip(self.raw)
