@@ -11,7 +11,9 @@
 //! - pending tasks carry reasons whose counts add up to the nodes considered;
 //! - shuffling nodes, services and tasks gives an identical plan;
 //! - on a feasible uniform cluster, a zone spread preference keeps zones within 1 of each
-//!   other, and Swarm's spread keeps nodes within 1 of each other.
+//!   other, and Swarm's spread keeps nodes within 1 of each other;
+//! - after any sequence of deltas (nodes down and back, tasks failed and started, services
+//!   scaled), the incremental planner's plan is the plan from scratch.
 //!
 //! 64 cases per property by default (`PROPTEST_CASES` overrides); the suite runs in seconds
 //! in a debug build.
@@ -25,6 +27,7 @@ use berth::scheduler::model::{
     Availability, Cluster, Mode, Node, NodeId, NodeState, Platform, PortConfig, Protocol,
     PublishMode, Resources, Role, Service, Task, TaskState,
 };
+use berth::scheduler::replan::{Delta, Replanner};
 use berth::scheduler::schedule::{Plan, plan};
 use berth::scheduler::testing::{NodeExt, ServiceExt, node, replicated, running};
 
@@ -730,4 +733,100 @@ fn topology_spread_holds_across_preference_branches() {
         "max skew 1 over zones; pending: {:?}",
         p.pending
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Incremental re-planning
+// ---------------------------------------------------------------------------------------
+
+/// A random delta against a cluster: which node, task or service it names is drawn by index
+/// (and may name something unknown, which must be refused and change nothing).
+fn arb_delta() -> impl Strategy<Value = (u8, prop::sample::Index, u64, bool)> {
+    (
+        0u8..6,
+        any::<prop::sample::Index>(),
+        0u64..=16,
+        any::<bool>(),
+    )
+}
+
+fn delta(
+    c: &Cluster,
+    (kind, pick, n, flag): (u8, prop::sample::Index, u64, bool),
+    seq: usize,
+) -> Delta {
+    let node = &c.nodes[pick.index(c.nodes.len())];
+    match kind {
+        0 => Delta::NodeDown(node.id.clone()),
+        1 => Delta::NodeBack(node.id.clone()),
+        2 if !c.tasks.is_empty() => {
+            Delta::TaskFailed(c.tasks[pick.index(c.tasks.len())].id.clone())
+        }
+        3 | 2 => {
+            let svc = &c.services[pick.index(c.services.len())];
+            let mut t = running(&svc.name, n.max(1), node.id.as_str());
+            t.service_id = svc.id.clone();
+            // A new task, or a known one moving.
+            t.id = if flag && !c.tasks.is_empty() {
+                c.tasks[pick.index(c.tasks.len())].id.clone()
+            } else {
+                format!("new{seq}")
+            };
+            if matches!(svc.mode, Mode::Global) {
+                t.slot = None;
+            }
+            Delta::TaskStarted(t)
+        }
+        4 => Delta::ServiceScaled {
+            service: c.services[pick.index(c.services.len())].name.clone(),
+            replicas: n,
+        },
+        _ => Delta::NodeDown(NodeId::new(if flag { "nope" } else { "n00" })),
+    }
+}
+
+/// Some services of a random cluster made stateful (a dataset per slot, random failover
+/// mode), so that deltas also move datasets.
+fn with_stateful(mut c: Cluster, which: u8) -> Cluster {
+    let modes = ["move", "recreate", "manual"];
+    for (i, s) in c.services.iter_mut().enumerate() {
+        if which & (1 << i) != 0 && matches!(s.mode, Mode::Replicated { .. }) {
+            let volume = format!("{}-data-{{slot}}", s.name);
+            *s = s.clone().stateful(&volume, modes[i % modes.len()]);
+        }
+    }
+    c
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// After every delta of a random sequence, the incremental plan is the plan from scratch
+    /// of the cluster the deltas left.
+    #[test]
+    fn incremental_plan_equals_plan_from_scratch(
+        c in arb_cluster(),
+        stateful in any::<u8>(),
+        deltas in prop::collection::vec(arb_delta(), 1..12),
+    ) {
+        let c = with_stateful(c, stateful);
+        let Ok(mut r) = Replanner::new(c.clone()) else {
+            // Inputs the engine refuses are refused alike.
+            prop_assert!(plan(&c).is_err());
+            return Ok(());
+        };
+        prop_assert_eq!(r.plan(), plan(r.cluster()).expect("valid"));
+        for (seq, d) in deltas.into_iter().enumerate() {
+            let d = delta(r.cluster(), d, seq);
+            let before = r.plan();
+            match r.apply(d.clone()) {
+                Ok(_) => {
+                    let scratch = plan(r.cluster())
+                        .map_err(|e| TestCaseError::fail(format!("after {d:?}: {e}")))?;
+                    prop_assert_eq!(r.plan(), scratch, "after {:?}", d);
+                }
+                Err(_) => prop_assert_eq!(r.plan(), before, "a refused {:?} changed the plan", d),
+            }
+        }
+    }
 }

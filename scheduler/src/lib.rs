@@ -21,6 +21,7 @@ pub mod framework;
 pub mod ingest;
 pub mod model;
 pub mod plugins;
+pub mod replan;
 pub mod rollout;
 pub mod schedule;
 pub mod snapshot;
