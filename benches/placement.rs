@@ -1,8 +1,11 @@
 //! End-to-end placement benchmarks: `plan(&cluster)` (model in → every task placed, plan
 //! dropped) on the shapes of SwarmKit's own scheduler benchmarks, (N nodes, T tasks) ∈
-//! {(1k,1k), (1k,10k), (1k,100k), (5k,100k), (10k,100k), (100k,1k)}, each as
+//! {(1k,1k), (1k,10k), (1k,100k), (5k,100k), (10k,100k), (100k,1k), (100k,100k)}, each as
 //! `plain`, `constraint` (`node.labels.group==g1`, half the nodes) and
 //! `constraint+preference` (plus `spread=node.labels.zone` over 3 zones).
+//!
+//! `plan/10k-services`: 100 services × 1,000 replicas against 1 × 100,000 on 10k nodes
+//! (constraint and zone preference on every service).
 //!
 //! Micro-benches explain the one shape dominated by the node count (100k nodes): `index`
 //! (order, check, parse, static classes, domains; the input is not copied) and `filter_pass`
@@ -19,7 +22,7 @@ use berth::scheduler::framework::{CycleState, FilterPlugin, Profile, TaskSpec};
 use berth::scheduler::model::{Cluster, Strategy};
 use berth::scheduler::schedule::{Index, plan};
 use berth::scheduler::snapshot::Snapshot;
-use berth::scheduler::testing::{Shape, synthetic};
+use berth::scheduler::testing::{Shape, many_services, synthetic};
 
 const SHAPES: &[(usize, u64)] = &[
     (1_000, 1_000),
@@ -28,6 +31,7 @@ const SHAPES: &[(usize, u64)] = &[
     (5_000, 100_000),
     (10_000, 100_000),
     (100_000, 1_000),
+    (100_000, 100_000),
 ];
 
 const VARIANTS: &[(&str, bool, bool)] = &[
@@ -168,5 +172,24 @@ fn short(n: u64) -> String {
     }
 }
 
-criterion_group!(benches, placement, per_node_work);
+/// 100 services of 1,000 replicas against one of 100,000, on 10k nodes, each service with a
+/// constraint and a zone preference: what static classes and integer domains are for.
+fn services(c: &mut Criterion) {
+    let mut g = c.benchmark_group("plan/10k-services");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for (name, count, replicas) in [("100x1000", 100, 1_000), ("1x100000", 1, 100_000)] {
+        let cluster = many_services(10_000, count, replicas);
+        let p = plan(&cluster).expect("valid");
+        assert!(p.pending.is_empty(), "{name}: every task placed");
+        assert_eq!(p.new_placements().count(), 100_000, "{name}");
+        g.bench_with_input(BenchmarkId::from_parameter(name), &cluster, |b, cl| {
+            b.iter(|| plan(black_box(cl)).expect("plan"))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, placement, services, per_node_work);
 criterion_main!(benches);

@@ -137,3 +137,54 @@ pub fn synthetic(shape: Shape) -> Cluster {
         datasets: Vec::new(),
     }
 }
+
+/// `services` services of `replicas` replicas each on `nodes` nodes labelled as in
+/// [`synthetic`], every service with the constraint `node.labels.group==g1` and the
+/// preference `spread=node.labels.zone`: the many-services shape.
+pub fn many_services(nodes: usize, services: usize, replicas: u64) -> Cluster {
+    let mut c = synthetic(Shape {
+        nodes,
+        tasks: replicas,
+        constraint: true,
+        preference: true,
+    });
+    let template = c.services.remove(0);
+    let width = services.to_string().len();
+    c.services = (0..services)
+        .map(|k| {
+            let mut s = template.clone();
+            s.name = format!("bench-{k:0width$}");
+            s.id = ServiceId(s.name.clone());
+            s
+        })
+        .collect();
+    c
+}
+
+/// The cluster once its plan has run: every placement a running task (`<service>.<slot>`
+/// or `<service>.<node>`), as a controller sees a cluster at rest.
+pub fn at_rest(cluster: &Cluster) -> Cluster {
+    let plan = crate::schedule::plan(cluster).expect("a valid cluster");
+    let mut c = cluster.clone();
+    c.tasks = plan
+        .placements
+        .iter()
+        .map(|p| {
+            let svc = c
+                .service_by_name(&p.service)
+                .expect("planned services exist");
+            Task {
+                id: match p.slot {
+                    Some(slot) => format!("{}.{slot}", p.service),
+                    None => format!("{}.{}", p.service, p.node),
+                },
+                service_id: svc.id.clone(),
+                slot: p.slot,
+                node_id: Some(p.node.clone()),
+                state: TaskState::Running,
+                desired_state: TaskState::Running,
+            }
+        })
+        .collect();
+    c
+}

@@ -39,7 +39,7 @@ use crate::schedule::run::{self, Claim, NewPlacement, claim, wins};
 use crate::schedule::{
     Index, Kept, Pending, Placement, Plan, PlanError, ScoreCard, ServicePlan, index::slot_order,
 };
-use crate::snapshot::{Load, Snapshot};
+use crate::snapshot::{Load, NodeInfo, Snapshot};
 
 /// A change Swarm reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -435,39 +435,41 @@ impl Replanner {
             Claim::Slot(_, slot) => Some(slot),
             Claim::Node(..) => None,
         };
-        let refs = self.ix.node_refs(&self.cluster);
-        let loads = std::mem::take(&mut self.loads);
-        let mut snap = Snapshot::with_loads(refs, loads);
         let spec = run::task_spec(&self.cluster, &self.ix, s as usize, slot, None);
         let reserves = &self.ix.profiles[&self.ix.policies[s as usize].strategy].reserves;
         if let Some(n) = old_node {
-            let info = &mut snap.nodes[n as usize];
+            let node = self.ix.node(&self.cluster, n);
+            let load = std::mem::take(&mut self.loads[n as usize]);
+            let mut info = NodeInfo::with_load(n, node, load);
             for r in reserves {
-                r.unreserve(&spec, info);
+                r.unreserve(&spec, &mut info);
             }
             info.remove_task(s);
+            self.loads[n as usize] = info.into_load();
         }
         if let Some(n) = new_node {
-            let info = &mut snap.nodes[n as usize];
+            let node = self.ix.node(&self.cluster, n);
+            let load = std::mem::take(&mut self.loads[n as usize]);
+            let mut info = NodeInfo::with_load(n, node, load);
             info.add_task(s);
             for r in reserves {
-                r.reserve(&spec, info);
+                r.reserve(&spec, &mut info);
             }
+            self.loads[n as usize] = info.into_load();
         }
-        self.loads = snap.into_loads();
     }
 
     /// Takes the current plan's new placements back off the loads.
     fn unplace_all(&mut self) {
-        let refs = self.ix.node_refs(&self.cluster);
-        let loads = std::mem::take(&mut self.loads);
-        let mut snap = Snapshot::with_loads(refs, loads);
         for (s, sp) in self.plans.iter().enumerate() {
             for p in &sp.placed {
-                run::unplace(&self.cluster, &self.ix, &mut snap, s, p);
+                let node = self.ix.node(&self.cluster, p.node);
+                let load = std::mem::take(&mut self.loads[p.node as usize]);
+                let mut info = NodeInfo::with_load(p.node, node, load);
+                run::unplace(&self.cluster, &self.ix, &mut info, s, p);
+                self.loads[p.node as usize] = info.into_load();
             }
         }
-        self.loads = snap.into_loads();
     }
 
     /// Plans every service with a missing task, in dependency order, on the loads as they are;

@@ -15,7 +15,7 @@ use crate::model::{
     Availability, Backend, Cluster, FailoverMode, Mode, NodeId, NodeState, Strategy, Task,
 };
 use crate::plugins::platform::platform_matches;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{NodeInfo, Snapshot};
 
 use super::batch::{self, Key, Reasons};
 use super::index::Index;
@@ -179,11 +179,11 @@ fn add(cluster: &Cluster, ix: &Index, snap: &mut Snapshot, s: usize, slot: Optio
     }
 }
 
-/// Takes back a placement made by [`place_service`] (the incremental planner's undo).
-pub fn unplace(cluster: &Cluster, ix: &Index, snap: &mut Snapshot, s: usize, p: &NewPlacement) {
+/// Takes back a placement made by [`place_service`] off its node (the incremental planner's
+/// undo).
+pub fn unplace(cluster: &Cluster, ix: &Index, info: &mut NodeInfo, s: usize, p: &NewPlacement) {
     let policy = &ix.policies[s];
     let spec = task_spec(cluster, ix, s, p.slot, None);
-    let info = &mut snap.nodes[p.node as usize];
     for r in &ix.profiles[&policy.strategy].reserves {
         r.unreserve(&spec, info);
     }
