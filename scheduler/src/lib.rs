@@ -13,6 +13,11 @@
 //! Architecture invariant: this library does no I/O, spawns nothing and reads no clock. The
 //! daemon, the CLI and the simulator all call the same pure functions.
 
+/// Hash maps and sets for lookups only: a fast hash with a fixed seed. Never iterated where
+/// the order could decide anything.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
+pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::FixedState>;
+
 pub mod constraint;
 pub mod dependency;
 pub mod explain;

@@ -62,6 +62,9 @@ fn read_streamed<T>(
         return Ok(whole(&name, &text)?);
     }
     let mut r = reader(&name);
+    if let Ok(meta) = file.metadata() {
+        r.size_hint(meta.len());
+    }
     r.feed(&buf[..head])?;
     loop {
         match file.read(&mut buf).with_context(cannot)? {

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use bollard_stubs::models as docker;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::IngestError;
 use super::stream::{Element, Refusal, Shared};
@@ -81,8 +82,10 @@ struct FResources {
 struct FEngine<'a> {
     #[serde(rename = "Labels")]
     labels: Option<Labels>,
+    /// Kept as text: every node of one engine build lists the same 17 plugins, so the text is
+    /// compared with the last list's before anything is parsed.
     #[serde(rename = "Plugins", borrow)]
-    plugins: Option<Vec<FPlugin<'a>>>,
+    plugins: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -161,13 +164,17 @@ impl Element for Node {
                     memory_bytes: r.memory_bytes.unwrap_or(0),
                 })
                 .unwrap_or_default(),
-            plugins: plugins.map(|ps| {
-                let list: Vec<(&str, &str)> = ps
-                    .iter()
-                    .map(|p| (p.typ.unwrap_or_default(), p.name.unwrap_or_default()))
-                    .collect();
-                shared.plugins(&list)
-            }),
+            plugins: match plugins.map(RawValue::get) {
+                None | Some("null") => None,
+                Some(raw) => Some(shared.plugins(raw, |raw| {
+                    let ps: Vec<FPlugin> = serde_json::from_str(raw).ok()?;
+                    Some(
+                        ps.iter()
+                            .map(|p| (p.typ.unwrap_or_default(), p.name.unwrap_or_default()))
+                            .collect(),
+                    )
+                })?),
+            },
         })
     }
 

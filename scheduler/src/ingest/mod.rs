@@ -18,7 +18,7 @@ mod tests;
 
 pub use stream::ArrayReader;
 
-use std::collections::{HashMap, HashSet};
+use crate::{FastMap, FastSet};
 
 use thiserror::Error;
 
@@ -258,8 +258,8 @@ pub fn cluster(file: &str, text: &str) -> Result<Cluster, IngestError> {
 /// a task's service matches no ID but does match a name.
 pub fn resolve_service_names(tasks: &mut [Task], services: &[Service]) {
     // Indexed once: 100k tasks of 100 services.
-    let ids: HashSet<&str> = services.iter().map(|s| s.id.0.as_str()).collect();
-    let by_name: HashMap<&str, &ServiceId> =
+    let ids: FastSet<&str> = services.iter().map(|s| s.id.0.as_str()).collect();
+    let by_name: FastMap<&str, &ServiceId> =
         services.iter().map(|s| (s.name.as_str(), &s.id)).collect();
     for t in tasks {
         if !ids.contains(t.service_id.0.as_str())
@@ -277,7 +277,7 @@ fn unique<'a>(
     what: &str,
     keys: impl Iterator<Item = &'a str>,
 ) -> Result<(), IngestError> {
-    let mut seen = HashSet::new();
+    let mut seen = FastSet::default();
     for k in keys {
         if !seen.insert(k) {
             return Err(IngestError::value(

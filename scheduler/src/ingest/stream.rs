@@ -11,12 +11,12 @@
 //! never decides what an error says, and an input either path accepts maps to the same model
 //! (tested in `ingest::tests`).
 
-use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use super::IngestError;
 use super::docker::FieldError;
+use crate::FastMap;
 use crate::model::EnginePlugin;
 
 /// Why the precise path refused an element.
@@ -69,13 +69,32 @@ pub(super) trait Element: Sized {
 #[derive(Default)]
 pub(super) struct Shared {
     /// By hash of the list; lookups only, never iterated, so hash order decides nothing.
-    plugins: HashMap<u64, Vec<Arc<[EnginePlugin]>>>,
-    /// The list returned last: consecutive nodes nearly always list the same plugins.
-    last: Option<Arc<[EnginePlugin]>>,
+    plugins: FastMap<u64, Vec<Arc<[EnginePlugin]>>>,
+    /// The text of the list returned last, and the list: consecutive nodes nearly always
+    /// list the same plugins, and equal text is the same list without parsing it.
+    last: Option<(String, Arc<[EnginePlugin]>)>,
 }
 
 impl Shared {
-    pub(super) fn plugins(&mut self, list: &[(&str, &str)]) -> Arc<[EnginePlugin]> {
+    /// The shared list written `raw`; `parse` reads the text's (type, name) pairs when it is
+    /// not the last one seen (`None`: not a plugin list).
+    pub(super) fn plugins<'r>(
+        &mut self,
+        raw: &'r str,
+        parse: impl FnOnce(&'r str) -> Option<Vec<(&'r str, &'r str)>>,
+    ) -> Option<Arc<[EnginePlugin]>> {
+        if let Some((text, list)) = &self.last
+            && text == raw
+        {
+            return Some(Arc::clone(list));
+        }
+        let list = parse(raw)?;
+        let shared = self.intern(&list);
+        self.last = Some((raw.to_string(), Arc::clone(&shared)));
+        Some(shared)
+    }
+
+    fn intern(&mut self, list: &[(&str, &str)]) -> Arc<[EnginePlugin]> {
         let same = |known: &Arc<[EnginePlugin]>| {
             known.len() == list.len()
                 && known
@@ -83,9 +102,6 @@ impl Shared {
                     .zip(list)
                     .all(|(p, (kind, name))| p.kind == *kind && p.name == *name)
         };
-        if let Some(last) = self.last.as_ref().filter(|l| same(l)) {
-            return Arc::clone(last);
-        }
         let mut h = DefaultHasher::new();
         for (kind, name) in list {
             kind.hash(&mut h);
@@ -93,7 +109,6 @@ impl Shared {
         }
         let bucket = self.plugins.entry(h.finish()).or_default();
         if let Some(known) = bucket.iter().find(|k| same(k)) {
-            self.last = Some(Arc::clone(known));
             return Arc::clone(known);
         }
         let new: Arc<[EnginePlugin]> = list
@@ -104,7 +119,6 @@ impl Shared {
             })
             .collect();
         bucket.push(Arc::clone(&new));
-        self.last = Some(Arc::clone(&new));
         new
     }
 }
@@ -151,6 +165,9 @@ pub struct ArrayReader<T> {
     index: usize,
     shared: Shared,
     out: Vec<T>,
+    /// The input's size, if the caller knows it: the first element's size then tells how
+    /// many to make room for (a 100k-node list would otherwise grow by copying 17 times).
+    size_hint: Option<u64>,
     // `T`'s `Element` methods, held so that the reader's own API needs no private trait.
     fast: fn(&[u8], &mut Shared) -> Option<T>,
     precise: fn(&[u8]) -> Result<T, Refusal>,
@@ -177,7 +194,13 @@ impl<T> ArrayReader<T> {
             index: 0,
             shared: Shared::default(),
             out: Vec::new(),
+            size_hint: None,
         }
+    }
+
+    /// The whole input's length in bytes, when known before reading it.
+    pub fn size_hint(&mut self, bytes: u64) {
+        self.size_hint = Some(bytes);
     }
 
     /// Takes the next bytes of the file.
@@ -351,6 +374,11 @@ impl<T> ArrayReader<T> {
                 Err(r) => return Err(self.refusal(r, self.start)),
             },
         };
+        if let (0, Some(total)) = (self.index, self.size_hint) {
+            let each = (end - self.start).max(1) as u64;
+            // Capped: the hint sizes a buffer, it must not let a bad hint exhaust memory.
+            self.out.reserve((total / each).min(1 << 24) as usize);
+        }
         self.out.push(value);
         self.index += 1;
         Ok(())

@@ -30,7 +30,9 @@
 //! Architecture invariant: [`Replanner::plan`] always equals `schedule::plan` of
 //! [`Replanner::cluster`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use crate::FastMap;
 
 use thiserror::Error;
 
@@ -87,10 +89,10 @@ pub struct Replanner {
     loads: Vec<Load>,
     /// Per dense service: its part of the current plan.
     plans: Vec<ServicePlan>,
-    task_by_id: HashMap<String, u32>,
+    task_by_id: FastMap<String, u32>,
     /// Tasks by (service, slot) and by dense node, in position order: the tasks that may
     /// claim one slot, or a member node of a global service. Looked up, never iterated.
-    by_slot: HashMap<(u32, u64), Vec<u32>>,
+    by_slot: FastMap<(u32, u64), Vec<u32>>,
     by_node: Vec<Vec<u32>>,
 }
 
@@ -114,8 +116,8 @@ impl Replanner {
             given,
             kept,
             loads,
-            task_by_id: HashMap::new(),
-            by_slot: HashMap::new(),
+            task_by_id: FastMap::default(),
+            by_slot: FastMap::default(),
             by_node: Vec::new(),
         };
         r.by_node = vec![Vec::new(); r.ix.nodes.len()];

@@ -16,7 +16,9 @@
 //! All of it is owned, with no borrow of the cluster, so the incremental planner
 //! ([`crate::replan`]) keeps it beside its own copy of the cluster and updates it in place.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use crate::FastMap;
 
 use thiserror::Error;
 
@@ -148,7 +150,7 @@ pub struct Index {
     pub constraints: Vec<Vec<Constraint>>,
     pub order: Order,
     /// Service ID → dense index (looked up, never iterated).
-    pub service_by_id: HashMap<String, u32>,
+    pub service_by_id: FastMap<String, u32>,
     /// Every dataset a stateful slot has, given or inferred, by name.
     pub datasets: BTreeMap<String, Dataset>,
     pub profiles: BTreeMap<Strategy, Profile>,
@@ -185,7 +187,8 @@ impl Index {
             (&a.name, &a.id).cmp(&(&b.name, &b.id))
         });
         let svc = |s: usize| &cluster.services[services[s] as usize];
-        let mut service_by_id = HashMap::with_capacity(services.len());
+        let mut service_by_id =
+            FastMap::with_capacity_and_hasher(services.len(), Default::default());
         for s in 0..services.len() {
             if s > 0 && svc(s).name == svc(s - 1).name {
                 return Err(PlanError::DuplicateService(svc(s).name.clone()));
