@@ -11,9 +11,7 @@
 //! node), so no string is compared to sort it.
 
 use crate::framework::{DatasetHome, SlotDataset, TaskSpec};
-use crate::model::{
-    Availability, Backend, Cluster, FailoverMode, Mode, NodeId, NodeState, Strategy, Task,
-};
+use crate::model::{Availability, Backend, Cluster, FailoverMode, Mode, NodeId, NodeState, Task};
 use crate::plugins::platform::platform_matches;
 use crate::snapshot::{NodeInfo, Snapshot};
 
@@ -345,10 +343,9 @@ pub fn emit(cluster: &Cluster, ix: &Index, kept: &Kept, plans: &[ServicePlan]) -
         ..Plan::default()
     };
     let node_id = |ni: u32| ix.node(cluster, ni).id.clone();
-    for s in 0..ix.services.len() {
+    for (s, sp) in plans.iter().enumerate() {
         let service = ix.service(cluster, s);
         let strategy = ix.policies[s].strategy;
-        let sp = &plans[s];
         let mut new = sp.placed.iter().peekable();
         let placement = |slot, node, new: &NewPlacement| Placement {
             service: service.name.clone(),
@@ -484,9 +481,4 @@ pub fn task_spec<'a>(
         slot,
         dataset,
     }
-}
-
-/// A placement's strategy, for its score card.
-pub fn strategy(ix: &Index, s: usize) -> Strategy {
-    ix.policies[s].strategy
 }
