@@ -3,7 +3,7 @@
 //!
 //! The inputs are built in memory from the real objects in `examples/docker-inspect/` (a
 //! worker node with its TLS certificates and 17 engine plugins; a running task), 20,000 nodes
-//! (38 MB) and 100,000 tasks (60 MB), IDs and hostnames made unique.
+//! (36 MB) and 100,000 tasks (74 MB), IDs and hostnames made unique.
 //!
 //! `cargo bench -p berth --bench ingest`; the numbers are in BENCHMARKS.md.
 

@@ -5,6 +5,7 @@
 mod input;
 mod render;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -145,7 +146,11 @@ pub fn run(args: Args) -> Result<Outcome> {
             let loaded = input::load(&input)?;
             let plan = schedule::plan(&loaded.cluster).map_err(|e| loaded.blame(&e))?;
             match output {
-                Output::Json => println!("{}", render::plan_json(&plan)),
+                Output::Json => {
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    render::write_plan_json(&plan, &mut out)?;
+                    out.flush()?;
+                }
                 Output::Table => print!("{}", render::plan_table(&plan, &loaded.cluster)),
             }
             Ok(if plan.all_placed() {

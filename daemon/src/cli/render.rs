@@ -92,8 +92,14 @@ struct PendingJson<'a> {
     reasons: BTreeMap<&'a str, u32>,
 }
 
-pub fn plan_json(plan: &Plan) -> String {
-    let out = PlanJson {
+/// Writes the plan's JSON straight to `out`: 100k placements are never one string in memory.
+pub fn write_plan_json(plan: &Plan, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, &plan_json_value(plan))?;
+    writeln!(out)
+}
+
+fn plan_json_value(plan: &Plan) -> PlanJson<'_> {
+    PlanJson {
         placements: plan
             .placements
             .iter()
@@ -113,8 +119,7 @@ pub fn plan_json(plan: &Plan) -> String {
                 reasons: p.reasons.iter().map(|(r, n)| (r.as_str(), *n)).collect(),
             })
             .collect(),
-    };
-    serde_json::to_string_pretty(&out).expect("plain structs always serialise")
+    }
 }
 
 pub fn plan_table(plan: &Plan, cluster: &Cluster) -> String {

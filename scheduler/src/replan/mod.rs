@@ -3,12 +3,24 @@
 //! service scaled) and re-plans only what a delta touches.
 //!
 //! ```
-//! use berth_scheduler::model::{Cluster, NodeId};
+//! use berth_scheduler::model::{Cluster, Mode, Node, NodeId, Service, ServiceId, Task};
 //! use berth_scheduler::replan::{Delta, Replanner};
-//! # use berth_scheduler::testing::{node, replicated, running};
-//! # let cluster = Cluster { nodes: vec![node("a"), node("b")],
-//! #     services: vec![replicated("web", 2)],
-//! #     tasks: vec![running("web", 1, "a"), running("web", 2, "b")], ..Cluster::default() };
+//!
+//! let task = |slot: u64, node: &str| Task {
+//!     id: format!("web.{slot}"),
+//!     service_id: ServiceId("web".into()),
+//!     slot: Some(slot),
+//!     node_id: Some(NodeId::new(node)),
+//!     ..Task::default() // running
+//! };
+//! let mut web = Service::new("web");
+//! web.mode = Mode::Replicated { replicas: 2 };
+//! let cluster = Cluster {
+//!     nodes: vec![Node::new("a"), Node::new("b")],
+//!     services: vec![web],
+//!     tasks: vec![task(1, "a"), task(2, "b")],
+//!     ..Cluster::default()
+//! };
 //! let mut r = Replanner::new(cluster)?;           // takes the cluster; nothing is copied
 //! assert!(r.new_placements().is_empty());         // everything runs
 //! let changed = r.apply(Delta::NodeDown(NodeId::new("b")))?;
