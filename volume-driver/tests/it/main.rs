@@ -5,4 +5,5 @@ mod control_api;
 mod engine;
 mod faults;
 mod plugin;
+mod safety;
 mod support;

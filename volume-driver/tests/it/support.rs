@@ -167,6 +167,12 @@ impl AgentSvc {
         let _ = self.proc.child.wait();
     }
 
+    /// SIGTERM: the agent drains and removes its socket, as `docker plugin disable` or a
+    /// service stop would.
+    pub fn term(&mut self) {
+        self.proc.stop();
+    }
+
     /// Starts the agent again with the same node ID, socket and data root.
     pub fn restart(&mut self) {
         self.proc = Self::launch(&self.socket, &self.args);
