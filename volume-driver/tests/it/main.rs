@@ -2,7 +2,6 @@
 //! over its unix socket and HTTP; `engine` drives this machine's real Docker Engine.
 
 mod control_api;
-mod engine;
 mod faults;
 mod plugin;
 mod safety;

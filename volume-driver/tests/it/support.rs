@@ -5,7 +5,6 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -254,17 +253,6 @@ pub struct TwoNodes {
     pub control: ControlSvc,
     pub a: AgentSvc,
     pub b: AgentSvc,
-}
-
-static N: AtomicU32 = AtomicU32::new(0);
-
-/// A unique plugin/driver name for this process and call.
-pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}{}{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
 }
 
 impl TwoNodes {
