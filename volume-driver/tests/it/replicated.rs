@@ -1,0 +1,226 @@
+//! `backend=replicated` through the real binary: the standby catches up at Unmount and on the
+//! ship interval while mounted, its lag is in the volume record, a dead primary's data is
+//! promoted from the standby, and the old primary, back, is fenced and rejoins as a standby
+//! with what it wrote past the promoted position discarded.
+
+use std::path::Path;
+use std::time::Duration;
+
+use berth_volume::transfer;
+use serde_json::{Value, json};
+
+use crate::support::{AgentSvc, TwoNodes, api, wait_until};
+
+fn ok(v: &Value) {
+    assert_eq!(v["Err"], "", "expected success, got {v}");
+}
+
+fn mount(a: &AgentSvc, name: &str, caller: &str) -> Value {
+    a.call(
+        "/VolumeDriver.Mount",
+        &json!({"Name": name, "ID": caller}).to_string(),
+    )
+}
+
+fn unmount(a: &AgentSvc, name: &str, caller: &str) {
+    ok(&a.call(
+        "/VolumeDriver.Unmount",
+        &json!({"Name": name, "ID": caller}).to_string(),
+    ));
+}
+
+fn record(t: &TwoNodes, name: &str) -> Value {
+    let (st, _, v) = api(
+        &t.control,
+        "GET",
+        &format!("/v1/berth/volumes/{name}"),
+        &[],
+        "",
+    );
+    assert_eq!(st, 200, "{v}");
+    v
+}
+
+fn standby<'a>(v: &'a Value, node: &str) -> &'a Value {
+    v["standbys"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["node"] == node))
+        .unwrap_or(&Value::Null)
+}
+
+fn copy(root: &Path, id: &str) -> std::path::PathBuf {
+    root.join("datasets").join(id).join("data")
+}
+
+fn marker(root: &Path, id: &str, which: &str) -> Option<u64> {
+    std::fs::read_to_string(root.join("datasets").join(id).join(which))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[test]
+fn a_replicated_volume_survives_its_primary_and_the_old_primary_rejoins_fenced() {
+    let mut t = TwoNodes::start_with(&["--ship-interval", "200ms"], false);
+    ok(&t.a.call(
+        "/VolumeDriver.Create",
+        r#"{"Name":"rep","Opts":{"backend":"replicated"}}"#,
+    ));
+    let v = record(&t, "rep");
+    assert_eq!(
+        (v["backend"].as_str(), v["replicas"].as_u64()),
+        (Some("replicated"), Some(2))
+    );
+    assert_eq!(
+        standby(&v, "node-b")["epoch"],
+        Value::Null,
+        "nothing shipped yet: {v}"
+    );
+    let id = v["dataset_id"].as_str().expect("id").to_string();
+
+    // At Unmount the standby ends up equal to the primary, before the Unmount answers.
+    let mp = mount(&t.a, "rep", "c1")["Mountpoint"]
+        .as_str()
+        .expect("mp")
+        .to_string();
+    for i in 0..20 {
+        std::fs::write(format!("{mp}/f{i:02}"), vec![i as u8; 50_000]).expect("write");
+    }
+    unmount(&t.a, "rep", "c1");
+    let on_a = transfer::manifest(Path::new(&mp)).expect("manifest");
+    assert_eq!(
+        transfer::manifest(&copy(&t.b.data_root, &id)).expect("standby manifest"),
+        on_a,
+        "the final ship at Unmount"
+    );
+    let v = record(&t, "rep");
+    assert_eq!(
+        (
+            standby(&v, "node-b")["epoch"].as_u64(),
+            standby(&v, "node-b")["lag_ms"].as_u64()
+        ),
+        (Some(1), Some(0)),
+        "idle and shipped: nothing to lose: {v}"
+    );
+    assert_eq!(marker(&t.b.data_root, &id, "standby"), Some(1));
+    assert_eq!(
+        marker(&t.b.data_root, &id, "epoch"),
+        None,
+        "a standby copy is never whole"
+    );
+
+    // While mounted, the interval ships new writes; the lag stays bounded.
+    ok(&mount(&t.a, "rep", "c2"));
+    std::fs::write(format!("{mp}/late"), b"shipped while mounted").expect("write");
+    wait_until("the interval ship", Duration::from_secs(20), || {
+        copy(&t.b.data_root, &id).join("late").exists()
+    });
+    wait_until("a small lag", Duration::from_secs(20), || {
+        standby(&record(&t, "rep"), "node-b")["lag_ms"]
+            .as_u64()
+            .is_some_and(|l| l < 5_000)
+    });
+
+    // A dies. What its container wrote after the last ship is on its disk only.
+    t.a.kill();
+    std::fs::write(format!("{mp}/divergent"), b"written past the last ship").expect("write");
+    let (st, _, v) = api(
+        &t.control,
+        "POST",
+        "/v1/berth/volumes/rep/fence",
+        &[],
+        r#"{"node":"node-a","expect_epoch":1}"#,
+    );
+    assert_eq!(st, 200, "{v}");
+    let (st, _, v) = api(
+        &t.control,
+        "POST",
+        "/v1/berth/volumes/rep/assign",
+        &[],
+        r#"{"primary":"node-b","epoch":2,"mode":"promote"}"#,
+    );
+    assert_eq!(st, 200, "{v}");
+    assert!(
+        v["lag_ms"].is_u64() && v["lag_bytes"].is_u64(),
+        "a promotion says how far behind it was: {v}"
+    );
+    assert_eq!(standby(&v, "node-a")["epoch"], Value::Null, "{v}");
+    let mb = mount(&t.b, "rep", "c3");
+    ok(&mb);
+    let mpb = mb["Mountpoint"].as_str().expect("mp").to_string();
+    assert_eq!(
+        std::fs::read(format!("{mpb}/late")).expect("promoted data"),
+        b"shipped while mounted"
+    );
+    assert!(!Path::new(&mpb).join("divergent").exists());
+    std::fs::write(format!("{mpb}/after"), b"the new primary's write").expect("write");
+
+    // A comes back: fenced, and a standby whose divergent write is discarded, never merged.
+    t.a.restart();
+    let e = mount(&t.a, "rep", "c4")["Err"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(e.contains("current primary is node-b at epoch 2"), "{e}");
+    wait_until("A to rejoin as a standby", Duration::from_secs(30), || {
+        marker(&t.a.data_root, &id, "standby") == Some(2)
+    });
+    assert!(!copy(&t.a.data_root, &id).join("divergent").exists());
+    assert_eq!(marker(&t.a.data_root, &id, "epoch"), None);
+    unmount(&t.b, "rep", "c3");
+    assert_eq!(
+        transfer::manifest(&copy(&t.a.data_root, &id)).expect("A's copy"),
+        transfer::manifest(Path::new(&mpb)).expect("B's copy"),
+        "the old primary now holds exactly the new primary's data"
+    );
+    let v = record(&t, "rep");
+    assert_eq!(
+        (
+            standby(&v, "node-a")["epoch"].as_u64(),
+            standby(&v, "node-a")["lag_ms"].as_u64()
+        ),
+        (Some(2), Some(0)),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_standby_refuses_a_ship_from_a_fenced_primary() {
+    let t = TwoNodes::start();
+    ok(&t.a.call(
+        "/VolumeDriver.Create",
+        r#"{"Name":"rf","Opts":{"backend":"replicated"}}"#,
+    ));
+    let id = record(&t, "rf")["dataset_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    ok(&mount(&t.a, "rf", "c1"));
+    unmount(&t.a, "rf", "c1");
+    let (st, _, v) = api(
+        &t.control,
+        "POST",
+        "/v1/berth/volumes/rf/fence",
+        &[],
+        r#"{"node":"node-a","expect_epoch":1}"#,
+    );
+    assert_eq!(st, 200, "{v}");
+    // Node A, not knowing it was fenced, asks B to ship its epoch-1 copy.
+    let (_, _, nodes) = api(&t.control, "GET", "/v1/state/nodes", &[], "");
+    let b_addr = nodes
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["uuid"] == "node-b"))
+        .and_then(|n| n["transfer"].as_str())
+        .expect("B's transfer address")
+        .to_string();
+    let (st, _, v) = crate::support::raw(
+        crate::support::Conn::Tcp(&b_addr),
+        "POST",
+        &format!("/v1/replica/{id}/ship"),
+        &[],
+        r#"{"name":"rf","epoch":1}"#,
+    );
+    assert_eq!(st, 409, "{v}");
+    assert!(v.to_string().contains("epoch 2"), "{v}");
+}
