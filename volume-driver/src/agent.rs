@@ -119,6 +119,8 @@ pub struct Agent {
     pull: TransferOptions,
     mounts: Mutex<BTreeMap<String, MountRef>>,
     mounts_file: PathBuf,
+    /// Serialises writes of `mounts_file` (mounts of different volumes run concurrently).
+    persisting: Mutex<()>,
     locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     replica: crate::replica::Shipper,
 }
@@ -146,6 +148,7 @@ impl Agent {
             pull: TransferOptions::default(),
             mounts: Mutex::new(mounts),
             mounts_file,
+            persisting: Mutex::new(()),
             locks: Mutex::new(BTreeMap::new()),
             replica: crate::replica::Shipper::default(),
         }
@@ -193,7 +196,9 @@ impl Agent {
     }
 
     /// Writes the mount table (temp file + rename: a crash leaves the old or the new table).
+    /// The table is read under the write lock, so the last write holds the latest table.
     fn persist(&self) -> Result<(), AgentError> {
+        let _w = self.persisting.lock().unwrap_or_else(|p| p.into_inner());
         let doc = MountsFile {
             boot_id: boot_id(),
             mounts: self.mounts().clone(),

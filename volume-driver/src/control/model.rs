@@ -421,7 +421,9 @@ impl State {
             }
             self.touch(id);
         }
-        self.reported.remove(id);
+        if self.reported.remove(id).is_some() {
+            self.generation += 1;
+        }
         self.datasets
             .get(id)
             .cloned()
@@ -540,8 +542,10 @@ impl State {
                 l.dataset_id
             )));
         }
-        self.leases.insert(l.dataset_id.clone(), l.clone());
-        self.generation += 1;
+        if self.leases.get(&l.dataset_id) != Some(&l) {
+            self.leases.insert(l.dataset_id.clone(), l.clone());
+            self.generation += 1;
+        }
         Ok(l)
     }
 

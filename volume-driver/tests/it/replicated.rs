@@ -103,7 +103,11 @@ fn a_replicated_volume_survives_its_primary_and_the_old_primary_rejoins_fenced()
         (Some(1), Some(0)),
         "idle and shipped: nothing to lose: {v}"
     );
-    assert_eq!(marker(&t.b.data_root, &id, "standby"), Some(1));
+    // An interval pass that read the record before the final ship may still be shipping
+    // (its marker is withdrawn while it runs).
+    wait_until("B's standby marker", Duration::from_secs(10), || {
+        marker(&t.b.data_root, &id, "standby") == Some(1)
+    });
     assert_eq!(
         marker(&t.b.data_root, &id, "epoch"),
         None,

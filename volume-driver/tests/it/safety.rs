@@ -162,6 +162,39 @@ fn a_mount_claim_survives_an_agent_restart() {
     }
 }
 
+/// Defect 2 under load: mounts of many volumes at once are all recorded, and all released after
+/// a kill -9 and restart.
+#[test]
+fn parallel_mounts_are_all_recorded_across_a_restart() {
+    let mut t = TwoNodes::start();
+    let names: Vec<String> = (0..40).map(|i| format!("pm-{i}")).collect();
+    std::thread::scope(|s| {
+        for n in &names {
+            let a = &t.a;
+            s.spawn(move || {
+                ok(&create(a, n, json!({})));
+                ok(&mount(a, n, "c"));
+            });
+        }
+    });
+    t.a.kill();
+    t.a.restart();
+    std::thread::scope(|s| {
+        for n in &names {
+            let a = &t.a;
+            s.spawn(move || ok(&unmount(a, n, "c")));
+        }
+    });
+    let (_, _, all) = api(&t.control, "GET", "/v1/configuration/datasets", &[], "");
+    let held: Vec<&Value> = all
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|d| !d["mounted_on"].is_null())
+        .collect();
+    assert!(held.is_empty(), "claims left: {held:?}");
+}
+
 /// Defect 2, the crash window: a claim the control service granted but the agent never
 /// recorded (it died in between) is released when the agent starts again.
 #[test]
