@@ -123,6 +123,7 @@ pub struct Agent {
     persisting: Mutex<()>,
     locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     replica: crate::replica::Shipper,
+    passes: std::sync::atomic::AtomicU64,
 }
 
 impl Agent {
@@ -151,6 +152,7 @@ impl Agent {
             persisting: Mutex::new(()),
             locks: Mutex::new(BTreeMap::new()),
             replica: crate::replica::Shipper::default(),
+            passes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -591,24 +593,27 @@ impl Agent {
     }
 
     /// One level-triggered pass: drop mounts this node was fenced from; pre-pull node-local
-    /// datasets this node is now primary of (so a chain of moves never depends on a node that
-    /// never mounted), each re-read under its lock so a stale list never resurrects a removed
-    /// one; remove copies of deleted datasets; report what is held.
+    /// datasets this node is now primary of and whose newest copy is elsewhere (so a chain of
+    /// moves never depends on a node that never mounted), each re-read under its lock so a
+    /// stale list never resurrects a removed one; every `GC_EVERY` passes, remove copies of
+    /// deleted datasets; report what is held.
     pub async fn reconcile(&self) -> Result<(), AgentError> {
-        let (all, _) = self.control.datasets().await.map_err(Self::ctl("*"))?;
-        let by_id: BTreeMap<&str, &crate::control::wire::DatasetConfig> =
-            all.iter().map(|d| (d.dataset_id.as_str(), d)).collect();
+        let mine = self
+            .control
+            .volumes_of(&self.node)
+            .await
+            .map_err(Self::ctl("*"))?;
+        let by_id: BTreeMap<&str, &VolumeRecord> =
+            mine.iter().map(|d| (d.dataset_id.as_str(), d)).collect();
         let mounted: Vec<(String, String, u64)> = self
             .mounts()
             .iter()
             .map(|(n, m)| (n.clone(), m.dataset_id.clone(), m.epoch))
             .collect();
         for (name, ds, epoch) in mounted {
-            let suspicious = by_id.get(ds.as_str()).is_none_or(|d| {
-                d.deleted
-                    || d.epoch > epoch
-                    || (d.epoch == epoch && d.primary_now() != Some(&self.node))
-            });
+            let suspicious = by_id
+                .get(ds.as_str())
+                .is_none_or(|d| d.epoch > epoch || (d.epoch == epoch && !d.is_primary(&self.node)));
             if !suspicious {
                 continue;
             }
@@ -626,35 +631,28 @@ impl Agent {
                 Err(e) => tracing::debug!(error = %e, "reconcile: cannot re-check a mount"),
             }
         }
-        for d in all.iter().filter(|d| {
-            !d.deleted
-                && d.primary_now() == Some(self.node.as_str())
-                && d.backend().is_node_local()
+        for d in mine.iter().filter(|d| {
+            let pull = d.source.as_ref().is_some_and(|s| s.node != self.node);
+            d.is_primary(&self.node)
+                && BackendKind::from_str_or_local(&d.backend).is_node_local()
+                && (pull || d.promoted)
                 && self.local.local_epoch(&d.dataset_id) != Some(d.epoch)
         }) {
-            let Some(name) = d.name() else { continue };
-            let l = self.lock_for(name);
+            let l = self.lock_for(&d.name);
             let _g = l.lock().await;
-            let fresh = match self.control.volume(name).await {
+            let fresh = match self.control.volume(&d.name).await {
                 Ok(Some(f)) if f.dataset_id == d.dataset_id && f.is_primary(&self.node) => f,
                 _ => continue,
             };
-            if let Err(e) = self.prepare(name, &fresh).await {
-                tracing::warn!(volume = %name, error = %e.chain(), "reconcile: pull failed; will retry");
+            if let Err(e) = self.prepare(&d.name, &fresh).await {
+                tracing::warn!(volume = %d.name, error = %e.chain(), "reconcile: pull failed; will retry");
             }
         }
-        for id in self.local.present() {
-            let Some(d) = by_id.get(id.as_str()).filter(|d| d.deleted) else {
-                continue;
-            };
-            let l = self.lock_for(d.name().unwrap_or(&id));
-            let _g = l.lock().await;
-            match self.local.remove(&id) {
-                Ok(()) => tracing::info!(dataset = %id, "removed the copy of a deleted dataset"),
-                Err(e) => {
-                    tracing::warn!(dataset = %id, error = %e, "cannot remove a deleted dataset's copy")
-                }
-            }
+        let pass = self
+            .passes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if pass.is_multiple_of(GC_EVERY) {
+            self.collect_garbage().await?;
         }
         let held: Vec<(String, String, u64)> = self
             .local
@@ -673,4 +671,38 @@ impl Agent {
             .await
             .map_err(Self::ctl("*"))
     }
+
+    /// Removes this node's copies of deleted datasets (a Remove on another node, or one that
+    /// raced a pull here). Deletion is final for a dataset ID, so a copy is removed only when
+    /// the control service says its dataset is deleted, never because it is unknown.
+    async fn collect_garbage(&self) -> Result<(), AgentError> {
+        let present = self.local.present();
+        if present.is_empty() {
+            return Ok(());
+        }
+        let (all, _) = self.control.datasets().await.map_err(Self::ctl("*"))?;
+        let deleted: BTreeMap<&str, &str> = all
+            .iter()
+            .filter(|d| d.deleted)
+            .map(|d| (d.dataset_id.as_str(), d.name().unwrap_or_default()))
+            .collect();
+        for id in present {
+            let Some(name) = deleted.get(id.as_str()) else {
+                continue;
+            };
+            let l = self.lock_for(if name.is_empty() { &id } else { name });
+            let _g = l.lock().await;
+            match self.local.remove(&id) {
+                Ok(()) => tracing::info!(dataset = %id, "removed the copy of a deleted dataset"),
+                Err(e) => {
+                    tracing::warn!(dataset = %id, error = %e, "cannot remove a deleted dataset's copy")
+                }
+            }
+        }
+        Ok(())
+    }
 }
+
+/// Reconcile passes between two sweeps for copies of deleted datasets (each reads the whole
+/// dataset list).
+const GC_EVERY: u64 = 10;
