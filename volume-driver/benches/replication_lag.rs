@@ -44,10 +44,12 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
+        if let Ok(None) = self.0.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status();
+            let _ = self.0.wait();
+        }
     }
 }
 
@@ -288,7 +290,7 @@ fn main() {
         "ship interval {interval}, {rate} writes/s of 4 KiB each fsynced, {secs} s per run, {runs} failovers per load"
     );
     println!(
-        "| load | run | lag samples | lag p50 | lag p99 | lag max | reported at promotion | acknowledged | lost | loss window |\n|---|---|---|---|---|---|---|---|---|---|"
+        "| load | run | lag samples | lag min | lag p50 | lag p99 | lag max | reported at promotion | acknowledged | lost | loss window |\n|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for load in loads {
         let mut all_lags = Vec::new();
@@ -376,9 +378,10 @@ fn main() {
             };
             lags.sort();
             println!(
-                "| {} | {run} | {} | {} ms | {} ms | {} ms | {reported} ms | {} | {lost} | {window} |",
+                "| {} | {run} | {} | {} ms | {} ms | {} ms | {} ms | {reported} ms | {} | {lost} | {window} |",
                 if load == Load::Wal { "wal" } else { "pages" },
                 lags.len(),
+                lags.first().copied().unwrap_or(0),
                 pct(&lags, 50),
                 pct(&lags, 99),
                 pct(&lags, 100),

@@ -55,6 +55,30 @@ impl Control {
         self.state.read(f)
     }
 
+    /// Every live volume's record as of now, standby lags included: what a metrics endpoint
+    /// exports (`berth_volume_standby_lag_ms{volume, node}` and the like).
+    pub fn volume_records(&self) -> Vec<VolumeRecord> {
+        self.volume_records_of(None)
+    }
+
+    fn volume_records_of(&self, node: Option<&str>) -> Vec<VolumeRecord> {
+        let t = now_ms();
+        self.read(|s| {
+            s.datasets
+                .values()
+                .filter(|d| !d.deleted)
+                .filter(|d| {
+                    node.is_none_or(|n| {
+                        d.primary == n
+                            || d.standbys.contains_key(n)
+                            || d.mounted_on.as_deref() == Some(n)
+                    })
+                })
+                .map(|d| VolumeRecord::of(d, s, t))
+                .collect()
+        })
+    }
+
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut State) -> Result<T, ControlError> + Send + 'static,
@@ -402,22 +426,7 @@ struct VolumeFilter {
 }
 
 async fn list_volumes(AxState(c): AxState<Shared>, Query(f): Query<VolumeFilter>) -> Response {
-    let t = now_ms();
-    let list = c.read(|s| {
-        s.datasets
-            .values()
-            .filter(|d| !d.deleted)
-            .filter(|d| {
-                f.node.as_deref().is_none_or(|n| {
-                    d.primary == n
-                        || d.standbys.contains_key(n)
-                        || d.mounted_on.as_deref() == Some(n)
-                })
-            })
-            .map(|d| VolumeRecord::of(d, s, t))
-            .collect::<Vec<_>>()
-    });
-    Json(list).into_response()
+    Json(c.volume_records_of(f.node.as_deref())).into_response()
 }
 
 async fn get_volume(

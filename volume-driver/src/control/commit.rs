@@ -39,9 +39,15 @@ impl Committer {
         let state = Arc::new(Mutex::new(state));
         let (tx, rx) = mpsc::channel::<Op>();
         let shared = state.clone();
+        // A store may do async IO inside its sync calls (Consul): the writer thread runs in the
+        // caller's runtime context.
+        let rt = tokio::runtime::Handle::try_current().ok();
         std::thread::Builder::new()
             .name("berth-commit".into())
-            .spawn(move || writer(shared, store, rx))?;
+            .spawn(move || {
+                let _rt = rt.as_ref().map(tokio::runtime::Handle::enter);
+                writer(shared, store, rx)
+            })?;
         Ok(Committer {
             state,
             ops: Mutex::new(tx),
