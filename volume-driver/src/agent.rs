@@ -124,6 +124,16 @@ pub struct Agent {
     locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     replica: crate::replica::Shipper,
     passes: std::sync::atomic::AtomicU64,
+    /// Ships into this node's standby copies, by dataset ID: one at a time, and a cancel
+    /// count that `prepare` bumps to stop one (see `replica`).
+    standby_ships: Mutex<BTreeMap<String, StandbyShip>>,
+}
+
+/// The lock a ship into one standby copy holds, and the count that cancels it.
+#[derive(Clone)]
+pub(crate) struct StandbyShip {
+    pub lock: Arc<tokio::sync::Mutex<()>>,
+    pub cancels: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Agent {
@@ -153,6 +163,7 @@ impl Agent {
             locks: Mutex::new(BTreeMap::new()),
             replica: crate::replica::Shipper::default(),
             passes: std::sync::atomic::AtomicU64::new(0),
+            standby_ships: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -186,6 +197,25 @@ impl Agent {
 
     pub(crate) fn shipper(&self) -> &crate::replica::Shipper {
         &self.replica
+    }
+
+    pub(crate) fn standby_ship(&self, id: &str) -> StandbyShip {
+        let mut m = self.standby_ships.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(id.to_string())
+            .or_insert_with(|| StandbyShip {
+                lock: Arc::default(),
+                cancels: Arc::new(tokio::sync::watch::channel(0).0),
+            })
+            .clone()
+    }
+
+    /// Stops a ship into this node's copy of `id` and waits until it has stopped writing: the
+    /// copy is about to be the data (a promotion, or any pull as the primary). A ship from a
+    /// dead primary whose connection hangs would otherwise hold the copy indefinitely.
+    async fn stop_standby_ship(&self, id: &str) {
+        let s = self.standby_ship(id);
+        s.cancels.send_modify(|c| *c += 1);
+        drop(s.lock.lock().await);
     }
 
     pub(crate) fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -317,6 +347,9 @@ impl Agent {
             )
             .map_err(be),
             BackendKind::Local | BackendKind::Replicated => {
+                if self.local.local_epoch(&d.dataset_id) != Some(d.epoch) {
+                    self.stop_standby_ship(&d.dataset_id).await;
+                }
                 local::prepare(&self.local, d, &self.node, &self.pull)
                     .await
                     .map_err(be)

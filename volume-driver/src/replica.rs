@@ -7,7 +7,9 @@
 //!
 //! A standby checks with the control service, before each ship, that the asking primary is the
 //! primary at the current epoch and that it is itself a standby: a fenced primary can ship to
-//! nobody. A demoted primary (its copy may hold writes past the promoted position) withdraws its
+//! nobody. Each (dataset, standby) pair has at most one ship under way, bounded in time, so a
+//! standby that hangs delays no other; and a ship into a copy that becomes the data (a
+//! promotion) is stopped before the copy is used. A demoted primary (its copy may hold writes past the promoted position) withdraws its
 //! epoch marker before its first ship, which then replaces its copy with the new primary's:
 //! fenced, never merged.
 //!
@@ -40,13 +42,21 @@ use crate::transfer::{self, TransferError, TransferOptions};
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest an Unmount waits for its final ship before answering anyway.
 pub const UNMOUNT_SHIP_LIMIT: Duration = Duration::from_secs(60);
+/// Longest one ship on the interval may take before its standby is asked afresh (a standby
+/// whose connection hangs must not keep its slot for ever; a first ship of a big dataset may
+/// take minutes).
+pub const SHIP_LIMIT: Duration = Duration::from_secs(600);
 
-/// The primary side's settings and per-dataset ship locks (one ship of a dataset at a time).
+/// The primary side's settings, and one lock per (dataset, standby): at most one ship to a
+/// standby at a time, and a standby that hangs holds up only its own ships.
 #[derive(Debug, Clone)]
 pub struct Shipper {
     pub interval: Duration,
-    locks: Arc<Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    locks: Arc<Mutex<PairLocks>>,
 }
+
+/// One lock per (dataset ID, standby node).
+type PairLocks = BTreeMap<(String, String), Arc<tokio::sync::Mutex<()>>>;
 
 impl Default for Shipper {
     fn default() -> Shipper {
@@ -62,9 +72,11 @@ impl Shipper {
         }
     }
 
-    fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    fn lock(&self, id: &str, standby: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut l = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        l.entry(id.to_string()).or_default().clone()
+        l.entry((id.to_string(), standby.to_string()))
+            .or_default()
+            .clone()
     }
 }
 
@@ -108,45 +120,59 @@ fn due(v: &VolumeRecord, me: &str) -> bool {
             .any(|s| s.epoch != Some(v.epoch) || s.lag_ms != Some(0))
 }
 
-/// One pass of the primary side: ships every `replicated` dataset this node is the primary of
-/// and whose standbys trail (or which is mounted here).
-pub async fn ship_pass(agent: &Agent) -> Result<(), ReplicaError> {
-    use futures_util::StreamExt;
+/// One pass of the primary side: for every `replicated` dataset this node is the primary of and
+/// whose standbys trail (or which is mounted here), starts a ship to each standby that has none
+/// under way. Ships run on their own; the pass does not wait for them.
+pub async fn ship_pass(agent: &Arc<Agent>) -> Result<(), ReplicaError> {
     let me = agent.node();
     let vols = agent.control().volumes_of(me).await?;
-    let todo: Vec<VolumeRecord> = vols
-        .into_iter()
-        .filter(|v| {
-            v.backend == BackendKind::Replicated.as_str()
-                && v.is_primary(me)
-                && !v.standbys.is_empty()
-                && agent.layout().local_epoch(&v.dataset_id) == Some(v.epoch)
-                && due(v, me)
-        })
-        .collect();
-    futures_util::stream::iter(todo)
-        .for_each_concurrent(8, |v| async move { ship(agent, &v).await })
-        .await;
+    for v in vols.into_iter().filter(|v| {
+        v.backend == BackendKind::Replicated.as_str()
+            && v.is_primary(me)
+            && agent.layout().local_epoch(&v.dataset_id) == Some(v.epoch)
+            && due(v, me)
+    }) {
+        let v = Arc::new(v);
+        for s in &v.standbys {
+            let Some(addr) = s.transfer.clone() else {
+                continue;
+            };
+            let Ok(g) = agent
+                .shipper()
+                .lock(&v.dataset_id, &s.node)
+                .try_lock_owned()
+            else {
+                continue;
+            };
+            let (agent, v, node) = (agent.clone(), v.clone(), s.node.clone());
+            tokio::spawn(async move {
+                let r = tokio::time::timeout(SHIP_LIMIT, ask(&agent, &addr, &v)).await;
+                drop(g);
+                log_ship(&v.name, &node, r);
+            });
+        }
+    }
     Ok(())
 }
 
-/// Ships `v` to each of its standbys (one ship of a dataset at a time).
-async fn ship(agent: &Agent, v: &VolumeRecord) {
-    let l = agent.shipper().lock(&v.dataset_id);
-    let _g = l.lock().await;
-    let asks = v.standbys.iter().filter_map(|s| {
-        let addr = s.transfer.clone()?;
-        Some(async move { (s.node.clone(), ask(agent, &addr, v).await) })
-    });
-    for (node, r) in futures_util::future::join_all(asks).await {
-        match r {
-            Ok(r) => {
-                tracing::debug!(volume = %v.name, standby = %node, files = r.files, bytes = r.bytes, ms = r.ms, "shipped")
-            }
-            Err(e) => {
-                tracing::warn!(volume = %v.name, standby = %node, error = %transfer::chain(&e), "ship failed; the next pass retries")
-            }
+fn log_ship(
+    volume: &str,
+    standby: &str,
+    r: Result<Result<ShipReply, ReplicaError>, tokio::time::error::Elapsed>,
+) {
+    match r {
+        Ok(Ok(r)) => tracing::debug!(
+            volume,
+            standby,
+            files = r.files,
+            bytes = r.bytes,
+            ms = r.ms,
+            "shipped"
+        ),
+        Ok(Err(e)) => {
+            tracing::warn!(volume, standby, error = %transfer::chain(&e), "ship failed; the next pass retries")
         }
+        Err(_) => tracing::warn!(volume, standby, "ship timed out; the next pass asks again"),
     }
 }
 
@@ -180,7 +206,8 @@ async fn ask(agent: &Agent, addr: &str, v: &VolumeRecord) -> Result<ShipReply, R
 }
 
 /// The final ship after the last Unmount of `name`, if it is a `replicated` dataset this node is
-/// the primary of: the writer has stopped, so the standbys end up exactly equal to the primary.
+/// the primary of: the writer has stopped, so each standby ends up exactly equal to the primary
+/// (a ship already under way is waited for, then one more is made).
 pub async fn ship_after_unmount(agent: &Agent, name: &str) {
     let v = match agent.control().volume(name).await {
         Ok(Some(v)) => v,
@@ -192,15 +219,20 @@ pub async fn ship_after_unmount(agent: &Agent, name: &str) {
     {
         return;
     }
-    if tokio::time::timeout(UNMOUNT_SHIP_LIMIT, ship(agent, &v))
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            volume = name,
-            "the final ship did not finish in time; the next pass retries"
-        );
-    }
+    let asks = v.standbys.iter().filter_map(|s| {
+        let addr = s.transfer.clone()?;
+        let v = &v;
+        Some(async move {
+            let lock = agent.shipper().lock(&v.dataset_id, &s.node);
+            let r = tokio::time::timeout(UNMOUNT_SHIP_LIMIT, async {
+                let _g = lock.lock().await;
+                ask(agent, &addr, v).await
+            })
+            .await;
+            log_ship(&v.name, &s.node, r);
+        })
+    });
+    futures_util::future::join_all(asks).await;
 }
 
 /// The standby side's route, behind the same guard as the transfer endpoint.
@@ -235,11 +267,17 @@ async fn handle(
 }
 
 /// A standby ships dataset `id` from its primary, if the control service agrees that it is a
-/// standby and the primary is current at `req.epoch`, and reports its new position.
+/// standby and the primary is current at `req.epoch`, and reports its new position. It holds
+/// the copy's ship lock, not the volume's lock, so that `Agent::prepare` can stop it (a
+/// promotion must not wait for a ship from a dead primary).
 async fn receive(agent: &Agent, id: &str, req: &ShipRequest) -> Result<ShipReply, ReplicaError> {
     let me = agent.node();
-    let l = agent.lock_for(&req.name);
-    let _g = l.lock().await;
+    let slot = agent.standby_ship(id);
+    let _g = slot.lock.lock().await;
+    // Counted after taking the lock: a cancel before this point came with a control state
+    // that the check below sees (this node the primary), so it refuses.
+    let mut cancels = slot.cancels.subscribe();
+    let start = *cancels.borrow_and_update();
     let v = agent
         .control()
         .volume(&req.name)
@@ -275,7 +313,18 @@ async fn receive(agent: &Agent, id: &str, req: &ShipRequest) -> Result<ShipReply
     }
     layout.clear_standby(id)?;
     let started = Instant::now();
-    let stats = transfer::pull(&addr, id, Some(v.epoch), layout, agent.transfer_options()).await?;
+    let cancel = async move {
+        let _ = cancels.wait_for(|c| *c != start).await;
+    };
+    let stats = transfer::pull_until(
+        &addr,
+        id,
+        Some(v.epoch),
+        layout,
+        agent.transfer_options(),
+        cancel,
+    )
+    .await?;
     let ms = started.elapsed().as_millis() as u64;
     layout.set_standby(id, v.epoch)?;
     match agent

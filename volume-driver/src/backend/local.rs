@@ -169,9 +169,18 @@ pub async fn prepare(
             });
         }
         if layout.standby_epoch(id).is_none() {
-            // Killed mid-ship: every file is a whole version the primary held, newer than
+            // Stopped mid-ship: every file is a whole version the primary held, newer than
             // the recorded position, but the files may come from two ships.
             tracing::warn!(dataset = %id, "promoting a standby copy whose last ship did not complete");
+        }
+        let partial =
+            crate::transfer::remove_partials(&data).map_err(|source| BackendError::Transfer {
+                dataset: id.clone(),
+                source_node: node.to_string(),
+                source,
+            })?;
+        if partial > 0 {
+            tracing::info!(dataset = %id, files = partial, "removed an interrupted ship's partial files");
         }
     } else {
         match &d.source {

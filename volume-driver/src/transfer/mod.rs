@@ -16,7 +16,7 @@ mod serve;
 pub mod wire;
 
 pub use hash_cache::{HashCache, StatKey};
-pub use pull::pull;
+pub use pull::{pull, pull_until, remove_partials};
 pub use serve::{guard, router};
 
 use std::path::{Component, Path, PathBuf};
@@ -164,6 +164,8 @@ pub enum TransferError {
         "the source's copy is whole for epoch {have:?}, not {want}: it is not the newest copy, so nothing is taken from it"
     )]
     NotNewest { have: Option<u64>, want: u64 },
+    #[error("the pull was cancelled: this copy is wanted as it stands")]
+    Cancelled,
     #[error("checksum mismatch on {path}: expected {expected}, got {got}")]
     Checksum {
         path: String,

@@ -228,3 +228,108 @@ fn a_standby_refuses_a_ship_from_a_fenced_primary() {
     assert_eq!(st, 409, "{v}");
     assert!(v.to_string().contains("epoch 2"), "{v}");
 }
+
+fn signal(pid: u32, sig: &str) {
+    let st = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success(), "kill -{sig} {pid}");
+}
+
+/// A primary that hangs mid-ship (SIGSTOP: its connections stay open, nothing more comes) does
+/// not hold up the promotion: the standby's ship is stopped, the Mount answers, and the
+/// promoted copy shows no partial file.
+#[test]
+fn a_promotion_does_not_wait_for_a_ship_from_a_hung_primary() {
+    let t = TwoNodes::start_with(
+        &["--ship-interval", "200ms", "--transfer-rate", "1MiB"],
+        false,
+    );
+    ok(&t.a.call(
+        "/VolumeDriver.Create",
+        r#"{"Name":"hung","Opts":{"backend":"replicated"}}"#,
+    ));
+    let id = record(&t, "hung")["dataset_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let mp = mount(&t.a, "hung", "c1")["Mountpoint"]
+        .as_str()
+        .expect("mp")
+        .to_string();
+    std::fs::write(format!("{mp}/f00"), vec![0u8; 512 << 10]).expect("write");
+    wait_until("a first complete ship", Duration::from_secs(30), || {
+        standby(&record(&t, "hung"), "node-b")["epoch"] == 1
+    });
+    for i in 1..16 {
+        std::fs::write(format!("{mp}/f{i:02}"), vec![i as u8; 512 << 10]).expect("write");
+    }
+    let standby_copy = copy(&t.b.data_root, &id);
+    wait_until("the ship to be under way", Duration::from_secs(30), || {
+        transfer::scan(&standby_copy, None).is_ok_and(|m| {
+            m.files
+                .iter()
+                .filter(|f| !f.path.starts_with(".berth-partial"))
+                .count()
+                >= 3
+        })
+    });
+    signal(t.a.pid(), "STOP");
+    struct Cont(u32);
+    impl Drop for Cont {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &self.0.to_string()])
+                .status();
+        }
+    }
+    let _cont = Cont(t.a.pid());
+    for (path, body) in [
+        (
+            "/v1/berth/volumes/hung/fence",
+            r#"{"node":"node-a","expect_epoch":1}"#,
+        ),
+        (
+            "/v1/berth/volumes/hung/assign",
+            r#"{"primary":"node-b","epoch":2,"mode":"promote"}"#,
+        ),
+    ] {
+        let (st, _, v) = api(&t.control, "POST", path, &[], body);
+        assert_eq!(st, 200, "{path}: {v}");
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sock = t.b.socket.clone();
+    std::thread::spawn(move || {
+        let (_, _, v) = crate::support::raw(
+            crate::support::Conn::Unix(&sock),
+            "POST",
+            "/VolumeDriver.Mount",
+            &[],
+            r#"{"Name":"hung","ID":"c2"}"#,
+        );
+        let _ = tx.send(v);
+    });
+    let v = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the Mount on the promoted standby is still waiting for the hung primary");
+    ok(&v);
+    let mpb = v["Mountpoint"].as_str().expect("mp");
+    let names: Vec<String> = std::fs::read_dir(mpb)
+        .expect("dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with(".berth-partial")),
+        "{names:?}"
+    );
+    for n in &names {
+        let i: usize = n[1..].parse().expect("file name");
+        assert_eq!(
+            std::fs::read(Path::new(mpb).join(n)).expect("read"),
+            vec![i as u8; 512 << 10],
+            "{n} is torn"
+        );
+    }
+}
