@@ -4,7 +4,7 @@
 //! Every Mount, a refcount increment included, is checked against the current epoch at the
 //! control service (by re-claiming the mount), so a node that was fenced hands out nothing; the
 //! reconcile pass drops the mounts of a node that learns it was fenced. Refcounts are kept in
-//! `<data-root>/mounts.json`, so an agent restart neither forgets a caller nor leaks a claim.
+//! `<data-root>/mounts/`, so an agent restart neither forgets a caller nor leaks a claim.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -96,12 +96,15 @@ struct MountRef {
     callers: BTreeSet<String>,
 }
 
-/// `mounts.json`: this node's mounts, valid only within the boot that made them (a reboot
-/// unmounted everything).
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct MountsFile {
+/// `<data-root>/mounts/<hash of the name>.json`: one mounted volume, valid only within the boot
+/// that made it (a reboot unmounted everything). One file per volume, so that a Mount writes
+/// a few hundred bytes whatever the number of volumes mounted, and mounts of different volumes
+/// (each under its own lock) never share a file.
+#[derive(Debug, Serialize, Deserialize)]
+struct MountFile {
     boot_id: String,
-    mounts: BTreeMap<String, MountRef>,
+    name: String,
+    mount: MountRef,
 }
 
 fn boot_id() -> String {
@@ -118,9 +121,7 @@ pub struct Agent {
     control: ControlClient,
     pull: TransferOptions,
     mounts: Mutex<BTreeMap<String, MountRef>>,
-    mounts_file: PathBuf,
-    /// Serialises writes of `mounts_file` (mounts of different volumes run concurrently).
-    persisting: Mutex<()>,
+    mounts_dir: PathBuf,
     locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     replica: crate::replica::Shipper,
     passes: std::sync::atomic::AtomicU64,
@@ -144,12 +145,18 @@ impl Agent {
         shared_root: PathBuf,
         control: ControlClient,
     ) -> Agent {
-        let mounts_file = local.root().join("mounts.json");
-        let mounts = std::fs::read(&mounts_file)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<MountsFile>(&b).ok())
-            .filter(|f| f.boot_id == boot_id())
-            .map(|f| f.mounts)
+        let mounts_dir = local.root().join("mounts");
+        let boot = boot_id();
+        let mounts = std::fs::read_dir(&mounts_dir)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    .filter_map(|e| std::fs::read(e.path()).ok())
+                    .filter_map(|b| serde_json::from_slice::<MountFile>(&b).ok())
+                    .filter(|f| f.boot_id == boot)
+                    .map(|f| (f.name, f.mount))
+                    .collect()
+            })
             .unwrap_or_default();
         Agent {
             node,
@@ -158,8 +165,7 @@ impl Agent {
             control,
             pull: TransferOptions::default(),
             mounts: Mutex::new(mounts),
-            mounts_file,
-            persisting: Mutex::new(()),
+            mounts_dir,
             locks: Mutex::new(BTreeMap::new()),
             replica: crate::replica::Shipper::default(),
             passes: std::sync::atomic::AtomicU64::new(0),
@@ -227,25 +233,32 @@ impl Agent {
         self.mounts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes the mount table (temp file + rename: a crash leaves the old or the new table).
-    /// The table is read under the write lock, so the last write holds the latest table.
-    fn persist(&self) -> Result<(), AgentError> {
-        let _w = self.persisting.lock().unwrap_or_else(|p| p.into_inner());
-        let doc = MountsFile {
-            boot_id: boot_id(),
-            mounts: self.mounts().clone(),
-        };
-        let bytes = serde_json::to_vec(&doc).unwrap_or_default();
-        let tmp = self.mounts_file.with_extension("tmp");
+    /// Records volume `name`'s mount (or its absence) on disk: a temp file and a rename, so a
+    /// crash leaves the old record or the new one. Called under the volume's lock.
+    fn persist(&self, name: &str) -> Result<(), AgentError> {
+        let f = self
+            .mounts_dir
+            .join(format!("{}.json", blake3::hash(name.as_bytes()).to_hex()));
         let rec = |source| AgentError::Record {
-            path: self.mounts_file.display().to_string(),
+            path: f.display().to_string(),
             source,
         };
-        if let Some(dir) = self.mounts_file.parent() {
-            std::fs::create_dir_all(dir).map_err(rec)?;
-        }
+        let Some(mount) = self.mounts().get(name).cloned() else {
+            return match std::fs::remove_file(&f) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(rec(e)),
+                _ => Ok(()),
+            };
+        };
+        let doc = MountFile {
+            boot_id: boot_id(),
+            name: name.to_string(),
+            mount,
+        };
+        let bytes = serde_json::to_vec(&doc).unwrap_or_default();
+        let tmp = f.with_extension("tmp");
+        std::fs::create_dir_all(&self.mounts_dir).map_err(rec)?;
         std::fs::write(&tmp, bytes).map_err(rec)?;
-        std::fs::rename(&tmp, &self.mounts_file).map_err(rec)
+        std::fs::rename(&tmp, &f).map_err(rec)
     }
 
     fn ctl(name: &str) -> impl FnOnce(ClientError) -> AgentError + '_ {
@@ -377,8 +390,8 @@ impl Agent {
                 reason = why,
                 "fenced: this node no longer hands out its copy"
             );
-            if let Err(e) = self.persist() {
-                tracing::warn!(error = %e.chain(), "mount table not saved");
+            if let Err(e) = self.persist(name) {
+                tracing::warn!(error = %e.chain(), "mount record not saved");
             }
         }
     }
@@ -403,7 +416,7 @@ impl Agent {
                         r.callers.insert(id.to_string());
                         r.path.clone()
                     };
-                    self.persist()?;
+                    self.persist(name)?;
                     tracing::info!(volume = name, caller = id, "mount reference added");
                     return Ok(path);
                 }
@@ -437,7 +450,7 @@ impl Agent {
                 callers: BTreeSet::from([id.to_string()]),
             },
         );
-        if let Err(e) = self.persist() {
+        if let Err(e) = self.persist(name) {
             // Unrecorded, the claim would outlive a restart: give it back and refuse.
             self.mounts().remove(name);
             let _ = self.control.release_mount(&d.dataset_id, &self.node).await;
@@ -464,7 +477,7 @@ impl Agent {
                             m.remove(name)
                         } else {
                             drop(m);
-                            self.persist()?;
+                            self.persist(name)?;
                             tracing::info!(volume = name, caller = id, "mount reference dropped");
                             return Ok(());
                         }
@@ -473,14 +486,14 @@ impl Agent {
             };
             match release {
                 Some(r) => {
-                    self.persist()?;
+                    self.persist(name)?;
                     if let Err(e) = self.control.release_mount(&r.dataset_id, &self.node).await {
                         // Put the reference back so a retry can release it; the claim still
                         // fences others.
                         let mut back = r;
                         back.callers = BTreeSet::from([id.to_string()]);
                         self.mounts().insert(name.to_string(), back);
-                        let _ = self.persist();
+                        let _ = self.persist(name);
                         return Err(Self::ctl(name)(e));
                     }
                     tracing::info!(volume = name, caller = id, "unmounted");
