@@ -527,3 +527,69 @@ fn a_body_sent_in_a_second_write_is_read() {
         assert!(out.starts_with("HTTP/1.1 200"), "{ep}: {out}");
     }
 }
+
+/// Agents holding only their own credentials: each acts for itself, a move between them works
+/// (the source's transfer endpoint accepts the puller's credential, checked at the control
+/// service), and a forged credential is refused there.
+#[test]
+fn agents_with_node_credentials_move_data_between_them() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let tok = dir.path().join("token");
+    std::fs::write(&tok, "cluster-s3cret\n").expect("token");
+    let c = ControlSvc::start(&dir.path().join("state"), Some(&tok));
+    let mut agents = Vec::new();
+    for n in ["node-a", "node-b"] {
+        let cred = dir.path().join(format!("{n}.cred"));
+        std::fs::write(&cred, credential(&tok, n)).expect("credential file");
+        let cred_arg = cred.display().to_string();
+        agents.push(AgentSvc::start(
+            n,
+            &dir.path().join(format!("{n}.sock")),
+            &dir.path().join(n),
+            &dir.path().join("shared"),
+            &c.url(),
+            &["--credential-file", &cred_arg],
+        ));
+    }
+    let (a, b) = (&agents[0], &agents[1]);
+    ok(&create(a, "cv", json!({})));
+    let mp = mount(a, "cv", "c1")["Mountpoint"]
+        .as_str()
+        .expect("mp")
+        .to_string();
+    std::fs::write(format!("{mp}/row"), b"moved with credentials").expect("write");
+    ok(&unmount(a, "cv", "c1"));
+    let admin = [("authorization", "Bearer cluster-s3cret")];
+    let (_, _, v) = api(&c, "GET", "/v1/berth/volumes/cv", &admin, "");
+    let id = v["dataset_id"].as_str().expect("id").to_string();
+    let (st, _, v) = api(
+        &c,
+        "POST",
+        &format!("/v1/configuration/datasets/{id}"),
+        &admin,
+        r#"{"primary":"node-b"}"#,
+    );
+    assert_eq!(st, 200, "{v}");
+    let mb = mount(b, "cv", "c2");
+    ok(&mb);
+    assert_eq!(
+        std::fs::read(format!("{}/row", mb["Mountpoint"].as_str().expect("mp"))).expect("read"),
+        b"moved with credentials"
+    );
+    let (_, _, nodes) = api(&c, "GET", "/v1/state/nodes", &admin, "");
+    let a_addr = nodes
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["uuid"] == "node-a"))
+        .and_then(|n| n["transfer"].as_str())
+        .expect("A's transfer address")
+        .to_string();
+    let forged = format!("Bearer berth-node.node-b.{}", "0".repeat(64));
+    let (st, _, _) = crate::support::raw(
+        crate::support::Conn::Tcp(&a_addr),
+        "GET",
+        &format!("/v1/transfer/{id}/manifest"),
+        &[("authorization", forged.as_str())],
+        "",
+    );
+    assert_eq!(st, 401, "a forged credential at a transfer endpoint");
+}
