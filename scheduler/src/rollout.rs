@@ -97,7 +97,8 @@ mod tests {
                 {
                     let mut api = replicated("api", 3);
                     api.labels.insert("berth.depends-on".into(), "db".into());
-                    api.labels.insert("berth.max-unavailable".into(), "2".into());
+                    api.labels
+                        .insert("berth.max-unavailable".into(), "2".into());
                     api
                 },
                 replicated("db", 3),

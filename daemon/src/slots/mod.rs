@@ -202,8 +202,9 @@ impl Observed {
                 why,
             };
             let Some(own) = replicas(&spec) else {
-                out.invalid
-                    .push(invalid("a stateful template must be a replicated service".into()));
+                out.invalid.push(invalid(
+                    "a stateful template must be a replicated service".into(),
+                ));
                 continue;
             };
             let slots = match labels.get(REPLICAS) {
@@ -288,10 +289,17 @@ impl Observed {
         }
         let mut tasks = Vec::new();
         let mut has_task: BTreeMap<&str, bool> = BTreeMap::new();
+        let known: std::collections::BTreeSet<&str> =
+            services.iter().map(|s| s.id.0.as_str()).collect();
         for t in &self.state.tasks {
             let Some(sid) = t.service_id.as_deref() else {
                 continue;
             };
+            // Swarm's three list calls are no snapshot: a service removed between them leaves
+            // tasks naming it for a while. They hold nothing the engine must plan around.
+            if !known.contains(sid) && !slot_ids.contains_key(sid) {
+                continue;
+            }
             let Ok(mut task) = ingest::task(t.clone()) else {
                 continue;
             };
@@ -406,11 +414,7 @@ pub fn slot_spec(template: &Template, slot: u64, node: &str) -> ServiceSpec {
     let constraints = placement.constraints.get_or_insert_with(Vec::new);
     constraints.retain(|c| !c.replace(' ', "").starts_with("node.id=="));
     constraints.push(format!("node.id=={node}"));
-    if let Some(mounts) = task
-        .container_spec
-        .as_mut()
-        .and_then(|c| c.mounts.as_mut())
-    {
+    if let Some(mounts) = task.container_spec.as_mut().and_then(|c| c.mounts.as_mut()) {
         for m in mounts {
             if let Some(src) = &m.source {
                 m.source = Some(src.replace(SWARM_SLOT, &slot.to_string()));

@@ -61,11 +61,15 @@ fn state_with_slots() -> SwarmState {
                                "TaskTemplate": {"ContainerSpec": {"Image": "nginx"}}}
     })));
     let tasks = vec![
-        serde_json::from_value(json!({"ID": "t1", "ServiceID": "slot1", "Slot": 1, "NodeID": "w1",
-            "Status": {"State": "running"}, "DesiredState": "running"}))
+        serde_json::from_value(
+            json!({"ID": "t1", "ServiceID": "slot1", "Slot": 1, "NodeID": "w1",
+            "Status": {"State": "running"}, "DesiredState": "running"}),
+        )
         .unwrap(),
-        serde_json::from_value(json!({"ID": "t2", "ServiceID": "plain", "Slot": 1, "NodeID": "w3",
-            "Status": {"State": "running"}, "DesiredState": "running"}))
+        serde_json::from_value(
+            json!({"ID": "t2", "ServiceID": "plain", "Slot": 1, "NodeID": "w3",
+            "Status": {"State": "running"}, "DesiredState": "running"}),
+        )
         .unwrap(),
     ];
     SwarmState {
@@ -84,7 +88,10 @@ fn templates_are_told_apart_from_slot_services_and_the_rest() {
     assert_eq!(t.short_name, "mongo");
     assert_eq!(o.slots.len(), 2);
     let s1 = &o.slots[&("tmpl1".to_string(), 1)];
-    assert_eq!((s1.name.as_str(), s1.node.as_deref()), ("app_mongo-1", Some("w1")));
+    assert_eq!(
+        (s1.name.as_str(), s1.node.as_deref()),
+        ("app_mongo-1", Some("w1"))
+    );
     assert_eq!(s1.hash, t.hash);
     assert!(o.invalid.is_empty());
 }
@@ -95,7 +102,11 @@ fn the_engine_sees_the_template_with_its_slots_as_tasks() {
     let (c, warnings) = o.cluster();
     assert!(warnings.is_empty(), "{warnings:?}");
     let names: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["app_mongo", "web"], "slot services are not services of their own");
+    assert_eq!(
+        names,
+        ["app_mongo", "web"],
+        "slot services are not services of their own"
+    );
     assert_eq!(
         c.services[0].mode,
         Mode::Replicated { replicas: 3 },
@@ -124,6 +135,21 @@ fn the_engine_sees_the_template_with_its_slots_as_tasks() {
         .map(|p| (p.node.as_str(), p.slot))
         .collect();
     assert_eq!(new, [("w3", Some(3))], "only the missing slot is placed");
+}
+
+#[test]
+fn tasks_of_a_service_removed_meanwhile_are_left_out() {
+    let mut state = state_with_slots();
+    state.tasks.push(
+        serde_json::from_value(
+            json!({"ID": "t9", "ServiceID": "gone", "Slot": 1, "NodeID": "w1",
+            "Status": {"State": "shutdown"}, "DesiredState": "shutdown"}),
+        )
+        .unwrap(),
+    );
+    let (c, _) = Observed::new(state).cluster();
+    assert!(c.tasks.iter().all(|t| t.service_id.0 != "gone"));
+    berth_scheduler::schedule::plan(&c).expect("the engine accepts it");
 }
 
 #[test]
@@ -159,10 +185,15 @@ fn a_slot_service_is_the_template_pinned_to_a_node() {
     );
     // Re-pinning replaces the node constraint rather than adding a second one.
     let o2 = Observed::new(SwarmState {
-        services: vec![service(json!({"ID": "x", "Spec": serde_json::to_value(&spec).unwrap()}))],
+        services: vec![service(
+            json!({"ID": "x", "Spec": serde_json::to_value(&spec).unwrap()}),
+        )],
         ..Default::default()
     });
-    assert!(o2.templates.is_empty(), "a slot service is never taken for a template");
+    assert!(
+        o2.templates.is_empty(),
+        "a slot service is never taken for a template"
+    );
 }
 
 #[test]
@@ -170,22 +201,42 @@ fn the_template_hash_ignores_map_order_and_follows_the_image() {
     let a = service(template_json(0, mongo_labels())).spec.unwrap();
     let mut b = a.clone();
     // Same env and labels in another insertion order: same hash.
-    let env_labels: HashMap<String, String> =
-        (0..20).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+    let env_labels: HashMap<String, String> = (0..20)
+        .map(|i| (format!("k{i}"), format!("v{i}")))
+        .collect();
     let mut rev: Vec<_> = env_labels.clone().into_iter().collect();
     rev.reverse();
     let mut a2 = a.clone();
-    a2.task_template.as_mut().unwrap().container_spec.as_mut().unwrap().labels = Some(env_labels);
-    b.task_template.as_mut().unwrap().container_spec.as_mut().unwrap().labels =
-        Some(rev.into_iter().collect());
+    a2.task_template
+        .as_mut()
+        .unwrap()
+        .container_spec
+        .as_mut()
+        .unwrap()
+        .labels = Some(env_labels);
+    b.task_template
+        .as_mut()
+        .unwrap()
+        .container_spec
+        .as_mut()
+        .unwrap()
+        .labels = Some(rev.into_iter().collect());
     assert_eq!(template_hash(&a2), template_hash(&b));
     let mut c = a.clone();
-    c.task_template.as_mut().unwrap().container_spec.as_mut().unwrap().image =
-        Some("mongo:8".into());
+    c.task_template
+        .as_mut()
+        .unwrap()
+        .container_spec
+        .as_mut()
+        .unwrap()
+        .image = Some("mongo:8".into());
     assert_ne!(template_hash(&a), template_hash(&c));
     // The template's own labels (berth.replicas, …) are not part of what slots run.
     let mut d = a.clone();
-    d.labels.as_mut().unwrap().insert(REPLICAS.into(), "5".into());
+    d.labels
+        .as_mut()
+        .unwrap()
+        .insert(REPLICAS.into(), "5".into());
     assert_eq!(template_hash(&a), template_hash(&d));
 }
 
@@ -200,7 +251,9 @@ fn a_template_without_its_volume_mount_is_reported_not_run() {
     assert!(o.templates.is_empty());
     assert_eq!(o.invalid.len(), 1);
     assert!(
-        o.invalid[0].to_string().contains("no mount's source gives the slot's volume `mongo-data-1`"),
+        o.invalid[0]
+            .to_string()
+            .contains("no mount's source gives the slot's volume `mongo-data-1`"),
         "{}",
         o.invalid[0]
     );
