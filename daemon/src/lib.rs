@@ -1,0 +1,19 @@
+//! `berth-daemon`: Berth at the edge of the world. The engine (`berth_scheduler`) decides; this
+//! crate observes Swarm and the volume control service, hands the engine what it saw, and
+//! carries out what the engine decided.
+//!
+//! - [`docker`]: the Docker Engine seam ([`docker::DockerApi`]) and its `bollard` implementation.
+//! - [`slots`]: StatefulSet for Swarm — a `berth.stateful` service is a template run as one
+//!   pinned Swarm service per slot; how templates, slot services and the engine's model map
+//!   onto each other (pure).
+//! - [`controller`]: `berth run`'s level-triggered loop; [`controller::decide`] turns the
+//!   engine's plan into Swarm operations (pure).
+//! - [`api`] and [`metrics`]: the HTTP API and Prometheus metrics.
+//! - [`cli`]: the `berth` command line (plan, explain, failover, run).
+
+pub mod api;
+pub mod cli;
+pub mod controller;
+pub mod docker;
+pub mod metrics;
+pub mod slots;
