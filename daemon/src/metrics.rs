@@ -53,7 +53,7 @@ impl Metrics {
         let reconcile_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "berth_reconcile_duration_seconds",
-                "Time of one reconcile pass: read the swarm, plan, act.",
+                "Time of one completed reconcile pass: read the swarm, plan, sync Consul, act.",
             )
             .buckets(vec![
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -132,7 +132,10 @@ impl Metrics {
         build.set(1);
         registry.register(Box::new(build)).expect("registers");
         Metrics {
-            reconciles: counter("berth_reconciles_total", "Reconcile passes started."),
+            reconciles: counter(
+                "berth_reconciles_total",
+                "Reconcile passes that read the swarm and planned (a pass that cannot read it counts in berth_reconcile_errors_total only).",
+            ),
             reconcile_errors: counter(
                 "berth_reconcile_errors_total",
                 "Reconcile passes that failed (Docker unreachable, a refused update, bad labels); each is retried with backoff.",

@@ -348,7 +348,7 @@ async fn a_changed_instance_or_a_lost_check_is_registered_again() {
 }
 
 #[tokio::test]
-async fn a_dry_run_reads_and_writes_nothing() {
+async fn a_dry_run_writes_nothing() {
     let fake = FakeAgent::start(None).await;
     let (r, _) = registrar(&fake.url, None);
     let report = r
