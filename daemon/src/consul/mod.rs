@@ -37,7 +37,7 @@ use bollard_stubs::models::{
     TaskState,
 };
 
-use crate::slots::Observed;
+use crate::slots::{Observed, SlotService};
 
 pub use agent::{Agent, AgentCheck, AgentService, ConsulError};
 pub use registrar::{Registrar, SyncStatus};
@@ -179,14 +179,14 @@ struct Named {
     slot: Option<(u64, String)>,
 }
 
-fn named(observed: &Observed, s: &Service) -> Option<Named> {
+fn named(observed: &Observed, slots: &BTreeMap<&str, &SlotService>, s: &Service) -> Option<Named> {
     let id = s.id.as_deref()?;
     if observed.templates.contains_key(id) {
         return None; // runs as its slot services; its own tasks are about to be scaled away
     }
     let labels = labels(s);
     let name = s.spec.as_ref()?.name.clone()?;
-    if let Some(slot) = observed.slots.values().find(|sl| sl.id == id) {
+    if let Some(slot) = slots.get(id) {
         let stack = labels.get(crate::slots::STACK).cloned();
         let template = match observed.owner_of(slot) {
             Some(t) => t.short_name.clone(),
@@ -214,10 +214,15 @@ fn named(observed: &Observed, s: &Service) -> Option<Named> {
 /// Every instance Berth should have registered, by ID order.
 pub fn instances(observed: &Observed) -> Vec<Instance> {
     let state = observed.state();
+    let slots: BTreeMap<&str, &SlotService> = observed
+        .slots
+        .values()
+        .map(|s| (s.id.as_str(), s))
+        .collect();
     let services: BTreeMap<&str, (&Service, Named)> = state
         .services
         .iter()
-        .filter_map(|s| Some((s.id.as_deref()?, (s, named(observed, s)?))))
+        .filter_map(|s| Some((s.id.as_deref()?, (s, named(observed, &slots, s)?))))
         .collect();
     let nodes: BTreeMap<&str, &Node> = state
         .nodes
