@@ -9,10 +9,14 @@
 //! - [`controller`]: `berth run`'s level-triggered loop; [`controller::decide`] turns the
 //!   engine's plan into Swarm operations (pure).
 //! - [`api`] and [`metrics`]: the HTTP API and Prometheus metrics.
+//! - [`consul`] (feature `consul`, on by default): Consul service registration of every Swarm
+//!   task, at every pass.
 //! - [`cli`]: the `berth` command line (plan, explain, failover, run).
 
 pub mod api;
 pub mod cli;
+#[cfg(feature = "consul")]
+pub mod consul;
 pub mod controller;
 pub mod docker;
 pub mod metrics;

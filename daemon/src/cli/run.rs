@@ -38,6 +38,16 @@ pub struct RunArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Register every Swarm task in Consul, through this agent (e.g. http://127.0.0.1:8500).
+    /// The ACL token comes from CONSUL_HTTP_TOKEN, TLS settings from Consul's usual variables.
+    #[cfg(feature = "consul")]
+    #[arg(long, value_name = "URL")]
+    consul: Option<String>,
+    /// How long a registered instance stays passing unless berth run refreshes it (every pass
+    /// does); then Consul marks it critical. Must exceed --resync.
+    #[cfg(feature = "consul")]
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    consul_ttl: Duration,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -45,6 +55,10 @@ enum LogFormat {
     Text,
     Json,
 }
+
+/// Longest wait for one call to Consul, so that a hung agent delays a pass by little.
+#[cfg(feature = "consul")]
+const CONSUL_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     berth_units::parse_duration_ms(s)
@@ -97,8 +111,30 @@ pub fn run(a: RunArgs) -> Result<()> {
         };
         let metrics = Metrics::new();
         metrics.leader.set(1);
-        let controller = Arc::new(Controller::new(docker, config, metrics.clone()));
+        let controller = Controller::new(docker, config, metrics.clone());
+        #[cfg(feature = "consul")]
+        let (controller, consul_status) = match &a.consul {
+            Some(url) => {
+                anyhow::ensure!(
+                    a.consul_ttl > a.resync,
+                    "--consul-ttl ({:?}) must exceed --resync ({:?}), or every instance turns critical between passes",
+                    a.consul_ttl,
+                    a.resync
+                );
+                let token = std::env::var("CONSUL_HTTP_TOKEN").ok().filter(|t| !t.is_empty());
+                let agent = crate::consul::Agent::new(url, token, CONSUL_CALL_TIMEOUT)
+                    .with_context(|| format!("Consul at {url}"))?;
+                let registrar = crate::consul::Registrar::new(agent, a.consul_ttl, metrics.clone());
+                let status = registrar.status();
+                tracing::info!(consul = %url, ttl = ?a.consul_ttl, "registering the swarm's tasks in Consul");
+                (controller.with_consul(registrar), Some(status))
+            }
+            None => (controller, None),
+        };
+        let controller = Arc::new(controller);
         let app = crate::api::router(controller.status(), metrics, a.resync);
+        #[cfg(feature = "consul")]
+        let app = app.merge(crate::api::services_router(consul_status));
         let listener = tokio::net::TcpListener::bind(a.listen)
             .await
             .with_context(|| format!("listening on {}", a.listen))?;

@@ -66,6 +66,9 @@ pub struct Controller<D> {
     status: Arc<Mutex<Status>>,
     metrics: Metrics,
     wake: Arc<Notify>,
+    /// `--consul`: the swarm's tasks registered in Consul at every pass.
+    #[cfg(feature = "consul")]
+    consul: Option<crate::consul::Registrar>,
 }
 
 impl<D: DockerApi> Controller<D> {
@@ -76,7 +79,16 @@ impl<D: DockerApi> Controller<D> {
             status: Arc::new(Mutex::new(Status::default())),
             metrics,
             wake: Arc::new(Notify::new()),
+            #[cfg(feature = "consul")]
+            consul: None,
         }
+    }
+
+    /// Also keeps Consul's catalog in line with the swarm, at every pass.
+    #[cfg(feature = "consul")]
+    pub fn with_consul(mut self, registrar: crate::consul::Registrar) -> Controller<D> {
+        self.consul = Some(registrar);
+        self
     }
 
     /// Shared view of the last pass, for the API.
@@ -98,6 +110,12 @@ impl<D: DockerApi> Controller<D> {
         let plan = schedule::plan(&cluster)?;
         let commands = decide::decide(&observed, &cluster, &plan)?;
         self.metrics.observe_plan(&plan, &observed);
+        // Before the commands, so that a command that keeps failing never starves Consul; the
+        // sync never fails the pass, and each of its calls is bounded in time.
+        #[cfg(feature = "consul")]
+        if let Some(c) = &self.consul {
+            c.pass(&observed, self.config.dry_run).await;
+        }
         {
             let mut st = self.status.lock().expect("status lock");
             st.cluster = Some(cluster);
@@ -117,6 +135,7 @@ impl<D: DockerApi> Controller<D> {
         self.metrics
             .reconcile_seconds
             .observe(started.elapsed().as_secs_f64());
+        self.metrics.reconciled();
         Ok(commands)
     }
 
