@@ -1,10 +1,9 @@
 //! `berth`: plan placements, explain one service, or plan a failover, from `docker inspect`
 //! JSON or the compact TOML form. Thin: parse arguments, load files, call the engine, print.
 
-mod cli;
-
 use std::process::ExitCode;
 
+use berth_daemon::cli;
 use clap::Parser;
 
 fn main() -> ExitCode {

@@ -13,6 +13,8 @@ pub enum Need {
     Root,
     /// `ip`, `iptables`, `nsenter`, `unshare` and `dockerd`, for labs of several engines.
     LabTools,
+    /// A program on `PATH`, and the Debian package that has it (`.ci/run` installs it).
+    Program(&'static str, &'static str),
 }
 
 impl Need {
@@ -35,6 +37,8 @@ impl Need {
                     .collect();
                 (!absent.is_empty()).then(|| format!("the commands {}", absent.join(", ")))
             }
+            Need::Program(name, package) => (!ok("sh", &["-c", &format!("command -v {name}")]))
+                .then(|| format!("{name} (Debian package `{package}`)")),
         }
     }
 }

@@ -75,6 +75,20 @@ impl LabNode {
         c
     }
 
+    /// A command that runs inside the node itself — its network, mount, UTS and PID namespaces
+    /// — so it sees the node's `/run/docker/plugins`, and dies with the node when the node is
+    /// killed (a volume agent, a control service, `berth run`). Panics if the node is down.
+    pub fn command_inside(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let pid = self
+            .init_pid()
+            .unwrap_or_else(|| panic!("{} is down: nothing can run inside it", self.name));
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--target={pid}"))
+            .args(["--net", "--mount", "--uts", "--pid", "--"])
+            .arg(program);
+        c
+    }
+
     /// Whether the node's engine is running (it may have been killed).
     pub fn is_up(&self) -> bool {
         self.child.is_some()
@@ -172,6 +186,9 @@ impl LabNode {
     /// Boots a stopped or killed node again from its disk; it rejoins the swarm by itself.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} is already up", self.name);
+        // A killed dockerd leaves its pidfile, naming a PID of the dead namespace that may be
+        // some other process's now: dockerd would refuse to start ("docker is running").
+        let _ = fs::remove_file(self.dir.join("dockerd.pid"));
         self.spawn();
         self.wait_engine();
     }

@@ -7,8 +7,10 @@
 //! on a moved volume carries on the sequence, and a task started on an empty volume starts
 //! again at 1 — which the checker counts as lost acknowledged records.
 //!
-//! Each record also names the writer's host (`HOSTNAME`, the Swarm task's container), so two
-//! writers appending to copies of one slot show as two hosts in one sequence range.
+//! Each record also names the writer's host (`HOSTNAME`, the Swarm task's container) and the
+//! wall-clock millisecond it was written (one machine's clock in the chaos harness), so two
+//! writers appending to copies of one slot at the same time show as overlapping intervals of
+//! two hosts: `SEQ HOST MS ID` in the file, `ID SEQ HOST MS` on the acknowledgement line.
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
@@ -34,7 +36,11 @@ fn last_seq(path: &Path) -> u64 {
 
 fn connect(addr: &str) -> TcpStream {
     loop {
-        match TcpStream::connect(addr) {
+        let conn = addr
+            .parse()
+            .map_err(|_| std::io::Error::other("bad address"))
+            .and_then(|a| TcpStream::connect_timeout(&a, Duration::from_secs(1)));
+        match conn {
             Ok(s) => {
                 let _ = s.set_nodelay(true);
                 return s;
@@ -44,6 +50,10 @@ fn connect(addr: &str) -> TcpStream {
     }
 }
 
+/// Writes never wait for acknowledgements: a writer cut off from the checker keeps appending
+/// to its copy, as a database keeps serving its local clients. That is the dangerous case the
+/// chaos harness must see — a second writer on a copy of the slot — rather than a writer that
+/// politely stops.
 pub fn run(dir: &Path, ack: &str, id: &str) -> Result<(), String> {
     let path = dir.join("records");
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown".into());
@@ -53,20 +63,28 @@ pub fn run(dir: &Path, ack: &str, id: &str) -> Result<(), String> {
         .append(true)
         .open(&path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut checker = connect(ack);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let ack = ack.to_string();
+    std::thread::spawn(move || {
+        let mut checker = connect(&ack);
+        for line in rx {
+            // Acknowledge only what is durable (it was synced before it was queued); a lost
+            // connection is re-dialled and the record acknowledged then, never skipped.
+            while checker.write_all(line.as_bytes()).is_err() {
+                checker = connect(&ack);
+            }
+        }
+    });
     loop {
         seq += 1;
-        file.write_all(format!("{seq} {host}\n").as_bytes())
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        file.write_all(format!("{seq} {host} {ms} {id}\n").as_bytes())
             .and_then(|()| file.sync_data())
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        // Acknowledge only what is durable; a lost connection is re-dialled and the record is
-        // acknowledged then, never skipped.
-        while checker
-            .write_all(format!("{id} {seq} {host}\n").as_bytes())
-            .is_err()
-        {
-            checker = connect(ack);
-        }
+        let _ = tx.send(format!("{id} {seq} {host} {ms}\n"));
         std::thread::sleep(INTERVAL);
     }
 }

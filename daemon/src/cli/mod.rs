@@ -3,7 +3,8 @@
 //! error, with a message on stderr naming the file and the field.
 
 mod input;
-mod render;
+pub mod render;
+mod run;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -47,6 +48,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Run the controller on a Swarm manager: keep stateful templates running as one pinned
+    /// service per slot, serve the HTTP API and /metrics. Stops cleanly on SIGTERM.
+    Run(run::RunArgs),
     /// The ordered failover plan for an event: node-down=ID, node-drained=ID or node-back=ID.
     Failover {
         /// What happened: `node-down=NODE` (lost), `node-drained=NODE` (an operator drains it)
@@ -142,6 +146,10 @@ fn resolve_node(event: Event, cluster: &Cluster) -> Result<Event> {
 
 pub fn run(args: Args) -> Result<Outcome> {
     match args.command {
+        Command::Run(a) => {
+            run::run(a)?;
+            Ok(Outcome::Complete)
+        }
         Command::Plan { input, output } => {
             let loaded = input::load(&input)?;
             let plan = schedule::plan(&loaded.cluster).map_err(|e| loaded.blame(&e))?;

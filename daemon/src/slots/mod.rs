@@ -289,10 +289,17 @@ impl Observed {
         }
         let mut tasks = Vec::new();
         let mut has_task: BTreeMap<&str, bool> = BTreeMap::new();
+        let known: std::collections::BTreeSet<&str> =
+            services.iter().map(|s| s.id.0.as_str()).collect();
         for t in &self.state.tasks {
             let Some(sid) = t.service_id.as_deref() else {
                 continue;
             };
+            // Swarm's three list calls are no snapshot: a service removed between them leaves
+            // tasks naming it for a while. They hold nothing the engine must plan around.
+            if !known.contains(sid) && !slot_ids.contains_key(sid) {
+                continue;
+            }
             let Ok(mut task) = ingest::task(t.clone()) else {
                 continue;
             };

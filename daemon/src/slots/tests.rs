@@ -138,6 +138,21 @@ fn the_engine_sees_the_template_with_its_slots_as_tasks() {
 }
 
 #[test]
+fn tasks_of_a_service_removed_meanwhile_are_left_out() {
+    let mut state = state_with_slots();
+    state.tasks.push(
+        serde_json::from_value(
+            json!({"ID": "t9", "ServiceID": "gone", "Slot": 1, "NodeID": "w1",
+            "Status": {"State": "shutdown"}, "DesiredState": "shutdown"}),
+        )
+        .unwrap(),
+    );
+    let (c, _) = Observed::new(state).cluster();
+    assert!(c.tasks.iter().all(|t| t.service_id.0 != "gone"));
+    berth_scheduler::schedule::plan(&c).expect("the engine accepts it");
+}
+
+#[test]
 fn a_slot_service_is_the_template_pinned_to_a_node() {
     let o = Observed::new(SwarmState {
         services: vec![service(template_json(0, mongo_labels()))],

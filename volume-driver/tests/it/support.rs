@@ -166,6 +166,17 @@ impl AgentSvc {
         let _ = self.proc.child.wait();
     }
 
+    /// The agent's process ID (to freeze it with SIGSTOP, as a node that hangs).
+    pub fn pid(&self) -> u32 {
+        self.proc.child.id()
+    }
+
+    /// SIGTERM: the agent drains and removes its socket, as `docker plugin disable` or a
+    /// service stop would.
+    pub fn term(&mut self) {
+        self.proc.stop();
+    }
+
     /// Starts the agent again with the same node ID, socket and data root.
     pub fn restart(&mut self) {
         self.proc = Self::launch(&self.socket, &self.args);
