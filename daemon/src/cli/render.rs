@@ -98,6 +98,10 @@ pub fn write_plan_json(plan: &Plan, out: &mut impl std::io::Write) -> std::io::R
     writeln!(out)
 }
 
+pub fn plan_json(plan: &Plan) -> String {
+    serde_json::to_string_pretty(&plan_json_value(plan)).expect("plain structs always serialise")
+}
+
 fn plan_json_value(plan: &Plan) -> PlanJson<'_> {
     PlanJson {
         placements: plan
