@@ -403,8 +403,10 @@ def playbook(inv: Path, test_vars: Path, extra: list[str], log: Path) -> tuple[i
     env = dict(os.environ, ANSIBLE_CONFIG=str(ANSIBLE / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_DISPLAY_OK_HOSTS="false", ANSIBLE_DEPRECATION_WARNINGS="false",
                PYTHONUNBUFFERED="1")
-    cmd = ["ansible-playbook", "-i", str(inv), "-e", f"@{test_vars}", "--skip-tags", "consul",
-           "site.yml"] + extra
+    cmd = ["ansible-playbook", "-i", str(inv), "-e", f"@{test_vars}", "--skip-tags", "consul", "site.yml"]
+    if os.environ.get("BERTH_TEST_EXTRA_VARS"):  # a developer's own overrides, applied last
+        cmd[5:5] = ["-e", "@" + os.environ["BERTH_TEST_EXTRA_VARS"]]
+    cmd += extra
     say("$ " + " ".join(cmd))
     recap, changed, task = {}, [], ""
     with open(log, "w") as f, subprocess.Popen(cmd, cwd=ANSIBLE, env=env, stdout=subprocess.PIPE,
@@ -724,11 +726,16 @@ def check_apps(r: Results, lab: Lab, cl: Cluster, ids: dict[str, str], berth_run
         return
 
     def placement():
-        plan = json.loads(sh(cl.m1, (
-            "cd $(mktemp -d) && docker node inspect $(docker node ls -q) > nodes.json && "
-            "docker service inspect $(docker service ls -q) > services.json && "
-            "curl -s --unix-socket /var/run/docker.sock http://localhost/tasks > tasks.json && "
-            "berth plan --nodes nodes.json --services services.json --tasks tasks.json --output json"), check=False))
+        p = run(["docker", "exec", cl.m1, "sh", "-c",
+                 "cd $(mktemp -d) && docker node inspect $(docker node ls -q) > nodes.json && "
+                 "docker service inspect $(docker service ls -q) > services.json && "
+                 "curl -s --unix-socket /var/run/docker.sock http://localhost/tasks > tasks.json && "
+                 "berth plan --nodes nodes.json --services services.json --tasks tasks.json --output json"],
+                check=False)
+        try:
+            plan = json.loads(p.stdout)
+        except ValueError:
+            raise CheckFailed(f"berth plan exited {p.returncode}: {p.stderr.decode(errors='replace').strip()[-800:]}")
         placed = {(p["service"], p.get("slot")): p["node"] for p in plan["placements"]}
         for svc in ("mongo", "redis"):
             for task, node in cl.running_tasks(f"{STACK}_{svc}").items():
