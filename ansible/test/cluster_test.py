@@ -402,7 +402,9 @@ def playbook(inv: Path, test_vars: Path, extra: list[str], log: Path) -> tuple[i
     """Runs site.yml; returns its exit code, the recap per host, and the tasks that changed."""
     env = dict(os.environ, ANSIBLE_CONFIG=str(ANSIBLE / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_DISPLAY_OK_HOSTS="false", ANSIBLE_DEPRECATION_WARNINGS="false",
-               PYTHONUNBUFFERED="1")
+               # The slowest tasks, printed after the recap.
+               ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks", ANSIBLE_PROFILE_TASKS_SUMMARY_ONLY="true",
+               ANSIBLE_PROFILE_TASKS_TASK_OUTPUT_LIMIT="12", PYTHONUNBUFFERED="1")
     cmd = ["ansible-playbook", "-i", str(inv), "-e", f"@{test_vars}", "--skip-tags", "consul", "site.yml"]
     if os.environ.get("BERTH_TEST_EXTRA_VARS"):  # a developer's own overrides, applied last
         cmd[5:5] = ["-e", "@" + os.environ["BERTH_TEST_EXTRA_VARS"]]
