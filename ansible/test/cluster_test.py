@@ -43,14 +43,16 @@ _GroupVarsLoader.add_constructor("!unsafe", lambda loader, node: loader.construc
 GROUP_VARS = yaml.load((ANSIBLE / "group_vars/all/main.yml").read_text(), Loader=_GroupVarsLoader)
 
 # The base image: what `debootstrap --include` puts in (a Vagrant box has these too), and the
-# packages the roles install, downloaded (not installed) into the image's apt cache so three
-# hosts do not fetch them three times. The roles still install them with apt during the run.
+# packages the roles install (read from their defaults), downloaded but not installed into the
+# image's apt cache so the hosts do not each fetch them. The roles still install them with apt.
 BASE_INCLUDE = "python3,ca-certificates,systemd,systemd-sysv,dbus,sudo"
-PREFETCH = (
-    "ca-certificates curl iproute2 logrotate procps python3-apt systemd-timesyncd unzip "
-    "docker.io python3-docker python3-jsondiff python3-yaml rsyslog prometheus-node-exporter libssl3 "
-    "prometheus"
-).split()
+ROLE_PACKAGE_VARS = [("common", "common_packages"), ("docker", "docker_packages"), ("logging", "logging_packages"),
+                     ("berth", "berth_packages"), ("metrics", "metrics_node_packages"),
+                     ("metrics", "metrics_prometheus_packages")]
+PREFETCH = sorted({re.sub(r"\{\{.*?\}\}", "", pkg)  # drop the optional "={{ version }}"
+                   for role, var in ROLE_PACKAGE_VARS
+                   for pkg in yaml.load((ANSIBLE / f"roles/{role}/defaults/main.yml").read_text(),
+                                        Loader=_GroupVarsLoader)[var]})
 ROOTFS_RECIPE_VERSION = "1"  # bump to invalidate cached root filesystems
 ROOTFS_MAX_AGE_S = 7 * 24 * 3600
 
