@@ -11,15 +11,15 @@
 //! without a feasible node (where SwarmKit's branch split depends on Go's map order and on a
 //! stale per-branch count, and Berth deliberately differs: it keeps the branches even).
 
-mod support;
-
 use std::collections::BTreeMap;
 
+use berth_lab::harness::{self, Test};
+use berth_lab::swarm::IMAGE;
+use berth_lab::{Lab, LabNode, Need, wait_for};
 use berth_scheduler::ingest;
 use berth_scheduler::model::{Cluster, Mode};
 use berth_scheduler::schedule;
 use serde_json::Value;
-use support::lab::{IMAGE, Lab, LabNode, wait_for};
 
 /// Tasks per hostname, and the pending tasks' messages.
 type Assignment = (BTreeMap<String, u32>, Vec<String>);
@@ -60,7 +60,7 @@ fn swarm_assignment(
         "%7B%22service%22:%5B%22{service}%22%5D,%22desired-state%22:%5B%22running%22%5D%7D"
     );
     let mut result = (BTreeMap::new(), Vec::new());
-    wait_for(std::time::Duration::from_secs(60), || {
+    let settled = wait_for(std::time::Duration::from_secs(60), || {
         let tasks: Value = serde_json::from_str(&m.api_get(&format!("/tasks?filters={filter}")))
             .expect("tasks JSON");
         let tasks = tasks.as_array().cloned().unwrap_or_default();
@@ -83,8 +83,8 @@ fn swarm_assignment(
         let settled = counts.values().sum::<u32>() as usize + pending.len() == replicas;
         result = (counts, pending);
         settled
-    })
-    .unwrap_or_else(|| panic!("swarm did not settle {service}: {result:?}"));
+    });
+    assert!(settled, "swarm did not settle {service}: {result:?}");
     result
 }
 
@@ -149,11 +149,17 @@ fn compare(lab: &Lab, name: &str, args: &[&str], replicas: u64) -> (Assignment, 
     (berth, swarm)
 }
 
-#[test]
+fn main() {
+    harness::run(
+        &[Need::Docker, Need::Root, Need::LabTools],
+        vec![Test {
+            name: "unlabelled_services_land_where_swarm_puts_them",
+            body: unlabelled_services_land_where_swarm_puts_them,
+        }],
+    )
+}
+
 fn unlabelled_services_land_where_swarm_puts_them() {
-    if !support::docker_or_skip("swarm_e2e") {
-        return;
-    }
     let lab = Lab::start(4);
     let m = lab.manager();
     let host = |i: usize| lab.nodes[i].name.clone();

@@ -123,6 +123,50 @@ impl Constraint {
         self.resolved != Key::Unknown
     }
 
+    /// For a key Swarm does not know, the known key it most likely meant (a typo such as
+    /// `node.lables.zone` → `node.labels.zone`), if one is close. Swarm accepts such a
+    /// constraint silently and places nothing, so a caller should warn when it loads one.
+    pub fn suggest_key(&self) -> Option<String> {
+        if self.is_known_key() {
+            return None;
+        }
+        let lower = self.key.to_ascii_lowercase();
+        const EXACT: [&str; 6] = [
+            "node.id",
+            "node.hostname",
+            "node.ip",
+            "node.role",
+            "node.platform.os",
+            "node.platform.arch",
+        ];
+        // A label key is a prefix and a name: compare only the prefix part of what was written
+        // (its first two dot-separated parts), and keep the label name as written.
+        let mut best: Option<(usize, String)> = None;
+        let mut consider = |distance: usize, key: String| {
+            if best
+                .as_ref()
+                .is_none_or(|(d, k)| (distance, &key) < (*d, k))
+            {
+                best = Some((distance, key));
+            }
+        };
+        for k in EXACT {
+            consider(strsim::damerau_levenshtein(&lower, k), k.to_string());
+        }
+        let parts: Vec<&str> = self.key.splitn(3, '.').collect();
+        if let [a, b, name] = parts[..] {
+            let written = format!("{a}.{b}.").to_ascii_lowercase();
+            for prefix in [NODE_LABEL_PREFIX, ENGINE_LABEL_PREFIX] {
+                consider(
+                    strsim::damerau_levenshtein(&written, prefix),
+                    format!("{prefix}{name}"),
+                );
+            }
+        }
+        // Within two edits (a swap counts as one) is a typo; further is a different idea.
+        best.filter(|(d, _)| *d <= 2).map(|(_, k)| k)
+    }
+
     /// Swarm's `Constraint.Match`: case-insensitive equality against any candidate.
     fn matches_str(&self, what: &str) -> bool {
         let equal = self.value.eq_ignore_ascii_case(what) || unicode_eq_fold(&self.value, what);

@@ -21,6 +21,7 @@ pub mod framework;
 pub mod ingest;
 pub mod model;
 pub mod plugins;
+pub mod rollout;
 pub mod schedule;
 pub mod snapshot;
 #[cfg(any(test, feature = "testing"))]

@@ -11,77 +11,24 @@ pub const SECOND: Ms = 1_000;
 pub const MINUTE: Ms = 60 * SECOND;
 pub const HOUR: Ms = 60 * MINUTE;
 
-/// Parses `500ms`, `5s`, `2m`, `1h`, `1d` or `1h30m` (units may be chained, largest first).
+/// Parses `500ms`, `5s`, `2m`, `1h`, `1d` or `1h30m` (units chained largest first; a bare number
+/// is seconds): Berth's one reading of durations, `berth_units`.
 pub fn parse_duration(s: &str) -> Result<Ms, String> {
-    let bad = || format!("`{s}`: expected a duration such as 500ms, 5s, 2m, 1h or 1h30m");
-    let t = s.trim();
-    if t.is_empty() {
-        return Err(bad());
-    }
-    if t == "0" {
-        return Ok(0);
-    }
-    let mut total: Ms = 0;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let mult = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => SECOND,
-            "m" => MINUTE,
-            "h" => HOUR,
-            "d" => 24 * HOUR,
-            _ => return Err(bad()),
-        };
-        rest = &rest[unit_len..];
-        total = n
-            .checked_mul(mult)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
-    }
-    Ok(total)
+    berth_units::parse_duration_ms(s).map_err(|e| e.to_string())
 }
 
-/// Parses `512`, `4KiB`, `100MiB`, `2GiB`, `1TiB` (also KB/MB/GB/TB as powers of 1000).
+/// Parses `512`, `4KiB`, `100MiB`, `2GiB`, `1TiB`: Berth's one reading of sizes, `berth_units`
+/// (binary multiples whatever the spelling: `1GB` = `1GiB`).
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let bad = || format!("`{s}`: expected a size such as 4096, 512KiB, 100MiB or 2GiB");
-    let t = s.trim();
-    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
-    if digits == 0 {
-        return Err(bad());
-    }
-    let n: u64 = t[..digits].parse().map_err(|_| bad())?;
-    let mult: u64 = match t[digits..].trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "TiB" => 1 << 40,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "TB" => 1_000_000_000_000,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(mult).ok_or_else(bad)
+    berth_units::parse_size(s).map_err(|e| e.to_string())
 }
 
 /// Parses a bandwidth `100MiB/s` into bytes per second.
 pub fn parse_rate(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let Some(size) = t.strip_suffix("/s") else {
+    if !s.trim().ends_with("/s") {
         return Err(format!("`{s}`: expected a bandwidth such as 100MiB/s"));
-    };
-    match parse_size(size)? {
-        0 => Err(format!("`{s}`: bandwidth must be above zero")),
-        v => Ok(v),
     }
+    berth_units::parse_rate(s).map_err(|e| e.to_string())
 }
 
 /// Time to push `bytes` through `bytes_per_sec`, rounded up to the next millisecond.
@@ -115,7 +62,7 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(90 * MINUTE));
         assert_eq!(parse_duration("1d"), Ok(24 * HOUR));
         assert_eq!(parse_duration("0"), Ok(0));
-        assert!(parse_duration("5").is_err());
+        assert_eq!(parse_duration("5"), Ok(5_000));
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("").is_err());
     }

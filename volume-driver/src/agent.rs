@@ -1,16 +1,25 @@
 //! The node agent's volume operations, independent of the plugin wire format: validate, consult
 //! the control service, enforce fencing, bring data up to date, and count mounts per caller.
+//!
+//! Every Mount, a refcount increment included, is checked against the current epoch at the
+//! control service (by re-claiming the mount), so a node that was fenced hands out nothing; the
+//! reconcile pass drops the mounts of a node that learns it was fenced. Refcounts are kept in
+//! `<data-root>/mounts/`, so an agent restart neither forgets a caller nor leaks a claim.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use serde::{Deserialize, Serialize};
+
 use crate::backend::local::{self, Layout};
 use crate::backend::{BackendError, shared};
 use crate::client::{ClientError, ControlClient};
-use crate::control::Dataset;
+use crate::control::wire::VolumeRecord;
 use crate::name::{self, NameError};
-use crate::options::{self, BackendKind, META_BACKEND, META_NAME, META_PROFILE, OptionError};
+use crate::options::{
+    self, BackendKind, META_BACKEND, META_NAME, META_PROFILE, META_REPLICAS, OptionError,
+};
 use crate::transfer::TransferOptions;
 
 /// Why a volume operation failed; the Display text is the plugin's `Err`.
@@ -32,7 +41,7 @@ pub enum AgentError {
     Backend {
         name: String,
         #[source]
-        source: BackendError,
+        source: Box<BackendError>,
     },
     #[error(
         "volume {name} is fenced on node {node}: current primary is {primary} at epoch {epoch}"
@@ -42,6 +51,14 @@ pub enum AgentError {
         node: String,
         primary: String,
         epoch: u64,
+    },
+    #[error("volume {name} is mounted on this node; unmount it first")]
+    MountedHere { name: String },
+    #[error("cannot record mounts in {path}")]
+    Record {
+        path: String,
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -70,10 +87,30 @@ pub struct VolumeInfo {
     pub status: BTreeMap<String, String>,
 }
 
+/// One volume mounted on this node: who holds it, at which epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct MountRef {
     dataset_id: String,
     path: PathBuf,
+    epoch: u64,
     callers: BTreeSet<String>,
+}
+
+/// `<data-root>/mounts/<hash of the name>.json`: one mounted volume, valid only within the boot
+/// that made it (a reboot unmounted everything). One file per volume, so that a Mount writes
+/// a few hundred bytes whatever the number of volumes mounted, and mounts of different volumes
+/// (each under its own lock) never share a file.
+#[derive(Debug, Serialize, Deserialize)]
+struct MountFile {
+    boot_id: String,
+    name: String,
+    mount: MountRef,
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// One node's agent.
@@ -84,24 +121,55 @@ pub struct Agent {
     control: ControlClient,
     pull: TransferOptions,
     mounts: Mutex<BTreeMap<String, MountRef>>,
+    mounts_dir: PathBuf,
     locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    replica: crate::replica::Shipper,
+    passes: std::sync::atomic::AtomicU64,
+    /// Ships into this node's standby copies, by dataset ID: one at a time, and a cancel
+    /// count that `prepare` bumps to stop one (see `replica`).
+    standby_ships: Mutex<BTreeMap<String, StandbyShip>>,
+}
+
+/// The lock a ship into one standby copy holds, and the count that cancels it.
+#[derive(Clone)]
+pub(crate) struct StandbyShip {
+    pub lock: Arc<tokio::sync::Mutex<()>>,
+    pub cancels: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Agent {
+    /// An agent for `node`; mounts recorded by an earlier run in this boot are taken back.
     pub fn new(
         node: String,
         local: Arc<Layout>,
         shared_root: PathBuf,
         control: ControlClient,
     ) -> Agent {
+        let mounts_dir = local.root().join("mounts");
+        let boot = boot_id();
+        let mounts = std::fs::read_dir(&mounts_dir)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    .filter_map(|e| std::fs::read(e.path()).ok())
+                    .filter_map(|b| serde_json::from_slice::<MountFile>(&b).ok())
+                    .filter(|f| f.boot_id == boot)
+                    .map(|f| (f.name, f.mount))
+                    .collect()
+            })
+            .unwrap_or_default();
         Agent {
             node,
             local,
             shared_root,
             control,
             pull: TransferOptions::default(),
-            mounts: Mutex::new(BTreeMap::new()),
+            mounts: Mutex::new(mounts),
+            mounts_dir,
             locks: Mutex::new(BTreeMap::new()),
+            replica: crate::replica::Shipper::default(),
+            passes: std::sync::atomic::AtomicU64::new(0),
+            standby_ships: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -111,17 +179,86 @@ impl Agent {
         self
     }
 
+    /// How this node ships `replicated` datasets to their standbys.
+    pub fn with_shipper(mut self, s: crate::replica::Shipper) -> Agent {
+        self.replica = s;
+        self
+    }
+
     pub fn node(&self) -> &str {
         &self.node
     }
 
-    fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.local
+    }
+
+    pub(crate) fn control(&self) -> &ControlClient {
+        &self.control
+    }
+
+    pub(crate) fn transfer_options(&self) -> &TransferOptions {
+        &self.pull
+    }
+
+    pub(crate) fn shipper(&self) -> &crate::replica::Shipper {
+        &self.replica
+    }
+
+    pub(crate) fn standby_ship(&self, id: &str) -> StandbyShip {
+        let mut m = self.standby_ships.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(id.to_string())
+            .or_insert_with(|| StandbyShip {
+                lock: Arc::default(),
+                cancels: Arc::new(tokio::sync::watch::channel(0).0),
+            })
+            .clone()
+    }
+
+    /// Stops a ship into this node's copy of `id` and waits until it has stopped writing: the
+    /// copy is about to be the data (a promotion, or any pull as the primary). A ship from a
+    /// dead primary whose connection hangs would otherwise hold the copy indefinitely.
+    async fn stop_standby_ship(&self, id: &str) {
+        let s = self.standby_ship(id);
+        s.cancels.send_modify(|c| *c += 1);
+        drop(s.lock.lock().await);
+    }
+
+    pub(crate) fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut l = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         l.entry(name.to_string()).or_default().clone()
     }
 
     fn mounts(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, MountRef>> {
         self.mounts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records volume `name`'s mount (or its absence) on disk: a temp file and a rename, so a
+    /// crash leaves the old record or the new one. Called under the volume's lock.
+    fn persist(&self, name: &str) -> Result<(), AgentError> {
+        let f = self
+            .mounts_dir
+            .join(format!("{}.json", blake3::hash(name.as_bytes()).to_hex()));
+        let rec = |source| AgentError::Record {
+            path: f.display().to_string(),
+            source,
+        };
+        let Some(mount) = self.mounts().get(name).cloned() else {
+            return match std::fs::remove_file(&f) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(rec(e)),
+                _ => Ok(()),
+            };
+        };
+        let doc = MountFile {
+            boot_id: boot_id(),
+            name: name.to_string(),
+            mount,
+        };
+        let bytes = serde_json::to_vec(&doc).unwrap_or_default();
+        let tmp = f.with_extension("tmp");
+        std::fs::create_dir_all(&self.mounts_dir).map_err(rec)?;
+        std::fs::write(&tmp, bytes).map_err(rec)?;
+        std::fs::rename(&tmp, &f).map_err(rec)
     }
 
     fn ctl(name: &str) -> impl FnOnce(ClientError) -> AgentError + '_ {
@@ -131,16 +268,17 @@ impl Agent {
         }
     }
 
-    async fn find(&self, name: &str) -> Result<Dataset, AgentError> {
+    async fn find(&self, name: &str) -> Result<VolumeRecord, AgentError> {
         self.control
-            .find_by_name(name)
+            .volume(name)
             .await
             .map_err(Self::ctl(name))?
             .ok_or_else(|| AgentError::NotFound(name.to_string()))
     }
 
     /// Creates the volume cluster-wide with this node as primary; an existing name is success
-    /// (Swarm calls Create on every node that runs a task).
+    /// (Swarm calls Create on every node that runs a task). Names are unique at the control
+    /// service, so no configuration tag is needed and unrelated creates never conflict.
     pub async fn create(
         &self,
         name: &str,
@@ -150,6 +288,15 @@ impl Agent {
         let o = options::parse(opts)?;
         let _g = self.lock_for(name);
         let _g = _g.lock().await;
+        if self
+            .control
+            .volume(name)
+            .await
+            .map_err(Self::ctl(name))?
+            .is_some()
+        {
+            return Ok(());
+        }
         let mut meta = BTreeMap::from([
             (META_NAME.to_string(), name.to_string()),
             (META_BACKEND.to_string(), o.backend.as_str().to_string()),
@@ -157,39 +304,18 @@ impl Agent {
         if let Some(p) = &o.profile {
             meta.insert(META_PROFILE.to_string(), p.clone());
         }
-        for attempt in 0..10 {
-            let (all, tag) = self.control.datasets().await.map_err(Self::ctl(name))?;
-            if all
-                .iter()
-                .any(|d| !d.deleted && d.metadata.get(META_NAME).map(String::as_str) == Some(name))
-            {
-                return Ok(());
-            }
-            match self
-                .control
-                .create(&self.node, o.size, &meta, Some(&tag))
-                .await
-            {
-                Ok(d) => {
-                    tracing::info!(volume = name, dataset = %d.dataset_id, "volume created");
-                    return Ok(());
-                }
-                // 409: someone else created the name first; 412: configuration moved on, retry.
-                Err(e) if e.status() == Some(409) => return Ok(()),
-                Err(e) if e.status() == Some(412) => {
-                    tracing::debug!(
-                        volume = name,
-                        attempt,
-                        "configuration changed; retrying create"
-                    )
-                }
-                Err(e) => return Err(Self::ctl(name)(e)),
-            }
+        if let Some(r) = o.replicas {
+            meta.insert(META_REPLICAS.to_string(), r.to_string());
         }
-        Err(Self::ctl(name)(ClientError::Status {
-            status: 412,
-            description: "configuration kept changing; create gave up after 10 tries".into(),
-        }))
+        match self.control.create(&self.node, o.size, &meta, None).await {
+            Ok(d) => {
+                tracing::info!(volume = name, dataset = %d.dataset_id, "volume created");
+                Ok(())
+            }
+            // Another node created the name first.
+            Err(e) if e.status() == Some(409) => Ok(()),
+            Err(e) => Err(Self::ctl(name)(e)),
+        }
     }
 
     /// Deletes the volume cluster-wide and this node's copy.
@@ -198,12 +324,8 @@ impl Agent {
         let _g = self.lock_for(name);
         let _g = _g.lock().await;
         if self.mounts().contains_key(name) {
-            return Err(AgentError::Control {
+            return Err(AgentError::MountedHere {
                 name: name.to_string(),
-                source: ClientError::Status {
-                    status: 409,
-                    description: "volume is mounted on this node".into(),
-                },
             });
         }
         let d = self.find(name).await?;
@@ -211,12 +333,12 @@ impl Agent {
             .delete(&d.dataset_id)
             .await
             .map_err(Self::ctl(name))?;
-        if BackendKind::from_metadata(&d.metadata) == BackendKind::Local {
+        if BackendKind::from_str_or_local(&d.backend).is_node_local() {
             self.local
                 .remove(&d.dataset_id)
                 .map_err(|source| AgentError::Backend {
                     name: name.to_string(),
-                    source,
+                    source: Box::new(source),
                 })?;
         }
         tracing::info!(volume = name, dataset = %d.dataset_id, "volume removed");
@@ -224,122 +346,186 @@ impl Agent {
     }
 
     /// Brings this node's copy up to `d`'s epoch and returns its path.
-    async fn prepare(&self, name: &str, d: &Dataset) -> Result<PathBuf, AgentError> {
+    async fn prepare(&self, name: &str, d: &VolumeRecord) -> Result<PathBuf, AgentError> {
         let be = |source| AgentError::Backend {
             name: name.to_string(),
-            source,
+            source: Box::new(source),
         };
-        match BackendKind::from_metadata(&d.metadata) {
-            BackendKind::Shared => shared::prepare(&self.shared_root, &d.dataset_id).map_err(be),
-            BackendKind::Local => {
-                let source = match d.previous_primary.as_deref() {
-                    Some(prev)
-                        if prev != self.node
-                            && self.local.local_epoch(&d.dataset_id) != Some(d.epoch) =>
-                    {
-                        self.control
-                            .nodes()
-                            .await
-                            .map_err(Self::ctl(name))?
-                            .into_iter()
-                            .find(|n| n.uuid == prev)
-                            .map(|n| n.transfer)
-                    }
-                    _ => None,
-                };
-                local::prepare(&self.local, d, &self.node, source, &self.pull)
+        match BackendKind::from_str_or_local(&d.backend) {
+            BackendKind::Shared => shared::prepare(
+                &self.shared_root,
+                &d.dataset_id,
+                d.epoch,
+                d.recreated.then_some(d.epoch),
+            )
+            .map_err(be),
+            BackendKind::Local | BackendKind::Replicated => {
+                if self.local.local_epoch(&d.dataset_id) != Some(d.epoch) {
+                    self.stop_standby_ship(&d.dataset_id).await;
+                }
+                local::prepare(&self.local, d, &self.node, &self.pull)
                     .await
                     .map_err(be)
             }
         }
     }
 
-    fn fenced(&self, name: &str, d: &Dataset) -> AgentError {
+    fn fenced(&self, name: &str, d: &VolumeRecord) -> AgentError {
         AgentError::Fenced {
             name: name.to_string(),
             node: self.node.clone(),
-            primary: d.primary.clone(),
+            primary: d
+                .primary
+                .clone()
+                .unwrap_or_else(|| "nobody (fenced)".to_string()),
             epoch: d.epoch,
         }
     }
 
+    /// Forgets this node's mount of `name`: it was fenced, so its copy is handed out no more.
+    fn drop_fenced(&self, name: &str, why: &str) {
+        if self.mounts().remove(name).is_some() {
+            tracing::error!(
+                volume = name,
+                reason = why,
+                "fenced: this node no longer hands out its copy"
+            );
+            if let Err(e) = self.persist(name) {
+                tracing::warn!(error = %e.chain(), "mount record not saved");
+            }
+        }
+    }
+
     /// Mounts for caller `id`: only on the primary at the current epoch, claimed at the control
-    /// service so no second writable mount can exist anywhere.
+    /// service so no second writable mount can exist anywhere. A refcount increment re-claims
+    /// too: the claim is granted only while this node is still the primary at its epoch.
     pub async fn mount(&self, name: &str, id: &str) -> Result<PathBuf, AgentError> {
         name::validate(name)?;
         let _g = self.lock_for(name);
         let _g = _g.lock().await;
-        if let Some(m) = self.mounts().get_mut(name) {
-            m.callers.insert(id.to_string());
-            return Ok(m.path.clone());
+        let held = self
+            .mounts()
+            .get(name)
+            .map(|m| (m.dataset_id.clone(), m.epoch));
+        if let Some((ds, epoch)) = held {
+            match self.control.claim_mount(&ds, &self.node, epoch).await {
+                Ok(_) => {
+                    let path = {
+                        let mut m = self.mounts();
+                        let r = m.get_mut(name).expect("held under the volume's lock");
+                        r.callers.insert(id.to_string());
+                        r.path.clone()
+                    };
+                    self.persist(name)?;
+                    tracing::info!(volume = name, caller = id, "mount reference added");
+                    return Ok(path);
+                }
+                Err(e) if matches!(e.status(), Some(404 | 405 | 409)) => {
+                    self.drop_fenced(name, &e.to_string());
+                }
+                Err(e) => return Err(Self::ctl(name)(e)),
+            }
         }
         let d = self.find(name).await?;
-        if d.primary != self.node {
+        if !d.is_primary(&self.node) {
             let e = self.fenced(name, &d);
             tracing::warn!(volume = name, error = %e, "mount refused");
             return Err(e);
         }
         let path = self.prepare(name, &d).await?;
-        match self
+        if let Err(e) = self
             .control
             .claim_mount(&d.dataset_id, &self.node, d.epoch)
             .await
         {
-            Ok(_) => {}
-            Err(e) if e.status() == Some(409) => {
-                tracing::warn!(volume = name, error = %e, "mount refused by control");
-                return Err(Self::ctl(name)(e));
-            }
-            Err(e) => return Err(Self::ctl(name)(e)),
+            tracing::warn!(volume = name, error = %e, "mount refused by control");
+            return Err(Self::ctl(name)(e));
         }
-        tracing::info!(volume = name, dataset = %d.dataset_id, epoch = d.epoch, caller = id, "mounted");
         self.mounts().insert(
             name.to_string(),
             MountRef {
-                dataset_id: d.dataset_id,
+                dataset_id: d.dataset_id.clone(),
                 path: path.clone(),
+                epoch: d.epoch,
                 callers: BTreeSet::from([id.to_string()]),
             },
         );
+        if let Err(e) = self.persist(name) {
+            // Unrecorded, the claim would outlive a restart: give it back and refuse.
+            self.mounts().remove(name);
+            let _ = self.control.release_mount(&d.dataset_id, &self.node).await;
+            return Err(e);
+        }
+        tracing::info!(volume = name, dataset = %d.dataset_id, epoch = d.epoch, caller = id, "mounted");
         Ok(path)
     }
 
-    /// Drops caller `id`'s reference; the last one releases the mount claim.
+    /// Drops caller `id`'s reference; the last one releases the mount claim and, for a
+    /// `replicated` volume, ships the final state to its standbys before answering.
     pub async fn unmount(&self, name: &str, id: &str) -> Result<(), AgentError> {
         name::validate(name)?;
-        let _g = self.lock_for(name);
-        let _g = _g.lock().await;
-        let release = {
-            let mut m = self.mounts();
-            let Some(r) = m.get_mut(name) else {
-                tracing::info!(
-                    volume = name,
-                    caller = id,
-                    "unmount of a volume not mounted here"
-                );
-                return Ok(());
+        let released = {
+            let _g = self.lock_for(name);
+            let _g = _g.lock().await;
+            let release = {
+                let mut m = self.mounts();
+                match m.get_mut(name) {
+                    None => None,
+                    Some(r) => {
+                        r.callers.remove(id);
+                        if r.callers.is_empty() {
+                            m.remove(name)
+                        } else {
+                            drop(m);
+                            self.persist(name)?;
+                            tracing::info!(volume = name, caller = id, "mount reference dropped");
+                            return Ok(());
+                        }
+                    }
+                }
             };
-            r.callers.remove(id);
-            if r.callers.is_empty() {
-                m.remove(name).map(|r| r.dataset_id)
-            } else {
-                None
+            match release {
+                Some(r) => {
+                    self.persist(name)?;
+                    if let Err(e) = self.control.release_mount(&r.dataset_id, &self.node).await {
+                        // Put the reference back so a retry can release it; the claim still
+                        // fences others.
+                        let mut back = r;
+                        back.callers = BTreeSet::from([id.to_string()]);
+                        self.mounts().insert(name.to_string(), back);
+                        let _ = self.persist(name);
+                        return Err(Self::ctl(name)(e));
+                    }
+                    tracing::info!(volume = name, caller = id, "unmounted");
+                    Some(r.dataset_id)
+                }
+                None => {
+                    // No record (the table was lost, or this Unmount repeats one): a claim this
+                    // node still holds has no local holder left, so it is released too.
+                    match self.control.volume(name).await {
+                        Ok(Some(d)) if d.mounted_on.as_deref() == Some(self.node.as_str()) => {
+                            self.control
+                                .release_mount(&d.dataset_id, &self.node)
+                                .await
+                                .map_err(Self::ctl(name))?;
+                            tracing::warn!(
+                                volume = name,
+                                caller = id,
+                                "released a claim with no local record"
+                            );
+                        }
+                        _ => tracing::info!(
+                            volume = name,
+                            caller = id,
+                            "unmount of a volume not mounted here"
+                        ),
+                    }
+                    None
+                }
             }
         };
-        if let Some(ds) = release {
-            if let Err(e) = self.control.release_mount(&ds, &self.node).await {
-                // Put the reference back so a retry can release it; the claim still fences others.
-                self.mounts().insert(
-                    name.to_string(),
-                    MountRef {
-                        path: self.local.data_dir(&ds),
-                        dataset_id: ds,
-                        callers: BTreeSet::from([id.to_string()]),
-                    },
-                );
-                return Err(Self::ctl(name)(e));
-            }
-            tracing::info!(volume = name, caller = id, "unmounted");
+        if released.is_some() {
+            crate::replica::ship_after_unmount(self, name).await;
         }
         Ok(())
     }
@@ -354,69 +540,165 @@ impl Agent {
             .unwrap_or_default())
     }
 
-    fn info(&self, d: &Dataset) -> Option<VolumeInfo> {
-        let name = d.metadata.get(META_NAME)?.clone();
+    fn info(&self, d: &VolumeRecord) -> VolumeInfo {
         let mountpoint = self
             .mounts()
-            .get(&name)
+            .get(&d.name)
             .map(|m| m.path.display().to_string())
             .unwrap_or_default();
         let mut status = BTreeMap::from([
             ("dataset_id".to_string(), d.dataset_id.clone()),
-            ("primary".to_string(), d.primary.clone()),
-            ("epoch".to_string(), d.epoch.to_string()),
             (
-                "backend".to_string(),
-                BackendKind::from_metadata(&d.metadata).as_str().to_string(),
+                "primary".to_string(),
+                d.primary.clone().unwrap_or_else(|| "(fenced)".to_string()),
             ),
+            ("epoch".to_string(), d.epoch.to_string()),
+            ("backend".to_string(), d.backend.clone()),
         ]);
         if let Some(s) = d.maximum_size {
             status.insert("maximum_size".to_string(), s.to_string());
         }
-        if let Some(p) = d.metadata.get(META_PROFILE) {
+        if let Some(p) = &d.profile {
             status.insert("profile".to_string(), p.clone());
         }
-        Some(VolumeInfo {
-            name,
+        if d.backend == BackendKind::Replicated.as_str() {
+            status.insert("replicas".to_string(), d.replicas.to_string());
+            let standbys: Vec<String> = d
+                .standbys
+                .iter()
+                .map(|s| match s.lag_ms {
+                    Some(l) => format!("{} (lag {l} ms)", s.node),
+                    None => format!("{} (no copy yet)", s.node),
+                })
+                .collect();
+            status.insert("standbys".to_string(), standbys.join(", "));
+        }
+        VolumeInfo {
+            name: d.name.clone(),
             mountpoint,
             status,
-        })
+        }
     }
 
     /// One volume.
     pub async fn get(&self, name: &str) -> Result<VolumeInfo, AgentError> {
         name::validate(name)?;
         let d = self.find(name).await?;
-        self.info(&d)
-            .ok_or_else(|| AgentError::NotFound(name.to_string()))
+        Ok(self.info(&d))
     }
 
     /// Every live volume in the cluster.
     pub async fn list(&self) -> Result<Vec<VolumeInfo>, AgentError> {
-        let (all, _) = self.control.datasets().await.map_err(Self::ctl("*"))?;
+        let all = self.control.volumes().await.map_err(Self::ctl("*"))?;
         Ok(all
             .iter()
-            .filter(|d| !d.deleted)
-            .filter_map(|d| self.info(d))
+            .filter(|d| !d.name.is_empty())
+            .map(|d| self.info(d))
             .collect())
     }
 
-    /// One level-triggered pass: pre-pull local datasets this node is now primary of (so a
-    /// chain of moves never depends on a node that never mounted), and report what is held.
+    /// At start, before serving: mounts recorded by an earlier run that were fenced meanwhile
+    /// are dropped, and claims the control service holds for this node that no local record
+    /// backs (the agent died between claiming and recording) are released. No Mount is in
+    /// flight yet, so no claim can be mid-way.
+    pub async fn recover(&self) -> Result<(), AgentError> {
+        let mine = self
+            .control
+            .volumes_of(&self.node)
+            .await
+            .map_err(Self::ctl("*"))?;
+        let recorded: BTreeMap<String, (String, u64)> = self
+            .mounts()
+            .iter()
+            .map(|(n, m)| (n.clone(), (m.dataset_id.clone(), m.epoch)))
+            .collect();
+        for (name, (ds, epoch)) in &recorded {
+            let ok = mine.iter().any(|d| {
+                d.dataset_id == *ds
+                    && d.epoch == *epoch
+                    && d.is_primary(&self.node)
+                    && d.mounted_on.as_deref() == Some(self.node.as_str())
+            });
+            if !ok {
+                self.drop_fenced(name, "fenced or released while the agent was down");
+            }
+        }
+        for d in &mine {
+            let backed = recorded
+                .get(&d.name)
+                .is_some_and(|(ds, _)| *ds == d.dataset_id);
+            if d.mounted_on.as_deref() == Some(self.node.as_str()) && !backed {
+                self.control
+                    .release_mount(&d.dataset_id, &self.node)
+                    .await
+                    .map_err(Self::ctl(&d.name))?;
+                tracing::warn!(volume = %d.name, "released a claim no local mount backs");
+            }
+        }
+        Ok(())
+    }
+
+    /// One level-triggered pass: drop mounts this node was fenced from; pre-pull node-local
+    /// datasets this node is now primary of and whose newest copy is elsewhere (so a chain of
+    /// moves never depends on a node that never mounted), each re-read under its lock so a
+    /// stale list never resurrects a removed one; every `GC_EVERY` passes, remove copies of
+    /// deleted datasets; report what is held.
     pub async fn reconcile(&self) -> Result<(), AgentError> {
-        let (all, _) = self.control.datasets().await.map_err(Self::ctl("*"))?;
-        for d in all.iter().filter(|d| !d.deleted && d.primary == self.node) {
-            if BackendKind::from_metadata(&d.metadata) != BackendKind::Local
-                || self.local.local_epoch(&d.dataset_id) == Some(d.epoch)
-            {
+        let mine = self
+            .control
+            .volumes_of(&self.node)
+            .await
+            .map_err(Self::ctl("*"))?;
+        let by_id: BTreeMap<&str, &VolumeRecord> =
+            mine.iter().map(|d| (d.dataset_id.as_str(), d)).collect();
+        let mounted: Vec<(String, String, u64)> = self
+            .mounts()
+            .iter()
+            .map(|(n, m)| (n.clone(), m.dataset_id.clone(), m.epoch))
+            .collect();
+        for (name, ds, epoch) in mounted {
+            let suspicious = by_id
+                .get(ds.as_str())
+                .is_none_or(|d| d.epoch > epoch || (d.epoch == epoch && !d.is_primary(&self.node)));
+            if !suspicious {
                 continue;
             }
-            let name = d.metadata.get(META_NAME).cloned().unwrap_or_default();
             let l = self.lock_for(&name);
             let _g = l.lock().await;
-            if let Err(e) = self.prepare(&name, d).await {
-                tracing::warn!(volume = %name, error = %e.chain(), "reconcile: pull failed; will retry");
+            match self.control.volume(&name).await {
+                Ok(fresh) => {
+                    let still = fresh.is_some_and(|d| {
+                        d.dataset_id == ds && d.epoch == epoch && d.is_primary(&self.node)
+                    });
+                    if !still {
+                        self.drop_fenced(&name, "the control service moved or fenced it");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "reconcile: cannot re-check a mount"),
             }
+        }
+        for d in mine.iter().filter(|d| {
+            let pull = d.source.as_ref().is_some_and(|s| s.node != self.node);
+            d.is_primary(&self.node)
+                && BackendKind::from_str_or_local(&d.backend).is_node_local()
+                && (pull || d.promoted)
+                && self.local.local_epoch(&d.dataset_id) != Some(d.epoch)
+        }) {
+            let l = self.lock_for(&d.name);
+            let _g = l.lock().await;
+            let fresh = match self.control.volume(&d.name).await {
+                Ok(Some(f)) if f.dataset_id == d.dataset_id && f.is_primary(&self.node) => f,
+                _ => continue,
+            };
+            if let Err(e) = self.prepare(&d.name, &fresh).await {
+                tracing::warn!(volume = %d.name, error = %e.chain(), "reconcile: pull failed; will retry");
+            }
+        }
+        let pass = self
+            .passes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if pass.is_multiple_of(GC_EVERY) {
+            self.collect_garbage().await?;
         }
         let held: Vec<(String, String, u64)> = self
             .local
@@ -435,4 +717,38 @@ impl Agent {
             .await
             .map_err(Self::ctl("*"))
     }
+
+    /// Removes this node's copies of deleted datasets (a Remove on another node, or one that
+    /// raced a pull here). Deletion is final for a dataset ID, so a copy is removed only when
+    /// the control service says its dataset is deleted, never because it is unknown.
+    async fn collect_garbage(&self) -> Result<(), AgentError> {
+        let present = self.local.present();
+        if present.is_empty() {
+            return Ok(());
+        }
+        let (all, _) = self.control.datasets().await.map_err(Self::ctl("*"))?;
+        let deleted: BTreeMap<&str, &str> = all
+            .iter()
+            .filter(|d| d.deleted)
+            .map(|d| (d.dataset_id.as_str(), d.name().unwrap_or_default()))
+            .collect();
+        for id in present {
+            let Some(name) = deleted.get(id.as_str()) else {
+                continue;
+            };
+            let l = self.lock_for(if name.is_empty() { &id } else { name });
+            let _g = l.lock().await;
+            match self.local.remove(&id) {
+                Ok(()) => tracing::info!(dataset = %id, "removed the copy of a deleted dataset"),
+                Err(e) => {
+                    tracing::warn!(dataset = %id, error = %e, "cannot remove a deleted dataset's copy")
+                }
+            }
+        }
+        Ok(())
+    }
 }
+
+/// Reconcile passes between two sweeps for copies of deleted datasets (each reads the whole
+/// dataset list).
+const GC_EVERY: u64 = 10;

@@ -1,14 +1,21 @@
-//! A Rust client for the control service, used by agents and meant for the scheduler: typed
-//! calls over Flocker's dataset API, with Flocker's error descriptions carried through.
+//! A Rust client for the control service, used by agents and by the executor (`berth run`):
+//! typed calls whose bodies are `control::wire`'s, the very types the service decodes, with the
+//! service's error descriptions (and, on a refused executor command, its current epoch) carried
+//! through.
 
 use std::collections::BTreeMap;
 
 use hyper::Method;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
 
 use crate::control::api::{IF_MATCHES_HEADER, TAG_HEADER};
-use crate::control::{Dataset, Node};
+use crate::control::wire::{
+    AssignMode, AssignRequest, ClaimMount, CreateDataset, DatasetConfig, ErrorBody, FenceRequest,
+    HeldCopy, HeldReport, MoveDataset, NodeRecord, RegisterNode, StandbyReport, VerifiedCredential,
+    VerifyCredential, VolumeRecord,
+};
 use crate::http_client::{self, HttpError, Target};
 
 /// A control-service failure.
@@ -17,7 +24,12 @@ pub enum ClientError {
     #[error("control service unreachable")]
     Transport(#[from] HttpError),
     #[error("control service said {status}: {description}")]
-    Status { status: u16, description: String },
+    Status {
+        status: u16,
+        description: String,
+        /// On a 409 refusing an executor command: the volume's current epoch.
+        epoch: Option<u64>,
+    },
     #[error("control service reply does not decode: {0}")]
     Decode(String),
     #[error("control URL {0:?} must look like http://HOST:PORT")]
@@ -32,6 +44,25 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// The current epoch a refused fence or assignment reported.
+    pub fn current_epoch(&self) -> Option<u64> {
+        match self {
+            ClientError::Status { epoch, .. } => *epoch,
+            _ => None,
+        }
+    }
+}
+
+/// What a volume name must escape to be one path segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn seg(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// A handle on one control service.
@@ -42,7 +73,7 @@ pub struct ControlClient {
 }
 
 impl ControlClient {
-    /// `url` is `http://HOST:PORT`.
+    /// `url` is `http://HOST:PORT`; `token` is the cluster token or a node credential.
     pub fn new(url: &str, token: Option<String>) -> Result<ControlClient, ClientError> {
         let addr = url
             .strip_prefix("http://")
@@ -55,13 +86,13 @@ impl ControlClient {
         })
     }
 
-    async fn call(
+    async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         tag: Option<&str>,
-        body: Option<Value>,
-    ) -> Result<(Value, Option<String>), ClientError> {
+        body: Option<&B>,
+    ) -> Result<(T, Option<String>), ClientError> {
         let mut headers = Vec::new();
         if let Some(t) = &self.token {
             headers.push(("authorization", format!("Bearer {t}")));
@@ -69,22 +100,20 @@ impl ControlClient {
         if let Some(t) = tag {
             headers.push((IF_MATCHES_HEADER, t.to_string()));
         }
-        let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        let r = http_client::send(&self.target, method, path, &headers, body).await?;
-        let v: Value = if r.body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&r.body).map_err(|e| ClientError::Decode(e.to_string()))?
+        let body = match body {
+            Some(b) => serde_json::to_vec(b).map_err(|e| ClientError::Decode(e.to_string()))?,
+            None => Vec::new(),
         };
+        let r = http_client::send(&self.target, method, path, &headers, body).await?;
         if !r.status.is_success() {
-            let description = v
-                .get("description")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| String::from_utf8_lossy(&r.body).into_owned());
+            let e: ErrorBody = serde_json::from_slice(&r.body).unwrap_or_else(|_| ErrorBody {
+                description: String::from_utf8_lossy(&r.body).into_owned(),
+                ..ErrorBody::default()
+            });
             return Err(ClientError::Status {
                 status: r.status.as_u16(),
-                description,
+                description: e.description,
+                epoch: e.epoch,
             });
         }
         let tag = r
@@ -92,31 +121,37 @@ impl ControlClient {
             .get(TAG_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let v = serde_json::from_slice(if r.body.is_empty() { b"null" } else { &r.body })
+            .map_err(|e| ClientError::Decode(format!("{path}: {e}")))?;
         Ok((v, tag))
     }
 
-    fn decode<T: DeserializeOwned>(v: Value) -> Result<T, ClientError> {
-        serde_json::from_value(v).map_err(|e| ClientError::Decode(e.to_string()))
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        Ok(self.call::<(), T>(Method::GET, path, None, None).await?.0)
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        Ok(self.call(Method::POST, path, None, Some(body)).await?.0)
     }
 
     /// All dataset configurations and the configuration tag.
-    pub async fn datasets(&self) -> Result<(Vec<Dataset>, String), ClientError> {
+    pub async fn datasets(&self) -> Result<(Vec<DatasetConfig>, String), ClientError> {
         let (v, tag) = self
-            .call(Method::GET, "/v1/configuration/datasets", None, None)
+            .call::<(), _>(Method::GET, "/v1/configuration/datasets", None, None)
             .await?;
-        Ok((Self::decode(v)?, tag.unwrap_or_default()))
+        Ok((v, tag.unwrap_or_default()))
     }
 
     /// The live dataset carrying Docker volume `name`, if any.
-    pub async fn find_by_name(&self, name: &str) -> Result<Option<Dataset>, ClientError> {
+    pub async fn find_by_name(&self, name: &str) -> Result<Option<DatasetConfig>, ClientError> {
         let (all, _) = self.datasets().await?;
-        Ok(all.into_iter().find(|d| {
-            !d.deleted
-                && d.metadata
-                    .get(crate::options::META_NAME)
-                    .map(String::as_str)
-                    == Some(name)
-        }))
+        Ok(all
+            .into_iter()
+            .find(|d| !d.deleted && d.name() == Some(name)))
     }
 
     /// Creates a dataset, conditionally on `tag` when given.
@@ -126,12 +161,17 @@ impl ControlClient {
         maximum_size: Option<u64>,
         metadata: &BTreeMap<String, String>,
         tag: Option<&str>,
-    ) -> Result<Dataset, ClientError> {
-        let body = json!({"primary": primary, "maximum_size": maximum_size, "metadata": metadata});
+    ) -> Result<DatasetConfig, ClientError> {
+        let body = CreateDataset {
+            primary: primary.to_string(),
+            dataset_id: None,
+            maximum_size,
+            metadata: metadata.clone(),
+        };
         let (v, _) = self
-            .call(Method::POST, "/v1/configuration/datasets", tag, Some(body))
+            .call(Method::POST, "/v1/configuration/datasets", tag, Some(&body))
             .await?;
-        Self::decode(v)
+        Ok(v)
     }
 
     /// Moves a dataset to `primary` (`force` for a failover from a dead node).
@@ -140,29 +180,26 @@ impl ControlClient {
         id: &str,
         primary: &str,
         force: bool,
-    ) -> Result<Dataset, ClientError> {
-        let (v, _) = self
-            .call(
-                Method::POST,
-                &format!("/v1/configuration/datasets/{id}"),
-                None,
-                Some(json!({"primary": primary, "force": force})),
-            )
-            .await?;
-        Self::decode(v)
+    ) -> Result<DatasetConfig, ClientError> {
+        let body = MoveDataset {
+            primary: primary.to_string(),
+            force,
+        };
+        self.post(&format!("/v1/configuration/datasets/{}", seg(id)), &body)
+            .await
     }
 
     /// Marks a dataset deleted.
-    pub async fn delete(&self, id: &str) -> Result<Dataset, ClientError> {
-        let (v, _) = self
-            .call(
+    pub async fn delete(&self, id: &str) -> Result<DatasetConfig, ClientError> {
+        Ok(self
+            .call::<(), _>(
                 Method::DELETE,
-                &format!("/v1/configuration/datasets/{id}"),
+                &format!("/v1/configuration/datasets/{}", seg(id)),
                 None,
                 None,
             )
-            .await?;
-        Self::decode(v)
+            .await?
+            .0)
     }
 
     /// Registers this node's agent and its transfer address.
@@ -172,79 +209,167 @@ impl ControlClient {
         host: &str,
         transfer: &str,
     ) -> Result<(), ClientError> {
-        let body = json!({"uuid": uuid, "host": host, "transfer": transfer});
-        self.call(Method::POST, "/v1/state/nodes", None, Some(body))
-            .await?;
+        let body = RegisterNode {
+            uuid: uuid.to_string(),
+            host: host.to_string(),
+            transfer: transfer.to_string(),
+        };
+        let _: serde_json::Value = self.post("/v1/state/nodes", &body).await?;
         Ok(())
     }
 
     /// Registered nodes.
-    pub async fn nodes(&self) -> Result<Vec<Node>, ClientError> {
-        let (v, _) = self
-            .call(Method::GET, "/v1/state/nodes", None, None)
-            .await?;
-        Self::decode(v)
+    pub async fn nodes(&self) -> Result<Vec<NodeRecord>, ClientError> {
+        self.get("/v1/state/nodes").await
     }
 
     /// Declares a node dead, allowing forced failover of its mounts.
     pub async fn declare_dead(&self, uuid: &str) -> Result<(), ClientError> {
-        self.call(
-            Method::POST,
-            &format!("/v1/berth/nodes/{uuid}/dead"),
-            None,
-            None,
-        )
-        .await?;
+        let _: serde_json::Value = self
+            .post(&format!("/v1/berth/nodes/{}/dead", seg(uuid)), &())
+            .await?;
         Ok(())
     }
 
-    /// Claims the dataset's single writable mount for `node` at `epoch`.
+    /// Claims the dataset's single writable mount for `node` at `epoch` (re-claiming one this
+    /// node holds is how an agent re-checks it at every Mount).
     pub async fn claim_mount(
         &self,
         id: &str,
         node: &str,
         epoch: u64,
-    ) -> Result<Dataset, ClientError> {
-        let (v, _) = self
-            .call(
-                Method::POST,
-                &format!("/v1/berth/mounts/{id}"),
-                None,
-                Some(json!({"node_uuid": node, "epoch": epoch})),
-            )
-            .await?;
-        Self::decode(v)
+    ) -> Result<DatasetConfig, ClientError> {
+        let body = ClaimMount {
+            node_uuid: node.to_string(),
+            epoch,
+        };
+        self.post(&format!("/v1/berth/mounts/{}", seg(id)), &body)
+            .await
     }
 
     /// Releases `node`'s mount claim.
     pub async fn release_mount(&self, id: &str, node: &str) -> Result<(), ClientError> {
-        self.call(
-            Method::DELETE,
-            &format!("/v1/berth/mounts/{id}/{node}"),
-            None,
-            None,
-        )
-        .await?;
+        let _: serde_json::Value = self
+            .call::<(), _>(
+                Method::DELETE,
+                &format!("/v1/berth/mounts/{}/{}", seg(id), seg(node)),
+                None,
+                None,
+            )
+            .await?
+            .0;
         Ok(())
     }
 
-    /// Reports which datasets this node holds, at which epoch.
+    /// Reports which datasets this node holds: (dataset ID, path, epoch).
     pub async fn report(
         &self,
         node: &str,
         held: &[(String, String, u64)],
     ) -> Result<(), ClientError> {
-        let datasets: Vec<Value> = held
-            .iter()
-            .map(|(id, path, epoch)| json!({"dataset_id": id, "path": path, "epoch": epoch}))
-            .collect();
-        self.call(
-            Method::POST,
-            "/v1/state/datasets",
-            None,
-            Some(json!({"node_uuid": node, "datasets": datasets})),
-        )
-        .await?;
+        let body = HeldReport {
+            node_uuid: node.to_string(),
+            datasets: held
+                .iter()
+                .map(|(id, path, epoch)| HeldCopy {
+                    dataset_id: id.clone(),
+                    path: path.clone(),
+                    epoch: *epoch,
+                })
+                .collect(),
+        };
+        let _: serde_json::Value = self.post("/v1/state/datasets", &body).await?;
         Ok(())
+    }
+
+    /// Volume `name`'s record; `None` if no live dataset carries that name.
+    pub async fn volume(&self, name: &str) -> Result<Option<VolumeRecord>, ClientError> {
+        match self.get(&format!("/v1/berth/volumes/{}", seg(name))).await {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every live volume's record.
+    pub async fn volumes(&self) -> Result<Vec<VolumeRecord>, ClientError> {
+        self.get("/v1/berth/volumes").await
+    }
+
+    /// The live volumes `node` is the primary, a standby or the mount holder of.
+    pub async fn volumes_of(&self, node: &str) -> Result<Vec<VolumeRecord>, ClientError> {
+        self.get(&format!("/v1/berth/volumes?node={}", seg(node)))
+            .await
+    }
+
+    /// Fences volume `name` away from `node` (`expect_epoch` → +1). A refusal carries the
+    /// current epoch (`ClientError::current_epoch`).
+    pub async fn fence(
+        &self,
+        name: &str,
+        node: &str,
+        expect_epoch: u64,
+    ) -> Result<VolumeRecord, ClientError> {
+        let body = FenceRequest {
+            node: node.to_string(),
+            expect_epoch,
+        };
+        self.post(&format!("/v1/berth/volumes/{}/fence", seg(name)), &body)
+            .await
+    }
+
+    /// Makes `primary` the primary of fenced volume `name` at `epoch`, its data coming as
+    /// `mode` says. A promotion's reply says how far behind the promoted copy was.
+    pub async fn assign(
+        &self,
+        name: &str,
+        primary: &str,
+        epoch: u64,
+        mode: AssignMode,
+    ) -> Result<VolumeRecord, ClientError> {
+        let body = AssignRequest {
+            primary: primary.to_string(),
+            epoch,
+            mode,
+        };
+        self.post(&format!("/v1/berth/volumes/{}/assign", seg(name)), &body)
+            .await
+    }
+
+    /// Records that standby `node` of volume `name` finished a ship from the copy of `epoch`,
+    /// begun `age_ms` ago, that fetched `bytes`.
+    pub async fn report_standby(
+        &self,
+        name: &str,
+        node: &str,
+        epoch: u64,
+        age_ms: u64,
+        bytes: u64,
+    ) -> Result<VolumeRecord, ClientError> {
+        let body = StandbyReport {
+            epoch,
+            age_ms,
+            bytes,
+        };
+        self.post(
+            &format!("/v1/berth/volumes/{}/standbys/{}", seg(name), seg(node)),
+            &body,
+        )
+        .await
+    }
+
+    /// The node `credential` belongs to, as the control service checks it (`None`: not one).
+    pub async fn verify_credential(&self, credential: &str) -> Result<Option<String>, ClientError> {
+        let body = VerifyCredential {
+            credential: credential.to_string(),
+        };
+        match self
+            .post::<_, VerifiedCredential>("/v1/berth/credentials/verify", &body)
+            .await
+        {
+            Ok(v) => Ok(Some(v.node)),
+            Err(e) if e.status() == Some(401) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }

@@ -1,7 +1,13 @@
 //! `berth-volume`: `control` runs the cluster's dataset service, `agent` runs one node's Docker
-//! volume plugin and transfer endpoint. Both log to stderr and drain on SIGTERM.
+//! volume plugin and transfer endpoint, `credential` issues a node's credential. The services
+//! log to stderr and drain on SIGTERM.
+//!
+//! Exit codes: 0 success; 1 a usage error, a configuration error or a failure while running
+//! (the error and its causes on stderr, one line, never a backtrace).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,14 +16,16 @@ use berth_volume::agent::Agent;
 use berth_volume::backend::local::Layout;
 use berth_volume::client::ControlClient;
 use berth_volume::control::api::{self, Control};
+use berth_volume::replica::{self, Shipper};
 use berth_volume::store::RedbStore;
-use berth_volume::transfer::TransferOptions;
-use berth_volume::{protocol, shutdown, transfer};
+use berth_volume::transfer::{PeerCheck, TransferOptions};
+use berth_volume::{credential, protocol, shutdown, transfer};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
     name = "berth-volume",
+    version,
     about = "Berth's Flocker-compatible Docker volume driver"
 )]
 struct Cli {
@@ -32,15 +40,16 @@ enum Cmd {
         /// Address to listen on (loopback unless you mean otherwise).
         #[arg(long, default_value = "127.0.0.1:4523")]
         listen: String,
-        /// Directory of the embedded store.
-        #[arg(long)]
-        state: PathBuf,
-        /// File holding a bearer token every request must present.
+        /// Directory of the embedded store (not needed with `--consul`).
+        #[arg(long, required_unless_present = "consul")]
+        state: Option<PathBuf>,
+        /// File holding the cluster token: the operator's bearer token, and the secret node
+        /// credentials are derived from. Without it, no request is authenticated.
         #[arg(long)]
         token_file: Option<PathBuf>,
-        /// Consul HTTP address for the clustered store (check-and-set on ModifyIndex); `--state`
-        /// is then unused.
-        #[arg(long)]
+        /// Consul HTTP address for the clustered store (check-and-set on ModifyIndex), instead
+        /// of `--state`.
+        #[arg(long, conflicts_with = "state")]
         consul: Option<String>,
     },
     /// One node's agent: the Docker volume plugin socket plus the transfer endpoint.
@@ -51,7 +60,7 @@ enum Cmd {
         /// Plugin socket; the file name is the driver name Docker uses.
         #[arg(long, default_value = "/run/docker/plugins/berth.sock")]
         socket: PathBuf,
-        /// Where `local` datasets live.
+        /// Where `local` and `replicated` datasets live.
         #[arg(long)]
         data_root: PathBuf,
         /// Where `shared` datasets live (storage every node mounts).
@@ -60,10 +69,13 @@ enum Cmd {
         /// Control service URL.
         #[arg(long, default_value = "http://127.0.0.1:4523")]
         control: String,
-        /// File holding the cluster's bearer token: sent to the control service and to other
-        /// agents' transfer endpoints, and required by this agent's own.
-        #[arg(long)]
+        /// File holding the cluster token, presented to the control service and other agents.
+        #[arg(long, conflicts_with = "credential_file")]
         token_file: Option<PathBuf>,
+        /// File holding this node's credential (`berth-volume credential`): it acts only for
+        /// this node, and holds no secret that could act for another.
+        #[arg(long)]
+        credential_file: Option<PathBuf>,
         /// Transfer endpoint other agents pull from (`host:port`).
         #[arg(long, default_value = "127.0.0.1:4524")]
         listen: String,
@@ -71,6 +83,18 @@ enum Cmd {
         /// forms, e.g. `50MiB`), so a move does not starve the disk or link its services use.
         #[arg(long, value_parser = parse_rate)]
         transfer_rate: Option<u64>,
+        /// How often a mounted `replicated` dataset is shipped to its standbys (`500ms`, `2s`).
+        #[arg(long, value_parser = parse_interval, default_value = "1s")]
+        ship_interval: Duration,
+    },
+    /// Prints node NODE's credential, derived from the cluster token; give it to that node's
+    /// agent as `--credential-file`.
+    Credential {
+        #[arg(long)]
+        node_id: String,
+        /// File holding the cluster token.
+        #[arg(long)]
+        token_file: PathBuf,
     },
 }
 
@@ -82,11 +106,22 @@ fn parse_rate(s: &str) -> Result<u64, String> {
     }
 }
 
-fn read_token(f: Option<PathBuf>) -> anyhow::Result<Option<String>> {
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    match berth_units::parse_duration_ms(s) {
+        Ok(0) => Err("a ship interval must be above zero".into()),
+        Ok(ms) => Ok(Duration::from_millis(ms)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn read_secret(f: Option<PathBuf>) -> anyhow::Result<Option<String>> {
     f.map(|p| {
-        std::fs::read_to_string(&p)
-            .with_context(|| format!("reading token file {}", p.display()))
-            .map(|s| s.trim().to_string())
+        let s = std::fs::read_to_string(&p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .trim()
+            .to_string();
+        anyhow::ensure!(!s.is_empty(), "{} is empty", p.display());
+        Ok(s)
     })
     .transpose()
 }
@@ -105,37 +140,85 @@ fn swarm_node_id() -> anyhow::Result<String> {
     Ok(id)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// The agent's socket file, removed however the agent stops (once it is ours).
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // Help and --version are answers, not errors; a usage error exits 1 like any other.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    match Cli::parse().cmd {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth-volume: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli.cmd)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The chain only: a configuration error is not a crash, whatever RUST_BACKTRACE says.
+            eprintln!("berth-volume: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Credential {
+            node_id,
+            token_file,
+        } => {
+            let token = read_secret(Some(token_file))?.context("no cluster token")?;
+            anyhow::ensure!(!node_id.is_empty(), "--node-id is empty");
+            println!("{}", credential::issue(&token, &node_id));
+        }
         Cmd::Control {
             listen,
             state,
             token_file,
             consul,
         } => {
-            let store: Box<dyn berth_volume::store::Store> = match consul {
-                Some(url) => {
+            let store: Box<dyn berth_volume::store::Store> = match (consul, state) {
+                (Some(url), _) => {
                     tracing::info!(%url, key = berth_volume::consul_store::KEY, "using the Consul KV store");
                     Box::new(
                         berth_volume::consul_store::ConsulStore::new(&url)
                             .context("Consul client")?,
                     )
                 }
-                None => Box::new(
+                (None, Some(state)) => Box::new(
                     RedbStore::open(&state)
                         .with_context(|| format!("opening store in {}", state.display()))?,
                 ),
+                (None, None) => anyhow::bail!("give --state DIR or --consul URL"),
             };
             let c =
-                Arc::new(Control::open(store, read_token(token_file)?).context("loading state")?);
+                Arc::new(Control::open(store, read_secret(token_file)?).context("loading state")?);
             let l = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
@@ -152,24 +235,46 @@ async fn main() -> anyhow::Result<()> {
             shared_root,
             control,
             token_file,
+            credential_file,
             listen,
             transfer_rate,
+            ship_interval,
         } => {
             let node = match node_id {
                 Some(n) => n,
                 None => swarm_node_id()?,
             };
-            let token = read_token(token_file)?;
+            let token = match (read_secret(token_file)?, read_secret(credential_file)?) {
+                (Some(t), _) => Some(t),
+                (None, Some(c)) => {
+                    let named = c
+                        .strip_prefix("berth-node.")
+                        .and_then(|r| r.rsplit_once('.'))
+                        .map(|(n, _)| n);
+                    anyhow::ensure!(
+                        named == Some(node.as_str()),
+                        "the credential file holds a credential for {named:?}, not for node {node}"
+                    );
+                    Some(c)
+                }
+                (None, None) => None,
+            };
             let client = ControlClient::new(&control, token.clone())?;
+            // Refuse a live socket before anything else: a second agent must change nothing.
+            let ul =
+                protocol::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
+            let _socket_file = SocketFile(socket.clone());
             let layout = Arc::new(Layout::new(&data_root));
             let shared = shared_root.unwrap_or_else(|| data_root.join("shared"));
             let transfer_opts = TransferOptions {
                 rate_limit: transfer_rate,
+                peers: token.as_ref().map(|_| PeerCheck::new(client.clone())),
                 token: token.clone(),
             };
             let agent = Arc::new(
                 Agent::new(node.clone(), layout.clone(), shared, client.clone())
-                    .with_transfer_options(transfer_opts.clone()),
+                    .with_transfer_options(transfer_opts.clone())
+                    .with_shipper(Shipper::new(ship_interval)),
             );
             let tl = tokio::net::TcpListener::bind(&listen)
                 .await
@@ -182,7 +287,14 @@ async fn main() -> anyhow::Result<()> {
             // Registration retries: the control service may start after the agent.
             let mut delay = Duration::from_millis(100);
             loop {
-                match client.register_node(&node, &host, &transfer_addr).await {
+                let r = match client.register_node(&node, &host, &transfer_addr).await {
+                    Ok(()) => agent.recover().await.map_err(|e| e.chain()),
+                    Err(e) if matches!(e.status(), Some(401 | 403)) => {
+                        anyhow::bail!("the control service refused this agent: {e}");
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                match r {
                     Ok(()) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot register with control; retrying");
@@ -191,15 +303,15 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
             }
-            let ul =
-                protocol::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
             tracing::info!(node = %node, socket = %socket.display(), transfer = %transfer_addr, "agent listening");
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
                 let _ = rx.wait_for(|v| *v).await;
             };
+            let routes = transfer::router(layout, &transfer_opts)
+                .merge(replica::router(agent.clone(), &transfer_opts));
             let t = tokio::spawn(
-                axum::serve(tl, transfer::router(layout, &transfer_opts))
+                axum::serve(tl, routes)
                     .with_graceful_shutdown(wait(stop_rx.clone()))
                     .into_future(),
             );
@@ -216,16 +328,29 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
             });
+            let s = agent.clone();
+            let mut rx = stop_rx.clone();
+            let ship = tokio::spawn(async move {
+                loop {
+                    if let Err(e) = replica::ship_pass(&s).await {
+                        tracing::debug!(error = %transfer::chain(&e), "ship pass failed");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(ship_interval) => {}
+                        _ = rx.wait_for(|v| *v) => break,
+                    }
+                }
+            });
             let p = tokio::spawn(protocol::serve(ul, agent, wait(stop_rx)));
             shutdown::signal().await;
             let _ = stop_tx.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(10), async {
                 let _ = recon.await;
+                let _ = ship.await;
                 let _ = p.await;
                 let _ = t.await;
             })
             .await;
-            let _ = std::fs::remove_file(&socket);
             tracing::info!("agent stopped");
         }
     }

@@ -158,6 +158,26 @@ async fn close_connection(mut r: Response) -> Response {
     r
 }
 
+/// Reads the whole request body before any handler answers: a handler that ignores the body
+/// (Activate, Capabilities, List, an unknown path) would otherwise reply and close while the
+/// client is still writing it, and a client that writes its body separately gets EPIPE.
+async fn read_body(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, BODY_LIMIT).await {
+        Ok(b) => {
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(b),
+            ))
+            .await
+        }
+        Err(e) => err("request", format!("cannot read the request body: {e}")),
+    }
+}
+
+/// The engine's requests are small JSON objects.
+const BODY_LIMIT: usize = 1 << 20;
+
 /// The plugin routes.
 pub fn router(agent: Shared) -> Router {
     Router::new()
@@ -171,16 +191,27 @@ pub fn router(agent: Shared) -> Router {
         .route("/VolumeDriver.List", post(list))
         .route("/VolumeDriver.Capabilities", post(capabilities))
         .fallback(|| async { err("unknown", "unknown plugin endpoint".into()) })
+        .layer(axum::middleware::from_fn(read_body))
         .layer(axum::middleware::map_response(close_connection))
         .with_state(agent)
 }
 
-/// Binds the socket (replacing a stale one) with mode 0660.
+/// Binds the socket with mode 0660, replacing a stale one (nobody answers on it) but refusing
+/// a live one: a second agent on the same socket must not silently take the first one's place.
 pub fn bind(socket: &Path) -> std::io::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     if let Ok(md) = std::fs::symlink_metadata(socket)
         && md.file_type().is_socket()
     {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!(
+                    "another agent is already listening on {}; stop it first",
+                    socket.display()
+                ),
+            ));
+        }
         std::fs::remove_file(socket)?;
     }
     if let Some(dir) = socket.parent() {

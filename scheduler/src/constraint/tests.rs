@@ -144,3 +144,18 @@ fn ipv6_and_mapped_addresses() {
             .matches(&n)
     );
 }
+
+#[test]
+fn unknown_keys_suggest_the_likely_one() {
+    let hint = |e: &str| Constraint::parse(e).unwrap().suggest_key();
+    assert_eq!(hint("node.lables.zone==a"), Some("node.labels.zone".into()));
+    assert_eq!(hint("node.label.zone==a"), Some("node.labels.zone".into()));
+    assert_eq!(
+        hint("engine.lables.disk==ssd"),
+        Some("engine.labels.disk".into())
+    );
+    assert_eq!(hint("node.hostnme==w1"), Some("node.hostname".into()));
+    assert_eq!(hint("node.rol==worker"), Some("node.role".into()));
+    assert_eq!(hint("node.labels.zone==a"), None);
+    assert_eq!(hint("cluster.region==eu"), None);
+}

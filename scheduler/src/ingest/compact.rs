@@ -156,33 +156,10 @@ pub fn datasets_from_json_array(file: &str, text: &str) -> Result<Vec<Dataset>, 
         .collect()
 }
 
-/// Parses a size into bytes; unit multiples are binary, as Docker's `RAMInBytes`.
+/// Parses a size into bytes: Berth's one reading (`berth_units`), binary multiples as Docker's
+/// `RAMInBytes`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| {
-        format!("`{s}`: expected a number with an optional unit such as 512MiB or 4GiB")
-    })?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        other => {
-            return Err(format!(
-                "`{s}`: unknown unit `{other}` (use B, KiB, MiB, GiB or TiB)"
-            ));
-        }
-    };
-    let bytes = n * mult as f64;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > i64::MAX as f64 {
-        return Err(format!("`{s}`: out of range"));
-    }
-    Ok(bytes as u64)
+    berth_units::parse_size(s).map_err(|e| e.to_string())
 }
 
 fn size(file: &str, path: String, s: &Option<Size>) -> Result<u64, IngestError> {

@@ -8,7 +8,7 @@
 //! only — the caller reads the file — so the engine crate stays free of I/O.
 
 mod compact;
-mod docker;
+pub mod docker;
 #[cfg(test)]
 mod tests;
 

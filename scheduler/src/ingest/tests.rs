@@ -151,7 +151,7 @@ fn compact_errors_name_file_line_and_field() {
     let size = "[[nodes]]\nid = \"a\"\nmemory = \"4XB\"\n";
     assert_eq!(
         nodes("n.toml", size).unwrap_err().to_string(),
-        "n.toml: nodes[0].memory: `4XB`: unknown unit `xb` (use B, KiB, MiB, GiB or TiB)"
+        "n.toml: nodes[0].memory: `4XB`: expected a size such as 4096, 512KiB, 100MiB, 1.5GiB or 10g (binary units)"
     );
     let dup = "[[nodes]]\nid = \"a\"\n[[nodes]]\nid = \"a\"\n";
     assert_eq!(

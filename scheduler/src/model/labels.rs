@@ -21,6 +21,7 @@ pub const BACKEND: &str = "berth.backend";
 pub const RECREATE_GRACE: &str = "berth.recreate-grace";
 pub const STRATEGY: &str = "berth.strategy";
 pub const TOPOLOGY_SPREAD: &str = "berth.topology-spread";
+pub const REPLICAS: &str = "berth.replicas";
 
 /// Every label Berth reads, for the "unknown label" message.
 pub const KNOWN: &[&str] = &[
@@ -34,6 +35,7 @@ pub const KNOWN: &[&str] = &[
     RECREATE_GRACE,
     STRATEGY,
     TOPOLOGY_SPREAD,
+    REPLICAS,
 ];
 
 /// The slot placeholder in `berth.volume`; Swarm's own template form is accepted too so the
@@ -122,6 +124,11 @@ pub struct Stateful {
     pub backend: Backend,
     /// How long a `recreate` service waits for its node before starting a fresh member.
     pub recreate_grace_secs: u64,
+    /// `berth.replicas`: the slot count of a template that `berth run` runs as one Swarm
+    /// service per slot (the template itself has 0 replicas, so a `docker stack deploy` of it
+    /// starts no task). `None`: the service's own replica count.
+    #[serde(default)]
+    pub replicas: Option<u64>,
 }
 
 impl Stateful {
@@ -203,14 +210,22 @@ impl Policy {
                     parse_duration_secs(v).map_err(|why| invalid(RECREATE_GRACE, v, &why))?
                 }
             };
+            let replicas = match get(REPLICAS) {
+                None => None,
+                Some(v) => Some(
+                    v.parse::<u64>()
+                        .map_err(|_| invalid(REPLICAS, v, "expected a whole number of slots"))?,
+                ),
+            };
             Some(Stateful {
                 volume,
                 failover,
                 backend,
                 recreate_grace_secs,
+                replicas,
             })
         } else {
-            for label in [VOLUME, FAILOVER, BACKEND, RECREATE_GRACE] {
+            for label in [VOLUME, FAILOVER, BACKEND, RECREATE_GRACE, REPLICAS] {
                 if labels.contains_key(label) {
                     return Err(LabelError::NeedsStateful { label });
                 }
@@ -322,18 +337,10 @@ fn parse_topology(item: &str) -> Result<TopologySpread, String> {
     })
 }
 
-/// Accepts `90`, `90s`, `5m`, `1h`.
+/// Accepts `90`, `90s`, `5m`, `1h`, `1h30m`: Berth's one reading of durations (`berth_units`), in
+/// whole seconds.
 pub fn parse_duration_secs(v: &str) -> Result<u64, String> {
-    let (num, mult) = match v.as_bytes().last() {
-        Some(b's') => (&v[..v.len() - 1], 1),
-        Some(b'm') => (&v[..v.len() - 1], 60),
-        Some(b'h') => (&v[..v.len() - 1], 3600),
-        _ => (v, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| "expected a duration such as 30s, 5m or 1h".to_string())
+    berth_units::parse_duration_secs(v).map_err(|e| e.to_string())
 }
 
 /// Docker's volume name rule (`[a-zA-Z0-9][a-zA-Z0-9_.-]+`), checked early so a bad

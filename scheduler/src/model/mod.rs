@@ -6,7 +6,7 @@
 //! `BTreeMap`s, so nothing downstream can depend on input order or hash order.
 
 mod dataset;
-mod labels;
+pub mod labels;
 mod node;
 mod service;
 mod task;

@@ -1,6 +1,7 @@
 //! Where a dataset's bytes live on a node. `local`: a directory under the node's data root,
-//! copied on a move. `shared`: a directory on storage every node mounts, re-pointed on a move.
-//! Both keep a per-dataset epoch marker so a node knows whether its copy is current.
+//! copied on a move. `replicated`: the same on the primary, plus standby copies on other nodes
+//! (`replica`). `shared`: a directory on storage every node mounts, re-pointed on a move.
+//! All keep a per-dataset epoch marker so a node knows whether its copy is current.
 
 pub mod local;
 pub mod shared;
@@ -29,6 +30,10 @@ pub enum BackendError {
         have: Option<u64>,
         want: u64,
     },
+    #[error(
+        "dataset {dataset} was promoted on this node, but this node holds no standby copy of it"
+    )]
+    NoStandbyCopy { dataset: String },
     #[error(
         "copying dataset {dataset} from {source_node} failed; the source is intact and the next mount retries"
     )]

@@ -151,3 +151,28 @@ async fn live_consul_when_configured() {
         .expect("second writer at the current index");
     assert!(s.save(&doc).is_err(), "stale index must lose");
 }
+
+/// The control service's writer thread saves through this store (whose calls are async inside):
+/// a change acknowledged over HTTP is in Consul.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_service_commits_through_consul() {
+    let (addr, kv) = fake_consul().await;
+    let store = ConsulStore::new(&addr).expect("client");
+    let c = std::sync::Arc::new(
+        crate::control::api::Control::open(Box::new(store), None).expect("open"),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", l.local_addr().expect("addr"));
+    tokio::spawn(crate::control::api::serve(l, c, std::future::pending()));
+    let client = crate::client::ControlClient::new(&url, None).expect("client");
+    let meta = [(crate::options::META_NAME.to_string(), "v".to_string())].into();
+    client
+        .create("n1", None, &meta, None)
+        .await
+        .expect("create acknowledged");
+    let puts = kv.lock().expect("kv").puts.clone();
+    assert_eq!(puts.len(), 1, "{puts:?}");
+    assert!(puts[0].1.contains(r#""name":"v""#), "{}", puts[0].1);
+}

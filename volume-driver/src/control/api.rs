@@ -1,20 +1,31 @@
-//! Flocker's dataset API v1 over HTTP (plus a few `/v1/berth/*` endpoints for agents): the only
-//! file that knows Flocker's JSON shapes, headers and status codes.
+//! Flocker's dataset API v1 over HTTP, plus Berth's `/v1/berth/*` endpoints (the executor
+//! contract and the agents' calls): the only file that knows the routes, headers and status
+//! codes. The bodies are `control::wire`'s, shared with `client`.
+//!
+//! Who may do what: with a token configured, the cluster token is the operator's (and the
+//! executor's) and may do anything; a node credential (`credential`) may read, and may act only
+//! for its own node on the agent endpoints; anything else is 401.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State as AxState};
+use axum::extract::{Path, Query, Request, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
 
+use super::commit::{Committer, WriteError};
 use super::model::{ControlError, Lease, NewDataset, Node, Reported, State};
+use super::wire::{
+    AssignRequest, ClaimMount, CreateDataset, ErrorBody, FenceRequest, HeldReport, LeaseRecord,
+    LeaseRequest, MoveDataset, RegisterNode, StandbyReport, StateDataset, VerifiedCredential,
+    VerifyCredential, VolumeRecord,
+};
+use crate::credential;
 use crate::store::{Store, StoreError};
 
 /// Header carrying the configuration tag.
@@ -24,46 +35,89 @@ pub const IF_MATCHES_HEADER: &str = "x-if-configuration-matches";
 
 /// The running control service.
 pub struct Control {
-    state: Mutex<State>,
-    store: Box<dyn Store>,
+    state: Committer,
     token: Option<String>,
 }
 
 impl Control {
-    /// Loads the persisted state (or starts empty).
+    /// Loads the persisted state (or starts empty) and starts its writer.
     pub fn open(store: Box<dyn Store>, token: Option<String>) -> Result<Control, StoreError> {
-        let state = match store.load()? {
+        let mut state: State = match store.load()? {
             Some(doc) => serde_json::from_slice(&doc).map_err(StoreError::Decode)?,
             None => State::default(),
         };
-        Ok(Control {
-            state: Mutex::new(state),
-            store,
-            token,
-        })
+        state.reindex();
+        let state = Committer::start(state, store).map_err(|e| StoreError::Redb(e.to_string()))?;
+        Ok(Control { state, token })
     }
 
     fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
-        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        f(&s)
+        self.state.read(f)
     }
 
-    /// Applies a change to a copy, persists it, and only then makes it visible.
-    fn write<T>(
+    /// Every live volume's record as of now, standby lags included: what a metrics endpoint
+    /// exports (`berth_volume_standby_lag_ms{volume, node}` and the like).
+    pub fn volume_records(&self) -> Vec<VolumeRecord> {
+        self.volume_records_of(None)
+    }
+
+    fn volume_records_of(&self, node: Option<&str>) -> Vec<VolumeRecord> {
+        let t = now_ms();
+        self.read(|s| {
+            s.datasets
+                .values()
+                .filter(|d| !d.deleted)
+                .filter(|d| {
+                    node.is_none_or(|n| {
+                        d.primary == n
+                            || d.standbys.contains_key(n)
+                            || d.mounted_on.as_deref() == Some(n)
+                    })
+                })
+                .map(|d| VolumeRecord::of(d, s, t))
+                .collect()
+        })
+    }
+
+    async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut State) -> Result<T, ControlError>,
+        f: impl FnOnce(&mut State) -> Result<T, ControlError> + Send + 'static,
     ) -> Result<(T, String), ApiError> {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next = s.clone();
-        let out = f(&mut next).map_err(ApiError::Control)?;
-        if next != *s {
-            let doc = serde_json::to_vec(&next).map_err(|e| ApiError::Store(e.to_string()))?;
-            self.store
-                .save(&doc)
-                .map_err(|e| ApiError::Store(e.to_string()))?;
-            *s = next;
+        self.state.write(f).await.map_err(|e| match e {
+            WriteError::Control(e) => ApiError::Control(e),
+            WriteError::Store(m) => ApiError::Store(m),
+        })
+    }
+}
+
+/// Who is calling, from the bearer token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Caller {
+    /// The cluster token, or no token configured.
+    Operator,
+    /// A node credential.
+    Node(String),
+}
+
+impl Caller {
+    /// Refuses a node acting for another node.
+    fn acts_for(&self, node: &str) -> Result<(), ApiError> {
+        match self {
+            Caller::Node(n) if n != node => Err(ApiError::Forbidden(format!(
+                "node {n}'s credential may not act for node {node}"
+            ))),
+            _ => Ok(()),
         }
-        Ok((out, s.tag()))
+    }
+
+    /// Refuses anyone but the operator.
+    fn operator(&self, what: &str) -> Result<(), ApiError> {
+        match self {
+            Caller::Node(n) => Err(ApiError::Forbidden(format!(
+                "{what} needs the cluster token; node {n}'s credential may not"
+            ))),
+            Caller::Operator => Ok(()),
+        }
     }
 }
 
@@ -73,11 +127,13 @@ pub enum ApiError {
     Control(ControlError),
     BadJson(String),
     Unauthorized,
+    Forbidden(String),
     Store(String),
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let mut epoch = None;
         let (code, desc) = match &self {
             ApiError::Control(e) => {
                 let code = match e {
@@ -85,6 +141,10 @@ impl IntoResponse for ApiError {
                     ControlError::NotFound(_) => StatusCode::NOT_FOUND,
                     ControlError::Deleted(_) => StatusCode::METHOD_NOT_ALLOWED,
                     ControlError::Conflict(_) | ControlError::Fence(_) => StatusCode::CONFLICT,
+                    ControlError::Epoch { epoch: e, .. } => {
+                        epoch = Some(*e);
+                        StatusCode::CONFLICT
+                    }
                     ControlError::TagMismatch { .. } => StatusCode::PRECONDITION_FAILED,
                 };
                 (code, e.to_string())
@@ -94,6 +154,7 @@ impl IntoResponse for ApiError {
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token".into(),
             ),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
             ApiError::Store(m) => (StatusCode::INTERNAL_SERVER_ERROR, format!("store: {m}")),
         };
         if code.is_server_error() {
@@ -101,10 +162,10 @@ impl IntoResponse for ApiError {
         } else {
             tracing::info!(status = code.as_u16(), %desc, "control request refused");
         }
-        let body = if code == StatusCode::BAD_REQUEST {
-            json!({"description": desc, "errors": [desc]})
-        } else {
-            json!({"description": desc})
+        let body = ErrorBody {
+            errors: (code == StatusCode::BAD_REQUEST).then(|| vec![desc.clone()]),
+            description: desc,
+            epoch,
         };
         (code, Json(body)).into_response()
     }
@@ -112,7 +173,7 @@ impl IntoResponse for ApiError {
 
 type Shared = Arc<Control>;
 
-fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::BadJson(format!("request body: {e}")))
 }
 
@@ -122,7 +183,7 @@ fn if_matches(h: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-fn tagged(code: StatusCode, tag: String, body: Value) -> Response {
+fn tagged<T: serde::Serialize>(code: StatusCode, tag: String, body: &T) -> Response {
     let mut r = (code, Json(body)).into_response();
     if let Ok(v) = HeaderValue::from_str(&tag) {
         r.headers_mut().insert(TAG_HEADER, v);
@@ -137,31 +198,23 @@ fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).unwrap_or(Value::Null)
+fn now_ms() -> u64 {
+    (now() * 1000.0) as u64
 }
 
 async fn list_datasets(AxState(c): AxState<Shared>) -> Response {
     let (list, tag) = c.read(|s| (s.datasets.values().cloned().collect::<Vec<_>>(), s.tag()));
-    tagged(StatusCode::OK, tag, to_json(&list))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateBody {
-    primary: String,
-    dataset_id: Option<String>,
-    maximum_size: Option<u64>,
-    #[serde(default)]
-    metadata: BTreeMap<String, String>,
+    tagged(StatusCode::OK, tag, &list)
 }
 
 async fn create_dataset(
     AxState(c): AxState<Shared>,
+    Extension(who): Extension<Caller>,
     h: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let b: CreateBody = parse(&body)?;
+    let b: CreateDataset = parse(&body)?;
+    who.acts_for(&b.primary)?;
     let req = NewDataset {
         primary: b.primary,
         dataset_id: b.dataset_id,
@@ -169,30 +222,27 @@ async fn create_dataset(
         metadata: b.metadata,
     };
     let tag = if_matches(&h);
-    let (d, tag) = c.write(|s| s.create(req, tag.as_deref()))?;
+    let (d, tag) = c.write(move |s| s.create(req, tag.as_deref())).await?;
     tracing::info!(dataset = %d.dataset_id, primary = %d.primary, "dataset created");
-    Ok(tagged(StatusCode::CREATED, tag, to_json(&d)))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MoveBody {
-    primary: String,
-    #[serde(default)]
-    force: bool,
+    Ok(tagged(StatusCode::CREATED, tag, &d))
 }
 
 async fn move_dataset(
     AxState(c): AxState<Shared>,
+    Extension(who): Extension<Caller>,
     Path(id): Path<String>,
     h: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let b: MoveBody = parse(&body)?;
+    who.operator("moving a dataset")?;
+    let b: MoveDataset = parse(&body)?;
     let tag = if_matches(&h);
-    let (d, tag) = c.write(|s| s.move_to(&id, &b.primary, b.force, tag.as_deref(), now()))?;
+    let i = id.clone();
+    let (d, tag) = c
+        .write(move |s| s.move_to(&i, &b.primary, b.force, tag.as_deref(), now()))
+        .await?;
     tracing::info!(dataset = %id, primary = %d.primary, epoch = d.epoch, "dataset moved");
-    Ok(tagged(StatusCode::OK, tag, to_json(&d)))
+    Ok(tagged(StatusCode::OK, tag, &d))
 }
 
 async fn delete_dataset(
@@ -201,9 +251,10 @@ async fn delete_dataset(
     h: HeaderMap,
 ) -> Result<Response, ApiError> {
     let tag = if_matches(&h);
-    let (d, tag) = c.write(|s| s.delete(&id, tag.as_deref()))?;
+    let i = id.clone();
+    let (d, tag) = c.write(move |s| s.delete(&i, tag.as_deref())).await?;
     tracing::info!(dataset = %id, "dataset deleted");
-    Ok(tagged(StatusCode::OK, tag, to_json(&d)))
+    Ok(tagged(StatusCode::OK, tag, &d))
 }
 
 async fn state_datasets(AxState(c): AxState<Shared>) -> Response {
@@ -212,80 +263,64 @@ async fn state_datasets(AxState(c): AxState<Shared>) -> Response {
             .iter()
             .filter_map(|(id, r)| {
                 let d = s.datasets.get(id)?;
-                Some(json!({"dataset_id": id, "primary": r.node_uuid,
-                            "maximum_size": d.maximum_size, "path": r.path}))
+                Some(StateDataset {
+                    dataset_id: id.clone(),
+                    primary: r.node_uuid.clone(),
+                    maximum_size: d.maximum_size,
+                    path: r.path.clone(),
+                })
             })
             .collect::<Vec<_>>()
     });
     Json(list).into_response()
 }
 
-#[derive(Deserialize)]
-struct ReportBody {
-    node_uuid: String,
-    datasets: Vec<ReportItem>,
-}
-
-#[derive(Deserialize)]
-struct ReportItem {
-    dataset_id: String,
-    path: String,
-    epoch: u64,
-}
-
-async fn report_state(AxState(c): AxState<Shared>, body: Bytes) -> Result<Response, ApiError> {
-    let b: ReportBody = parse(&body)?;
-    c.write(|s| {
-        s.reported.retain(|_, r| r.node_uuid != b.node_uuid);
-        for i in b.datasets {
-            let current = s
-                .datasets
-                .get(&i.dataset_id)
-                .is_some_and(|d| !d.deleted && d.primary == b.node_uuid && d.epoch == i.epoch);
-            if current {
-                s.reported.insert(
-                    i.dataset_id,
-                    Reported {
-                        node_uuid: b.node_uuid.clone(),
-                        path: i.path,
-                        epoch: i.epoch,
-                    },
-                );
-            }
-        }
+async fn report_state(
+    AxState(c): AxState<Shared>,
+    Extension(who): Extension<Caller>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let b: HeldReport = parse(&body)?;
+    who.acts_for(&b.node_uuid)?;
+    c.write(move |s| {
+        let held = b
+            .datasets
+            .into_iter()
+            .map(|i| {
+                let r = Reported {
+                    node_uuid: b.node_uuid.clone(),
+                    path: i.path,
+                    epoch: i.epoch,
+                };
+                (i.dataset_id, r)
+            })
+            .collect();
+        s.report_held(&b.node_uuid, held);
         Ok(())
-    })?;
-    Ok(Json(json!({})).into_response())
+    })
+    .await?;
+    Ok(Json(serde_json::json!({})).into_response())
 }
 
 async fn list_nodes(AxState(c): AxState<Shared>) -> Response {
-    let list = c.read(|s| {
-        s.nodes
-            .values()
-            .map(
-                |n| json!({"host": n.host, "uuid": n.uuid, "transfer": n.transfer, "dead": n.dead}),
-            )
-            .collect::<Vec<_>>()
-    });
+    let list = c.read(|s| s.nodes.values().cloned().collect::<Vec<Node>>());
     Json(list).into_response()
 }
 
-#[derive(Deserialize)]
-struct NodeBody {
-    uuid: String,
-    host: String,
-    transfer: String,
-}
-
-async fn register_node(AxState(c): AxState<Shared>, body: Bytes) -> Result<Response, ApiError> {
-    let b: NodeBody = parse(&body)?;
+async fn register_node(
+    AxState(c): AxState<Shared>,
+    Extension(who): Extension<Caller>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let b: RegisterNode = parse(&body)?;
     if b.uuid.is_empty() {
         return Err(ApiError::Control(ControlError::Invalid(
             "uuid is required".into(),
         )));
     }
+    who.acts_for(&b.uuid)?;
     tracing::info!(node = %b.uuid, transfer = %b.transfer, "node registered");
-    c.write(|s| {
+    c.write(move |s| {
         s.register_node(Node {
             uuid: b.uuid,
             host: b.host,
@@ -293,22 +328,29 @@ async fn register_node(AxState(c): AxState<Shared>, body: Bytes) -> Result<Respo
             dead: false,
         });
         Ok(())
-    })?;
-    Ok(Json(json!({})).into_response())
+    })
+    .await?;
+    Ok(Json(serde_json::json!({})).into_response())
 }
 
 async fn declare_dead(
     AxState(c): AxState<Shared>,
+    Extension(who): Extension<Caller>,
     Path(uuid): Path<String>,
 ) -> Result<Response, ApiError> {
-    c.write(|s| s.declare_dead(&uuid))?;
+    who.operator("declaring a node dead")?;
+    let u = uuid.clone();
+    c.write(move |s| s.declare_dead(&u)).await?;
     tracing::warn!(node = %uuid, "node declared dead");
-    Ok(Json(json!({"uuid": uuid, "dead": true})).into_response())
+    Ok(Json(serde_json::json!({"uuid": uuid, "dead": true})).into_response())
 }
 
-fn lease_json(l: &Lease, now: f64) -> Value {
-    json!({"dataset_id": l.dataset_id, "node_uuid": l.node_uuid,
-           "expires": l.expires_at.map(|t| (t - now).max(0.0))})
+fn lease_record(l: &Lease, now: f64) -> LeaseRecord {
+    LeaseRecord {
+        dataset_id: l.dataset_id.clone(),
+        node_uuid: l.node_uuid.clone(),
+        expires: l.expires_at.map(|t| (t - now).max(0.0)),
+    }
 }
 
 async fn list_leases(AxState(c): AxState<Shared>) -> Response {
@@ -316,81 +358,187 @@ async fn list_leases(AxState(c): AxState<Shared>) -> Response {
     let list = c.read(|s| {
         s.leases
             .values()
-            .map(|l| lease_json(l, t))
+            .map(|l| lease_record(l, t))
             .collect::<Vec<_>>()
     });
     Json(list).into_response()
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LeaseBody {
-    dataset_id: String,
-    node_uuid: String,
-    expires: Option<f64>,
-}
-
-async fn acquire_lease(AxState(c): AxState<Shared>, body: Bytes) -> Result<Response, ApiError> {
-    let b: LeaseBody = parse(&body)?;
+async fn acquire_lease(
+    AxState(c): AxState<Shared>,
+    Extension(who): Extension<Caller>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let b: LeaseRequest = parse(&body)?;
+    who.acts_for(&b.node_uuid)?;
     let t = now();
     let l = Lease {
         dataset_id: b.dataset_id,
         node_uuid: b.node_uuid,
         expires_at: b.expires.map(|e| t + e),
     };
-    let (l, _) = c.write(|s| s.lease(l, t))?;
-    Ok((StatusCode::CREATED, Json(lease_json(&l, t))).into_response())
+    let (l, _) = c.write(move |s| s.lease(l, t)).await?;
+    Ok((StatusCode::CREATED, Json(lease_record(&l, t))).into_response())
 }
 
 async fn release_lease(
     AxState(c): AxState<Shared>,
+    Extension(who): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let (l, _) = c.write(|s| s.release_lease(&id))?;
-    Ok(Json(lease_json(&l, now())).into_response())
-}
-
-#[derive(Deserialize)]
-struct ClaimBody {
-    node_uuid: String,
-    epoch: u64,
+    if let Some(holder) = c.read(|s| s.leases.get(&id).map(|l| l.node_uuid.clone())) {
+        who.acts_for(&holder)?;
+    }
+    let (l, _) = c.write(move |s| s.release_lease(&id)).await?;
+    Ok(Json(lease_record(&l, now())).into_response())
 }
 
 async fn claim_mount(
     AxState(c): AxState<Shared>,
+    Extension(who): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let b: ClaimBody = parse(&body)?;
-    let (d, _) = c.write(|s| s.claim_mount(&id, &b.node_uuid, b.epoch))?;
-    Ok(Json(to_json(&d)).into_response())
+    let b: ClaimMount = parse(&body)?;
+    who.acts_for(&b.node_uuid)?;
+    let t = now_ms();
+    let (d, _) = c
+        .write(move |s| s.claim_mount(&id, &b.node_uuid, b.epoch, t))
+        .await?;
+    Ok(Json(d).into_response())
 }
 
 async fn release_mount(
     AxState(c): AxState<Shared>,
+    Extension(who): Extension<Caller>,
     Path((id, node)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    c.write(|s| s.release_mount(&id, &node))?;
-    Ok(Json(json!({})).into_response())
+    who.acts_for(&node)?;
+    let t = now_ms();
+    c.write(move |s| s.release_mount(&id, &node, t)).await?;
+    Ok(Json(serde_json::json!({})).into_response())
 }
 
-async fn version() -> Json<Value> {
-    Json(json!({"flocker": concat!("berth-volume ", env!("CARGO_PKG_VERSION"))}))
+#[derive(Deserialize)]
+struct VolumeFilter {
+    /// Only volumes `node` is the primary, a standby or the mount holder of.
+    node: Option<String>,
 }
 
-async fn auth(AxState(c): AxState<Shared>, req: Request, next: Next) -> Response {
-    if let Some(tok) = &c.token {
-        let ok = req
+async fn list_volumes(AxState(c): AxState<Shared>, Query(f): Query<VolumeFilter>) -> Response {
+    Json(c.volume_records_of(f.node.as_deref())).into_response()
+}
+
+async fn get_volume(
+    AxState(c): AxState<Shared>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let t = now_ms();
+    let r = c.read(|s| {
+        s.by_name(&name)
+            .map(|d| VolumeRecord::of(d, s, t))
+            .ok_or_else(|| ControlError::NotFound(format!("named {name:?}")))
+    });
+    Ok(Json(r.map_err(ApiError::Control)?).into_response())
+}
+
+async fn fence_volume(
+    AxState(c): AxState<Shared>,
+    Extension(who): Extension<Caller>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    who.operator("fencing a volume")?;
+    let b: FenceRequest = parse(&body)?;
+    let t = now_ms();
+    let n = name.clone();
+    let (r, _) = c
+        .write(move |s| {
+            let d = s.fence(&n, &b.node, b.expect_epoch, t)?;
+            Ok(VolumeRecord::of(&d, s, t))
+        })
+        .await?;
+    tracing::warn!(volume = %name, from = ?r.fenced_from, epoch = r.epoch, "volume fenced");
+    Ok(Json(r).into_response())
+}
+
+async fn assign_volume(
+    AxState(c): AxState<Shared>,
+    Extension(who): Extension<Caller>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    who.operator("assigning a primary")?;
+    let b: AssignRequest = parse(&body)?;
+    let t = now_ms();
+    let n = name.clone();
+    let (r, _) = c
+        .write(move |s| {
+            let d = s.assign(&n, &b.primary, b.epoch, b.mode, t)?;
+            Ok(VolumeRecord::of(&d, s, t))
+        })
+        .await?;
+    tracing::warn!(volume = %name, primary = ?r.primary, epoch = r.epoch, mode = ?r.assigned,
+        lag_ms = ?r.lag_ms, lag_bytes = ?r.lag_bytes, "volume assigned");
+    Ok(Json(r).into_response())
+}
+
+async fn report_standby(
+    AxState(c): AxState<Shared>,
+    Extension(who): Extension<Caller>,
+    Path((name, node)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    who.acts_for(&node)?;
+    let b: StandbyReport = parse(&body)?;
+    let t = now_ms();
+    let (r, _) = c
+        .write(move |s| {
+            let id = s.id_of(&name)?;
+            let d = s.report_standby(&id, &node, b.epoch, b.age_ms, b.bytes, t)?;
+            Ok(VolumeRecord::of(&d, s, t))
+        })
+        .await?;
+    Ok(Json(r).into_response())
+}
+
+async fn verify_credential(AxState(c): AxState<Shared>, body: Bytes) -> Result<Response, ApiError> {
+    let b: VerifyCredential = parse(&body)?;
+    let node = c
+        .token
+        .as_deref()
+        .and_then(|t| credential::verify(t, &b.credential))
+        .ok_or(ApiError::Unauthorized)?;
+    Ok(Json(VerifiedCredential { node }).into_response())
+}
+
+async fn version() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"flocker": concat!("berth-volume ", env!("CARGO_PKG_VERSION"))}))
+}
+
+async fn auth(AxState(c): AxState<Shared>, mut req: Request, next: Next) -> Response {
+    let caller = match &c.token {
+        None => Some(Caller::Operator),
+        Some(tok) => req
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|v| v == tok);
-        if !ok {
-            return ApiError::Unauthorized.into_response();
+            .and_then(|given| {
+                if credential::same_token(given, tok) {
+                    Some(Caller::Operator)
+                } else {
+                    credential::verify(tok, given).map(Caller::Node)
+                }
+            }),
+    };
+    match caller {
+        Some(who) => {
+            req.extensions_mut().insert(who);
+            next.run(req).await
         }
+        None => ApiError::Unauthorized.into_response(),
     }
-    next.run(req).await
 }
 
 /// The service's routes.
@@ -415,10 +563,22 @@ pub fn router(c: Shared) -> Router {
         .route("/v1/configuration/leases/{id}", delete(release_lease))
         .route("/v1/berth/mounts/{id}", post(claim_mount))
         .route("/v1/berth/mounts/{id}/{node}", delete(release_mount))
+        .route("/v1/berth/volumes", get(list_volumes))
+        .route("/v1/berth/volumes/{name}", get(get_volume))
+        .route("/v1/berth/volumes/{name}/fence", post(fence_volume))
+        .route("/v1/berth/volumes/{name}/assign", post(assign_volume))
+        .route(
+            "/v1/berth/volumes/{name}/standbys/{node}",
+            post(report_standby),
+        )
+        .route("/v1/berth/credentials/verify", post(verify_credential))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
-                Json(json!({"description": "no such endpoint"})),
+                Json(ErrorBody {
+                    description: "no such endpoint".into(),
+                    ..ErrorBody::default()
+                }),
             )
         })
         .layer(middleware::from_fn_with_state(c.clone(), auth))

@@ -1,8 +1,11 @@
 //! The control service: the cluster's dataset configuration (who is primary, at which epoch),
-//! the agents' reported state, nodes and leases. `model` holds the rules, `api` the Flocker v1
-//! HTTP surface, and every accepted change is persisted before it is acknowledged.
+//! the agents' reported state, nodes, leases and standby positions. `model` holds the rules,
+//! `commit` persists every accepted change before it is acknowledged (batched), `api` is the
+//! HTTP surface and `wire` the request and reply bodies it shares with `client`.
 
 pub mod api;
+mod commit;
 pub mod model;
+pub mod wire;
 
 pub use model::{ControlError, Dataset, Lease, Node, State};

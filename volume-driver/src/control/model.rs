@@ -1,22 +1,35 @@
 //! The control state and the rules that change it. Pure: no IO, no clock (times are passed in),
 //! so every rule is tested without a server.
+//!
+//! Every rule checks everything before it changes anything: a refused request leaves the state
+//! exactly as it was, which is what lets the service apply a batch of requests to one copy and
+//! persist them together (`control::commit`).
+//!
+//! The failover operations of the executor contract (fence, assign) and the standby positions
+//! of `replicated` datasets live in `failover`.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::fencing::{self, Fence, FenceError};
-use crate::options::META_NAME;
+use crate::options::{self, BackendKind, META_NAME};
+
+mod failover;
+
+pub use failover::{AssignMode, Assignment, Standby};
 
 /// One dataset's configuration, Flocker's fields plus Berth's epoch and mount holder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dataset {
     pub dataset_id: String,
+    /// The node last made primary (Flocker's field). While `fenced`, it is *not* the primary:
+    /// nobody is until an assignment at the current epoch.
     pub primary: String,
     pub maximum_size: Option<u64>,
     pub metadata: BTreeMap<String, String>,
     pub deleted: bool,
-    /// Incremented by every primary change; mounts must present it.
+    /// Incremented by every primary change and every fence; mounts must present it.
     pub epoch: u64,
     /// Where a `local` dataset's newest bytes are pulled from: the primary before the last move
     /// if that node ever held a complete copy, else whichever node this already named. A node
@@ -32,6 +45,72 @@ pub struct Dataset {
     pub last_mount_epoch: Option<u64>,
     /// The node holding the dataset's only writable mount, if any.
     pub mounted_on: Option<String>,
+    /// Incremented by every change to this dataset alone: unrelated datasets never conflict.
+    #[serde(default)]
+    pub version: u64,
+    /// No node is primary at the current epoch (a `fence` happened and no `assign` yet).
+    #[serde(default)]
+    pub fenced: bool,
+    /// The node the last fence was against.
+    #[serde(default)]
+    pub fenced_from: Option<String>,
+    /// When the last fence happened (control clock, ms): no write was acknowledged after it.
+    #[serde(default)]
+    pub fenced_at_ms: Option<u64>,
+    /// The assignment that ended the last fence, replayed as is.
+    #[serde(default)]
+    pub assignment: Option<Assignment>,
+    /// The epoch at which the primary was given a fresh empty copy (`recreate`).
+    #[serde(default)]
+    pub recreated_at: Option<u64>,
+    /// The epoch at which the primary's standby copy became the data (`promote`).
+    #[serde(default)]
+    pub promoted_at: Option<u64>,
+    /// `replicated`: the standby copies by node.
+    #[serde(default)]
+    pub standbys: BTreeMap<String, Standby>,
+    /// When the current mount claim was granted (control clock, ms).
+    #[serde(default)]
+    pub mounted_since_ms: Option<u64>,
+    /// When the last mount claim ended (released, or dropped by a fence).
+    #[serde(default)]
+    pub released_at_ms: Option<u64>,
+}
+
+impl Dataset {
+    /// The Docker volume name.
+    pub fn name(&self) -> Option<&str> {
+        self.metadata.get(META_NAME).map(String::as_str)
+    }
+
+    pub fn backend(&self) -> BackendKind {
+        BackendKind::from_metadata(&self.metadata)
+    }
+
+    /// The node that may mount at the current epoch; `None` while fenced.
+    pub fn primary_now(&self) -> Option<&str> {
+        (!self.fenced).then_some(self.primary.as_str())
+    }
+
+    /// How many copies the dataset keeps (primary plus standbys).
+    pub fn replicas(&self) -> u32 {
+        options::replicas_of(&self.metadata)
+    }
+
+    fn fence_view(&self) -> Fence<'_> {
+        Fence {
+            primary: self.primary_now().unwrap_or("nobody (fenced)"),
+            epoch: self.epoch,
+            mounted_on: self.mounted_on.as_deref(),
+        }
+    }
+
+    /// Whether the current primary's copy is known to be whole at the current epoch.
+    fn primary_copy_whole(&self, reported: Option<&Reported>) -> bool {
+        !self.fenced
+            && (self.last_mount_epoch == Some(self.epoch)
+                || reported.is_some_and(|r| r.node_uuid == self.primary && r.epoch == self.epoch))
+    }
 }
 
 /// A registered node agent.
@@ -64,11 +143,16 @@ pub struct Reported {
 /// The whole persisted document.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
+    /// Flocker's configuration tag: any change anywhere bumps it. Berth's own clients never
+    /// make a change conditional on it (each dataset has its own `version`).
     pub generation: u64,
     pub datasets: BTreeMap<String, Dataset>,
     pub nodes: BTreeMap<String, Node>,
     pub leases: BTreeMap<String, Lease>,
     pub reported: BTreeMap<String, Reported>,
+    /// Live dataset IDs by volume name; derived from `datasets` (`reindex`), never stored.
+    #[serde(skip)]
+    names: BTreeMap<String, String>,
 }
 
 /// A refused request, each mapped to Flocker's status code by `api`.
@@ -86,6 +170,13 @@ pub enum ControlError {
     Fence(#[from] FenceError),
     #[error("configuration changed: tag is {current}, request expected {expected}")]
     TagMismatch { current: String, expected: String },
+    /// An executor command whose precondition no longer holds: it must re-read and re-plan.
+    #[error("volume {volume} is at epoch {epoch}: {reason}")]
+    Epoch {
+        volume: String,
+        epoch: u64,
+        reason: String,
+    },
 }
 
 /// A create request after schema validation.
@@ -102,6 +193,16 @@ fn is_uuid(s: &str) -> bool {
 }
 
 impl State {
+    /// Rebuilds what is derived rather than stored; call after loading a document.
+    pub fn reindex(&mut self) {
+        self.names = self
+            .datasets
+            .values()
+            .filter(|d| !d.deleted)
+            .filter_map(|d| Some((d.name()?.to_string(), d.dataset_id.clone())))
+            .collect();
+    }
+
     /// The configuration tag clients compare against (`X-Configuration-Tag`).
     pub fn tag(&self) -> String {
         self.generation.to_string()
@@ -117,6 +218,14 @@ impl State {
         }
     }
 
+    /// Records that dataset `id` changed.
+    fn touch(&mut self, id: &str) {
+        self.generation += 1;
+        if let Some(d) = self.datasets.get_mut(id) {
+            d.version += 1;
+        }
+    }
+
     fn live(&self, id: &str) -> Result<&Dataset, ControlError> {
         let d = self
             .datasets
@@ -126,6 +235,26 @@ impl State {
             return Err(ControlError::Deleted(id.to_string()));
         }
         Ok(d)
+    }
+
+    fn live_mut(&mut self, id: &str) -> Result<&mut Dataset, ControlError> {
+        self.datasets
+            .get_mut(id)
+            .filter(|d| !d.deleted)
+            .ok_or_else(|| ControlError::NotFound(id.to_string()))
+    }
+
+    /// The live dataset carrying Docker volume `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Dataset> {
+        self.names.get(name).and_then(|id| self.datasets.get(id))
+    }
+
+    /// The live dataset's ID for volume `name`, or `NotFound`.
+    pub fn id_of(&self, name: &str) -> Result<String, ControlError> {
+        self.names
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ControlError::NotFound(format!("named {name:?}")))
     }
 
     fn lease_holder(&self, id: &str, now: f64) -> Option<&str> {
@@ -177,11 +306,9 @@ impl State {
                 "dataset {id} already exists"
             )));
         }
-        if let Some(name) = req.metadata.get(META_NAME)
-            && let Some(other) = self
-                .datasets
-                .values()
-                .find(|d| !d.deleted && d.metadata.get(META_NAME) == Some(name))
+        let name = req.metadata.get(META_NAME).cloned();
+        if let Some(name) = &name
+            && let Some(other) = self.by_name(name)
         {
             return Err(ControlError::Conflict(format!(
                 "a dataset named {name:?} already exists: {}",
@@ -199,10 +326,24 @@ impl State {
             source_epoch: None,
             last_mount_epoch: None,
             mounted_on: None,
+            version: 0,
+            fenced: false,
+            fenced_from: None,
+            fenced_at_ms: None,
+            assignment: None,
+            recreated_at: None,
+            promoted_at: None,
+            standbys: BTreeMap::new(),
+            mounted_since_ms: None,
+            released_at_ms: None,
         };
-        self.datasets.insert(id, d.clone());
-        self.generation += 1;
-        Ok(d)
+        self.datasets.insert(id.clone(), d);
+        if let Some(name) = name {
+            self.names.insert(name, id.clone());
+        }
+        self.fill_standbys(&id);
+        self.touch(&id);
+        Ok(self.datasets[&id].clone())
     }
 
     /// Moves a dataset to `primary`, incrementing its epoch. A mounted dataset moves only as a
@@ -217,7 +358,7 @@ impl State {
     ) -> Result<Dataset, ControlError> {
         self.check_tag(expected_tag)?;
         let d = self.live(id)?;
-        if d.primary == primary {
+        if d.primary_now() == Some(primary) {
             return Ok(d.clone());
         }
         let holder_dead = d
@@ -225,31 +366,31 @@ impl State {
             .as_ref()
             .and_then(|h| self.nodes.get(h))
             .is_some_and(|n| n.dead);
-        let fence = Fence {
-            primary: &d.primary,
-            epoch: d.epoch,
-            mounted_on: d.mounted_on.as_deref(),
-        };
-        fencing::check_move(id, &fence, self.lease_holder(id, now), holder_dead, force)?;
-        let whole = d.last_mount_epoch == Some(d.epoch)
-            || self
-                .reported
-                .get(id)
-                .is_some_and(|r| r.node_uuid == d.primary && r.epoch == d.epoch);
-        let d = self
-            .datasets
-            .get_mut(id)
-            .ok_or_else(|| ControlError::NotFound(id.into()))?;
+        fencing::check_move(
+            id,
+            &d.fence_view(),
+            self.lease_holder(id, now),
+            holder_dead,
+            force,
+        )?;
+        let whole = d.primary_copy_whole(self.reported.get(id));
+        let now_ms = (now * 1000.0) as u64;
+        let d = self.live_mut(id)?;
         let old = std::mem::replace(&mut d.primary, primary.to_string());
         if whole {
-            d.previous_primary = Some(old);
+            d.previous_primary = Some(old.clone());
             d.source_epoch = Some(d.epoch);
         }
         d.epoch += 1;
-        d.mounted_on = None;
-        let out = d.clone();
-        self.generation += 1;
-        Ok(out)
+        d.fenced = false;
+        if d.mounted_on.take().is_some() {
+            d.mounted_since_ms = None;
+            d.released_at_ms = Some(now_ms);
+        }
+        failover::rotate_standbys(d, &old);
+        self.fill_standbys(id);
+        self.touch(id);
+        Ok(self.datasets[id].clone())
     }
 
     /// Marks a dataset deleted (idempotent). A mounted dataset is not deleted.
@@ -261,7 +402,7 @@ impl State {
         self.check_tag(expected_tag)?;
         let d = self
             .datasets
-            .get_mut(id)
+            .get(id)
             .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
         if let Some(h) = &d.mounted_on {
             return Err(ControlError::Conflict(format!(
@@ -269,53 +410,74 @@ impl State {
             )));
         }
         if !d.deleted {
-            d.deleted = true;
+            let name = d.name().map(str::to_string);
+            if let Some(d) = self.datasets.get_mut(id) {
+                d.deleted = true;
+            }
+            if let Some(n) = name
+                && self.names.get(&n).map(String::as_str) == Some(id)
+            {
+                self.names.remove(&n);
+            }
+            self.touch(id);
+        }
+        if self.reported.remove(id).is_some() {
             self.generation += 1;
         }
-        self.reported.remove(id);
         self.datasets
             .get(id)
             .cloned()
             .ok_or_else(|| ControlError::NotFound(id.into()))
     }
 
-    /// Records that `node` holds the dataset's writable mount, if fencing allows it.
+    /// Records that `node` holds the dataset's writable mount, if fencing allows it. Claiming a
+    /// mount this node already holds at this epoch changes nothing (an agent re-checks its claim
+    /// at every Mount, refcount increments included).
     pub fn claim_mount(
         &mut self,
         id: &str,
         node: &str,
         epoch: u64,
+        now_ms: u64,
     ) -> Result<Dataset, ControlError> {
         let d = self.live(id)?;
-        let fence = Fence {
-            primary: &d.primary,
-            epoch: d.epoch,
-            mounted_on: d.mounted_on.as_deref(),
-        };
-        fencing::check_mount(id, &fence, node, epoch)?;
-        let d = self
-            .datasets
-            .get_mut(id)
-            .ok_or_else(|| ControlError::NotFound(id.into()))?;
+        fencing::check_mount(id, &d.fence_view(), node, epoch)?;
+        if d.mounted_on.as_deref() == Some(node) && d.last_mount_epoch == Some(epoch) {
+            return Ok(d.clone());
+        }
+        let d = self.live_mut(id)?;
+        if d.mounted_on.is_none() {
+            d.mounted_since_ms = Some(now_ms);
+        }
         d.mounted_on = Some(node.to_string());
         d.last_mount_epoch = Some(d.epoch);
-        self.generation += 1;
-        Ok(d.clone())
+        self.touch(id);
+        Ok(self.datasets[id].clone())
     }
 
     /// Releases `node`'s mount (idempotent; a release from a fenced node changes nothing).
-    pub fn release_mount(&mut self, id: &str, node: &str) -> Result<(), ControlError> {
+    pub fn release_mount(&mut self, id: &str, node: &str, now_ms: u64) -> Result<(), ControlError> {
         if let Some(d) = self.datasets.get_mut(id)
             && d.mounted_on.as_deref() == Some(node)
         {
             d.mounted_on = None;
-            self.generation += 1;
+            d.mounted_since_ms = None;
+            d.released_at_ms = Some(now_ms);
+            self.touch(id);
         }
         Ok(())
     }
 
-    /// Registers (or re-registers, reviving) a node agent.
+    /// Registers (or re-registers, reviving) a node agent; `replicated` datasets short of
+    /// standbys take it as one.
     pub fn register_node(&mut self, node: Node) {
+        let known = self
+            .nodes
+            .get(&node.uuid)
+            .is_some_and(|n| !n.dead && n.host == node.host && n.transfer == node.transfer);
+        if known {
+            return;
+        }
         self.nodes.insert(
             node.uuid.clone(),
             Node {
@@ -323,6 +485,18 @@ impl State {
                 ..node
             },
         );
+        self.generation += 1;
+        let short: Vec<String> = self
+            .datasets
+            .values()
+            .filter(|d| !d.deleted && (d.standbys.len() as u32) + 1 < d.replicas())
+            .map(|d| d.dataset_id.clone())
+            .collect();
+        for id in short {
+            if self.fill_standbys(&id) {
+                self.touch(&id);
+            }
+        }
     }
 
     /// Declares a node dead so its mounts may be failed over.
@@ -331,8 +505,30 @@ impl State {
             .nodes
             .get_mut(uuid)
             .ok_or_else(|| ControlError::Invalid(format!("unknown node {uuid}")))?;
-        n.dead = true;
+        if !n.dead {
+            n.dead = true;
+            self.generation += 1;
+        }
         Ok(())
+    }
+
+    /// Records what `node` holds, by dataset ID: only copies current at their dataset's epoch
+    /// on its primary count.
+    pub fn report_held(&mut self, node: &str, held: Vec<(String, Reported)>) {
+        let before = self.reported.clone();
+        self.reported.retain(|_, r| r.node_uuid != node);
+        for (id, r) in held {
+            let current = r.node_uuid == node
+                && self.datasets.get(&id).is_some_and(|d| {
+                    !d.deleted && d.primary_now() == Some(node) && d.epoch == r.epoch
+                });
+            if current {
+                self.reported.insert(id, r);
+            }
+        }
+        if self.reported != before {
+            self.generation += 1;
+        }
     }
 
     /// Acquires or renews a lease; refused if another node holds it.
@@ -346,15 +542,21 @@ impl State {
                 l.dataset_id
             )));
         }
-        self.leases.insert(l.dataset_id.clone(), l.clone());
+        if self.leases.get(&l.dataset_id) != Some(&l) {
+            self.leases.insert(l.dataset_id.clone(), l.clone());
+            self.generation += 1;
+        }
         Ok(l)
     }
 
     /// Releases a lease.
     pub fn release_lease(&mut self, id: &str) -> Result<Lease, ControlError> {
-        self.leases
+        let l = self
+            .leases
             .remove(id)
-            .ok_or_else(|| ControlError::NotFound(format!("lease on {id}")))
+            .ok_or_else(|| ControlError::NotFound(format!("lease on {id}")))?;
+        self.generation += 1;
+        Ok(l)
     }
 }
 

@@ -16,8 +16,8 @@ mod serve;
 pub mod wire;
 
 pub use hash_cache::{HashCache, StatKey};
-pub use pull::pull;
-pub use serve::router;
+pub use pull::{pull, pull_until, remove_partials};
+pub use serve::{guard, router};
 
 use std::path::{Component, Path, PathBuf};
 use std::time::UNIX_EPOCH;
@@ -32,9 +32,63 @@ pub struct TransferOptions {
     /// Most bytes per second this node sends or receives for moves, so a move does not starve
     /// the disk or link its running services use (`None`: as fast as it goes).
     pub rate_limit: Option<u64>,
-    /// The cluster's bearer token (the control service's): required by this node's transfer
-    /// endpoint and presented to other nodes'.
+    /// What this node presents to other nodes' transfer endpoints: the cluster token, or this
+    /// node's credential. With one set, this node's own endpoint requires the same token, or
+    /// another node's credential as `peers` vouches for it.
     pub token: Option<String>,
+    /// Checks other nodes' credentials (at the control service) for this node's endpoint.
+    pub peers: Option<PeerCheck>,
+}
+
+/// Checks a peer's node credential with the control service, remembering the ones it accepted
+/// (a credential is valid as long as the cluster secret is, so a positive answer can be kept).
+#[derive(Clone)]
+pub struct PeerCheck {
+    control: crate::client::ControlClient,
+    accepted: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+}
+
+impl std::fmt::Debug for PeerCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerCheck").finish_non_exhaustive()
+    }
+}
+
+impl PeerCheck {
+    pub fn new(control: crate::client::ControlClient) -> PeerCheck {
+        PeerCheck {
+            control,
+            accepted: Default::default(),
+        }
+    }
+
+    /// Whether `presented` is some node's valid credential.
+    pub async fn allows(&self, presented: &str) -> bool {
+        let known = |a: &Self| {
+            a.accepted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(presented)
+        };
+        if known(self) {
+            return true;
+        }
+        match self.control.verify_credential(presented).await {
+            Ok(Some(node)) => {
+                tracing::debug!(%node, "peer credential accepted");
+                self.accepted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(presented.to_string());
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check a peer's credential");
+                false
+            }
+        }
+    }
 }
 
 /// One regular file in a manifest.
@@ -110,6 +164,8 @@ pub enum TransferError {
         "the source's copy is whole for epoch {have:?}, not {want}: it is not the newest copy, so nothing is taken from it"
     )]
     NotNewest { have: Option<u64>, want: u64 },
+    #[error("the pull was cancelled: this copy is wanted as it stands")]
+    Cancelled,
     #[error("checksum mismatch on {path}: expected {expected}, got {got}")]
     Checksum {
         path: String,

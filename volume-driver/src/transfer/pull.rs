@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use http_body_util::BodyExt;
@@ -48,6 +49,65 @@ pub async fn pull(
     source_epoch: Option<u64>,
     layout: &Layout,
     opts: &TransferOptions,
+) -> Result<PullStats, TransferError> {
+    let stop = Arc::new(Mutex::new(Stop::default()));
+    pull_inner(source, id, source_epoch, layout, opts, &stop).await
+}
+
+/// A pull that `cancel` stops: once it resolves, no further file is renamed into place, a
+/// source that hangs (a dead node whose connection never closes) is no longer waited for, and
+/// the call returns `Cancelled` once the pull's worker has stopped writing. A pull that already
+/// finished its last file completes instead. Files already in place are whole and verified, as
+/// after any interrupted pull; partial files may remain beside them (`remove_partials`).
+pub async fn pull_until(
+    source: &str,
+    id: &str,
+    source_epoch: Option<u64>,
+    layout: &Layout,
+    opts: &TransferOptions,
+    cancel: impl std::future::Future<Output = ()>,
+) -> Result<PullStats, TransferError> {
+    let stop = Arc::new(Mutex::new(Stop::default()));
+    let work = pull_inner(source, id, source_epoch, layout, opts, &stop);
+    tokio::pin!(work);
+    tokio::select! {
+        r = &mut work => r,
+        () = cancel => {
+            let streaming = {
+                let mut st = stop.lock().unwrap_or_else(|p| p.into_inner());
+                st.stopped = true;
+                st.pump.take().map(|p| p.abort()).is_some()
+            };
+            if streaming {
+                // The stream's channel is closed: the worker returns within one chunk (or the
+                // pull had already landed every file and completes).
+                work.await.map_err(|_| TransferError::Cancelled)
+            } else {
+                // Nothing was being written (the worker had not started): drop the request.
+                Err(TransferError::Cancelled)
+            }
+        }
+    }
+}
+
+/// What cancelling a pull reaches: whether it was cancelled, and the task feeding its stream.
+#[derive(Default)]
+struct Stop {
+    stopped: bool,
+    pump: Option<tokio::task::AbortHandle>,
+}
+
+fn stopped(stop: &Mutex<Stop>) -> bool {
+    stop.lock().unwrap_or_else(|p| p.into_inner()).stopped
+}
+
+async fn pull_inner(
+    source: &str,
+    id: &str,
+    source_epoch: Option<u64>,
+    layout: &Layout,
+    opts: &TransferOptions,
+    stop: &Arc<Mutex<Stop>>,
 ) -> Result<PullStats, TransferError> {
     let target = Target::Tcp(source.to_string());
     let base = format!("/v1/transfer/{id}");
@@ -178,15 +238,24 @@ pub async fn pull(
                 }
             }
         });
+        {
+            let mut st = stop.lock().unwrap_or_else(|p| p.into_inner());
+            if st.stopped {
+                pump.abort();
+                return Err(TransferError::Cancelled);
+            }
+            st.pump = Some(pump.abort_handle());
+        }
         let want: BTreeSet<String> = paths.iter().map(|p| p.to_string()).collect();
         let (d, rate) = (dest.clone(), opts.rate_limit);
         let taken: BTreeSet<String> = m.paths().cloned().collect();
+        let halt = stop.clone();
         let got = blocking(move || {
             let mut r = ChannelReader {
                 rx,
                 cur: Bytes::new(),
             };
-            receive(&mut r, &want, &taken, &d, rate)
+            receive(&mut r, &want, &taken, &d, rate, &halt)
         })
         .await;
         pump.abort();
@@ -348,6 +417,7 @@ fn receive(
     taken: &BTreeSet<String>,
     dest: &Path,
     rate: Option<u64>,
+    stop: &Mutex<Stop>,
 ) -> Result<(BTreeMap<String, String>, u64), TransferError> {
     let mut pace = Pacer::new(rate);
     let mut landed = BTreeMap::new();
@@ -420,6 +490,10 @@ fn receive(
             start_writeback(&out, flushed, written - flushed);
         }
         drop(out);
+        if stopped(stop) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(TransferError::Cancelled);
+        }
         let local = dest.join(&head.path);
         if std::fs::symlink_metadata(&local).is_ok_and(|md| md.is_dir()) {
             std::fs::remove_dir_all(&local).map_err(io(&local))?;
@@ -427,6 +501,33 @@ fn receive(
         std::fs::rename(&tmp, &local).map_err(io(&local))?;
         landed.insert(head.path, got.to_hex().to_string());
     }
+}
+
+/// Whether `name` is one `temp_for` makes.
+fn is_partial(name: &str) -> bool {
+    name == ".berth-partial"
+        || name
+            .strip_prefix(".berth-partial-")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Removes the partial files an interrupted pull left under `root`: a copy that is about to be
+/// used as it stands (a promoted standby) must not show them to its application. A dataset file
+/// of the same name would go too; `temp_for` avoids names in use, so only a file created after
+/// the pull could collide.
+pub fn remove_partials(root: &Path) -> Result<u64, TransferError> {
+    let mut removed = 0;
+    for rel in local_paths(root)? {
+        let p = root.join(&rel);
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+        if name.as_deref().is_some_and(is_partial)
+            && std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file())
+        {
+            std::fs::remove_file(&p).map_err(io(&p))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Bytes written between two writeback kicks on one file.

@@ -343,11 +343,9 @@ async fn post_stream(
         .unwrap_or_else(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
-/// The transfer endpoint's routes. With a token (the cluster's bearer token, the one the control
-/// service takes), every request must present it: a dataset's bytes are no less secret than
-/// its configuration. A rate limit holds what this node sends as well as what it pulls.
+/// The transfer endpoint's routes, guarded by `guard`. A rate limit holds what this node sends
+/// as well as what it pulls.
 pub fn router(layout: Arc<Layout>, opts: &TransferOptions) -> Router {
-    let token = opts.token.clone();
     let r = Router::new()
         .route("/v1/transfer/{id}/manifest", get(get_manifest))
         .route("/v1/transfer/{id}/hashes", post(post_hashes))
@@ -357,19 +355,33 @@ pub fn router(layout: Arc<Layout>, opts: &TransferOptions) -> Router {
             layout,
             rate: opts.rate_limit,
         }));
-    let Some(token) = token.map(Arc::<str>::from) else {
+    guard(r, opts)
+}
+
+/// With a token (the cluster token or this node's credential), every request to `r` must
+/// present it, or another node's credential the control service vouches for: a dataset's bytes
+/// are no less secret than its configuration.
+pub fn guard(r: Router, opts: &TransferOptions) -> Router {
+    let Some(token) = opts.token.clone().map(Arc::<str>::from) else {
         return r;
     };
+    let peers = opts.peers.clone();
     r.layer(axum::middleware::from_fn(
         move |req: axum::extract::Request, next: axum::middleware::Next| {
-            let token = token.clone();
+            let (token, peers) = (token.clone(), peers.clone());
             async move {
                 let given = req
                     .headers()
                     .get(hyper::header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "));
-                if given == Some(&*token) {
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(str::to_string);
+                let ok = match (&given, &peers) {
+                    (Some(g), _) if crate::credential::same_token(g, &token) => true,
+                    (Some(g), Some(p)) => p.allows(g).await,
+                    _ => false,
+                };
+                if ok {
                     next.run(req).await
                 } else {
                     fail(

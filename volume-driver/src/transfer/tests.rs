@@ -390,3 +390,104 @@ async fn a_mode_change_moves_no_bytes_and_keeps_the_cache_warm() {
     let s = pull(&addr, ID, None, &dl, &opts()).await.expect("pull");
     assert_eq!(s.hashed, 0, "the chmod did not cost a later re-hash");
 }
+
+/// A source that accepted the connection and then went silent (a node that lost power keeps
+/// its peers' connections open): a cancelled pull stops waiting for it.
+#[tokio::test]
+async fn a_cancelled_pull_stops_waiting_for_a_silent_source() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = l.accept().await {
+            conns.push(c);
+        }
+    });
+    let dst = tempfile::tempdir().expect("tmp");
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let layout = Layout::new(dst.path());
+    let o = opts();
+    let cancel = async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let p = pull_until(&addr, ID, None, &layout, &o, cancel);
+    tokio::pin!(p);
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(200), &mut p)
+            .await
+            .is_err(),
+        "the silent source answered?"
+    );
+    tx.send(true).expect("cancel");
+    let r = tokio::time::timeout(std::time::Duration::from_secs(10), p)
+        .await
+        .expect("a cancelled pull returns");
+    assert!(matches!(r, Err(TransferError::Cancelled)), "{r:?}");
+    held.abort();
+}
+
+/// Cancelled mid-stream: the pull returns, nothing more lands afterwards, what landed is whole,
+/// its partial files can be removed, and a later pull completes the copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_cancelled_mid_stream_writes_nothing_more() {
+    let src = tempfile::tempdir().expect("tmp");
+    let dst = tempfile::tempdir().expect("tmp");
+    let sd = Layout::new(src.path()).data_dir(ID);
+    std::fs::create_dir_all(&sd).expect("mkdir");
+    for i in 0..8u8 {
+        std::fs::write(sd.join(format!("f{i}")), vec![i; 256 << 10]).expect("w");
+    }
+    let slow = TransferOptions {
+        rate_limit: Some(1 << 20),
+        ..opts()
+    };
+    let addr = serve_router(router(Arc::new(Layout::new(src.path())), &slow)).await;
+    let dl = Layout::new(dst.path());
+    let dd = dl.data_dir(ID);
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let task = {
+        let (addr, dl) = (addr.clone(), dl.clone());
+        tokio::spawn(async move {
+            let cancel = async move {
+                let _ = rx.wait_for(|v| *v).await;
+            };
+            pull_until(&addr, ID, None, &dl, &opts(), cancel).await
+        })
+    };
+    let landed = |d: &Path| (0..8).filter(|i| d.join(format!("f{i}")).exists()).count();
+    let t = std::time::Instant::now();
+    while landed(&dd) == 0 {
+        assert!(t.elapsed().as_secs() < 30, "nothing landed");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    tx.send(true).expect("cancel");
+    let r = tokio::time::timeout(std::time::Duration::from_secs(10), task)
+        .await
+        .expect("returns")
+        .expect("task");
+    assert!(matches!(r, Err(TransferError::Cancelled)), "{r:?}");
+    let after = landed(&dd);
+    assert!(after < 8, "the whole copy landed: nothing was cancelled");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(landed(&dd), after, "a file landed after the pull returned");
+    for i in 0..8u8 {
+        if let Ok(b) = std::fs::read(dd.join(format!("f{i}"))) {
+            assert_eq!(b, vec![i; 256 << 10], "f{i} landed torn");
+        }
+    }
+    remove_partials(&dd).expect("remove partials");
+    assert!(
+        std::fs::read_dir(&dd)
+            .expect("dir")
+            .filter_map(Result::ok)
+            .all(|e| !e
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".berth-partial")),
+        "a partial file is left"
+    );
+    pull(&addr, ID, None, &dl, &opts()).await.expect("resume");
+    assert_eq!(manifest(&dd).expect("m"), manifest(&sd).expect("m"));
+}

@@ -1,8 +1,11 @@
 //! Integration tests of `berth-volume`: the real binary as control service and agents, spoken to
 //! over its unix socket and HTTP; `engine` drives this machine's real Docker Engine.
 
+mod cli;
 mod control_api;
-mod engine;
+mod executor_api;
 mod faults;
 mod plugin;
+mod replicated;
+mod safety;
 mod support;

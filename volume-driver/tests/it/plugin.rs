@@ -110,7 +110,7 @@ fn bad_input_gets_clear_errors() {
     }
     for (opts, want) in [
         (json!({"colour": "red"}), "unknown option"),
-        (json!({"size": "lots"}), "does not parse"),
+        (json!({"size": "lots"}), "expected a size"),
         (json!({"size": "1MiB"}), "64 MiB"),
         (json!({"backend": "nfs"}), "local, shared"),
         (json!({"profile": "a b"}), "profile"),

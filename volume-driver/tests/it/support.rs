@@ -5,7 +5,6 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -167,6 +166,17 @@ impl AgentSvc {
         let _ = self.proc.child.wait();
     }
 
+    /// The agent's process ID (to freeze it with SIGSTOP, as a node that hangs).
+    pub fn pid(&self) -> u32 {
+        self.proc.child.id()
+    }
+
+    /// SIGTERM: the agent drains and removes its socket, as `docker plugin disable` or a
+    /// service stop would.
+    pub fn term(&mut self) {
+        self.proc.stop();
+    }
+
     /// Starts the agent again with the same node ID, socket and data root.
     pub fn restart(&mut self) {
         self.proc = Self::launch(&self.socket, &self.args);
@@ -248,17 +258,6 @@ pub struct TwoNodes {
     pub control: ControlSvc,
     pub a: AgentSvc,
     pub b: AgentSvc,
-}
-
-static N: AtomicU32 = AtomicU32::new(0);
-
-/// A unique plugin/driver name for this process and call.
-pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}{}{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
 }
 
 impl TwoNodes {

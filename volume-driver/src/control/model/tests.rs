@@ -51,7 +51,7 @@ fn move_increments_epoch_and_fences() {
         });
     }
     let id = s.create(named("a", "v1"), None).expect("create").dataset_id;
-    s.claim_mount(&id, "a", 1).expect("a mounts");
+    s.claim_mount(&id, "a", 1, 0).expect("a mounts");
     let e = s.move_to(&id, "b", false, None, 0.0).expect_err("in use");
     assert!(e.to_string().contains("mounted on a"), "{e}");
     assert!(
@@ -66,13 +66,13 @@ fn move_increments_epoch_and_fences() {
     );
     assert_eq!(d.previous_primary.as_deref(), Some("a"));
     assert_eq!(d.source_epoch, Some(1));
-    let e = s.claim_mount(&id, "a", 1).expect_err("a is fenced");
+    let e = s.claim_mount(&id, "a", 1, 0).expect_err("a is fenced");
     assert!(
         e.to_string().contains("current primary is b at epoch 2"),
         "{e}"
     );
-    s.claim_mount(&id, "b", 2).expect("b mounts");
-    assert!(s.claim_mount(&id, "a", 2).is_err(), "never two mounts");
+    s.claim_mount(&id, "b", 2, 0).expect("b mounts");
+    assert!(s.claim_mount(&id, "a", 2, 0).is_err(), "never two mounts");
 }
 
 #[test]
@@ -117,8 +117,8 @@ fn a_primary_that_never_held_a_whole_copy_is_never_made_the_source() {
         (None, None),
         "never mounted anywhere: b starts empty"
     );
-    s.claim_mount(&id, "b", 2).expect("b mounts");
-    s.release_mount(&id, "b").expect("release");
+    s.claim_mount(&id, "b", 2, 0).expect("b mounts");
+    s.release_mount(&id, "b", 0).expect("release");
     let d = s.move_to(&id, "c", false, None, 0.0).expect("move");
     assert_eq!(
         (d.previous_primary.as_deref(), d.source_epoch),
@@ -144,4 +144,316 @@ fn a_primary_that_never_held_a_whole_copy_is_never_made_the_source() {
         (d.previous_primary.as_deref(), d.source_epoch),
         (Some("a"), Some(4))
     );
+}
+
+fn node(s: &mut State, n: &str) {
+    s.register_node(Node {
+        uuid: n.into(),
+        host: n.into(),
+        transfer: format!("{n}:4524"),
+        dead: false,
+    });
+}
+
+fn cluster(nodes: &[&str]) -> State {
+    let mut s = State::default();
+    for n in nodes {
+        node(&mut s, n);
+    }
+    s
+}
+
+fn replicated(primary: &str, name: &str, replicas: u32) -> NewDataset {
+    let mut d = named(primary, name);
+    d.metadata
+        .insert(crate::options::META_BACKEND.into(), "replicated".into());
+    d.metadata
+        .insert(crate::options::META_REPLICAS.into(), replicas.to_string());
+    d
+}
+
+fn epoch_of(e: &ControlError) -> Option<u64> {
+    match e {
+        ControlError::Epoch { epoch, .. } => Some(*epoch),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_fence_lets_nobody_mount_until_an_assignment() {
+    let mut s = cluster(&["a", "b"]);
+    let id = s.create(named("a", "v"), None).expect("create").dataset_id;
+    s.claim_mount(&id, "a", 1, 100).expect("a mounts");
+    let d = s.fence("v", "a", 1, 200).expect("fence");
+    assert_eq!(
+        (d.epoch, d.fenced, d.mounted_on.as_deref()),
+        (2, true, None)
+    );
+    assert_eq!(d.primary_now(), None);
+    assert_eq!(
+        (d.previous_primary.as_deref(), d.source_epoch),
+        (Some("a"), Some(1))
+    );
+    for n in ["a", "b"] {
+        let e = s.claim_mount(&id, n, 2, 300).expect_err("fenced");
+        assert!(e.to_string().contains("nobody (fenced)"), "{e}");
+    }
+    let d = s
+        .assign("v", "b", 2, AssignMode::Move, 400)
+        .expect("assign");
+    assert_eq!((d.primary_now(), d.epoch, d.fenced), (Some("b"), 2, false));
+    assert!(s.claim_mount(&id, "a", 2, 500).is_err(), "a stays fenced");
+    s.claim_mount(&id, "b", 2, 500).expect("b mounts");
+}
+
+#[test]
+fn replays_answer_the_same_and_stale_commands_get_the_current_epoch() {
+    let mut s = cluster(&["a", "b", "c"]);
+    s.create(named("a", "v"), None).expect("create");
+    let first = s.fence("v", "a", 1, 10).expect("fence");
+    let again = s.fence("v", "a", 1, 20).expect("replayed fence");
+    assert_eq!(first, again, "a replay changes nothing");
+    let e = s
+        .fence("v", "c", 1, 30)
+        .expect_err("another node at the old epoch");
+    assert_eq!(epoch_of(&e), Some(2), "{e}");
+    let e = s.fence("v", "a", 7, 30).expect_err("a future epoch");
+    assert_eq!(epoch_of(&e), Some(2), "{e}");
+    let e = s
+        .assign("v", "b", 1, AssignMode::Move, 40)
+        .expect_err("old epoch");
+    assert_eq!(epoch_of(&e), Some(2), "{e}");
+    let d = s.assign("v", "b", 2, AssignMode::Move, 50).expect("assign");
+    let r = s
+        .assign("v", "b", 2, AssignMode::Move, 60)
+        .expect("replayed assign");
+    assert_eq!(d, r);
+    for (who, mode) in [("c", AssignMode::Move), ("b", AssignMode::Recreate)] {
+        let e = s
+            .assign("v", who, 2, mode, 70)
+            .expect_err("another assignment");
+        assert_eq!(epoch_of(&e), Some(2), "{e}");
+        assert!(e.to_string().contains("fence first"), "{e}");
+    }
+    assert!(matches!(
+        s.assign("v", "zz", 2, AssignMode::Move, 70),
+        Err(ControlError::Epoch { .. })
+    ));
+    assert!(matches!(
+        s.fence("nope", "a", 1, 0),
+        Err(ControlError::NotFound(_))
+    ));
+}
+
+#[test]
+fn a_fence_refuses_to_drop_another_nodes_mount_or_lease() {
+    let mut s = cluster(&["a", "b"]);
+    let id = s.create(named("a", "v"), None).expect("create").dataset_id;
+    s.claim_mount(&id, "a", 1, 0).expect("a mounts");
+    let e = s.fence("v", "b", 1, 0).expect_err("a holds it");
+    assert!(e.to_string().contains("mounted on a"), "{e}");
+    s.release_mount(&id, "a", 0).expect("release");
+    s.lease(
+        Lease {
+            dataset_id: id.clone(),
+            node_uuid: "a".into(),
+            expires_at: None,
+        },
+        0.0,
+    )
+    .expect("lease");
+    let e = s.fence("v", "b", 1, 0).expect_err("leased to a");
+    assert!(e.to_string().contains("leased to a"), "{e}");
+    s.fence("v", "a", 1, 0)
+        .expect("a's own lease goes with the fence");
+    assert!(s.leases.is_empty());
+}
+
+#[test]
+fn refused_changes_change_nothing() {
+    let mut s = cluster(&["a", "b", "c"]);
+    let id = s
+        .create(replicated("a", "r", 2), None)
+        .expect("create")
+        .dataset_id;
+    s.create(named("a", "l"), None).expect("create");
+    s.claim_mount(&id, "a", 1, 0).expect("mount");
+    let before = s.clone();
+    let refused: Vec<Result<(), ControlError>> = vec![
+        s.fence("r", "b", 1, 1).map(drop),
+        s.fence("r", "a", 9, 1).map(drop),
+        s.assign("r", "b", 1, AssignMode::Move, 1).map(drop),
+        s.assign("l", "b", 1, AssignMode::Promote, 1).map(drop),
+        s.claim_mount(&id, "b", 1, 1).map(drop),
+        s.report_standby(&id, "c", 1, 0, 0, 1).map(drop),
+        s.report_standby(&id, "b", 9, 0, 0, 1).map(drop),
+        s.move_to(&id, "b", false, None, 1.0).map(drop),
+        s.delete(&id, None).map(drop),
+        s.create(named("a", "l"), None).map(drop),
+        s.create(named("a", "x"), Some("stale")).map(drop),
+    ];
+    for (i, r) in refused.iter().enumerate() {
+        assert!(r.is_err(), "case {i} was accepted");
+    }
+    assert_eq!(s, before, "a refused request left a trace");
+}
+
+#[test]
+fn unrelated_datasets_have_their_own_versions() {
+    let mut s = cluster(&["a"]);
+    let x = s.create(named("a", "x"), None).expect("x").dataset_id;
+    let y = s.create(named("a", "y"), None).expect("y").dataset_id;
+    let vy = s.datasets[&y].version;
+    let vx = s.datasets[&x].version;
+    s.claim_mount(&x, "a", 1, 0).expect("mount x");
+    s.release_mount(&x, "a", 1).expect("release x");
+    assert_eq!(s.datasets[&y].version, vy, "y untouched by x's changes");
+    assert_eq!(s.datasets[&x].version, vx + 2);
+    s.claim_mount(&x, "a", 1, 2).expect("mount x");
+    let v = s.datasets[&x].version;
+    s.claim_mount(&x, "a", 1, 3).expect("re-claim");
+    assert_eq!(s.datasets[&x].version, v, "a re-claim changes nothing");
+}
+
+#[test]
+fn standbys_are_picked_by_fewest_roles_then_node_id() {
+    let mut s = cluster(&["a", "b", "c", "d"]);
+    let d = s.create(replicated("a", "r1", 3), None).expect("r1");
+    assert_eq!(d.standbys.keys().collect::<Vec<_>>(), ["b", "c"]);
+    let d = s.create(replicated("b", "r2", 2), None).expect("r2");
+    assert_eq!(
+        d.standbys.keys().collect::<Vec<_>>(),
+        ["d"],
+        "d holds no role yet"
+    );
+    // Too few nodes: the standby comes when a node registers.
+    let mut s = cluster(&["a"]);
+    let id = s
+        .create(replicated("a", "r", 2), None)
+        .expect("r")
+        .dataset_id;
+    assert!(s.datasets[&id].standbys.is_empty());
+    node(&mut s, "b");
+    assert_eq!(s.datasets[&id].standbys.keys().collect::<Vec<_>>(), ["b"]);
+    assert!(
+        s.create(named("a", "l"), None)
+            .expect("l")
+            .standbys
+            .is_empty(),
+        "local keeps no standby"
+    );
+}
+
+#[test]
+fn a_standby_trails_by_the_writes_it_lacks_and_promotion_says_so() {
+    let mut s = cluster(&["a", "b", "c"]);
+    let id = s
+        .create(replicated("a", "r", 2), None)
+        .expect("r")
+        .dataset_id;
+    assert_eq!(s.datasets[&id].standbys.keys().collect::<Vec<_>>(), ["b"]);
+    let d = &s.datasets[&id];
+    assert_eq!(d.standby_lag_ms("b", 0), None, "nothing shipped yet");
+    s.report_standby(&id, "b", 1, 0, 0, 1_000)
+        .expect("first ship");
+    assert_eq!(
+        s.datasets[&id].standby_lag_ms("b", 5_000),
+        Some(0),
+        "never mounted: nothing to lack"
+    );
+    s.claim_mount(&id, "a", 1, 2_000).expect("a mounts");
+    // A ship that began at 2.6 s and took 400 ms.
+    s.report_standby(&id, "b", 1, 400, 4096, 3_000)
+        .expect("ship");
+    assert_eq!(s.datasets[&id].standby_lag_ms("b", 3_500), Some(900));
+    // A late report of an older ship does not move the position back.
+    s.report_standby(&id, "b", 1, 2_000, 1, 3_100)
+        .expect("late");
+    assert_eq!(s.datasets[&id].standbys["b"].position_ms, Some(2_600));
+    let e = s
+        .report_standby(&id, "c", 1, 0, 0, 3_100)
+        .expect_err("not a standby");
+    assert_eq!(epoch_of(&e), Some(1));
+    // a dies at some point before the fence at 4 s: at most 1.4 s of writes are lost.
+    s.fence("r", "a", 1, 4_000).expect("fence");
+    let e = s
+        .report_standby(&id, "b", 1, 0, 0, 4_100)
+        .expect_err("a ship from the fenced copy");
+    assert_eq!(epoch_of(&e), Some(2));
+    let e = s
+        .assign("r", "c", 2, AssignMode::Promote, 4_200)
+        .expect_err("c holds nothing");
+    assert!(e.to_string().contains("no shipped standby copy"), "{e}");
+    let d = s
+        .assign("r", "b", 2, AssignMode::Promote, 4_200)
+        .expect("promote");
+    let a = d.assignment.clone().expect("assignment");
+    assert_eq!((a.lag_ms, a.lag_bytes), (Some(1_400), Some(4096)));
+    assert_eq!((d.primary_now(), d.promoted_at), (Some("b"), Some(2)));
+    assert_eq!(
+        d.standbys.get("a"),
+        Some(&Standby::default()),
+        "the old primary rejoins holding nothing usable"
+    );
+    let replay = s
+        .assign("r", "b", 2, AssignMode::Promote, 9_999)
+        .expect("replay");
+    assert_eq!(
+        replay.assignment, d.assignment,
+        "a replay says the same lag"
+    );
+}
+
+#[test]
+fn promote_needs_replicated_and_recreate_starts_empty() {
+    let mut s = cluster(&["a", "b", "c"]);
+    s.create(named("a", "l"), None).expect("l");
+    s.fence("l", "a", 1, 0).expect("fence");
+    let e = s
+        .assign("l", "b", 2, AssignMode::Promote, 0)
+        .expect_err("local");
+    assert!(matches!(e, ControlError::Invalid(_)), "{e}");
+    let d = s
+        .assign("l", "b", 2, AssignMode::Recreate, 0)
+        .expect("recreate");
+    assert_eq!(
+        (d.recreated_at, d.previous_primary.clone(), d.source_epoch),
+        (Some(2), None, None)
+    );
+    let id = s
+        .create(replicated("a", "r", 3), None)
+        .expect("r")
+        .dataset_id;
+    for n in ["b", "c"] {
+        s.report_standby(&id, n, 1, 0, 0, 10).expect("ship");
+    }
+    s.fence("r", "a", 1, 20).expect("fence");
+    let d = s
+        .assign("r", "b", 2, AssignMode::Recreate, 30)
+        .expect("recreate");
+    assert!(
+        d.standbys.values().all(|sb| sb.position_ms.is_none()),
+        "no standby holds the new (empty) data: {:?}",
+        d.standbys
+    );
+    assert!(
+        !d.standbys.contains_key("b"),
+        "the new primary is not its own standby"
+    );
+}
+
+#[test]
+fn whole_copies_are_known_only_at_the_current_epoch() {
+    let mut s = cluster(&["a", "b"]);
+    let id = s.create(named("a", "l"), None).expect("l").dataset_id;
+    assert!(s.datasets[&id].whole_copy_on(&s).is_empty(), "never held");
+    s.claim_mount(&id, "a", 1, 0).expect("mount");
+    assert_eq!(s.datasets[&id].whole_copy_on(&s), ["a"]);
+    s.fence("l", "a", 1, 0).expect("fence");
+    assert!(s.datasets[&id].whole_copy_on(&s).is_empty());
+    let mut sh = named("a", "s");
+    sh.metadata
+        .insert(crate::options::META_BACKEND.into(), "shared".into());
+    let sid = s.create(sh, None).expect("s").dataset_id;
+    assert_eq!(s.datasets[&sid].whole_copy_on(&s), ["a", "b"]);
 }

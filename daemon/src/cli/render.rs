@@ -95,11 +95,18 @@ pub fn plan_json(plan: &Plan) -> String {
 }
 
 pub fn plan_table(plan: &Plan, cluster: &Cluster) -> String {
+    // One index, not a scan of the nodes per placement: 100k placements on 10k nodes.
+    let hostnames: BTreeMap<&str, &str> = cluster
+        .nodes
+        .iter()
+        .map(|n| (n.id.as_str(), n.hostname.as_str()))
+        .collect();
     let hostname = |id: &berth_scheduler::model::NodeId| {
-        cluster
-            .node(id)
-            .map(|n| n.hostname.clone())
+        hostnames
+            .get(id.as_str())
+            .copied()
             .unwrap_or_default()
+            .to_string()
     };
     let rows: Vec<Vec<String>> = plan
         .placements

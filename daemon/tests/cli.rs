@@ -166,6 +166,10 @@ fn bad_input_exits_1_naming_file_and_field() {
     );
     let good_nodes = write("good-nodes.toml", "[[nodes]]\nid = \"a\"\n");
     let ok_services = write("ok.toml", "[[services]]\nname = \"x\"\n");
+    let bad_label = write(
+        "label.toml",
+        "[[services]]\nname = \"x\"\nreplicas = 1\nlabels = { \"berth.statful\" = \"true\" }\n",
+    );
     let bad_json = write(
         "nodes.json",
         "[{\"ID\": \"n1\", \"Spec\": {\"Availability\": \"sleepy\"}}]",
@@ -178,12 +182,33 @@ fn bad_input_exits_1_naming_file_and_field() {
         (
             vec!["plan", "--nodes", &good_nodes, "--services", &services],
             format!(
-                "{services}: service `x`: constraint `node.labels.zone=a`: expected one operator from ==, !="
+                "{services}:3:17: service `x`: constraint `node.labels.zone=a`: expected one operator from ==, !="
             ),
         ),
         (
             vec!["plan", "--nodes", &bad_json, "--services", &services],
             format!("{bad_json}:1:"),
+        ),
+        (
+            vec!["plan", "--nodes", &good_nodes, "--services", &bad_label],
+            format!("{bad_label}:4:13: service `x`: unknown label `berth.statful`"),
+        ),
+        // A usage error is bad input too (clap's own code would be 2, which means "pending").
+        (
+            vec!["plan", "--nodes", &good_nodes],
+            "--services <SERVICES>".into(),
+        ),
+        (
+            vec![
+                "failover",
+                "--event",
+                "node-down=nope",
+                "--nodes",
+                &good_nodes,
+                "--services",
+                &ok_services,
+            ],
+            "event names unknown node `nope`: give a node ID or hostname, one of: a (a)".into(),
         ),
         (
             vec![
@@ -232,4 +257,47 @@ fn bad_input_exits_1_naming_file_and_field() {
     }
     let r = berth(&["plan", "--nodes", &bad_json, "--services", &services]);
     assert!(r.stderr.contains("[0].Spec.Availability"), "{}", r.stderr);
+}
+
+#[test]
+fn failover_event_by_hostname_is_the_same_plan_as_by_id() {
+    let by_id = berth(
+        &[
+            &["failover", "--event", "node-down=9h00jkmxj32p1ad2gzldp3fl4"][..],
+            &DOCKER,
+        ]
+        .concat(),
+    );
+    let by_host = berth(&[&["failover", "--event", "node-down=worker1"][..], &DOCKER].concat());
+    assert_eq!(by_host.code, by_id.code, "{}", by_host.stderr);
+    assert_eq!(by_host.stdout, by_id.stdout);
+}
+
+#[test]
+fn a_constraint_key_swarm_does_not_know_is_warned_about_with_its_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let services = dir.path().join("services.toml");
+    std::fs::write(
+        &services,
+        "[[services]]\nname = \"x\"\nreplicas = 1\nconstraints = [\"node.lables.zone==a\"]\n",
+    )
+    .expect("write");
+    let services = services.to_string_lossy();
+    let r = berth(&[
+        "plan",
+        "--nodes",
+        "examples/seed-cluster/nodes.toml",
+        "--services",
+        &services,
+    ]);
+    assert_eq!(r.code, 2, "the task stays pending: {}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "berth: warning: {services}:4:17: service `x`: constraint `node.lables.zone==a`: \
+             Swarm knows no key `node.lables.zone`, so no node matches it; did you mean \
+             `node.labels.zone`?"
+        )),
+        "{}",
+        r.stderr
+    );
 }

@@ -1,17 +1,19 @@
 //! Command-line surface. Exit codes are part of the interface: 0 when every task is placed,
-//! 2 when some are pending (or a failover leaves slots waiting), 1 on bad input, with a message
-//! on stderr naming the file and the field.
+//! 2 when some are pending (or a failover leaves slots waiting), 1 on bad input or a usage
+//! error, with a message on stderr naming the file and the field.
 
 mod input;
-mod render;
+pub mod render;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 
 use berth_scheduler::failover::{self, Action, Event};
+use berth_scheduler::model::{Cluster, NodeId};
 use berth_scheduler::{explain, schedule};
 
 #[derive(Parser, Debug)]
@@ -45,9 +47,14 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Run the controller on a Swarm manager: keep stateful templates running as one pinned
+    /// service per slot, serve the HTTP API and /metrics. Stops cleanly on SIGTERM.
+    Run(run::RunArgs),
     /// The ordered failover plan for an event: node-down=ID, node-drained=ID or node-back=ID.
     Failover {
-        #[arg(long)]
+        /// What happened: `node-down=NODE` (lost), `node-drained=NODE` (an operator drains it)
+        /// or `node-back=NODE` (ready again). NODE is a Swarm node ID or a hostname.
+        #[arg(long, value_name = "KIND=NODE")]
         event: String,
         #[command(flatten)]
         input: Input,
@@ -98,8 +105,50 @@ impl Outcome {
     }
 }
 
+/// The event's node by ID or, as the simulator accepts, by hostname; an unknown one is an error
+/// that lists the nodes there are.
+fn resolve_node(event: Event, cluster: &Cluster) -> Result<Event> {
+    let named = event.node();
+    if cluster.node(named).is_some() {
+        return Ok(event);
+    }
+    let by_host: Vec<&NodeId> = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.hostname == named.as_str())
+        .map(|n| &n.id)
+        .collect();
+    let id = match by_host[..] {
+        [id] => id.clone(),
+        [] => {
+            let known: Vec<String> = cluster
+                .nodes
+                .iter()
+                .map(|n| format!("{} ({})", n.hostname, n.id))
+                .collect();
+            bail!(
+                "event names unknown node `{named}`: give a node ID or hostname, one of: {}",
+                known.join(", ")
+            );
+        }
+        _ => bail!(
+            "event names hostname `{named}`, which {} nodes share: give the node ID",
+            by_host.len()
+        ),
+    };
+    Ok(match event {
+        Event::NodeDown(_) => Event::NodeDown(id),
+        Event::NodeDrained(_) => Event::NodeDrained(id),
+        Event::NodeBack(_) => Event::NodeBack(id),
+    })
+}
+
 pub fn run(args: Args) -> Result<Outcome> {
     match args.command {
+        Command::Run(a) => {
+            run::run(a)?;
+            Ok(Outcome::Complete)
+        }
         Command::Plan { input, output } => {
             let loaded = input::load(&input)?;
             let plan = schedule::plan(&loaded.cluster).map_err(|e| loaded.blame(&e))?;
@@ -137,6 +186,7 @@ pub fn run(args: Args) -> Result<Outcome> {
         } => {
             let event = Event::parse(&event)?;
             let loaded = input::load(&input)?;
+            let event = resolve_node(event, &loaded.cluster)?;
             let plan = failover::plan_failover(&loaded.cluster, &event).map_err(|e| match e {
                 failover::FailoverError::Plan(p) => loaded.blame(&p),
                 other => anyhow::Error::new(other),

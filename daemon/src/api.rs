@@ -1,0 +1,153 @@
+//! The daemon's HTTP API: JSON under versioned paths, plus Prometheus' `/metrics`.
+//!
+//! | path | answer |
+//! |---|---|
+//! | `GET /v1/health` | `200 {"status":"ok"}` while the process serves |
+//! | `GET /v1/ready` | `200` once a reconcile pass succeeded within the last 3 resync periods, else `503` with the last error |
+//! | `GET /v1/plan` | the last pass's plan: placements and pending tasks with reasons (`berth plan --output json`'s shape), the commands it issued, templates it cannot run |
+//! | `GET /v1/explain/{service}` | every node's verdict for the service's next task (`berth explain --output json`'s shape) |
+//! | `GET /v1/services` | with `--consul`: the Consul instances Berth keeps registered (one per Swarm task), their check status and the last sync's outcome; `404` without `--consul` |
+//! | `GET /metrics` | Prometheus text format |
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::cli::render;
+use crate::controller::Status;
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+struct Ctx {
+    status: Arc<Mutex<Status>>,
+    metrics: Metrics,
+    resync: Duration,
+}
+
+fn json_response(code: StatusCode, body: Value) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn health() -> Response {
+    json_response(StatusCode::OK, json!({"status": "ok"}))
+}
+
+/// Ready: a pass succeeded within the last 3 resync periods (`/v1/ready` and `berth_ready`).
+fn is_ready(st: &Status, resync: Duration) -> bool {
+    st.last_success.is_some_and(|t| t.elapsed() <= resync * 3)
+}
+
+async fn ready(State(c): State<Ctx>) -> Response {
+    let st = c.status.lock().expect("status lock");
+    if is_ready(&st, c.resync) {
+        json_response(StatusCode::OK, json!({"status": "ready"}))
+    } else {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "not ready", "last_error": st.last_error}),
+        )
+    }
+}
+
+async fn plan(State(c): State<Ctx>) -> Response {
+    let st = c.status.lock().expect("status lock");
+    let Some(plan) = &st.plan else {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "no reconcile pass has completed yet", "last_error": st.last_error}),
+        );
+    };
+    let mut body: Value =
+        serde_json::from_str(&render::plan_json(plan)).expect("plan_json is JSON");
+    body["commands"] = json!(st.last_commands);
+    body["invalid_templates"] = json!(st.invalid_templates);
+    json_response(StatusCode::OK, body)
+}
+
+async fn explain(State(c): State<Ctx>, Path(service): Path<String>) -> Response {
+    let cluster = {
+        let st = c.status.lock().expect("status lock");
+        st.cluster.clone()
+    };
+    let Some(cluster) = cluster else {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "no reconcile pass has completed yet"}),
+        );
+    };
+    match berth_scheduler::explain::explain(&cluster, &service) {
+        Ok(e) => json_response(
+            StatusCode::OK,
+            serde_json::from_str(&render::explain_json(&e)).expect("explain_json is JSON"),
+        ),
+        Err(e) => json_response(StatusCode::NOT_FOUND, json!({"error": e.to_string()})),
+    }
+}
+
+async fn metrics(State(c): State<Ctx>) -> Response {
+    // Computed at the scrape, so the gauge and /v1/ready always agree.
+    let ready = is_ready(&c.status.lock().expect("status lock"), c.resync);
+    c.metrics.ready.set(i64::from(ready));
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        c.metrics.render(),
+    )
+        .into_response()
+}
+
+pub fn router(status: Arc<Mutex<Status>>, metrics: Metrics, resync: Duration) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/ready", get(ready))
+        .route("/v1/plan", get(plan))
+        .route("/v1/explain/{service}", get(explain))
+        .route("/metrics", get(self::metrics))
+        .with_state(Ctx {
+            status,
+            metrics,
+            resync,
+        })
+}
+
+#[cfg(feature = "consul")]
+type ConsulStatus = Option<Arc<Mutex<crate::consul::SyncStatus>>>;
+
+#[cfg(feature = "consul")]
+async fn services(State(c): State<ConsulStatus>) -> Response {
+    let Some(c) = c else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            json!({"error": "berth run was started without --consul"}),
+        );
+    };
+    let st = c.lock().expect("consul status lock");
+    json_response(
+        StatusCode::OK,
+        json!({
+            "consul": st.address,
+            "last_success_seconds_ago": st.last_success.map(|t| t.elapsed().as_secs_f64()),
+            "last_error": st.last_error,
+            "instances": st.instances,
+        }),
+    )
+}
+
+/// `/v1/services`, merged into [`router`]'s by `berth run`.
+#[cfg(feature = "consul")]
+pub fn services_router(consul: ConsulStatus) -> Router {
+    Router::new()
+        .route("/v1/services", get(services))
+        .with_state(consul)
+}

@@ -1,0 +1,157 @@
+//! `berth run`: the controller as a long-running process on a Swarm manager.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+
+use crate::controller::{Config, Controller};
+use crate::docker::BollardDocker;
+use crate::metrics::Metrics;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The manager's Docker Engine API.
+    #[arg(long, default_value = "unix:///var/run/docker.sock")]
+    docker: String,
+    /// The volume control service (`berth-volume control`), e.g. http://127.0.0.1:4523.
+    #[arg(long)]
+    volume_control: Option<String>,
+    /// The cluster's bearer token for the volume control service.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Address of the HTTP API and /metrics.
+    #[arg(long, default_value = "127.0.0.1:9440")]
+    listen: SocketAddr,
+    /// Where the daemon keeps its state across restarts.
+    #[arg(long, default_value = "/var/lib/berth")]
+    state_dir: PathBuf,
+    /// Full resync period (`10s`, `1m`); Swarm's events trigger passes in between.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    resync: Duration,
+    /// Log what it would do; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Register every Swarm task in Consul, through this agent (e.g. http://127.0.0.1:8500).
+    /// The ACL token comes from CONSUL_HTTP_TOKEN, TLS settings from Consul's usual variables.
+    #[cfg(feature = "consul")]
+    #[arg(long, value_name = "URL")]
+    consul: Option<String>,
+    /// How long a registered instance stays passing unless berth run refreshes it (every pass
+    /// does); then Consul marks it critical. Must exceed --resync.
+    #[cfg(feature = "consul")]
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    consul_ttl: Duration,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Longest wait for one call to Consul, so that a hung agent delays a pass by little.
+#[cfg(feature = "consul")]
+const CONSUL_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    berth_units::parse_duration_ms(s)
+        .map(Duration::from_millis)
+        .map_err(|e| e.to_string())
+}
+
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, never into a file or journald.
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("stopping");
+}
+
+pub fn run(a: RunArgs) -> Result<()> {
+    init_logs(a.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        std::fs::create_dir_all(&a.state_dir)
+            .with_context(|| format!("{}: cannot create the state directory", a.state_dir.display()))?;
+        let docker = BollardDocker::connect(&a.docker)
+            .await
+            .with_context(|| format!("connecting to Docker at {}", a.docker))?;
+        let config = Config {
+            dry_run: a.dry_run,
+            resync: a.resync,
+            ..Config::default()
+        };
+        let metrics = Metrics::new();
+        metrics.leader.set(1);
+        let controller = Controller::new(docker, config, metrics.clone());
+        #[cfg(feature = "consul")]
+        let (controller, consul_status) = match &a.consul {
+            Some(url) => {
+                anyhow::ensure!(
+                    a.consul_ttl > a.resync,
+                    "--consul-ttl ({:?}) must exceed --resync ({:?}), or every instance turns critical between passes",
+                    a.consul_ttl,
+                    a.resync
+                );
+                let token = std::env::var("CONSUL_HTTP_TOKEN").ok().filter(|t| !t.is_empty());
+                let agent = crate::consul::Agent::new(url, token, CONSUL_CALL_TIMEOUT)
+                    .with_context(|| format!("Consul at {url}"))?;
+                let registrar = crate::consul::Registrar::new(agent, a.consul_ttl, metrics.clone());
+                let status = registrar.status();
+                tracing::info!(consul = %url, ttl = ?a.consul_ttl, "registering the swarm's tasks in Consul");
+                (controller.with_consul(registrar), Some(status))
+            }
+            None => (controller, None),
+        };
+        let controller = Arc::new(controller);
+        let app = crate::api::router(controller.status(), metrics, a.resync);
+        #[cfg(feature = "consul")]
+        let app = app.merge(crate::api::services_router(consul_status));
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .with_context(|| format!("listening on {}", a.listen))?;
+        tracing::info!(listen = %a.listen, docker = %a.docker, dry_run = a.dry_run, "berth run started");
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(async move {
+            let mut rx = stop_rx;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+        controller.run(shutdown_signal()).await;
+        let _ = stop_tx.send(true);
+        server.await.context("API server task")?.context("API server")?;
+        let _ = (&a.volume_control, &a.token_file);
+        Ok(())
+    })
+}

@@ -1,0 +1,23 @@
+//! `berth-daemon`: Berth at the edge of the world. The engine (`berth_scheduler`) decides; this
+//! crate observes Swarm and the volume control service, hands the engine what it saw, and
+//! carries out what the engine decided.
+//!
+//! - [`docker`]: the Docker Engine seam ([`docker::DockerApi`]) and its `bollard` implementation.
+//! - [`slots`]: StatefulSet for Swarm — a `berth.stateful` service is a template run as one
+//!   pinned Swarm service per slot; how templates, slot services and the engine's model map
+//!   onto each other (pure).
+//! - [`controller`]: `berth run`'s level-triggered loop; [`controller::decide`] turns the
+//!   engine's plan into Swarm operations (pure).
+//! - [`api`] and [`metrics`]: the HTTP API and Prometheus metrics.
+//! - [`consul`] (feature `consul`, on by default): Consul service registration of every Swarm
+//!   task, at every pass.
+//! - [`cli`]: the `berth` command line (plan, explain, failover, run).
+
+pub mod api;
+pub mod cli;
+#[cfg(feature = "consul")]
+pub mod consul;
+pub mod controller;
+pub mod docker;
+pub mod metrics;
+pub mod slots;

@@ -1,0 +1,331 @@
+//! `berth run` on a real Swarm of its own (a manager and two workers, dockerds in network
+//! namespaces): stateful templates run as one pinned service per slot, from the compose form a
+//! user writes; a re-deploy and a restarted daemon change nothing; a template change rolls out
+//! within `berth.max-unavailable`; removing the template removes its slot services and never a
+//! volume; a service without `berth.*` labels is never touched.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_lab::harness::{self, Test};
+use berth_lab::swarm::IMAGE;
+use berth_lab::{Lab, LabNode, Need, wait_for};
+use serde_json::Value;
+
+fn main() {
+    harness::run(
+        &[Need::Docker, Need::Root, Need::LabTools],
+        vec![Test {
+            name: "stateful_templates_run_as_pinned_slot_services",
+            body: stateful_templates_run_as_pinned_slot_services,
+        }],
+    )
+}
+
+/// `berth run` as a child process, stopped with SIGTERM on drop.
+struct Daemon {
+    child: Child,
+    api: String,
+}
+
+impl Daemon {
+    fn start(m: &LabNode, state: &std::path::Path) -> Daemon {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["run", "--docker", &m.engine.docker_host(), "--resync", "1s"])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--state-dir"])
+            .arg(state)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("berth run starts");
+        let d = Daemon {
+            child,
+            api: format!("127.0.0.1:{port}"),
+        };
+        assert!(
+            wait_for(Duration::from_secs(30), || d.get("/v1/ready").is_some()),
+            "berth run did not become ready"
+        );
+        d
+    }
+
+    /// GET on the daemon's API; `None` unless 200.
+    fn get(&self, path: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.api).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        (head.split(' ').nth(1) == Some("200")).then(|| body.to_string())
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let done = wait_for(Duration::from_secs(10), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
+        assert!(done, "berth run stops on SIGTERM");
+        let st = self.child.wait().expect("wait");
+        assert!(st.success(), "berth run exits 0 on SIGTERM: {st}");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Each service's name → (ID, version index, labels), from the manager.
+fn services(m: &LabNode) -> BTreeMap<String, (String, u64, Value)> {
+    let ids = m.docker_ok(&["service", "ls", "-q"]);
+    if ids.is_empty() {
+        return BTreeMap::new();
+    }
+    let mut args = vec!["service", "inspect"];
+    args.extend(ids.lines());
+    let v: Value = serde_json::from_str(&m.docker_ok(&args)).expect("inspect JSON");
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["Spec"]["Name"].as_str().unwrap().to_string(),
+                (
+                    s["ID"].as_str().unwrap().to_string(),
+                    s["Version"]["Index"].as_u64().unwrap(),
+                    s["Spec"]["Labels"].clone(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Running tasks: service name → hostnames of the nodes they run on.
+fn running(m: &LabNode, names: &BTreeMap<String, String>) -> BTreeMap<String, Vec<String>> {
+    let svcs: BTreeMap<String, String> = services(m)
+        .into_iter()
+        .map(|(name, (id, _, _))| (id, name))
+        .collect();
+    let tasks: Value = serde_json::from_str(&m.api_get("/tasks")).expect("tasks JSON");
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for t in tasks.as_array().unwrap() {
+        if t["Status"]["State"] == "running" && t["DesiredState"] == "running" {
+            let svc = svcs
+                .get(t["ServiceID"].as_str().unwrap())
+                .cloned()
+                .unwrap_or_default();
+            let node = t["NodeID"].as_str().unwrap();
+            out.entry(svc)
+                .or_default()
+                .push(names.get(node).cloned().unwrap_or_else(|| node.to_string()));
+        }
+    }
+    out
+}
+
+const STACK: &str = r#"
+version: "3.8"
+services:
+  db:
+    image: IMAGE
+    command: ["append", "/data/log", "started", "+", "sleep", "infinity"]
+    environment:
+      GENERATION: "1"
+    volumes:
+      - type: volume
+        source: db-data
+        target: /data
+    deploy:
+      replicas: 0
+      labels:
+        berth.stateful: "true"
+        berth.replicas: "2"
+        berth.volume: "db-data-{slot}"
+        berth.max-unavailable: "1"
+      placement:
+        constraints: [node.role==worker]
+      update_config:
+        order: stop-first
+volumes:
+  db-data:
+    name: "db-data-{{.Task.Slot}}"
+"#;
+
+fn deploy(m: &LabNode, dir: &std::path::Path, generation: u32) {
+    let file = dir.join("stack.yml");
+    std::fs::write(
+        &file,
+        STACK.replace("IMAGE", IMAGE).replace(
+            "GENERATION: \"1\"",
+            &format!("GENERATION: \"{generation}\""),
+        ),
+    )
+    .unwrap();
+    m.docker_ok(&[
+        "stack",
+        "deploy",
+        "--resolve-image",
+        "never",
+        "-c",
+        &file.display().to_string(),
+        "app",
+    ]);
+}
+
+fn stateful_templates_run_as_pinned_slot_services() {
+    let lab = Lab::builder().managers(1).workers(2).start();
+    let m = lab.manager();
+    let names: BTreeMap<String, String> = lab
+        .nodes
+        .iter()
+        .map(|n| (lab.node_id(&n.name), n.name.clone()))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    // A service Berth must never touch.
+    m.docker_ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--quiet",
+        "--name",
+        "plain",
+        "--replicas",
+        "1",
+        IMAGE,
+        "sleep",
+        "infinity",
+    ]);
+    let mut daemon = Daemon::start(m, dir.path());
+    deploy(m, dir.path(), 1);
+
+    // Two slot services, one per worker, each running.
+    let settled = wait_for(Duration::from_secs(120), || {
+        let r = running(m, &names);
+        r.get("app_db-1").is_some_and(|n| n.len() == 1)
+            && r.get("app_db-2").is_some_and(|n| n.len() == 1)
+    });
+    let r = running(m, &names);
+    assert!(settled, "slot services never ran: {r:?}");
+    assert!(
+        !r.contains_key("app_db"),
+        "the template itself runs nothing: {r:?}"
+    );
+    let mut hosts = vec![r["app_db-1"][0].clone(), r["app_db-2"][0].clone()];
+    hosts.sort();
+    let workers: Vec<String> = lab.nodes[1..].iter().map(|n| n.name.clone()).collect();
+    assert_eq!(
+        hosts, workers,
+        "one slot per worker (stateful ⇒ anti-affinity)"
+    );
+    let svc = services(m);
+    let slot1 = &svc["app_db-1"].2;
+    assert_eq!(slot1["berth.slot"], "1");
+    assert_eq!(
+        slot1["berth.owner"].as_str(),
+        Some(svc["app_db"].0.as_str())
+    );
+    assert!(slot1.get("com.docker.stack.namespace").is_none());
+    let plain_before = svc["plain"].1;
+
+    // The API answers with the plan, and the metrics name what Berth runs.
+    let plan: Value = serde_json::from_str(&daemon.get("/v1/plan").unwrap()).unwrap();
+    assert_eq!(
+        plan["placements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["service"] == "app_db")
+            .count(),
+        2,
+        "{plan}"
+    );
+    let metrics = daemon.get("/metrics").unwrap();
+    assert!(metrics.contains("berth_templates 1"), "{metrics}");
+    assert!(metrics.contains("berth_slot_services 2"), "{metrics}");
+
+    // A re-deploy of the same file and a restarted daemon change nothing.
+    let versions = |m: &LabNode| -> BTreeMap<String, u64> {
+        services(m)
+            .into_iter()
+            .map(|(n, (_, v, _))| (n, v))
+            .collect()
+    };
+    let before = versions(m);
+    deploy(m, dir.path(), 1);
+    daemon.stop();
+    let mut daemon = Daemon::start(m, dir.path());
+    std::thread::sleep(Duration::from_secs(4));
+    let after = versions(m);
+    for name in ["app_db-1", "app_db-2", "plain"] {
+        assert_eq!(before[name], after[name], "{name} was modified");
+    }
+    assert_eq!(after.len(), before.len(), "no duplicate service: {after:?}");
+
+    // A changed template rolls out one slot at a time (max-unavailable 1), on the same nodes.
+    deploy(m, dir.path(), 2);
+    let start = Instant::now();
+    let mut worst = 0;
+    let rolled = loop {
+        let svc = services(m);
+        let r = running(m, &names);
+        let up = ["app_db-1", "app_db-2"]
+            .iter()
+            .filter(|s| r.get(**s).is_some_and(|n| n.len() == 1))
+            .count();
+        worst = worst.max(2 - up);
+        let hash_of = |n: &str| svc[n].2["berth.template-hash"].clone();
+        let updated = hash_of("app_db-1") != slot1["berth.template-hash"]
+            && hash_of("app_db-2") != slot1["berth.template-hash"];
+        if updated && up == 2 {
+            break true;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        rolled,
+        "the rollout did not finish: {:?}",
+        running(m, &names)
+    );
+    assert!(worst <= 1, "two slots were down at once during the rollout");
+    let r = running(m, &names);
+    let mut after_hosts = vec![r["app_db-1"][0].clone(), r["app_db-2"][0].clone()];
+    after_hosts.sort();
+    assert_eq!(after_hosts, hosts, "a rollout changes what runs, not where");
+    assert_eq!(services(m)["plain"].1, plain_before, "plain was modified");
+
+    // Removing the template removes its slot services, and no volume.
+    m.docker_ok(&["service", "rm", "app_db"]);
+    let gone = wait_for(Duration::from_secs(60), || {
+        let s = services(m);
+        !s.contains_key("app_db-1") && !s.contains_key("app_db-2")
+    });
+    assert!(
+        gone,
+        "slot services outlived their template: {:?}",
+        services(m).keys()
+    );
+    for w in &lab.nodes[1..] {
+        let vols = w.docker_ok(&["volume", "ls", "-q"]);
+        assert!(
+            vols.lines().any(|v| v.starts_with("db-data-")),
+            "{}: the slot's volume must stay: {vols}",
+            w.name
+        );
+    }
+    daemon.stop();
+}

@@ -1,0 +1,430 @@
+//! A real Swarm of several nodes on one machine. Each node is a dockerd in its own network
+//! namespace (a veth on a private bridge), UTS namespace (its hostname), mount namespace (its own
+//! `/run/docker/plugins`, so each node has its own volume-plugin agent) and PID namespace (so a
+//! node can die whole: killing its first process kills its dockerd, containerd, shims and every
+//! container at once, as a power loss would).
+//!
+//! The host engine is never involved: no `swarm init/join/leave` on it, no network on it.
+//! Everything is torn down on drop, by PID and by name, even after a failed test.
+//!
+//! Two things the recipe must get right on this kind of machine: `nsenter --net=…` rather than
+//! `ip netns exec` (which remounts /sys, and dockerd then stops with "Devices cgroup isn't
+//! mounted"), and an iptables FORWARD accept rule for the lab bridge, because a dockerd on the
+//! host sets FORWARD's policy to DROP and bridged traffic passes iptables.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::engine::Engine;
+use crate::image::TestImage;
+use crate::{must, sh, wait_for};
+
+/// The plugin directory every engine searches (legacy plugin discovery).
+pub const PLUGIN_DIR: &str = "/run/docker/plugins";
+
+/// The test image's tag on every lab node.
+pub const IMAGE: &str = "berth-testapp:lab";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Manager,
+    Worker,
+}
+
+pub struct LabNode {
+    /// Hostname, also the Swarm node's hostname (`lab<id>-m1`, `lab<id>-w2`, …).
+    pub name: String,
+    pub role: Role,
+    pub netns: String,
+    /// Address on the lab bridge.
+    pub addr: String,
+    pub engine: Engine,
+    /// This node's own plugin directory, seen by its dockerd as `/run/docker/plugins`: an agent
+    /// serving `<plugin_dir>/berth.sock` is this node's `berth` volume driver.
+    pub plugin_dir: PathBuf,
+    pub dir: PathBuf,
+    /// Host-side end of the node's link, for partitions.
+    veth: String,
+    /// `unshare` (the node's PID namespace's parent); `None` while the node is down.
+    child: Option<Child>,
+}
+
+impl LabNode {
+    pub fn docker(&self, args: &[&str]) -> std::process::Output {
+        self.engine.docker(args)
+    }
+
+    pub fn docker_ok(&self, args: &[&str]) -> String {
+        self.engine.docker_ok(args)
+    }
+
+    pub fn api_get(&self, path: &str) -> String {
+        self.engine.api_get_ok(path)
+    }
+
+    /// A command that runs inside this node's network namespace (an agent, a control service):
+    /// it shares the node's address and is cut off with it.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/var/run/netns/{}", self.netns))
+            .arg("--")
+            .arg(program);
+        c
+    }
+
+    /// A command that runs inside the node itself — its network, mount, UTS and PID namespaces
+    /// — so it sees the node's `/run/docker/plugins`, and dies with the node when the node is
+    /// killed (a volume agent, a control service, `berth run`). Panics if the node is down.
+    pub fn command_inside(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let pid = self
+            .init_pid()
+            .unwrap_or_else(|| panic!("{} is down: nothing can run inside it", self.name));
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--target={pid}"))
+            .args(["--net", "--mount", "--uts", "--pid", "--"])
+            .arg(program);
+        c
+    }
+
+    /// Whether the node's engine is running (it may have been killed).
+    pub fn is_up(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// PID (host view) of the node's first process, its PID namespace's init.
+    fn init_pid(&self) -> Option<u32> {
+        let parent = self.child.as_ref()?.id();
+        let kids = fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).ok()?;
+        kids.split_whitespace().next()?.parse().ok()
+    }
+
+    fn spawn(&mut self) {
+        let d = self.dir.display();
+        let script = format!(
+            "hostname {name} && mount --bind {plugins} {PLUGIN_DIR} && \
+             {{ dockerd --config-file {d}/daemon.json --data-root {d}/data --exec-root {d}/exec \
+             -H unix://{d}/docker.sock --pidfile {d}/dockerd.pid --storage-driver vfs \
+             --bridge none --iptables=false --ip-masq=false & }}; \
+             dockerd_pid=$!; trap 'kill -TERM $dockerd_pid; wait $dockerd_pid' TERM INT; \
+             wait $dockerd_pid",
+            name = self.name,
+            plugins = self.plugin_dir.display(),
+        );
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("dockerd.log"))
+            .expect("dockerd log");
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", self.netns))
+            .args([
+                "--",
+                "unshare",
+                "--uts",
+                "--mount",
+                "--propagation",
+                "slave",
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--kill-child=SIGKILL",
+                "sh",
+                "-c",
+            ])
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the node's dockerd starts");
+        self.child = Some(child);
+    }
+
+    fn wait_engine(&self) {
+        assert!(
+            wait_for(Duration::from_secs(90), || self
+                .docker(&["info"])
+                .status
+                .success()),
+            "dockerd of {} did not come up; see {}/dockerd.log",
+            self.name,
+            self.dir.display()
+        );
+    }
+
+    /// Power loss: every process of the node dies at once (SIGKILL to its PID namespace's
+    /// init). Its disk (data root, volumes) stays, as a real node's would.
+    pub fn kill(&mut self) {
+        if let Some(pid) = self.init_pid() {
+            let _ = sh(&format!("kill -KILL {pid}"));
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A clean shutdown: dockerd stops its containers and exits.
+    pub fn stop(&mut self) {
+        if let Some(pid) = self.init_pid() {
+            let _ = sh(&format!("kill -TERM {pid}"));
+        }
+        if let Some(mut c) = self.child.take() {
+            let done = wait_for(Duration::from_secs(30), || {
+                matches!(c.try_wait(), Ok(Some(_)))
+            });
+            if !done {
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+    }
+
+    /// Boots a stopped or killed node again from its disk; it rejoins the swarm by itself.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} is already up", self.name);
+        // A killed dockerd leaves its pidfile, naming a PID of the dead namespace that may be
+        // some other process's now: dockerd would refuse to start ("docker is running").
+        let _ = fs::remove_file(self.dir.join("dockerd.pid"));
+        self.spawn();
+        self.wait_engine();
+    }
+
+    /// Cuts the node's link: it keeps running (and its containers keep writing) but reaches no
+    /// one and no one reaches it — a partition, not a death.
+    pub fn cut(&self) {
+        must(&format!("ip link set {} down", self.veth));
+    }
+
+    /// Restores the node's link.
+    pub fn heal(&self) {
+        must(&format!("ip link set {} up", self.veth));
+    }
+}
+
+/// How a lab is made.
+pub struct LabBuilder {
+    managers: usize,
+    workers: usize,
+    labels: Vec<(usize, String, String)>,
+}
+
+impl LabBuilder {
+    pub fn managers(mut self, n: usize) -> Self {
+        assert!(n >= 1, "a swarm needs a manager");
+        self.managers = n;
+        self
+    }
+
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// A node label (`docker node update --label-add`), by node index (managers first).
+    pub fn label(mut self, node: usize, key: &str, value: &str) -> Self {
+        self.labels.push((node, key.into(), value.into()));
+        self
+    }
+
+    pub fn start(self) -> Lab {
+        Lab::start_with(self)
+    }
+}
+
+pub struct Lab {
+    pub id: u32,
+    pub dir: PathBuf,
+    pub bridge: String,
+    /// The bridge's own address: the host as the nodes see it.
+    pub gateway: String,
+    pub nodes: Vec<LabNode>,
+    _image_guards: Vec<TestImage>,
+}
+
+fn next_id() -> u32 {
+    static N: AtomicU32 = AtomicU32::new(0);
+    // Unique per process and call; 4 digits keep interface names within 15 bytes.
+    (std::process::id() * 7 + N.fetch_add(1, Ordering::Relaxed) * 131) % 9000 + 1000
+}
+
+impl Lab {
+    pub fn builder() -> LabBuilder {
+        LabBuilder {
+            managers: 1,
+            workers: 0,
+            labels: Vec::new(),
+        }
+    }
+
+    /// One manager and `n - 1` workers.
+    pub fn start(n: usize) -> Lab {
+        Lab::builder()
+            .managers(1)
+            .workers(n.saturating_sub(1))
+            .start()
+    }
+
+    fn start_with(b: LabBuilder) -> Lab {
+        let mut id = next_id();
+        while Path::new(&format!("/sys/class/net/blab{id}")).exists() {
+            id = (id + 1) % 9000 + 1000;
+        }
+        let dir = std::env::temp_dir().join(format!("berth-lab-{id}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("lab dir");
+        fs::create_dir_all(PLUGIN_DIR).expect("plugin dir");
+        let bridge = format!("blab{id}");
+        let subnet = format!("10.{}.{}", 200 + id / 1000, id % 250);
+        let gateway = format!("{subnet}.1");
+        let mut lab = Lab {
+            id,
+            dir: dir.clone(),
+            bridge: bridge.clone(),
+            gateway: gateway.clone(),
+            nodes: Vec::new(),
+            _image_guards: Vec::new(),
+        };
+        must(&format!(
+            "ip link add {bridge} type bridge && ip addr add {gateway}/24 dev {bridge} && ip link set {bridge} up"
+        ));
+        must(&format!(
+            "iptables -I FORWARD -i {bridge} -o {bridge} -j ACCEPT"
+        ));
+        let roles = std::iter::repeat_n(Role::Manager, b.managers)
+            .chain(std::iter::repeat_n(Role::Worker, b.workers));
+        let (mut m, mut w) = (0, 0);
+        for (i, role) in roles.enumerate() {
+            let tag = match role {
+                Role::Manager => {
+                    m += 1;
+                    format!("m{m}")
+                }
+                Role::Worker => {
+                    w += 1;
+                    format!("w{w}")
+                }
+            };
+            let name = format!("lab{id}-{tag}");
+            let netns = format!("blab{id}{tag}");
+            let addr = format!("{subnet}.{}", 10 + i);
+            let ndir = dir.join(&tag);
+            let plugin_dir = ndir.join("plugins");
+            fs::create_dir_all(&plugin_dir).expect("node dir");
+            fs::write(ndir.join("daemon.json"), "{}").expect("daemon.json");
+            let (veth, peer) = (format!("v{id}{tag}"), format!("e{id}{tag}"));
+            must(&format!(
+                "ip netns add {netns} && ip link add {veth} type veth peer name {peer} && \
+                 ip link set {veth} master {bridge} up && ip link set {peer} netns {netns} && \
+                 ip netns exec {netns} sh -c 'ip addr add {addr}/24 dev {peer} && ip link set {peer} up && ip link set lo up && ip route add default via {gateway}'"
+            ));
+            let mut node = LabNode {
+                name,
+                role,
+                netns,
+                addr,
+                engine: Engine {
+                    sock: ndir.join("docker.sock").display().to_string(),
+                },
+                plugin_dir,
+                dir: ndir,
+                veth,
+                child: None,
+            };
+            node.spawn();
+            lab.nodes.push(node);
+        }
+        for node in &lab.nodes {
+            node.wait_engine();
+        }
+        let first = &lab.nodes[0];
+        first.docker_ok(&["swarm", "init", "--advertise-addr", &first.addr]);
+        let manager_token = first.docker_ok(&["swarm", "join-token", "-q", "manager"]);
+        let worker_token = first.docker_ok(&["swarm", "join-token", "-q", "worker"]);
+        let join_addr = format!("{}:2377", first.addr);
+        for node in &lab.nodes[1..] {
+            let token = match node.role {
+                Role::Manager => &manager_token,
+                Role::Worker => &worker_token,
+            };
+            node.docker_ok(&[
+                "swarm",
+                "join",
+                "--advertise-addr",
+                &node.addr,
+                "--token",
+                token,
+                &join_addr,
+            ]);
+        }
+        for (i, k, v) in &b.labels {
+            let name = lab.nodes[*i].name.clone();
+            lab.manager()
+                .docker_ok(&["node", "update", "--label-add", &format!("{k}={v}"), &name]);
+        }
+        for node in &lab.nodes {
+            let img = TestImage::import_fixed(&node.engine, IMAGE);
+            lab._image_guards.push(img);
+        }
+        lab
+    }
+
+    /// The first manager (the one that initialised the swarm).
+    pub fn manager(&self) -> &LabNode {
+        &self.nodes[0]
+    }
+
+    pub fn node(&self, name: &str) -> &LabNode {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no lab node {name}"))
+    }
+
+    pub fn node_mut(&mut self, name: &str) -> &mut LabNode {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no lab node {name}"))
+    }
+
+    /// The Swarm node ID of a lab node, by hostname.
+    pub fn node_id(&self, name: &str) -> String {
+        self.manager()
+            .docker_ok(&["node", "inspect", name, "--format", "{{.ID}}"])
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Services first, while the managers answer, so no task is rescheduled mid-teardown.
+        if let Some(m) = self.nodes.first().filter(|n| n.is_up()) {
+            let ids = m.docker(&["service", "ls", "-q"]);
+            let ids = String::from_utf8_lossy(&ids.stdout).into_owned();
+            if !ids.trim().is_empty() {
+                let mut args = vec!["service", "rm"];
+                args.extend(ids.lines());
+                let _ = m.docker(&args);
+            }
+        }
+        for node in &mut self.nodes {
+            node.kill();
+            let _ = sh(&format!("ip netns del {}", node.netns));
+            let _ = sh(&format!("ip link del {}", node.veth));
+        }
+        let _ = sh(&format!(
+            "iptables -D FORWARD -i {b} -o {b} -j ACCEPT; ip link del {b}",
+            b = self.bridge
+        ));
+        // The node's mounts lived in its own mount namespace and died with it; a bind mount seen
+        // here would be a leak, so look before removing the tree.
+        let _ = sh(&format!(
+            "grep ' {}' /proc/mounts | cut -d' ' -f2 | sort -r | xargs -r -n1 umount -l",
+            self.dir.display()
+        ));
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,258 @@
+//! The bodies of the control service's requests and replies, one set for both ends:
+//! `control::api` serves them and `client` sends them, so the two cannot drift. Flocker's
+//! dataset configuration is the model's `Dataset` as stored (`DatasetConfig`); the shapes under
+//! `/v1/berth/` (the executor contract and the agents' calls) are defined here.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use super::model::{AssignMode, Dataset as DatasetConfig, Node as NodeRecord};
+use super::model::{Dataset, State};
+use crate::options::META_PROFILE;
+
+/// `POST /v1/configuration/datasets`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDataset {
+    pub primary: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_id: Option<String>,
+    #[serde(default)]
+    pub maximum_size: Option<u64>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// `POST /v1/configuration/datasets/{id}`: a Flocker move (`force` for a failover from a node
+/// declared dead).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveDataset {
+    pub primary: String,
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `POST /v1/configuration/leases`; `expires` in seconds from now, `null` for never.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    pub dataset_id: String,
+    pub node_uuid: String,
+    pub expires: Option<f64>,
+}
+
+/// A lease as listed: `expires` is the seconds left.
+pub type LeaseRecord = LeaseRequest;
+
+/// `POST /v1/state/nodes`: an agent registering itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterNode {
+    pub uuid: String,
+    pub host: String,
+    pub transfer: String,
+}
+
+/// `POST /v1/state/datasets`: the copies an agent holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldReport {
+    pub node_uuid: String,
+    pub datasets: Vec<HeldCopy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldCopy {
+    pub dataset_id: String,
+    pub path: String,
+    pub epoch: u64,
+}
+
+/// An entry of `GET /v1/state/datasets`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateDataset {
+    pub dataset_id: String,
+    pub primary: String,
+    pub maximum_size: Option<u64>,
+    pub path: String,
+}
+
+/// Every error reply: Flocker's `description` (and `errors` on a 400), plus the current
+/// `epoch` on a 409 refusing an executor command, so the executor re-reads and re-plans.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+}
+
+/// `POST /v1/berth/mounts/{id}`: the single writable mount, for `node_uuid` at `epoch`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClaimMount {
+    pub node_uuid: String,
+    pub epoch: u64,
+}
+
+/// `POST /v1/berth/volumes/{name}/fence`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FenceRequest {
+    pub node: String,
+    pub expect_epoch: u64,
+}
+
+/// `POST /v1/berth/volumes/{name}/assign`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignRequest {
+    pub primary: String,
+    pub epoch: u64,
+    pub mode: AssignMode,
+}
+
+/// `POST /v1/berth/volumes/{name}/standbys/{node}`: a standby finished a ship from the
+/// primary's copy at `epoch`, begun `age_ms` ago (the standby's own monotonic clock, so no two
+/// clocks are compared), fetching `bytes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StandbyReport {
+    pub epoch: u64,
+    pub age_ms: u64,
+    pub bytes: u64,
+}
+
+/// `POST /v1/berth/credentials/verify`: which node a presented credential belongs to (agents
+/// check peers at their transfer endpoints this way, holding no cluster secret themselves).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifyCredential {
+    pub credential: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifiedCredential {
+    pub node: String,
+}
+
+/// One standby copy as the read endpoints show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StandbyRecord {
+    pub node: String,
+    /// The epoch of the primary copy its last complete ship came from (`null`: nothing usable).
+    pub epoch: Option<u64>,
+    /// Milliseconds of possible writes it lacks: the RPO of promoting it now (`null`: unknown).
+    pub lag_ms: Option<u64>,
+    /// Bytes its last ship had to fetch.
+    pub lag_bytes: Option<u64>,
+    /// Its agent's transfer endpoint (`host:port`), where the primary asks it to ship.
+    #[serde(default)]
+    pub transfer: Option<String>,
+}
+
+/// The newest whole copy a move brings to the new primary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopySource {
+    pub node: String,
+    /// The epoch that copy is whole for; the puller refuses a source at any other.
+    pub epoch: Option<u64>,
+    /// Its agent's transfer endpoint, if registered.
+    pub transfer: Option<String>,
+}
+
+/// `GET /v1/berth/volumes/{name}`, an entry of `GET /v1/berth/volumes`, and the reply to fence
+/// and assign.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    pub name: String,
+    pub dataset_id: String,
+    pub epoch: u64,
+    /// The node that may mount at this epoch; `null` while fenced.
+    pub primary: Option<String>,
+    pub fenced_from: Option<String>,
+    pub backend: String,
+    pub mounted_on: Option<String>,
+    pub standbys: Vec<StandbyRecord>,
+    /// Nodes holding a whole copy at the current epoch.
+    pub whole_copy_on: Vec<String>,
+    pub replicas: u32,
+    pub maximum_size: Option<u64>,
+    pub profile: Option<String>,
+    /// Bumped by every change to this volume alone.
+    pub version: u64,
+    /// Where the primary's copy at this epoch comes from, when it is not there yet.
+    pub source: Option<CopySource>,
+    /// The primary starts from a fresh empty copy at this epoch (`recreate`).
+    pub recreated: bool,
+    /// The primary's standby copy is the data at this epoch (`promote`).
+    pub promoted: bool,
+    /// The last assignment's mode, if one made this epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned: Option<AssignMode>,
+    /// After a promotion: how many ms of possible writes the promoted copy lacked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_ms: Option<u64>,
+    /// After a promotion: how many bytes its last ship had to fetch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<u64>,
+}
+
+impl VolumeRecord {
+    /// The record of `d` as of `now_ms` (control clock).
+    pub fn of(d: &Dataset, s: &State, now_ms: u64) -> VolumeRecord {
+        let transfer = |n: &str| s.nodes.get(n).map(|n| n.transfer.clone());
+        let end = if d.fenced {
+            d.fenced_at_ms.unwrap_or(now_ms)
+        } else {
+            now_ms
+        };
+        let standbys = d
+            .standbys
+            .iter()
+            .map(|(n, sb)| StandbyRecord {
+                node: n.clone(),
+                epoch: sb.epoch,
+                lag_ms: d.standby_lag_ms(n, end),
+                lag_bytes: sb.lag_bytes,
+                transfer: transfer(n),
+            })
+            .collect();
+        let promotion = d
+            .assignment
+            .as_ref()
+            .filter(|a| a.epoch == d.epoch && a.mode == AssignMode::Promote);
+        VolumeRecord {
+            name: d.name().unwrap_or_default().to_string(),
+            dataset_id: d.dataset_id.clone(),
+            epoch: d.epoch,
+            primary: d.primary_now().map(str::to_string),
+            fenced_from: d.fenced_from.clone(),
+            backend: d.backend().as_str().to_string(),
+            mounted_on: d.mounted_on.clone(),
+            standbys,
+            whole_copy_on: d.whole_copy_on(s),
+            replicas: d.replicas(),
+            maximum_size: d.maximum_size,
+            profile: d.metadata.get(META_PROFILE).cloned(),
+            version: d.version,
+            source: d.previous_primary.as_ref().map(|n| CopySource {
+                node: n.clone(),
+                epoch: d.source_epoch,
+                transfer: transfer(n),
+            }),
+            recreated: d.recreated_at == Some(d.epoch),
+            promoted: d.promoted_at == Some(d.epoch),
+            assigned: d
+                .assignment
+                .as_ref()
+                .filter(|a| a.epoch == d.epoch)
+                .map(|a| a.mode),
+            lag_ms: promotion.and_then(|a| a.lag_ms),
+            lag_bytes: promotion.and_then(|a| a.lag_bytes),
+        }
+    }
+
+    /// Whether `node` may mount at this epoch.
+    pub fn is_primary(&self, node: &str) -> bool {
+        self.primary.as_deref() == Some(node)
+    }
+}

@@ -1,0 +1,141 @@
+//! The binary as a newcomer meets it (issue 8): `--version`, exit codes, configuration errors as
+//! one line without a backtrace, `control --consul` without `--state`, and logs without colour
+//! codes when stderr is not a terminal.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{BIN, free_port, wait_until};
+
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("run berth-volume");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn version_and_help_exit_zero() {
+    let (code, out, _) = run(&["--version"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        out.trim(),
+        concat!("berth-volume ", env!("CARGO_PKG_VERSION"))
+    );
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("credential"), "{out}");
+}
+
+#[test]
+fn usage_errors_exit_1() {
+    for args in [
+        &["agent"][..],
+        &["control"],
+        &["bogus"],
+        &[],
+        &["agent", "--data-root", "/x", "--ship-interval", "0s"],
+        &["control", "--state", "/x", "--consul", "http://127.0.0.1:1"],
+    ] {
+        let (code, _, err) = run(args);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(!err.is_empty(), "{args:?} says nothing");
+    }
+}
+
+#[test]
+fn configuration_errors_are_one_line_without_a_backtrace() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let missing = dir.path().join("no-such-token");
+    let cases: Vec<Vec<String>> = vec![
+        vec![
+            "agent".into(),
+            "--node-id".into(),
+            "n".into(),
+            "--data-root".into(),
+            dir.path().display().to_string(),
+            "--socket".into(),
+            dir.path().join("s.sock").display().to_string(),
+            "--token-file".into(),
+            missing.display().to_string(),
+        ],
+        vec![
+            "credential".into(),
+            "--node-id".into(),
+            "n".into(),
+            "--token-file".into(),
+            missing.display().to_string(),
+        ],
+        vec![
+            "control".into(),
+            "--listen".into(),
+            "not-an-address".into(),
+            "--state".into(),
+            dir.path().join("st").display().to_string(),
+        ],
+    ];
+    for args in cases {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, _, err) = run(&a);
+        assert_eq!(code, Some(1), "{a:?}: {err}");
+        assert!(
+            !err.contains("stack backtrace") && !err.contains("Stack backtrace"),
+            "{a:?}: {err}"
+        );
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("berth-volume: "))
+            .unwrap_or_else(|| panic!("{a:?}: no error line in {err}"));
+        assert!(line.len() > 20, "{line}");
+    }
+}
+
+#[test]
+fn control_with_consul_needs_no_state_dir() {
+    // Nothing listens on that port: the store cannot load, which is a run-time error about
+    // Consul, not a usage error about --state.
+    let addr = format!("http://127.0.0.1:{}", free_port());
+    let (code, _, err) = run(&["control", "--consul", &addr, "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(!err.contains("--state"), "{err}");
+    assert!(err.to_lowercase().contains("consul"), "{err}");
+}
+
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_a_file() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let log = dir.path().join("control.log");
+    let f = std::fs::File::create(&log).expect("log file");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(BIN)
+        .args([
+            "control",
+            "--listen",
+            &addr,
+            "--state",
+            &dir.path().join("st").display().to_string(),
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(f)
+        .spawn()
+        .expect("spawn");
+    wait_until("the listening line", Duration::from_secs(20), || {
+        std::fs::read_to_string(&log).is_ok_and(|s| s.contains("listening"))
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in a log file: {text:?}"
+    );
+}
