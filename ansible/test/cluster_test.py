@@ -389,6 +389,8 @@ def write_inventory(lab: Lab, bin_dir: Path, berth_run: bool, archive: Path, ref
         "apps_publish_mode": "host",
         "apps_endpoint_mode": "dnsrr",
         "apps_resolve_image": "never",
+        # Consul is skipped here: berth run registers nothing.
+        "berth_run_consul": False,
         **refs,
     }
     if workers < 3:  # one Mongo member per node needs three nodes: use the managers too
@@ -447,18 +449,21 @@ class Cluster:
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
         self.m1 = lab.container(lab.by_group("managers")[0]["name"])
-        self.control = f"http://{lab.by_group('managers')[0]['address']}:{GROUP_VARS['berth_control_port']}"
+        first = lab.by_group("managers")[0]["address"]
+        self.control = f"http://{first}:{GROUP_VARS['berth_control_port']}"
+        self.berth_run = f"http://{first}:{GROUP_VARS['berth_run_port']}"  # berth_run_host: the first manager
 
     def nodes(self) -> list[dict]:
         ids = sh(self.m1, "docker node ls -q").split()
         return json.loads(sh(self.m1, "docker node inspect " + " ".join(ids)))
 
-    def curl(self, url: str, *, token: bool = False, host: str | None = None, code_only: bool = False) -> str:
+    def curl(self, url: str, *, token: bool = False, host: str | None = None, code_only: bool = False,
+             check: bool = True) -> str:
         auth = '-H "Authorization: Bearer $(cat /etc/berth/token)" ' if token else ""
         if code_only:
             return sh(host or self.m1, f"curl -s -o /dev/null -w '%{{http_code}}' -m 10 {auth}'{url}'",
                       check=False).strip()
-        return sh(host or self.m1, f"curl -sf -m 10 {auth}'{url}'")
+        return sh(host or self.m1, f"curl -s{'f' if check else ''} -m 10 {auth}'{url}'", check=check)
 
     def control_get(self, path: str):
         return json.loads(self.curl(self.control + path, token=True))
@@ -541,30 +546,28 @@ def check_berth(r: Results, lab: Lab, cl: Cluster, ids: dict[str, str], berth_ru
             want = ["berth-volume-agent"]
             if h["name"] == lab.hosts[0]["name"]:
                 want.append("berth-volume-control")
-            if berth_run and h["group"] == "managers":
-                want.append("berth")
+                if berth_run:
+                    want.append("berth")
             states = sh(lab.container(h["name"]), "systemctl is-active " + " ".join(want), check=False).split()
             ensure(states == ["active"] * len(want), f"{h['name']}: {dict(zip(want, states))}")
-        return "agent on every node, control on the first manager" + (", berth run on the managers" if berth_run else "")
+        return "agent on every node, control" + (" and berth run" if berth_run else "") + " on the first manager"
 
     r.check("Berth's systemd units are active", units)
 
+    name = "berth run answers /v1/health and /v1/ready"
     if not berth_run:
-        for m in lab.by_group("managers"):
-            r.skip(f"berth run answers /v1/health and /v1/ready on {m['name']}", "berth run is not in this build")
-    else:
-        def health(m):
-            def f():
-                def once():
-                    for path in ("/v1/health", "/v1/ready"):
-                        code = cl.curl(f"http://{m['address']}:{GROUP_VARS['berth_run_port']}{path}", token=True,
-                                       code_only=True)
-                        ensure(code == "200", f"{path} answered {code}")
-                poll(once, 60)
-                return "200 on both"
-            return f
-        for m in lab.by_group("managers"):
-            r.check(f"berth run answers /v1/health and /v1/ready on {m['name']}", health(m))
+        r.skip(name, "berth run is not in this build")
+        return
+
+    def health():
+        def once():
+            for path in ("/v1/health", "/v1/ready"):
+                code = cl.curl(cl.berth_run + path, code_only=True)
+                ensure(code == "200", f"{path} answered {code}: {cl.curl(cl.berth_run + path, code_only=False, check=False)}")
+        poll(once, 90)
+        return "200 on both: a reconcile pass succeeded"
+
+    r.check(name, health)
 
 
 def check_metrics(r: Results, lab: Lab, cl: Cluster, berth_run: bool) -> None:
@@ -599,10 +602,9 @@ def check_metrics(r: Results, lab: Lab, cl: Cluster, berth_run: bool) -> None:
         ("berth-volume-agent", [f"{h['address']}:{GROUP_VARS['berth_agent_transfer_port']}" for h in lab.hosts]),
     ]
     if berth_run:
-        berth_endpoints.append(("berth", [f"{m['address']}:{GROUP_VARS['berth_run_port']}"
-                                          for m in lab.by_group("managers")]))
+        berth_endpoints.append(("berth", [f"{lab.hosts[0]['address']}:{GROUP_VARS['berth_run_port']}"]))
     else:
-        r.skip("Prometheus: berth run's /metrics up on every manager", "berth run is not in this build")
+        r.skip("Prometheus: berth run's /metrics up", "berth run is not in this build")
     for job, addrs in berth_endpoints:
         code = cl.curl(f"http://{addrs[0]}/metrics", token=True, code_only=True)
         if code != "200":
@@ -611,16 +613,40 @@ def check_metrics(r: Results, lab: Lab, cl: Cluster, berth_run: bool) -> None:
         else:
             r.check(f"Prometheus: {job} /metrics up", job_up(job, len(addrs)))
 
-    rule_files = sorted((REPO / "observability/prometheus").glob("*.yml"))
+    rule_files = [f for f in sorted((REPO / "observability/prometheus").glob("*.yml"))
+                  if "groups" in (yaml.safe_load(f.read_text()) or {})]
     if not rule_files:
-        r.skip("Prometheus loaded the repository's rules", "observability/prometheus/*.yml does not exist yet")
+        r.skip("Prometheus loaded and evaluates the repository's rules",
+               "observability/prometheus/ holds no rules file yet")
     else:
+        want = {g["name"] for f in rule_files for g in yaml.safe_load(f.read_text())["groups"]}
+        names = {rule["alert"] for f in rule_files for g in yaml.safe_load(f.read_text())["groups"]
+                 for rule in g["rules"] if "alert" in rule}
+
         def rules():
-            want = {g["name"] for f in rule_files for g in (yaml.safe_load(f.read_text()) or {}).get("groups", [])}
-            got = {g["name"] for g in json.loads(cl.curl(prom + "/api/v1/rules"))["data"]["groups"]}
-            ensure(want and want <= got, f"rule groups {sorted(want - got)} not loaded (loaded: {sorted(got)})")
-            return f"{len(want)} rule group(s) from {len(rule_files)} file(s) loaded"
-        r.check("Prometheus loaded the repository's rules", rules)
+            def once():
+                groups = json.loads(cl.curl(prom + "/api/v1/rules"))["data"]["groups"]
+                got = {g["name"]: g for g in groups}
+                ensure(want <= set(got), f"rule groups {sorted(want - set(got))} not loaded (loaded: {sorted(got)})")
+                loaded = [rule for g in want for rule in got[g]["rules"]]
+                unhealthy = [(rule["name"], rule.get("health"), rule.get("lastError")) for rule in loaded
+                             if rule.get("health") != "ok"]
+                ensure(not unhealthy, f"rules not evaluated cleanly: {unhealthy}")
+                return len(loaded)
+            n_rules = poll(once, 90, 5)
+            return f"{n_rules} rule(s) in {len(want)} group(s) from {', '.join(f.name for f in rule_files)}, each evaluated without error"
+        r.check("Prometheus loaded and evaluates the repository's rules", rules)
+
+        def quiet():
+            active = [(a["labels"]["alertname"], a["state"]) for a in
+                      json.loads(cl.curl(prom + "/api/v1/alerts"))["data"]["alerts"]
+                      if a["labels"]["alertname"] in names]
+            ensure(not active, f"alerts pending or firing: {active}")
+            return f"none of the repository's {len(names)} alerts is pending or firing"
+        if berth_run:
+            r.check("Prometheus: Berth's alerts are quiet on the healthy cluster", quiet)
+        else:
+            r.skip("Prometheus: Berth's alerts are quiet on the healthy cluster", "berth run is not in this build")
 
     dashboards = sorted((REPO / "observability/grafana").glob("*.json"))
     if not dashboards:
@@ -687,18 +713,34 @@ def check_logging(r: Results, lab: Lab, cl: Cluster, run_id: str) -> None:
 
 
 def check_apps(r: Results, lab: Lab, cl: Cluster, ids: dict[str, str], berth_run: bool) -> None:
-    want = {"mongo": GROUP_VARS["apps_mongo_replicas"], "redis": 1, "api": GROUP_VARS["apps_api_replicas"],
-            "web": 1, "mongo-init": 1}
+    mongo_slots = GROUP_VARS["apps_mongo_replicas"]
+    # Stateful templates run no task of their own: berth run runs each slot as <template>-<slot>.
+    slots = {"mongo": mongo_slots, "redis": 1}
+    plain = {"api": GROUP_VARS["apps_api_replicas"], "web": 1, "mongo-init": 1}
+    if not berth_run:
+        r.skip("The demo stack's services all run", "its stateful templates need berth run, which is not in this build")
+        for what in ("The web front end answers on its published port",
+                     "Mongo's slots each have a Berth volume on their node (recreate)",
+                     "Redis's slot has a Berth volume on its node (move)",
+                     "The demo stack's stateful slots run on the nodes berth run chose"):
+            r.skip(what, "berth run is not in this build")
+        return
 
     def services():
         def once():
-            for svc, n in want.items():
+            for svc, n in plain.items():
                 tasks = cl.running_tasks(f"{STACK}_{svc}")
                 ensure(len(tasks) == n, f"{STACK}_{svc}: {len(tasks)}/{n} tasks running")
-        poll(once, 180, 5)
-        return ", ".join(f"{s} {n}/{n}" for s, n in want.items()) + " (STAND-IN images)"
+            for template, n in slots.items():
+                ensure(not cl.running_tasks(f"{STACK}_{template}"), f"the template {STACK}_{template} runs a task")
+                for k in range(1, n + 1):
+                    ensure(len(cl.running_tasks(f"{STACK}_{template}-{k}")) == 1,
+                           f"slot service {STACK}_{template}-{k} has no running task")
+        poll(once, 240, 5)
+        return (", ".join(f"{s} {n}/{n}" for s, n in plain.items()) + "; " +
+                ", ".join(f"{t}-1..{n} one task each" for t, n in slots.items()) + " (STAND-IN images)")
 
-    if not r.check("The demo stack's services all run", services):
+    if not r.check("The demo stack's services all run, its stateful templates as slot services", services):
         return
 
     def web():
@@ -710,55 +752,51 @@ def check_apps(r: Results, lab: Lab, cl: Cluster, ids: dict[str, str], berth_run
 
     r.check("The web front end answers on its published port", web)
 
-    def volumes(service: str, template: str):
+    def slot_nodes(template: str) -> dict[int, str]:
+        """slot -> hostname of the node running that slot's service."""
+        return {k: next(iter(cl.running_tasks(f"{STACK}_{template}-{k}").values()))
+                for k in range(1, slots[template] + 1)}
+
+    def volumes(template: str):
         def f():
             datasets = [d for d in cl.control_get("/v1/configuration/datasets") if not d.get("deleted")]
             by_name = {d["metadata"].get("name"): d for d in datasets}
-            tasks = cl.running_tasks(f"{STACK}_{service}")
-            ensure(tasks, f"no running {service} task")
-            for task, node in sorted(tasks.items()):
-                slot = task.rsplit(".", 1)[1]
-                name = template.format(slot=slot)
+            for k, node in slot_nodes(template).items():
+                name = f"{template}-data-{k}"
                 d = by_name.get(name)
                 ensure(d, f"no Berth dataset named {name} (have {sorted(by_name)})")
-                ensure(d["primary"] == ids[node], f"{name}: primary {d['primary']}, task runs on {node} ({ids[node]})")
+                ensure(d["primary"] == ids[node], f"{name}: primary {d['primary']}, slot {k} runs on {node} ({ids[node]})")
                 ensure(d.get("mounted_on") == ids[node], f"{name}: mounted_on {d.get('mounted_on')}, want {node}")
                 path = f"/var/lib/berth-volume/data/datasets/{d['dataset_id']}/data/standin.log"
-                sh(lab.container(node), f"grep -q {service} {path}")
-            return (f"{len(tasks)} dataset(s) {template.format(slot='N')}, each primary and mounted on the node "
-                    "running its slot, written through the plugin")
+                sh(lab.container(node), f"grep -q {template} {path}")
+            return (f"{slots[template]} dataset(s) {template}-data-N, each primary and mounted on the node running "
+                    "its slot, written through the plugin")
         return f
 
-    r.check("Mongo's slots each have a Berth volume on their node (recreate)", volumes("mongo", "mongo-data-{slot}"))
-    r.check("Redis's slot has a Berth volume on its node (move)", volumes("redis", "redis-data-{slot}"))
-
-    if not berth_run:
-        r.skip("The demo stack's stateful services run on the nodes Berth chose", "berth run is not in this build")
-        return
+    r.check("Mongo's slots each have a Berth volume on their node (recreate)", volumes("mongo"))
+    r.check("Redis's slot has a Berth volume on its node (move)", volumes("redis"))
 
     def placement():
-        p = run(["docker", "exec", cl.m1, "sh", "-c",
-                 "cd $(mktemp -d) && docker node inspect $(docker node ls -q) > nodes.json && "
-                 "docker service inspect $(docker service ls -q) > services.json && "
-                 "curl -s --unix-socket /var/run/docker.sock http://localhost/tasks > tasks.json && "
-                 "berth plan --nodes nodes.json --services services.json --tasks tasks.json --output json"],
-                check=False)
-        try:
-            plan = json.loads(p.stdout)
-        except ValueError:
-            raise CheckFailed(f"berth plan exited {p.returncode}: {p.stderr.decode(errors='replace').strip()[-800:]}")
+        plan = json.loads(cl.curl(cl.berth_run + "/v1/plan"))
         placed = {(p["service"], p.get("slot")): p["node"] for p in plan["placements"]}
-        for svc in ("mongo", "redis"):
-            for task, node in cl.running_tasks(f"{STACK}_{svc}").items():
-                slot = int(task.rsplit(".", 1)[1])
-                chosen = placed.get((f"{STACK}_{svc}", slot))
-                ensure(chosen in (node, ids[node]), f"{task} runs on {node}, Berth's plan says {chosen}")
-        return "every stateful slot runs where `berth plan` places it"
+        ensure(not plan.get("pending"), f"berth run has pending tasks: {plan['pending']}")
+        for template in slots:
+            for k, node in slot_nodes(template).items():
+                chosen = placed.get((f"{STACK}_{template}", k))
+                ensure(chosen == ids[node], f"{STACK}_{template} slot {k} runs on {node} ({ids[node]}), "
+                                            f"berth run's plan puts it on {chosen}")
+        zones = {h["name"]: h["zone"] for h in lab.hosts}
+        mongo_zones = sorted(zones[n] for n in slot_nodes("mongo").values())
+        mongo_nodes = set(slot_nodes("mongo").values())
+        ensure(len(mongo_nodes) == mongo_slots, f"Mongo's slots share nodes: {slot_nodes('mongo')}")
+        return (f"every slot runs where GET /v1/plan places it; Mongo's {mongo_slots} members on "
+                f"{mongo_slots} nodes (zones {', '.join(mongo_zones)}); nothing pending")
 
-    r.check("The demo stack's stateful services run on the nodes Berth chose", placement)
+    r.check("The demo stack's stateful slots run on the nodes berth run chose", placement)
 
 
-def check_rejoin(r: Results, lab: Lab, cl: Cluster, inv: Path, test_vars: Path, timings: Timings) -> None:
+def check_rejoin(r: Results, lab: Lab, cl: Cluster, inv: Path, test_vars: Path, timings: Timings,
+                 berth_run: bool) -> None:
     worker = lab.by_group("workers")[-1]
     wc = lab.container(worker["name"])
     old = {n["ID"] for n in cl.nodes() if n["Description"]["Hostname"] == worker["name"]}
@@ -791,6 +829,20 @@ def check_rejoin(r: Results, lab: Lab, cl: Cluster, inv: Path, test_vars: Path, 
                 "its Berth agent registered under the new ID")
 
     r.check("A node that left the swarm rejoins on the next run", rejoined)
+    if not berth_run:
+        r.skip("berth run stays ready after the node rejoined", "berth run is not in this build")
+        return
+
+    def still_ready():
+        # /v1/ready turns 503 when no pass succeeded for 3 resync periods (30 s): wait that long.
+        time.sleep(40)
+        code = cl.curl(cl.berth_run + "/v1/ready", code_only=True)
+        ensure(code == "200", f"/v1/ready answered {code}: {cl.curl(cl.berth_run + '/v1/ready', check=False)}")
+        plan = json.loads(cl.curl(cl.berth_run + "/v1/plan"))
+        ensure(not plan.get("pending"), f"pending after the rejoin: {plan['pending']}")
+        return "/v1/ready 200 40 s after the rejoin, nothing pending"
+
+    r.check("berth run stays ready after the node rejoined", still_ready)
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -845,7 +897,7 @@ def berth_binaries(timings: Timings) -> tuple[Path, bool]:
                 target = REPO / target
             # berth-sim too: .ci/run builds it in release first, and building the three together
             # keeps the features (and so the compiled crates) the same as that build's.
-            cmd = ["cargo", "build", "--release", "--locked", "-p", "berth-volume", "-p", "berth-scheduler",
+            cmd = ["cargo", "build", "--release", "--locked", "-p", "berth-volume", "-p", "berth-daemon",
                    "-p", "berth-sim"]
             say("$ " + " ".join(cmd))
             run(cmd, cwd=REPO, capture=False, timeout=3600)
@@ -934,7 +986,7 @@ def main() -> int:
             check_metrics(r, lab, cl, berth_run)
             check_logging(r, lab, cl, run_id)
             check_apps(r, lab, cl, ids, berth_run)
-        check_rejoin(r, lab, cl, inv, test_vars, timings)
+        check_rejoin(r, lab, cl, inv, test_vars, timings, berth_run)
     except CheckFailed as e:
         r.fail("cluster test", str(e))
     except KeyboardInterrupt as e:
