@@ -185,8 +185,33 @@ impl Cluster {
             .arg(&self.token);
         self.control = Some(Proc::spawn(cmd, "control", &self.logs.join("control.log"))?);
         let names: Vec<String> = self.lab.nodes.iter().map(|n| n.name.clone()).collect();
-        for n in names {
-            self.start_agent(&n)?;
+        for n in &names {
+            self.start_agent(n)?;
+        }
+        for n in &names {
+            self.wait_plugin(n)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until Swarm's description of `name` lists the `berth` volume plugin: until then
+    /// the scheduler places no task mounting a Berth volume there. A legacy plugin is listed
+    /// once its engine has activated it, which a volume listing through the driver does.
+    pub fn wait_plugin(&self, name: &str) -> Result<()> {
+        let node = self.lab.node(name);
+        let listed = wait_for(Duration::from_secs(60), || {
+            let _ = node.docker(&["volume", "ls", "--quiet", "--filter", "driver=berth"]);
+            let out = self.manager().docker(&[
+                "node",
+                "inspect",
+                &self.ids[name],
+                "--format",
+                "{{range .Description.Engine.Plugins}}{{.Type}}/{{.Name}} {{end}}",
+            ]);
+            String::from_utf8_lossy(&out.stdout).contains("Volume/berth")
+        });
+        if !listed {
+            bail!("Swarm never listed the berth volume plugin on {name}");
         }
         Ok(())
     }
@@ -260,10 +285,20 @@ impl Cluster {
     /// Boots a killed node again, and its agent (if Berth runs here).
     pub fn restart_node(&mut self, name: &str, with_agent: bool) -> Result<()> {
         if !self.lab.node(name).is_up() {
-            self.lab.node_mut(name).start();
+            // The agent starts with the engine, as a systemd unit ordered before docker would:
+            // the engine restores containers that mount Berth volumes as it comes up.
+            self.lab.node_mut(name).boot();
+            if with_agent {
+                self.agents.remove(name);
+                self.start_agent(name)?;
+            }
+            self.lab.node(name).wait_engine();
         }
         if with_agent && !self.agents.contains_key(name) {
             self.start_agent(name)?;
+        }
+        if with_agent {
+            self.wait_plugin(name)?;
         }
         Ok(())
     }

@@ -105,6 +105,7 @@ fn deploy(c: &Cluster, system: System, seed: u64, checker: &str) -> Result<Workl
             "create",
             "--detach",
             "--quiet",
+            "--no-resolve-image",
             "--name",
             name,
             "--constraint",

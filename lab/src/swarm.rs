@@ -79,6 +79,9 @@ impl LabNode {
     /// — so it sees the node's `/run/docker/plugins`, and dies with the node when the node is
     /// killed (a volume agent, a control service, `berth run`). Panics if the node is down.
     pub fn command_inside(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        // Right after a boot the namespace's first process may not be forked yet.
+        let _ =
+            self.child.is_some() && wait_for(Duration::from_secs(5), || self.init_pid().is_some());
         let pid = self
             .init_pid()
             .unwrap_or_else(|| panic!("{} is down: nothing can run inside it", self.name));
@@ -105,6 +108,7 @@ impl LabNode {
         let d = self.dir.display();
         let script = format!(
             "hostname {name} && mount --bind {plugins} {PLUGIN_DIR} && \
+             mount --bind {d}/resolv.conf /etc/resolv.conf && \
              {{ dockerd --config-file {d}/daemon.json --data-root {d}/data --exec-root {d}/exec \
              -H unix://{d}/docker.sock --pidfile {d}/dockerd.pid --storage-driver vfs \
              --bridge none --iptables=false --ip-masq=false & }}; \
@@ -143,15 +147,22 @@ impl LabNode {
         self.child = Some(child);
     }
 
-    fn wait_engine(&self) {
-        assert!(
-            wait_for(Duration::from_secs(90), || self
-                .docker(&["info"])
-                .status
-                .success()),
-            "dockerd of {} did not come up; see {}/dockerd.log",
+    /// Waits until the node's engine answers; panics with the tail of its log if it does not.
+    pub fn wait_engine(&self) {
+        let up = wait_for(Duration::from_secs(90), || {
+            self.docker(&["info"]).status.success()
+        });
+        if up {
+            return;
+        }
+        let log = fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!(
+            "dockerd of {} did not come up; the end of {}/dockerd.log:\n{}",
             self.name,
-            self.dir.display()
+            self.dir.display(),
+            tail.join("\n")
         );
     }
 
@@ -185,12 +196,20 @@ impl LabNode {
 
     /// Boots a stopped or killed node again from its disk; it rejoins the swarm by itself.
     pub fn start(&mut self) {
+        self.boot();
+        self.wait_engine();
+    }
+
+    /// Starts a stopped or killed node without waiting for its engine, so that what must run
+    /// beside the engine from the start (a volume plugin its containers need while the engine
+    /// restores them) can be started inside it first; then [`LabNode::wait_engine`].
+    pub fn boot(&mut self) {
         assert!(self.child.is_none(), "{} is already up", self.name);
         // A killed dockerd leaves its pidfile, naming a PID of the dead namespace that may be
         // some other process's now: dockerd would refuse to start ("docker is running").
         let _ = fs::remove_file(self.dir.join("dockerd.pid"));
+        let _ = fs::remove_file(self.dir.join("exec/containerd/containerd.pid"));
         self.spawn();
-        self.wait_engine();
     }
 
     /// Cuts the node's link: it keeps running (and its containers keep writing) but reaches no
@@ -315,6 +334,14 @@ impl Lab {
             let plugin_dir = ndir.join("plugins");
             fs::create_dir_all(&plugin_dir).expect("node dir");
             fs::write(ndir.join("daemon.json"), "{}").expect("daemon.json");
+            // No registry is reachable from a lab: a name server that refuses at once (nothing
+            // listens on the node's loopback) makes Swarm's image lookups fail in milliseconds
+            // instead of waiting out the host resolver's timeouts, ~20 s per service update.
+            fs::write(
+                ndir.join("resolv.conf"),
+                "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+            )
+            .expect("resolv.conf");
             let (veth, peer) = (format!("v{id}{tag}"), format!("e{id}{tag}"));
             must(&format!(
                 "ip netns add {netns} && ip link add {veth} type veth peer name {peer} && \
