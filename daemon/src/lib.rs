@@ -6,6 +6,8 @@
 //! - [`slots`]: StatefulSet for Swarm — a `berth.stateful` service is a template run as one
 //!   pinned Swarm service per slot; how templates, slot services and the engine's model map
 //!   onto each other (pure).
+//! - [`control`]: the volume control service seam ([`control::ControlApi`]) over
+//!   `berth-volume`'s own client and wire types.
 //! - [`controller`]: `berth run`'s level-triggered loop; [`controller::decide`] turns the
 //!   engine's plan into Swarm operations (pure).
 //! - [`api`] and [`metrics`]: the HTTP API and Prometheus metrics.
@@ -17,6 +19,7 @@ pub mod api;
 pub mod cli;
 #[cfg(feature = "consul")]
 pub mod consul;
+pub mod control;
 pub mod controller;
 pub mod docker;
 pub mod metrics;

@@ -121,6 +121,43 @@ impl DockerApi for BollardDocker {
         }
     }
 
+    async fn set_node_label(
+        &self,
+        node_id: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<(), DockerError> {
+        let what = format!("node {node_id}");
+        let node = self
+            .docker
+            .inspect_node(node_id)
+            .await
+            .map_err(|e| classify(&what, e))?;
+        let mut spec = node.spec.unwrap_or_default();
+        let mut labels = spec.labels.take().unwrap_or_default();
+        let unchanged = match value {
+            Some(v) => labels.get(key).map(String::as_str) == Some(v),
+            None => !labels.contains_key(key),
+        };
+        if unchanged {
+            return Ok(());
+        }
+        match value {
+            Some(v) => labels.insert(key.to_string(), v.to_string()),
+            None => labels.remove(key),
+        };
+        spec.labels = Some(labels);
+        let version = node.version.and_then(|v| v.index).unwrap_or(0);
+        let options = bollard::query_parameters::UpdateNodeOptions {
+            version: i64::try_from(version)
+                .map_err(|_| DockerError::Refused(format!("{what}: version {version}")))?,
+        };
+        self.docker
+            .update_node(node_id, spec, options)
+            .await
+            .map_err(|e| classify(&what, e))
+    }
+
     fn changes(&self) -> BoxStream<'static, Result<(), DockerError>> {
         let filters = HashMap::from([(
             "type".to_string(),

@@ -61,6 +61,15 @@ pub trait DockerApi: Send + Sync + 'static {
     /// Removes a service (its volumes stay).
     fn remove_service(&self, id: &str) -> impl Future<Output = Result<(), DockerError>> + Send;
 
+    /// Sets (`Some`) or removes (`None`) one label of a node, keeping its other labels, role
+    /// and availability; retried by the caller on a version conflict.
+    fn set_node_label(
+        &self,
+        node_id: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> impl Future<Output = Result<(), DockerError>> + Send;
+
     /// Swarm's service and node events, as hints that something changed: the controller
     /// re-reads the whole state on each (level-triggered), so events may be lost or merged.
     fn changes(&self) -> BoxStream<'static, Result<(), DockerError>>;

@@ -15,6 +15,7 @@
 //! State that must survive a restart of `berth run` lives on the Swarm objects themselves (the
 //! labels above), so a restarted daemon adopts the slot services it finds.
 
+mod datasets;
 #[cfg(test)]
 mod tests;
 
@@ -103,6 +104,10 @@ fn labels(s: &DService) -> HashMap<String, String> {
         .as_ref()
         .and_then(|sp| sp.labels.clone())
         .unwrap_or_default()
+}
+
+fn labels_of(spec: &ServiceSpec) -> HashMap<String, String> {
+    spec.labels.clone().unwrap_or_default()
 }
 
 fn version(s: &DService) -> u64 {

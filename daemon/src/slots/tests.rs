@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use super::*;
+use berth_volume::control::wire::VolumeRecord;
 
 fn service(v: serde_json::Value) -> DService {
     serde_json::from_value(v).expect("a Docker service")
@@ -272,4 +273,55 @@ fn adopting_a_template_with_replicas_records_them_and_quiesces_it() {
     let q = quiesced_template(t);
     assert_eq!(replicas(&q), Some(0));
     assert_eq!(q.labels.unwrap()[REPLICAS], "3");
+}
+
+fn record(
+    name: &str,
+    epoch: u64,
+    primary: Option<&str>,
+    fenced_from: Option<&str>,
+) -> VolumeRecord {
+    serde_json::from_value(json!({
+        "name": name, "dataset_id": format!("uuid-{name}"), "epoch": epoch,
+        "primary": primary, "fenced_from": fenced_from, "backend": "shared",
+        "mounted_on": primary, "standbys": [], "whole_copy_on": [], "replicas": 1,
+        "maximum_size": 1024, "profile": null, "version": 1, "source": null,
+        "recreated": false, "promoted": false
+    }))
+    .expect("a volume record")
+}
+
+#[test]
+fn datasets_come_from_the_control_services_records() {
+    let o = Observed::new(state_with_slots());
+    let ds = o.datasets(&[
+        record("mongo-data-1", 4, Some("w1"), None),
+        // Fenced away from w2 by a failover cut short: shown as before the fence, so the
+        // plan's fence (expect 6) is the replay the control service answers as done.
+        record("mongo-data-2", 7, None, Some("w2")),
+        record("unrelated", 1, Some("w3"), None),
+    ]);
+    let got: Vec<(String, u64, Option<String>, u64)> = ds
+        .iter()
+        .map(|d| {
+            (
+                d.name.clone(),
+                d.slot,
+                d.primary.clone().map(|n| n.0),
+                d.epoch,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("mongo-data-1".into(), 1, Some("w1".into()), 4),
+            ("mongo-data-2".into(), 2, Some("w2".into()), 6),
+        ]
+    );
+    assert!(
+        ds.iter()
+            .all(|d| d.service == "app_mongo"
+                && d.backend == berth_scheduler::model::Backend::Shared)
+    );
 }
