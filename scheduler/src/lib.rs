@@ -20,6 +20,7 @@ pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::FixedS
 
 pub mod constraint;
 pub mod dependency;
+pub mod executor;
 pub mod explain;
 pub mod failover;
 pub mod framework;

@@ -1,0 +1,328 @@
+//! The failover executor: carries out the engine's failover plans against a backend it never
+//! touches itself. Sans-IO and deterministic, like the rest of the engine: the caller brings
+//! the time and what it observed, and performs the commands; the simulator and `berth run`
+//! drive the same executor, one against its model, the other against Docker and the volume
+//! control service.
+//!
+//! ```text
+//! observe(now, Observation) ──▶ plan runs (failover::plan_failover) ──▶ next(now) ──▶ [(CommandId, Command)]
+//!        ▲                                                                                 │ backend
+//!        └──────────── complete(id, Outcome, now) ◀─────────────────────────────────────────┘
+//! ```
+//!
+//! - [`Executor::observe`] is level-triggered ([`reconcile`]): a node newly dead is fenced and
+//!   planned for, a node back is let in again, a drained node emptied, a plan that lost a lane
+//!   re-planned; after a pause ([`Executor::set_active`]) it catches up from the world as it is.
+//!   [`Executor::run_plan`] runs one event's plan directly (an operator acting by hand).
+//! - [`Executor::next`] hands out the commands ready to run (and fires due timers), marking
+//!   them in flight; [`Executor::complete`] takes an outcome back. A refused or failed command
+//!   drops its lane, never half-applies it; the lost node is planned again at the next
+//!   observation. [`Executor::wake_at`] says when the next timer is due (a `recreate` grace).
+//! - Every [`Command`] is one idempotent backend operation carrying the epoch it expects, so
+//!   [`ExecutorState`] (serde) can be persisted after each change and resumed with
+//!   [`Executor::from_state`] after a crash: in-flight commands are handed out again.
+//! - [`Executor::busy_slots`]: slots a run is working on; a controller leaves their services
+//!   alone meanwhile. [`Executor::history`]: one [`FailoverRecord`] per run.
+//!
+//! Runs ([`run`]) follow the plan's waves: lanes (one per slot, [`lane`]) of a wave run side by
+//! side, a wave starts when the previous one ended; a drain never has more slots of a service
+//! stopped at once than `berth.max-unavailable`. With `incremental`, a copying move pre-copies
+//! the bulk while the old task still serves.
+
+pub mod command;
+pub mod history;
+pub mod lane;
+pub mod reconcile;
+pub mod run;
+pub mod standby;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+pub use command::{AssignMode, Command, CommandId, Outcome, TimerId};
+pub use history::{Actor, FailoverRecord, RunEnd};
+pub use reconcile::{FailedTask, NodeHealth, Observation, Seen};
+pub use run::{PlanRun, RunKind};
+pub use standby::{StandbyFacts, pick_standby};
+
+use crate::failover::Event;
+use crate::model::NodeId;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// Pre-copy a copying move's bulk while the slot still runs (only the delta moves after
+    /// the stop).
+    pub incremental: bool,
+    /// Time a target choice takes. The controller's plan is made already (0); the simulator
+    /// models the engine's latency.
+    pub decide_ms: u64,
+    /// Plan from observations. Off for an operator who only runs plans by hand
+    /// ([`Executor::run_plan`]); observations then only keep what is known of the nodes.
+    pub reconcile: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            incremental: true,
+            decide_ms: 0,
+            reconcile: true,
+        }
+    }
+}
+
+/// A command handed out (or about to be).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlight {
+    pub command: Command,
+    /// The run and lane it belongs to; `None` for a node label.
+    pub lane: Option<(u64, u32)>,
+    /// Handed out by `next` (and not completed).
+    pub issued: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timer {
+    pub at: u64,
+    pub run: u64,
+    pub lane: u32,
+}
+
+/// Work in the order it became ready.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ready {
+    Command(CommandId),
+    Timer(TimerId, u64),
+}
+
+/// Everything the executor knows; persist it after every change, resume from it after a
+/// crash.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorState {
+    pub config: Config,
+    pub next_id: u64,
+    pub next_run: u64,
+    pub runs: BTreeMap<u64, PlanRun>,
+    pub ready: Vec<Ready>,
+    pub inflight: BTreeMap<CommandId, InFlight>,
+    pub timers: BTreeMap<TimerId, Timer>,
+    pub busy: BTreeSet<(String, u64)>,
+    pub nodes: BTreeMap<NodeId, Seen>,
+    /// Lost nodes whose plan had a lane dropped: re-planned at the next observation.
+    pub retry: BTreeSet<NodeId>,
+    pub retry_due: bool,
+    /// Volumes fenced away from a node (the value) and not started anywhere since.
+    pub stale: BTreeMap<String, NodeId>,
+    pub active: bool,
+    pub catch_up: bool,
+    pub history: Vec<FailoverRecord>,
+}
+
+/// What happened inside the executor, for a log or a trace; not part of its state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// The engine was asked for a plan.
+    Planned {
+        event: Event,
+    },
+    PlanFailed {
+        event: Event,
+        error: String,
+    },
+    /// The plan had no step for a slot not already being worked on.
+    Nothing {
+        event: Event,
+        by: Actor,
+    },
+    Launched {
+        run: u64,
+        event: Event,
+        by: Actor,
+        steps: usize,
+    },
+    /// A slot waits (for an operator, its node, room).
+    Waits {
+        service: String,
+        slot: u64,
+        reason: String,
+    },
+    /// A node came back within a `recreate` grace period: its member stays.
+    GraceKept {
+        node: NodeId,
+    },
+    Readmitted {
+        service: String,
+        slot: u64,
+        node: NodeId,
+    },
+    LaneDropped {
+        slot: Option<(String, u64)>,
+        reason: String,
+    },
+    /// More slots of a service stopped at once than its drain budget.
+    DrainBudget {
+        service: String,
+        stopped: u32,
+        budget: u32,
+    },
+}
+
+/// Work handed out in order: a command to perform, or a timer to fire at `at`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Work {
+    Command(CommandId, Command),
+    Timer(TimerId, u64),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Executor {
+    state: ExecutorState,
+    notices: Vec<Notice>,
+}
+
+impl Executor {
+    pub fn new(config: Config) -> Self {
+        Executor {
+            state: ExecutorState {
+                config,
+                active: true,
+                catch_up: false,
+                ..ExecutorState::default()
+            },
+            notices: Vec::new(),
+        }
+    }
+
+    /// Resumes from persisted state. Commands that were handed out are handed out again:
+    /// each is idempotent, so one that took effect before the crash is a no-op.
+    pub fn from_state(mut state: ExecutorState) -> Self {
+        let mut again: Vec<Ready> = Vec::new();
+        for (id, f) in &mut state.inflight {
+            if f.issued {
+                f.issued = false;
+                again.push(Ready::Command(*id));
+            }
+        }
+        again.append(&mut state.ready);
+        state.ready = again;
+        Executor {
+            state,
+            notices: Vec::new(),
+        }
+    }
+
+    pub fn state(&self) -> &ExecutorState {
+        &self.state
+    }
+
+    /// Fires the timers due at `now`, then hands out every command ready to run, marked in
+    /// flight.
+    pub fn next(&mut self, now: u64) -> Vec<(CommandId, Command)> {
+        loop {
+            let due = self
+                .state
+                .timers
+                .iter()
+                .filter(|(_, t)| t.at <= now)
+                .min_by_key(|(id, t)| (t.at, **id))
+                .map(|(id, _)| *id);
+            match due {
+                Some(id) => self.fire(id, now),
+                None => break,
+            }
+        }
+        self.next_work()
+            .into_iter()
+            .filter_map(|w| match w {
+                Work::Command(id, c) => Some((id, c)),
+                Work::Timer(..) => None,
+            })
+            .collect()
+    }
+
+    /// Hands out, in the order it became ready, every command to run and every timer newly
+    /// armed, without firing any: for a caller with its own event queue, which fires each
+    /// timer with [`Executor::fire`] at its time.
+    pub fn next_work(&mut self) -> Vec<Work> {
+        let ready = std::mem::take(&mut self.state.ready);
+        let mut out = Vec::with_capacity(ready.len());
+        for r in ready {
+            match r {
+                Ready::Command(id) => {
+                    if let Some(f) = self.state.inflight.get_mut(&id)
+                        && !f.issued
+                    {
+                        f.issued = true;
+                        out.push(Work::Command(id, f.command.clone()));
+                    }
+                }
+                Ready::Timer(id, at) => {
+                    if self.state.timers.contains_key(&id) {
+                        out.push(Work::Timer(id, at));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// A timer's time has come (ignored if its lane ended meanwhile).
+    pub fn fire(&mut self, id: TimerId, now: u64) {
+        if let Some(t) = self.state.timers.remove(&id) {
+            self.lane_timer(now, t.run, t.lane);
+        }
+    }
+
+    /// The outcome of a command. Returns true when a lane was dropped for a node that is
+    /// planned again at the next observation (observe soon). An unknown or already completed
+    /// id is ignored (a replay after a restart, a run abandoned meanwhile).
+    pub fn complete(&mut self, id: CommandId, outcome: Outcome, now: u64) -> bool {
+        let Some(f) = self.state.inflight.remove(&id) else {
+            return false;
+        };
+        match f.lane {
+            Some((run, lane)) if self.state.runs.contains_key(&run) => {
+                self.lane_outcome(now, run, lane, &f.command, outcome)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the command is still awaited (a caller that applies effects itself checks
+    /// this first: an abandoned run's commands have none).
+    pub fn is_in_flight(&self, id: CommandId) -> bool {
+        self.state.inflight.contains_key(&id)
+    }
+
+    /// The run and lane a command belongs to, and what kind of run.
+    pub fn origin(&self, id: CommandId) -> Option<(u64, u32, &RunKind)> {
+        let (run, lane) = self.state.inflight.get(&id)?.lane?;
+        Some((run, lane, &self.state.runs.get(&run)?.kind))
+    }
+
+    /// When the earliest timer is due.
+    pub fn wake_at(&self) -> Option<u64> {
+        self.state.timers.values().map(|t| t.at).min()
+    }
+
+    /// Slots (service, slot) some run is working on: leave their services alone.
+    pub fn busy_slots(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.state.busy.iter().map(|(s, n)| (s.as_str(), *n))
+    }
+
+    pub fn is_busy(&self, service: &str, slot: u64) -> bool {
+        self.state.busy.contains(&(service.to_string(), slot))
+    }
+
+    pub fn history(&self) -> &[FailoverRecord] {
+        &self.state.history
+    }
+
+    /// What happened since the last call, in order.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+}

@@ -1,0 +1,373 @@
+//! Level-triggered reconcile: the controller hands over what it observes (the cluster, the
+//! failure detector's verdicts, containers reported failed) and the executor compares it with
+//! what it saw last, node by node. A node newly declared dead is fenced and its plan run; a
+//! node back is let in again (its stale copies revoked, its failed containers restarted, a
+//! holder fenced by a move that never happened re-admitted); a node newly drained is emptied;
+//! lost nodes whose plan lost a lane are planned again. After a pause (no leader, the
+//! controller restarting) it catches up from the world as it is, never replaying a plan.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::failover::Event;
+use crate::model::{Cluster, Mode, NodeId, NodeState};
+
+use super::command::Command;
+use super::history::{Actor, FailoverRecord};
+use super::lane::{Lane, LaneStep};
+use super::run::{PlanRun, RunKind};
+use super::{Executor, Notice, Ready};
+
+/// The controller's view beyond the cluster, for one node (aligned with `cluster.nodes`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeHealth {
+    /// The failure detector declares the node dead.
+    pub dead: bool,
+    /// How many times the node re-established contact: a change means it came back, even
+    /// from an outage shorter than the detector's.
+    pub reconnects: u64,
+}
+
+/// A container Swarm wants running that was reported failed on a node in contact.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FailedTask {
+    pub service: String,
+    pub slot: u64,
+    pub node: NodeId,
+}
+
+/// What the controller observed.
+#[derive(Clone, Copy, Debug)]
+pub struct Observation<'a> {
+    /// The managers' view: a node Down here (Swarm's verdict or the detector's) is down for
+    /// the planner; tasks are the ones meant to run and not reported failed.
+    pub cluster: &'a Cluster,
+    /// `None`: Swarm's node state is the detector.
+    pub health: Option<&'a [NodeHealth]>,
+    pub failed: &'a [FailedTask],
+}
+
+impl<'a> Observation<'a> {
+    /// Swarm's own verdicts only (the controller without a detector of its own).
+    pub fn of(cluster: &'a Cluster) -> Self {
+        Observation {
+            cluster,
+            health: None,
+            failed: &[],
+        }
+    }
+}
+
+/// What the executor last saw of a node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    /// Declared dead by the detector.
+    pub dead: bool,
+    /// Dead, or Down in the managers' view.
+    pub down: bool,
+    pub draining: bool,
+    pub reconnects: u64,
+}
+
+impl Observation<'_> {
+    fn seen(&self, i: usize) -> Seen {
+        let n = &self.cluster.nodes[i];
+        let h = self.health.and_then(|h| h.get(i)).copied();
+        let dead = h.map_or(n.state == NodeState::Down, |h| h.dead);
+        Seen {
+            dead,
+            down: dead || n.state == NodeState::Down,
+            draining: n.availability == crate::model::Availability::Drain,
+            reconnects: h.map_or(0, |h| h.reconnects),
+        }
+    }
+
+    /// Whether the managers want any task on `node` (failed ones included).
+    fn hosts(&self, node: &NodeId) -> bool {
+        self.cluster
+            .tasks
+            .iter()
+            .any(|t| t.is_active() && t.node_id.as_ref() == Some(node))
+            || self.failed.iter().any(|f| &f.node == node)
+    }
+
+    fn failed_on(&self, node: &NodeId) -> bool {
+        self.failed.iter().any(|f| &f.node == node)
+    }
+
+    /// Whether some slot has no task the managers want (waiting for room or for a node).
+    fn missing_slots(&self) -> bool {
+        let c = self.cluster;
+        let mut have: BTreeSet<(&str, u64)> = BTreeSet::new();
+        for t in c.tasks.iter().filter(|t| t.is_active()) {
+            if let (Some(s), Some(slot)) = (c.service(&t.service_id), t.slot) {
+                have.insert((s.name.as_str(), slot));
+            }
+        }
+        for f in self.failed {
+            have.insert((f.service.as_str(), f.slot));
+        }
+        c.services.iter().any(|s| match s.mode {
+            Mode::Replicated { replicas } => {
+                (1..=replicas).any(|k| !have.contains(&(s.name.as_str(), k)))
+            }
+            Mode::Global => false,
+        })
+    }
+}
+
+impl Executor {
+    /// The controller may change the world (a Swarm leader answers, the controller is up) or
+    /// not. While paused, observations only update what the executor knows (and a node back
+    /// still keeps its `recreate` members); the first observation after it catches up.
+    pub fn set_active(&mut self, active: bool) {
+        if active && !self.state.active {
+            self.state.catch_up = true;
+        }
+        self.state.active = active;
+    }
+
+    /// Level-triggered: compares the observation with the last one and launches, drops or
+    /// re-plans runs. Nodes are handled in node ID order.
+    pub fn observe(&mut self, now: u64, obs: Observation<'_>) {
+        let mut order: Vec<usize> = (0..obs.cluster.nodes.len()).collect();
+        if !obs.cluster.nodes.windows(2).all(|w| w[0].id <= w[1].id) {
+            order.sort_by(|&a, &b| obs.cluster.nodes[a].id.cmp(&obs.cluster.nodes[b].id));
+        }
+        let catch_up = self.state.active && std::mem::take(&mut self.state.catch_up);
+        let mut backs = Vec::new();
+        let mut detects = Vec::new();
+        let mut drains = Vec::new();
+        for &i in &order {
+            let id = &obs.cluster.nodes[i].id;
+            let now_seen = obs.seen(i);
+            let before = match self.state.nodes.get_mut(id) {
+                Some(s) => std::mem::replace(s, now_seen.clone()),
+                None => {
+                    self.state.nodes.insert(id.clone(), now_seen.clone());
+                    now_seen.clone()
+                }
+            };
+            let back = !now_seen.dead && (before.dead || before.reconnects != now_seen.reconnects);
+            if back {
+                backs.push((i, before.dead));
+            }
+            if now_seen.dead && !before.dead {
+                detects.push(i);
+            }
+            if now_seen.draining && !before.draining {
+                drains.push(i);
+            }
+        }
+        if !self.state.config.reconcile {
+            return;
+        }
+        for &(i, _) in &backs {
+            // A `recreate` slot still in its grace period for this node keeps its member.
+            self.abort_grace_for(now, &obs.cluster.nodes[i].id.clone());
+        }
+        if !self.state.active {
+            return;
+        }
+        if catch_up {
+            self.catch_up(now, &obs, &order);
+            return;
+        }
+        for i in detects {
+            self.on_detect(now, &obs, i);
+        }
+        for (i, was_dead) in backs {
+            self.on_back(now, &obs, i, was_dead);
+        }
+        for i in drains {
+            let id = obs.cluster.nodes[i].id.clone();
+            self.run_plan(
+                now,
+                obs.cluster,
+                Event::NodeDrained(id),
+                false,
+                Actor::Berth,
+            );
+        }
+        if std::mem::take(&mut self.state.retry_due) {
+            self.retry(now, &obs);
+        }
+    }
+
+    fn on_detect(&mut self, now: u64, obs: &Observation<'_>, i: usize) {
+        let id = obs.cluster.nodes[i].id.clone();
+        let label = self.issue(Command::SetFenceLabel { node: id.clone() }, None);
+        self.state.ready.push(Ready::Command(label));
+        // A node without tasks needs no plan (the engine would return no steps); most random
+        // faults in a large cluster hit such nodes.
+        if obs.hosts(&id) {
+            self.run_plan(now, obs.cluster, Event::NodeDown(id), false, Actor::Berth);
+        }
+        self.state.retry_due = true;
+    }
+
+    fn on_back(&mut self, now: u64, obs: &Observation<'_>, i: usize, was_dead: bool) {
+        let node = &obs.cluster.nodes[i];
+        let id = node.id.clone();
+        let fenced = node.is_fenced();
+        let dead = obs.failed_on(&id);
+        if dead || ((was_dead || fenced) && (obs.hosts(&id) || obs.missing_slots())) {
+            self.run_plan(
+                now,
+                obs.cluster,
+                Event::NodeBack(id.clone()),
+                false,
+                Actor::Berth,
+            );
+        } else if fenced {
+            // What the plan's `unfence` step would do, without asking the engine for nothing.
+            let c = self.issue(Command::ClearFenceLabel { node: id.clone() }, None);
+            self.state.ready.push(Ready::Command(c));
+        }
+        self.readmit(now, obs, &id);
+        self.state.retry_due = true;
+    }
+
+    /// Re-plans lost nodes whose plan lost a lane half-way: the world changed, so the engine
+    /// is asked again (level-triggered), rather than replaying the old plan.
+    fn retry(&mut self, now: u64, obs: &Observation<'_>) {
+        let nodes = std::mem::take(&mut self.state.retry);
+        for n in nodes {
+            if self.state.nodes.get(&n).is_some_and(|s| s.dead) {
+                self.run_plan(now, obs.cluster, Event::NodeDown(n), false, Actor::Berth);
+            }
+        }
+    }
+
+    /// A holder fenced by a node-down plan whose move never completed (its target was lost
+    /// half-way) is still the dataset's primary when its node returns, but at a stale epoch,
+    /// which the driver refuses. The node-back plan does not cover it (it only revokes copies
+    /// whose primary moved elsewhere), so the executor re-admits it: assigned again at the
+    /// current epoch, its slot restarted in place.
+    fn readmit(&mut self, now: u64, obs: &Observation<'_>, node: &NodeId) {
+        let c = obs.cluster;
+        let mut stale = Vec::new();
+        for t in &c.tasks {
+            if !t.is_active() || t.node_id.as_ref() != Some(node) {
+                continue;
+            }
+            let (Some(svc), Some(slot)) = (c.service(&t.service_id), t.slot) else {
+                continue;
+            };
+            let Some(st) = svc.policy().ok().and_then(|p| p.stateful) else {
+                continue;
+            };
+            let volume = st.volume_for_slot(slot);
+            let key = (svc.name.clone(), slot);
+            let Some(ds) = c.dataset(&volume) else {
+                continue;
+            };
+            if self.state.stale.get(&volume) == Some(node)
+                && ds.primary.as_ref() == Some(node)
+                && !self.state.busy.contains(&key)
+            {
+                stale.push((key, volume, ds.epoch));
+            }
+        }
+        stale.sort();
+        stale.dedup();
+        for ((service, slot), volume, epoch) in stale {
+            self.notices.push(Notice::Readmitted {
+                service: service.clone(),
+                slot,
+                node: node.clone(),
+            });
+            let run = self.state.next_run;
+            self.state.next_run += 1;
+            let assign = crate::failover::Action::MoveDataset {
+                dataset: volume.clone(),
+                from: node.clone(),
+                to: node.clone(),
+                epoch,
+                backend: c.dataset(&volume).map(|d| d.backend).unwrap_or_default(),
+                copy: false,
+            };
+            let start = crate::failover::Action::StartTask { node: node.clone() };
+            let steps = [assign, start]
+                .into_iter()
+                .map(|a| crate::failover::Step {
+                    wave: 0,
+                    service: Some(service.clone()),
+                    slot: Some(slot),
+                    action: a,
+                })
+                .collect::<Vec<_>>();
+            self.state.history.push(FailoverRecord {
+                run,
+                by: Actor::Berth,
+                event: None,
+                steps: steps.clone(),
+                started_ms: now,
+                ended_ms: None,
+                end: None,
+            });
+            let key = (service, slot);
+            self.state.busy.insert(key.clone());
+            let lane = Lane {
+                wave: 0,
+                slot: Some(key),
+                steps: steps
+                    .into_iter()
+                    .map(|s| LaneStep::Engine(s.action))
+                    .collect(),
+                i: 0,
+                volume: Some(volume),
+                epoch: Some(epoch),
+                budget: 1,
+                done: false,
+                stopped: false,
+                dropped: false,
+            };
+            self.insert_run(
+                now,
+                run,
+                PlanRun {
+                    kind: RunKind::Readmit,
+                    lanes: vec![lane],
+                    wave: 0,
+                    last_wave: 0,
+                    open: 0,
+                    drain: false,
+                    lost: None,
+                    stopped: Default::default(),
+                },
+            );
+        }
+    }
+
+    /// After a pause: re-plan every node already declared dead, resume drains, restart what
+    /// failed on reachable nodes.
+    fn catch_up(&mut self, now: u64, obs: &Observation<'_>, order: &[usize]) {
+        // One pass over the tasks, not one per node: 10k nodes × tasks would dominate.
+        let mut hosting: BTreeSet<&NodeId> = obs
+            .cluster
+            .tasks
+            .iter()
+            .filter(|t| t.is_active())
+            .filter_map(|t| t.node_id.as_ref())
+            .collect();
+        let failed: BTreeSet<&NodeId> = obs.failed.iter().map(|f| &f.node).collect();
+        hosting.extend(failed.iter().copied());
+        for &i in order {
+            let id = obs.cluster.nodes[i].id.clone();
+            let seen = obs.seen(i);
+            let hosts = hosting.contains(&id);
+            let event = if seen.dead && hosts {
+                Event::NodeDown(id)
+            } else if seen.draining && hosts {
+                Event::NodeDrained(id)
+            } else if !seen.down && failed.contains(&id) {
+                Event::NodeBack(id)
+            } else {
+                continue;
+            };
+            self.run_plan(now, obs.cluster, event, false, Actor::Berth);
+        }
+    }
+}

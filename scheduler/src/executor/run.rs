@@ -1,0 +1,490 @@
+//! A plan run: the lanes of one [`FailoverPlan`] carried out wave by wave. Each lane's current
+//! step is either a [`Command`] handed to the backend or a timer (a `recreate` grace, the
+//! modelled time of a target choice, a step that only reports); its outcome advances the lane
+//! or drops it. A wave starts when every lane of the previous one has ended.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::failover::{Action, Event, FailoverPlan, plan_failover};
+use crate::model::{Cluster, NodeId};
+
+use super::command::{AssignMode, Command, CommandId, Outcome, TimerId};
+use super::history::{Actor, FailoverRecord, RunEnd};
+use super::lane::{self, Lane, LaneStep, Scope};
+use super::{Executor, InFlight, Notice, Ready, Timer};
+
+/// What a run was launched for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunKind {
+    /// A failover plan for an event.
+    Plan(Event),
+    /// A holder fenced by a plan that never moved its data is let back in at the new epoch.
+    Readmit,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRun {
+    pub kind: RunKind,
+    pub lanes: Vec<Lane>,
+    pub wave: u32,
+    pub last_wave: u32,
+    /// Lanes of the current wave not ended yet.
+    pub open: u32,
+    pub drain: bool,
+    /// The node a node-down plan replaces: a lane dropped for lack of a target re-plans it.
+    pub lost: Option<NodeId>,
+    /// Slots of each service stopped by this run and not started yet.
+    pub stopped: BTreeMap<String, u32>,
+}
+
+impl Executor {
+    /// Asks the engine for the event's plan and starts it. `stateful_only`: an operator
+    /// following the plan by hand, while Swarm replaces the stateless tasks.
+    pub fn run_plan(
+        &mut self,
+        now: u64,
+        cluster: &Cluster,
+        event: Event,
+        stateful_only: bool,
+        by: Actor,
+    ) {
+        self.notices.push(Notice::Planned {
+            event: event.clone(),
+        });
+        match plan_failover(cluster, &event) {
+            Ok(plan) => self.launch(now, cluster, plan, stateful_only, by),
+            Err(e) => self.notices.push(Notice::PlanFailed {
+                event,
+                error: e.to_string(),
+            }),
+        }
+    }
+
+    fn launch(
+        &mut self,
+        now: u64,
+        cluster: &Cluster,
+        plan: FailoverPlan,
+        stateful_only: bool,
+        by: Actor,
+    ) {
+        let scope = Scope {
+            stateful_only,
+            incremental: self.state.config.incremental,
+        };
+        let (lanes, skipped) = lane::build(cluster, &plan, scope, &self.state.busy);
+        if lanes.is_empty() {
+            if skipped == 0 {
+                self.notices.push(Notice::Nothing {
+                    event: plan.event.clone(),
+                    by,
+                });
+            }
+            return;
+        }
+        for l in &lanes {
+            if let Some(s) = &l.slot {
+                self.state.busy.insert(s.clone());
+            }
+        }
+        let steps = lanes.iter().map(|l| l.steps.len()).sum::<usize>();
+        let run = self.state.next_run;
+        self.state.next_run += 1;
+        self.notices.push(Notice::Launched {
+            run,
+            event: plan.event.clone(),
+            by,
+            steps,
+        });
+        let lost = match &plan.event {
+            Event::NodeDown(n) => Some(n.clone()),
+            _ => None,
+        };
+        self.state.history.push(FailoverRecord {
+            run,
+            by,
+            event: Some(plan.event.clone()),
+            steps: plan.steps.clone(),
+            started_ms: now,
+            ended_ms: None,
+            end: None,
+        });
+        self.insert_run(
+            now,
+            run,
+            PlanRun {
+                drain: matches!(plan.event, Event::NodeDrained(_)),
+                kind: RunKind::Plan(plan.event),
+                wave: lanes.iter().map(|l| l.wave).min().unwrap_or(0),
+                last_wave: lanes.iter().map(|l| l.wave).max().unwrap_or(0),
+                lanes,
+                open: 0,
+                lost,
+                stopped: BTreeMap::new(),
+            },
+        );
+    }
+
+    pub(super) fn insert_run(&mut self, now: u64, run: u64, r: PlanRun) {
+        self.state.runs.insert(run, r);
+        self.start_wave(now, run);
+    }
+
+    fn start_wave(&mut self, now: u64, run: u64) {
+        loop {
+            let Some(r) = self.state.runs.get_mut(&run) else {
+                return;
+            };
+            if r.wave > r.last_wave {
+                self.end_run(now, run, false);
+                return;
+            }
+            let wave = r.wave;
+            let ids: Vec<u32> = r
+                .lanes
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.wave == wave && !l.done)
+                .map(|(i, _)| i as u32)
+                .collect();
+            if ids.is_empty() {
+                r.wave += 1;
+                continue;
+            }
+            r.open = ids.len() as u32;
+            for lane in ids {
+                self.begin_step(now, run, lane);
+            }
+            return;
+        }
+    }
+
+    /// Issues the lane's current step: a command for the backend, or a timer.
+    fn begin_step(&mut self, now: u64, run: u64, lane: u32) {
+        let decide = self.state.config.decide_ms;
+        let r = &self.state.runs[&run];
+        let l = &r.lanes[lane as usize];
+        let Some(step) = l.current() else { return };
+        let slot = l.slot.clone();
+        let volume = || l.volume.clone().unwrap_or_default();
+        let command = match step {
+            LaneStep::PreCopy => {
+                let (from, to) = l
+                    .move_ends()
+                    .expect("a pre-copy is only planned with a move");
+                Some(Command::PreCopy {
+                    volume: volume(),
+                    from: from.clone(),
+                    to: to.clone(),
+                })
+            }
+            LaneStep::Engine(a) => match a {
+                Action::Fence {
+                    dataset,
+                    node,
+                    epoch,
+                } => Some(Command::Fence {
+                    volume: dataset.clone(),
+                    node: node.clone(),
+                    expect_epoch: epoch.saturating_sub(1),
+                }),
+                Action::StopTask { node } => {
+                    slot.clone().map(|(service, slot)| Command::StopSlot {
+                        service,
+                        slot,
+                        node: node.clone(),
+                    })
+                }
+                Action::MoveDataset {
+                    dataset,
+                    from,
+                    to,
+                    epoch,
+                    copy,
+                    ..
+                } => Some(Command::Assign {
+                    volume: dataset.clone(),
+                    primary: to.clone(),
+                    epoch: *epoch,
+                    mode: AssignMode::Move {
+                        from: from.clone(),
+                        copy: *copy,
+                    },
+                }),
+                Action::PromoteStandby {
+                    dataset,
+                    from,
+                    to,
+                    epoch,
+                } => Some(Command::Assign {
+                    volume: dataset.clone(),
+                    primary: to.clone(),
+                    epoch: *epoch,
+                    mode: AssignMode::Promote { from: from.clone() },
+                }),
+                Action::RecreateDataset {
+                    dataset,
+                    node,
+                    epoch,
+                } => Some(Command::Assign {
+                    volume: dataset.clone(),
+                    primary: node.clone(),
+                    epoch: *epoch,
+                    mode: AssignMode::Recreate,
+                }),
+                Action::StartTask { node } => {
+                    slot.clone().map(|(service, slot)| Command::StartSlot {
+                        service,
+                        slot,
+                        node: node.clone(),
+                        volume: l.volume.clone(),
+                        epoch: l.epoch,
+                    })
+                }
+                Action::RevokeStale {
+                    dataset,
+                    node,
+                    epoch,
+                } => Some(Command::DropStale {
+                    volume: dataset.clone(),
+                    node: node.clone(),
+                    epoch: *epoch,
+                }),
+                Action::Unfence { node } => Some(Command::ClearFenceLabel { node: node.clone() }),
+                Action::WaitGrace { .. }
+                | Action::ChooseTarget { .. }
+                | Action::WaitForOperator { .. }
+                | Action::WaitForNode { .. }
+                | Action::Pending { .. } => None,
+            },
+        };
+        match command {
+            Some(command) => {
+                let id = self.issue(command, Some((run, lane)));
+                self.state.ready.push(Ready::Command(id));
+            }
+            None => {
+                let at = match step {
+                    LaneStep::Engine(Action::WaitGrace { seconds }) => {
+                        now + seconds.saturating_mul(1_000)
+                    }
+                    LaneStep::Engine(Action::ChooseTarget { .. }) => now + decide,
+                    // A stop/start without a slot has nothing to act on; reports end at once.
+                    _ => now,
+                };
+                let id = TimerId(self.state.next_id);
+                self.state.next_id += 1;
+                self.state.timers.insert(id, Timer { at, run, lane });
+                self.state.ready.push(Ready::Timer(id, at));
+            }
+        }
+    }
+
+    pub(super) fn issue(&mut self, command: Command, lane: Option<(u64, u32)>) -> CommandId {
+        let id = CommandId(self.state.next_id);
+        self.state.next_id += 1;
+        self.state.inflight.insert(
+            id,
+            InFlight {
+                command,
+                lane,
+                issued: false,
+            },
+        );
+        id
+    }
+
+    /// A lane's command came back.
+    pub(super) fn lane_outcome(
+        &mut self,
+        now: u64,
+        run: u64,
+        lane: u32,
+        command: &Command,
+        outcome: Outcome,
+    ) -> bool {
+        if !outcome.is_done() {
+            let reason = match &outcome {
+                Outcome::Refused { reason, .. } | Outcome::Failed { reason } => reason.clone(),
+                Outcome::Done => String::new(),
+            };
+            let r = &self.state.runs[&run];
+            let l = &r.lanes[lane as usize];
+            self.notices.push(Notice::LaneDropped {
+                slot: l.slot.clone(),
+                reason,
+            });
+            // The world moved under the plan: ask the engine again for the lost node rather
+            // than replaying the rest of this one.
+            let lost = r.lost.clone();
+            self.state.runs.get_mut(&run).expect("run").lanes[lane as usize].dropped = true;
+            self.finish_lane(now, run, lane);
+            if let Some(x) = lost {
+                self.state.retry.insert(x);
+                self.state.retry_due = true;
+                return true;
+            }
+            return false;
+        }
+        match command {
+            Command::Fence { volume, node, .. } => {
+                self.state.stale.insert(volume.clone(), node.clone());
+            }
+            Command::StartSlot {
+                volume: Some(v), ..
+            } => {
+                self.state.stale.remove(v);
+            }
+            Command::StopSlot { service, .. } => {
+                let r = self.state.runs.get_mut(&run).expect("run");
+                if r.drain {
+                    let l = &mut r.lanes[lane as usize];
+                    l.stopped = true;
+                    let budget = l.budget;
+                    let n = r.stopped.entry(service.clone()).or_default();
+                    *n += 1;
+                    if *n > budget {
+                        self.notices.push(Notice::DrainBudget {
+                            service: service.clone(),
+                            stopped: *n,
+                            budget,
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+        let ends = matches!(command, Command::StartSlot { .. });
+        self.advance(now, run, lane, !ends);
+        false
+    }
+
+    /// A lane's timer ran out.
+    pub(super) fn lane_timer(&mut self, now: u64, run: u64, lane: u32) {
+        let l = &self.state.runs[&run].lanes[lane as usize];
+        let keep_going = match l.current() {
+            Some(LaneStep::Engine(Action::WaitGrace { .. })) => {
+                // Still waiting means the node did not come back (a return drops the lane).
+                let lost = self.state.runs[&run].lost.clone();
+                lost.is_none_or(|n| self.state.nodes.get(&n).is_some_and(|s| s.down))
+            }
+            Some(LaneStep::Engine(Action::ChooseTarget { .. })) => true,
+            Some(LaneStep::Engine(
+                Action::WaitForOperator { reason }
+                | Action::WaitForNode { reason, .. }
+                | Action::Pending { reason },
+            )) => {
+                if let Some((service, slot)) = l.slot.clone() {
+                    self.notices.push(Notice::Waits {
+                        service,
+                        slot,
+                        reason: reason.clone(),
+                    });
+                }
+                false
+            }
+            _ => false,
+        };
+        self.advance(now, run, lane, keep_going);
+    }
+
+    fn advance(&mut self, now: u64, run: u64, lane: u32, keep_going: bool) {
+        let l = &mut self.state.runs.get_mut(&run).expect("run").lanes[lane as usize];
+        l.i += 1;
+        if keep_going && l.i < l.steps.len() {
+            self.begin_step(now, run, lane);
+        } else {
+            self.finish_lane(now, run, lane);
+        }
+    }
+
+    pub(super) fn finish_lane(&mut self, now: u64, run: u64, lane: u32) {
+        let r = self.state.runs.get_mut(&run).expect("run");
+        let l = &mut r.lanes[lane as usize];
+        if l.done {
+            return;
+        }
+        l.done = true;
+        let slot = l.slot.clone();
+        let stopped = std::mem::replace(&mut l.stopped, false);
+        if let Some(s) = &slot {
+            if stopped && let Some(n) = r.stopped.get_mut(&s.0) {
+                *n = n.saturating_sub(1);
+            }
+            self.state.busy.remove(s);
+        }
+        // Whatever the lane still waited on is void.
+        self.state
+            .timers
+            .retain(|_, t| !(t.run == run && t.lane == lane));
+        let r = self.state.runs.get_mut(&run).expect("run");
+        r.open = r.open.saturating_sub(1);
+        if r.open == 0 {
+            r.wave += 1;
+            self.start_wave(now, run);
+        }
+    }
+
+    fn end_run(&mut self, now: u64, run: u64, abandoned: bool) {
+        let Some(r) = self.state.runs.remove(&run) else {
+            return;
+        };
+        let dropped = r.lanes.iter().filter(|l| l.dropped).count() as u32;
+        let end = if abandoned {
+            RunEnd::Abandoned
+        } else if dropped > 0 {
+            RunEnd::Dropped { lanes: dropped }
+        } else {
+            RunEnd::Completed
+        };
+        if let Some(h) = self.state.history.iter_mut().rev().find(|h| h.run == run) {
+            h.ended_ms = Some(now);
+            h.end = Some(end);
+        }
+    }
+
+    /// Drops the lanes still waiting out a `recreate` grace for `node`: it is back, its
+    /// member stays.
+    pub(super) fn abort_grace_for(&mut self, now: u64, node: &NodeId) {
+        let mut hit = Vec::new();
+        for (&run, r) in &self.state.runs {
+            if r.lost.as_ref() != Some(node) {
+                continue;
+            }
+            for (i, l) in r.lanes.iter().enumerate() {
+                if !l.done
+                    && matches!(
+                        l.current(),
+                        Some(LaneStep::Engine(Action::WaitGrace { .. }))
+                    )
+                {
+                    hit.push((run, i as u32));
+                }
+            }
+        }
+        for (run, lane) in hit {
+            self.notices.push(Notice::GraceKept { node: node.clone() });
+            self.finish_lane(now, run, lane);
+        }
+    }
+
+    /// Every run is dropped where it stands (the controller restarted without its state, or
+    /// chose to forget it): commands still out are ignored when they come back, and the next
+    /// observation re-plans from the world as it is.
+    pub fn abandon_all(&mut self, now: u64) {
+        let runs: Vec<u64> = self.state.runs.keys().copied().collect();
+        for run in runs {
+            self.end_run(now, run, true);
+        }
+        self.state.inflight.retain(|_, f| f.lane.is_none());
+        self.state.timers.clear();
+        self.state.ready.retain(|r| match r {
+            Ready::Command(id) => self.state.inflight.contains_key(id),
+            Ready::Timer(..) => false,
+        });
+        self.state.busy.clear();
+    }
+}

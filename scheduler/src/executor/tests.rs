@@ -1,0 +1,459 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::failover::Event;
+use crate::model::{Availability, Cluster, Dataset, NodeState, Role};
+use crate::testing::*;
+
+/// Four workers in two zones: a shared-storage service (move), a local one (move), a
+/// replica set (recreate, 30 s grace) and a stateless API, all with a task on w1.
+fn world() -> Cluster {
+    let nodes = vec![
+        node("m1").role(Role::Manager),
+        node("w1").label("zone", "a"),
+        node("w2").label("zone", "a"),
+        node("w3").label("zone", "b"),
+        node("w4").label("zone", "b"),
+    ];
+    let services = vec![
+        replicated("files", 1)
+            .stateful("files-{slot}", "move")
+            .label("berth.backend", "shared")
+            .constraint("node.role==worker"),
+        replicated("cache", 1)
+            .stateful("cache-{slot}", "move")
+            .constraint("node.role==worker"),
+        replicated("mongo", 2)
+            .stateful("mongo-{slot}", "recreate")
+            .label("berth.recreate-grace", "30s")
+            .constraint("node.role==worker"),
+        replicated("api", 3)
+            .constraint("node.role==worker")
+            .label("berth.max-unavailable", "1"),
+    ];
+    let tasks = vec![
+        running("files", 1, "w1"),
+        running("cache", 1, "w1"),
+        running("mongo", 1, "w1"),
+        running("mongo", 2, "w3"),
+        running("api", 1, "w1"),
+        running("api", 2, "w1"),
+        running("api", 3, "w2"),
+    ];
+    let ds = |name: &str, service: &str, slot, node: &str, backend| Dataset {
+        name: name.into(),
+        service: service.into(),
+        slot,
+        primary: Some(NodeId::new(node)),
+        epoch: 4,
+        backend,
+        ..Dataset::default()
+    };
+    use crate::model::Backend;
+    let datasets = vec![
+        ds("files-1", "files", 1, "w1", Backend::Shared),
+        ds("cache-1", "cache", 1, "w1", Backend::Local),
+        ds("mongo-1", "mongo", 1, "w1", Backend::Local),
+        ds("mongo-2", "mongo", 2, "w3", Backend::Local),
+    ];
+    Cluster {
+        nodes,
+        services,
+        tasks,
+        datasets,
+    }
+}
+
+fn set_node(c: &mut Cluster, id: &str, f: impl FnOnce(&mut crate::model::Node)) {
+    f(c.nodes.iter_mut().find(|n| n.id.as_str() == id).unwrap());
+}
+
+/// A backend that applies what it is told to a cluster, as the daemon's would to Swarm and
+/// the volume control service: epochs checked, fences and assignments replayable.
+#[derive(Default)]
+struct Backend {
+    log: Vec<Command>,
+    epochs: BTreeMap<String, u64>,
+    /// Commands to refuse, by position in the log.
+    refuse: Vec<usize>,
+}
+
+impl Backend {
+    fn perform(&mut self, c: &mut Cluster, cmd: &Command) -> Outcome {
+        let n = self.log.len();
+        self.log.push(cmd.clone());
+        if self.refuse.contains(&n) {
+            return Outcome::Refused {
+                current_epoch: None,
+                reason: "test refuses".into(),
+            };
+        }
+        let epoch_of = |c: &Cluster, v: &str| c.dataset(v).map(|d| d.epoch).unwrap_or(0);
+        match cmd {
+            Command::Fence {
+                volume,
+                expect_epoch,
+                ..
+            } => {
+                let cur = epoch_of(c, volume);
+                if cur == expect_epoch + 1 {
+                    return Outcome::Done; // replay
+                }
+                if cur != *expect_epoch {
+                    return Outcome::Refused {
+                        current_epoch: Some(cur),
+                        reason: "stale".into(),
+                    };
+                }
+                if let Some(d) = c.datasets.iter_mut().find(|d| &d.name == volume) {
+                    d.epoch += 1;
+                }
+                self.epochs.insert(volume.clone(), cur + 1);
+            }
+            Command::Assign {
+                volume,
+                primary,
+                epoch,
+                ..
+            } => {
+                if epoch_of(c, volume) != *epoch {
+                    return Outcome::Refused {
+                        current_epoch: Some(epoch_of(c, volume)),
+                        reason: "epoch".into(),
+                    };
+                }
+                if let Some(d) = c.datasets.iter_mut().find(|d| &d.name == volume) {
+                    d.primary = Some(primary.clone());
+                }
+            }
+            Command::StopSlot { service, slot, .. } => {
+                c.tasks
+                    .retain(|t| !(t.service_id.0 == *service && t.slot == Some(*slot)));
+            }
+            Command::StartSlot {
+                service,
+                slot,
+                node,
+                volume,
+                epoch,
+            } => {
+                if let (Some(v), Some(e)) = (volume, epoch) {
+                    assert_eq!(epoch_of(c, v), *e, "a slot never starts on a stale epoch");
+                }
+                c.tasks
+                    .retain(|t| !(t.service_id.0 == *service && t.slot == Some(*slot)));
+                c.tasks.push(running(service, *slot, node.as_str()));
+            }
+            Command::SetFenceLabel { node } => set_node(c, node.as_str(), |n| {
+                n.labels.insert("berth.fenced".into(), "true".into());
+            }),
+            Command::ClearFenceLabel { node } => set_node(c, node.as_str(), |n| {
+                n.labels.remove("berth.fenced");
+            }),
+            Command::PreCopy { .. } | Command::DropStale { .. } => {}
+        }
+        Outcome::Done
+    }
+}
+
+/// Runs every command to completion, timers included, observing after each round.
+fn settle(exec: &mut Executor, c: &mut Cluster, b: &mut Backend, mut now: u64) -> u64 {
+    for _ in 0..100 {
+        let cmds = exec.next(now);
+        if cmds.is_empty() {
+            match exec.wake_at() {
+                Some(t) => {
+                    now = now.max(t);
+                    continue;
+                }
+                None => return now,
+            }
+        }
+        for (id, cmd) in cmds {
+            let out = b.perform(c, &cmd);
+            now += 10;
+            if exec.complete(id, out, now) {
+                exec.observe(now, Observation::of(c));
+            }
+        }
+    }
+    panic!("did not settle");
+}
+
+fn names(log: &[Command]) -> Vec<String> {
+    log.iter()
+        .map(|c| {
+            let v = serde_json::to_value(c).unwrap();
+            let mut s = v["command"].as_str().unwrap().to_string();
+            if let Some(x) = v.get("volume").and_then(|x| x.as_str()) {
+                s += &format!(":{x}");
+            }
+            if let Some(x) = v.get("service").and_then(|x| x.as_str()) {
+                s += &format!(":{x}.{}", v["slot"]);
+            }
+            s
+        })
+        .collect()
+}
+
+#[test]
+fn node_down_fences_moves_and_starts_at_the_new_epoch() {
+    let mut c = world();
+    let mut exec = Executor::new(Config::default());
+    exec.observe(0, Observation::of(&c));
+    assert!(exec.next(0).is_empty(), "nothing happened yet");
+    set_node(&mut c, "w1", |n| n.state = NodeState::Down);
+    exec.observe(1_000, Observation::of(&c));
+    assert!(exec.is_busy("files", 1));
+    let mut b = Backend::default();
+    let end = settle(&mut exec, &mut c, &mut b, 1_000);
+    let got = names(&b.log);
+    assert_eq!(got[0], "set-fence-label");
+    for want in [
+        "fence:files-1",
+        "assign:files-1",
+        "start-slot:files-1:files.1",
+        "fence:mongo-1",
+        "assign:mongo-1",
+        "start-slot:mongo-1:mongo.1",
+        "start-slot:api.1",
+    ] {
+        assert!(got.iter().any(|g| g == want), "{want} missing from {got:?}");
+    }
+    // `local` data waits for its node: no fence of cache-1.
+    assert!(!got.iter().any(|g| g.contains("cache-1")), "{got:?}");
+    // The recreate grace (30 s) was waited out.
+    assert!(end >= 31_000, "{end}");
+    assert_eq!(c.dataset("files-1").unwrap().epoch, 5);
+    assert_eq!(exec.busy_slots().count(), 0);
+    let h = exec.history();
+    assert_eq!(h.len(), 1);
+    assert_eq!(h[0].end, Some(RunEnd::Completed));
+    assert_eq!(h[0].event, Some(Event::NodeDown(NodeId::new("w1"))));
+}
+
+#[test]
+fn node_back_within_grace_keeps_the_member() {
+    let mut c = world();
+    let mut exec = Executor::new(Config::default());
+    exec.observe(0, Observation::of(&c));
+    set_node(&mut c, "w1", |n| n.state = NodeState::Down);
+    exec.observe(0, Observation::of(&c));
+    let mut b = Backend::default();
+    // Run everything but the grace timer.
+    for _ in 0..10 {
+        for (id, cmd) in exec.next(5_000) {
+            let out = b.perform(&mut c, &cmd);
+            exec.complete(id, out, 5_000);
+        }
+    }
+    assert!(exec.wake_at().is_some_and(|t| t > 5_000));
+    set_node(&mut c, "w1", |n| n.state = NodeState::Ready);
+    exec.observe(6_000, Observation::of(&c));
+    assert!(
+        exec.take_notices()
+            .iter()
+            .any(|n| matches!(n, Notice::GraceKept { .. }))
+    );
+    settle(&mut exec, &mut c, &mut b, 6_000);
+    assert!(
+        !b.log.iter().any(|c| matches!(
+            c,
+            Command::Assign {
+                mode: AssignMode::Recreate,
+                ..
+            }
+        )),
+        "the member was not recreated: {:?}",
+        names(&b.log)
+    );
+    // It was fenced, so it is let back in at the new epoch, where it is.
+    assert!(b.log.iter().any(|c| matches!(
+        c,
+        Command::StartSlot { node, epoch: Some(5), .. } if node.as_str() == "w1"
+    )));
+}
+
+#[test]
+fn refused_command_drops_the_lane_and_replans() {
+    let mut c = world();
+    let mut exec = Executor::new(Config::default());
+    exec.observe(0, Observation::of(&c));
+    set_node(&mut c, "w1", |n| n.state = NodeState::Down);
+    exec.observe(0, Observation::of(&c));
+    let mut b = Backend {
+        refuse: vec![1],
+        ..Backend::default()
+    };
+    let first = exec.next(0);
+    let mut retry = false;
+    for (id, cmd) in first {
+        let out = b.perform(&mut c, &cmd);
+        retry |= exec.complete(id, out, 10);
+    }
+    assert!(
+        retry,
+        "a dropped lane of a lost node asks for an observation"
+    );
+    assert!(
+        exec.take_notices()
+            .iter()
+            .any(|n| matches!(n, Notice::LaneDropped { .. }))
+    );
+    exec.observe(20, Observation::of(&c));
+    settle(&mut exec, &mut c, &mut b, 20);
+    let runs = exec.history().len();
+    assert!(runs >= 2, "re-planned: {runs} runs");
+    assert_eq!(
+        exec.history()[0].end,
+        Some(RunEnd::Dropped { lanes: 1 }),
+        "{:?}",
+        exec.history()[0]
+    );
+    // Whatever was refused, every stateful slot ends started at its volume's epoch.
+    assert!(
+        c.tasks
+            .iter()
+            .any(|t| t.service_id.0 == "files" && t.node_id.as_ref().unwrap().as_str() != "w1")
+    );
+}
+
+#[test]
+fn resumes_from_serialized_state_and_reissues_in_flight_commands() {
+    let mut c = world();
+    let mut exec = Executor::new(Config::default());
+    exec.observe(0, Observation::of(&c));
+    set_node(&mut c, "w1", |n| n.state = NodeState::Down);
+    exec.observe(0, Observation::of(&c));
+    let out = exec.next(0);
+    assert!(!out.is_empty());
+    let json = serde_json::to_string(exec.state()).unwrap();
+    // kill -9: nothing completed; a new process resumes.
+    let state: ExecutorState = serde_json::from_str(&json).unwrap();
+    assert_eq!(&state, exec.state());
+    let mut again = Executor::from_state(state);
+    let reissued = again.next(0);
+    assert_eq!(reissued, out, "the same commands, the same ids");
+    let mut b = Backend::default();
+    // The first process had performed them already: the replays are no-ops.
+    for (_, cmd) in &out {
+        b.perform(&mut c, cmd);
+    }
+    for (id, cmd) in reissued {
+        let o = b.perform(&mut c, &cmd);
+        assert_eq!(o, Outcome::Done, "{cmd:?} replays");
+        again.complete(id, o, 10);
+    }
+    settle(&mut again, &mut c, &mut b, 10);
+    assert_eq!(c.dataset("files-1").unwrap().epoch, 5, "fenced once");
+}
+
+#[test]
+fn drain_stops_at_most_max_unavailable_at_once() {
+    let mut c = world();
+    c.tasks.push(running("api", 4, "w1"));
+    if let crate::model::Mode::Replicated { replicas } = &mut c.services[3].mode {
+        *replicas = 4;
+    }
+    let mut exec = Executor::new(Config::default());
+    exec.observe(0, Observation::of(&c));
+    set_node(&mut c, "w1", |n| n.availability = Availability::Drain);
+    exec.observe(0, Observation::of(&c));
+    let mut b = Backend::default();
+    let mut down = 0i32;
+    let mut max_down = 0;
+    let mut now = 0;
+    loop {
+        let cmds = exec.next(now);
+        if cmds.is_empty() {
+            match exec.wake_at() {
+                Some(t) => {
+                    now = t;
+                    continue;
+                }
+                None => break,
+            }
+        }
+        for (id, cmd) in cmds {
+            if matches!(&cmd, Command::StopSlot { service, .. } if service == "api") {
+                down += 1;
+            }
+            if matches!(&cmd, Command::StartSlot { service, .. } if service == "api") {
+                down -= 1;
+            }
+            max_down = max_down.max(down);
+            let o = b.perform(&mut c, &cmd);
+            now += 1;
+            exec.complete(id, o, now);
+        }
+    }
+    assert_eq!(max_down, 1, "berth.max-unavailable=1");
+    assert!(
+        !exec
+            .take_notices()
+            .iter()
+            .any(|n| matches!(n, Notice::DrainBudget { .. }))
+    );
+    // The local dataset was pre-copied, then moved by copy.
+    let got = names(&b.log);
+    let pre = got.iter().position(|g| g == "pre-copy:cache-1").unwrap();
+    let stop = got.iter().position(|g| g == "stop-slot:cache.1").unwrap();
+    assert!(pre < stop, "{got:?}");
+}
+
+#[test]
+fn paused_executor_catches_up_after() {
+    let mut c = world();
+    let mut exec = Executor::new(Config::default());
+    exec.observe(0, Observation::of(&c));
+    exec.set_active(false);
+    set_node(&mut c, "w1", |n| n.state = NodeState::Down);
+    exec.observe(0, Observation::of(&c));
+    assert!(exec.next(0).is_empty(), "no leader: nothing is done");
+    exec.set_active(true);
+    exec.observe(5, Observation::of(&c));
+    let cmds = exec.next(5);
+    assert!(
+        cmds.iter()
+            .any(|(_, c)| matches!(c, Command::Fence { volume, .. } if volume == "files-1")),
+        "{cmds:?}"
+    );
+}
+
+#[test]
+fn abandoned_runs_ignore_late_outcomes() {
+    let mut c = world();
+    let mut exec = Executor::new(Config::default());
+    exec.observe(0, Observation::of(&c));
+    set_node(&mut c, "w1", |n| n.state = NodeState::Down);
+    exec.observe(0, Observation::of(&c));
+    let cmds = exec.next(0);
+    exec.abandon_all(1);
+    assert_eq!(exec.busy_slots().count(), 0);
+    for (id, _) in cmds
+        .iter()
+        .filter(|(_, c)| !matches!(c, Command::SetFenceLabel { .. }))
+    {
+        assert!(!exec.is_in_flight(*id));
+        assert!(!exec.complete(*id, Outcome::Done, 2));
+    }
+    assert_eq!(exec.history()[0].end, Some(RunEnd::Abandoned));
+}
+
+#[test]
+fn standby_prefers_another_zone_then_fewest_copies() {
+    let c = world();
+    let free = StandbyFacts {
+        free: true,
+        copies: 0,
+    };
+    let mut facts = vec![free; c.nodes.len()];
+    // m1 is no worker; w3 holds more copies than w4.
+    facts[3].copies = 2;
+    let got = pick_standby(&c, "cache", &NodeId::new("w1"), &facts);
+    assert_eq!(got, Some(NodeId::new("w4")));
+    facts[4].free = false;
+    facts[3].free = false;
+    let got = pick_standby(&c, "cache", &NodeId::new("w1"), &facts);
+    assert_eq!(got, Some(NodeId::new("w2")), "same zone when nothing else");
+}
