@@ -6,6 +6,7 @@
 //! | `GET /v1/ready` | `200` once a reconcile pass succeeded within the last 3 resync periods, else `503` with the last error |
 //! | `GET /v1/plan` | the last pass's plan: placements and pending tasks with reasons (`berth plan --output json`'s shape), the commands it issued, templates it cannot run |
 //! | `GET /v1/explain/{service}` | every node's verdict for the service's next task (`berth explain --output json`'s shape) |
+//! | `GET /v1/failovers` | the failover executor's runs (event, steps, start and end in Unix ms, how each ended) and the commands in flight |
 //! | `GET /v1/services` | with `--consul`: the Consul instances Berth keeps registered (one per Swarm task), their check status and the last sync's outcome; `404` without `--consul` |
 //! | `GET /metrics` | Prometheus text format |
 
@@ -95,6 +96,14 @@ async fn explain(State(c): State<Ctx>, Path(service): Path<String>) -> Response 
     }
 }
 
+async fn failovers(State(c): State<Ctx>) -> Response {
+    let st = c.status.lock().expect("status lock");
+    json_response(
+        StatusCode::OK,
+        json!({"runs": st.failovers, "in_flight": st.failover_commands}),
+    )
+}
+
 async fn metrics(State(c): State<Ctx>) -> Response {
     // Computed at the scrape, so the gauge and /v1/ready always agree.
     let ready = is_ready(&c.status.lock().expect("status lock"), c.resync);
@@ -113,6 +122,7 @@ pub fn router(status: Arc<Mutex<Status>>, metrics: Metrics, resync: Duration) ->
         .route("/v1/ready", get(ready))
         .route("/v1/plan", get(plan))
         .route("/v1/explain/{service}", get(explain))
+        .route("/v1/failovers", get(failovers))
         .route("/metrics", get(self::metrics))
         .with_state(Ctx {
             status,

@@ -2,11 +2,14 @@
 //! Names follow Prometheus' conventions: `berth_` prefix, `_total` counters, `_seconds`
 //! durations. The table of every metric is in README.md's operations section.
 
+use berth_scheduler::executor::{Command as ExecCommand, FailoverRecord, Outcome, RunEnd};
+use berth_scheduler::failover::Event;
 use berth_scheduler::schedule::Plan;
+use berth_volume::control::wire::VolumeRecord;
 use bollard_stubs::models::TaskState;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::controller::decide::Command;
@@ -31,6 +34,46 @@ pub struct Metrics {
     pub consul_instances: IntGaugeVec,
     pub consul_changes: IntCounterVec,
     pub consul_sync_errors: IntCounter,
+    pub failover_commands: IntCounterVec,
+    pub failover_seconds: HistogramVec,
+    pub failovers_running: IntGauge,
+    pub fence_epoch: IntGaugeVec,
+    /// Runs already counted in `failover_seconds`.
+    counted_runs: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<u64>>>,
+}
+
+/// The `command` values of `berth_failover_commands_total`.
+const EXEC_COMMANDS: [&str; 8] = [
+    "fence",
+    "assign",
+    "pre-copy",
+    "stop-slot",
+    "start-slot",
+    "drop-stale",
+    "set-fence-label",
+    "clear-fence-label",
+];
+const EXEC_OUTCOMES: [&str; 3] = ["done", "refused", "failed"];
+
+fn command_kind(c: &ExecCommand) -> &'static str {
+    match c {
+        ExecCommand::Fence { .. } => "fence",
+        ExecCommand::Assign { .. } => "assign",
+        ExecCommand::PreCopy { .. } => "pre-copy",
+        ExecCommand::StopSlot { .. } => "stop-slot",
+        ExecCommand::StartSlot { .. } => "start-slot",
+        ExecCommand::DropStale { .. } => "drop-stale",
+        ExecCommand::SetFenceLabel { .. } => "set-fence-label",
+        ExecCommand::ClearFenceLabel { .. } => "clear-fence-label",
+    }
+}
+
+fn event_kind(e: &Event) -> &'static str {
+    match e {
+        Event::NodeDown(_) => "node-down",
+        Event::NodeDrained(_) => "node-drained",
+        Event::NodeBack(_) => "node-back",
+    }
 }
 
 /// The `kind` values of `berth_slot_commands_total`. Every one is exported from the start (at
@@ -124,6 +167,38 @@ impl Metrics {
         for k in COMMAND_KINDS {
             slot_commands.with_label_values(&[k]);
         }
+        let failover_commands = counter_vec(
+            "berth_failover_commands_total",
+            "Commands the failover executor had performed, by command and outcome (done, refused: a precondition such as the epoch did not hold, failed).",
+            &["command", "outcome"],
+        );
+        for c in EXEC_COMMANDS {
+            for o in EXEC_OUTCOMES {
+                failover_commands.with_label_values(&[c, o]);
+            }
+        }
+        let failover_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "berth_failover_duration_seconds",
+                "Time of one failover run, from the event (node lost, drained, back) to its last slot running or dropped, by event and end.",
+            )
+            .buckets(vec![1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0]),
+            &["event", "end"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(failover_seconds.clone()))
+            .expect("registers");
+        for e in ["node-down", "node-drained", "node-back", "readmit"] {
+            for end in ["completed", "dropped"] {
+                failover_seconds.with_label_values(&[e, end]);
+            }
+        }
+        let fence_epoch = gauge_vec(
+            "berth_fence_epoch",
+            "Each Berth volume's current epoch (fencing token) at the volume control service; with --volume-control only.",
+            &["volume"],
+        );
         let build = IntGauge::with_opts(
             Opts::new("berth_build_info", "Berth's version; always 1.")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -165,6 +240,14 @@ impl Metrics {
                 "berth_consul_sync_errors_total",
                 "Reconcile passes whose Consul sync failed in part or whole (retried at the next pass).",
             ),
+            failovers_running: gauge(
+                "berth_failovers_running",
+                "Failover runs the executor has not finished.",
+            ),
+            failover_commands,
+            failover_seconds,
+            fence_epoch,
+            counted_runs: Default::default(),
             last_success,
             placements,
             slot_running,
@@ -173,6 +256,53 @@ impl Metrics {
             reconcile_seconds,
             slot_commands,
             registry,
+        }
+    }
+
+    /// One performed failover command and its outcome.
+    pub fn executor_command(&self, c: &ExecCommand, o: &Outcome) {
+        let outcome = match o {
+            Outcome::Done => "done",
+            Outcome::Refused { .. } => "refused",
+            Outcome::Failed { .. } => "failed",
+        };
+        self.failover_commands
+            .with_label_values(&[command_kind(c), outcome])
+            .inc();
+    }
+
+    /// The executor's history: runs still going, and each ended run's time, counted once.
+    pub fn observe_failovers(&self, history: &[FailoverRecord]) {
+        let mut counted = self.counted_runs.lock().expect("metrics lock");
+        let mut running = 0;
+        for r in history {
+            let (Some(ended), Some(end)) = (r.ended_ms, r.end) else {
+                running += 1;
+                continue;
+            };
+            if !counted.insert(r.run) {
+                continue;
+            }
+            let event = r.event.as_ref().map_or("readmit", event_kind);
+            let end = match end {
+                RunEnd::Completed => "completed",
+                RunEnd::Dropped { .. } | RunEnd::Abandoned => "dropped",
+            };
+            let secs = ended.saturating_sub(r.started_ms) as f64 / 1000.0;
+            self.failover_seconds
+                .with_label_values(&[event, end])
+                .observe(secs);
+        }
+        self.failovers_running.set(running);
+    }
+
+    /// Each volume's epoch, as the control service has it.
+    pub fn observe_volumes(&self, records: &[VolumeRecord]) {
+        self.fence_epoch.reset();
+        for r in records {
+            self.fence_epoch
+                .with_label_values(&[&r.name])
+                .set(i64::try_from(r.epoch).unwrap_or(i64::MAX));
         }
     }
 

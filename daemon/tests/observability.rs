@@ -274,6 +274,17 @@ fn readme_metrics() -> (BTreeSet<String>, BTreeSet<String>) {
     (names(exported), names(planned))
 }
 
+/// Rows of README's exported table that say they exist only with `--volume-control` (a gauge
+/// per volume has no series without volumes); this test's daemon runs without one.
+fn readme_control_only() -> BTreeSet<String> {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    readme
+        .lines()
+        .filter(|l| l.starts_with("| `berth_") && l.contains("with `--volume-control` only"))
+        .map(|l| l[3..].split('`').next().unwrap().to_string())
+        .collect()
+}
+
 fn prometheus_scrapes_berth_run_and_every_query_and_rule_evaluates() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let token = "e2e-token";
@@ -502,11 +513,13 @@ fn prometheus_scrapes_berth_run_and_every_query_and_rule_evaluates() {
         .map(|l| l.split(' ').next().unwrap().to_string())
         .collect();
     let (documented, planned) = readme_metrics();
+    let control_only = readme_control_only();
+    let expected: BTreeSet<String> = documented.difference(&control_only).cloned().collect();
     assert_eq!(
-        documented, exported,
-        "README's Operations metrics table vs /metrics"
+        expected, exported,
+        "README's Operations metrics table vs /metrics (rows marked `--volume-control` only left out)"
     );
-    assert!(planned.len() >= 4, "{planned:?}");
+    assert!(!planned.is_empty(), "{planned:?}");
     assert!(
         planned.is_disjoint(&exported),
         "a planned metric is exported now: move it to the table above"

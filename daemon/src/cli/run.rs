@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
+use crate::controller::failover::Journal;
 use crate::controller::{Config, Controller};
 use crate::docker::BollardDocker;
 use crate::metrics::Metrics;
@@ -111,7 +112,34 @@ pub fn run(a: RunArgs) -> Result<()> {
         };
         let metrics = Metrics::new();
         metrics.leader.set(1);
-        let controller = Controller::new(docker, config, metrics.clone());
+        let control = match &a.volume_control {
+            Some(url) => {
+                let token = match &a.token_file {
+                    Some(f) => Some(
+                        std::fs::read_to_string(f)
+                            .with_context(|| format!("{}: cannot read the token", f.display()))?
+                            .trim()
+                            .to_string(),
+                    ),
+                    None => None,
+                };
+                Some(
+                    berth_volume::client::ControlClient::new(url, token)
+                        .with_context(|| format!("--volume-control {url}"))?,
+                )
+            }
+            None => {
+                tracing::warn!("no --volume-control: stateful slots are placed but never failed over");
+                None
+            }
+        };
+        let journal = Journal::new(&a.state_dir);
+        let resumed = journal.load()?;
+        if let Some(st) = &resumed {
+            tracing::info!(runs = st.runs.len(), in_flight = st.inflight.len(), "resuming the failover executor from its state");
+        }
+        let controller =
+            Controller::with_control(docker, control, Some((journal, resumed)), config, metrics.clone());
         #[cfg(feature = "consul")]
         let (controller, consul_status) = match &a.consul {
             Some(url) => {
@@ -151,7 +179,6 @@ pub fn run(a: RunArgs) -> Result<()> {
         controller.run(shutdown_signal()).await;
         let _ = stop_tx.send(true);
         server.await.context("API server task")?.context("API server")?;
-        let _ = (&a.volume_control, &a.token_file);
         Ok(())
     })
 }

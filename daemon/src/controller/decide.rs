@@ -47,6 +47,16 @@ pub enum Command {
 }
 
 impl Command {
+    /// The template slot whose service this command changes, if it is one slot's.
+    pub fn slot(&self) -> Option<(&str, u64)> {
+        match self {
+            Command::Create { template, slot, .. } | Command::Rollout { template, slot, .. } => {
+                Some((template.as_str(), *slot))
+            }
+            Command::Quiesce { .. } | Command::Remove { .. } => None,
+        }
+    }
+
     /// One line for logs and `--dry-run`.
     pub fn describe(&self) -> String {
         match self {

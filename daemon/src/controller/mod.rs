@@ -3,19 +3,27 @@
 //! converge (level-triggered), and errors back off exponentially.
 
 pub mod decide;
+pub mod failover;
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use berth_scheduler::executor::{
+    self, Command as ExecCommand, CommandId, Executor, FailoverRecord, Notice, Observation, Outcome,
+};
 use berth_scheduler::model::Cluster;
 use berth_scheduler::schedule::{self, Plan};
+use berth_volume::client::ControlClient;
 use futures_util::StreamExt;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
+use crate::control::ControlApi;
 use crate::docker::{DockerApi, DockerError};
 use crate::metrics::Metrics;
 use crate::slots::Observed;
 use decide::Command;
+use failover::Journal;
 
 /// How `berth run` behaves.
 #[derive(Debug, Clone)]
@@ -50,6 +58,10 @@ pub struct Status {
     pub last_error: Option<String>,
     pub last_success: Option<Instant>,
     pub invalid_templates: Vec<String>,
+    /// The executor's runs, oldest first (`/v1/failovers`).
+    pub failovers: Vec<FailoverRecord>,
+    /// Commands the executor has in flight, described.
+    pub failover_commands: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,10 +70,37 @@ pub enum ReconcileError {
     Docker(#[from] DockerError),
     #[error("the engine refused the cluster: {0}")]
     Plan(#[from] berth_scheduler::schedule::PlanError),
+    #[error("volume control service: {0}")]
+    Control(#[from] crate::control::ControlError),
+    #[error("cannot persist the executor's state: {0}")]
+    Journal(#[from] std::io::Error),
 }
 
-pub struct Controller<D> {
+/// A command's outcome, back from the task that performed it.
+struct Completion {
+    id: CommandId,
+    command: ExecCommand,
+    outcome: Outcome,
+}
+
+/// Milliseconds of wall-clock time: the executor's timers are persisted with its state, so
+/// they must mean the same after a restart (a monotonic clock restarts with the process).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub struct Controller<D, C = ControlClient> {
     docker: D,
+    /// `--volume-control`: without it there are no datasets to fail over, and the executor
+    /// only watches.
+    control: Option<C>,
+    executor: Mutex<Executor>,
+    journal: Option<Journal>,
+    completions: mpsc::UnboundedSender<Completion>,
+    completed: Mutex<Option<mpsc::UnboundedReceiver<Completion>>>,
     config: Config,
     status: Arc<Mutex<Status>>,
     metrics: Metrics,
@@ -71,10 +110,42 @@ pub struct Controller<D> {
     consul: Option<crate::consul::Registrar>,
 }
 
-impl<D: DockerApi> Controller<D> {
-    pub fn new(docker: D, config: Config, metrics: Metrics) -> Controller<D> {
+impl<D: DockerApi> Controller<D, ControlClient> {
+    pub fn new(docker: D, config: Config, metrics: Metrics) -> Controller<D, ControlClient> {
+        Controller::with_control(docker, None, None, config, metrics)
+    }
+}
+
+impl<D: DockerApi, C: ControlApi> Controller<D, C> {
+    /// A controller that fails over through `control`, its executor resumed from `journal`
+    /// (the state of a daemon killed mid-failover: in-flight commands are issued again, each
+    /// idempotent).
+    pub fn with_control(
+        docker: D,
+        control: Option<C>,
+        journal: Option<(Journal, Option<executor::ExecutorState>)>,
+        config: Config,
+        metrics: Metrics,
+    ) -> Controller<D, C> {
+        let (journal, executor) = match journal {
+            Some((j, Some(state))) => {
+                let mut ex = Executor::from_state(state);
+                // Catch up from the world as it is now, as after any pause.
+                ex.set_active(false);
+                ex.set_active(true);
+                (Some(j), ex)
+            }
+            Some((j, None)) => (Some(j), Executor::new(executor::Config::default())),
+            None => (None, Executor::new(executor::Config::default())),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
         Controller {
             docker,
+            control,
+            executor: Mutex::new(executor),
+            journal,
+            completions: tx,
+            completed: Mutex::new(Some(rx)),
             config,
             status: Arc::new(Mutex::new(Status::default())),
             metrics,
@@ -86,7 +157,7 @@ impl<D: DockerApi> Controller<D> {
 
     /// Also keeps Consul's catalog in line with the swarm, at every pass.
     #[cfg(feature = "consul")]
-    pub fn with_consul(mut self, registrar: crate::consul::Registrar) -> Controller<D> {
+    pub fn with_consul(mut self, registrar: crate::consul::Registrar) -> Controller<D, C> {
         self.consul = Some(registrar);
         self
     }
@@ -96,19 +167,36 @@ impl<D: DockerApi> Controller<D> {
         self.status.clone()
     }
 
-    /// One pass: observe, plan, decide, act. Returns the commands it carried out.
-    pub async fn reconcile(&self) -> Result<Vec<Command>, ReconcileError> {
+    /// One pass: observe, hand the executor what was seen (it fails over lost nodes' slots),
+    /// plan, decide, act. Returns the slot-service commands it carried out.
+    pub async fn reconcile(self: &Arc<Self>) -> Result<Vec<Command>, ReconcileError> {
         let started = Instant::now();
         let observed = Observed::new(self.docker.state().await?);
-        let (cluster, warnings) = observed.cluster();
+        let (mut cluster, warnings) = observed.cluster();
         for w in &warnings {
             tracing::warn!(what = %w, "skipped an object the engine cannot read");
         }
         for e in &observed.invalid {
             tracing::warn!(error = %e, "template not run");
         }
+        if let Some(c) = &self.control {
+            let records = c.volumes().await?;
+            cluster.datasets = observed.datasets(&records);
+            self.metrics.observe_volumes(&records);
+        }
+        let busy = if self.config.dry_run {
+            BTreeSet::new()
+        } else {
+            self.drive_executor(Some(&cluster))?
+        };
         let plan = schedule::plan(&cluster)?;
-        let commands = decide::decide(&observed, &cluster, &plan)?;
+        let mut commands = decide::decide(&observed, &cluster, &plan)?;
+        // A slot the executor is failing over is its alone until the run ends: a create or a
+        // rollout now would race the fence and the move.
+        commands.retain(|c| match c.slot() {
+            Some((template, slot)) => !busy.contains(&(template.to_string(), slot)),
+            None => true,
+        });
         self.metrics.observe_plan(&plan, &observed);
         // Before the commands, so that a command that keeps failing never starves Consul; the
         // sync never fails the pass, and each of its calls is bounded in time.
@@ -139,6 +227,81 @@ impl<D: DockerApi> Controller<D> {
         Ok(commands)
     }
 
+    /// Feeds the executor (an observation, if any; the clock always), persists its state,
+    /// starts the commands it hands out, and returns the slots it is working on. The state
+    /// is on disk before any command starts: a crash after this point re-issues them.
+    fn drive_executor(
+        self: &Arc<Self>,
+        cluster: Option<&Cluster>,
+    ) -> Result<BTreeSet<(String, u64)>, ReconcileError> {
+        let now = now_ms();
+        let (work, busy, notices) = {
+            let mut ex = self.executor.lock().expect("executor lock");
+            if let Some(cluster) = cluster {
+                ex.observe(now, Observation::of(cluster));
+            }
+            let work = ex.next(now);
+            if let Some(j) = &self.journal {
+                j.save(ex.state())?;
+            }
+            let busy: BTreeSet<(String, u64)> =
+                ex.busy_slots().map(|(s, n)| (s.to_string(), n)).collect();
+            let mut st = self.status.lock().expect("status lock");
+            st.failovers = ex.history().to_vec();
+            st.failover_commands = ex
+                .state()
+                .inflight
+                .values()
+                .map(|f| format!("{:?}", f.command))
+                .collect();
+            self.metrics.observe_failovers(ex.history());
+            (work, busy, ex.take_notices())
+        };
+        for n in notices {
+            log_notice(&n);
+        }
+        for (id, command) in work {
+            tracing::info!(id = id.0, ?command, "failover: issuing");
+            let me = self.clone();
+            tokio::spawn(async move {
+                let outcome = failover::perform(&me.docker, me.control.as_ref(), &command).await;
+                let _ = me.completions.send(Completion {
+                    id,
+                    command,
+                    outcome,
+                });
+            });
+        }
+        Ok(busy)
+    }
+
+    /// Takes the performed commands' outcomes back to the executor, one at a time, and has a
+    /// pass follow (the executor may have more to do, or a slot to leave alone no longer).
+    async fn take_outcomes(self: Arc<Self>) {
+        let Some(mut rx) = self.completed.lock().expect("completions lock").take() else {
+            return;
+        };
+        while let Some(c) = rx.recv().await {
+            match &c.outcome {
+                Outcome::Done => {
+                    tracing::info!(id = c.id.0, command = ?c.command, "failover: done")
+                }
+                other => {
+                    tracing::warn!(id = c.id.0, command = ?c.command, outcome = ?other, "failover: command did not succeed")
+                }
+            }
+            self.metrics.executor_command(&c.command, &c.outcome);
+            self.executor
+                .lock()
+                .expect("executor lock")
+                .complete(c.id, c.outcome, now_ms());
+            if let Err(e) = self.drive_executor(None) {
+                tracing::error!(error = %e, "failover: state not persisted");
+            }
+            self.wake.notify_one();
+        }
+    }
+
     async fn apply(&self, c: &Command) -> Result<(), DockerError> {
         match c {
             Command::Quiesce {
@@ -161,6 +324,7 @@ impl<D: DockerApi> Controller<D> {
             let me = self.clone();
             tokio::spawn(async move { me.watch_events().await })
         };
+        let outcomes = tokio::spawn(self.clone().take_outcomes());
         tokio::pin!(shutdown);
         let mut backoff = self.config.backoff;
         loop {
@@ -181,6 +345,14 @@ impl<D: DockerApi> Controller<D> {
                     wait
                 }
             };
+            // The executor's next timer (a `recreate` grace) also ends the wait.
+            let timer = self
+                .executor
+                .lock()
+                .expect("executor lock")
+                .wake_at()
+                .map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
+            let wait = timer.map_or(wait, |t| t.min(wait));
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tokio::time::sleep(wait) => {}
@@ -191,6 +363,7 @@ impl<D: DockerApi> Controller<D> {
             }
         }
         events.abort();
+        outcomes.abort();
     }
 
     async fn watch_events(&self) {
@@ -212,5 +385,22 @@ impl<D: DockerApi> Controller<D> {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(self.config.max_backoff);
         }
+    }
+}
+
+fn log_notice(n: &Notice) {
+    match n {
+        Notice::PlanFailed { event, error } => {
+            tracing::warn!(%event, %error, "failover: the engine could not plan")
+        }
+        Notice::LaneDropped { slot, reason } => {
+            tracing::warn!(?slot, %reason, "failover: a slot's steps were dropped; it is planned again")
+        }
+        Notice::Waits {
+            service,
+            slot,
+            reason,
+        } => tracing::info!(%service, slot, %reason, "failover: slot waits"),
+        other => tracing::info!(notice = ?other, "failover"),
     }
 }

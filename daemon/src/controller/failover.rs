@@ -1,0 +1,332 @@
+//! Failover in `berth run`: the engine's executor (`berth_scheduler::executor`, the one the
+//! simulator runs too) decides; this module carries its commands out against Docker and the
+//! volume control service, and keeps its state on disk so a daemon killed mid-failover
+//! resumes where it stopped. Every command is one idempotent call with the epoch as
+//! precondition, so a command re-issued after a crash has no second effect.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_scheduler::executor::{AssignMode, Command, ExecutorState, Outcome};
+use berth_scheduler::model::FENCED_LABEL;
+use berth_volume::control::wire::AssignMode as WireMode;
+
+use crate::control::{ControlApi, ControlError};
+use crate::docker::{DockerApi, DockerError};
+use crate::slots::{Observed, slot_spec};
+
+/// The executor's state on disk: written whole after every change (temp file, fsync, rename),
+/// so a crash leaves the old or the new state, never a torn one.
+pub struct Journal {
+    path: PathBuf,
+}
+
+impl Journal {
+    pub fn new(state_dir: &Path) -> Journal {
+        Journal {
+            path: state_dir.join("executor.json"),
+        }
+    }
+
+    pub fn load(&self) -> anyhow::Result<Option<ExecutorState>> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| {
+                anyhow::anyhow!("{}: not an executor state: {e}", self.path.display())
+            })?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::anyhow!("{}: {e}", self.path.display())),
+        }
+    }
+
+    pub fn save(&self, state: &ExecutorState) -> std::io::Result<()> {
+        use std::io::Write;
+        let tmp = self.path.with_extension("json.tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(state).expect("the executor's state serialises"))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+/// How long a command may keep being retried (the control service says "not yet" while a lost
+/// node's lease runs; Docker may be briefly unavailable) before it is reported failed, which
+/// drops its lane and has the node planned again.
+const RETRY_FOR: Duration = Duration::from_secs(60);
+/// How long a started slot may take to run its task.
+const START_WITHIN: Duration = Duration::from_secs(120);
+
+/// Carries out one command. Never panics on the world's answers: every error becomes an
+/// [`Outcome`] the executor understands.
+pub async fn perform<D: DockerApi, C: ControlApi>(
+    docker: &D,
+    control: Option<&C>,
+    command: &Command,
+) -> Outcome {
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let attempt = once(docker, control, command).await;
+        match attempt {
+            Attempt::Done => return Outcome::Done,
+            Attempt::Refused {
+                current_epoch,
+                reason,
+            } => {
+                return Outcome::Refused {
+                    current_epoch,
+                    reason,
+                };
+            }
+            Attempt::Failed(reason) => return Outcome::Failed { reason },
+            Attempt::Retry(reason) => {
+                if started.elapsed() >= RETRY_FOR {
+                    return Outcome::Failed {
+                        reason: format!("still failing after {RETRY_FOR:?}: {reason}"),
+                    };
+                }
+                tracing::debug!(?command, %reason, retry_in = ?delay, "retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+enum Attempt {
+    Done,
+    Refused {
+        current_epoch: Option<u64>,
+        reason: String,
+    },
+    Failed(String),
+    Retry(String),
+}
+
+impl From<ControlError> for Attempt {
+    fn from(e: ControlError) -> Attempt {
+        match e {
+            ControlError::Refused {
+                current_epoch,
+                reason,
+            } => Attempt::Refused {
+                current_epoch,
+                reason,
+            },
+            ControlError::NotYet(r) | ControlError::Unavailable(r) => Attempt::Retry(r),
+        }
+    }
+}
+
+impl From<DockerError> for Attempt {
+    fn from(e: DockerError) -> Attempt {
+        match e {
+            DockerError::Unavailable(r) | DockerError::Conflict(r) => Attempt::Retry(r),
+            DockerError::NotFound(r) | DockerError::Refused(r) => Attempt::Failed(r),
+        }
+    }
+}
+
+async fn once<D: DockerApi, C: ControlApi>(
+    docker: &D,
+    control: Option<&C>,
+    command: &Command,
+) -> Attempt {
+    let no_control = || Attempt::Failed("berth run has no --volume-control".into());
+    match command {
+        Command::Fence {
+            volume,
+            node,
+            expect_epoch,
+        } => match control {
+            Some(c) => match c.fence(volume, &node.0, *expect_epoch).await {
+                Ok(_) => Attempt::Done,
+                Err(e) => e.into(),
+            },
+            None => no_control(),
+        },
+        Command::Assign {
+            volume,
+            primary,
+            epoch,
+            mode,
+        } => {
+            let mode = match mode {
+                AssignMode::Move { .. } => WireMode::Move,
+                AssignMode::Promote { .. } => WireMode::Promote,
+                AssignMode::Recreate => WireMode::Recreate,
+            };
+            match control {
+                Some(c) => match c.assign(volume, &primary.0, *epoch, mode).await {
+                    Ok(()) => Attempt::Done,
+                    Err(e) => e.into(),
+                },
+                None => no_control(),
+            }
+        }
+        // The target's agent pre-pulls a copy it is about to receive on its own; nothing to
+        // ask of anyone here.
+        Command::PreCopy { .. } => Attempt::Done,
+        // The node's agent discards a copy older than the volume's epoch at its next
+        // reconcile, and the control service refuses to let it be mounted meanwhile.
+        Command::DropStale { .. } => Attempt::Done,
+        Command::SetFenceLabel { node } => {
+            match docker
+                .set_node_label(&node.0, FENCED_LABEL, Some("true"))
+                .await
+            {
+                Ok(()) => Attempt::Done,
+                Err(e) => e.into(),
+            }
+        }
+        Command::ClearFenceLabel { node } => {
+            match docker.set_node_label(&node.0, FENCED_LABEL, None).await {
+                Ok(()) => Attempt::Done,
+                Err(e) => e.into(),
+            }
+        }
+        Command::StopSlot { service, slot, .. } => stop_slot(docker, service, *slot).await,
+        Command::StartSlot {
+            service,
+            slot,
+            node,
+            ..
+        } => start_slot(docker, service, *slot, &node.0).await,
+    }
+}
+
+async fn observe<D: DockerApi>(docker: &D) -> Result<Observed, Attempt> {
+    Ok(Observed::new(docker.state().await.map_err(Attempt::from)?))
+}
+
+/// Scales the slot's service to 0 and waits until its task has stopped.
+async fn stop_slot<D: DockerApi>(docker: &D, template: &str, slot: u64) -> Attempt {
+    let o = match observe(docker).await {
+        Ok(o) => o,
+        Err(a) => return a,
+    };
+    let Some(s) = o
+        .slots
+        .values()
+        .find(|s| s.slot == slot && o.owner_of(s).is_some_and(|t| t.name == template))
+    else {
+        return Attempt::Done; // no service: nothing runs
+    };
+    let mut spec = s.spec.clone();
+    set_replicas(&mut spec, 0);
+    if let Err(e) = docker.update_service(&s.id, s.version, spec).await {
+        return e.into();
+    }
+    let id = s.id.clone();
+    let stopped = wait_until(START_WITHIN, || async {
+        match docker.state().await {
+            Ok(st) => !st.tasks.iter().any(|t| {
+                t.service_id.as_deref() == Some(id.as_str())
+                    && t.status
+                        .as_ref()
+                        .and_then(|s| s.state)
+                        .is_some_and(|s| s.to_string() == "running")
+            }),
+            Err(_) => false,
+        }
+    })
+    .await;
+    if stopped {
+        Attempt::Done
+    } else {
+        Attempt::Failed(format!(
+            "{template}-{slot} did not stop within {START_WITHIN:?}"
+        ))
+    }
+}
+
+fn set_replicas(spec: &mut bollard_stubs::models::ServiceSpec, n: i64) {
+    spec.mode = Some(bollard_stubs::models::ServiceSpecMode {
+        replicated: Some(bollard_stubs::models::ServiceSpecModeReplicated { replicas: Some(n) }),
+        ..Default::default()
+    });
+}
+
+/// Points the slot's service at `node` and waits until its task runs there. A service pinned
+/// elsewhere is replaced (removed, then created on `node`) rather than updated: Swarm would
+/// wait for the old task on a dead node to report its end before starting the new one.
+async fn start_slot<D: DockerApi>(docker: &D, template: &str, slot: u64, node: &str) -> Attempt {
+    let o = match observe(docker).await {
+        Ok(o) => o,
+        Err(a) => return a,
+    };
+    let Some(t) = o.templates.values().find(|t| t.name == template) else {
+        return Attempt::Failed(format!("template {template} is gone"));
+    };
+    let want = slot_spec(t, slot, node);
+    let current = o.slots.get(&(t.id.clone(), slot));
+    let id = match current {
+        Some(s) if s.node.as_deref() == Some(node) => {
+            let running = s
+                .spec
+                .mode
+                .as_ref()
+                .and_then(|m| m.replicated.as_ref())
+                .and_then(|r| r.replicas)
+                .unwrap_or(1);
+            if running == 0
+                && let Err(e) = docker.update_service(&s.id, s.version, want).await
+            {
+                return e.into();
+            }
+            s.id.clone()
+        }
+        other => {
+            if let Some(s) = other
+                && let Err(e) = docker.remove_service(&s.id).await
+            {
+                return e.into();
+            }
+            match docker.create_service(want).await {
+                Ok(id) => id,
+                Err(e) => return e.into(),
+            }
+        }
+    };
+    let runs = wait_until(START_WITHIN, || async {
+        match docker.state().await {
+            Ok(st) => st.tasks.iter().any(|t| {
+                t.service_id.as_deref() == Some(id.as_str())
+                    && t.node_id.as_deref() == Some(node)
+                    && t.status
+                        .as_ref()
+                        .and_then(|s| s.state)
+                        .is_some_and(|s| s.to_string() == "running")
+            }),
+            Err(_) => false,
+        }
+    })
+    .await;
+    if runs {
+        Attempt::Done
+    } else {
+        Attempt::Failed(format!(
+            "{template}-{slot} did not run on {node} within {START_WITHIN:?}"
+        ))
+    }
+}
+
+async fn wait_until<F, Fut>(limit: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + limit;
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
