@@ -70,8 +70,6 @@ pub enum ReconcileError {
     Docker(#[from] DockerError),
     #[error("the engine refused the cluster: {0}")]
     Plan(#[from] berth_scheduler::schedule::PlanError),
-    #[error("volume control service: {0}")]
-    Control(#[from] crate::control::ControlError),
     #[error("cannot persist the executor's state: {0}")]
     Journal(#[from] std::io::Error),
 }
@@ -179,15 +177,26 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
         for e in &observed.invalid {
             tracing::warn!(error = %e, "template not run");
         }
+        // Without the volume records the executor would plan from guessed datasets and could
+        // not fence anyway: it sits this pass out (its timers still run), placement goes on.
+        let mut datasets_known = self.control.is_some();
         if let Some(c) = &self.control {
-            let records = c.volumes().await?;
-            cluster.datasets = observed.datasets(&records);
-            self.metrics.observe_volumes(&records);
+            match c.volumes().await {
+                Ok(records) => {
+                    cluster.datasets = observed.datasets(&records);
+                    self.metrics.observe_volumes(&records);
+                }
+                Err(e) => {
+                    datasets_known = false;
+                    self.metrics.reconcile_errors.inc();
+                    tracing::warn!(error = %e, "volume control unreachable: no failover this pass");
+                }
+            }
         }
         let busy = if self.config.dry_run {
             BTreeSet::new()
         } else {
-            self.drive_executor(Some(&cluster))?
+            self.drive_executor(datasets_known.then_some(&cluster))?
         };
         let plan = schedule::plan(&cluster)?;
         let mut commands = decide::decide(&observed, &cluster, &plan)?;

@@ -156,6 +156,26 @@ pub fn template_hash(spec: &ServiceSpec) -> String {
     format!("{:016x}", fnv1a(canonical.as_bytes()))
 }
 
+/// A node removed from the swarm (`docker node rm`) while tasks still name it — Swarm keeps
+/// them as `orphaned`, and a slot service may still be pinned to it — is the engine's as a
+/// node that is down: its tasks are lost, its slots are failed over, and nothing refuses the
+/// whole swarm over a task on an "unknown node".
+fn account_for_removed_nodes(nodes: &mut Vec<berth_scheduler::model::Node>, tasks: &[Task]) {
+    let known: std::collections::BTreeSet<String> = nodes.iter().map(|n| n.id.0.clone()).collect();
+    let gone: std::collections::BTreeSet<&str> = tasks
+        .iter()
+        .filter_map(|t| t.node_id.as_ref())
+        .map(|n| n.0.as_str())
+        .filter(|n| !known.contains(*n))
+        .collect();
+    for id in gone {
+        let mut n = berth_scheduler::model::Node::new(id);
+        n.hostname = format!("{id} (removed from the swarm)");
+        n.state = berth_scheduler::model::NodeState::Down;
+        nodes.push(n);
+    }
+}
+
 fn node_constraint(spec: &ServiceSpec) -> Option<String> {
     spec.task_template
         .as_ref()?
@@ -336,6 +356,7 @@ impl Observed {
                 desired_state: TaskState::Running,
             });
         }
+        account_for_removed_nodes(&mut nodes, &tasks);
         (
             Cluster {
                 nodes,

@@ -325,3 +325,18 @@ fn datasets_come_from_the_control_services_records() {
                 && d.backend == berth_scheduler::model::Backend::Shared)
     );
 }
+
+#[test]
+fn tasks_of_a_removed_node_make_it_a_down_node_not_an_error() {
+    let mut st = state_with_slots();
+    st.nodes.retain(|n| n.id.as_deref() != Some("w1"));
+    let o = Observed::new(st);
+    let (cluster, _) = o.cluster();
+    let w1 = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id.0 == "w1")
+        .expect("w1 stands in for the removed node");
+    assert_eq!(w1.state, berth_scheduler::model::NodeState::Down);
+    berth_scheduler::schedule::plan(&cluster).expect("the engine plans the swarm");
+}
