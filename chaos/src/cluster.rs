@@ -308,6 +308,22 @@ impl Cluster {
         self.control.is_some()
     }
 
+    /// Copies the logs (control, agents, daemon) and each node's dockerd log into `dir`.
+    pub fn copy_logs(&self, dir: &Path) -> Result<()> {
+        fs::create_dir_all(dir)?;
+        for e in fs::read_dir(&self.logs)? {
+            let e = e?;
+            fs::copy(e.path(), dir.join(e.file_name()))?;
+        }
+        for n in &self.lab.nodes {
+            let _ = fs::copy(
+                n.dir.join("dockerd.log"),
+                dir.join(format!("{}-dockerd.log", n.name)),
+            );
+        }
+        Ok(())
+    }
+
     /// The log directory (control, agents, daemon), kept until the lab is torn down.
     pub fn logs(&self) -> &Path {
         &self.logs

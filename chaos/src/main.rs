@@ -60,6 +60,11 @@ struct Args {
     managers: usize,
     #[arg(long, default_value_t = 3)]
     workers: usize,
+    /// Copy the lab's logs (volume control, agents, berth run, every node's dockerd) here
+    /// before the lab is torn down; by default they are copied only after a failed run, to
+    /// /tmp/berth-chaos-logs.
+    #[arg(long)]
+    logs: Option<PathBuf>,
     /// How long a partition lasts, seconds.
     #[arg(long, default_value_t = 25)]
     partition_secs: u64,
@@ -119,8 +124,20 @@ fn run_all(a: &Args) -> Result<bool> {
                 let seed = a.seed + n;
                 n += 1;
                 eprintln!("berth-chaos: run {k}: {system} / {fault} (seed {seed})");
-                let r = run::one(&mut c, &checker, system, fault, seed, a.partition_secs)
-                    .with_context(|| format!("{system} / {fault} (seed {seed})"))?;
+                let r = match run::one(&mut c, &checker, system, fault, seed, a.partition_secs) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let dir = a
+                            .logs
+                            .clone()
+                            .unwrap_or_else(|| PathBuf::from("/tmp/berth-chaos-logs"));
+                        let _ = c.copy_logs(&dir);
+                        return Err(e.context(format!(
+                            "{system} / {fault} (seed {seed}); logs in {}",
+                            dir.display()
+                        )));
+                    }
+                };
                 eprintln!("berth-chaos:   {}", r.summary());
                 results.push(r);
             }
@@ -134,10 +151,17 @@ fn run_all(a: &Args) -> Result<bool> {
         None => println!("{json}"),
     }
     let ok = report.berth_ok();
+    let keep = a
+        .logs
+        .clone()
+        .or_else(|| (!ok).then(|| PathBuf::from("/tmp/berth-chaos-logs")));
+    if let Some(dir) = &keep {
+        c.copy_logs(dir)?;
+    }
     if !ok {
         eprintln!(
             "berth-chaos: a Berth run lost an acknowledged write, had two writers or never served again; logs in {}",
-            c.logs().display()
+            keep.as_deref().unwrap_or(c.logs()).display()
         );
     }
     Ok(ok)

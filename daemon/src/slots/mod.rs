@@ -332,6 +332,14 @@ impl Observed {
                 if !self.templates.contains_key(&slot.owner) {
                     continue; // an orphan slot service: not part of any template's plan
                 }
+                // Only a task on the node the slot is pinned to is the slot's: when that node
+                // goes down, Swarm replaces its task with one it cannot place (no node), which
+                // would hide from the engine that the slot's node is lost. The pin stands
+                // for the slot then (below), on its down node, and the node's failover plan
+                // takes the slot with it.
+                if slot.node.is_some() && t.node_id.as_deref() != slot.node.as_deref() {
+                    continue;
+                }
                 task.service_id = ServiceId(slot.owner.clone());
                 task.slot = Some(slot.slot);
                 if task.is_active() {

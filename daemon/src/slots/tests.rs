@@ -340,3 +340,40 @@ fn tasks_of_a_removed_node_make_it_a_down_node_not_an_error() {
     assert_eq!(w1.state, berth_scheduler::model::NodeState::Down);
     berth_scheduler::schedule::plan(&cluster).expect("the engine plans the swarm");
 }
+
+#[test]
+fn a_slot_whose_node_is_down_stays_on_that_node_for_the_engine() {
+    let mut st = state_with_slots();
+    // w1 is down: Swarm shut its task down and made one it cannot place.
+    st.nodes[0] = serde_json::from_value(json!({
+        "ID": "w1", "Spec": {"Role": "worker", "Availability": "active"},
+        "Description": {"Hostname": "w1"}, "Status": {"State": "down"}
+    }))
+    .unwrap();
+    st.tasks[0] = serde_json::from_value(json!({"ID": "t1", "ServiceID": "slot1", "Slot": 1,
+        "NodeID": "w1", "Status": {"State": "running"}, "DesiredState": "shutdown"}))
+    .unwrap();
+    st.tasks.push(
+        serde_json::from_value(json!({"ID": "t1b", "ServiceID": "slot1", "Slot": 1,
+            "Status": {"State": "pending"}, "DesiredState": "running"}))
+        .unwrap(),
+    );
+    let (c, _) = Observed::new(st).cluster();
+    let slot1: Vec<(Option<String>, TaskState, TaskState)> = c
+        .tasks
+        .iter()
+        .filter(|t| t.service_id.0 == "tmpl1" && t.slot == Some(1) && t.is_active())
+        .map(|t| {
+            (
+                t.node_id.as_ref().map(|n| n.0.clone()),
+                t.state,
+                t.desired_state,
+            )
+        })
+        .collect();
+    assert_eq!(
+        slot1,
+        [(Some("w1".into()), TaskState::Assigned, TaskState::Running)],
+        "the slot is wanted on its lost node, so the node's failover plan covers it"
+    );
+}
