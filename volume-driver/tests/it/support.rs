@@ -250,6 +250,36 @@ pub fn api(
     raw(Conn::Tcp(&c.addr), method, path, headers, body)
 }
 
+/// `api`, repeated while the control service answers 423 (the volume's holder still has its
+/// lease), after the wait the refusal names, as the executor does. Returns the first other
+/// answer and how many refusals came before it.
+pub fn api_after_lease(
+    c: &ControlSvc,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> ((u16, String, Value), usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut refused = 0;
+    loop {
+        let r = api(c, method, path, headers, body);
+        if r.0 != 423 {
+            return (r, refused);
+        }
+        refused += 1;
+        assert!(
+            Instant::now() < deadline,
+            "still locked after 60 s: {}",
+            r.2
+        );
+        let ms = r.2["retry_after_ms"]
+            .as_u64()
+            .expect("a 423 says when to retry");
+        std::thread::sleep(Duration::from_millis(ms.clamp(1, 1_000)));
+    }
+}
+
 /// A temp dir, two agents (nodes A and B) with separate data roots and one shared root.
 pub struct TwoNodes {
     _dir: tempfile::TempDir,
