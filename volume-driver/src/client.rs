@@ -100,6 +100,14 @@ impl ControlClient {
         })
     }
 
+    /// The same service, presenting `token` instead.
+    pub fn with_token(&self, token: Option<String>) -> ControlClient {
+        ControlClient {
+            target: self.target.clone(),
+            token,
+        }
+    }
+
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,

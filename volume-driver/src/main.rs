@@ -178,16 +178,6 @@ fn swarm_node_id() -> anyhow::Result<String> {
     Ok(id)
 }
 
-async fn agent_metrics() -> impl axum::response::IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            berth_volume::metrics::CONTENT_TYPE,
-        )],
-        berth_volume::metrics::agent().encode(),
-    )
-}
-
 /// The agent's socket file, removed however the agent stops (once it is ours).
 struct SocketFile(PathBuf);
 
@@ -406,9 +396,9 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             };
             let routes = transfer::router(layout, &transfer_opts)
                 .merge(replica::router(agent.clone(), &transfer_opts))
-                .merge(transfer::guard(
-                    axum::Router::new().route("/metrics", axum::routing::get(agent_metrics)),
-                    &transfer_opts,
+                .merge(berth_volume::metrics::agent_router(
+                    client.clone(),
+                    token.clone(),
                 ));
             let leases = tokio::spawn(lease::run(
                 agent.clone(),

@@ -200,3 +200,60 @@ pub fn agent() -> &'static AgentMetrics {
 
 /// The content type of the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// An agent's `/metrics` route. With a token configured (the cluster token or this node's
+/// credential), a scrape must present it or any bearer the control service accepts: the
+/// cluster token (what Prometheus holds) or a node credential. Those the control service
+/// accepted are remembered, as they stay valid as long as the cluster secret does.
+pub fn agent_router(control: crate::client::ControlClient, token: Option<String>) -> axum::Router {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let serve =
+        axum::routing::get(|| async { ([(header::CONTENT_TYPE, CONTENT_TYPE)], agent().encode()) });
+    let r = axum::Router::new().route("/metrics", serve);
+    let Some(token) = token else {
+        return r;
+    };
+    let accepted = std::sync::Arc::new(std::sync::Mutex::new(
+        std::collections::BTreeSet::<String>::new(),
+    ));
+    r.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let (token, control, accepted) = (token.clone(), control.clone(), accepted.clone());
+            async move {
+                let given = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(str::to_string);
+                let known = |g: &str| {
+                    accepted
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .contains(g)
+                };
+                let ok = match given {
+                    None => false,
+                    Some(g) if crate::credential::same_token(&g, &token) || known(&g) => true,
+                    Some(g) => {
+                        let yes = control
+                            .with_token(Some(g.clone()))
+                            .node_liveness()
+                            .await
+                            .is_ok();
+                        if yes {
+                            accepted.lock().unwrap_or_else(|p| p.into_inner()).insert(g);
+                        }
+                        yes
+                    }
+                };
+                if ok {
+                    next.run(req).await
+                } else {
+                    (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response()
+                }
+            }
+        },
+    ))
+}

@@ -6,7 +6,7 @@ use berth_volume::client::ControlClient;
 use berth_volume::control::wire::AssignMode;
 use serde_json::{Value, json};
 
-use crate::support::{AgentSvc, TwoNodes, api};
+use crate::support::{AgentSvc, Conn, TwoNodes, api, raw};
 
 fn ok(v: &Value) {
     assert_eq!(v["Err"], "", "expected success, got {v}");
@@ -243,6 +243,28 @@ fn recreate_gives_an_empty_copy_and_the_http_surface_is_as_documented() {
     );
     let (st, _, _) = api(&t.control, "GET", "/v1/berth/volumes/ghost", &admin, "");
     assert_eq!(st, 404);
+    // Both services' /metrics take the cluster token (what Prometheus presents), nothing less.
+    let (st, _, _) = api(&t.control, "GET", "/metrics", &[], "");
+    assert_eq!(st, 401);
+    let (st, _, m) = api(&t.control, "GET", "/metrics", &admin, "");
+    assert_eq!(st, 200);
+    assert!(
+        m.as_str()
+            .is_some_and(|m| m.contains("berth_fence_epoch{volume=\"member\"} 2")),
+        "{m}"
+    );
+    let (_, _, nodes) = api(&t.control, "GET", "/v1/state/nodes", &admin, "");
+    let agent = nodes[0]["transfer"].as_str().expect("transfer address");
+    let get = |h: &[(&str, &str)]| raw(Conn::Tcp(agent), "GET", "/metrics", h, "");
+    assert_eq!(get(&[]).0, 401);
+    assert_eq!(get(&[("authorization", "Bearer wrong")]).0, 401);
+    let (st, _, m) = get(&admin);
+    assert_eq!(st, 200);
+    assert!(
+        m.as_str()
+            .is_some_and(|m| m.contains("berth_self_fence_total")),
+        "{m}"
+    );
     let (st, _, v) = api(&t.control, "GET", "/v1/berth/volumes", &admin, "");
     assert_eq!((st, v.as_array().map(Vec::len)), (200, Some(1)), "{v}");
 }
