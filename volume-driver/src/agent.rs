@@ -197,6 +197,28 @@ impl Agent {
         self
     }
 
+    /// Checks that `--docker-socket` leads to this node's engine, since self-fencing stops the
+    /// containers it lists: one in another swarm node's place is refused. An engine that does
+    /// not answer is only reported: the agent still serves, and cannot self-fence until it does.
+    pub async fn check_engine(&self) -> Result<(), String> {
+        let Some(f) = &self.fence else {
+            return Ok(());
+        };
+        match f.docker.swarm_node_id().await {
+            Ok(id) if !id.is_empty() && id != self.node => Err(format!(
+                "the Docker Engine at --docker-socket is swarm node {id}, not node {}: \
+                 self-fencing would stop another node's containers and miss this one's",
+                self.node
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::error!(error = %crate::transfer::chain(&e),
+                    "the Docker Engine at --docker-socket does not answer: if this node loses its lease, its containers cannot be stopped");
+                Ok(())
+            }
+        }
+    }
+
     pub fn keeper(&self) -> Option<&crate::lease::Keeper> {
         self.fence.as_ref().map(|f| &*f.keeper)
     }
@@ -241,6 +263,13 @@ impl Agent {
                     return (name, None);
                 }
             };
+            if ids.is_empty() {
+                // Mounted here, so the engine that mounted it has a container using it: this
+                // engine is not that one, or the container went away while its Unmount could
+                // not reach the control service. The claim stays, for a person to look at.
+                tracing::error!(volume = %name, "self-fence: the engine at --docker-socket shows no running container using a volume mounted here; is it this node's engine?");
+                return (name, None);
+            }
             let mut stopped = 0;
             for id in &ids {
                 let left = deadline.saturating_sub(started.elapsed());
@@ -513,9 +542,9 @@ impl Agent {
             .get(name)
             .map(|m| (m.dataset_id.clone(), m.epoch));
         if let Some((ds, epoch)) = held {
-            self.lease_refusal(name)?;
             match self.control.claim_mount(&ds, &self.node, epoch).await {
                 Ok(_) => {
+                    self.lease_refusal(name)?;
                     let path = {
                         let mut m = self.mounts();
                         let r = m.get_mut(name).expect("held under the volume's lock");

@@ -96,6 +96,24 @@ impl Docker {
             .collect())
     }
 
+    /// The engine's Swarm node ID (empty when it is in no swarm).
+    pub async fn swarm_node_id(&self) -> Result<String, DockerError> {
+        let r = http_client::send(&self.target, Method::GET, "/info", &[], Vec::new()).await?;
+        if !r.status.is_success() {
+            return Err(DockerError::Status {
+                what: "reading /info".into(),
+                status: r.status.as_u16(),
+                body: String::from_utf8_lossy(&r.body).into_owned(),
+            });
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&r.body).map_err(|e| DockerError::Decode(e.to_string()))?;
+        Ok(v["Swarm"]["NodeID"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+
     /// Stops container `id`: SIGTERM, then SIGKILL after `grace_s` seconds (the engine's own
     /// stop). A container already stopped or gone counts as stopped.
     pub async fn stop(&self, id: &str, grace_s: u64) -> Result<(), DockerError> {

@@ -348,6 +348,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                         driver,
                     }),
             );
+            agent.check_engine().await.map_err(|e| anyhow::anyhow!(e))?;
             let tl = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
