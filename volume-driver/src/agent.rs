@@ -291,7 +291,20 @@ impl Agent {
             let all = stopped == ids.len();
             (name, all.then_some(stopped))
         };
-        let results = futures_util::future::join_all(names.into_iter().map(one)).await;
+        // An engine that hangs must not hold the watchdog: what is not confirmed by the deadline
+        // counts as not stopped.
+        let bounded = |name: String| async move {
+            let left =
+                deadline.saturating_sub(started.elapsed()) + std::time::Duration::from_secs(1);
+            match tokio::time::timeout(left, one(name.clone())).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::error!(volume = %name, "self-fence: the engine did not answer in time");
+                    (name, None)
+                }
+            }
+        };
+        let results = futures_util::future::join_all(names.into_iter().map(bounded)).await;
         let mut total = 0;
         for (name, r) in results {
             let Some(n) = r else { continue };
