@@ -94,8 +94,8 @@ pub struct ErrorBody {
 
 /// `POST /v1/berth/nodes/{node}/heartbeat`: an agent renewing its node's lease, with what it
 /// needs to honour one, so a lease it could not honour is refused (400) rather than granted.
+// Unknown fields are allowed: agents and the control service are upgraded one at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     /// How often the agent heartbeats.
     pub interval_ms: u64,
