@@ -336,6 +336,10 @@ fn main() {
             let acks = writer.join().expect("writer");
             let died = Instant::now();
             c.agents[0].0.kill9();
+            // The operator's word that node-a is gone, as in a drill: without it the fence would
+            // wait out node-a's lease (423), and the promotion's lag would count that wait.
+            let (st, v) = api(&c.addr, "POST", "/v1/berth/nodes/node-a/dead", "");
+            assert_eq!(st, 200, "{v}");
             let (st, v) = api(
                 &c.addr,
                 "POST",

@@ -52,6 +52,12 @@ pub enum AgentError {
         primary: String,
         epoch: u64,
     },
+    #[error("volume {name}: node {node} refuses new mounts: {why}")]
+    NoLease {
+        name: String,
+        node: String,
+        why: String,
+    },
     #[error("volume {name} is mounted on this node; unmount it first")]
     MountedHere { name: String },
     #[error("cannot record mounts in {path}")]
@@ -128,6 +134,17 @@ pub struct Agent {
     /// Ships into this node's standby copies, by dataset ID: one at a time, and a cancel
     /// count that `prepare` bumps to stop one (see `replica`).
     standby_ships: Mutex<BTreeMap<String, StandbyShip>>,
+    /// The node's lease and how to stop its containers when it is lost (`lease`); `None`
+    /// (library users, tests of other parts) never refuses a Mount for want of a lease.
+    fence: Option<SelfFence>,
+}
+
+/// What self-fencing needs: the lease, the local engine, and the driver name Docker knows this
+/// agent by.
+pub struct SelfFence {
+    pub keeper: crate::lease::SharedKeeper,
+    pub docker: crate::docker::Docker,
+    pub driver: String,
 }
 
 /// The lock a ship into one standby copy holds, and the count that cancels it.
@@ -170,7 +187,137 @@ impl Agent {
             replica: crate::replica::Shipper::default(),
             passes: std::sync::atomic::AtomicU64::new(0),
             standby_ships: Mutex::new(BTreeMap::new()),
+            fence: None,
         }
+    }
+
+    /// Holds a lease and fences itself when it is lost (see `lease`).
+    pub fn with_self_fence(mut self, f: SelfFence) -> Agent {
+        self.fence = Some(f);
+        self
+    }
+
+    /// Checks that `--docker-socket` leads to this node's engine, since self-fencing stops the
+    /// containers it lists: one in another swarm node's place is refused. An engine that does
+    /// not answer is only reported: the agent still serves, and cannot self-fence until it does.
+    pub async fn check_engine(&self) -> Result<(), String> {
+        let Some(f) = &self.fence else {
+            return Ok(());
+        };
+        match f.docker.swarm_node_id().await {
+            Ok(id) if !id.is_empty() && id != self.node => Err(format!(
+                "the Docker Engine at --docker-socket is swarm node {id}, not node {}: \
+                 self-fencing would stop another node's containers and miss this one's",
+                self.node
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::error!(error = %crate::transfer::chain(&e),
+                    "the Docker Engine at --docker-socket does not answer: if this node loses its lease, its containers cannot be stopped");
+                Ok(())
+            }
+        }
+    }
+
+    pub fn keeper(&self) -> Option<&crate::lease::Keeper> {
+        self.fence.as_ref().map(|f| &*f.keeper)
+    }
+
+    fn lease_refusal(&self, name: &str) -> Result<(), AgentError> {
+        let why = self
+            .keeper()
+            .and_then(|k| k.refuse_mount(std::time::Instant::now()));
+        match why {
+            Some(why) => {
+                tracing::warn!(volume = name, reason = %why, "mount refused: no lease");
+                Err(AgentError::NoLease {
+                    name: name.to_string(),
+                    node: self.node.clone(),
+                    why,
+                })
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Stops every running container that uses a volume mounted here, each with a SIGTERM and,
+    /// within `deadline`, a SIGKILL; then forgets the mounts whose containers are all stopped,
+    /// so that the claims they held are released once the control service answers again
+    /// (`recover`). A mount whose containers could not be confirmed stopped stays recorded and
+    /// claimed: its volume is never handed over on this node's word. Returns the containers
+    /// stopped.
+    pub async fn self_fence(&self, deadline: std::time::Duration) -> usize {
+        let Some(f) = &self.fence else {
+            return 0;
+        };
+        let started = std::time::Instant::now();
+        let names: Vec<String> = self.mounts().keys().cloned().collect();
+        // The engine's own grace period is in whole seconds; a second is left for the SIGKILL.
+        let grace = deadline.as_secs().saturating_sub(1);
+        let one = |name: String| async move {
+            let ids = match f.docker.containers_using(&name, &f.driver).await {
+                Ok(ids) => ids,
+                Err(e) => {
+                    tracing::error!(volume = %name, error = %crate::transfer::chain(&e),
+                        "self-fence: cannot list the containers using it");
+                    return (name, None);
+                }
+            };
+            if ids.is_empty() {
+                // Mounted here, so the engine that mounted it has a container using it: this
+                // engine is not that one, or the container went away while its Unmount could
+                // not reach the control service. The claim stays, for a person to look at.
+                tracing::error!(volume = %name, "self-fence: the engine at --docker-socket shows no running container using a volume mounted here; is it this node's engine?");
+                return (name, None);
+            }
+            let mut stopped = 0;
+            for id in &ids {
+                let left = deadline.saturating_sub(started.elapsed());
+                let done = match tokio::time::timeout(left, f.docker.stop(id, grace)).await {
+                    Ok(Ok(())) => true,
+                    Ok(Err(e)) => {
+                        tracing::error!(volume = %name, container = %id, error = %crate::transfer::chain(&e), "self-fence: stop failed; killing");
+                        f.docker.kill(id).await.is_ok()
+                    }
+                    Err(_) => {
+                        tracing::error!(volume = %name, container = %id, "self-fence: stop took too long; killing");
+                        f.docker.kill(id).await.is_ok()
+                    }
+                };
+                if done {
+                    stopped += 1;
+                }
+            }
+            let all = stopped == ids.len();
+            (name, all.then_some(stopped))
+        };
+        // An engine that hangs must not hold the watchdog: what is not confirmed by the deadline
+        // counts as not stopped.
+        let bounded = |name: String| async move {
+            let left =
+                deadline.saturating_sub(started.elapsed()) + std::time::Duration::from_secs(1);
+            match tokio::time::timeout(left, one(name.clone())).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::error!(volume = %name, "self-fence: the engine did not answer in time");
+                    (name, None)
+                }
+            }
+        };
+        let results = futures_util::future::join_all(names.into_iter().map(bounded)).await;
+        let mut total = 0;
+        for (name, r) in results {
+            let Some(n) = r else { continue };
+            total += n;
+            let l = self.lock_for(&name);
+            let _g = l.lock().await;
+            if self.mounts().remove(&name).is_some()
+                && let Err(e) = self.persist(&name)
+            {
+                tracing::warn!(error = %e.chain(), "mount record not saved");
+            }
+        }
+        total
     }
 
     /// How this node's moves behave (a rate limit, the cluster token).
@@ -410,6 +557,7 @@ impl Agent {
         if let Some((ds, epoch)) = held {
             match self.control.claim_mount(&ds, &self.node, epoch).await {
                 Ok(_) => {
+                    self.lease_refusal(name)?;
                     let path = {
                         let mut m = self.mounts();
                         let r = m.get_mut(name).expect("held under the volume's lock");
@@ -432,7 +580,10 @@ impl Agent {
             tracing::warn!(volume = name, error = %e, "mount refused");
             return Err(e);
         }
+        self.lease_refusal(name)?;
         let path = self.prepare(name, &d).await?;
+        // A pull can take long enough for the lease to lapse meanwhile.
+        self.lease_refusal(name)?;
         if let Err(e) = self
             .control
             .claim_mount(&d.dataset_id, &self.node, d.epoch)

@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 use crate::control::api::{IF_MATCHES_HEADER, TAG_HEADER};
 use crate::control::wire::{
     AssignMode, AssignRequest, ClaimMount, CreateDataset, DatasetConfig, ErrorBody, FenceRequest,
-    HeldCopy, HeldReport, MoveDataset, NodeRecord, RegisterNode, StandbyReport, VerifiedCredential,
-    VerifyCredential, VolumeRecord,
+    Heartbeat, HeartbeatReply, HeldCopy, HeldReport, MoveDataset, NodeLiveness, NodeRecord,
+    RegisterNode, StandbyReport, VerifiedCredential, VerifyCredential, VolumeRecord,
 };
 use crate::http_client::{self, HttpError, Target};
 
@@ -27,8 +27,10 @@ pub enum ClientError {
     Status {
         status: u16,
         description: String,
-        /// On a 409 refusing an executor command: the volume's current epoch.
+        /// On a 409 or 423 refusing an executor command: the volume's current epoch.
         epoch: Option<u64>,
+        /// On a 423: ms until the same request can succeed (a node lease running out).
+        retry_after_ms: Option<u64>,
     },
     #[error("control service reply does not decode: {0}")]
     Decode(String),
@@ -41,6 +43,18 @@ impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// How long to wait before retrying a fence or an assignment refused with 423 because the
+    /// node holding the volume still has a lease (it may be writing until it ends).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ClientError::Status {
+                retry_after_ms: Some(ms),
+                ..
+            } => Some(std::time::Duration::from_millis(*ms)),
             _ => None,
         }
     }
@@ -86,6 +100,14 @@ impl ControlClient {
         })
     }
 
+    /// The same service, presenting `token` instead.
+    pub fn with_token(&self, token: Option<String>) -> ControlClient {
+        ControlClient {
+            target: self.target.clone(),
+            token,
+        }
+    }
+
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
@@ -114,6 +136,7 @@ impl ControlClient {
                 status: r.status.as_u16(),
                 description: e.description,
                 epoch: e.epoch,
+                retry_after_ms: e.retry_after_ms,
             });
         }
         let tag = r
@@ -223,6 +246,23 @@ impl ControlClient {
         self.get("/v1/state/nodes").await
     }
 
+    /// Renews `node`'s lease. The lease in the reply counts from before this call was made.
+    pub async fn heartbeat(
+        &self,
+        node: &str,
+        hb: &Heartbeat,
+    ) -> Result<HeartbeatReply, ClientError> {
+        self.post(&format!("/v1/berth/nodes/{}/heartbeat", seg(node)), hb)
+            .await
+    }
+
+    /// Every registered node's liveness (`GET /v1/berth/nodes`): whether it heartbeats, how long
+    /// ago it last did, and how long its lease still runs, all on the control service's clock.
+    /// A controller polls this to see a node lost well before Swarm does.
+    pub async fn node_liveness(&self) -> Result<Vec<NodeLiveness>, ClientError> {
+        self.get("/v1/berth/nodes").await
+    }
+
     /// Declares a node dead, allowing forced failover of its mounts.
     pub async fn declare_dead(&self, uuid: &str) -> Result<(), ClientError> {
         let _: serde_json::Value = self
@@ -303,7 +343,8 @@ impl ControlClient {
     }
 
     /// Fences volume `name` away from `node` (`expect_epoch` → +1). A refusal carries the
-    /// current epoch (`ClientError::current_epoch`).
+    /// current epoch (`ClientError::current_epoch`); a 423 refusal (the volume is mounted on
+    /// `node`, whose lease still runs) says when to retry (`ClientError::retry_after`).
     pub async fn fence(
         &self,
         name: &str,

@@ -12,10 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use berth_volume::agent::Agent;
+use berth_volume::agent::{Agent, SelfFence};
 use berth_volume::backend::local::Layout;
 use berth_volume::client::ControlClient;
 use berth_volume::control::api::{self, Control};
+use berth_volume::docker::Docker;
+use berth_volume::lease::{self, AgentTiming, Keeper, Registration};
 use berth_volume::replica::{self, Shipper};
 use berth_volume::store::RedbStore;
 use berth_volume::transfer::{PeerCheck, TransferOptions};
@@ -51,6 +53,17 @@ enum Cmd {
         /// of `--state`.
         #[arg(long, conflicts_with = "state")]
         consul: Option<String>,
+        /// How often agents heartbeat (a node's liveness is judged against it).
+        #[arg(long, value_parser = parse_interval, default_value = "1s")]
+        heartbeat_interval: Duration,
+        /// Heartbeats a node may miss before `GET /v1/berth/nodes` reports it not alive.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..), default_value = "3")]
+        heartbeat_misses: u32,
+        /// How long one heartbeat keeps a node's lease; a volume mounted on a node is handed to
+        /// another only once this has run out (or the node is declared dead). Must outlast
+        /// interval × misses, and each agent's self-fence deadline + drift margin + interval.
+        #[arg(long, value_parser = parse_interval, default_value = "5s")]
+        lease: Duration,
     },
     /// One node's agent: the Docker volume plugin socket plus the transfer endpoint.
     Agent {
@@ -86,6 +99,25 @@ enum Cmd {
         /// How often a mounted `replicated` dataset is shipped to its standbys (`500ms`, `2s`).
         #[arg(long, value_parser = parse_interval, default_value = "1s")]
         ship_interval: Duration,
+        /// How often to heartbeat the control service, renewing this node's lease.
+        #[arg(long, value_parser = parse_interval, default_value = "1s")]
+        heartbeat_interval: Duration,
+        /// Heartbeats missed in a row before the agent reports lost contact.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..), default_value = "3")]
+        heartbeat_misses: u32,
+        /// How long stopping this node's containers may take when its lease cannot be renewed:
+        /// they are stopped (SIGTERM, SIGKILL after all but the last second of it) starting this
+        /// long, plus the drift margin, before the lease ends.
+        #[arg(long, value_parser = parse_interval, default_value = "2s")]
+        self_fence_deadline: Duration,
+        /// How far this node's clock and the control service's may drift apart over one lease;
+        /// the containers are stopped at least this long before the lease ends.
+        #[arg(long, value_parser = parse_duration, default_value = "500ms")]
+        drift_margin: Duration,
+        /// The local Docker Engine's API socket, through which a node that lost its lease stops
+        /// the containers using its volumes.
+        #[arg(long, default_value = "/var/run/docker.sock")]
+        docker_socket: PathBuf,
     },
     /// Prints node NODE's credential, derived from the cluster token; give it to that node's
     /// agent as `--credential-file`.
@@ -108,10 +140,16 @@ fn parse_rate(s: &str) -> Result<u64, String> {
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
     match berth_units::parse_duration_ms(s) {
-        Ok(0) => Err("a ship interval must be above zero".into()),
+        Ok(0) => Err("must be above zero".into()),
         Ok(ms) => Ok(Duration::from_millis(ms)),
         Err(e) => Err(e.to_string()),
     }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    berth_units::parse_duration_ms(s)
+        .map(Duration::from_millis)
+        .map_err(|e| e.to_string())
 }
 
 fn read_secret(f: Option<PathBuf>) -> anyhow::Result<Option<String>> {
@@ -202,7 +240,18 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             state,
             token_file,
             consul,
+            heartbeat_interval,
+            heartbeat_misses,
+            lease,
         } => {
+            let timing = berth_volume::control::liveness::Timing {
+                interval_ms: heartbeat_interval.as_millis() as u64,
+                misses: heartbeat_misses,
+                lease_ms: lease.as_millis() as u64,
+            };
+            timing
+                .validate()
+                .map_err(|e| anyhow::anyhow!("lease timing: {e}"))?;
             let store: Box<dyn berth_volume::store::Store> = match (consul, state) {
                 (Some(url), _) => {
                     tracing::info!(%url, key = berth_volume::consul_store::KEY, "using the Consul KV store");
@@ -217,8 +266,10 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 ),
                 (None, None) => anyhow::bail!("give --state DIR or --consul URL"),
             };
-            let c =
-                Arc::new(Control::open(store, read_secret(token_file)?).context("loading state")?);
+            let c = Arc::new(
+                Control::open_with(store, read_secret(token_file)?, timing)
+                    .context("loading state")?,
+            );
             let l = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
@@ -239,7 +290,18 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             listen,
             transfer_rate,
             ship_interval,
+            heartbeat_interval,
+            heartbeat_misses,
+            self_fence_deadline,
+            drift_margin,
+            docker_socket,
         } => {
+            let lease_timing = AgentTiming {
+                interval: heartbeat_interval,
+                misses: heartbeat_misses,
+                self_fence_deadline,
+                drift_margin,
+            };
             let node = match node_id {
                 Some(n) => n,
                 None => swarm_node_id()?,
@@ -271,11 +333,22 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 peers: token.as_ref().map(|_| PeerCheck::new(client.clone())),
                 token: token.clone(),
             };
+            let keeper = Arc::new(Keeper::new(lease_timing));
+            let driver = socket
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let agent = Arc::new(
                 Agent::new(node.clone(), layout.clone(), shared, client.clone())
                     .with_transfer_options(transfer_opts.clone())
-                    .with_shipper(Shipper::new(ship_interval)),
+                    .with_shipper(Shipper::new(ship_interval))
+                    .with_self_fence(SelfFence {
+                        keeper: keeper.clone(),
+                        docker: Docker::new(docker_socket),
+                        driver,
+                    }),
             );
+            agent.check_engine().await.map_err(|e| anyhow::anyhow!(e))?;
             let tl = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
@@ -286,9 +359,23 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 .to_string();
             // Registration retries: the control service may start after the agent.
             let mut delay = Duration::from_millis(100);
+            // The first lease comes before serving: a Mount needs one, and a lease timing the
+            // control service refuses is a configuration error, said once, at start.
             loop {
                 let r = match client.register_node(&node, &host, &transfer_addr).await {
-                    Ok(()) => agent.recover().await.map_err(|e| e.chain()),
+                    Ok(()) => {
+                        let sent = std::time::Instant::now();
+                        match client.heartbeat(&node, &lease_timing.heartbeat()).await {
+                            Ok(reply) => {
+                                keeper.renewed(sent, reply);
+                                agent.recover().await.map_err(|e| e.chain())
+                            }
+                            Err(e) if e.status() == Some(400) => {
+                                anyhow::bail!("lease timing: {e}");
+                            }
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
                     Err(e) if matches!(e.status(), Some(401 | 403)) => {
                         anyhow::bail!("the control service refused this agent: {e}");
                     }
@@ -309,7 +396,20 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 let _ = rx.wait_for(|v| *v).await;
             };
             let routes = transfer::router(layout, &transfer_opts)
-                .merge(replica::router(agent.clone(), &transfer_opts));
+                .merge(replica::router(agent.clone(), &transfer_opts))
+                .merge(berth_volume::metrics::agent_router(
+                    client.clone(),
+                    token.clone(),
+                ));
+            let leases = tokio::spawn(lease::run(
+                agent.clone(),
+                keeper.clone(),
+                Registration {
+                    host: host.clone(),
+                    transfer: transfer_addr.clone(),
+                },
+                stop_rx.clone(),
+            ));
             let t = tokio::spawn(
                 axum::serve(tl, routes)
                     .with_graceful_shutdown(wait(stop_rx.clone()))
@@ -347,6 +447,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             let _ = tokio::time::timeout(Duration::from_secs(10), async {
                 let _ = recon.await;
                 let _ = ship.await;
+                let _ = leases.await;
                 let _ = p.await;
                 let _ = t.await;
             })

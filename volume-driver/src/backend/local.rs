@@ -192,13 +192,20 @@ pub async fn prepare(
                 let started = std::time::Instant::now();
                 // Whatever this node held is about to be replaced by the newest copy.
                 layout.clear_standby(id)?;
-                let stats = crate::transfer::pull(&addr, id, src.epoch, layout, opts)
-                    .await
-                    .map_err(|source| BackendError::Transfer {
-                        dataset: id.clone(),
-                        source_node: src.node.clone(),
-                        source,
-                    })?;
+                let stats = crate::transfer::pull(&addr, id, src.epoch, layout, opts).await;
+                let m = crate::metrics::agent();
+                match &stats {
+                    Ok(s) => {
+                        m.moves.with_label_values(&["ok"]).inc();
+                        m.move_bytes.inc_by(s.bytes);
+                    }
+                    Err(_) => m.moves.with_label_values(&["failed"]).inc(),
+                }
+                let stats = stats.map_err(|source| BackendError::Transfer {
+                    dataset: id.clone(),
+                    source_node: src.node.clone(),
+                    source,
+                })?;
                 tracing::info!(dataset = %id, from = %src.node, copied = stats.copied, skipped = stats.skipped, hashed = stats.hashed,
                     bytes = stats.bytes, removed = stats.removed, ms = started.elapsed().as_millis() as u64,
                     "dataset pulled");

@@ -19,11 +19,12 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::commit::{Committer, WriteError};
+use super::liveness::{Liveness, Timing};
 use super::model::{ControlError, Lease, NewDataset, Node, Reported, State};
 use super::wire::{
-    AssignRequest, ClaimMount, CreateDataset, ErrorBody, FenceRequest, HeldReport, LeaseRecord,
-    LeaseRequest, MoveDataset, RegisterNode, StandbyReport, StateDataset, VerifiedCredential,
-    VerifyCredential, VolumeRecord,
+    AssignRequest, ClaimMount, CreateDataset, ErrorBody, FenceRequest, Heartbeat, HeartbeatReply,
+    HeldReport, LeaseRecord, LeaseRequest, MoveDataset, NodeLiveness, RegisterNode, StandbyReport,
+    StateDataset, VerifiedCredential, VerifyCredential, VolumeRecord,
 };
 use crate::credential;
 use crate::store::{Store, StoreError};
@@ -37,18 +38,73 @@ pub const IF_MATCHES_HEADER: &str = "x-if-configuration-matches";
 pub struct Control {
     state: Committer,
     token: Option<String>,
+    /// Heartbeats and node leases, in memory only (see `liveness`).
+    liveness: std::sync::Mutex<Liveness>,
+    /// Monotonic 0 of `liveness`: node ages never come from a wall clock.
+    started: std::time::Instant,
 }
 
 impl Control {
-    /// Loads the persisted state (or starts empty) and starts its writer.
+    /// Loads the persisted state (or starts empty) and starts its writer, with the default
+    /// heartbeat and lease timing.
     pub fn open(store: Box<dyn Store>, token: Option<String>) -> Result<Control, StoreError> {
+        Self::open_with(store, token, Timing::default())
+    }
+
+    /// `open`, granting node leases as `timing` says (already validated).
+    pub fn open_with(
+        store: Box<dyn Store>,
+        token: Option<String>,
+        timing: Timing,
+    ) -> Result<Control, StoreError> {
         let mut state: State = match store.load()? {
             Some(doc) => serde_json::from_slice(&doc).map_err(StoreError::Decode)?,
             None => State::default(),
         };
         state.reindex();
         let state = Committer::start(state, store).map_err(|e| StoreError::Redb(e.to_string()))?;
-        Ok(Control { state, token })
+        Ok(Control {
+            state,
+            token,
+            liveness: std::sync::Mutex::new(Liveness::new(timing)),
+            started: std::time::Instant::now(),
+        })
+    }
+
+    fn mono_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn liveness(&self) -> std::sync::MutexGuard<'_, Liveness> {
+        self.liveness.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every registered node's liveness as of now.
+    pub fn node_liveness(&self) -> Vec<NodeLiveness> {
+        let nodes = self.read(|s| s.nodes.values().cloned().collect::<Vec<Node>>());
+        let t = self.mono_ms();
+        let l = self.liveness();
+        nodes
+            .into_iter()
+            .map(|n| {
+                let v = l.view(&n.uuid, t);
+                NodeLiveness {
+                    alive: v.alive && !n.dead,
+                    last_heartbeat_age_ms: v.last_heartbeat_age_ms,
+                    lease_expires_in_ms: v.lease_left_ms,
+                    dead: n.dead,
+                    node: n.uuid,
+                    host: n.host,
+                }
+            })
+            .collect()
+    }
+
+    /// The node leases still running (ms left by node), for a fence or an assignment.
+    fn leases_now(&self) -> std::collections::BTreeMap<String, u64> {
+        let nodes = self.read(|s| s.nodes.keys().cloned().collect::<Vec<_>>());
+        let t = self.mono_ms();
+        self.liveness().leases(nodes, t)
     }
 
     fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
@@ -134,6 +190,7 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut epoch = None;
+        let mut retry_after_ms = None;
         let (code, desc) = match &self {
             ApiError::Control(e) => {
                 let code = match e {
@@ -144,6 +201,16 @@ impl IntoResponse for ApiError {
                     ControlError::Epoch { epoch: e, .. } => {
                         epoch = Some(*e);
                         StatusCode::CONFLICT
+                    }
+                    ControlError::Leased {
+                        epoch: e,
+                        remaining_ms,
+                        ..
+                    } => {
+                        epoch = Some(*e);
+                        retry_after_ms = Some(*remaining_ms);
+                        crate::metrics::control().handovers_refused.inc();
+                        StatusCode::LOCKED
                     }
                     ControlError::TagMismatch { .. } => StatusCode::PRECONDITION_FAILED,
                 };
@@ -166,8 +233,17 @@ impl IntoResponse for ApiError {
             errors: (code == StatusCode::BAD_REQUEST).then(|| vec![desc.clone()]),
             description: desc,
             epoch,
+            retry_after_ms,
         };
-        (code, Json(body)).into_response()
+        let mut r = (code, Json(body)).into_response();
+        if let Some(ms) = retry_after_ms {
+            // HTTP's own header, in whole seconds rounded up; the body has the milliseconds.
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                HeaderValue::from(ms.div_ceil(1000)),
+            );
+        }
+        r
     }
 }
 
@@ -239,7 +315,17 @@ async fn move_dataset(
     let tag = if_matches(&h);
     let i = id.clone();
     let (d, tag) = c
-        .write(move |s| s.move_to(&i, &b.primary, b.force, tag.as_deref(), now()))
+        .write(move |s| {
+            let before = s.datasets.get(&i).map(|d| d.epoch);
+            let d = s.move_to(&i, &b.primary, b.force, tag.as_deref(), now())?;
+            if before != Some(d.epoch) {
+                crate::metrics::control()
+                    .primary_changes
+                    .with_label_values(&["move"])
+                    .inc();
+            }
+            Ok(d)
+        })
         .await?;
     tracing::info!(dataset = %id, primary = %d.primary, epoch = d.epoch, "dataset moved");
     Ok(tagged(StatusCode::OK, tag, &d))
@@ -343,6 +429,39 @@ async fn declare_dead(
     c.write(move |s| s.declare_dead(&u)).await?;
     tracing::warn!(node = %uuid, "node declared dead");
     Ok(Json(serde_json::json!({"uuid": uuid, "dead": true})).into_response())
+}
+
+async fn heartbeat(
+    AxState(c): AxState<Shared>,
+    Extension(who): Extension<Caller>,
+    Path(uuid): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    who.acts_for(&uuid)?;
+    let b: Heartbeat = parse(&body)?;
+    let dead = c
+        .read(|s| s.nodes.get(&uuid).map(|n| n.dead))
+        .ok_or_else(|| {
+            ApiError::Control(ControlError::NotFound(format!(
+                "node {uuid} is not registered; register it first"
+            )))
+        })?;
+    let mut l = c.liveness();
+    l.timing()
+        .admits(b.interval_ms, b.self_fence_deadline_ms, b.drift_margin_ms)
+        .map_err(|e| ApiError::Control(ControlError::Invalid(e)))?;
+    let t = c.mono_ms();
+    let was_alive = l.view(&uuid, t).alive;
+    let lease_ms = l.heartbeat(&uuid, t, !dead);
+    drop(l);
+    if !was_alive {
+        tracing::info!(node = %uuid, dead, "node heartbeating");
+    }
+    Ok(Json(HeartbeatReply { lease_ms, dead }).into_response())
+}
+
+async fn node_liveness(AxState(c): AxState<Shared>) -> Response {
+    Json(c.node_liveness()).into_response()
 }
 
 fn lease_record(l: &Lease, now: f64) -> LeaseRecord {
@@ -452,8 +571,10 @@ async fn fence_volume(
     let b: FenceRequest = parse(&body)?;
     let t = now_ms();
     let n = name.clone();
+    let leases = c.leases_now();
     let (r, _) = c
         .write(move |s| {
+            s.check_handover(&n, b.expect_epoch, Some(&b.node), None, &leases)?;
             let d = s.fence(&n, &b.node, b.expect_epoch, t)?;
             Ok(VolumeRecord::of(&d, s, t))
         })
@@ -472,9 +593,18 @@ async fn assign_volume(
     let b: AssignRequest = parse(&body)?;
     let t = now_ms();
     let n = name.clone();
+    let leases = c.leases_now();
     let (r, _) = c
         .write(move |s| {
+            s.check_handover(&n, b.epoch, None, Some(&b.primary), &leases)?;
+            let before = s.by_name(&n).map(|d| d.version);
             let d = s.assign(&n, &b.primary, b.epoch, b.mode, t)?;
+            if before != Some(d.version) {
+                crate::metrics::control()
+                    .primary_changes
+                    .with_label_values(&[b.mode.as_str()])
+                    .inc();
+            }
             Ok(VolumeRecord::of(&d, s, t))
         })
         .await?;
@@ -510,6 +640,65 @@ async fn verify_credential(AxState(c): AxState<Shared>, body: Bytes) -> Result<R
         .and_then(|t| credential::verify(t, &b.credential))
         .ok_or(ApiError::Unauthorized)?;
     Ok(Json(VerifiedCredential { node }).into_response())
+}
+
+/// `/metrics`: the counters as they stand, and the gauges set from the state now.
+async fn metrics(AxState(c): AxState<Shared>) -> Response {
+    let m = crate::metrics::control();
+    let epochs = c.read(|s| {
+        s.datasets
+            .values()
+            .filter(|d| !d.deleted)
+            .map(|d| (d.name().unwrap_or(&d.dataset_id).to_string(), d.epoch))
+            .collect::<Vec<_>>()
+    });
+    m.fence_epoch.reset();
+    for (name, epoch) in epochs {
+        m.fence_epoch
+            .with_label_values(&[name.as_str()])
+            .set(epoch as i64);
+    }
+    m.heartbeat_age.reset();
+    m.lease_left.reset();
+    m.node_alive.reset();
+    for n in c.node_liveness() {
+        let node = [n.node.as_str()];
+        if let Some(age) = n.last_heartbeat_age_ms {
+            m.heartbeat_age
+                .with_label_values(&node)
+                .set(age as f64 / 1000.0);
+        }
+        m.lease_left
+            .with_label_values(&node)
+            .set(n.lease_expires_in_ms as f64 / 1000.0);
+        m.node_alive
+            .with_label_values(&node)
+            .set(i64::from(n.alive));
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        m.encode(),
+    )
+        .into_response()
+}
+
+/// Counts every answered request by its route template (never the raw path, whose volume
+/// names would make a series each) and status code.
+async fn count_requests(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let r = next.run(req).await;
+    crate::metrics::control()
+        .requests
+        .with_label_values(&[route.as_str(), r.status().as_str()])
+        .inc();
+    r
 }
 
 async fn version() -> Json<serde_json::Value> {
@@ -555,7 +744,9 @@ pub fn router(c: Shared) -> Router {
         )
         .route("/v1/state/datasets", get(state_datasets).post(report_state))
         .route("/v1/state/nodes", get(list_nodes).post(register_node))
+        .route("/v1/berth/nodes", get(node_liveness))
         .route("/v1/berth/nodes/{uuid}/dead", post(declare_dead))
+        .route("/v1/berth/nodes/{uuid}/heartbeat", post(heartbeat))
         .route(
             "/v1/configuration/leases",
             get(list_leases).post(acquire_lease),
@@ -572,6 +763,7 @@ pub fn router(c: Shared) -> Router {
             post(report_standby),
         )
         .route("/v1/berth/credentials/verify", post(verify_credential))
+        .route("/metrics", get(metrics))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
@@ -582,6 +774,7 @@ pub fn router(c: Shared) -> Router {
             )
         })
         .layer(middleware::from_fn_with_state(c.clone(), auth))
+        .route_layer(middleware::from_fn(count_requests))
         .with_state(c)
 }
 

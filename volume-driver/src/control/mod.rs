@@ -5,6 +5,7 @@
 
 pub mod api;
 mod commit;
+pub mod liveness;
 pub mod model;
 pub mod wire;
 

@@ -170,6 +170,19 @@ pub enum ControlError {
     Fence(#[from] FenceError),
     #[error("configuration changed: tag is {current}, request expected {expected}")]
     TagMismatch { current: String, expected: String },
+    /// A fence or assignment that would take a mounted dataset from a node whose lease still
+    /// runs: that node may still be writing. The same request succeeds once the lease has run
+    /// out (the node stops its containers before then) or once the node is declared dead.
+    #[error(
+        "volume {volume} is mounted on {node}, whose lease runs for {remaining_ms} more ms: it may \
+         still be writing; retry after that (it stops its containers first) or declare {node} dead"
+    )]
+    Leased {
+        volume: String,
+        node: String,
+        epoch: u64,
+        remaining_ms: u64,
+    },
     /// An executor command whose precondition no longer holds: it must re-read and re-plan.
     #[error("volume {volume} is at epoch {epoch}: {reason}")]
     Epoch {

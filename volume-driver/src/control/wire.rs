@@ -86,6 +86,51 @@ pub struct ErrorBody {
     pub errors: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u64>,
+    /// On a 423 refusing a fence or an assignment: how many ms until the lease of the node
+    /// holding the mount runs out, after which the same request succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+/// `POST /v1/berth/nodes/{node}/heartbeat`: an agent renewing its node's lease, with what it
+/// needs to honour one, so a lease it could not honour is refused (400) rather than granted.
+// Unknown fields are allowed: agents and the control service are upgraded one at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// How often the agent heartbeats.
+    pub interval_ms: u64,
+    /// How long the agent allows itself to stop its containers.
+    pub self_fence_deadline_ms: u64,
+    /// How far the agent's clock may run apart from the control service's over one lease.
+    pub drift_margin_ms: u64,
+}
+
+/// The reply to a heartbeat: the lease granted, in ms. The agent counts it from when it *sent*
+/// the heartbeat, on its own monotonic clock, so its lease never ends after the control
+/// service's (which counts from receipt). 0 for a node declared dead: it must stop now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    pub lease_ms: u64,
+    /// The node was declared dead by an operator; only re-registering (an agent restart) undoes
+    /// that.
+    pub dead: bool,
+}
+
+/// An entry of `GET /v1/berth/nodes`: one registered node's liveness, as of the reply, measured
+/// on the control service's monotonic clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLiveness {
+    pub node: String,
+    pub host: String,
+    /// Heartbeated within `--heartbeat-interval × --heartbeat-misses`, and not declared dead.
+    pub alive: bool,
+    /// Since its last heartbeat (`null`: none since the control service started).
+    pub last_heartbeat_age_ms: Option<u64>,
+    /// Until its lease ends (0: ended; its agent has stopped every container using a Berth
+    /// volume). A fence or an assignment taking a volume it holds waits for this.
+    pub lease_expires_in_ms: u64,
+    /// Declared dead by an operator (`POST /v1/berth/nodes/{node}/dead`).
+    pub dead: bool,
 }
 
 /// `POST /v1/berth/mounts/{id}`: the single writable mount, for `node_uuid` at `epoch`.

@@ -4,6 +4,11 @@
 //! `swarm_service_keeps_its_volume_across_update_force` runs on a Swarm of its own
 //! (`berth_lab::Lab`, a dockerd in a network namespace), never on the host engine's.
 //!
+//! `a_node_cut_off_from_control_stops_its_writer_container` cuts an agent off from the control
+//! service (a proxy between them stops forwarding) while a container writes to its volume on
+//! the host engine: the agent stops it through the engine's API before its lease ends, and the
+//! fence is accepted only after.
+//!
 //! One engine knows a volume name under one driver only, so in the first test the two "nodes"
 //! share one driver name: `/run/docker/plugins/NAME.sock` is a symlink to node A's agent socket,
 //! re-pointed to node B's to play "the engine on node B" (the agent closes every connection, so
@@ -43,6 +48,10 @@ fn main() {
             Test {
                 name: "managed_plugin_from_rootfs",
                 body: managed_plugin_from_rootfs,
+            },
+            Test {
+                name: "a_node_cut_off_from_control_stops_its_writer_container",
+                body: a_node_cut_off_from_control_stops_its_writer_container,
             },
         ],
     )
@@ -437,6 +446,119 @@ fn managed_plugin_from_rootfs() {
     for c in [&w, &r] {
         let _ = docker(&["rm", "-f", c]);
     }
+    docker_ok(&["volume", "rm", &vol]);
+    clean.volumes.clear();
+}
+
+/// Heals a cut proxy on drop, so that the cleanup after a failure still reaches the control
+/// service (a volume is removed through its driver).
+struct Heal<'a>(&'a support::Proxy);
+
+impl Drop for Heal<'_> {
+    fn drop(&mut self) {
+        self.0.heal();
+    }
+}
+
+fn a_node_cut_off_from_control_stops_its_writer_container() {
+    let drv = unique("berthlease");
+    let dir = tempfile::tempdir().expect("tmp");
+    let control = support::ControlSvc::start_with(
+        &dir.path().join("state"),
+        None,
+        format!("127.0.0.1:{}", support::free_port()),
+        &["--heartbeat-interval", "200ms", "--lease", "2s"],
+    );
+    let proxy = support::Proxy::start(&control.addr);
+    // The agent knows its driver by its socket's name, which the engine's link repeats.
+    let sock = dir.path().join(format!("{drv}.sock"));
+    let agent = support::AgentSvc::start(
+        "node-a",
+        &sock,
+        &dir.path().join("data"),
+        &dir.path().join("shared"),
+        &proxy.url(),
+        &[
+            "--heartbeat-interval",
+            "200ms",
+            "--self-fence-deadline",
+            "1s",
+            "--drift-margin",
+            "200ms",
+            "--docker-socket",
+            "/var/run/docker.sock",
+        ],
+    );
+    let link = PathBuf::from(PLUGINS).join(format!("{drv}.sock"));
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&agent.socket, &link).expect("plugin socket link");
+    let _unlink = Unlink(link);
+    let img = TestImage::import(&Engine::host());
+    let (vol, writer) = (unique("blv"), unique("blw"));
+    let mut clean = Cleanup {
+        engine: Engine::host(),
+        containers: vec![writer.clone()],
+        volumes: Vec::new(),
+    };
+    docker_ok(&["volume", "create", "-d", &drv, &vol]);
+    clean.volumes.push(vol.clone());
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &writer,
+        "--network",
+        "none",
+        "--mount",
+        &format!("type=volume,source={vol},target=/data,volume-driver={drv}"),
+        &img.tag,
+        "put",
+        "/data/x",
+        "written",
+        "+",
+        "sleep",
+        "infinity",
+    ]);
+    let _heal = Heal(&proxy);
+    let running = || docker_ok(&["inspect", "-f", "{{.State.Running}}", &writer]) == "true";
+    wait_for("the writer to run", 30, running);
+    let fence = r#"{"node":"node-a","expect_epoch":1}"#;
+    let path = format!("/v1/berth/volumes/{vol}/fence");
+    let (st, _, v) = api(&control, "POST", &path, &[], fence);
+    assert_eq!(st, 423, "the writer's node holds its lease: {v}");
+
+    let cut = std::time::Instant::now();
+    proxy.cut();
+    let (mut stopped, mut refusals) = (None, 0);
+    let fenced = loop {
+        assert!(cut.elapsed() < Duration::from_secs(30), "no fence accepted");
+        if stopped.is_none() && !running() {
+            stopped = Some(cut.elapsed());
+        }
+        let (st, _, v) = api(&control, "POST", &path, &[], fence);
+        match st {
+            423 => refusals += 1,
+            200 => break cut.elapsed(),
+            _ => panic!("fence: {st} {v}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if stopped.is_none() && !running() {
+        stopped = Some(fenced);
+    }
+    let stopped = stopped.expect("the agent stopped the writer container");
+    assert!(refusals > 0, "the fence waited for the lease");
+    assert!(
+        stopped < fenced,
+        "the writer stopped ({stopped:?} after the cut) before the fence was accepted ({fenced:?})"
+    );
+    eprintln!(
+        "engine lease test: writer container seen stopped {stopped:?} after the cut, fence \
+         refused {refusals} times, accepted at {fenced:?}"
+    );
+    // The writer wrote, and nothing else ran: the bytes are still on node A's copy.
+    proxy.heal();
+    let _ = docker(&["rm", "-f", &writer]);
     docker_ok(&["volume", "rm", &vol]);
     clean.volumes.clear();
 }

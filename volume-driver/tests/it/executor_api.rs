@@ -6,7 +6,7 @@ use berth_volume::client::ControlClient;
 use berth_volume::control::wire::AssignMode;
 use serde_json::{Value, json};
 
-use crate::support::{AgentSvc, TwoNodes, api};
+use crate::support::{AgentSvc, Conn, TwoNodes, api, raw};
 
 fn ok(v: &Value) {
     assert_eq!(v["Err"], "", "expected success, got {v}");
@@ -50,6 +50,19 @@ fn fence_then_move_through_the_client_with_replays_and_refusals() {
         );
         assert_eq!(c.volume("ghost").await.expect("read"), None);
 
+        // node-a is alive and holds the mount: its writer may be running, so the fence waits
+        // for its lease, which a live agent keeps renewing, or for an operator's word.
+        let e = c
+            .fence("db", "node-a", 1)
+            .await
+            .expect_err("node-a's lease runs");
+        assert_eq!((e.status(), e.current_epoch()), (Some(423), Some(1)), "{e}");
+        assert!(
+            e.retry_after().is_some_and(|d| !d.is_zero()),
+            "a 423 says when to retry: {e}"
+        );
+        assert!(e.to_string().contains("lease"), "{e}");
+        c.declare_dead("node-a").await.expect("declare dead");
         let f = c.fence("db", "node-a", 1).await.expect("fence");
         assert_eq!(
             (
@@ -160,6 +173,24 @@ fn recreate_gives_an_empty_copy_and_the_http_surface_is_as_documented() {
     assert_eq!(st, 409, "{v}");
     assert_eq!(v["epoch"], 1, "the refusal carries the current epoch: {v}");
     assert!(v["description"].is_string());
+    let (st, h, v) = api(
+        &t.control,
+        "POST",
+        "/v1/berth/volumes/member/fence",
+        &admin,
+        r#"{"node":"node-a","expect_epoch":1}"#,
+    );
+    assert_eq!(st, 423, "node-a's lease runs: {v}");
+    assert!(v["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0), "{v}");
+    assert!(h.contains("retry-after:"), "{h}");
+    let (st, _, _) = api(
+        &t.control,
+        "POST",
+        "/v1/berth/nodes/node-a/dead",
+        &admin,
+        "",
+    );
+    assert_eq!(st, 200);
     let (st, _, v) = api(
         &t.control,
         "POST",
@@ -212,6 +243,28 @@ fn recreate_gives_an_empty_copy_and_the_http_surface_is_as_documented() {
     );
     let (st, _, _) = api(&t.control, "GET", "/v1/berth/volumes/ghost", &admin, "");
     assert_eq!(st, 404);
+    // Both services' /metrics take the cluster token (what Prometheus presents), nothing less.
+    let (st, _, _) = api(&t.control, "GET", "/metrics", &[], "");
+    assert_eq!(st, 401);
+    let (st, _, m) = api(&t.control, "GET", "/metrics", &admin, "");
+    assert_eq!(st, 200);
+    assert!(
+        m.as_str()
+            .is_some_and(|m| m.contains("berth_fence_epoch{volume=\"member\"} 2")),
+        "{m}"
+    );
+    let (_, _, nodes) = api(&t.control, "GET", "/v1/state/nodes", &admin, "");
+    let agent = nodes[0]["transfer"].as_str().expect("transfer address");
+    let get = |h: &[(&str, &str)]| raw(Conn::Tcp(agent), "GET", "/metrics", h, "");
+    assert_eq!(get(&[]).0, 401);
+    assert_eq!(get(&[("authorization", "Bearer wrong")]).0, 401);
+    let (st, _, m) = get(&admin);
+    assert_eq!(st, 200);
+    assert!(
+        m.as_str()
+            .is_some_and(|m| m.contains("berth_self_fence_total")),
+        "{m}"
+    );
     let (st, _, v) = api(&t.control, "GET", "/v1/berth/volumes", &admin, "");
     assert_eq!((st, v.as_array().map(Vec::len)), (200, Some(1)), "{v}");
 }

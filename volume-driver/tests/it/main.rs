@@ -5,6 +5,7 @@ mod cli;
 mod control_api;
 mod executor_api;
 mod faults;
+mod lease;
 mod plugin;
 mod replicated;
 mod safety;

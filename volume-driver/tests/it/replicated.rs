@@ -9,7 +9,7 @@ use std::time::Duration;
 use berth_volume::transfer;
 use serde_json::{Value, json};
 
-use crate::support::{AgentSvc, TwoNodes, api, wait_until};
+use crate::support::{AgentSvc, TwoNodes, api, api_after_lease, wait_until};
 
 fn ok(v: &Value) {
     assert_eq!(v["Err"], "", "expected success, got {v}");
@@ -129,7 +129,8 @@ fn a_replicated_volume_survives_its_primary_and_the_old_primary_rejoins_fenced()
     // A dies. What its container wrote after the last ship is on its disk only.
     t.a.kill();
     std::fs::write(format!("{mp}/divergent"), b"written past the last ship").expect("write");
-    let (st, _, v) = api(
+    // A's lease outlives it by up to --lease: the fence waits for it, as the executor does.
+    let ((st, _, v), _) = api_after_lease(
         &t.control,
         "POST",
         "/v1/berth/volumes/rep/fence",
@@ -295,7 +296,7 @@ fn a_promotion_does_not_wait_for_a_ship_from_a_hung_primary() {
             r#"{"primary":"node-b","epoch":2,"mode":"promote"}"#,
         ),
     ] {
-        let (st, _, v) = api(&t.control, "POST", path, &[], body);
+        let ((st, _, v), _) = api_after_lease(&t.control, "POST", path, &[], body);
         assert_eq!(st, 200, "{path}: {v}");
     }
     let (tx, rx) = std::sync::mpsc::channel();

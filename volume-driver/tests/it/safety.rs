@@ -592,4 +592,21 @@ fn agents_with_node_credentials_move_data_between_them() {
         "",
     );
     assert_eq!(st, 401, "a forged credential at a transfer endpoint");
+    // Its /metrics: Prometheus holds the cluster token, which this agent does not; a peer's
+    // credential works too; a forged one does not.
+    let cred_b = format!("Bearer {}", credential(&tok, "node-b"));
+    for (who, bearer, want) in [
+        ("the cluster token", admin[0].1, 200),
+        ("a peer's credential", cred_b.as_str(), 200),
+        ("a forged credential", forged.as_str(), 401),
+    ] {
+        let (st, _, _) = crate::support::raw(
+            crate::support::Conn::Tcp(&a_addr),
+            "GET",
+            "/metrics",
+            &[("authorization", bearer)],
+            "",
+        );
+        assert_eq!(st, want, "{who} at an agent's /metrics");
+    }
 }

@@ -87,6 +87,16 @@ impl ControlSvc {
     }
 
     pub fn start_on(state: &Path, token: Option<&Path>, addr: String) -> ControlSvc {
+        Self::start_with(state, token, addr, &[])
+    }
+
+    /// `start_on` with more arguments (`--lease 2s`, …).
+    pub fn start_with(
+        state: &Path,
+        token: Option<&Path>,
+        addr: String,
+        extra: &[&str],
+    ) -> ControlSvc {
         let mut args = vec![
             "control".into(),
             "--listen".into(),
@@ -97,6 +107,7 @@ impl ControlSvc {
         if let Some(t) = token {
             args.extend(["--token-file".into(), t.display().to_string()]);
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
         let proc = spawn(&args);
         wait_until("control port", Duration::from_secs(20), || {
             std::net::TcpStream::connect(&addr).is_ok()
@@ -248,6 +259,89 @@ pub fn api(
     body: &str,
 ) -> (u16, String, Value) {
     raw(Conn::Tcp(&c.addr), method, path, headers, body)
+}
+
+/// A TCP forwarder on a fresh loopback port that can be cut: while cut, every connection is
+/// closed unanswered, as a partition between an agent and the control service would leave it.
+pub struct Proxy {
+    pub addr: String,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    pub fn start(upstream: &str) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let addr = l.local_addr().expect("addr").to_string();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, up) = (cut.clone(), upstream.to_string());
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(down) = conn else { continue };
+                if c.load(Ordering::SeqCst) {
+                    drop(down);
+                    continue;
+                }
+                let Ok(upc) = std::net::TcpStream::connect(&up) else {
+                    continue;
+                };
+                let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                };
+                pipe(
+                    down.try_clone().expect("clone"),
+                    upc.try_clone().expect("clone"),
+                );
+                pipe(upc, down);
+            }
+        });
+        Proxy { addr, cut }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// `api`, repeated while the control service answers 423 (the volume's holder still has its
+/// lease), after the wait the refusal names, as the executor does. Returns the first other
+/// answer and how many refusals came before it.
+pub fn api_after_lease(
+    c: &ControlSvc,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> ((u16, String, Value), usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut refused = 0;
+    loop {
+        let r = api(c, method, path, headers, body);
+        if r.0 != 423 {
+            return (r, refused);
+        }
+        refused += 1;
+        assert!(
+            Instant::now() < deadline,
+            "still locked after 60 s: {}",
+            r.2
+        );
+        let ms = r.2["retry_after_ms"]
+            .as_u64()
+            .expect("a 423 says when to retry");
+        std::thread::sleep(Duration::from_millis(ms.clamp(1, 1_000)));
+    }
 }
 
 /// A temp dir, two agents (nodes A and B) with separate data roots and one shared root.

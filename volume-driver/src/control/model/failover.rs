@@ -149,6 +149,42 @@ pub(super) fn rotate_standbys(d: &mut Dataset, old_primary: &str) {
 }
 
 impl State {
+    /// Refuses a fence of volume `name` from `from`, or an assignment of it to `to`, at `epoch`,
+    /// that would take it from the node holding its mount while that node's lease runs
+    /// (`leases`: ms left by node, as `control::liveness` says): until then the node may still
+    /// be writing, and it stops its containers before its lease ends. A node declared dead is
+    /// the operator's word that it is not writing. A request that `fence` or `assign` refuses
+    /// anyway (another epoch, another holder) passes here, so that it gets their 409: waiting
+    /// would not help it.
+    pub fn check_handover(
+        &self,
+        name: &str,
+        epoch: u64,
+        from: Option<&str>,
+        to: Option<&str>,
+        leases: &std::collections::BTreeMap<String, u64>,
+    ) -> Result<(), ControlError> {
+        let Some(d) = self.by_name(name).filter(|d| d.epoch == epoch) else {
+            return Ok(());
+        };
+        let Some(h) = d.mounted_on.as_deref() else {
+            return Ok(());
+        };
+        if from.is_some_and(|f| f != h) || to == Some(h) {
+            return Ok(());
+        }
+        let dead = self.nodes.get(h).is_some_and(|n| n.dead);
+        match leases.get(h).copied().filter(|l| *l > 0) {
+            Some(remaining_ms) if !dead => Err(ControlError::Leased {
+                volume: name.to_string(),
+                node: h.to_string(),
+                epoch: d.epoch,
+                remaining_ms,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Gives a `replicated` dataset the standbys it lacks from registered live nodes: fewest
     /// roles (primary or standby of any dataset) first, ties by node ID. Returns whether any
     /// was added.

@@ -457,3 +457,55 @@ fn whole_copies_are_known_only_at_the_current_epoch() {
     let sid = s.create(sh, None).expect("s").dataset_id;
     assert_eq!(s.datasets[&sid].whole_copy_on(&s), ["a", "b"]);
 }
+
+#[test]
+fn a_mounted_volume_is_not_handed_over_while_its_holders_lease_runs() {
+    let mut s = cluster(&["a", "b"]);
+    let id = s.create(named("a", "v"), None).expect("create").dataset_id;
+    s.claim_mount(&id, "a", 1, 0).expect("a mounts");
+    let live = std::collections::BTreeMap::from([("a".to_string(), 1_200)]);
+    let none = std::collections::BTreeMap::new();
+    let before = s.clone();
+    match s.check_handover("v", 1, Some("a"), None, &live) {
+        Err(ControlError::Leased {
+            node,
+            epoch,
+            remaining_ms,
+            ..
+        }) => assert_eq!((node.as_str(), epoch, remaining_ms), ("a", 1, 1_200)),
+        other => panic!("a fence while a's lease runs: {other:?}"),
+    }
+    let e = s
+        .check_handover("v", 1, None, Some("b"), &live)
+        .expect_err("an assignment elsewhere");
+    assert!(e.to_string().contains("1200 more ms"), "{e}");
+    assert_eq!(s, before, "a refusal changes nothing");
+    s.check_handover("v", 1, None, Some("a"), &live)
+        .expect("to the holder itself is no handover");
+    s.check_handover("v", 1, Some("a"), None, &none)
+        .expect("the lease ran out: a has stopped its containers");
+    // What fence refuses anyway gets fence's 409, not a wait.
+    s.check_handover("v", 4, Some("a"), None, &live)
+        .expect("another epoch");
+    s.check_handover("v", 1, Some("b"), None, &live)
+        .expect("another holder");
+    s.check_handover("ghost", 1, None, None, &live)
+        .expect("unknown names are fence's to refuse");
+
+    // Declared dead: the operator's word stands in for the lease running out.
+    s.declare_dead("a").expect("dead");
+    s.check_handover("v", 1, Some("a"), None, &live)
+        .expect("a is dead");
+    s.fence("v", "a", 1, 10).expect("fence");
+    // The fence dropped the claim: nothing mounted, nothing to wait for, replays included.
+    s.check_handover("v", 2, None, Some("b"), &live)
+        .expect("assign");
+    s.check_handover("v", 1, Some("a"), None, &live)
+        .expect("a replayed fence");
+
+    // Not mounted at all: nothing can be writing, whatever the lease.
+    let mut s = cluster(&["a", "b"]);
+    s.create(named("a", "w"), None).expect("create");
+    s.check_handover("w", 1, Some("a"), None, &live)
+        .expect("unmounted");
+}

@@ -1,0 +1,231 @@
+//! Node liveness at the control service: each agent's last heartbeat and the lease it grants.
+//! Pure, like the model: times are the control service's own monotonic milliseconds, passed in,
+//! so no two machines' clocks are ever compared (an agent measures its lease on its own
+//! monotonic clock from when it *sent* the heartbeat, which is never later than when this
+//! service received it).
+//!
+//! Kept in memory, never persisted: a heartbeat a second per node must not cost a store write.
+//! What is lost with a restart is made safe instead: a node this instance has not heard from
+//! yet is treated as holding a lease until one full lease after the instance started, because
+//! the previous instance may have granted it one just before it stopped.
+//!
+//! The timing argument (README, "Leases and self-fencing"): an agent that cannot renew starts
+//! stopping its containers `self_fence_deadline + drift_margin` before its lease ends on its own
+//! clock, so they are stopped `drift_margin` before that; this service's view of the same lease
+//! ends no earlier, so a fence that waits for the lease never overlaps a writer on the old node.
+
+use std::collections::BTreeMap;
+
+/// The control service's heartbeat and lease settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How often agents are expected to heartbeat.
+    pub interval_ms: u64,
+    /// Heartbeats a node may miss before it is reported not alive.
+    pub misses: u32,
+    /// How long one heartbeat keeps the node's lease.
+    pub lease_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing {
+            interval_ms: 1_000,
+            misses: 3,
+            lease_ms: 5_000,
+        }
+    }
+}
+
+impl Timing {
+    /// Checks the settings against each other; the error is worded for the operator.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.interval_ms == 0 || self.misses == 0 || self.lease_ms == 0 {
+            return Err("the heartbeat interval, misses and lease must be above zero".into());
+        }
+        let window = self.interval_ms * u64::from(self.misses);
+        if self.lease_ms < window {
+            return Err(format!(
+                "--lease {} ms is shorter than --heartbeat-interval × --heartbeat-misses = {window} \
+                 ms: a node would lose its lease while it still counts as alive",
+                self.lease_ms
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether an agent that needs `self_fence_deadline_ms + drift_margin_ms` to stop its
+    /// containers, and renews every `interval_ms`, can honour a lease of this length. The lease
+    /// must outlast that reaction time (else the agent could not stop in time), with at least one
+    /// heartbeat period to spare (else one late heartbeat would stop its containers).
+    pub fn admits(
+        &self,
+        interval_ms: u64,
+        self_fence_deadline_ms: u64,
+        drift_margin_ms: u64,
+    ) -> Result<(), String> {
+        let react = self_fence_deadline_ms.saturating_add(drift_margin_ms);
+        if self.lease_ms <= react {
+            return Err(format!(
+                "the control service grants leases of {} ms, not more than this agent's \
+                 --self-fence-deadline + --drift-margin = {react} ms: it could not stop its \
+                 containers before its lease ends (shorten them, or raise the control's --lease)",
+                self.lease_ms
+            ));
+        }
+        if self.lease_ms <= react.saturating_add(interval_ms) {
+            return Err(format!(
+                "the control service grants leases of {} ms, not more than this agent's \
+                 --self-fence-deadline + --drift-margin + --heartbeat-interval = {} ms: one late \
+                 heartbeat would stop its containers (shorten them, or raise the control's --lease)",
+                self.lease_ms,
+                react.saturating_add(interval_ms)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What one node's liveness looks like now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeView {
+    /// Heard from within `interval × misses`.
+    pub alive: bool,
+    /// Since its last heartbeat to this instance; `None` if it has sent none.
+    pub last_heartbeat_age_ms: Option<u64>,
+    /// How much longer its lease lasts (0: expired).
+    pub lease_left_ms: u64,
+}
+
+/// Every node's last heartbeat and lease end, in this instance's monotonic ms.
+#[derive(Debug, Clone, Default)]
+pub struct Liveness {
+    timing: Timing,
+    beats: BTreeMap<String, Beat>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Beat {
+    at_ms: u64,
+    lease_until_ms: u64,
+}
+
+impl Liveness {
+    /// Liveness for an instance that started at monotonic 0.
+    pub fn new(timing: Timing) -> Liveness {
+        Liveness {
+            timing,
+            beats: BTreeMap::new(),
+        }
+    }
+
+    pub fn timing(&self) -> Timing {
+        self.timing
+    }
+
+    /// Records a heartbeat from `node`; `grant` says whether it gets a lease (a node declared
+    /// dead does not). Returns the lease granted, in ms from now.
+    pub fn heartbeat(&mut self, node: &str, now_ms: u64, grant: bool) -> u64 {
+        let lease = if grant { self.timing.lease_ms } else { 0 };
+        let b = self.beats.entry(node.to_string()).or_insert(Beat {
+            at_ms: now_ms,
+            lease_until_ms: 0,
+        });
+        b.at_ms = now_ms;
+        // A lease never shrinks by a heartbeat: one granted earlier still holds for the agent.
+        b.lease_until_ms = b.lease_until_ms.max(now_ms + lease);
+        lease
+    }
+
+    /// How much longer `node`'s lease lasts (0: expired). A node not heard from since this
+    /// instance started keeps the lease a previous instance might have given it.
+    pub fn lease_left_ms(&self, node: &str, now_ms: u64) -> u64 {
+        let until = self
+            .beats
+            .get(node)
+            .map_or(self.timing.lease_ms, |b| b.lease_until_ms);
+        until.saturating_sub(now_ms)
+    }
+
+    pub fn view(&self, node: &str, now_ms: u64) -> NodeView {
+        let age = self.beats.get(node).map(|b| now_ms.saturating_sub(b.at_ms));
+        let window = self.timing.interval_ms * u64::from(self.timing.misses);
+        NodeView {
+            alive: age.is_some_and(|a| a < window),
+            last_heartbeat_age_ms: age,
+            lease_left_ms: self.lease_left_ms(node, now_ms),
+        }
+    }
+
+    /// Every lease still running, by node (what a fence or an assignment is checked against).
+    pub fn leases(
+        &self,
+        nodes: impl IntoIterator<Item = String>,
+        now_ms: u64,
+    ) -> BTreeMap<String, u64> {
+        nodes
+            .into_iter()
+            .map(|n| {
+                let left = self.lease_left_ms(&n, now_ms);
+                (n, left)
+            })
+            .filter(|(_, l)| *l > 0)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_runs_from_the_last_heartbeat_and_liveness_from_the_misses() {
+        let t = Timing::default();
+        let mut l = Liveness::new(t);
+        // Never heard from: alive no, lease as a previous instance might have granted.
+        assert_eq!(
+            l.view("a", 1_000),
+            NodeView {
+                alive: false,
+                last_heartbeat_age_ms: None,
+                lease_left_ms: 4_000
+            }
+        );
+        assert_eq!(l.lease_left_ms("a", 5_000), 0);
+        assert_eq!(l.heartbeat("a", 6_000, true), 5_000);
+        assert!(l.view("a", 8_999).alive);
+        assert!(!l.view("a", 9_000).alive, "three missed heartbeats");
+        assert_eq!(l.lease_left_ms("a", 9_000), 2_000);
+        assert_eq!(l.lease_left_ms("a", 11_000), 0);
+        // Declared dead: heard from, but no lease, and an earlier one is not cut short.
+        assert_eq!(l.heartbeat("a", 10_000, false), 0);
+        assert_eq!(l.lease_left_ms("a", 10_500), 500);
+        assert_eq!(
+            l.leases(["a".to_string(), "b".to_string()], 10_500).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn timings_are_checked_against_each_other() {
+        let t = Timing::default();
+        t.validate().expect("defaults");
+        t.admits(1_000, 2_000, 500).expect("the agent's defaults");
+        let e = t
+            .admits(1_000, 4_500, 500)
+            .expect_err("cannot stop in time");
+        assert!(e.contains("could not stop its containers"), "{e}");
+        let e = t.admits(1_000, 3_500, 500).expect_err("one late beat");
+        assert!(e.contains("one late heartbeat"), "{e}");
+        let short = Timing {
+            lease_ms: 2_000,
+            ..t
+        };
+        assert!(
+            short
+                .validate()
+                .expect_err("lease < window")
+                .contains("--lease")
+        );
+    }
+}

@@ -1,0 +1,259 @@
+//! The volume services' Prometheus metrics (`prometheus` crate), one registry per role: the
+//! control service serves `control()`'s at `/metrics` on its API address, every agent serves
+//! `agent()`'s at `/metrics` on its transfer address. Process-wide, so the code that sees an
+//! event (a pull deep in `backend`, a request in a middleware) counts it without plumbing.
+//! Gauges describing state (epochs, node liveness, the agent's lease) are set at each scrape
+//! from the state itself, so they are never stale. The table is in the root README, Operations.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("registers once");
+    c
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("registers once");
+    c
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("registers once");
+    g
+}
+
+fn encode(r: &Registry) -> String {
+    let mut buf = Vec::new();
+    TextEncoder::new()
+        .encode(&r.gather(), &mut buf)
+        .expect("text encoding of gathered metrics");
+    String::from_utf8(buf).expect("the text format is UTF-8")
+}
+
+/// The control service's metrics.
+pub struct ControlMetrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub fence_epoch: IntGaugeVec,
+    pub primary_changes: IntCounterVec,
+    pub handovers_refused: IntCounter,
+    pub heartbeat_age: prometheus::GaugeVec,
+    pub lease_left: prometheus::GaugeVec,
+    pub node_alive: IntGaugeVec,
+}
+
+/// The `mode` values of `berth_primary_changes_total`, exported at 0 from the start so that
+/// `increase()` sees the first one.
+pub const CHANGE_MODES: [&str; 3] = ["move", "promote", "recreate"];
+
+impl ControlMetrics {
+    fn new() -> ControlMetrics {
+        let r = Registry::new();
+        let fgauge = |name: &str, help: &str| {
+            let g =
+                prometheus::GaugeVec::new(Opts::new(name, help), &["node"]).expect("valid metric");
+            r.register(Box::new(g.clone())).expect("registers once");
+            g
+        };
+        let m = ControlMetrics {
+            requests: counter_vec(
+                &r,
+                "berth_control_requests_total",
+                "Control API requests answered, by route template and status code.",
+                &["route", "code"],
+            ),
+            fence_epoch: gauge_vec(
+                &r,
+                "berth_fence_epoch",
+                "Each live volume's current epoch (fencing token).",
+                &["volume"],
+            ),
+            primary_changes: counter_vec(
+                &r,
+                "berth_primary_changes_total",
+                "Volumes given a new primary: a Flocker move or a failover assignment, by mode.",
+                &["mode"],
+            ),
+            handovers_refused: counter(
+                &r,
+                "berth_handovers_refused_total",
+                "Fences and assignments refused (423) because the node holding the volume \
+                 still had its lease.",
+            ),
+            heartbeat_age: fgauge(
+                "berth_node_heartbeat_age_seconds",
+                "Since each registered node's last heartbeat (control clock); absent before \
+                 its first since the control service started.",
+            ),
+            lease_left: fgauge(
+                "berth_node_lease_remaining_seconds",
+                "How much longer each registered node's lease runs (0: ended).",
+            ),
+            node_alive: gauge_vec(
+                &r,
+                "berth_node_alive",
+                "1 while a node heartbeats within interval × misses and is not declared dead.",
+                &["node"],
+            ),
+            registry: r,
+        };
+        for mode in CHANGE_MODES {
+            m.primary_changes.with_label_values(&[mode]);
+        }
+        m
+    }
+
+    pub fn encode(&self) -> String {
+        encode(&self.registry)
+    }
+}
+
+/// A node agent's metrics.
+pub struct AgentMetrics {
+    registry: Registry,
+    pub self_fences: IntCounter,
+    pub containers_stopped: IntCounter,
+    pub heartbeat_failures: IntCounter,
+    pub moves: IntCounterVec,
+    pub move_bytes: IntCounter,
+    pub lease_left: prometheus::Gauge,
+    pub self_fenced: IntGauge,
+}
+
+impl AgentMetrics {
+    fn new() -> AgentMetrics {
+        let r = Registry::new();
+        let lease_left = prometheus::Gauge::new(
+            "berth_agent_lease_remaining_seconds",
+            "How much longer this node's lease runs, on its own clock (0: none).",
+        )
+        .expect("valid metric");
+        r.register(Box::new(lease_left.clone()))
+            .expect("registers once");
+        let self_fenced = IntGauge::new(
+            "berth_agent_self_fenced",
+            "1 while this agent, without a lease, has stopped its containers and refuses mounts.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(self_fenced.clone()))
+            .expect("registers once");
+        let m = AgentMetrics {
+            self_fences: counter(
+                &r,
+                "berth_self_fence_total",
+                "Times this agent lost its lease and stopped every container using a Berth \
+                 volume on its node.",
+            ),
+            containers_stopped: counter(
+                &r,
+                "berth_self_fence_containers_stopped_total",
+                "Containers stopped by self-fencing.",
+            ),
+            heartbeat_failures: counter(
+                &r,
+                "berth_agent_heartbeat_failures_total",
+                "Heartbeats the control service did not answer with a lease.",
+            ),
+            moves: counter_vec(
+                &r,
+                "berth_dataset_moves_total",
+                "Dataset copies pulled to this node as its new primary, by outcome.",
+                &["outcome"],
+            ),
+            move_bytes: counter(
+                &r,
+                "berth_dataset_move_bytes_total",
+                "Bytes pulled to this node by dataset moves.",
+            ),
+            lease_left,
+            self_fenced,
+            registry: r,
+        };
+        for outcome in ["ok", "failed"] {
+            m.moves.with_label_values(&[outcome]);
+        }
+        m
+    }
+
+    pub fn encode(&self) -> String {
+        encode(&self.registry)
+    }
+}
+
+static CONTROL: LazyLock<ControlMetrics> = LazyLock::new(ControlMetrics::new);
+static AGENT: LazyLock<AgentMetrics> = LazyLock::new(AgentMetrics::new);
+
+pub fn control() -> &'static ControlMetrics {
+    &CONTROL
+}
+
+pub fn agent() -> &'static AgentMetrics {
+    &AGENT
+}
+
+/// The content type of the text format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// An agent's `/metrics` route. With a token configured (the cluster token or this node's
+/// credential), a scrape must present it or any bearer the control service accepts: the
+/// cluster token (what Prometheus holds) or a node credential. Those the control service
+/// accepted are remembered, as they stay valid as long as the cluster secret does.
+pub fn agent_router(control: crate::client::ControlClient, token: Option<String>) -> axum::Router {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let serve =
+        axum::routing::get(|| async { ([(header::CONTENT_TYPE, CONTENT_TYPE)], agent().encode()) });
+    let r = axum::Router::new().route("/metrics", serve);
+    let Some(token) = token else {
+        return r;
+    };
+    let accepted = std::sync::Arc::new(std::sync::Mutex::new(
+        std::collections::BTreeSet::<String>::new(),
+    ));
+    r.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let (token, control, accepted) = (token.clone(), control.clone(), accepted.clone());
+            async move {
+                let given = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(str::to_string);
+                let known = |g: &str| {
+                    accepted
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .contains(g)
+                };
+                let ok = match given {
+                    None => false,
+                    Some(g) if crate::credential::same_token(&g, &token) || known(&g) => true,
+                    Some(g) => {
+                        let yes = control
+                            .with_token(Some(g.clone()))
+                            .node_liveness()
+                            .await
+                            .is_ok();
+                        if yes {
+                            accepted.lock().unwrap_or_else(|p| p.into_inner()).insert(g);
+                        }
+                        yes
+                    }
+                };
+                if ok {
+                    next.run(req).await
+                } else {
+                    (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response()
+                }
+            }
+        },
+    ))
+}
