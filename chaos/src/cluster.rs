@@ -227,7 +227,9 @@ impl Cluster {
             .args(["--control", &self.control_url(), "--listen"])
             .arg(format!("{}:{AGENT_PORT}", node.addr))
             .arg("--token-file")
-            .arg(&self.token);
+            .arg(&self.token)
+            // Its own node's engine, whose containers it stops when it loses its lease.
+            .args(["--docker-socket", &node.engine.sock]);
         let proc = Proc::spawn(
             cmd,
             &format!("agent {name}"),

@@ -7,7 +7,7 @@
 use std::future::Future;
 
 use berth_volume::client::{ClientError, ControlClient};
-pub use berth_volume::control::wire::{AssignMode, VolumeRecord};
+pub use berth_volume::control::wire::{AssignMode, NodeLiveness, VolumeRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -18,9 +18,13 @@ pub enum ControlError {
         current_epoch: Option<u64>,
         reason: String,
     },
-    /// Not now: a lease still runs or a copy is not there yet. Retry later.
-    #[error("not yet: {0}")]
-    NotYet(String),
+    /// Not now: the holder's lease still runs (its agent stops its containers before it
+    /// ends) or a copy is not there yet. Retry after `retry_after`, if given.
+    #[error("not yet: {reason}")]
+    NotYet {
+        reason: String,
+        retry_after: Option<std::time::Duration>,
+    },
     /// The service could not be reached, or failed: retry with backoff.
     #[error("volume control unavailable: {0}")]
     Unavailable(String),
@@ -33,7 +37,10 @@ impl From<ClientError> for ControlError {
                 current_epoch: e.current_epoch(),
                 reason: e.to_string(),
             },
-            Some(423) | Some(425) | Some(503) => ControlError::NotYet(e.to_string()),
+            Some(423) | Some(425) | Some(503) => ControlError::NotYet {
+                retry_after: e.retry_after(),
+                reason: e.to_string(),
+            },
             Some(s) if (400..500).contains(&s) => ControlError::Refused {
                 current_epoch: e.current_epoch(),
                 reason: e.to_string(),
@@ -47,6 +54,9 @@ impl From<ClientError> for ControlError {
 pub trait ControlApi: Send + Sync + 'static {
     /// Every live volume's record.
     fn volumes(&self) -> impl Future<Output = Result<Vec<VolumeRecord>, ControlError>> + Send;
+
+    /// Each registered node's liveness, from its agent's heartbeats (the failure detector).
+    fn liveness(&self) -> impl Future<Output = Result<Vec<NodeLiveness>, ControlError>> + Send;
 
     /// Fences volume `name` away from `node`: epoch `expect_epoch` → `expect_epoch + 1`.
     /// Returns the new epoch. A replay of the same fence succeeds without a second bump.
@@ -71,6 +81,10 @@ pub trait ControlApi: Send + Sync + 'static {
 impl ControlApi for ControlClient {
     async fn volumes(&self) -> Result<Vec<VolumeRecord>, ControlError> {
         Ok(ControlClient::volumes(self).await?)
+    }
+
+    async fn liveness(&self) -> Result<Vec<NodeLiveness>, ControlError> {
+        Ok(ControlClient::node_liveness(self).await?)
     }
 
     async fn fence(&self, name: &str, node: &str, expect_epoch: u64) -> Result<u64, ControlError> {

@@ -82,12 +82,20 @@ pub async fn perform<D: DockerApi, C: ControlApi>(
                 };
             }
             Attempt::Failed(reason) => return Outcome::Failed { reason },
+            Attempt::Retry(reason) | Attempt::RetryAfter(reason, _)
+                if started.elapsed() >= RETRY_FOR =>
+            {
+                return Outcome::Failed {
+                    reason: format!("still failing after {RETRY_FOR:?}: {reason}"),
+                };
+            }
+            Attempt::RetryAfter(reason, after) => {
+                // A lease runs out at a known time: retry right then, not a backoff later.
+                let after = after.max(Duration::from_millis(20));
+                tracing::info!(?command, %reason, retry_in = ?after, "waiting for a lease to end");
+                tokio::time::sleep(after).await;
+            }
             Attempt::Retry(reason) => {
-                if started.elapsed() >= RETRY_FOR {
-                    return Outcome::Failed {
-                        reason: format!("still failing after {RETRY_FOR:?}: {reason}"),
-                    };
-                }
                 tracing::debug!(?command, %reason, retry_in = ?delay, "retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
@@ -104,6 +112,8 @@ enum Attempt {
     },
     Failed(String),
     Retry(String),
+    /// Retry after this long (the control service said when).
+    RetryAfter(String, Duration),
 }
 
 impl From<ControlError> for Attempt {
@@ -116,7 +126,13 @@ impl From<ControlError> for Attempt {
                 current_epoch,
                 reason,
             },
-            ControlError::NotYet(r) | ControlError::Unavailable(r) => Attempt::Retry(r),
+            ControlError::NotYet {
+                reason,
+                retry_after: Some(after),
+            } => Attempt::RetryAfter(reason, after),
+            ControlError::NotYet { reason, .. } | ControlError::Unavailable(reason) => {
+                Attempt::Retry(reason)
+            }
         }
     }
 }

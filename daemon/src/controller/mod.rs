@@ -5,12 +5,13 @@
 pub mod decide;
 pub mod failover;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_scheduler::executor::{
-    self, Command as ExecCommand, CommandId, Executor, FailoverRecord, Notice, Observation, Outcome,
+    self, Command as ExecCommand, CommandId, Executor, FailoverRecord, NodeHealth, Notice,
+    Observation, Outcome,
 };
 use berth_scheduler::model::Cluster;
 use berth_scheduler::schedule::{self, Plan};
@@ -35,6 +36,9 @@ pub struct Config {
     /// First delay after a failed pass; doubles up to `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
+    /// How often the volume agents' heartbeats are read from the control service (the
+    /// failure detector, faster than Swarm's own); a change of a node's verdict starts a pass.
+    pub liveness_poll: Duration,
 }
 
 impl Default for Config {
@@ -44,6 +48,7 @@ impl Default for Config {
             resync: Duration::from_secs(10),
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
+            liveness_poll: Duration::from_secs(1),
         }
     }
 }
@@ -74,6 +79,13 @@ pub enum ReconcileError {
     Journal(#[from] std::io::Error),
 }
 
+/// What the heartbeat detector says of one node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Verdict {
+    dead: bool,
+    reconnects: u64,
+}
+
 /// A command's outcome, back from the task that performed it.
 struct Completion {
     id: CommandId,
@@ -99,6 +111,8 @@ pub struct Controller<D, C = ControlClient> {
     journal: Option<Journal>,
     completions: mpsc::UnboundedSender<Completion>,
     completed: Mutex<Option<mpsc::UnboundedReceiver<Completion>>>,
+    /// The heartbeat detector's verdict per node ID, and how often each came back.
+    liveness: Mutex<BTreeMap<String, Verdict>>,
     config: Config,
     status: Arc<Mutex<Status>>,
     metrics: Metrics,
@@ -144,6 +158,7 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
             journal,
             completions: tx,
             completed: Mutex::new(Some(rx)),
+            liveness: Mutex::new(BTreeMap::new()),
             config,
             status: Arc::new(Mutex::new(Status::default())),
             metrics,
@@ -193,10 +208,11 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
                 }
             }
         }
+        let health = self.health(&cluster);
         let busy = if self.config.dry_run {
             BTreeSet::new()
         } else {
-            self.drive_executor(datasets_known.then_some(&cluster))?
+            self.drive_executor(datasets_known.then_some((&cluster, &health[..])))?
         };
         let plan = schedule::plan(&cluster)?;
         let mut commands = decide::decide(&observed, &cluster, &plan)?;
@@ -241,13 +257,20 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
     /// is on disk before any command starts: a crash after this point re-issues them.
     fn drive_executor(
         self: &Arc<Self>,
-        cluster: Option<&Cluster>,
+        seen: Option<(&Cluster, &[NodeHealth])>,
     ) -> Result<BTreeSet<(String, u64)>, ReconcileError> {
         let now = now_ms();
         let (work, busy, notices) = {
             let mut ex = self.executor.lock().expect("executor lock");
-            if let Some(cluster) = cluster {
-                ex.observe(now, Observation::of(cluster));
+            if let Some((cluster, health)) = seen {
+                ex.observe(
+                    now,
+                    Observation {
+                        cluster,
+                        health: Some(health),
+                        failed: &[],
+                    },
+                );
             }
             let work = ex.next(now);
             if let Some(j) = &self.journal {
@@ -282,6 +305,67 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
             });
         }
         Ok(busy)
+    }
+
+    /// The failure detector's verdict for each node of `cluster`: the heartbeats' where the
+    /// node's agent has heartbeated since the control service started, Swarm's node state
+    /// otherwise (no agent there, or a control service that just restarted and has heard
+    /// from no one yet — which must not read as every node dead).
+    fn health(&self, cluster: &Cluster) -> Vec<NodeHealth> {
+        let verdicts = self.liveness.lock().expect("liveness lock");
+        cluster
+            .nodes
+            .iter()
+            .map(|n| match verdicts.get(&n.id.0) {
+                Some(v) => NodeHealth {
+                    dead: v.dead,
+                    reconnects: v.reconnects,
+                },
+                None => NodeHealth {
+                    dead: n.state == berth_scheduler::model::NodeState::Down,
+                    reconnects: 0,
+                },
+            })
+            .collect()
+    }
+
+    /// Reads the agents' heartbeats every `liveness_poll`; a node's verdict changing starts a
+    /// pass at once, so a lost node is failed over seconds after its last heartbeat rather
+    /// than at the next resync or Swarm's own verdict (about 15 s).
+    async fn poll_liveness(self: Arc<Self>) {
+        let Some(control) = &self.control else {
+            return;
+        };
+        loop {
+            match control.liveness().await {
+                Ok(nodes) => {
+                    let mut changed = false;
+                    {
+                        let mut verdicts = self.liveness.lock().expect("liveness lock");
+                        for n in nodes {
+                            if n.last_heartbeat_age_ms.is_none() && !n.dead {
+                                continue; // not heard from yet: no verdict
+                            }
+                            let dead = n.dead || !n.alive;
+                            let v = verdicts.entry(n.node.clone()).or_default();
+                            if v.dead != dead {
+                                changed = true;
+                                if !dead {
+                                    v.reconnects += 1;
+                                }
+                                tracing::info!(node = %n.node, host = %n.host, dead, "heartbeat verdict changed");
+                                v.dead = dead;
+                            }
+                        }
+                    }
+                    if changed {
+                        self.wake.notify_one();
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "liveness not read"),
+            }
+            tokio::time::sleep(self.config.liveness_poll).await;
+        }
     }
 
     /// Takes the performed commands' outcomes back to the executor, one at a time, and has a
@@ -334,6 +418,7 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
             tokio::spawn(async move { me.watch_events().await })
         };
         let outcomes = tokio::spawn(self.clone().take_outcomes());
+        let liveness = tokio::spawn(self.clone().poll_liveness());
         tokio::pin!(shutdown);
         let mut backoff = self.config.backoff;
         loop {
@@ -373,6 +458,7 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
         }
         events.abort();
         outcomes.abort();
+        liveness.abort();
     }
 
     async fn watch_events(&self) {
