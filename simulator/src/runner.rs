@@ -2,6 +2,7 @@
 //! metrics, per-service outcomes, lost writes, the violation if any, bound failures, the
 //! trace tail and the timeline for the plot.
 
+use berth_scheduler::schedule;
 use serde::Serialize;
 
 use crate::checker::Violation;
@@ -19,6 +20,16 @@ pub struct ServiceOutcome {
     pub acked_writes: u64,
     pub rejected_writes: u64,
     pub lost_writes: u64,
+}
+
+/// A slot that never ran in the whole run, with the engine's reason from the initial placement
+/// (the one explanation a reader needs, and otherwise only in the trace).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PendingSlot {
+    pub service: String,
+    pub slot: u64,
+    /// `0/6 nodes available: 3 did not match constraint node.role==worker, …`
+    pub reason: String,
 }
 
 /// What the plot draws.
@@ -49,6 +60,8 @@ pub struct RunOutcome {
     /// Services still unavailable when the run ended (a liveness signal: after the last
     /// recovery everything should be serving again).
     pub unavailable_at_end: Vec<String>,
+    /// Slots pending from the start to the end of the run.
+    pub pending: Vec<PendingSlot>,
     /// Scenario `[bounds]` this run broke (checked for `berth` only).
     pub bound_failures: Vec<String>,
     pub trace_tail: Vec<String>,
@@ -75,6 +88,36 @@ pub fn run_one(
     let mut sim = Sim::new(scn, policy, seed, faults.to_vec())?;
     sim.run();
     Ok(outcome(&sim))
+}
+
+/// The initial plan's pending slots that no task ever ran for. The plan is asked again (it is
+/// deterministic, so it is the one `Sim::new` placed from) only when some slot never ran, which
+/// keeps the sweep's runs free of a second plan.
+fn never_ran(sim: &Sim) -> Vec<PendingSlot> {
+    let mut ran = vec![false; sim.slots.len()];
+    for t in &sim.tasks {
+        ran[t.slot_idx as usize] = true;
+    }
+    if ran.iter().all(|&r| r) {
+        return Vec::new();
+    }
+    let Ok(plan) = schedule::plan(&sim.scn.cluster) else {
+        return Vec::new();
+    };
+    plan.pending
+        .iter()
+        .filter_map(|p| {
+            let slot = p.slot?;
+            let si = sim.service_index(&p.service)?;
+            let svc = &sim.services[si as usize];
+            let idx = svc.first_slot as usize + usize::try_from(slot.checked_sub(1)?).ok()?;
+            (slot <= svc.replicas && !ran[idx]).then(|| PendingSlot {
+                service: p.service.clone(),
+                slot,
+                reason: p.message(),
+            })
+        })
+        .collect()
 }
 
 fn outcome(sim: &Sim) -> RunOutcome {
@@ -185,6 +228,7 @@ fn outcome(sim: &Sim) -> RunOutcome {
             .filter(|(rt, _)| !rt.available)
             .map(|(_, spec)| spec.name.clone())
             .collect(),
+        pending: never_ran(sim),
         bound_failures,
         trace_tail: sim
             .trace

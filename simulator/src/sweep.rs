@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::clock::Ms;
 use crate::metrics::percentile;
 use crate::policy::PolicyKind;
-use crate::report::{bytes, secs};
+use crate::report::{align, bytes_column, secs};
 use crate::runner::run_one;
 use crate::scenario::Scenario;
 
@@ -195,35 +195,39 @@ pub fn summary(a: &Aggregate) -> String {
         a.first_seed,
         a.runs * a.scenarios.len() as u64
     );
-    let _ = writeln!(
-        o,
-        "{:<14} {:>12} {:>12} {:>12} {:>13} {:>15} {:>7} {:>12} {:>10} {:>7}",
-        "policy",
-        "unavail p50",
-        "unavail p99",
-        "lost writes",
-        "runs w/ loss",
-        "double writers",
-        "moves",
-        "bytes moved",
-        "violations",
-        "bounds"
-    );
-    for p in &a.policies {
-        let _ = writeln!(
-            o,
-            "{:<14} {:>12} {:>12} {:>12} {:>13} {:>15} {:>7} {:>12} {:>10} {:>7}",
-            p.policy.as_str(),
+    let mut rows = vec![
+        [
+            "policy",
+            "unavail p50",
+            "unavail p99",
+            "lost writes",
+            "runs w/ loss",
+            "double writers",
+            "moves",
+            "bytes moved",
+            "violations",
+            "bounds",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    let moved = bytes_column(a.policies.iter().map(|p| p.bytes_moved));
+    for (p, moved) in a.policies.iter().zip(moved) {
+        rows.push(vec![
+            p.policy.as_str().to_string(),
             secs(p.unavailable_p50_ms),
             secs(p.unavailable_p99_ms),
-            p.lost_writes,
-            p.runs_losing_writes,
-            p.double_writer_windows,
-            p.moves,
-            bytes(p.bytes_moved),
-            p.violations,
-            p.bound_failures
-        );
+            p.lost_writes.to_string(),
+            p.runs_losing_writes.to_string(),
+            p.double_writer_windows.to_string(),
+            p.moves.to_string(),
+            moved,
+            p.violations.to_string(),
+            p.bound_failures.to_string(),
+        ]);
+    }
+    for l in align(&rows) {
+        let _ = writeln!(o, "{l}");
     }
     for f in &a.failures {
         let _ = writeln!(

@@ -1,0 +1,136 @@
+//! What a reader of the report sees: a slot pending for the whole run with the engine's reason,
+//! one unit per column, aligned tables.
+
+use std::path::{Path, PathBuf};
+
+use berth_sim::policy::PolicyKind;
+use berth_sim::report::{self, Report};
+use berth_sim::runner::run_one;
+use berth_sim::scenario::{self, Scenario};
+
+fn scenario_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(format!("{name}.toml"))
+}
+
+/// The seed cluster with a fourth Mongo member, which three workers and anti-affinity cannot
+/// place.
+fn four_mongos(dir: &Path) -> Scenario {
+    let text = std::fs::read_to_string(scenario_path("seed-cluster")).expect("read");
+    let (head, tail) = text.split_once("name = \"mongo\"\n").expect("mongo");
+    let tail = tail.replacen("replicas = 3", "replicas = 4", 1);
+    let path = dir.join("four-mongos.toml");
+    std::fs::write(&path, format!("{head}name = \"mongo\"\n{tail}")).expect("write");
+    scenario::load(&path).expect("loads")
+}
+
+fn run_all(scn: &Scenario) -> Report {
+    let schedule = scn.schedule(scn.seed);
+    let runs = PolicyKind::ALL
+        .iter()
+        .map(|&p| run_one(scn, p, scn.seed, &schedule).expect("run"))
+        .collect();
+    Report::new(scn, scn.seed, &schedule, runs)
+}
+
+#[test]
+fn a_slot_pending_all_run_is_explained_in_text_and_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = run_all(&four_mongos(dir.path()));
+    let berth = r
+        .runs
+        .iter()
+        .find(|run| run.policy == PolicyKind::Berth)
+        .expect("berth");
+    assert_eq!(berth.pending.len(), 1, "{:?}", berth.pending);
+    let p = &berth.pending[0];
+    assert_eq!((p.service.as_str(), p.slot), ("mongo", 4));
+    assert!(
+        p.reason.starts_with("0/6 nodes available: ") && p.reason.contains("anti-affinity"),
+        "{}",
+        p.reason
+    );
+    let text = report::summary(&r, "berth-sim run x");
+    assert!(
+        text.contains(&format!(
+            "mongo slot 4 pending (under manual, berth): {}",
+            p.reason
+        )),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&r.to_json()).expect("json");
+    let runs = json["runs"].as_array().expect("runs");
+    let berth_json = runs
+        .iter()
+        .find(|run| run["policy"] == "berth")
+        .expect("berth");
+    assert_eq!(berth_json["pending"][0]["service"], "mongo");
+    assert_eq!(berth_json["pending"][0]["slot"], 4);
+    assert_eq!(berth_json["pending"][0]["reason"], p.reason.as_str());
+    // The trace says it in words too.
+    assert!(
+        berth
+            .trace
+            .iter()
+            .any(|l| l.ends_with(&format!("mongo slot 4 pending: {}", p.reason))),
+        "{:?}",
+        &berth.trace[..3]
+    );
+}
+
+#[test]
+fn nothing_pending_when_every_slot_ran() {
+    let scn = scenario::load(&scenario_path("seed-cluster")).expect("loads");
+    let r = run_all(&scn);
+    assert!(r.runs.iter().all(|run| run.pending.is_empty()));
+    assert!(!report::summary(&r, "x").contains("pending"));
+}
+
+#[test]
+fn one_unit_per_column_and_aligned_tables() {
+    let scn = scenario::load(&scenario_path("seed-cluster")).expect("loads");
+    let r = run_all(&scn);
+    let text = report::summary(&r, "x");
+    let lines: Vec<&str> = text.lines().collect();
+    let table = |first: &str| -> Vec<&str> {
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with(first))
+            .expect(first);
+        lines[at..]
+            .iter()
+            .take_while(|l| !l.is_empty())
+            .copied()
+            .collect()
+    };
+    let comparison = table("policy ");
+    assert_eq!(comparison.len(), 4, "{text}");
+    let units: Vec<&str> = comparison[1..]
+        .iter()
+        .filter_map(|l| l.split_whitespace().find(|w| w.ends_with("iB")))
+        .collect();
+    assert_eq!(units.len(), 3, "{text}");
+    assert!(units.iter().all(|u| *u == units[0]), "{text}");
+    // The policies' heading line sits above the `service` line.
+    let heading = lines
+        .iter()
+        .position(|l| l.starts_with("service "))
+        .expect("service")
+        - 1;
+    let per_service = table(lines[heading]);
+    assert_eq!(per_service.len(), 2 + scn.services.len(), "{text}");
+    for t in [&comparison, &per_service] {
+        let width = t[1].chars().count();
+        assert!(t.iter().all(|l| l.chars().count() == width), "{text}");
+    }
+}
+
+#[test]
+fn byte_columns_take_the_largest_value_s_unit() {
+    assert_eq!(
+        report::bytes_column([10 << 30, 8192 << 20, 0]),
+        ["10.0 GiB", "8.0 GiB", "0.0 GiB"]
+    );
+    assert_eq!(report::bytes_column([512u64, 100]), ["512 B", "100 B"]);
+}
