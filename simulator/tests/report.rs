@@ -134,3 +134,58 @@ fn byte_columns_take_the_largest_value_s_unit() {
     );
     assert_eq!(report::bytes_column([512u64, 100]), ["512 B", "100 B"]);
 }
+
+/// `attr="value"` of the first such attribute in an SVG element.
+fn attr<'a>(element: &'a str, name: &str) -> &'a str {
+    let from = element.find(&format!(" {name}=\"")).expect(name) + name.len() + 3;
+    let len = element[from..].find('"').expect("closing quote");
+    &element[from..from + len]
+}
+
+/// The hue (degrees) of `#rrggbb`.
+fn hue(rgb: &str) -> i64 {
+    let c = |i: usize| i64::from_str_radix(&rgb[i..i + 2], 16).expect("hex");
+    let (r, g, b) = (c(1), c(3), c(5));
+    let (max, min) = (r.max(g).max(b), r.min(g).min(b));
+    if max == min {
+        return 0;
+    }
+    let d = max - min;
+    let h = if max == r {
+        60 * (g - b) / d
+    } else if max == g {
+        120 + 60 * (b - r) / d
+    } else {
+        240 + 60 * (r - g) / d
+    };
+    h.rem_euclid(360)
+}
+
+#[test]
+fn plot_slots_do_not_look_like_node_states_and_short_outages_show() {
+    let scn = scenario::load(&scenario_path("seed-cluster")).expect("loads");
+    let r = run_all(&scn);
+    let svg = berth_sim::plot::svg(&scn, &r);
+    // Node states: up, down, cut off, drained; then the outage red and double-writer purple.
+    let reserved = ["#cfe8cf", "#d9534f", "#f0ad4e", "#999999", "#6a0dad"];
+    let rects: Vec<&str> = svg.lines().filter(|l| l.starts_with("<rect")).collect();
+    let slots: Vec<&&str> = rects.iter().filter(|l| l.contains(" on ")).collect();
+    assert!(!slots.is_empty());
+    for l in &slots {
+        let fill = attr(l, "fill");
+        assert!(!reserved.contains(&fill), "{l}");
+        // Blues and violets only: no green, orange or red a reader could take for a node state.
+        let h = hue(fill);
+        assert!((180..=300).contains(&h), "{fill}: hue {h}");
+    }
+    // Berth's InfluxDB outage (a promotion, seconds) is under 3 px at an hour's scale.
+    let outages: Vec<&&str> = rects
+        .iter()
+        .filter(|l| l.contains(" unavailable "))
+        .collect();
+    assert!(!outages.is_empty());
+    for l in outages {
+        let w: u64 = attr(l, "width").parse().expect("width");
+        assert!(w >= 3, "{l}");
+    }
+}
