@@ -3,14 +3,16 @@
 //! JSON for CI. The JSON holds no path, clock or host fact, so the same scenario and seed give
 //! the same bytes anywhere.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use crate::clock::{Ms, fmt_ms};
 use crate::faults::Fault;
+use crate::metrics::DataKind;
 use crate::policy::PolicyKind;
-use crate::runner::{PendingSlot, RunOutcome};
+use crate::runner::{KindLost, PendingSlot, RunOutcome};
 use crate::scenario::Scenario;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -19,6 +21,7 @@ pub struct Row {
     pub unavailable_p50_ms: Ms,
     pub unavailable_p99_ms: Ms,
     pub lost_writes: u64,
+    pub lost_writes_by_kind: BTreeMap<DataKind, KindLost>,
     pub double_writer_windows: u64,
     pub double_writer_ms: Ms,
     pub moves: u64,
@@ -64,6 +67,7 @@ impl Report {
                     unavailable_p50_ms: r.unavailable_p50_ms,
                     unavailable_p99_ms: r.unavailable_p99_ms,
                     lost_writes: r.lost_writes,
+                    lost_writes_by_kind: r.lost_writes_by_kind.clone(),
                     double_writer_windows: r.metrics.double_writer_windows,
                     double_writer_ms: r.metrics.double_writer_ms,
                     moves: r.metrics.moves,

@@ -46,3 +46,71 @@ fn help_and_version_exit_0() {
         assert!(!out.stdout.is_empty(), "{args:?}");
     }
 }
+
+/// The partition scenario with its `[bounds]` text replaced.
+fn partition_with(dir: &Path, from: &str, to: &str) -> PathBuf {
+    let text = std::fs::read_to_string(scenario("partition")).expect("read");
+    assert!(text.contains(from), "{from}");
+    let path = dir.join("partition.toml");
+    std::fs::write(&path, text.replace(from, to)).expect("write");
+    path
+}
+
+#[test]
+fn a_lost_writes_bound_per_kind_of_data_fails_run_and_sweep() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Postgres' standby trails by 200 ms at 100 writes/s: its promotion loses 20 writes, which
+    // "lag" allows and 0 does not.
+    let tight = partition_with(
+        dir.path(),
+        "lost_writes.replicated = \"lag\"",
+        "lost_writes.replicated = 0",
+    );
+    let tight = tight.to_str().expect("utf-8");
+    let run = berth_sim(&["run", tight, "--policy", "berth"]);
+    assert_eq!(run.status.code(), Some(2));
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        out.contains(
+            "BOUND BROKEN under berth: berth lost 20 acknowledged writes of `replicated` data \
+             (postgres 20) > bound lost_writes.replicated = 0"
+        ),
+        "{out}"
+    );
+    let shrunk = dir.path().join("shrunk.toml");
+    let sweep = berth_sim(&[
+        "sweep",
+        tight,
+        "--runs",
+        "2",
+        "--policy",
+        "berth",
+        "--shrunk",
+        shrunk.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(sweep.status.code(), Some(2));
+    let out = String::from_utf8_lossy(&sweep.stdout);
+    assert!(
+        out.contains("FAILED partition seed 1 under berth: berth lost 20 acknowledged writes"),
+        "{out}"
+    );
+}
+
+#[test]
+fn lost_writes_bounds_are_checked_when_loaded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let typo = partition_with(dir.path(), "lost_writes.shared = 0", "lost_writes.nfs = 0");
+    assert_usage_error(
+        &["run", typo.to_str().expect("utf-8")],
+        "unknown field `nfs`",
+    );
+    let word = partition_with(
+        dir.path(),
+        "lost_writes.shared = 0",
+        "lost_writes.shared = \"some\"",
+    );
+    assert_usage_error(
+        &["run", word.to_str().expect("utf-8")],
+        "a number of writes, or \"lag\"",
+    );
+}
