@@ -270,6 +270,46 @@ pub fn summary(r: &Report, reproduce: &str) -> String {
     for l in per_service(r) {
         let _ = writeln!(o, "{l}");
     }
+    let kinds: Vec<DataKind> = DataKind::ALL
+        .into_iter()
+        .filter(|k| {
+            r.comparison
+                .iter()
+                .any(|row| row.lost_writes_by_kind.contains_key(k))
+        })
+        .collect();
+    if !kinds.is_empty() {
+        // What README's guarantees are stated per: the kind of data, not the service.
+        let mut rows = vec![vec!["lost writes by data".to_string()]];
+        rows[0].extend(
+            r.comparison
+                .iter()
+                .map(|row| row.policy.as_str().to_string()),
+        );
+        for k in &kinds {
+            let mut line = vec![k.as_str().to_string()];
+            for row in &r.comparison {
+                let l = row.lost_writes_by_kind.get(k).copied().unwrap_or_default();
+                line.push(if l.beyond_guarantee > 0 {
+                    format!("{} ({} beyond)", l.lost_writes, l.beyond_guarantee)
+                } else {
+                    l.lost_writes.to_string()
+                });
+            }
+            rows.push(line);
+        }
+        let _ = writeln!(o);
+        for l in align(&rows) {
+            let _ = writeln!(o, "{l}");
+        }
+        if rows.iter().flatten().any(|c| c.ends_with(" beyond)")) {
+            let _ = writeln!(
+                o,
+                "beyond: lost by datasets that lost more disks than their kind survives \
+                 (local 1, replicated 2, recreate a majority), outside the guarantees"
+            );
+        }
+    }
     let mut pending: Vec<(&PendingSlot, Vec<&str>)> = Vec::new();
     for run in &r.runs {
         for p in &run.pending {

@@ -120,7 +120,13 @@ fn one_unit_per_column_and_aligned_tables() {
         - 1;
     let per_service = table(lines[heading]);
     assert_eq!(per_service.len(), 2 + scn.services.len(), "{text}");
-    for t in [&comparison, &per_service] {
+    let by_kind = table("lost writes by data ");
+    assert_eq!(by_kind.len(), 4, "{text}");
+    assert!(
+        by_kind[2].starts_with("local ") && by_kind[2].contains(" 270000 "),
+        "{text}"
+    );
+    for t in [&comparison, &per_service, &by_kind] {
         let width = t[1].chars().count();
         assert!(t.iter().all(|l| l.chars().count() == width), "{text}");
     }
