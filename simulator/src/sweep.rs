@@ -271,8 +271,8 @@ pub fn summary(a: &Aggregate) -> String {
     if !kinds.is_empty() {
         let _ = writeln!(
             o,
-            "\nlost acknowledged writes by kind of data; \"beyond\": by datasets that lost more \
-             disks than their kind tolerates (local: any, replicated: 2, recreate: a majority)"
+            "\nlost acknowledged writes by kind of data; \"beyond\": by datasets that lost \
+             more disks than their kind survives (local 1, replicated 2, recreate a majority)"
         );
         let mut rows = vec![
             [
