@@ -1,7 +1,7 @@
 //! `berth-sim`: parses the command line and hands over to the library.
 //!
-//! Exit codes: 0 all good; 1 an invariant was violated or a scenario bound broken; 2 a bad
-//! scenario file or command line.
+//! Exit codes, as for `berth`: 0 all good; 1 a bad scenario file or command line; 2 a result
+//! that needs attention (an invariant violated, a scenario bound broken).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -94,18 +94,35 @@ enum Failure {
     Failed,
 }
 
+/// A bad command line or scenario file.
+const USAGE: u8 = 1;
+/// The run itself says something is wrong: the code every `berth` tool gives a result that
+/// needs attention.
+const FAILED: u8 = 2;
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // clap's own exit code for a usage error is 2, which here means a failed run.
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match dispatch(cli) {
         Ok(Ok(())) => ExitCode::SUCCESS,
-        Ok(Err(Failure::Failed)) => ExitCode::from(1),
+        Ok(Err(Failure::Failed)) => ExitCode::from(FAILED),
         Ok(Err(Failure::Usage(msg))) => {
             eprintln!("error: {msg}");
-            ExitCode::from(2)
+            ExitCode::from(USAGE)
         }
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(USAGE)
         }
     }
 }
@@ -178,6 +195,12 @@ fn dispatch(cli: Cli) -> Result<Result<(), Failure>> {
             report,
             shrunk,
         } => (|| {
+            if runs == 0 {
+                // An aggregate of nothing prints zeros that read like a clean bill of health.
+                return Err(Failure::Usage(
+                    "--runs 0: a sweep needs at least one run".into(),
+                ));
+            }
             let ps = policies(&policy).map_err(Failure::Usage)?;
             let mut scns = Vec::new();
             for s in &scenarios {

@@ -1,9 +1,57 @@
 //! Counters a run accumulates, and the nearest-rank percentile used for p50/p99 (integers in,
 //! integers out: no float rounding can make two machines disagree).
 
+use berth_scheduler::model::{Backend, FailoverMode, Policy};
 use serde::Serialize;
 
 use crate::clock::Ms;
+
+/// What a stateful service's data is, as far as a lost node goes: the guarantees on lost
+/// acknowledged writes are stated (and bounded in `[bounds] lost_writes`) per kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataKind {
+    /// `move` (or `manual`) on storage every node mounts: none lost.
+    Shared,
+    /// `move` by promoting a standby: at most the standby's lag.
+    Replicated,
+    /// `move` from a live source only: waits for the node; lost with its disk.
+    Local,
+    /// The database replicates itself; a lost member is recreated empty: none lost.
+    Recreate,
+}
+
+impl DataKind {
+    pub const ALL: [DataKind; 4] = [
+        DataKind::Shared,
+        DataKind::Replicated,
+        DataKind::Local,
+        DataKind::Recreate,
+    ];
+
+    /// `None` for a stateless service.
+    pub fn of(policy: &Policy) -> Option<DataKind> {
+        let st = policy.stateful.as_ref()?;
+        Some(if st.failover == FailoverMode::Recreate {
+            DataKind::Recreate
+        } else {
+            match st.backend {
+                Backend::Shared => DataKind::Shared,
+                Backend::Replicated => DataKind::Replicated,
+                Backend::Local => DataKind::Local,
+            }
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataKind::Shared => "shared",
+            DataKind::Replicated => "replicated",
+            DataKind::Local => "local",
+            DataKind::Recreate => "recreate",
+        }
+    }
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Metrics {

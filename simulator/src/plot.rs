@@ -18,10 +18,18 @@ const RIGHT: u64 = 30;
 const ROW: u64 = 16;
 const MAX_NODE_ROWS: usize = 40;
 const MAX_SLOT_ROWS: usize = 40;
+/// Slot colours (by node). None of them is a node state's green, red, orange or grey, nor the
+/// outage red or the double-writer purple, so a slot bar never reads as a node event.
+/// Slot colours (by node), blues and violets: none is a node state's green, red, orange or grey,
+/// nor the outage red or the double-writer purple, so a slot bar never reads as a node event.
+/// The first ones differ most, and nodes take them in order of the ones that ran a task.
 const PALETTE: [&str; 10] = [
-    "#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#9c755f", "#bab0ac",
-    "#ff9da7", "#86bcb6",
+    "#4e79a7", "#7b6fb0", "#17a2b8", "#1f3b73", "#5f6b7a", "#6c8ebf", "#0f6e7a", "#9c8ec9",
+    "#3f7cac", "#5b3a6e",
 ];
+/// Outages and double writers last seconds in runs of hours: below this width (px) they would
+/// vanish, and they are what the plot is for.
+const MIN_MARK: u64 = 3;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -77,6 +85,14 @@ pub fn svg(scn: &Scenario, r: &Report) -> String {
             }
         }
     }
+    let mut ran: Vec<u32> = r
+        .runs
+        .iter()
+        .flat_map(|run| run.timeline.tasks.iter().map(|t| t.2))
+        .collect();
+    ran.sort_unstable();
+    ran.dedup();
+    let colour = |node: u32| PALETTE[ran.binary_search(&node).unwrap_or(0) % PALETTE.len()];
     let hidden = interesting.len().saturating_sub(MAX_NODE_ROWS);
     interesting.truncate(MAX_NODE_ROWS);
     interesting.sort_unstable();
@@ -94,6 +110,8 @@ pub fn svg(scn: &Scenario, r: &Report) -> String {
                 ROW - 3
             );
             let mut open: Vec<(NodeMark, Ms)> = Vec::new();
+            // Written after the bands, or the down band that starts at the same instant hides it.
+            let mut disk_lost: Vec<u64> = Vec::new();
             let close = |mark: NodeMark, from: Ms, to: Ms, body: &mut String| {
                 let (fill, what) = match mark {
                     NodeMark::Down => ("#d9534f", "down"),
@@ -105,7 +123,7 @@ pub fn svg(scn: &Scenario, r: &Report) -> String {
                 let _ = writeln!(
                     body,
                     r##"<rect x="{x0}" y="{y}" width="{}" height="{}" fill="{fill}"><title>{} {what} {}–{}</title></rect>"##,
-                    (x1 - x0).max(1),
+                    (x1 - x0).max(MIN_MARK),
                     ROW - 3,
                     esc(&names[n as usize]),
                     fmt_ms(from),
@@ -129,19 +147,19 @@ pub fn svg(scn: &Scenario, r: &Report) -> String {
                             close(m, from, t, &mut body);
                         }
                     }
-                    None if mark == NodeMark::DiskLost => {
-                        let x = sc.x(t);
-                        let _ = writeln!(
-                            body,
-                            r##"<text x="{x}" y="{}" class="m">✕ disk</text>"##,
-                            y + 11
-                        );
-                    }
+                    None if mark == NodeMark::DiskLost => disk_lost.push(sc.x(t)),
                     None => open.push((mark, t)),
                 }
             }
             for (m, from) in open {
                 close(m, from, end, &mut body);
+            }
+            for x in disk_lost {
+                let _ = writeln!(
+                    body,
+                    r##"<text x="{x}" y="{}" class="m">✕ disk</text>"##,
+                    y + 11
+                );
             }
             y += ROW;
         }
@@ -185,7 +203,7 @@ pub fn svg(scn: &Scenario, r: &Report) -> String {
                     }
                     let (x0, x1) = (sc.x(from), sc.x(to.max(from)));
                     let width = (x1 - x0).max(1);
-                    let colour = PALETTE[node as usize % PALETTE.len()];
+                    let colour = colour(node);
                     let _ = writeln!(
                         body,
                         r##"<rect x="{x0}" y="{y}" width="{width}" height="{}" fill="{colour}"><title>{}.{slot} on {} {}–{}</title></rect>"##,
@@ -211,7 +229,7 @@ pub fn svg(scn: &Scenario, r: &Report) -> String {
                         let _ = writeln!(
                             body,
                             r##"<rect x="{x0}" y="{y}" width="{}" height="4" fill="#6a0dad"><title>{}.{slot}: two writers {}–{}</title></rect>"##,
-                            (x1 - x0).max(1),
+                            (x1 - x0).max(MIN_MARK),
                             esc(&svc.name),
                             fmt_ms(from),
                             fmt_ms(to)
@@ -225,7 +243,7 @@ pub fn svg(scn: &Scenario, r: &Report) -> String {
                             body,
                             r##"<rect x="{x0}" y="{}" width="{}" height="3" fill="#d9534f"><title>{} unavailable {}–{}</title></rect>"##,
                             y + ROW - 4,
-                            (x1 - x0).max(1),
+                            (x1 - x0).max(MIN_MARK),
                             esc(&svc.name),
                             fmt_ms(from),
                             fmt_ms(to)

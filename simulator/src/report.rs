@@ -3,14 +3,16 @@
 //! JSON for CI. The JSON holds no path, clock or host fact, so the same scenario and seed give
 //! the same bytes anywhere.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use crate::clock::{Ms, fmt_ms};
 use crate::faults::Fault;
+use crate::metrics::DataKind;
 use crate::policy::PolicyKind;
-use crate::runner::RunOutcome;
+use crate::runner::{KindLost, PendingSlot, RunOutcome};
 use crate::scenario::Scenario;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -19,6 +21,7 @@ pub struct Row {
     pub unavailable_p50_ms: Ms,
     pub unavailable_p99_ms: Ms,
     pub lost_writes: u64,
+    pub lost_writes_by_kind: BTreeMap<DataKind, KindLost>,
     pub double_writer_windows: u64,
     pub double_writer_ms: Ms,
     pub moves: u64,
@@ -64,6 +67,7 @@ impl Report {
                     unavailable_p50_ms: r.unavailable_p50_ms,
                     unavailable_p99_ms: r.unavailable_p99_ms,
                     lost_writes: r.lost_writes,
+                    lost_writes_by_kind: r.lost_writes_by_kind.clone(),
                     double_writer_windows: r.metrics.double_writer_windows,
                     double_writer_ms: r.metrics.double_writer_ms,
                     moves: r.metrics.moves,
@@ -114,15 +118,92 @@ pub fn secs(ms: Ms) -> String {
     format!("{}.{}s", ms / 1000, (ms % 1000) / 100)
 }
 
+/// One size on its own (a parameter), in the unit that suits it.
 pub fn bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b;
-    let mut u = 0;
-    while v >= 10 * 1024 && u < UNITS.len() - 1 {
-        v /= 1024;
-        u += 1;
+    berth_units::fmt_size(b)
+}
+
+/// A column of sizes, every cell in the unit of the largest: `10.0 GiB` above `8.0 GiB`, never
+/// above `8192 MiB`, so the column compares at a glance.
+pub fn bytes_column(values: impl IntoIterator<Item = u64> + Clone) -> Vec<String> {
+    let shift = berth_units::unit_shift(values.clone().into_iter().max().unwrap_or(0));
+    values
+        .into_iter()
+        .map(|b| berth_units::fmt_size_in(b, shift))
+        .collect()
+}
+
+/// Rows of cells as aligned lines: the first column left-aligned, the others right-aligned,
+/// each as wide as its widest cell (counted in characters: `…` is one).
+pub fn align(rows: &[Vec<String>]) -> Vec<String> {
+    let widths = widths(rows);
+    rows.iter()
+        .map(|row| {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                let pad = widths[i] - cell.chars().count();
+                if i == 0 {
+                    line.push_str(cell);
+                    line.extend(std::iter::repeat_n(' ', pad));
+                } else {
+                    line.extend(std::iter::repeat_n(' ', pad + 2));
+                    line.push_str(cell);
+                }
+            }
+            line.trim_end().to_string()
+        })
+        .collect()
+}
+
+fn widths(rows: &[Vec<String>]) -> Vec<usize> {
+    let mut w: Vec<usize> = Vec::new();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            let n = cell.chars().count();
+            match w.get_mut(i) {
+                Some(x) => *x = (*x).max(n),
+                None => w.push(n),
+            }
+        }
     }
-    format!("{v} {}", UNITS[u])
+    w
+}
+
+/// Per service, each policy's unavailable time and lost writes side by side, under one
+/// heading per policy; `-` where a service takes no writes.
+fn per_service(r: &Report) -> Vec<String> {
+    let Some(first) = r.runs.first() else {
+        return Vec::new();
+    };
+    let mut rows = vec![vec!["service".to_string()]];
+    for _ in &r.runs {
+        rows[0].push("unavailable".into());
+        rows[0].push("lost writes".into());
+    }
+    for (i, s) in first.services.iter().enumerate() {
+        let mut row = vec![s.name.clone()];
+        for run in &r.runs {
+            let svc = &run.services[i];
+            row.push(secs(svc.unavailable_ms));
+            row.push(if svc.acked_writes > 0 || svc.lost_writes > 0 {
+                svc.lost_writes.to_string()
+            } else {
+                "-".into()
+            });
+        }
+        rows.push(row);
+    }
+    let w = widths(&rows);
+    let mut head = " ".repeat(w[0]);
+    for (k, run) in r.runs.iter().enumerate() {
+        // Each policy's name right-aligned over its two columns (2 spaces before each).
+        let span = w[1 + 2 * k] + w[2 + 2 * k] + 4;
+        let name = run.policy.as_str();
+        head.push_str(&format!("{name:>span$}"));
+    }
+    let mut out = vec![head];
+    out.extend(align(&rows));
+    out
 }
 
 /// The human summary: header, comparison table, per-service table, then failures.
@@ -151,56 +232,107 @@ pub fn summary(r: &Report, reproduce: &str) -> String {
         let _ = writeln!(o, "  … {} more", r.faults.len() - 12);
     }
     let _ = writeln!(o);
-    let _ = writeln!(
-        o,
-        "{:<14} {:>12} {:>12} {:>12} {:>15} {:>7} {:>12} {:>13}",
-        "policy",
-        "unavail p50",
-        "unavail p99",
-        "lost writes",
-        "double writers",
-        "moves",
-        "bytes moved",
-        "empty volumes"
-    );
-    for row in &r.comparison {
-        let _ = writeln!(
-            o,
-            "{:<14} {:>12} {:>12} {:>12} {:>15} {:>7} {:>12} {:>13}",
-            row.policy.as_str(),
+    let moved = bytes_column(r.comparison.iter().map(|row| row.bytes_moved));
+    let mut rows = vec![
+        [
+            "policy",
+            "unavail p50",
+            "unavail p99",
+            "lost writes",
+            "double writers",
+            "moves",
+            "bytes moved",
+            "empty volumes",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for (row, moved) in r.comparison.iter().zip(moved) {
+        rows.push(vec![
+            row.policy.as_str().to_string(),
             secs(row.unavailable_p50_ms),
             secs(row.unavailable_p99_ms),
-            row.lost_writes,
+            row.lost_writes.to_string(),
             format!(
                 "{} ({})",
                 row.double_writer_windows,
                 secs(row.double_writer_ms)
             ),
-            row.moves,
-            bytes(row.bytes_moved),
-            row.empty_volume_starts
+            row.moves.to_string(),
+            moved,
+            row.empty_volume_starts.to_string(),
+        ]);
+    }
+    for l in align(&rows) {
+        let _ = writeln!(o, "{l}");
+    }
+    let _ = writeln!(o);
+    for l in per_service(r) {
+        let _ = writeln!(o, "{l}");
+    }
+    let kinds: Vec<DataKind> = DataKind::ALL
+        .into_iter()
+        .filter(|k| {
+            r.comparison
+                .iter()
+                .any(|row| row.lost_writes_by_kind.contains_key(k))
+        })
+        .collect();
+    if !kinds.is_empty() {
+        // What README's guarantees are stated per: the kind of data, not the service.
+        let mut rows = vec![vec!["lost writes by data".to_string()]];
+        rows[0].extend(
+            r.comparison
+                .iter()
+                .map(|row| row.policy.as_str().to_string()),
         );
-    }
-    let _ = writeln!(o);
-    let _ = write!(o, "{:<14}", "unavailable");
-    for run in &r.runs {
-        let _ = write!(o, " {:>22}", run.policy.as_str());
-    }
-    let _ = writeln!(o);
-    if let Some(first) = r.runs.first() {
-        for (i, s) in first.services.iter().enumerate() {
-            let _ = write!(o, "{:<14}", s.name);
-            for run in &r.runs {
-                let svc = &run.services[i];
-                let cell = if svc.acked_writes > 0 || svc.lost_writes > 0 {
-                    format!("{} lost {}", secs(svc.unavailable_ms), svc.lost_writes)
+        for k in &kinds {
+            let mut line = vec![k.as_str().to_string()];
+            for row in &r.comparison {
+                let l = row.lost_writes_by_kind.get(k).copied().unwrap_or_default();
+                line.push(if l.beyond_guarantee > 0 {
+                    format!("{} ({} beyond)", l.lost_writes, l.beyond_guarantee)
                 } else {
-                    secs(svc.unavailable_ms)
-                };
-                let _ = write!(o, " {cell:>22}");
+                    l.lost_writes.to_string()
+                });
             }
-            let _ = writeln!(o);
+            rows.push(line);
         }
+        let _ = writeln!(o);
+        for l in align(&rows) {
+            let _ = writeln!(o, "{l}");
+        }
+        if rows.iter().flatten().any(|c| c.ends_with(" beyond)")) {
+            let _ = writeln!(
+                o,
+                "beyond: lost by datasets that lost more disks than their kind survives \
+                 (local 1, replicated 2, recreate a majority), outside the guarantees"
+            );
+        }
+    }
+    let mut pending: Vec<(&PendingSlot, Vec<&str>)> = Vec::new();
+    for run in &r.runs {
+        for p in &run.pending {
+            match pending.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, policies)) => policies.push(run.policy.as_str()),
+                None => pending.push((p, vec![run.policy.as_str()])),
+            }
+        }
+    }
+    if !pending.is_empty() {
+        let _ = writeln!(o, "\npending for the whole run (the engine's reason):");
+    }
+    for (p, policies) in pending {
+        let under = if policies.len() == r.runs.len() {
+            String::new()
+        } else {
+            format!(" (under {})", policies.join(", "))
+        };
+        let _ = writeln!(
+            o,
+            "  {} slot {} pending{under}: {}",
+            p.service, p.slot, p.reason
+        );
     }
     for run in &r.runs {
         if !run.unavailable_at_end.is_empty() && run.violation.is_none() {

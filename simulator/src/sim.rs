@@ -315,9 +315,9 @@ impl<'a> Sim<'a> {
             self.trace.push(
                 0,
                 format!(
-                    "initial: {} slot {:?} pending: {}",
+                    "{} slot {} pending: {}",
                     p.service,
-                    p.slot,
+                    p.slot.unwrap_or_default(),
                     p.message()
                 ),
             );

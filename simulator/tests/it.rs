@@ -266,11 +266,11 @@ fn cli_exit_codes() {
         .arg(&bad)
         .output()
         .expect("runs");
-    assert_eq!(err.status.code(), Some(2));
+    assert_eq!(err.status.code(), Some(1));
     let msg = String::from_utf8_lossy(&err.stderr);
     assert!(msg.contains("bad.toml:2:12: field `duration`:"), "{msg}");
 
-    // A bound nobody can meet: exit 1, with the reproduce line.
+    // A bound nobody can meet: exit 2, with the reproduce line.
     let tight = dir.path().join("tight.toml");
     let text = std::fs::read_to_string(scenario_path("partition"))
         .expect("read")
@@ -284,7 +284,7 @@ fn cli_exit_codes() {
         .arg(&tight)
         .output()
         .expect("runs");
-    assert_eq!(fail.status.code(), Some(1));
+    assert_eq!(fail.status.code(), Some(2));
     let out = String::from_utf8_lossy(&fail.stdout);
     assert!(
         out.contains("BOUND BROKEN") && out.contains("reproduce: berth-sim run"),

@@ -192,10 +192,7 @@ impl fmt::Display for Size {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
         let b = self.0;
-        let shift = (0..UNITS.len())
-            .rev()
-            .find(|i| b >> (10 * i) > 0)
-            .unwrap_or(0);
+        let shift = (unit_shift(b) / 10) as usize;
         if shift == 0 {
             return write!(f, "{b} B");
         }
@@ -209,6 +206,12 @@ impl fmt::Display for Size {
             write!(f, "{whole}.{tenth} {}", UNITS[shift])
         }
     }
+}
+
+/// The binary unit [`fmt_size`] picks for `bytes`, as a shift (0 = B, 10 = KiB, … 50 = PiB).
+/// A column takes the shift of its largest value and prints every cell with [`fmt_size_in`].
+pub fn unit_shift(bytes: u64) -> u32 {
+    (0..6u32).rev().find(|i| bytes >> (10 * i) > 0).unwrap_or(0) * 10
 }
 
 /// A size expressed in one given unit, for columns that must not mix units (`10 GiB` beside

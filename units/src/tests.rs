@@ -127,6 +127,14 @@ fn formatting() {
     assert_eq!(fmt_size(u64::MAX), "16384 PiB");
     assert_eq!(fmt_size_in(8192 << 20, 30), "8.0 GiB");
     assert_eq!(fmt_size_in(512 << 20, 30), "0.5 GiB");
+    assert_eq!(unit_shift(0), 0);
+    assert_eq!(unit_shift(1023), 0);
+    assert_eq!(unit_shift(1024), 10);
+    assert_eq!(unit_shift(10 << 30), 30);
+    assert_eq!(unit_shift(u64::MAX), 50);
+    // A column of 10 GiB and 8192 MiB prints both in GiB.
+    let shift = unit_shift(10 << 30);
+    assert_eq!(fmt_size_in(8192 << 20, shift), "8.0 GiB");
 }
 
 proptest! {

@@ -249,4 +249,59 @@ pub struct BoundsFile {
     pub berth_max_unavailable_p99: Option<Dur>,
     pub berth_max_lost_writes: Option<u64>,
     pub berth_max_double_writer_windows: Option<u64>,
+    #[serde(default)]
+    pub lost_writes: LostWritesFile,
+}
+
+/// `[bounds] lost_writes.shared = 0`, `lost_writes.replicated = "lag"`, …
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LostWritesFile {
+    pub shared: Option<LostBoundFile>,
+    pub replicated: Option<LostBoundFile>,
+    pub local: Option<LostBoundFile>,
+    pub recreate: Option<LostBoundFile>,
+}
+
+impl From<LostWritesFile> for super::LostWritesBounds {
+    fn from(f: LostWritesFile) -> Self {
+        let b = |v: Option<LostBoundFile>| v.map(|v| v.0);
+        super::LostWritesBounds {
+            shared: b(f.shared),
+            replicated: b(f.replicated),
+            local: b(f.local),
+            recreate: b(f.recreate),
+        }
+    }
+}
+
+/// A number of writes, or the word `lag`.
+#[derive(Debug)]
+pub struct LostBoundFile(pub super::LostBound);
+
+impl<'de> Deserialize<'de> for LostBoundFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = LostBoundFile;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a number of writes, or \"lag\" (at most the standby's lag per failover)",
+                )
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                u64::try_from(v)
+                    .map(|v| LostBoundFile(super::LostBound::Max(v)))
+                    .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                if v == "lag" {
+                    Ok(LostBoundFile(super::LostBound::Lag))
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Str(v), &self))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }

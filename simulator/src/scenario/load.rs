@@ -458,6 +458,7 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
         berth_max_unavailable_p99: f.bounds.berth_max_unavailable_p99.map(|d| d.ms()),
         berth_max_lost_writes: f.bounds.berth_max_lost_writes,
         berth_max_double_writer_windows: f.bounds.berth_max_double_writer_windows,
+        lost_writes: f.bounds.lost_writes.into(),
     };
     let _ = HOUR;
 

@@ -96,6 +96,28 @@ pub struct Bounds {
     pub berth_max_unavailable_p99: Option<Ms>,
     pub berth_max_lost_writes: Option<u64>,
     pub berth_max_double_writer_windows: Option<u64>,
+    /// `lost_writes.<kind>`: what each kind of data may lose in one run under Berth.
+    pub lost_writes: LostWritesBounds,
+}
+
+/// A bound on one kind of data's lost acknowledged writes in a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LostBound {
+    Max(u64),
+    /// `"lag"`: at most the standby's lag at each failover, i.e. per fence of a dataset the
+    /// writes its service acknowledges in `replication_lag` (0 without a standby).
+    Lag,
+}
+
+/// Per kind of data, as the guarantees are stated: the backends for `move` (`shared`,
+/// `replicated`, `local`), and `recreate` for databases that replicate themselves.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LostWritesBounds {
+    pub shared: Option<LostBound>,
+    pub replicated: Option<LostBound>,
+    pub local: Option<LostBound>,
+    pub recreate: Option<LostBound>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
