@@ -200,11 +200,21 @@ impl Agent {
     /// Checks that `--docker-socket` leads to this node's engine, since self-fencing stops the
     /// containers it lists: one in another swarm node's place is refused. An engine that does
     /// not answer is only reported: the agent still serves, and cannot self-fence until it does.
+    /// Bounded in time: an engine that is itself starting waits for its volume plugins (this
+    /// agent) before it answers, so waiting for it here would deadlock the two.
     pub async fn check_engine(&self) -> Result<(), String> {
         let Some(f) = &self.fence else {
             return Ok(());
         };
-        match f.docker.swarm_node_id().await {
+        let answer =
+            tokio::time::timeout(std::time::Duration::from_secs(3), f.docker.swarm_node_id()).await;
+        let Ok(answer) = answer else {
+            tracing::warn!(
+                "the Docker Engine at --docker-socket did not answer within 3 s (starting, and waiting for its plugins?); its identity is not checked"
+            );
+            return Ok(());
+        };
+        match answer {
             Ok(id) if !id.is_empty() && id != self.node => Err(format!(
                 "the Docker Engine at --docker-socket is swarm node {id}, not node {}: \
                  self-fencing would stop another node's containers and miss this one's",
