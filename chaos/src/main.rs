@@ -107,6 +107,21 @@ fn run_all(a: &Args) -> Result<bool> {
         a.managers, a.workers
     );
     let mut c = cluster::Cluster::start(a.managers, a.workers, bins)?;
+    // Interrupted (Ctrl-C, CI's timeout), the lab is torn down all the same: nothing of it may
+    // stay on the host.
+    let id = c.lab.id;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("signal handlers")?;
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            eprintln!("berth-chaos: signal {sig}: tearing the lab down");
+            berth_lab::swarm::teardown(id);
+            std::process::exit(130);
+        }
+    });
     let with_berth = a.systems.contains(&System::Berth);
     if with_berth {
         c.start_berth_volumes()?;

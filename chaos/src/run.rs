@@ -62,6 +62,9 @@ pub struct RunResult {
     pub seconds_to_serve: Option<f64>,
     pub acked: usize,
     pub lost_acked: usize,
+    /// The first few lost records (`SEQ HOST`), to look for in the logs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lost_examples: Vec<String>,
     pub double_writers: usize,
     /// Tasks that wrote records for the slot during the run.
     pub writers: usize,
@@ -328,6 +331,10 @@ pub fn one(
     }
     // Let a returning node's old task be stopped (Swarm stops it once it reconnects).
     std::thread::sleep(Duration::from_secs(5));
+    // The acknowledgements first: each was sent after its record was synced, so every one
+    // taken now must be in the copy read next. (Taken after, a record the running writer
+    // appended meanwhile would count as lost.)
+    let acks = checker.acks(&w.id);
     let final_copy = running_on(c, &w.service)
         .and_then(|(n, container)| {
             let out = c.lab.node(&n).docker(&[
@@ -342,15 +349,20 @@ pub fn one(
                 .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
         })
         .unwrap_or_default();
-    let acks = checker.acks(&w.id);
     let kept: BTreeSet<(u64, String)> = records(&final_copy, &w.id)
         .into_iter()
         .map(|(s, h, _)| (s, h))
         .collect();
-    let lost = acks
+    let missing: Vec<&Ack> = acks
         .iter()
         .filter(|a| !kept.contains(&(a.seq, a.host.clone())))
-        .count();
+        .collect();
+    let lost = missing.len();
+    let lost_examples = missing
+        .iter()
+        .take(5)
+        .map(|a| format!("{} {}", a.seq, a.host))
+        .collect();
     let mut files = Vec::new();
     copies(&c.lab.dir, &mut files);
     let mut all = Vec::new();
@@ -376,6 +388,7 @@ pub fn one(
         seconds_to_serve: served,
         acked: acks.len(),
         lost_acked: lost,
+        lost_examples,
         double_writers: double,
         writers,
         node,

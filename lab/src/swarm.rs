@@ -455,3 +455,23 @@ impl Drop for Lab {
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Tears down what lab `id` left on the host, from its name alone: for a process interrupted
+/// before its `Lab` could drop (SIGTERM, Ctrl-C). Every process that names the lab's directory
+/// (its dockerds, agents, `berth run`), its network namespaces, links, firewall rule and
+/// directory.
+pub fn teardown(id: u32) {
+    let dir = std::env::temp_dir().join(format!("berth-lab-{id}"));
+    let _ = sh(&format!("pkill -KILL -f '{}/'", dir.display()));
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = sh(&format!(
+        "for n in $(ip netns list | awk '{{print $1}}' | grep '^blab{id}'); do ip netns del $n; done; \
+         for l in $(ip -o link | awk -F': ' '{{print $2}}' | cut -d@ -f1 | grep -E '^(v{id}|blab{id}$)'); do ip link del $l; done; \
+         iptables -D FORWARD -i blab{id} -o blab{id} -j ACCEPT"
+    ));
+    let _ = sh(&format!(
+        "grep ' {}' /proc/mounts | cut -d' ' -f2 | sort -r | xargs -r -n1 umount -l",
+        dir.display()
+    ));
+    let _ = fs::remove_dir_all(&dir);
+}
