@@ -32,6 +32,8 @@
 pub mod command;
 pub mod history;
 pub mod lane;
+#[cfg(test)]
+mod props;
 pub mod reconcile;
 pub mod run;
 pub mod standby;

@@ -7,7 +7,7 @@ use crate::testing::*;
 
 /// Four workers in two zones: a shared-storage service (move), a local one (move), a
 /// replica set (recreate, 30 s grace) and a stateless API, all with a task on w1.
-fn world() -> Cluster {
+pub(super) fn world() -> Cluster {
     let nodes = vec![
         node("m1").role(Role::Manager),
         node("w1").label("zone", "a"),
@@ -64,22 +64,22 @@ fn world() -> Cluster {
     }
 }
 
-fn set_node(c: &mut Cluster, id: &str, f: impl FnOnce(&mut crate::model::Node)) {
+pub(super) fn set_node(c: &mut Cluster, id: &str, f: impl FnOnce(&mut crate::model::Node)) {
     f(c.nodes.iter_mut().find(|n| n.id.as_str() == id).unwrap());
 }
 
 /// A backend that applies what it is told to a cluster, as the daemon's would to Swarm and
 /// the volume control service: epochs checked, fences and assignments replayable.
 #[derive(Default)]
-struct Backend {
-    log: Vec<Command>,
+pub(super) struct Backend {
+    pub log: Vec<Command>,
     epochs: BTreeMap<String, u64>,
     /// Commands to refuse, by position in the log.
-    refuse: Vec<usize>,
+    pub refuse: Vec<usize>,
 }
 
 impl Backend {
-    fn perform(&mut self, c: &mut Cluster, cmd: &Command) -> Outcome {
+    pub(super) fn perform(&mut self, c: &mut Cluster, cmd: &Command) -> Outcome {
         let n = self.log.len();
         self.log.push(cmd.clone());
         if self.refuse.contains(&n) {
