@@ -106,6 +106,7 @@ impl Sim<'_> {
                 self.log_event("fault: managers lose quorum".into());
                 self.markers.push((self.now, "quorum lost".into()));
                 self.quorum = false;
+                self.exec.set_active(false);
             }
             FaultAction::QuorumBack => {
                 if self.quorum {
@@ -140,10 +141,8 @@ impl Sim<'_> {
                 );
                 self.markers.push((self.now, "scheduler restart".into()));
                 self.scheduler_up = false;
-                self.sched_generation += 1;
-                for s in &mut self.slots {
-                    s.busy = false;
-                }
+                self.exec.abandon_all(self.now);
+                self.exec.set_active(false);
             }
             FaultAction::SchedulerUp => {
                 if self.policy != PolicyKind::Berth || self.scheduler_up {
@@ -208,10 +207,11 @@ impl Sim<'_> {
         let now = self.now;
         let n = &mut self.nodes[node as usize];
         n.generation += 1;
+        n.reconnects += 1;
         n.lost_at = None;
         n.beats.restart(now, sw.heartbeat, sw.heartbeat_jitter);
         let was_swarm_down = std::mem::replace(&mut n.swarm_down, false);
-        let was_berth_down = std::mem::replace(&mut n.berth_down, false);
+        n.berth_down = false;
         // Containers the managers replaced meanwhile are shut down now.
         let retired: Vec<u32> = self
             .tasks
@@ -223,7 +223,7 @@ impl Sim<'_> {
         for t in retired {
             self.retire_task(t);
         }
-        policy::on_node_back(self, node, was_swarm_down, was_berth_down);
+        policy::on_node_back(self, node, was_swarm_down);
         self.repair_standbys();
     }
 

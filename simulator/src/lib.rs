@@ -12,7 +12,8 @@
 //! - [`sim`]: the event loop; [`contact`]: faults, heartbeats, contact lost and regained;
 //!   [`workload`]: client writes, who may accept them, availability; [`view`]: the engine's
 //!   input.
-//! - [`policy`]: `swarm-default`, `manual`, `berth`; [`policy::executor`] runs engine plans.
+//! - [`policy`]: `swarm-default`, `manual`, `berth` (when to hand the engine's executor an
+//!   observation); [`backend`]: the executor's commands carried out on the model.
 //! - [`checker`]: invariants after every event, fatal per policy.
 //! - [`runner`], [`report`], [`plot`]: one run's outcome, the side-by-side report, the SVG.
 //! - [`sweep`], [`shrink`]: many seeds in parallel; a failing schedule cut to a minimal one.
@@ -20,6 +21,7 @@
 //! Architecture invariant: nothing here reads the wall clock, uses an unseeded RNG or iterates
 //! a hash container in a decision. The same scenario and seed give byte-identical JSON and SVG.
 
+pub mod backend;
 pub mod checker;
 pub mod clock;
 pub mod contact;

@@ -6,7 +6,10 @@
 //! an event — Swarm's reschedule, a human's action, Berth's plan — is the policy's, in
 //! `policy/`.
 
+use std::collections::BTreeMap;
+
 use berth_scheduler::constraint::{self, Constraint};
+use berth_scheduler::executor::{self, CommandId, Executor, StandbyFacts, TimerId};
 use berth_scheduler::model::{Backend, Cluster, FailoverMode};
 use berth_scheduler::schedule;
 use serde::Serialize;
@@ -15,7 +18,6 @@ use crate::checker::Violation;
 use crate::clock::{Ms, fmt_ms, transfer_ms};
 use crate::faults::{Fault, FaultAction, timeline};
 use crate::metrics::Metrics;
-use crate::policy::executor::PlanRun;
 use crate::policy::{self, PolicyKind};
 use crate::queue::Queue;
 use crate::scenario::Scenario;
@@ -64,11 +66,13 @@ pub enum Ev {
         generation: u64,
         drain: bool,
     },
-    /// The next step of a failover lane.
-    Lane {
-        run: u32,
-        lane: u32,
-        generation: u64,
+    /// An executor command's modelled time is over.
+    Command {
+        id: CommandId,
+    },
+    /// An executor timer is due (a `recreate` grace, a target choice).
+    Timer {
+        id: TimerId,
     },
     /// A lane was dropped (its target went away): Berth asks the engine again.
     Retry,
@@ -101,9 +105,20 @@ pub struct Sim<'a> {
     pub copies: Vec<CopyRt>,
     pub quorum: bool,
     pub scheduler_up: bool,
-    /// Bumped on a scheduler restart: lanes of an older generation are dropped.
-    pub sched_generation: u64,
-    pub runs: Vec<PlanRun>,
+    /// The engine's failover executor (Berth's, or the operator following its plans).
+    pub exec: Executor,
+    /// Per executor lane (run, lane): the copy its start mounts, and the acknowledged writes
+    /// when its pre-copy started (the delta is what came after).
+    pub lane_copy: BTreeMap<(u64, u32), u32>,
+    pub lane_mark: BTreeMap<(u64, u32), u64>,
+    /// Bumped whenever the engine's task list may change (tasks, contact); each view
+    /// (Swarm's, Berth's) rebuilds its tasks only when it moved on.
+    pub tasks_gen: u64,
+    pub view_gen: [u64; 2],
+    /// Per node, which views (bit 0 Swarm's, bit 1 Berth's) carry the fence label.
+    pub view_fenced: Vec<u8>,
+    /// Dataset index by volume name.
+    pub volumes: BTreeMap<String, u32>,
     pub constraints: Vec<Vec<Constraint>>,
     /// The engine's input, patched in place for each decision (nodes are not re-cloned).
     pub view_berth: Cluster,
@@ -119,9 +134,6 @@ pub struct Sim<'a> {
     /// Engine node IDs, by node index (sorted: `node_index` searches them).
     pub node_ids: Vec<String>,
     pub faults: Vec<Fault>,
-    /// Lost nodes whose plan had a lane dropped (its target went away): re-planned at the
-    /// next detection or return.
-    pub retry: std::collections::BTreeSet<u32>,
     /// Closed double-writer windows (dataset, from, to), for the plot.
     pub double_log: Vec<(u32, Ms, Ms)>,
 }
@@ -159,6 +171,7 @@ impl<'a> Sim<'a> {
                     berth_down: false,
                     fenced: false,
                     generation: 0,
+                    reconnects: 0,
                     lost_at: None,
                     berth_phase: prng.range(0, bt.heartbeat - 1),
                     beats: Beats::new(seed, i, sw.heartbeat, sw.heartbeat_jitter),
@@ -187,8 +200,17 @@ impl<'a> Sim<'a> {
             copies: Vec::new(),
             quorum: true,
             scheduler_up: true,
-            sched_generation: 0,
-            runs: Vec::new(),
+            exec: Executor::new(executor::Config {
+                incremental: bt.incremental,
+                decide_ms: bt.plan,
+                reconcile: policy == PolicyKind::Berth,
+            }),
+            lane_copy: BTreeMap::new(),
+            lane_mark: BTreeMap::new(),
+            volumes: BTreeMap::new(),
+            tasks_gen: 1,
+            view_gen: [0; 2],
+            view_fenced: Vec::new(),
             constraints,
             view_berth: scn.cluster.clone(),
             view_swarm,
@@ -200,7 +222,6 @@ impl<'a> Sim<'a> {
             node_names: scn.node_names(),
             node_ids: scn.node_ids(),
             faults,
-            retry: Default::default(),
             double_log: Vec::new(),
         };
         sim.place_initial()?;
@@ -246,6 +267,7 @@ impl<'a> Sim<'a> {
             for slot in 1..=spec.replicas {
                 let dataset = st.map(|st| {
                     let d = self.datasets.len() as u32;
+                    self.volumes.insert(st.volume_for_slot(slot), d);
                     self.datasets.push(DatasetRt {
                         name: st.volume_for_slot(slot),
                         service: si as u32,
@@ -270,7 +292,6 @@ impl<'a> Sim<'a> {
                     slot,
                     tasks: Vec::new(),
                     dataset,
-                    busy: false,
                 });
             }
             first += spec.replicas as u32;
@@ -378,56 +399,44 @@ impl<'a> Sim<'a> {
         (self.copies.len() - 1) as u32
     }
 
-    /// The engine has no API to choose a standby node (it only reads `Dataset::standby`): the
-    /// simulator picks one the service could run on and that runs no replica and holds no
-    /// other standby of the service — the engine's replica anti-affinity would otherwise
-    /// refuse to promote it — in another zone when possible, spreading standbys, ties by node
-    /// order.
+    /// The engine's choice of a standby node (`executor::pick_standby`), from what the
+    /// world knows: which nodes are up and free of the service's replicas and standbys, and
+    /// how many live copies each holds.
     pub fn pick_standby(&self, service: u32, primary: u32) -> Option<u32> {
-        let cluster = &self.scn.cluster;
-        let zone = &self.scn.nodes[primary as usize].zone;
-        let mut load = vec![0u32; self.nodes.len()];
-        let mut taken = vec![false; self.nodes.len()];
+        let mut facts: Vec<StandbyFacts> = self
+            .nodes
+            .iter()
+            .map(|rt| StandbyFacts {
+                free: rt.up && !rt.swarm_down && !rt.draining,
+                copies: 0,
+            })
+            .collect();
         for c in &self.copies {
             if let Some(n) = c.node
                 && c.alive
                 && !c.revoked
             {
-                load[n as usize] += 1;
+                facts[n as usize].copies += 1;
             }
         }
         for ds in &self.datasets {
             if ds.service == service
                 && let Some(n) = ds.standby.and_then(|c| self.copies[c as usize].node)
             {
-                taken[n as usize] = true;
+                facts[n as usize].free = false;
             }
         }
         let svc = &self.services[service as usize];
         let first = svc.first_slot as usize;
         for slot in &self.slots[first..first + svc.replicas as usize] {
             for &t in &slot.tasks {
-                taken[self.tasks[t as usize].node as usize] = true;
+                facts[self.tasks[t as usize].node as usize].free = false;
             }
         }
-        (0..self.nodes.len() as u32)
-            .filter(|&n| {
-                let rt = &self.nodes[n as usize];
-                n != primary && !taken[n as usize] && rt.up && !rt.swarm_down && !rt.draining
-            })
-            .filter(|&n| {
-                constraint::node_matches(
-                    &self.constraints[service as usize],
-                    &cluster.nodes[n as usize],
-                )
-            })
-            .min_by_key(|&n| {
-                (
-                    (self.scn.nodes[n as usize].zone == *zone) as u8,
-                    load[n as usize],
-                    n,
-                )
-            })
+        let primary = berth_scheduler::model::NodeId::new(self.node_ids[primary as usize].clone());
+        let name = &self.scn.services[service as usize].name;
+        executor::pick_standby(&self.scn.cluster, name, &primary, &facts)
+            .and_then(|n| self.node_index(n.as_str()))
     }
 
     /// Adds a task (starting or running) to a slot.
@@ -444,6 +453,7 @@ impl<'a> Sim<'a> {
             .map(|d| self.datasets[d as usize].epoch)
             .unwrap_or(0);
         let id = self.tasks.len() as u32;
+        self.tasks_gen += 1;
         self.tasks.push(TaskRt {
             service: slot.service,
             slot: slot.slot,
@@ -496,6 +506,7 @@ impl<'a> Sim<'a> {
         let reachable = self.nodes[node as usize].in_contact();
         let task = &mut self.tasks[t as usize];
         task.desired = false;
+        self.tasks_gen += 1;
         if reachable || !task.alive() {
             if task.alive() {
                 task.state = TaskState::Stopped;
@@ -588,7 +599,11 @@ impl<'a> Sim<'a> {
     fn handle(&mut self, ev: Ev) {
         match ev {
             Ev::Write(_) => {}
-            Ev::Fault(a) => self.apply_fault(a),
+            Ev::Fault(a) => {
+                // Containers die and nodes lose or regain contact: the view's tasks change.
+                self.tasks_gen += 1;
+                self.apply_fault(a)
+            }
             Ev::SwarmDown { node, generation } => {
                 let n = &mut self.nodes[node as usize];
                 if n.generation != generation || n.swarm_down || !self.quorum {
@@ -641,11 +656,11 @@ impl<'a> Sim<'a> {
                 generation,
                 drain,
             } => policy::manual::on_operator(self, node, generation, drain),
-            Ev::Lane {
-                run,
-                lane,
-                generation,
-            } => policy::executor::step(self, run, lane, generation),
+            Ev::Command { id } => self.on_command(id),
+            Ev::Timer { id } => {
+                self.exec.fire(id, self.now);
+                self.pump();
+            }
             Ev::Retry => policy::berth::retry_dropped(self),
         }
     }
@@ -658,6 +673,7 @@ impl<'a> Sim<'a> {
         let node = task.node;
         if !self.nodes[node as usize].up {
             self.tasks[t as usize].state = TaskState::Dead;
+            self.tasks_gen += 1;
             return;
         }
         self.tasks[t as usize].state = TaskState::Running;

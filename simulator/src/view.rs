@@ -23,6 +23,8 @@ impl Sim<'_> {
         } else {
             std::mem::take(&mut self.view_swarm)
         };
+        let bit = 1u8 << u8::from(berth_labels);
+        self.view_fenced.resize(c.nodes.len(), 0);
         for (i, n) in c.nodes.iter_mut().enumerate() {
             let rt = &self.nodes[i];
             n.state = if rt.swarm_down || (berth && rt.berth_down) {
@@ -35,14 +37,25 @@ impl Sim<'_> {
             } else {
                 Availability::Active
             };
-            if rt.fenced {
+            // Only a change touches the labels: views are built at every observation.
+            let applied = self.view_fenced[i] & bit != 0;
+            if rt.fenced && !applied {
                 n.labels.insert(FENCED_LABEL.into(), "true".into());
-            } else if !n.labels.is_empty() {
+                self.view_fenced[i] |= bit;
+            } else if !rt.fenced && applied {
                 n.labels.remove(FENCED_LABEL);
+                self.view_fenced[i] &= !bit;
             }
         }
-        c.tasks.clear();
-        for slot in &self.slots {
+        // The task list changes only with tasks and contact (faults); the executor observes at
+        // every contact change, so rebuilding it each time would dominate a 10k-node day.
+        let k = usize::from(berth_labels);
+        let rebuild = self.view_gen[k] != self.tasks_gen;
+        if rebuild {
+            self.view_gen[k] = self.tasks_gen;
+            c.tasks.clear();
+        }
+        for slot in self.slots.iter().filter(|_| rebuild) {
             for &t in &slot.tasks {
                 let task = &self.tasks[t as usize];
                 let node = &self.nodes[task.node as usize];
@@ -60,15 +73,34 @@ impl Sim<'_> {
                 });
             }
         }
-        c.datasets.clear();
         if berth_labels {
-            for ds in &self.datasets {
-                let node =
-                    |i: Option<u32>| i.map(|n| NodeId::new(self.node_ids[n as usize].clone()));
+            let node = |i: Option<u32>| i.map(|n| NodeId::new(self.node_ids[n as usize].clone()));
+            let same = |a: &Option<NodeId>, b: Option<u32>| match (a, b) {
+                (Some(a), Some(b)) => a.as_str() == self.node_ids[b as usize],
+                (None, None) => true,
+                _ => false,
+            };
+            let patch = c.datasets.len() == self.datasets.len();
+            if !patch {
+                c.datasets.clear();
+            }
+            for (i, ds) in self.datasets.iter().enumerate() {
                 let standby = ds
                     .standby
                     .filter(|s| self.copies[*s as usize].ready_at <= self.now)
                     .and_then(|s| self.copies[s as usize].node);
+                if patch {
+                    // Names never change; only what failover moves is patched.
+                    let v = &mut c.datasets[i];
+                    v.epoch = ds.epoch;
+                    if !same(&v.primary, ds.home) {
+                        v.primary = node(ds.home);
+                    }
+                    if !same(&v.standby, standby) {
+                        v.standby = node(standby);
+                    }
+                    continue;
+                }
                 c.datasets.push(Dataset {
                     name: ds.name.clone(),
                     service: self.scn.services[ds.service as usize].name.clone(),

@@ -15,7 +15,11 @@ impl Sim<'_> {
         let now = self.now;
         let svc = &mut self.services[s as usize];
         svc.next_write += 1;
-        let next = (svc.next_write as u128 * svc.writes_every_nanos as u128 / 1_000_000) as Ms;
+        // The u64 product almost always fits; a 128-bit division on every write shows.
+        let next = match svc.next_write.checked_mul(svc.writes_every_nanos) {
+            Some(p) => p / 1_000_000,
+            None => (svc.next_write as u128 * svc.writes_every_nanos as u128 / 1_000_000) as Ms,
+        };
         self.q.push(next, Ev::Write(s));
         let first = svc.first_slot as usize;
         let replicas = svc.replicas as usize;

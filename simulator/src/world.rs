@@ -71,6 +71,8 @@ pub struct NodeRt {
     /// in and are ignored once it moved on (a blip shorter than the grace cancels nothing,
     /// it just makes the pending DOWN stale).
     pub generation: u64,
+    /// Times it regained the managers (Berth's executor sees a return by it).
+    pub reconnects: u64,
     /// When the node last lost the managers, while it still has not regained them.
     pub lost_at: Option<Ms>,
     /// Berth's heartbeat phase within its period.
@@ -126,8 +128,6 @@ pub struct SlotRt {
     /// cut-off task is starting).
     pub tasks: Vec<u32>,
     pub dataset: Option<u32>,
-    /// A failover lane is working on this slot.
-    pub busy: bool,
 }
 
 /// One service at run time: the stateful ledger of a self-replicating (`recreate`) service,

@@ -32,6 +32,8 @@
 pub mod command;
 pub mod history;
 pub mod lane;
+#[cfg(test)]
+mod props;
 pub mod reconcile;
 pub mod run;
 pub mod standby;
@@ -114,6 +116,9 @@ pub struct ExecutorState {
     /// Lost nodes whose plan had a lane dropped: re-planned at the next observation.
     pub retry: BTreeSet<NodeId>,
     pub retry_due: bool,
+    /// Nodes declared dead whose fence label is being set (the command awaited, `None`
+    /// once it came back): their plan is made at the next observation.
+    pub fencing: BTreeMap<NodeId, Option<CommandId>>,
     /// Volumes fenced away from a node (the value) and not started anywhere since.
     pub stale: BTreeMap<String, NodeId>,
     pub active: bool,
@@ -287,7 +292,13 @@ impl Executor {
             Some((run, lane)) if self.state.runs.contains_key(&run) => {
                 self.lane_outcome(now, run, lane, &f.command, outcome)
             }
-            _ => false,
+            Some(_) => false,
+            None => {
+                if let Command::SetFenceLabel { node } = &f.command {
+                    self.label_settled(node);
+                }
+                false
+            }
         }
     }
 
@@ -301,6 +312,12 @@ impl Executor {
     pub fn origin(&self, id: CommandId) -> Option<(u64, u32, &RunKind)> {
         let (run, lane) = self.state.inflight.get(&id)?.lane?;
         Some((run, lane, &self.state.runs.get(&run)?.kind))
+    }
+
+    /// Whether an observation is due now (a node's fence label came back: its plan waits
+    /// for the cluster with the label).
+    pub fn wants_observation(&self) -> bool {
+        self.state.fencing.values().any(Option::is_none)
     }
 
     /// When the earliest timer is due.

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use crate::FastMap;
 use crate::failover::Event;
 use crate::model::{Cluster, Mode, NodeId, NodeState};
 
@@ -99,21 +100,37 @@ impl Observation<'_> {
     /// Whether some slot has no task the managers want (waiting for room or for a node).
     fn missing_slots(&self) -> bool {
         let c = self.cluster;
-        let mut have: BTreeSet<(&str, u64)> = BTreeSet::new();
+        // Per service, which slots have a task: a lookup map by ID and name, never iterated.
+        let mut by_id: FastMap<&str, usize> = FastMap::default();
+        let mut by_name: FastMap<&str, usize> = FastMap::default();
+        let mut have: Vec<Vec<bool>> = Vec::with_capacity(c.services.len());
+        for (i, s) in c.services.iter().enumerate() {
+            by_id.insert(s.id.0.as_str(), i);
+            by_name.insert(s.name.as_str(), i);
+            let n = match s.mode {
+                Mode::Replicated { replicas } => replicas as usize,
+                Mode::Global => 0,
+            };
+            have.push(vec![false; n]);
+        }
+        let mut mark = |i: Option<&usize>, slot: u64| {
+            if let Some(&i) = i
+                && let Some(h) = (slot as usize)
+                    .checked_sub(1)
+                    .and_then(|k| have[i].get_mut(k))
+            {
+                *h = true;
+            }
+        };
         for t in c.tasks.iter().filter(|t| t.is_active()) {
-            if let (Some(s), Some(slot)) = (c.service(&t.service_id), t.slot) {
-                have.insert((s.name.as_str(), slot));
+            if let Some(slot) = t.slot {
+                mark(by_id.get(t.service_id.0.as_str()), slot);
             }
         }
         for f in self.failed {
-            have.insert((f.service.as_str(), f.slot));
+            mark(by_name.get(f.service.as_str()), f.slot);
         }
-        c.services.iter().any(|s| match s.mode {
-            Mode::Replicated { replicas } => {
-                (1..=replicas).any(|k| !have.contains(&(s.name.as_str(), k)))
-            }
-            Mode::Global => false,
-        })
+        have.iter().any(|h| h.iter().any(|x| !x))
     }
 }
 
@@ -139,14 +156,21 @@ impl Executor {
         let mut backs = Vec::new();
         let mut detects = Vec::new();
         let mut drains = Vec::new();
+        // A merge of two ID-ordered walks rather than a map lookup per node: observations
+        // come at every contact change, and clusters have 10k nodes.
+        let mut first_sight = Vec::new();
+        let mut known = self.state.nodes.iter_mut().peekable();
         for &i in &order {
             let id = &obs.cluster.nodes[i].id;
             let now_seen = obs.seen(i);
-            let before = match self.state.nodes.get_mut(id) {
-                Some(s) => std::mem::replace(s, now_seen.clone()),
+            while known.next_if(|(k, _)| *k < id).is_some() {}
+            let before = match known.next_if(|(k, _)| *k == id) {
+                Some((_, s)) => std::mem::replace(s, now_seen.clone()),
                 None => {
-                    self.state.nodes.insert(id.clone(), now_seen.clone());
-                    now_seen.clone()
+                    // First sight: alive, active and never reconnected until seen otherwise,
+                    // so a node already dead, drained or back is acted on (level-triggered).
+                    first_sight.push((id.clone(), now_seen.clone()));
+                    Seen::default()
                 }
             };
             let back = !now_seen.dead && (before.dead || before.reconnects != now_seen.reconnects);
@@ -160,6 +184,8 @@ impl Executor {
                 drains.push(i);
             }
         }
+        drop(known);
+        self.state.nodes.extend(first_sight);
         if !self.state.config.reconcile {
             return;
         }
@@ -174,6 +200,7 @@ impl Executor {
             self.catch_up(now, &obs, &order);
             return;
         }
+        self.plan_fenced(now, &obs);
         for i in detects {
             self.on_detect(now, &obs, i);
         }
@@ -202,9 +229,39 @@ impl Executor {
         // A node without tasks needs no plan (the engine would return no steps); most random
         // faults in a large cluster hit such nodes.
         if obs.hosts(&id) {
-            self.run_plan(now, obs.cluster, Event::NodeDown(id), false, Actor::Berth);
+            if obs.cluster.nodes[i].is_fenced() {
+                self.run_plan(now, obs.cluster, Event::NodeDown(id), false, Actor::Berth);
+            } else {
+                // Planned once the label is set (the next observation), so the plan is made
+                // for the cluster as it then is.
+                self.state.fencing.insert(id, Some(label));
+            }
         }
         self.state.retry_due = true;
+    }
+
+    /// Node-down plans of nodes whose fence label has been set meanwhile.
+    fn plan_fenced(&mut self, now: u64, obs: &Observation<'_>) {
+        let settled: Vec<NodeId> = self
+            .state
+            .fencing
+            .iter()
+            .filter(|(_, c)| c.is_none())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in settled {
+            self.state.fencing.remove(&n);
+            if self.state.nodes.get(&n).is_some_and(|s| s.dead) {
+                self.run_plan(now, obs.cluster, Event::NodeDown(n), false, Actor::Berth);
+            }
+        }
+    }
+
+    /// A fence label came back: the node's plan is due at the next observation.
+    pub(super) fn label_settled(&mut self, node: &NodeId) {
+        if let Some(c) = self.state.fencing.get_mut(node) {
+            *c = None;
+        }
     }
 
     fn on_back(&mut self, now: u64, obs: &Observation<'_>, i: usize, was_dead: bool) {
@@ -232,6 +289,11 @@ impl Executor {
     /// Re-plans lost nodes whose plan lost a lane half-way: the world changed, so the engine
     /// is asked again (level-triggered), rather than replaying the old plan.
     fn retry(&mut self, now: u64, obs: &Observation<'_>) {
+        if !self.state.fencing.is_empty() {
+            // After the plans of the nodes being fenced, as if they were made at once.
+            self.state.retry_due = true;
+            return;
+        }
         let nodes = std::mem::take(&mut self.state.retry);
         for n in nodes {
             if self.state.nodes.get(&n).is_some_and(|s| s.dead) {

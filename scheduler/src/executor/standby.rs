@@ -16,7 +16,8 @@ pub struct StandbyFacts {
 }
 
 /// The node for a standby of `service`'s dataset whose primary is `primary`; `None` when no
-/// node qualifies. The node label `zone` names a node's zone.
+/// node qualifies. The node label `zone` names a node's zone. `cluster.nodes` is in node ID
+/// order (`Cluster::normalize`), which breaks ties.
 pub fn pick_standby(
     cluster: &Cluster,
     service: &str,
@@ -26,16 +27,11 @@ pub fn pick_standby(
     let svc = cluster.service_by_name(service)?;
     let constraints = constraint::parse_all(&svc.placement.constraints).unwrap_or_default();
     let zone = |i: usize| cluster.nodes[i].labels.get("zone").map(String::as_str);
-    let home = cluster.nodes.iter().position(|n| &n.id == primary);
+    let home = cluster.nodes.binary_search_by(|n| n.id.cmp(primary)).ok();
     let home_zone = home.and_then(zone);
     (0..cluster.nodes.len())
         .filter(|&i| Some(i) != home && facts.get(i).is_some_and(|f| f.free))
         .filter(|&i| constraint::node_matches(&constraints, &cluster.nodes[i]))
-        .min_by(|&a, &b| {
-            let key = |i: usize| ((zone(i) == home_zone) as u8, facts[i].copies);
-            key(a)
-                .cmp(&key(b))
-                .then_with(|| cluster.nodes[a].id.cmp(&cluster.nodes[b].id))
-        })
+        .min_by_key(|&i| ((zone(i) == home_zone) as u8, facts[i].copies, i))
         .map(|i| cluster.nodes[i].id.clone())
 }

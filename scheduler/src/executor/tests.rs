@@ -7,7 +7,7 @@ use crate::testing::*;
 
 /// Four workers in two zones: a shared-storage service (move), a local one (move), a
 /// replica set (recreate, 30 s grace) and a stateless API, all with a task on w1.
-fn world() -> Cluster {
+pub(super) fn world() -> Cluster {
     let nodes = vec![
         node("m1").role(Role::Manager),
         node("w1").label("zone", "a"),
@@ -64,22 +64,22 @@ fn world() -> Cluster {
     }
 }
 
-fn set_node(c: &mut Cluster, id: &str, f: impl FnOnce(&mut crate::model::Node)) {
+pub(super) fn set_node(c: &mut Cluster, id: &str, f: impl FnOnce(&mut crate::model::Node)) {
     f(c.nodes.iter_mut().find(|n| n.id.as_str() == id).unwrap());
 }
 
 /// A backend that applies what it is told to a cluster, as the daemon's would to Swarm and
 /// the volume control service: epochs checked, fences and assignments replayable.
 #[derive(Default)]
-struct Backend {
-    log: Vec<Command>,
+pub(super) struct Backend {
+    pub log: Vec<Command>,
     epochs: BTreeMap<String, u64>,
     /// Commands to refuse, by position in the log.
-    refuse: Vec<usize>,
+    pub refuse: Vec<usize>,
 }
 
 impl Backend {
-    fn perform(&mut self, c: &mut Cluster, cmd: &Command) -> Outcome {
+    pub(super) fn perform(&mut self, c: &mut Cluster, cmd: &Command) -> Outcome {
         let n = self.log.len();
         self.log.push(cmd.clone());
         if self.refuse.contains(&n) {
@@ -156,6 +156,22 @@ impl Backend {
     }
 }
 
+/// Observes, and once the fence labels it asked for are set, observes again: a node-down
+/// plan is made for the cluster with the label.
+fn observe(exec: &mut Executor, c: &mut Cluster, b: &mut Backend, now: u64) {
+    exec.observe(now, Observation::of(c));
+    if exec.state().fencing.is_empty() {
+        return;
+    }
+    for (id, cmd) in exec.next(now) {
+        assert!(matches!(cmd, Command::SetFenceLabel { .. }), "{cmd:?}");
+        let o = b.perform(c, &cmd);
+        exec.complete(id, o, now);
+    }
+    assert!(exec.wants_observation());
+    exec.observe(now, Observation::of(c));
+}
+
 /// Runs every command to completion, timers included, observing after each round.
 fn settle(exec: &mut Executor, c: &mut Cluster, b: &mut Backend, mut now: u64) -> u64 {
     for _ in 0..100 {
@@ -172,7 +188,7 @@ fn settle(exec: &mut Executor, c: &mut Cluster, b: &mut Backend, mut now: u64) -
         for (id, cmd) in cmds {
             let out = b.perform(c, &cmd);
             now += 10;
-            if exec.complete(id, out, now) {
+            if exec.complete(id, out, now) || exec.wants_observation() {
                 exec.observe(now, Observation::of(c));
             }
         }
@@ -203,9 +219,9 @@ fn node_down_fences_moves_and_starts_at_the_new_epoch() {
     exec.observe(0, Observation::of(&c));
     assert!(exec.next(0).is_empty(), "nothing happened yet");
     set_node(&mut c, "w1", |n| n.state = NodeState::Down);
-    exec.observe(1_000, Observation::of(&c));
-    assert!(exec.is_busy("files", 1));
     let mut b = Backend::default();
+    observe(&mut exec, &mut c, &mut b, 1_000);
+    assert!(exec.is_busy("files", 1));
     let end = settle(&mut exec, &mut c, &mut b, 1_000);
     let got = names(&b.log);
     assert_eq!(got[0], "set-fence-label");
@@ -238,8 +254,8 @@ fn node_back_within_grace_keeps_the_member() {
     let mut exec = Executor::new(Config::default());
     exec.observe(0, Observation::of(&c));
     set_node(&mut c, "w1", |n| n.state = NodeState::Down);
-    exec.observe(0, Observation::of(&c));
     let mut b = Backend::default();
+    observe(&mut exec, &mut c, &mut b, 0);
     // Run everything but the grace timer.
     for _ in 0..10 {
         for (id, cmd) in exec.next(5_000) {
@@ -280,11 +296,11 @@ fn refused_command_drops_the_lane_and_replans() {
     let mut exec = Executor::new(Config::default());
     exec.observe(0, Observation::of(&c));
     set_node(&mut c, "w1", |n| n.state = NodeState::Down);
-    exec.observe(0, Observation::of(&c));
     let mut b = Backend {
         refuse: vec![1],
         ..Backend::default()
     };
+    observe(&mut exec, &mut c, &mut b, 0);
     let first = exec.next(0);
     let mut retry = false;
     for (id, cmd) in first {
@@ -324,7 +340,8 @@ fn resumes_from_serialized_state_and_reissues_in_flight_commands() {
     let mut exec = Executor::new(Config::default());
     exec.observe(0, Observation::of(&c));
     set_node(&mut c, "w1", |n| n.state = NodeState::Down);
-    exec.observe(0, Observation::of(&c));
+    let mut b = Backend::default();
+    observe(&mut exec, &mut c, &mut b, 0);
     let out = exec.next(0);
     assert!(!out.is_empty());
     let json = serde_json::to_string(exec.state()).unwrap();
@@ -334,7 +351,6 @@ fn resumes_from_serialized_state_and_reissues_in_flight_commands() {
     let mut again = Executor::from_state(state);
     let reissued = again.next(0);
     assert_eq!(reissued, out, "the same commands, the same ids");
-    let mut b = Backend::default();
     // The first process had performed them already: the replays are no-ops.
     for (_, cmd) in &out {
         b.perform(&mut c, cmd);
@@ -426,7 +442,7 @@ fn abandoned_runs_ignore_late_outcomes() {
     let mut exec = Executor::new(Config::default());
     exec.observe(0, Observation::of(&c));
     set_node(&mut c, "w1", |n| n.state = NodeState::Down);
-    exec.observe(0, Observation::of(&c));
+    observe(&mut exec, &mut c, &mut Backend::default(), 0);
     let cmds = exec.next(0);
     exec.abandon_all(1);
     assert_eq!(exec.busy_slots().count(), 0);

@@ -5,10 +5,10 @@
 //! holder of a local or replicated dataset keeps writing), and nothing happens at all if the
 //! node came back first.
 
+use berth_scheduler::executor::Actor;
 use berth_scheduler::failover::Event;
 use berth_scheduler::model::NodeId;
 
-use crate::policy::executor;
 use crate::policy::swarm_default;
 use crate::sim::{Ev, Sim};
 
@@ -34,6 +34,7 @@ fn page_operator(sim: &mut Sim, node: u32, drain: bool) {
 
 pub fn on_down(sim: &mut Sim, node: u32) {
     swarm_default::on_down(sim, node);
+    sim.observe();
     if hosts_stateful(sim, node) {
         page_operator(sim, node, false);
         sim.log_event(format!(
@@ -45,10 +46,12 @@ pub fn on_down(sim: &mut Sim, node: u32) {
 
 pub fn on_back(sim: &mut Sim, node: u32, _was_down: bool) {
     swarm_default::on_back(sim, node);
+    // The executor keeps what it knows of the node (a `recreate` grace ends with it back).
+    sim.observe();
     // The kubelet restarts the node's pods where their volumes are.
     if hosts_stateful(sim, node) || sim.has_missing_slots() {
         let id = NodeId::new(sim.node_ids[node as usize].clone());
-        executor::plan_and_launch(sim, Event::NodeBack(id), true);
+        sim.run_plan(Event::NodeBack(id), Actor::Operator);
     }
 }
 
@@ -78,10 +81,10 @@ pub fn on_operator(sim: &mut Sim, node: u32, generation: u64, drain: bool) {
     if drain {
         if n.draining {
             sim.log_event(format!("manual: operator moves stateful tasks off {id}"));
-            executor::plan_and_launch(sim, Event::NodeDrained(id), true);
+            sim.run_plan(Event::NodeDrained(id), Actor::Operator);
         }
     } else if n.generation == generation && n.swarm_down {
         sim.log_event(format!("manual: operator fails over {id}"));
-        executor::plan_and_launch(sim, Event::NodeDown(id), true);
+        sim.run_plan(Event::NodeDown(id), Actor::Operator);
     }
 }

@@ -7,14 +7,14 @@
 //! - `manual`: Kubernetes StatefulSet behaviour — stateless services as Swarm; a stateful slot
 //!   waits for a human, who after `operator_response` runs Berth's plan by hand (fencing at
 //!   the storage, but no holder leases: a cut-off old holder keeps writing).
-//! - `berth`: Berth's own detector, then `failover::plan_failover` executed step by step with
-//!   modelled durations; holders self-fence when their lease runs out.
+//! - `berth`: Berth's own detector, then the engine's executor (`berth_scheduler::executor`)
+//!   running `failover::plan_failover` plans, its commands carried out by [`crate::backend`]
+//!   with modelled durations; holders self-fence when their lease runs out.
 //!
 //! Architecture invariant: no policy decides a placement itself — every node choice comes
 //! from `berth_scheduler::schedule::plan` or `berth_scheduler::failover::plan_failover`.
 
 pub mod berth;
-pub mod executor;
 pub mod manual;
 pub mod swarm_default;
 
@@ -61,11 +61,11 @@ pub fn on_swarm_down(sim: &mut Sim, node: u32) {
 }
 
 /// A node reaches the managers again.
-pub fn on_node_back(sim: &mut Sim, node: u32, was_swarm_down: bool, was_berth_down: bool) {
+pub fn on_node_back(sim: &mut Sim, node: u32, was_swarm_down: bool) {
     match sim.policy {
         PolicyKind::SwarmDefault => swarm_default::on_back(sim, node),
         PolicyKind::Manual => manual::on_back(sim, node, was_swarm_down),
-        PolicyKind::Berth => berth::on_back(sim, node, was_berth_down),
+        PolicyKind::Berth => berth::on_back(sim, node),
     }
 }
 

@@ -62,7 +62,10 @@ pub fn reconcile(sim: &mut Sim) {
             continue;
         }
         let slot_idx = svc.first_slot + (slot - 1) as u32;
-        if sim.slots[slot_idx as usize].busy {
+        if sim.exec.is_busy(
+            &sim.scn.services[si as usize].name,
+            sim.slots[slot_idx as usize].slot,
+        ) {
             continue;
         }
         sim.retire_slot_tasks(slot_idx);

@@ -172,8 +172,9 @@ pub struct ServiceFile {
     #[serde(default)]
     pub preferences: Vec<String>,
     /// The service's Docker labels, `berth.*` included, exactly as on `docker service create`.
+    /// Spanned, so an error about one points at its line.
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, Spanned<String>>,
     pub reserve_memory: Option<Size>,
     /// Simulator-only facts about a stateful service's data and clients.
     #[serde(default)]

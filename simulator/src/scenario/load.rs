@@ -10,6 +10,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use berth_scheduler::ingest;
+use berth_scheduler::model::labels::{LabelError, STATEFUL};
 use berth_scheduler::model::{Cluster, Mode, Node, Platform, Resources, Role, Service};
 use berth_scheduler::schedule::{PlanError, Prepared};
 use thiserror::Error;
@@ -19,7 +20,7 @@ use super::file::{self, File};
 use super::{
     BerthTiming, Bounds, DataSpec, ManualTiming, NodeSpec, Scenario, ServiceSpec, SwarmTiming,
 };
-use crate::clock::{HOUR, MINUTE, SECOND};
+use crate::clock::{MINUTE, SECOND};
 use crate::faults::{Fault, FaultKind, RandomFaults, RandomKind};
 
 #[derive(Debug, Error)]
@@ -73,6 +74,44 @@ fn at(path: &str, text: &str, span: Range<usize>, message: String) -> ScenarioEr
     }
 }
 
+/// Builds errors at byte spans of one source.
+type Err<'a> = dyn Fn(Range<usize>, String) -> ScenarioError + 'a;
+
+/// A node as resolved: what the simulator keeps, the engine's node, and where it was written.
+type NodeEntry = (NodeSpec, Node, Range<usize>);
+
+/// A service as resolved: what the simulator keeps, the engine's service, and its source
+/// (the `name` and `labels` spans; `[inspect]` services have the file's span for both).
+struct ServiceEntry {
+    spec: ServiceSpec,
+    service: Service,
+    name_span: Range<usize>,
+    labels: BTreeMap<String, Range<usize>>,
+}
+
+impl ServiceEntry {
+    /// Where a label error points: the label's own line where it can be named.
+    fn label_span(&self, e: &LabelError) -> Range<usize> {
+        let label = match e {
+            LabelError::Unknown { label } => label.as_str(),
+            LabelError::Invalid { label, .. } | LabelError::NeedsStateful { label } => label,
+            LabelError::MissingVolume => STATEFUL,
+        };
+        self.labels
+            .get(label)
+            .cloned()
+            .unwrap_or_else(|| self.name_span.clone())
+    }
+}
+
+/// What `[inspect]` brought in.
+#[derive(Default)]
+struct Inspected {
+    services: Vec<(Service, Range<usize>)>,
+    tasks: Vec<berth_scheduler::model::Task>,
+    notes: Vec<String>,
+}
+
 pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
     let f: File = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
@@ -83,9 +122,45 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
     if f.duration.ms() == 0 {
         return Err(err(0..0, "field `duration`: must be above zero".into()));
     }
+    let mut nodes = resolve_nodes(&f, &err)?;
+    let inspected = resolve_inspect(&f, path, &mut nodes, &err)?;
+    let (index, zones) = check_nodes(&mut nodes, &err)?;
+    let (services, cluster) =
+        resolve_services(&f, inspected.services, inspected.tasks, &nodes, &err)?;
+    let restart = f.berth.restart.map(|d| d.ms()).unwrap_or(10 * SECOND);
+    let faults = resolve_faults(&f.faults, &index, &zones, restart, &err)?;
+    let random = resolve_random(&f, &nodes, &err)?;
+    let (swarm, berth, manual) = resolve_timings(&f, &err)?;
+    let bounds = Bounds {
+        berth_max_unavailable_p99: f.bounds.berth_max_unavailable_p99.map(|d| d.ms()),
+        berth_max_lost_writes: f.bounds.berth_max_lost_writes,
+        berth_max_double_writer_windows: f.bounds.berth_max_double_writer_windows,
+        lost_writes: f.bounds.lost_writes.into(),
+    };
 
-    // Nodes, explicit and generated, sorted by name.
-    let mut nodes: Vec<(NodeSpec, Node, Range<usize>)> = Vec::new();
+    Ok(Scenario {
+        path: path.to_string(),
+        name: f.name,
+        description: f.description,
+        duration: f.duration.ms(),
+        seed: f.seed,
+        swarm,
+        berth,
+        manual,
+        nodes: nodes.into_iter().map(|n| n.0).collect(),
+        services: services.into_iter().map(|s| s.spec).collect(),
+        faults,
+        random,
+        bounds,
+        cluster,
+        zones,
+        notes: inspected.notes,
+    })
+}
+
+/// `[[nodes]]` and `[[node_groups]]`.
+fn resolve_nodes(f: &File, err: &Err) -> Result<Vec<NodeEntry>, ScenarioError> {
+    let mut nodes: Vec<NodeEntry> = Vec::new();
     let role_of = |r: &Option<String>, span: Range<usize>| match r.as_deref() {
         None | Some("worker") => Ok(Role::Worker),
         Some("manager") => Ok(Role::Manager),
@@ -161,6 +236,20 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
             ));
         }
     }
+    Ok(nodes)
+}
+
+/// `[inspect]`: real `docker inspect` nodes (added to `nodes`), services and tasks.
+fn resolve_inspect(
+    f: &File,
+    path: &str,
+    nodes: &mut Vec<NodeEntry>,
+    err: &Err,
+) -> Result<Inspected, ScenarioError> {
+    let mut out = Inspected::default();
+    let Some(ins) = &f.inspect else {
+        return Ok(out);
+    };
     let base = Path::new(path).parent().unwrap_or(Path::new("."));
     let read = |rel: &Spanned<String>| -> Result<(String, String), ScenarioError> {
         let full = base.join(rel.get_ref());
@@ -169,47 +258,51 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
             .map(|t| (shown, t))
             .map_err(|e| err(rel.span(), format!("{}: {e}", full.display())))
     };
-    let mut inspected_services = Vec::new();
-    let mut inspected_tasks = Vec::new();
-    let mut notes = Vec::new();
-    if let Some(ins) = &f.inspect {
-        let (file, json) = read(&ins.nodes)?;
-        let found =
-            ingest::nodes(&file, &json).map_err(|e| err(ins.nodes.span(), e.to_string()))?;
-        for n in found {
-            let name = if n.hostname.is_empty() {
-                n.id.0.clone()
-            } else {
-                n.hostname.clone()
-            };
-            let zone = n.labels.get("zone").cloned().unwrap_or_default();
-            nodes.push((
-                NodeSpec {
-                    name,
-                    id: n.id.0.clone(),
-                    manager: n.role == Role::Manager,
-                    zone,
-                },
-                n,
-                ins.nodes.span(),
-            ));
-        }
-        let (file, json) = read(&ins.services)?;
-        for svc in
-            ingest::services(&file, &json).map_err(|e| err(ins.services.span(), e.to_string()))?
-        {
-            if matches!(svc.mode, Mode::Global) {
-                notes.push(format!("global service `{}` is not simulated", svc.name));
-                continue;
-            }
-            inspected_services.push((svc, ins.services.span()));
-        }
-        if let Some(t) = &ins.tasks {
-            let (file, json) = read(t)?;
-            inspected_tasks =
-                ingest::tasks(&file, &json).map_err(|e| err(t.span(), e.to_string()))?;
-        }
+    let (file, json) = read(&ins.nodes)?;
+    let found = ingest::nodes(&file, &json).map_err(|e| err(ins.nodes.span(), e.to_string()))?;
+    for n in found {
+        let name = if n.hostname.is_empty() {
+            n.id.0.clone()
+        } else {
+            n.hostname.clone()
+        };
+        let zone = n.labels.get("zone").cloned().unwrap_or_default();
+        nodes.push((
+            NodeSpec {
+                name,
+                id: n.id.0.clone(),
+                manager: n.role == Role::Manager,
+                zone,
+            },
+            n,
+            ins.nodes.span(),
+        ));
     }
+    let (file, json) = read(&ins.services)?;
+    for svc in
+        ingest::services(&file, &json).map_err(|e| err(ins.services.span(), e.to_string()))?
+    {
+        if matches!(svc.mode, Mode::Global) {
+            out.notes
+                .push(format!("global service `{}` is not simulated", svc.name));
+            continue;
+        }
+        out.services.push((svc, ins.services.span()));
+    }
+    if let Some(t) = &ins.tasks {
+        let (file, json) = read(t)?;
+        out.tasks = ingest::tasks(&file, &json).map_err(|e| err(t.span(), e.to_string()))?;
+    }
+    Ok(out)
+}
+
+/// Sorts the nodes by engine ID and checks them; returns the index faults resolve names
+/// with (name or engine ID) and the zones.
+#[allow(clippy::type_complexity)]
+fn check_nodes(
+    nodes: &mut [NodeEntry],
+    err: &Err,
+) -> Result<(BTreeMap<String, u32>, BTreeMap<String, Vec<u32>>), ScenarioError> {
     nodes.sort_by(|a, b| a.0.id.cmp(&b.0.id));
     for w in nodes.windows(2) {
         if w[0].0.id == w[1].0.id {
@@ -231,7 +324,6 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
             "no manager: at least one node needs role = \"manager\"".into(),
         ));
     }
-    // Faults may name a node by name (hostname) or engine ID.
     let mut index: BTreeMap<String, u32> = BTreeMap::new();
     for (i, n) in nodes.iter().enumerate() {
         index.insert(n.0.id.clone(), i as u32);
@@ -243,58 +335,82 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
             zones.entry(n.0.zone.clone()).or_default().push(i as u32);
         }
     }
+    Ok((index, zones))
+}
 
-    // Services.
-    let mut services: Vec<(ServiceSpec, Service, Range<usize>)> = Vec::new();
+/// The simulator's facts about a service's data (`[services.data]` or `[data.<name>]`).
+fn data_spec(d: Option<&file::DataFile>) -> DataSpec {
+    DataSpec {
+        size_bytes: d.and_then(|d| d.size).map(|v| v.0).unwrap_or(1 << 30),
+        writes_per_sec: d.and_then(|d| d.writes_per_sec).unwrap_or(0),
+        write_bytes: d.and_then(|d| d.write_bytes).map(|v| v.0).unwrap_or(4096),
+        replication_lag: d
+            .and_then(|d| d.replication_lag)
+            .map(|v| v.ms())
+            .unwrap_or(SECOND),
+    }
+}
+
+/// `[[services]]`, `[inspect]`'s services and `[data.*]`, then the engine's own checks of
+/// the whole cluster (labels, constraints, dependency cycles, duplicates).
+fn resolve_services(
+    f: &File,
+    inspected: Vec<(Service, Range<usize>)>,
+    inspected_tasks: Vec<berth_scheduler::model::Task>,
+    nodes: &[NodeEntry],
+    err: &Err,
+) -> Result<(Vec<ServiceEntry>, Cluster), ScenarioError> {
+    let mut services: Vec<ServiceEntry> = Vec::new();
     for s in &f.services {
         let name = s.name.get_ref().clone();
         let mut svc = Service::new(name.clone());
         svc.mode = Mode::Replicated {
             replicas: s.replicas,
         };
-        svc.labels = s.labels.clone();
+        svc.labels = s
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.get_ref().clone()))
+            .collect();
         svc.placement.constraints = s.constraints.clone();
         svc.placement.preferences = s.preferences.clone();
         if let Some(m) = s.reserve_memory {
             svc.reservations.memory_bytes = i64::try_from(m.0).unwrap_or(i64::MAX);
         }
-        let policy = svc
-            .policy()
-            .map_err(|e| err(s.name.span(), format!("service `{name}`: {e}")))?;
-        let d = s.data.as_ref().or_else(|| f.data.get(&name));
-        let data = DataSpec {
-            size_bytes: d.and_then(|d| d.size).map(|v| v.0).unwrap_or(1 << 30),
-            writes_per_sec: d.and_then(|d| d.writes_per_sec).unwrap_or(0),
-            write_bytes: d.and_then(|d| d.write_bytes).map(|v| v.0).unwrap_or(4096),
-            replication_lag: d
-                .and_then(|d| d.replication_lag)
-                .map(|v| v.ms())
-                .unwrap_or(SECOND),
+        let mut entry = ServiceEntry {
+            spec: ServiceSpec {
+                name: name.clone(),
+                replicas: s.replicas,
+                policy: Default::default(),
+                data: data_spec(s.data.as_ref().or_else(|| f.data.get(&name))),
+            },
+            service: svc,
+            name_span: s.name.span(),
+            labels: s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.span()))
+                .collect(),
         };
-        if data.writes_per_sec > 1_000_000 {
+        entry.spec.policy = entry
+            .service
+            .policy()
+            .map_err(|e| err(entry.label_span(&e), format!("service `{name}`: {e}")))?;
+        if entry.spec.data.writes_per_sec > 1_000_000 {
             return Err(err(
                 s.name.span(),
                 format!("service `{name}`: writes_per_sec above 1,000,000 is not modelled"),
             ));
         }
-        if s.data.is_some() && policy.stateful.is_none() {
+        if s.data.is_some() && entry.spec.policy.stateful.is_none() {
             return Err(err(
                 s.name.span(),
                 format!("service `{name}`: [services.data] needs berth.stateful=true labels"),
             ));
         }
-        services.push((
-            ServiceSpec {
-                name,
-                replicas: s.replicas,
-                policy,
-                data,
-            },
-            svc,
-            s.name.span(),
-        ));
+        services.push(entry);
     }
-    for (svc, span) in inspected_services {
+    for (svc, span) in inspected {
         let name = svc.name.clone();
         let policy = svc
             .policy()
@@ -309,27 +425,19 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
                 format!("[data.{name}] needs berth.stateful=true labels"),
             ));
         }
-        let data = DataSpec {
-            size_bytes: d.and_then(|d| d.size).map(|v| v.0).unwrap_or(1 << 30),
-            writes_per_sec: d.and_then(|d| d.writes_per_sec).unwrap_or(0),
-            write_bytes: d.and_then(|d| d.write_bytes).map(|v| v.0).unwrap_or(4096),
-            replication_lag: d
-                .and_then(|d| d.replication_lag)
-                .map(|v| v.ms())
-                .unwrap_or(SECOND),
-        };
-        services.push((
-            ServiceSpec {
+        services.push(ServiceEntry {
+            spec: ServiceSpec {
                 name,
                 replicas,
                 policy,
-                data,
+                data: data_spec(d),
             },
-            svc,
-            span,
-        ));
+            service: svc,
+            name_span: span,
+            labels: BTreeMap::new(),
+        });
     }
-    services.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    services.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
     if services.is_empty() {
         return Err(err(
             0..0,
@@ -337,87 +445,99 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
         ));
     }
     for name in f.data.keys() {
-        if !services.iter().any(|s| &s.0.name == name) {
+        if !services.iter().any(|s| &s.spec.name == name) {
             return Err(err(0..0, format!("[data.{name}]: no such service")));
         }
     }
     // Running tasks of simulated services: the initial placement, where given.
     let kept: std::collections::BTreeSet<&str> =
-        services.iter().map(|s| s.1.id.0.as_str()).collect();
+        services.iter().map(|s| s.service.id.0.as_str()).collect();
     let tasks: Vec<_> = inspected_tasks
         .into_iter()
         .filter(|t| t.is_active() && t.slot.is_some() && kept.contains(t.service_id.0.as_str()))
         .collect();
     let cluster = Cluster {
         nodes: nodes.iter().map(|n| n.1.clone()).collect(),
-        services: services.iter().map(|s| s.1.clone()).collect(),
+        services: services.iter().map(|s| s.service.clone()).collect(),
         tasks,
         datasets: Vec::new(),
     };
-    // The engine's own checks: labels, constraints, dependency cycles, duplicates.
     if let Err(e) = Prepared::new(&cluster) {
+        let find = |service: &str| services.iter().find(|s| s.spec.name == service);
         let span = match &e {
-            PlanError::Labels { service, .. }
-            | PlanError::Constraint { service, .. }
-            | PlanError::DuplicateService(service) => services
-                .iter()
-                .find(|s| &s.0.name == service)
-                .map(|s| s.2.clone()),
+            PlanError::Labels { service, source } => find(service).map(|s| s.label_span(source)),
+            PlanError::Constraint { service, .. } | PlanError::DuplicateService(service) => {
+                find(service).map(|s| s.name_span.clone())
+            }
             _ => None,
         }
-        .unwrap_or_else(|| services.first().map(|s| s.2.clone()).unwrap_or(0..0));
+        .unwrap_or_else(|| {
+            services
+                .first()
+                .map(|s| s.name_span.clone())
+                .unwrap_or(0..0)
+        });
         return Err(err(span, e.to_string()));
     }
+    Ok((services, cluster))
+}
 
-    let restart = f.berth.restart.map(|d| d.ms()).unwrap_or(10 * SECOND);
-    let faults = resolve_faults(&f.faults, &index, &zones, restart, &err)?;
-
-    let random = match &f.random {
-        None => None,
-        Some(r) => {
-            let mut kinds = Vec::new();
-            for k in &r.kinds {
-                match RandomKind::ALL.iter().find(|(n, _)| n == k.get_ref()) {
-                    Some((_, kind)) => kinds.push(*kind),
-                    None => {
-                        let known: Vec<&str> = RandomKind::ALL.iter().map(|(n, _)| *n).collect();
-                        return Err(err(
-                            k.span(),
-                            format!(
-                                "unknown random fault kind `{}` (known: {})",
-                                k.get_ref(),
-                                known.join(", ")
-                            ),
-                        ));
-                    }
-                }
+/// `[random]`.
+fn resolve_random(
+    f: &File,
+    nodes: &[NodeEntry],
+    err: &Err,
+) -> Result<Option<RandomFaults>, ScenarioError> {
+    let Some(r) = &f.random else {
+        return Ok(None);
+    };
+    let mut kinds = Vec::new();
+    for k in &r.kinds {
+        match RandomKind::ALL.iter().find(|(n, _)| n == k.get_ref()) {
+            Some((_, kind)) => kinds.push(*kind),
+            None => {
+                let known: Vec<&str> = RandomKind::ALL.iter().map(|(n, _)| *n).collect();
+                return Err(err(
+                    k.span(),
+                    format!(
+                        "unknown random fault kind `{}` (known: {})",
+                        k.get_ref(),
+                        known.join(", ")
+                    ),
+                ));
             }
-            let targets: Vec<u32> = match r.targets.as_ref().map(|t| t.get_ref().as_str()) {
-                None | Some("workers") => nodes
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, n)| !n.0.manager)
-                    .map(|(i, _)| i as u32)
-                    .collect(),
-                Some("all") => (0..nodes.len() as u32).collect(),
-                Some(v) => {
-                    let span = r.targets.as_ref().map(|t| t.span()).unwrap_or(0..0);
-                    return Err(err(span, format!("targets `{v}`: expected workers or all")));
-                }
-            };
-            let recover_min = r.recover_min.map(|d| d.ms()).unwrap_or(MINUTE);
-            let recover_max = r.recover_max.map(|d| d.ms()).unwrap_or(30 * MINUTE);
-            Some(RandomFaults {
-                every: r.every.ms(),
-                kinds,
-                start_after: r.start_after.map(|d| d.ms()).unwrap_or(MINUTE),
-                recover_min,
-                recover_max: recover_max.max(recover_min),
-                targets,
-            })
+        }
+    }
+    let targets: Vec<u32> = match r.targets.as_ref().map(|t| t.get_ref().as_str()) {
+        None | Some("workers") => nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| !n.0.manager)
+            .map(|(i, _)| i as u32)
+            .collect(),
+        Some("all") => (0..nodes.len() as u32).collect(),
+        Some(v) => {
+            let span = r.targets.as_ref().map(|t| t.span()).unwrap_or(0..0);
+            return Err(err(span, format!("targets `{v}`: expected workers or all")));
         }
     };
+    let recover_min = r.recover_min.map(|d| d.ms()).unwrap_or(MINUTE);
+    let recover_max = r.recover_max.map(|d| d.ms()).unwrap_or(30 * MINUTE);
+    Ok(Some(RandomFaults {
+        every: r.every.ms(),
+        kinds,
+        start_after: r.start_after.map(|d| d.ms()).unwrap_or(MINUTE),
+        recover_min,
+        recover_max: recover_max.max(recover_min),
+        targets,
+    }))
+}
 
+/// `[swarm]`, `[berth]`, `[manual]`, with their defaults.
+fn resolve_timings(
+    f: &File,
+    err: &Err,
+) -> Result<(SwarmTiming, BerthTiming, ManualTiming), ScenarioError> {
     let ms = |d: Option<file::Dur>, default| d.map(|d| d.ms()).unwrap_or(default);
     let swarm = SwarmTiming {
         heartbeat: ms(f.swarm.heartbeat, 5 * SECOND),
@@ -454,32 +574,7 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
     let manual = ManualTiming {
         operator_response: ms(f.manual.operator_response, 15 * MINUTE),
     };
-    let bounds = Bounds {
-        berth_max_unavailable_p99: f.bounds.berth_max_unavailable_p99.map(|d| d.ms()),
-        berth_max_lost_writes: f.bounds.berth_max_lost_writes,
-        berth_max_double_writer_windows: f.bounds.berth_max_double_writer_windows,
-        lost_writes: f.bounds.lost_writes.into(),
-    };
-    let _ = HOUR;
-
-    Ok(Scenario {
-        path: path.to_string(),
-        name: f.name,
-        description: f.description,
-        duration: f.duration.ms(),
-        seed: f.seed,
-        swarm,
-        berth,
-        manual,
-        nodes: nodes.into_iter().map(|n| n.0).collect(),
-        services: services.into_iter().map(|s| s.0).collect(),
-        faults,
-        random,
-        bounds,
-        cluster,
-        zones,
-        notes,
-    })
+    Ok((swarm, berth, manual))
 }
 
 /// `[[faults]]` tables → faults, names resolved against the scenario's nodes and zones.
@@ -488,7 +583,7 @@ fn resolve_faults(
     index: &BTreeMap<String, u32>,
     zones: &BTreeMap<String, Vec<u32>>,
     restart: crate::clock::Ms,
-    err: &dyn Fn(Range<usize>, String) -> ScenarioError,
+    err: &Err,
 ) -> Result<Vec<Fault>, ScenarioError> {
     let node_ref = |s: &Spanned<String>| {
         index
@@ -670,14 +765,40 @@ node = "w1"
         let e = error(&OK.replace("writes_per_sec", "writes_per_second"));
         assert!(e.starts_with("t.toml:15:1: "), "{e}");
         assert!(e.contains("unknown field `writes_per_second`"), "{e}");
+        // A label error points at the label, not at the service's name.
         let e = error(&OK.replace("db-{slot}", "db"));
         assert!(
-            e.starts_with("t.toml:11:8: field `name`: service `db`:"),
+            e.starts_with("t.toml:13:56: field `labels`: service `db`: label `berth.volume`"),
             "{e}"
         );
         let e = error(&OK.replace("\"crash\"", "\"explode\""));
         assert!(
             e.contains("t.toml:18:8: field `kind`: unknown fault kind `explode`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_label_points_at_its_line() {
+        let text = r#"
+name = "t"
+duration = "10m"
+[[nodes]]
+name = "m1"
+role = "manager"
+[[services]]
+name = "db"
+replicas = 1
+[services.labels]
+"berth.stateful" = "true"
+"berth.volume" = "db-{slot}"
+"berth.volumes" = "typo"
+"#;
+        let e = error(text);
+        assert!(
+            e.starts_with(
+                "t.toml:13:19: field `berth.volumes`: service `db`: unknown label `berth.volumes`"
+            ),
             "{e}"
         );
     }

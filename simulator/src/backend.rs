@@ -1,0 +1,573 @@
+//! The simulator as one backend of the engine's executor (`berth_scheduler::executor`): each
+//! [`Command`] takes a modelled time, then takes effect on the world and its [`Outcome`] goes
+//! back to the executor through the event queue — the same executor `berth run` drives
+//! against Docker and the volume control service.
+//!
+//! | command | duration |
+//! |---|---|
+//! | fence | `berth.fence` |
+//! | stop-slot | `berth.stop_latency` |
+//! | (timer) `recreate` grace | the service's `berth.recreate-grace` |
+//! | (timer) target choice | `berth.plan` (the executor's `decide_ms`) |
+//! | assign move, shared | `berth.attach` |
+//! | assign move, copy | bytes / `berth.move_bandwidth` (× slow disk); after a pre-copy only the writes acknowledged since it started |
+//! | pre-copy | the dataset's size / `berth.move_bandwidth` |
+//! | assign promote | `berth.promote` |
+//! | start-slot | `berth.start_latency` (× slow disk) |
+//! | assign recreate, drop-stale, clear-fence-label | 0 |
+//!
+//! A node label set or cleared outside a plan, and a re-admission, take effect at once.
+
+use berth_scheduler::executor::{
+    Actor, AssignMode, Command, CommandId, FailedTask, NodeHealth, Notice, Observation, Outcome,
+    RunKind, Work,
+};
+use berth_scheduler::failover::Event;
+
+use crate::clock::{Ms, transfer_ms};
+use crate::policy::PolicyKind;
+use crate::sim::{Ev, Sim};
+use crate::world::TaskState;
+
+fn event_name(e: &Event) -> &'static str {
+    match e {
+        Event::NodeDown(_) => "node-down",
+        Event::NodeDrained(_) => "node-drained",
+        Event::NodeBack(_) => "node-back",
+    }
+}
+
+impl Sim<'_> {
+    /// Hands the executor what the managers and Berth's detector see now, then carries out
+    /// what it decided.
+    pub fn observe(&mut self) {
+        let berth = self.policy == PolicyKind::Berth;
+        let health: Vec<NodeHealth> = self
+            .nodes
+            .iter()
+            .map(|n| NodeHealth {
+                dead: if berth { n.berth_down } else { n.swarm_down },
+                reconnects: n.reconnects,
+            })
+            .collect();
+        let mut failed = Vec::new();
+        for slot in &self.slots {
+            for &t in &slot.tasks {
+                let task = &self.tasks[t as usize];
+                if task.desired
+                    && task.state == TaskState::Dead
+                    && self.nodes[task.node as usize].in_contact()
+                {
+                    failed.push(FailedTask {
+                        service: self.scn.services[task.service as usize].name.clone(),
+                        slot: task.slot,
+                        node: berth_scheduler::model::NodeId::new(
+                            self.node_ids[task.node as usize].clone(),
+                        ),
+                    });
+                }
+            }
+        }
+        self.view(true);
+        let obs = Observation {
+            cluster: &self.view_berth,
+            health: Some(&health),
+            failed: &failed,
+        };
+        self.exec.observe(self.now, obs);
+        self.pump();
+    }
+
+    /// Runs one event's plan by hand (`Actor::Operator`: stateful slots only).
+    pub fn run_plan(&mut self, event: Event, by: Actor) {
+        self.view(true);
+        let stateful_only = by == Actor::Operator;
+        self.exec
+            .run_plan(self.now, &self.view_berth, event, stateful_only, by);
+        self.pump();
+    }
+
+    /// Schedules whatever the executor has ready: each command's completion after its
+    /// modelled time, each timer at its time.
+    pub fn pump(&mut self) {
+        loop {
+            self.take_notices();
+            let work = self.exec.next_work();
+            if work.is_empty() {
+                if self.exec.wants_observation() {
+                    self.observe();
+                }
+                return;
+            }
+            for w in work {
+                match w {
+                    Work::Timer(id, at) => self.q.push(at, Ev::Timer { id }),
+                    Work::Command(id, cmd) => {
+                        let origin = self.exec.origin(id).map(|(r, l, k)| (r, l, k.clone()));
+                        match origin {
+                            None | Some((_, _, RunKind::Readmit)) => {
+                                let out = self.perform(id, &cmd, origin.is_some());
+                                self.complete(id, out);
+                            }
+                            Some((run, lane, _)) => {
+                                let d = self.command_ms(run, lane, &cmd);
+                                self.q.push(self.now + d, Ev::Command { id });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A command's modelled time is over: it takes effect.
+    pub fn on_command(&mut self, id: CommandId) {
+        let Some(cmd) = self
+            .exec
+            .state()
+            .inflight
+            .get(&id)
+            .map(|f| f.command.clone())
+        else {
+            // Its run was dropped (a scheduler restart).
+            return;
+        };
+        let out = self.perform(id, &cmd, false);
+        self.complete(id, out);
+        self.pump();
+    }
+
+    fn complete(&mut self, id: CommandId, out: Outcome) {
+        if self.exec.complete(id, out, self.now) {
+            // Once this lane has released the slot (same instant, later in the queue).
+            self.q.push(self.now, Ev::Retry);
+        }
+    }
+
+    fn take_notices(&mut self) {
+        for n in self.exec.take_notices() {
+            match n {
+                Notice::Planned { .. } => self.metrics.engine_calls += 1,
+                Notice::PlanFailed { event, error } => {
+                    self.log_event(format!("plan_failover({event:?}) failed: {error}"))
+                }
+                Notice::Nothing { event, by } => {
+                    self.log_event(format!("{}: nothing to do for {event:?}", by.as_str()))
+                }
+                Notice::Launched {
+                    event, by, steps, ..
+                } => {
+                    let node = self
+                        .node_index(event.node().as_str())
+                        .map(|i| self.node_names[i as usize].clone())
+                        .unwrap_or_else(|| event.node().to_string());
+                    let label = format!(
+                        "{}: {} {node} ({steps} steps)",
+                        by.as_str(),
+                        event_name(&event)
+                    );
+                    self.markers.push((self.now, label.clone()));
+                    self.log_event(label);
+                    self.metrics.failovers += 1;
+                }
+                Notice::Waits {
+                    service,
+                    slot,
+                    reason,
+                } => self.log_event(format!("{service} slot {slot} waits: {reason}")),
+                Notice::GraceKept { node } => {
+                    let name = self.display(node.as_str());
+                    self.log_event(format!(
+                        "berth: {name} is back within the grace period; its member stays"
+                    ))
+                }
+                Notice::Readmitted {
+                    service,
+                    slot,
+                    node,
+                } => {
+                    let name = self.display(node.as_str());
+                    self.log_event(format!(
+                        "berth: re-admits {service} slot {slot} on {name} at the current epoch"
+                    ))
+                }
+                Notice::LaneDropped { .. } => {}
+                Notice::DrainBudget {
+                    service,
+                    stopped,
+                    budget,
+                } => {
+                    if self.policy == PolicyKind::Berth {
+                        let msg = format!(
+                            "drain stopped {stopped} slots of {service} at once \
+                             (berth.max-unavailable={budget})"
+                        );
+                        self.fail("budget", msg);
+                    }
+                }
+            }
+        }
+    }
+
+    fn display(&self, id: &str) -> String {
+        self.node_index(id)
+            .map(|i| self.node_names[i as usize].clone())
+            .unwrap_or_else(|| id.to_string())
+    }
+
+    fn slot_of(&self, service: &str, slot: u64) -> Option<u32> {
+        let si = self.service_index(service)?;
+        Some(self.services[si as usize].first_slot + (slot - 1) as u32)
+    }
+
+    fn slow(&self, node: &berth_scheduler::model::NodeId) -> Ms {
+        self.node_index(node.as_str())
+            .map(|n| Ms::from(self.nodes[n as usize].slow))
+            .unwrap_or(1)
+    }
+
+    /// How long the command takes, decided when it starts.
+    fn command_ms(&mut self, run: u64, lane: u32, cmd: &Command) -> Ms {
+        let bt = &self.scn.berth;
+        match cmd {
+            Command::Fence { .. } => bt.fence,
+            Command::StopSlot { .. } => bt.stop_latency,
+            Command::PreCopy { volume, .. } => {
+                let d = self.volume(volume);
+                let size = d.map(|d| self.datasets[d as usize].size_bytes).unwrap_or(0);
+                let mark = d.map(|d| self.datasets[d as usize].acked).unwrap_or(0);
+                self.lane_mark.insert((run, lane), mark);
+                transfer_ms(size, bt.move_bandwidth)
+            }
+            Command::Assign {
+                mode,
+                primary,
+                volume,
+                ..
+            } => match mode {
+                AssignMode::Move { copy: false, .. } => bt.attach,
+                AssignMode::Move { from, .. } => {
+                    let bytes = self.move_bytes(run, lane, self.volume(volume));
+                    let s = self.slow(from).max(self.slow(primary));
+                    transfer_ms(bytes, self.scn.berth.move_bandwidth) * s
+                }
+                AssignMode::Promote { .. } => bt.promote,
+                AssignMode::Recreate => 0,
+            },
+            Command::StartSlot { node, .. } => bt.start_latency * self.slow(node),
+            Command::DropStale { .. }
+            | Command::SetFenceLabel { .. }
+            | Command::ClearFenceLabel { .. } => 0,
+        }
+    }
+
+    fn volume(&self, name: &str) -> Option<u32> {
+        self.volumes.get(name).copied()
+    }
+
+    /// Bytes the final copy of a move carries: everything, or only the delta after a pre-copy.
+    fn move_bytes(&self, run: u64, lane: u32, dataset: Option<u32>) -> u64 {
+        let Some(d) = dataset else { return 0 };
+        let ds = &self.datasets[d as usize];
+        match self.lane_mark.get(&(run, lane)) {
+            Some(mark) => {
+                let wb = self.scn.services[ds.service as usize].data.write_bytes;
+                ds.acked.saturating_sub(*mark) * wb
+            }
+            None => ds.size_bytes,
+        }
+    }
+
+    /// The command takes effect on the world.
+    fn perform(&mut self, id: CommandId, cmd: &Command, readmit: bool) -> Outcome {
+        let key = self.exec.origin(id).map(|(r, l, _)| (r, l));
+        match cmd {
+            Command::SetFenceLabel { node } | Command::ClearFenceLabel { node } => {
+                if let Some(n) = self.node_index(node.as_str()) {
+                    self.nodes[n as usize].fenced = matches!(cmd, Command::SetFenceLabel { .. });
+                }
+                Outcome::Done
+            }
+            Command::Fence {
+                volume,
+                expect_epoch,
+                ..
+            } => {
+                if let Some(d) = self.volume(volume) {
+                    let ds = &mut self.datasets[d as usize];
+                    ds.epoch = ds.epoch.max(expect_epoch + 1);
+                    self.metrics.fences += 1;
+                }
+                Outcome::Done
+            }
+            Command::PreCopy { volume, .. } => {
+                if let Some(d) = self.volume(volume) {
+                    self.metrics.bytes_moved += self.datasets[d as usize].size_bytes;
+                }
+                Outcome::Done
+            }
+            Command::StopSlot {
+                service,
+                slot,
+                node,
+            } => {
+                let (Some(s), Some(n)) =
+                    (self.slot_of(service, *slot), self.node_index(node.as_str()))
+                else {
+                    return Outcome::Done;
+                };
+                let victims: Vec<u32> = self.slots[s as usize]
+                    .tasks
+                    .iter()
+                    .copied()
+                    .filter(|&t| self.tasks[t as usize].node == n && self.tasks[t as usize].desired)
+                    .collect();
+                for t in victims {
+                    self.retire_task(t);
+                }
+                Outcome::Done
+            }
+            Command::Assign { .. } if readmit => Outcome::Done,
+            Command::Assign {
+                volume,
+                primary,
+                mode,
+                ..
+            } => self.assign(key, volume, primary, mode),
+            Command::StartSlot {
+                service,
+                slot,
+                node,
+                ..
+            } => {
+                let (Some(s), Some(n)) =
+                    (self.slot_of(service, *slot), self.node_index(node.as_str()))
+                else {
+                    return Outcome::Failed {
+                        reason: "unknown slot or node".into(),
+                    };
+                };
+                if readmit {
+                    self.readmit(s, n);
+                    return Outcome::Done;
+                }
+                let copy = key.and_then(|k| self.lane_copy.remove(&k));
+                if let Some(k) = key {
+                    self.lane_mark.remove(&k);
+                }
+                self.start(s, n, copy)
+            }
+            Command::DropStale { volume, node, .. } => {
+                let (Some(d), Some(n)) = (self.volume(volume), self.node_index(node.as_str()))
+                else {
+                    return Outcome::Done;
+                };
+                let s = self.datasets[d as usize].slot_idx;
+                let current = self.datasets[d as usize].current;
+                for (i, c) in self.copies.iter_mut().enumerate() {
+                    if c.dataset == d && c.node == Some(n) && Some(i as u32) != current {
+                        c.revoked = true;
+                    }
+                }
+                let victims: Vec<u32> = self.slots[s as usize]
+                    .tasks
+                    .iter()
+                    .copied()
+                    .filter(|&t| self.tasks[t as usize].node == n)
+                    .collect();
+                for t in victims {
+                    self.retire_task(t);
+                }
+                Outcome::Done
+            }
+        }
+    }
+
+    fn assign(
+        &mut self,
+        key: Option<(u64, u32)>,
+        volume: &str,
+        primary: &berth_scheduler::model::NodeId,
+        mode: &AssignMode,
+    ) -> Outcome {
+        let (Some(d), Some(to)) = (self.volume(volume), self.node_index(primary.as_str())) else {
+            return Outcome::Failed {
+                reason: "unknown volume or node".into(),
+            };
+        };
+        let c = match mode {
+            AssignMode::Move { copy: true, .. } => {
+                let src = self.datasets[d as usize].current;
+                let len = src.map(|c| self.copies[c as usize].len).unwrap_or(0);
+                self.metrics.moves += 1;
+                let new = self.new_copy(d, Some(to), len);
+                if let Some(src) = src
+                    && src != new
+                {
+                    self.copies[src as usize].revoked = true;
+                }
+                let (run, lane) = key.unwrap_or_default();
+                let bytes = self.move_bytes(run, lane, Some(d));
+                self.metrics.bytes_moved += bytes;
+                new
+            }
+            AssignMode::Move { copy: false, .. } => {
+                self.metrics.moves += 1;
+                self.new_copy(d, None, 0)
+            }
+            AssignMode::Promote { .. } => {
+                let sb = self.datasets[d as usize].standby;
+                let ok = sb.is_some_and(|c| {
+                    let c = &self.copies[c as usize];
+                    c.alive && c.node == Some(to)
+                });
+                let Some(sb) = sb.filter(|_| ok) else {
+                    self.log_event(format!(
+                        "berth: standby of {} is not on {}: lane dropped",
+                        self.datasets[d as usize].name, self.node_names[to as usize]
+                    ));
+                    return Outcome::Refused {
+                        current_epoch: None,
+                        reason: "the standby is not on the target".into(),
+                    };
+                };
+                self.metrics.moves += 1;
+                let ds = &mut self.datasets[d as usize];
+                ds.current = Some(sb);
+                ds.unreplicated.clear();
+                ds.standby = None;
+                let svc = ds.service;
+                // A new standby elsewhere, usable once it has resynced.
+                if let Some(n) = self.pick_standby(svc, to) {
+                    let len = self.copies[sb as usize].len;
+                    let c = self.new_copy(d, Some(n), len);
+                    let size = self.datasets[d as usize].size_bytes;
+                    self.copies[c as usize].ready_at =
+                        self.now + transfer_ms(size, self.scn.berth.move_bandwidth);
+                    self.metrics.bytes_moved += size;
+                    self.datasets[d as usize].standby = Some(c);
+                }
+                if let Some(k) = key {
+                    self.lane_copy.insert(k, sb);
+                }
+                return Outcome::Done;
+            }
+            AssignMode::Recreate => {
+                self.metrics.moves += 1;
+                self.new_copy(d, Some(to), 0)
+            }
+        };
+        self.datasets[d as usize].current = Some(c);
+        if let Some(k) = key {
+            self.lane_copy.insert(k, c);
+        }
+        Outcome::Done
+    }
+
+    /// The re-admitted holder restarts in place on the copy it had.
+    fn readmit(&mut self, s: u32, n: u32) {
+        let stale: Vec<u32> = self.slots[s as usize]
+            .tasks
+            .iter()
+            .copied()
+            .filter(|&t| {
+                let t = &self.tasks[t as usize];
+                t.node == n && t.desired && t.alive()
+            })
+            .collect();
+        for t in stale {
+            let copy = self.tasks[t as usize].copy;
+            self.retire_task(t);
+            let latency = self.scn.berth.start_latency;
+            self.start_task(s, n, copy, latency);
+        }
+    }
+
+    /// `start-slot`: the new holder mounts the copy the lane prepared, or — for a plain
+    /// restart (node back) — the dataset's current copy if it is on that node. A `move` slot
+    /// is never started on an empty volume while its data exists elsewhere.
+    fn start(&mut self, s: u32, n: u32, mut copy: Option<u32>) -> Outcome {
+        let node = self.node_names[n as usize].clone();
+        let node = node.as_str();
+        let rt = &self.nodes[n as usize];
+        if !rt.in_contact() || rt.berth_down || rt.swarm_down {
+            self.log_event(format!("start on {node} dropped: the node is gone"));
+            return Outcome::Failed {
+                reason: "the node is gone".into(),
+            };
+        }
+        if let Some(d) = self.slots[s as usize].dataset {
+            if copy.is_none() {
+                let ds = &self.datasets[d as usize];
+                let current = ds.current.filter(|&c| {
+                    let c = &self.copies[c as usize];
+                    c.alive && !c.revoked && (c.node.is_none() || c.node == Some(n))
+                });
+                let self_rep = self.services[ds.service as usize].self_replicating;
+                copy = match current {
+                    Some(c) => Some(c),
+                    // A member whose disk is gone rejoins empty and resyncs.
+                    None if self_rep => Some(self.new_copy(d, Some(n), 0)),
+                    None => {
+                        if self.data_exists_elsewhere(d) {
+                            let msg = format!(
+                                "{}: refusing to start on {node} without its data",
+                                self.datasets[d as usize].name
+                            );
+                            self.log_event(msg);
+                            // The slot waits; its node's return or a new plan deals with it.
+                            return Outcome::Done;
+                        }
+                        // The data is physically gone (disk lost): nothing better exists.
+                        Some(self.new_copy(d, Some(n), 0))
+                    }
+                };
+            }
+            let self_rep =
+                self.services[self.datasets[d as usize].service as usize].self_replicating;
+            if let Some(c) = copy
+                && !self_rep
+                && self.copies[c as usize].len == 0
+                && self.datasets[d as usize].acked > 0
+                && self.data_exists_elsewhere(d)
+            {
+                self.metrics.empty_volume_starts += 1;
+                if self.policy == PolicyKind::Berth {
+                    let msg = format!(
+                        "{} would start on an empty volume on {node} while its data exists",
+                        self.datasets[d as usize].name
+                    );
+                    self.fail("no-empty-volume", msg);
+                }
+            }
+        }
+        self.retire_slot_tasks(s);
+        let t = self.add_task(s, n, copy, TaskState::Running);
+        let latency = self.scn.berth.start_latency;
+        self.tasks[t as usize].started = self.now.saturating_sub(latency);
+        if let Some(c) = copy {
+            // A recreated member resyncs from its peers first.
+            let d = self.copies[c as usize].dataset;
+            let svc = self.datasets[d as usize].service;
+            if self.services[svc as usize].self_replicating {
+                let max = self.service_max_len(svc);
+                if self.copies[c as usize].len < max {
+                    let size = self.datasets[d as usize].size_bytes;
+                    let slow = Ms::from(self.nodes[n as usize].slow);
+                    let done = self.now + transfer_ms(size, self.scn.berth.move_bandwidth) * slow;
+                    self.copies[c as usize].ready_at = done;
+                    self.copies[c as usize].len = max;
+                    self.metrics.bytes_moved += size;
+                    self.q.push(done, Ev::Resynced { copy: c });
+                }
+            }
+        }
+        let sl = &self.slots[s as usize];
+        let msg = format!(
+            "{} slot {} running on {node}",
+            self.scn.services[sl.service as usize].name, sl.slot
+        );
+        self.log_event(msg);
+        Outcome::Done
+    }
+}
