@@ -169,6 +169,19 @@ impl Cluster {
         self.lab.manager()
     }
 
+    /// The volume's epoch at the control service (`None` without Berth, or unreachable).
+    pub fn volume_epoch(&self, name: &str) -> Option<u64> {
+        self.control.as_ref()?;
+        let token = fs::read_to_string(&self.token).ok()?;
+        let addr = format!("{}:{CONTROL_PORT}", self.lab.nodes[0].addr);
+        let v = crate::run::http_get_json(
+            &addr,
+            &format!("/v1/berth/volumes/{name}"),
+            Some(token.trim()),
+        )?;
+        v["epoch"].as_u64()
+    }
+
     fn control_url(&self) -> String {
         format!("http://{}:{CONTROL_PORT}", self.lab.nodes[0].addr)
     }

@@ -175,7 +175,7 @@ fn run_all(a: &Args) -> Result<bool> {
     }
     if !ok {
         eprintln!(
-            "berth-chaos: a Berth run lost an acknowledged write, had two writers or never served again; logs in {}",
+            "berth-chaos: a Berth run lost an acknowledged write, had two writers, fenced a volume twice or never served again; logs in {}",
             keep.as_deref().unwrap_or(c.logs()).display()
         );
     }

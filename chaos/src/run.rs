@@ -19,7 +19,8 @@ pub enum Fault {
     KillWorker,
     /// The writer's node loses its link for `--partition-secs` and keeps running.
     Partition,
-    /// kill-worker, then kill -9 of `berth run` 1.5 s into the failover, restarted 1 s later.
+    /// kill-worker, then kill -9 of `berth run` once it has a failover command in flight,
+    /// restarted 1 s later (it must carry on from its journal).
     KillDaemon,
     /// `docker node update --availability drain` of the writer's node.
     Drain,
@@ -66,6 +67,10 @@ pub struct RunResult {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lost_examples: Vec<String>,
     pub double_writers: usize,
+    /// Under Berth: how many times the slot's volume was fenced (its epoch's rise); 1 for a
+    /// failover, never 2.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fences: Option<u64>,
     /// Tasks that wrote records for the slot during the run.
     pub writers: usize,
     pub node: String,
@@ -75,7 +80,7 @@ pub struct RunResult {
 impl RunResult {
     pub fn summary(&self) -> String {
         format!(
-            "{} / {}: serves again after {}, {} acked, {} lost, {} double writers",
+            "{} / {}: serves again after {}, {} acked, {} lost, {} double writers{}",
             self.system,
             self.fault,
             self.seconds_to_serve
@@ -83,7 +88,10 @@ impl RunResult {
                 .unwrap_or_else(|| "never".into()),
             self.acked,
             self.lost_acked,
-            self.double_writers
+            self.double_writers,
+            self.fences
+                .map(|f| format!(", fenced {f}x"))
+                .unwrap_or_default()
         )
     }
 }
@@ -183,6 +191,30 @@ fn deploy(c: &Cluster, system: System, seed: u64, checker: &str) -> Result<Workl
     Ok(w)
 }
 
+/// `GET path` on `addr` (HTTP/1.0, bounded in time), its body as JSON.
+pub fn http_get_json(addr: &str, path: &str, token: Option<&str>) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let sock = addr.parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    let (_, json) = body.split_once("\r\n\r\n")?;
+    serde_json::from_str(json).ok()
+}
+
+/// Whether `berth run` (API at `addr`) has a failover command in flight.
+fn failover_in_flight(addr: &str) -> bool {
+    http_get_json(addr, "/v1/failovers", None)
+        .and_then(|v| v["in_flight"].as_array().map(|a| !a.is_empty()))
+        .unwrap_or(false)
+}
+
 /// The lab node (name) running `service`'s task, and that task's container ID.
 fn running_on(c: &Cluster, service: &str) -> Option<(String, String)> {
     let m = c.manager();
@@ -269,6 +301,8 @@ pub fn one(
         );
     }
     let (node, _) = running_on(c, &w.service).context("the writer's task")?;
+    let volume = format!("{}-1", w.id);
+    let epoch_before = c.volume_epoch(&volume);
     std::thread::sleep(Duration::from_millis(1000 + (seed % 3) * 1000));
     let before: BTreeSet<String> = checker.acks(&w.id).into_iter().map(|a| a.host).collect();
     let t0 = Instant::now();
@@ -277,7 +311,14 @@ pub fn one(
         Fault::Partition => c.lab.node(&node).cut(),
         Fault::KillDaemon => {
             c.kill_node(&node);
-            std::thread::sleep(Duration::from_millis(1500));
+            // Mid-failover: as soon as berth run has a failover command in flight (the fence
+            // waiting out the lost node's lease, typically), or after 10 s at the latest.
+            let mid = wait_for(Duration::from_secs(10), || failover_in_flight(&c.api));
+            if !mid {
+                eprintln!(
+                    "berth-chaos:   no failover command seen in flight; killing berth run anyway"
+                );
+            }
             c.kill_daemon();
             std::thread::sleep(Duration::from_secs(1));
             c.start_daemon()?;
@@ -372,6 +413,12 @@ pub fn one(
         }
     }
     let (double, writers) = overlapping_writers(&all);
+    // One fence per failover: a daemon killed mid-failover that fenced or moved again after
+    // its restart would show here as two.
+    let fences = match (epoch_before, c.volume_epoch(&volume)) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
     // Clean up: the workload goes (Berth removes the slot service with its template), its
     // volumes stay on the lab's disk until the lab goes.
     c.manager().docker_ok(&["service", "rm", &w.remove]);
@@ -389,6 +436,7 @@ pub fn one(
         acked: acks.len(),
         lost_acked: lost,
         lost_examples,
+        fences,
         double_writers: double,
         writers,
         node,
@@ -458,7 +506,12 @@ impl Report {
         self.runs
             .iter()
             .filter(|r| r.system == System::Berth)
-            .all(|r| r.seconds_to_serve.is_some() && r.lost_acked == 0 && r.double_writers == 0)
+            .all(|r| {
+                r.seconds_to_serve.is_some()
+                    && r.lost_acked == 0
+                    && r.double_writers == 0
+                    && r.fences.is_none_or(|f| f <= 1)
+            })
     }
 
     pub fn table(&self) -> String {
