@@ -25,8 +25,9 @@ use berth_scheduler::executor::{
 use berth_scheduler::failover::Event;
 
 use crate::clock::{Ms, transfer_ms};
-use crate::policy::PolicyKind;
-use crate::sim::{Ev, Sim};
+use crate::event::Ev;
+use crate::policy_kind::PolicyKind;
+use crate::state::Sim;
 use crate::world::TaskState;
 
 fn event_name(e: &Event) -> &'static str {

@@ -15,18 +15,9 @@
 //! run (only Berth's own `berth.fenced`, which no constraint may name), so that is the same as
 //! checking every running task after every event.
 
-use serde::Serialize;
-
-use crate::clock::Ms;
-use crate::policy::PolicyKind;
-use crate::sim::Sim;
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Violation {
-    pub invariant: &'static str,
-    pub at: Ms,
-    pub message: String,
-}
+use crate::policy_kind::PolicyKind;
+use crate::state::Sim;
+pub use crate::violation::Violation;
 
 pub fn after_event(sim: &mut Sim) {
     let now = sim.now;

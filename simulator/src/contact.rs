@@ -5,9 +5,11 @@
 use berth_scheduler::model::Backend;
 
 use crate::clock::transfer_ms;
+use crate::event::{Ev, NodeMark};
 use crate::faults::FaultAction;
-use crate::policy::{self, PolicyKind};
-use crate::sim::{Ev, NodeMark, Sim};
+use crate::policy;
+use crate::policy_kind::PolicyKind;
+use crate::state::Sim;
 use crate::world::TaskState;
 
 impl Sim<'_> {

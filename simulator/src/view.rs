@@ -10,8 +10,8 @@ use berth_scheduler::model::{
     TaskState as EngineTaskState,
 };
 
-use crate::policy::PolicyKind;
-use crate::sim::Sim;
+use crate::policy_kind::PolicyKind;
+use crate::state::Sim;
 use crate::world::TaskState;
 
 impl Sim<'_> {

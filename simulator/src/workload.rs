@@ -6,8 +6,9 @@
 use berth_scheduler::model::Backend;
 
 use crate::clock::Ms;
-use crate::policy::PolicyKind;
-use crate::sim::{Ev, Sim};
+use crate::event::Ev;
+use crate::policy_kind::PolicyKind;
+use crate::state::Sim;
 use crate::world::TaskState;
 
 impl Sim<'_> {

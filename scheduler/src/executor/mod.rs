@@ -23,6 +23,18 @@
 //!   [`Executor::from_state`] after a crash: in-flight commands are handed out again.
 //! - [`Executor::busy_slots`]: slots a run is working on; a controller leaves their services
 //!   alone meanwhile. [`Executor::history`]: one [`FailoverRecord`] per run.
+//! - A node newly declared dead gets its `berth.fenced` label first; its node-down plan is
+//!   made at the observation after the label command came back
+//!   ([`Executor::wants_observation`]), so the plan sees the cluster with the label.
+//! - A node seen for the first time counts as alive, active and never reconnected: a node
+//!   already dead or drained when the controller starts is acted on.
+//! - What is not state but worth a log line comes out of [`Executor::take_notices`].
+//!
+//! A controller's loop, in short: persist [`Executor::state`] after each call; on every
+//! Swarm change or detector verdict `observe`; `next(now)` and perform each command (each
+//! may run in parallel; none touches a slot another one holds), `complete` it, observe
+//! again when `complete` or [`Executor::wants_observation`] says so; sleep until the next
+//! change or [`Executor::wake_at`]. Without a Swarm leader, `set_active(false)`.
 //!
 //! Runs ([`run`]) follow the plan's waves: lanes (one per slot, [`lane`]) of a wave run side by
 //! side, a wave starts when the previous one ended; a drain never has more slots of a service

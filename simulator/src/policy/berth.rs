@@ -5,8 +5,9 @@
 //! Level-triggered after a restart or a quorum loss: the executor catches up from the world
 //! as it is, so a plan cut short half-way is finished by the next one, never replayed.
 
-use crate::policy::PolicyKind;
-use crate::sim::{Ev, Sim};
+use crate::event::Ev;
+use crate::policy_kind::PolicyKind;
+use crate::state::Sim;
 
 pub fn on_detect(sim: &mut Sim, _node: u32) {
     sim.observe();

@@ -9,8 +9,9 @@ use berth_scheduler::executor::Actor;
 use berth_scheduler::failover::Event;
 use berth_scheduler::model::NodeId;
 
+use crate::event::Ev;
 use crate::policy::swarm_default;
-use crate::sim::{Ev, Sim};
+use crate::state::Sim;
 
 fn hosts_stateful(sim: &Sim, node: u32) -> bool {
     sim.tasks

@@ -18,37 +18,8 @@ pub mod berth;
 pub mod manual;
 pub mod swarm_default;
 
-use serde::Serialize;
-
-use crate::sim::Sim;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PolicyKind {
-    SwarmDefault,
-    Manual,
-    Berth,
-}
-
-impl PolicyKind {
-    pub const ALL: [PolicyKind; 3] = [
-        PolicyKind::SwarmDefault,
-        PolicyKind::Manual,
-        PolicyKind::Berth,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PolicyKind::SwarmDefault => "swarm-default",
-            PolicyKind::Manual => "manual",
-            PolicyKind::Berth => "berth",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<PolicyKind> {
-        PolicyKind::ALL.into_iter().find(|p| p.as_str() == s)
-    }
-}
+pub use crate::policy_kind::PolicyKind;
+use crate::state::Sim;
 
 /// The managers marked a node DOWN.
 pub fn on_swarm_down(sim: &mut Sim, node: u32) {

@@ -6,8 +6,9 @@
 
 use berth_scheduler::schedule;
 
-use crate::policy::PolicyKind;
-use crate::sim::{Ev, Sim};
+use crate::event::Ev;
+use crate::policy_kind::PolicyKind;
+use crate::state::Sim;
 use crate::world::TaskState;
 
 pub fn on_down(sim: &mut Sim, node: u32) {

@@ -1,0 +1,71 @@
+//! What can happen at an instant: the simulation's events, and the node marks the timeline
+//! plot draws.
+
+use serde::Serialize;
+
+use berth_scheduler::executor::{CommandId, TimerId};
+
+use crate::faults::FaultAction;
+
+/// Everything that can happen at an instant.
+#[derive(Clone, Copy, Debug)]
+pub enum Ev {
+    /// A client of a stateful service issues one write.
+    Write(u32),
+    Fault(FaultAction),
+    /// The managers' heartbeat timer for the node ran out.
+    SwarmDown {
+        node: u32,
+        generation: u64,
+    },
+    /// Berth's detector gave up on the node.
+    BerthDetect {
+        node: u32,
+        generation: u64,
+    },
+    /// A cut-off holder's lease ran out (Berth's self-fencing).
+    LeaseExpired {
+        node: u32,
+        generation: u64,
+    },
+    /// A container finished starting.
+    TaskReady {
+        task: u32,
+    },
+    /// A fresh member finished its initial sync from its peers; it then applies what it
+    /// missed meanwhile (the oplog tail) and is current.
+    Resynced {
+        copy: u32,
+    },
+    /// Swarm's orchestrator places every missing slot.
+    SwarmReconcile,
+    /// A human acts on a node that went down (or was drained).
+    Operator {
+        node: u32,
+        generation: u64,
+        drain: bool,
+    },
+    /// An executor command's modelled time is over.
+    Command {
+        id: CommandId,
+    },
+    /// An executor timer is due (a `recreate` grace, a target choice).
+    Timer {
+        id: TimerId,
+    },
+    /// A lane was dropped (its target went away): Berth asks the engine again.
+    Retry,
+}
+
+/// A node state change, for the timeline plot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeMark {
+    Up,
+    Down,
+    CutOff,
+    Healed,
+    Drain,
+    Active,
+    DiskLost,
+}
