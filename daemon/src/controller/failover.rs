@@ -238,16 +238,7 @@ async fn stop_slot<D: DockerApi>(docker: &D, template: &str, slot: u64) -> Attem
     }
     let id = s.id.clone();
     let stopped = wait_until(START_WITHIN, || async {
-        match docker.state().await {
-            Ok(st) => !st.tasks.iter().any(|t| {
-                t.service_id.as_deref() == Some(id.as_str())
-                    && t.status
-                        .as_ref()
-                        .and_then(|s| s.state)
-                        .is_some_and(|s| s.to_string() == "running")
-            }),
-            Err(_) => false,
-        }
+        matches!(running_task(docker, &id, None).await, Some(false))
     })
     .await;
     if stopped {
@@ -308,17 +299,7 @@ async fn start_slot<D: DockerApi>(docker: &D, template: &str, slot: u64, node: &
         }
     };
     let runs = wait_until(START_WITHIN, || async {
-        match docker.state().await {
-            Ok(st) => st.tasks.iter().any(|t| {
-                t.service_id.as_deref() == Some(id.as_str())
-                    && t.node_id.as_deref() == Some(node)
-                    && t.status
-                        .as_ref()
-                        .and_then(|s| s.state)
-                        .is_some_and(|s| s.to_string() == "running")
-            }),
-            Err(_) => false,
-        }
+        running_task(docker, &id, Some(node)).await == Some(true)
     })
     .await;
     if runs {
@@ -328,6 +309,20 @@ async fn start_slot<D: DockerApi>(docker: &D, template: &str, slot: u64, node: &
             "{template}-{slot} did not run on {node} within {START_WITHIN:?}"
         ))
     }
+}
+
+/// Whether service `id` has a running task (on `node`, if given); `None` if Docker could
+/// not be read.
+async fn running_task<D: DockerApi>(docker: &D, id: &str, node: Option<&str>) -> Option<bool> {
+    let st = docker.state().await.ok()?;
+    Some(st.tasks.iter().any(|t| {
+        t.service_id.as_deref() == Some(id)
+            && node.is_none_or(|n| t.node_id.as_deref() == Some(n))
+            && t.status
+                .as_ref()
+                .and_then(|s| s.state)
+                .is_some_and(|s| s.to_string() == "running")
+    }))
 }
 
 async fn wait_until<F, Fut>(limit: Duration, mut f: F) -> bool
@@ -344,5 +339,130 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use berth_scheduler::model::NodeId;
+    use bollard_stubs::models::ServiceSpec;
+    use futures_util::stream::BoxStream;
+
+    use super::*;
+    use crate::control::{NodeLiveness, VolumeRecord};
+    use crate::docker::SwarmState;
+
+    /// Fence and assign touch no Docker: any call to it is a test failure.
+    struct NoDocker;
+
+    impl DockerApi for NoDocker {
+        async fn state(&self) -> Result<SwarmState, DockerError> {
+            panic!("no Docker call expected")
+        }
+        async fn create_service(&self, _: ServiceSpec) -> Result<String, DockerError> {
+            panic!("no Docker call expected")
+        }
+        async fn update_service(&self, _: &str, _: u64, _: ServiceSpec) -> Result<(), DockerError> {
+            panic!("no Docker call expected")
+        }
+        async fn remove_service(&self, _: &str) -> Result<(), DockerError> {
+            panic!("no Docker call expected")
+        }
+        async fn set_node_label(
+            &self,
+            _: &str,
+            _: &str,
+            _: Option<&str>,
+        ) -> Result<(), DockerError> {
+            panic!("no Docker call expected")
+        }
+        fn changes(&self) -> BoxStream<'static, Result<(), DockerError>> {
+            panic!("no Docker call expected")
+        }
+    }
+
+    /// Answers fences from a script, in order, and counts the calls.
+    #[derive(Default)]
+    struct Script {
+        fences: Mutex<VecDeque<Result<u64, ControlError>>>,
+        calls: Mutex<u32>,
+    }
+
+    impl ControlApi for Script {
+        async fn volumes(&self) -> Result<Vec<VolumeRecord>, ControlError> {
+            Ok(Vec::new())
+        }
+        async fn liveness(&self) -> Result<Vec<NodeLiveness>, ControlError> {
+            Ok(Vec::new())
+        }
+        async fn fence(&self, _: &str, _: &str, _: u64) -> Result<u64, ControlError> {
+            *self.calls.lock().unwrap() += 1;
+            self.fences
+                .lock()
+                .unwrap()
+                .pop_front()
+                .expect("no more fence answers scripted")
+        }
+        async fn assign(&self, _: &str, _: &str, _: u64, _: WireMode) -> Result<(), ControlError> {
+            Ok(())
+        }
+    }
+
+    fn fence() -> Command {
+        Command::Fence {
+            volume: "db-1".into(),
+            node: NodeId::new("w1"),
+            expect_epoch: 3,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fence_deferred_by_a_running_lease_is_retried_when_the_lease_ends() {
+        let control = Script::default();
+        control.fences.lock().unwrap().extend([
+            Err(ControlError::NotYet {
+                reason: "leased to w1".into(),
+                retry_after: Some(Duration::from_millis(30)),
+            }),
+            Err(ControlError::Unavailable("connection refused".into())),
+            Ok(4),
+        ]);
+        let out = perform(&NoDocker, Some(&control), &fence()).await;
+        assert_eq!(out, Outcome::Done);
+        assert_eq!(*control.calls.lock().unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_stale_epoch_is_a_refusal_with_the_current_epoch_never_retried() {
+        let control = Script::default();
+        control
+            .fences
+            .lock()
+            .unwrap()
+            .push_back(Err(ControlError::Refused {
+                current_epoch: Some(5),
+                reason: "the fence expected epoch 3".into(),
+            }));
+        let out = perform(&NoDocker, Some(&control), &fence()).await;
+        assert!(
+            matches!(
+                out,
+                Outcome::Refused {
+                    current_epoch: Some(5),
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        assert_eq!(*control.calls.lock().unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn without_a_control_service_a_fence_fails_at_once() {
+        let out = perform::<NoDocker, Script>(&NoDocker, None, &fence()).await;
+        assert!(matches!(out, Outcome::Failed { .. }), "{out:?}");
     }
 }
