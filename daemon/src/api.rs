@@ -3,7 +3,7 @@
 //! | path | answer |
 //! |---|---|
 //! | `GET /v1/health` | `200 {"status":"ok"}` while the process serves |
-//! | `GET /v1/ready` | `200` once a reconcile pass succeeded within the last 3 resync periods, else `503` with the last error |
+//! | `GET /v1/ready` | `200` once a reconcile pass succeeded within the last 3 resync periods, else `503` with the last error; a standby (leader election) answers `200 {"status":"standby"}` with the leader while its last election round reached Consul, else `503` |
 //! | `GET /v1/plan` | the last pass's plan: placements and pending tasks with reasons (`berth plan --output json`'s shape), the commands it issued, templates it cannot run |
 //! | `GET /v1/explain/{service}` | every node's verdict for the service's next task (`berth explain --output json`'s shape) |
 //! | `GET /v1/failovers` | the failover executor's runs (event, steps, start and end in Unix ms, how each ended) and the commands in flight |
@@ -22,11 +22,13 @@ use serde_json::{Value, json};
 
 use crate::cli::render;
 use crate::controller::Status;
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
 struct Ctx {
     status: Arc<Mutex<Status>>,
+    leadership: Arc<Leadership>,
     metrics: Metrics,
     resync: Duration,
 }
@@ -44,14 +46,32 @@ async fn health() -> Response {
     json_response(StatusCode::OK, json!({"status": "ok"}))
 }
 
-/// Ready: a pass succeeded within the last 3 resync periods (`/v1/ready` and `berth_ready`).
-fn is_ready(st: &Status, resync: Duration) -> bool {
+/// Ready (`/v1/ready` and `berth_ready`): the leader, once a pass succeeded within the last 3
+/// resync periods; a standby, while its last election round reached Consul (it can take over).
+fn is_ready(st: &Status, leadership: &Leadership, resync: Duration) -> bool {
+    let v = leadership.view();
+    if v.elected && !v.leader {
+        return v.error.is_none();
+    }
     st.last_success.is_some_and(|t| t.elapsed() <= resync * 3)
 }
 
 async fn ready(State(c): State<Ctx>) -> Response {
+    let v = c.leadership.view();
+    if v.elected && !v.leader {
+        return match v.error {
+            None => json_response(
+                StatusCode::OK,
+                json!({"status": "standby", "leader": v.holder}),
+            ),
+            Some(e) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "standby", "last_error": e}),
+            ),
+        };
+    }
     let st = c.status.lock().expect("status lock");
-    if is_ready(&st, c.resync) {
+    if is_ready(&st, &c.leadership, c.resync) {
         json_response(StatusCode::OK, json!({"status": "ready"}))
     } else {
         json_response(
@@ -106,8 +126,13 @@ async fn failovers(State(c): State<Ctx>) -> Response {
 
 async fn metrics(State(c): State<Ctx>) -> Response {
     // Computed at the scrape, so the gauge and /v1/ready always agree.
-    let ready = is_ready(&c.status.lock().expect("status lock"), c.resync);
+    let ready = is_ready(
+        &c.status.lock().expect("status lock"),
+        &c.leadership,
+        c.resync,
+    );
     c.metrics.ready.set(i64::from(ready));
+    c.metrics.leader.set(i64::from(c.leadership.is_leader()));
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -116,7 +141,12 @@ async fn metrics(State(c): State<Ctx>) -> Response {
         .into_response()
 }
 
-pub fn router(status: Arc<Mutex<Status>>, metrics: Metrics, resync: Duration) -> Router {
+pub fn router(
+    status: Arc<Mutex<Status>>,
+    leadership: Arc<Leadership>,
+    metrics: Metrics,
+    resync: Duration,
+) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/ready", get(ready))
@@ -126,6 +156,7 @@ pub fn router(status: Arc<Mutex<Status>>, metrics: Metrics, resync: Duration) ->
         .route("/metrics", get(self::metrics))
         .with_state(Ctx {
             status,
+            leadership,
             metrics,
             resync,
         })

@@ -13,6 +13,7 @@
 //! - [`api`] and [`metrics`]: the HTTP API and Prometheus metrics.
 //! - [`consul`] (feature `consul`, on by default): Consul service registration of every Swarm
 //!   task, at every pass.
+//! - [`leader`]: whether this daemon may act now (always, or while it holds Consul's lock).
 //! - [`cli`]: the `berth` command line (plan, explain, failover, run).
 
 pub mod api;
@@ -22,5 +23,6 @@ pub mod consul;
 pub mod control;
 pub mod controller;
 pub mod docker;
+pub mod leader;
 pub mod metrics;
 pub mod slots;

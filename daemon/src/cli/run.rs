@@ -49,6 +49,28 @@ pub struct RunArgs {
     #[cfg(feature = "consul")]
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     consul_ttl: Duration,
+    /// With --consul: the KV key the daemons of one swarm contend for; only its holder acts.
+    #[cfg(feature = "consul")]
+    #[arg(long, default_value = "berth/leader")]
+    leader_key: String,
+    /// With --consul: the leader session's TTL (10s to 24h, whole seconds).
+    #[cfg(feature = "consul")]
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    leader_ttl: Duration,
+    /// With --consul: how long Consul keeps the key from a new leader after the old leader's
+    /// session ended (at most 60s); covers the old leader's last calls in flight.
+    #[cfg(feature = "consul")]
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    leader_lock_delay: Duration,
+}
+
+/// Who this daemon is, in the leader key: enough for an operator to find it.
+#[cfg(feature = "consul")]
+fn identity(listen: SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown host".to_string());
+    format!("{host} (pid {}, API {listen})", std::process::id())
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -111,7 +133,6 @@ pub fn run(a: RunArgs) -> Result<()> {
             ..Config::default()
         };
         let metrics = Metrics::new();
-        metrics.leader.set(1);
         let control = match &a.volume_control {
             Some(url) => {
                 let token = match &a.token_file {
@@ -140,8 +161,11 @@ pub fn run(a: RunArgs) -> Result<()> {
         }
         let controller =
             Controller::with_control(docker, control, Some((journal, resumed)), config, metrics.clone());
+        let leadership = crate::leader::Leadership::always();
         #[cfg(feature = "consul")]
-        let (controller, consul_status) = match &a.consul {
+        let mut elector = None;
+        #[cfg(feature = "consul")]
+        let (controller, consul_status, leadership) = match &a.consul {
             Some(url) => {
                 anyhow::ensure!(
                     a.consul_ttl > a.resync,
@@ -155,12 +179,25 @@ pub fn run(a: RunArgs) -> Result<()> {
                 let registrar = crate::consul::Registrar::new(agent, a.consul_ttl, metrics.clone());
                 let status = registrar.status();
                 tracing::info!(consul = %url, ttl = ?a.consul_ttl, "registering the swarm's tasks in Consul");
-                (controller.with_consul(registrar), Some(status))
+                let election = crate::consul::election::ElectionConfig {
+                    key: a.leader_key.clone(),
+                    ttl: a.leader_ttl,
+                    lock_delay: a.leader_lock_delay,
+                    identity: identity(a.listen),
+                };
+                election.validate().map_err(anyhow::Error::msg)?;
+                let token = std::env::var("CONSUL_HTTP_TOKEN").ok().filter(|t| !t.is_empty());
+                let agent = crate::consul::Agent::new(url, token, CONSUL_CALL_TIMEOUT)
+                    .with_context(|| format!("Consul at {url}"))?;
+                let leadership = crate::leader::Leadership::elected();
+                elector = Some(crate::consul::election::Elector::new(agent, election, leadership.clone()));
+                let controller = controller.with_consul(registrar).with_leadership(leadership.clone());
+                (controller, Some(status), leadership)
             }
-            None => (controller, None),
+            None => (controller, None, leadership),
         };
         let controller = Arc::new(controller);
-        let app = crate::api::router(controller.status(), metrics, a.resync);
+        let app = crate::api::router(controller.status(), leadership, metrics, a.resync);
         #[cfg(feature = "consul")]
         let app = app.merge(crate::api::services_router(consul_status));
         let listener = tokio::net::TcpListener::bind(a.listen)
@@ -176,8 +213,16 @@ pub fn run(a: RunArgs) -> Result<()> {
                 })
                 .await
         });
+        #[cfg(feature = "consul")]
+        let election = elector.map(|e| tokio::spawn(e.run(stop_tx.subscribe())));
         controller.run(shutdown_signal()).await;
         let _ = stop_tx.send(true);
+        // The controller has stopped acting: the election resigns (releases the key), so a
+        // standby takes over at its next round rather than after the session's TTL.
+        #[cfg(feature = "consul")]
+        if let Some(e) = election {
+            let _ = e.await;
+        }
         server.await.context("API server task")?.context("API server")?;
         Ok(())
     })

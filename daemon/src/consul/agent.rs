@@ -1,4 +1,5 @@
-//! The local Consul agent's service and check endpoints, through consulrs (async).
+//! The local Consul agent's service and check endpoints, and the session and KV calls of
+//! leader election, through consulrs (async).
 //!
 //! Two reads go around consulrs' types, `GET /v1/agent/services` and `/v1/agent/checks`. consulrs 0.1 types a
 //! service's `TaggedAddresses` as strings, while Consul answers with objects (`{"lan":
@@ -14,7 +15,9 @@ use consulrs::api::Features;
 use consulrs::api::check::common::AgentServiceCheck;
 use consulrs::api::check::requests::TtlCheckUpdateRequest;
 use consulrs::api::features::FeaturedEndpoint;
+use consulrs::api::kv::requests::{SetKeyRequest, SetKeyRequestBuilder};
 use consulrs::api::service::requests::RegisterServiceRequest;
+use consulrs::api::session::requests::CreateSessionRequest;
 use consulrs::client::{ConsulClient, ConsulClientSettingsBuilder};
 use consulrs::error::ClientError;
 use rustify::enums::{RequestMethod, RequestType, ResponseType};
@@ -281,5 +284,108 @@ impl Agent {
         self.call(&call, consulrs::service::deregister(&self.client, id, None))
             .await
             .map(|_| ())
+    }
+
+    /// `PUT /v1/session/create`: a session of `ttl` that releases its locks when invalidated
+    /// and keeps them from being taken again for `lock_delay`; returns its ID. Consul ties it to
+    /// the agent's node health (`serfHealth`) as well, by default.
+    pub async fn create_session(
+        &self,
+        name: &str,
+        ttl: Duration,
+        lock_delay: Duration,
+    ) -> Result<String, ConsulError> {
+        let mut req = CreateSessionRequest::builder();
+        req.name(name)
+            .behavior("release")
+            .ttl(format!("{}s", ttl.as_secs()))
+            .lock_delay(format!("{}ms", lock_delay.as_millis()));
+        self.call(
+            "create session",
+            consulrs::session::create(&self.client, Some(&mut req)),
+        )
+        .await
+        .map(|r| r.response.id)
+    }
+
+    /// `PUT /v1/session/renew/:id`: `false` when Consul no longer knows the session (404: it
+    /// expired or was destroyed, and its locks are released).
+    pub async fn renew_session(&self, id: &str) -> Result<bool, ConsulError> {
+        let call = format!("renew session {id}");
+        match self
+            .call(&call, consulrs::session::renew(&self.client, id, None))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(ConsulError::Api { code: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `PUT /v1/session/destroy/:id`.
+    pub async fn destroy_session(&self, id: &str) -> Result<(), ConsulError> {
+        let call = format!("destroy session {id}");
+        self.call(&call, consulrs::session::delete(&self.client, id, None))
+            .await
+            .map(|_| ())
+    }
+
+    /// `PUT /v1/kv/:key?acquire=:session` with `value`: whether the session holds the lock now
+    /// (also `true` when it held it already; `false` when another session holds it or its
+    /// lock-delay runs).
+    pub async fn acquire(
+        &self,
+        key: &str,
+        session: &str,
+        value: &[u8],
+    ) -> Result<bool, ConsulError> {
+        let mut req = SetKeyRequest::builder();
+        req.key(key).value(value.to_vec()).acquire(session);
+        self.put_kv(&format!("acquire {key}"), req).await
+    }
+
+    /// `PUT /v1/kv/:key?release=:session`: unlocks the key (no lock-delay follows an explicit
+    /// release) and empties its value.
+    pub async fn release(&self, key: &str, session: &str) -> Result<bool, ConsulError> {
+        let mut req = SetKeyRequest::builder();
+        req.key(key).value(Vec::new()).release(session);
+        self.put_kv(&format!("release {key}"), req).await
+    }
+
+    async fn put_kv(&self, call: &str, req: SetKeyRequestBuilder) -> Result<bool, ConsulError> {
+        let endpoint = req
+            .build()
+            .map_err(|e| ConsulError::Settings(e.to_string()))?;
+        self.call(
+            call,
+            consulrs::api::exec_with_result(&self.client, endpoint),
+        )
+        .await
+        .map(|r| r.response)
+    }
+
+    /// `GET /v1/kv/:key`: the session holding the key, if any, and its value; `None` for a key
+    /// that does not exist.
+    pub async fn lock_holder(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Option<String>, Vec<u8>)>, ConsulError> {
+        let call = format!("read {key}");
+        let pair = match self
+            .call(&call, consulrs::kv::read(&self.client, key, None))
+            .await
+        {
+            Ok(mut r) => r.response.pop(),
+            Err(ConsulError::Api { code: 404, .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let Some(pair) = pair else { return Ok(None) };
+        let value: Vec<u8> = match pair.value {
+            Some(v) => v
+                .try_into()
+                .map_err(|e| ConsulError::from_client(&call, e))?,
+            None => Vec::new(),
+        };
+        Ok(Some((pair.session, value)))
     }
 }

@@ -15,15 +15,35 @@
 //! - `PUT /v1/agent/service/deregister/<ID>` → `200`, or `404` for an unknown ID;
 //! - `PUT /v1/agent/check/update/<CheckID>` (body `{"Status", "Output"}`) → `200`; `404` for a
 //!   check without a TTL; `400` for a status other than passing, warning, critical;
+//! - `PUT /v1/session/create` (body `Name`, `Behavior` `release`|`delete`, `TTL` 10s–24h,
+//!   `LockDelay` ≤ 60s, default 15s; absent or `null` fields take Consul's defaults) → `{"ID"}`;
+//!   `400` for a bad TTL, behaviour or lock-delay;
+//! - `PUT /v1/session/renew/<ID>` → `[{"ID", "Name", "Node", "LockDelay" (ns), "Behavior",
+//!   "TTL", "NodeChecks", "ServiceChecks", "CreateIndex", "ModifyIndex"}]`; `404` `Session id
+//!   '<ID>' not found` for a session that expired or was destroyed;
+//! - `PUT /v1/session/destroy/<ID>` → `true`; the session is invalidated: keys it held are
+//!   released (behaviour `release`) and kept from any acquire for its lock-delay;
+//! - `PUT /v1/kv/<key>` (body: the value) → `true`; with `?acquire=<session>`: `true` if the
+//!   session now holds the key (`LockIndex` + 1 unless it held it already), `false` if another
+//!   session holds it or its lock-delay runs, `500` `invalid session "<ID>"` for an unknown
+//!   session; with `?release=<session>`: `true` and the key unlocked if that session held it,
+//!   else `false`;
+//! - `GET /v1/kv/<key>` → `[{"LockIndex", "Key", "Flags", "Value" (base64), "Session" (while
+//!   held), "CreateIndex", "ModifyIndex"}]`; `404` for a missing key;
 //! - with ACLs (a token given to [`FakeAgent::start`]): `403` `Permission denied` unless the
 //!   request carries it in `X-Consul-Token`.
+//!
+//! Time that only Consul's servers keep is the test's to move: [`FakeAgent::expire_session`] is
+//! a session's TTL running out, [`FakeAgent::advance`] moves the clock lock-delays run on, and
+//! [`AgentState::unavailable`] makes session and KV calls fail as Consul does without a leader.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
@@ -34,6 +54,8 @@ use serde_json::{Value, json};
 pub struct Request {
     pub method: String,
     pub path: String,
+    /// The query string, empty if none (`acquire=…`).
+    pub query: String,
     pub token: Option<String>,
     pub body: Value,
 }
@@ -48,12 +70,45 @@ pub struct Check {
     pub output: String,
 }
 
+/// A session the servers hold.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub name: String,
+    pub behavior: String,
+    pub ttl: String,
+    pub lock_delay: Duration,
+    pub create_index: u64,
+}
+
+/// A KV entry.
+#[derive(Debug, Clone)]
+pub struct KvEntry {
+    pub value: Vec<u8>,
+    /// The session holding the lock, if any.
+    pub session: Option<String>,
+    pub lock_index: u64,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
 #[derive(Debug, Default)]
 pub struct AgentState {
     /// By service ID: the service as the agent lists it.
     pub services: BTreeMap<String, Value>,
     /// By check ID.
     pub checks: BTreeMap<String, Check>,
+    /// By session ID.
+    pub sessions: BTreeMap<String, Session>,
+    pub kv: BTreeMap<String, KvEntry>,
+    /// Per key: until when (on [`AgentState::clock`]) no acquire succeeds.
+    pub lock_delays: BTreeMap<String, Duration>,
+    /// The servers' clock for lock-delays, moved by [`FakeAgent::advance`] only.
+    pub clock: Duration,
+    /// While set, session and KV calls answer `500 No cluster leader`, as Consul's do while its
+    /// servers have no leader.
+    pub unavailable: bool,
+    /// Raft index of the last write.
+    pub index: u64,
     pub requests: Vec<Request>,
 }
 
@@ -105,6 +160,7 @@ fn refusal(
     c.state.lock().expect("fake state").requests.push(Request {
         method: method.to_string(),
         path: uri.path().to_string(),
+        query: uri.query().unwrap_or("").to_string(),
         token: token.clone(),
         body,
     });
@@ -301,6 +357,312 @@ async fn update(
     StatusCode::OK.into_response()
 }
 
+/// Parses Go's duration spelling as far as Berth and Consul's docs use it (`10s`, `15000ms`,
+/// `1m`, `0`).
+fn go_duration(s: &str) -> Option<Duration> {
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = n.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n * 60)),
+        "h" => Some(Duration::from_secs(n * 3600)),
+        _ => None,
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ABC[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+impl AgentState {
+    fn next_index(&mut self) -> u64 {
+        self.index += 1;
+        self.index
+    }
+
+    /// A session's end, by TTL or destroy: its locks released (behaviour `release`) or its
+    /// keys deleted (`delete`), each kept from any acquire for the session's lock-delay.
+    fn invalidate(&mut self, id: &str) -> bool {
+        let Some(s) = self.sessions.remove(id) else {
+            return false;
+        };
+        let held: Vec<String> = self
+            .kv
+            .iter()
+            .filter(|(_, e)| e.session.as_deref() == Some(id))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in held {
+            let index = self.next_index();
+            if s.behavior == "delete" {
+                self.kv.remove(&k);
+            } else if let Some(e) = self.kv.get_mut(&k) {
+                e.session = None;
+                e.modify_index = index;
+            }
+            if !s.lock_delay.is_zero() {
+                self.lock_delays.insert(k, self.clock + s.lock_delay);
+            }
+        }
+        true
+    }
+
+    /// The session holding `key`, if any.
+    pub fn holder(&self, key: &str) -> Option<&str> {
+        self.kv.get(key)?.session.as_deref()
+    }
+}
+
+fn unavailable(c: &Ctx) -> Option<Response> {
+    c.state
+        .lock()
+        .expect("fake state")
+        .unavailable
+        .then(|| text(StatusCode::INTERNAL_SERVER_ERROR, "No cluster leader"))
+}
+
+async fn session_create(
+    State(c): State<Ctx>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = refusal(&c, &method, &uri, &headers, &body).or_else(|| unavailable(&c)) {
+        return r;
+    }
+    let b: Value = if body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(_) => return text(StatusCode::BAD_REQUEST, "Request decode failed"),
+        }
+    };
+    let behavior = field(&b, "Behavior")
+        .and_then(Value::as_str)
+        .unwrap_or("release")
+        .to_string();
+    if !["release", "delete"].contains(&behavior.as_str()) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            &format!("Invalid Behavior setting '{behavior}'"),
+        );
+    }
+    let ttl = field(&b, "TTL")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if !ttl.is_empty() {
+        match go_duration(&ttl) {
+            Some(d) if d >= Duration::from_secs(10) && d <= Duration::from_secs(86_400) => {}
+            _ => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Invalid Session TTL '{ttl}', must be between [10s=24h0m0s]"),
+                );
+            }
+        }
+    }
+    let lock_delay = match field(&b, "LockDelay") {
+        None => Duration::from_secs(15),
+        Some(Value::String(s)) => match go_duration(s) {
+            Some(d) => d,
+            None => return text(StatusCode::BAD_REQUEST, "Request decode failed"),
+        },
+        // A number below 1000 is seconds, else nanoseconds (Consul's own reading).
+        Some(v) => match v.as_u64() {
+            Some(n) if n < 1000 => Duration::from_secs(n),
+            Some(n) => Duration::from_nanos(n),
+            None => return text(StatusCode::BAD_REQUEST, "Request decode failed"),
+        },
+    };
+    if lock_delay > Duration::from_secs(60) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Invalid LockDelay: must be at most 60s",
+        );
+    }
+    let mut st = c.state.lock().expect("fake state");
+    let create_index = st.next_index();
+    let id = format!("00000000-0000-4000-8000-{create_index:012}");
+    st.sessions.insert(
+        id.clone(),
+        Session {
+            name: field(&b, "Name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            behavior,
+            ttl,
+            lock_delay,
+            create_index,
+        },
+    );
+    axum::Json(json!({"ID": id})).into_response()
+}
+
+async fn session_renew(
+    State(c): State<Ctx>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = refusal(&c, &method, &uri, &headers, &[]).or_else(|| unavailable(&c)) {
+        return r;
+    }
+    let st = c.state.lock().expect("fake state");
+    let Some(s) = st.sessions.get(&id) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            &format!("Session id '{id}' not found"),
+        );
+    };
+    axum::Json(json!([{
+        "ID": id, "Name": s.name, "Node": "fake", "LockDelay": s.lock_delay.as_nanos() as u64,
+        "Behavior": s.behavior, "TTL": s.ttl, "NodeChecks": ["serfHealth"],
+        "ServiceChecks": null, "CreateIndex": s.create_index, "ModifyIndex": s.create_index,
+    }]))
+    .into_response()
+}
+
+async fn session_destroy(
+    State(c): State<Ctx>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = refusal(&c, &method, &uri, &headers, &[]).or_else(|| unavailable(&c)) {
+        return r;
+    }
+    // Consul answers true whether or not it knew the session.
+    c.state.lock().expect("fake state").invalidate(&id);
+    axum::Json(json!(true)).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct KvQuery {
+    acquire: Option<String>,
+    release: Option<String>,
+}
+
+async fn kv_put(
+    State(c): State<Ctx>,
+    Path(key): Path<String>,
+    Query(q): Query<KvQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = refusal(&c, &method, &uri, &headers, &body).or_else(|| unavailable(&c)) {
+        return r;
+    }
+    let mut st = c.state.lock().expect("fake state");
+    if let Some(id) = &q.acquire {
+        if !st.sessions.contains_key(id) {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("invalid session \"{id}\""),
+            );
+        }
+        if let Some(until) = st.lock_delays.get(&key)
+            && st.clock < *until
+        {
+            return axum::Json(json!(false)).into_response();
+        }
+        let index = st.next_index();
+        let e = st.kv.entry(key).or_insert(KvEntry {
+            value: Vec::new(),
+            session: None,
+            lock_index: 0,
+            create_index: index,
+            modify_index: index,
+        });
+        match &e.session {
+            Some(other) if other != id => return axum::Json(json!(false)).into_response(),
+            Some(_) => {}
+            None => {
+                e.session = Some(id.clone());
+                e.lock_index += 1;
+            }
+        }
+        e.value = body.to_vec();
+        e.modify_index = index;
+        return axum::Json(json!(true)).into_response();
+    }
+    if let Some(id) = &q.release {
+        let index = st.next_index();
+        return match st.kv.get_mut(&key) {
+            Some(e) if e.session.as_deref() == Some(id.as_str()) => {
+                e.session = None;
+                e.value = body.to_vec();
+                e.modify_index = index;
+                axum::Json(json!(true)).into_response()
+            }
+            _ => axum::Json(json!(false)).into_response(),
+        };
+    }
+    let index = st.next_index();
+    let e = st.kv.entry(key).or_insert(KvEntry {
+        value: Vec::new(),
+        session: None,
+        lock_index: 0,
+        create_index: index,
+        modify_index: index,
+    });
+    e.value = body.to_vec();
+    e.modify_index = index;
+    axum::Json(json!(true)).into_response()
+}
+
+async fn kv_get(
+    State(c): State<Ctx>,
+    Path(key): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = refusal(&c, &method, &uri, &headers, &[]).or_else(|| unavailable(&c)) {
+        return r;
+    }
+    let st = c.state.lock().expect("fake state");
+    let Some(e) = st.kv.get(&key) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let mut pair = json!({
+        "LockIndex": e.lock_index, "Key": key, "Flags": 0, "Value": base64(&e.value),
+        "CreateIndex": e.create_index, "ModifyIndex": e.modify_index,
+    });
+    if let Some(s) = &e.session {
+        pair["Session"] = json!(s);
+    }
+    axum::Json(json!([pair])).into_response()
+}
+
 impl FakeAgent {
     /// Serves on a free port of 127.0.0.1 on the current tokio runtime; with `token`, ACLs are
     /// on and every request must carry it.
@@ -316,6 +678,10 @@ impl FakeAgent {
             .route("/v1/agent/service/register", put(register))
             .route("/v1/agent/service/deregister/{id}", put(deregister))
             .route("/v1/agent/check/update/{check_id}", put(update))
+            .route("/v1/session/create", put(session_create))
+            .route("/v1/session/renew/{id}", put(session_renew))
+            .route("/v1/session/destroy/{id}", put(session_destroy))
+            .route("/v1/kv/{*key}", put(kv_put).get(kv_get))
             .with_state(ctx);
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -333,5 +699,18 @@ impl FakeAgent {
                    "Address": "", "TaggedAddresses": {}, "EnableTagOverride": false,
                    "Datacenter": "dc1", "Weights": {"Passing": 1, "Warning": 1}}),
         );
+    }
+}
+
+impl FakeAgent {
+    /// The session's TTL ran out on the servers: invalidated as by a destroy.
+    pub fn expire_session(&self, id: &str) {
+        let found = self.state.lock().expect("fake state").invalidate(id);
+        assert!(found, "no session {id} to expire");
+    }
+
+    /// Moves the servers' clock on (lock-delays run out on it).
+    pub fn advance(&self, by: Duration) {
+        self.state.lock().expect("fake state").clock += by;
     }
 }

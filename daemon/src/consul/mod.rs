@@ -7,6 +7,8 @@
 //!   template (whose slots run as their own services): stateless services under their own name,
 //!   slot services under their DNS alias (`mongo-1`).
 //! - [`agent`]: the calls to the local Consul agent (consulrs, async).
+//! - [`election`]: leader election of `berth run` daemons through a Consul session lock; only
+//!   the leader reconciles (the gate is [`crate::leader::Leadership`]).
 //! - [`Registrar`]: one pass's sync: register what is missing or changed, refresh every
 //!   instance's TTL check with the task's state, deregister what went. Only instances carrying
 //!   Berth's mark ([`MANAGED_BY`] = `berth` in their meta) are ever deregistered.
@@ -24,6 +26,9 @@
 //! `berth run` stops vouching turns its instances critical instead of leaving a stale "passing".
 
 pub mod agent;
+pub mod election;
+#[cfg(test)]
+mod election_tests;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake;
 mod registrar;

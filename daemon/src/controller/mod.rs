@@ -4,6 +4,8 @@
 
 pub mod decide;
 pub mod failover;
+#[cfg(test)]
+mod gate_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -21,6 +23,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::control::ControlApi;
 use crate::docker::{DockerApi, DockerError};
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::slots::Observed;
 use decide::Command;
@@ -77,6 +80,8 @@ pub enum ReconcileError {
     Plan(#[from] berth_scheduler::schedule::PlanError),
     #[error("cannot persist the executor's state: {0}")]
     Journal(#[from] std::io::Error),
+    #[error("this daemon lost the leadership during the pass; it stopped acting")]
+    NotLeader,
 }
 
 /// What the heartbeat detector says of one node.
@@ -120,6 +125,8 @@ pub struct Controller<D, C = ControlClient> {
     /// `--consul`: the swarm's tasks registered in Consul at every pass.
     #[cfg(feature = "consul")]
     consul: Option<crate::consul::Registrar>,
+    /// Whether this daemon may act: always, or while it holds the Consul lock.
+    leadership: Arc<Leadership>,
 }
 
 impl<D: DockerApi> Controller<D, ControlClient> {
@@ -165,6 +172,22 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
             wake: Arc::new(Notify::new()),
             #[cfg(feature = "consul")]
             consul: None,
+            leadership: Leadership::always(),
+        }
+    }
+
+    /// Acts only while `leadership` says so (`berth run --consul`: leader election).
+    pub fn with_leadership(mut self, leadership: Arc<Leadership>) -> Controller<D, C> {
+        self.leadership = leadership;
+        self
+    }
+
+    /// The leadership gate, checked before anything that changes the world.
+    fn leading(&self) -> Result<(), ReconcileError> {
+        if self.leadership.is_leader() {
+            Ok(())
+        } else {
+            Err(ReconcileError::NotLeader)
         }
     }
 
@@ -209,6 +232,7 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
             }
         }
         let health = self.health(&cluster);
+        self.leading()?;
         let busy = if self.config.dry_run {
             BTreeSet::new()
         } else {
@@ -237,6 +261,7 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
             st.last_commands = commands.iter().map(Command::describe).collect();
         }
         for c in &commands {
+            self.leading()?;
             if self.config.dry_run {
                 tracing::info!(command = %c.describe(), "dry run: would");
                 continue;
@@ -272,7 +297,13 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
                     },
                 );
             }
-            let work = ex.next(now);
+            // A standby (or a leader whose lease lapsed) hands nothing out; what is ready stays
+            // in the state for when it leads.
+            let work = if self.leadership.is_leader() {
+                ex.next(now)
+            } else {
+                Vec::new()
+            };
             if let Some(j) = &self.journal {
                 j.save(ex.state())?;
             }
@@ -422,6 +453,25 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
         tokio::pin!(shutdown);
         let mut backoff = self.config.backoff;
         loop {
+            // Leadership gate: a standby keeps its API and its reads (events, liveness) but
+            // acts on nothing; it waits to lead. Its executor is paused, so that on taking
+            // over it catches up from the world as it is (as after a restart).
+            if !self.leadership.is_leader() {
+                self.executor
+                    .lock()
+                    .expect("executor lock")
+                    .set_active(false);
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = self.leadership.gained() => {}
+                    _ = tokio::time::sleep(self.config.resync) => {}
+                }
+                continue;
+            }
+            self.executor
+                .lock()
+                .expect("executor lock")
+                .set_active(true);
             let wait = match self.reconcile().await {
                 Ok(_) => {
                     backoff = self.config.backoff;

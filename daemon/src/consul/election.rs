@@ -1,0 +1,183 @@
+//! Leader election of `berth run` daemons through a Consul session lock, the recipe Consul
+//! documents (*Application leader election with sessions*): each daemon holds a session (TTL,
+//! behaviour `release`, a lock-delay) and tries `PUT /v1/kv/<key>?acquire=<session>` every
+//! round; the one whose acquire succeeds leads until its session ends.
+//!
+//! A round renews the session first, so the leadership it grants is bounded by what Consul
+//! promises: a session renewed at `t` is not invalidated before `t + TTL`, hence the daemon
+//! leads until the moment its renewal was *sent* plus the TTL ([`Leadership::lead_until`]) and
+//! stops on its own clock if no later round succeeds. Any failed renewal or acquire steps down
+//! at once. A session Consul no longer knows (404) is replaced; a new one cannot take the lock
+//! during the lock-delay Consul keeps on the key after the old session's invalidation, which
+//! covers the old leader's commands still in flight when it stopped. A daemon stopping on
+//! purpose releases the key first (no lock-delay follows a release), then destroys its session.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Agent, ConsulError};
+use crate::leader::Leadership;
+
+/// How the election is run.
+#[derive(Debug, Clone)]
+pub struct ElectionConfig {
+    /// The KV key every daemon of a swarm contends for (`--leader-key`).
+    pub key: String,
+    /// Session TTL: Consul allows 10 s to 24 h (`--leader-ttl`).
+    pub ttl: Duration,
+    /// How long Consul keeps the key from being taken after the session's invalidation; at
+    /// most 60 s (`--leader-lock-delay`).
+    pub lock_delay: Duration,
+    /// Written into the key while this daemon holds it: who leads, for a standby's `/v1/ready`.
+    pub identity: String,
+}
+
+impl ElectionConfig {
+    /// Consul's own bounds on a session, checked before the first call.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.ttl < Duration::from_secs(10) || self.ttl > Duration::from_secs(86_400) {
+            return Err(format!(
+                "the leader session TTL ({:?}) must be between 10s and 24h (Consul's bounds)",
+                self.ttl
+            ));
+        }
+        if self.ttl.subsec_nanos() != 0 {
+            return Err("the leader session TTL must be whole seconds".to_string());
+        }
+        if self.lock_delay > Duration::from_secs(60) {
+            return Err(format!(
+                "the lock-delay ({:?}) must be at most 60s (Consul's bound)",
+                self.lock_delay
+            ));
+        }
+        if self.key.is_empty() || self.key.starts_with('/') {
+            return Err("the leader key must be a KV path without a leading /".to_string());
+        }
+        Ok(())
+    }
+
+    /// Time between rounds: a third of the TTL, so two rounds may fail before the session
+    /// lapses (the leader steps down at the first anyway).
+    pub fn interval(&self) -> Duration {
+        self.ttl / 3
+    }
+}
+
+/// One daemon's side of the election.
+pub struct Elector {
+    agent: Agent,
+    config: ElectionConfig,
+    session: Option<String>,
+    leadership: Arc<Leadership>,
+}
+
+impl Elector {
+    pub fn new(agent: Agent, config: ElectionConfig, leadership: Arc<Leadership>) -> Elector {
+        Elector {
+            agent,
+            config,
+            session: None,
+            leadership,
+        }
+    }
+
+    /// The current session, if any (for tests and logs).
+    pub fn session(&self) -> Option<&str> {
+        self.session.as_deref()
+    }
+
+    /// Steps down with `e` as the reason, and hands `e` back.
+    fn lose(&self, e: ConsulError) -> ConsulError {
+        self.leadership.stand_by(None, Some(e.to_string()));
+        e
+    }
+
+    /// One round: renew (or create) the session, then try to take or keep the lock.
+    pub async fn round(&mut self) -> Result<(), ConsulError> {
+        let sent = Instant::now();
+        let renewed = match &self.session {
+            Some(id) => self
+                .agent
+                .renew_session(id)
+                .await
+                .map_err(|e| self.lose(e))?,
+            None => false,
+        };
+        if !renewed {
+            if let Some(old) = self.session.take() {
+                tracing::warn!(session = %old, "the leader session is gone (expired or destroyed); a new one is made");
+                self.leadership.stand_by(None, None);
+            }
+            let id = self
+                .agent
+                .create_session(
+                    "berth run leader election",
+                    self.config.ttl,
+                    self.config.lock_delay,
+                )
+                .await
+                .map_err(|e| self.lose(e))?;
+            tracing::debug!(session = %id, "leader session created");
+            self.session = Some(id);
+        }
+        let session = self.session.clone().unwrap_or_default();
+        let acquired = match self
+            .agent
+            .acquire(&self.config.key, &session, self.config.identity.as_bytes())
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                // Consul answers 500 for a session it does not know: make a new one next round.
+                if matches!(e, ConsulError::Api { code: 500, .. }) {
+                    self.session = None;
+                }
+                return Err(self.lose(e));
+            }
+        };
+        if acquired {
+            self.leadership.lead_until(sent + self.config.ttl);
+            return Ok(());
+        }
+        let holder = match self.agent.lock_holder(&self.config.key).await {
+            Ok(Some((Some(_), value))) => Some(String::from_utf8_lossy(&value).into_owned()),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "leader key not read");
+                None
+            }
+        };
+        self.leadership.stand_by(holder, None);
+        Ok(())
+    }
+
+    /// Stops leading and leaves the election: releases the key (so a standby takes over at
+    /// its next round, with no lock-delay) and destroys the session.
+    pub async fn resign(&mut self) {
+        self.leadership.stand_by(None, None);
+        let Some(id) = self.session.take() else {
+            return;
+        };
+        if let Err(e) = self.agent.release(&self.config.key, &id).await {
+            tracing::warn!(error = %e, "leader key not released; a standby waits for the session to end");
+        }
+        if let Err(e) = self.agent.destroy_session(&id).await {
+            tracing::warn!(error = %e, "leader session not destroyed; it lapses after its TTL");
+        }
+    }
+
+    /// Rounds every [`ElectionConfig::interval`] until `stop` turns true, then resigns.
+    pub async fn run(mut self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        tracing::info!(key = %self.config.key, ttl = ?self.config.ttl, lock_delay = ?self.config.lock_delay, "leader election through Consul");
+        loop {
+            if let Err(e) = self.round().await {
+                tracing::warn!(error = %e, "leader election round failed; this daemon does not act");
+            }
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => break,
+                _ = tokio::time::sleep(self.config.interval()) => {}
+            }
+        }
+        self.resign().await;
+    }
+}
