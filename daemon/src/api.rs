@@ -192,3 +192,70 @@ pub fn services_router(consul: ConsulStatus) -> Router {
         .route("/v1/services", get(services))
         .with_state(consul)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn ctx(leadership: Arc<Leadership>, last_success: Option<Instant>) -> Ctx {
+        let status = Status {
+            last_success,
+            ..Status::default()
+        };
+        Ctx {
+            status: Arc::new(Mutex::new(status)),
+            leadership,
+            metrics: Metrics::new(),
+            resync: Duration::from_secs(10),
+        }
+    }
+
+    async fn body(r: Response) -> (StatusCode, Value) {
+        let code = r.status();
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (code, serde_json::from_slice(&bytes).expect("JSON"))
+    }
+
+    #[tokio::test]
+    async fn a_standby_is_ready_and_names_the_leader_while_consul_answers_it() {
+        let l = Leadership::elected();
+        l.stand_by(Some("m1 (pid 7, API 10.0.0.1:9440)".into()), None);
+        let (code, b) = body(ready(State(ctx(l.clone(), None))).await).await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(
+            b,
+            json!({"status": "standby", "leader": "m1 (pid 7, API 10.0.0.1:9440)"})
+        );
+        let c = ctx(l.clone(), None);
+        let text = {
+            let r = self::metrics(State(c.clone())).await;
+            let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+            String::from_utf8(bytes.to_vec()).unwrap()
+        };
+        assert!(text.contains("\nberth_leader 0\n"), "{text}");
+        assert!(text.contains("\nberth_ready 1\n"), "{text}");
+        l.stand_by(None, Some("create session: no answer".into()));
+        let (code, b) = body(ready(State(ctx(l, None))).await).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            b,
+            json!({"status": "standby", "last_error": "create session: no answer"})
+        );
+    }
+
+    #[tokio::test]
+    async fn the_leader_is_ready_after_a_recent_pass_and_reports_berth_leader_1() {
+        let l = Leadership::elected();
+        l.lead_until(Instant::now() + Duration::from_secs(3600));
+        let c = ctx(l, Some(Instant::now()));
+        let (code, b) = body(ready(State(c.clone())).await).await;
+        assert_eq!((code, b), (StatusCode::OK, json!({"status": "ready"})));
+        let r = self::metrics(State(c)).await;
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        assert!(String::from_utf8_lossy(&bytes).contains("\nberth_leader 1\n"));
+    }
+}

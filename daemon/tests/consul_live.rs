@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use berth_daemon::consul::election::{ElectionConfig, Elector};
 use berth_daemon::consul::{Agent, BERTH, CheckStatus, Instance, MANAGED_BY, Registrar};
+use berth_daemon::leader::Leadership;
 use berth_daemon::metrics::Metrics;
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -31,7 +33,15 @@ fn main() {
         }
     })
     .with_ignored_flag(addr.is_none());
-    libtest_mimic::run(&args, vec![trial]).exit()
+    let election = Trial::test("one_of_two_electors_leads_and_a_release_hands_over", {
+        let addr = addr.clone();
+        move || match addr {
+            Some(a) => live_election(&a).map_err(Failed::from),
+            None => Err(Failed::from("needs CONSUL_HTTP_ADDR")),
+        }
+    })
+    .with_ignored_flag(addr.is_none());
+    libtest_mimic::run(&args, vec![trial, election]).exit()
 }
 
 fn instance(id: &str, status: CheckStatus) -> Instance {
@@ -111,6 +121,60 @@ fn live(addr: &str) -> Result<(), String> {
         .await;
         // Leave the agent as found, whatever happened.
         let _ = r.sync(&[], false).await;
+        outcome
+    })
+}
+
+fn url(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// Leader election on a real agent, the parts that need no waiting: of two electors one leads,
+/// and once it resigns (release, then destroy) the other leads at its next round. The key is
+/// this process's own, so a real swarm's election is never touched.
+fn live_election(addr: &str) -> Result<(), String> {
+    let addr = url(addr);
+    let token = std::env::var("CONSUL_HTTP_TOKEN").ok();
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let key = format!("berth/live-test-{}/leader", std::process::id());
+        let elector = |name: &str| -> Result<(Elector, std::sync::Arc<Leadership>), String> {
+            let agent = Agent::new(&addr, token.clone(), Duration::from_secs(10))
+                .map_err(|e| e.to_string())?;
+            let l = Leadership::elected();
+            let config = ElectionConfig {
+                key: key.clone(),
+                ttl: Duration::from_secs(10),
+                lock_delay: Duration::from_secs(15),
+                identity: name.to_string(),
+            };
+            Ok((Elector::new(agent, config, l.clone()), l))
+        };
+        let (mut a, la) = elector("live-a")?;
+        let (mut b, lb) = elector("live-b")?;
+        let outcome = async {
+            a.round().await.map_err(|e| e.to_string())?;
+            b.round().await.map_err(|e| e.to_string())?;
+            if !la.is_leader() || lb.is_leader() {
+                return Err("expected a to lead and b to stand by".to_string());
+            }
+            if lb.view().holder.as_deref() != Some("live-a") {
+                return Err(format!("b sees {:?} as the leader", lb.view().holder));
+            }
+            a.resign().await;
+            b.round().await.map_err(|e| e.to_string())?;
+            if !lb.is_leader() {
+                return Err("after a's release, b should lead at its next round".to_string());
+            }
+            Ok(())
+        }
+        .await;
+        a.resign().await;
+        b.resign().await;
         outcome
     })
 }
