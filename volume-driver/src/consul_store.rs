@@ -9,7 +9,7 @@ use consulrs::client::{ConsulClient, ConsulClientSettingsBuilder};
 use consulrs::error::ClientError;
 use consulrs::kv;
 
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreFuture};
 
 /// The KV key holding the document.
 pub const KEY: &str = "berth/control/state";
@@ -23,11 +23,6 @@ pub struct ConsulStore {
 
 fn consul_err(e: ClientError) -> StoreError {
     StoreError::Consul(e.to_string())
-}
-
-/// Runs an async Consul call from the store's sync interface (needs a multi-thread runtime).
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
 
 impl ConsulStore {
@@ -66,30 +61,39 @@ impl ConsulStore {
     }
 }
 
-impl Store for ConsulStore {
-    fn load(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        let got = block(self.read())?;
+impl ConsulStore {
+    async fn load_doc(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let got = self.read().await?;
         *self.index() = got.as_ref().map_or(0, |(_, i)| *i);
         Ok(got.map(|(b, _)| b))
     }
 
-    fn save(&self, doc: &[u8]) -> Result<(), StoreError> {
+    async fn save_doc(&self, doc: &[u8]) -> Result<(), StoreError> {
         let value: serde_json::Value = serde_json::from_slice(doc).map_err(StoreError::Decode)?;
         let cas = *self.index();
-        let written = block(async {
-            let mut opts = SetKeyRequest::builder();
-            opts.cas(cas);
-            kv::set_json(&self.client, KEY, &value, Some(&mut opts)).await
-        })
-        .map_err(consul_err)?;
+        let mut opts = SetKeyRequest::builder();
+        opts.cas(cas);
+        let written = kv::set_json(&self.client, KEY, &value, Some(&mut opts))
+            .await
+            .map_err(consul_err)?;
         if !written.response {
             return Err(StoreError::Consul(format!(
                 "check-and-set failed on {KEY} (expected ModifyIndex {cas}); another control instance changed it"
             )));
         }
-        let after = block(self.read())?;
+        let after = self.read().await?;
         *self.index() = after.map_or(0, |(_, i)| i);
         Ok(())
+    }
+}
+
+impl Store for ConsulStore {
+    fn load(&self) -> StoreFuture<'_, Option<Vec<u8>>> {
+        Box::pin(self.load_doc())
+    }
+
+    fn save<'a>(&'a self, doc: &'a [u8]) -> StoreFuture<'a, ()> {
+        Box::pin(self.save_doc(doc))
     }
 }
 

@@ -268,6 +268,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             };
             let c = Arc::new(
                 Control::open_with(store, read_secret(token_file)?, timing)
+                    .await
                     .context("loading state")?,
             );
             let l = tokio::net::TcpListener::bind(&listen)

@@ -74,15 +74,16 @@ fn live(addr: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
         let s = ConsulStore::new(addr).map_err(|e| e.to_string())?;
-        let before = s.load().map_err(|e| e.to_string())?;
+        let before = s.load().await.map_err(|e| e.to_string())?;
         let doc = before.clone().unwrap_or_else(|| b"{}".to_vec());
-        s.save(&doc).map_err(|e| format!("cas write: {e}"))?;
+        s.save(&doc).await.map_err(|e| format!("cas write: {e}"))?;
         let other = ConsulStore::new(addr).map_err(|e| e.to_string())?;
-        other.load().map_err(|e| e.to_string())?;
+        other.load().await.map_err(|e| e.to_string())?;
         other
             .save(&doc)
+            .await
             .map_err(|e| format!("second writer at the current index: {e}"))?;
-        if s.save(&doc).is_ok() {
+        if s.save(&doc).await.is_ok() {
             return Err("a stale index must lose".into());
         }
         Ok(())

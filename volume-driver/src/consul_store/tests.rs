@@ -79,21 +79,25 @@ async fn fake_consul() -> (String, Arc<Mutex<Kv>>) {
     (addr, kv)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn cas_on_modify_index_against_the_documented_shapes() {
     let (addr, kv) = fake_consul().await;
     let a = ConsulStore::new(&addr).expect("client");
-    assert_eq!(a.load().expect("load"), None, "404 means empty");
-    a.save(br#"{"generation":1}"#).expect("create with cas=0");
+    assert_eq!(a.load().await.expect("load"), None, "404 means empty");
+    a.save(br#"{"generation":1}"#)
+        .await
+        .expect("create with cas=0");
     let b = ConsulStore::new(&addr).expect("client");
     assert_eq!(
-        b.load().expect("load").as_deref(),
+        b.load().await.expect("load").as_deref(),
         Some(&br#"{"generation":1}"#[..])
     );
     b.save(br#"{"generation":2}"#)
+        .await
         .expect("b writes at the index it read");
     let e = a
         .save(br#"{"generation":99}"#)
+        .await
         .expect_err("a's index is stale");
     assert!(e.to_string().contains("check-and-set"), "{e}");
     let puts = kv.lock().expect("kv").puts.clone();
@@ -117,20 +121,24 @@ async fn cas_on_modify_index_against_the_documented_shapes() {
         2
     );
     assert_eq!(
-        b.load().expect("load").as_deref(),
+        b.load().await.expect("load").as_deref(),
         Some(&br#"{"generation":2}"#[..]),
         "loser changed nothing"
     );
 }
 
-/// The control service's writer thread saves through this store (whose calls are async inside):
-/// a change acknowledged over HTTP is in Consul.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// The control service's writer thread saves through this store, awaiting it on the test's
+/// runtime: a change acknowledged over HTTP is in Consul. A current-thread runtime (the
+/// default of `#[tokio::test]`), on which the former bridge, `block_in_place`, panics (as
+/// tokio documents it).
+#[tokio::test]
 async fn the_control_service_commits_through_consul() {
     let (addr, kv) = fake_consul().await;
     let store = ConsulStore::new(&addr).expect("client");
     let c = std::sync::Arc::new(
-        crate::control::api::Control::open(Box::new(store), None).expect("open"),
+        crate::control::api::Control::open(Box::new(store), None)
+            .await
+            .expect("open"),
     );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

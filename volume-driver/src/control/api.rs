@@ -47,17 +47,17 @@ pub struct Control {
 impl Control {
     /// Loads the persisted state (or starts empty) and starts its writer, with the default
     /// heartbeat and lease timing.
-    pub fn open(store: Box<dyn Store>, token: Option<String>) -> Result<Control, StoreError> {
-        Self::open_with(store, token, Timing::default())
+    pub async fn open(store: Box<dyn Store>, token: Option<String>) -> Result<Control, StoreError> {
+        Self::open_with(store, token, Timing::default()).await
     }
 
     /// `open`, granting node leases as `timing` says (already validated).
-    pub fn open_with(
+    pub async fn open_with(
         store: Box<dyn Store>,
         token: Option<String>,
         timing: Timing,
     ) -> Result<Control, StoreError> {
-        let mut state: State = match store.load()? {
+        let mut state: State = match store.load().await? {
             Some(doc) => serde_json::from_slice(&doc).map_err(StoreError::Decode)?,
             None => State::default(),
         };

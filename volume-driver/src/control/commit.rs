@@ -39,15 +39,22 @@ impl Committer {
         let state = Arc::new(Mutex::new(state));
         let (tx, rx) = mpsc::channel::<Op>();
         let shared = state.clone();
-        // A store may do async IO inside its sync calls (Consul): the writer thread runs in the
-        // caller's runtime context.
-        let rt = tokio::runtime::Handle::try_current().ok();
+        // The writer is a thread of its own, so a local store's fsync never holds a runtime
+        // worker; a remote store's save (Consul) is awaited there through the caller's runtime,
+        // whose threads drive its IO (`Handle::block_on`: no worker is blocked, and a
+        // current-thread runtime works too while its thread waits in `block_on`). Without a
+        // runtime, the thread brings its own.
+        let driver = match tokio::runtime::Handle::try_current() {
+            Ok(h) => Driver::Caller(h),
+            Err(_) => Driver::Own(
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?,
+            ),
+        };
         std::thread::Builder::new()
             .name("berth-commit".into())
-            .spawn(move || {
-                let _rt = rt.as_ref().map(tokio::runtime::Handle::enter);
-                writer(shared, store, rx)
-            })?;
+            .spawn(move || writer(shared, store, rx, driver))?;
         Ok(Committer {
             state,
             ops: Mutex::new(tx),
@@ -92,7 +99,22 @@ impl Committer {
     }
 }
 
-fn writer(state: Arc<Mutex<State>>, store: Box<dyn Store>, rx: mpsc::Receiver<Op>) {
+/// What runs a store's futures on the writer thread.
+enum Driver {
+    Caller(tokio::runtime::Handle),
+    Own(tokio::runtime::Runtime),
+}
+
+impl Driver {
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        match self {
+            Driver::Caller(h) => h.block_on(f),
+            Driver::Own(rt) => rt.block_on(f),
+        }
+    }
+}
+
+fn writer(state: Arc<Mutex<State>>, store: Box<dyn Store>, rx: mpsc::Receiver<Op>, driver: Driver) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -117,7 +139,7 @@ fn writer(state: Arc<Mutex<State>>, store: Box<dyn Store>, rx: mpsc::Receiver<Op
         let outcome = if changed {
             serde_json::to_vec(&next)
                 .map_err(|e| e.to_string())
-                .and_then(|doc| store.save(&doc).map_err(|e| e.to_string()))
+                .and_then(|doc| driver.block_on(store.save(&doc)).map_err(|e| e.to_string()))
         } else {
             Ok(())
         };
