@@ -5,7 +5,7 @@
 //!
 //! | command | duration |
 //! |---|---|
-//! | fence | `berth.fence` |
+//! | fence | `berth.fence`, after what is left of the node's lease (`berth.fence_lease` from its last contact): the control service refuses a fence before |
 //! | stop-slot | `berth.stop_latency` |
 //! | (timer) `recreate` grace | the service's `berth.recreate-grace` |
 //! | (timer) target choice | `berth.plan` (the executor's `decide_ms`) |
@@ -231,7 +231,25 @@ impl Sim<'_> {
     fn command_ms(&mut self, run: u64, lane: u32, cmd: &Command) -> Ms {
         let bt = &self.scn.berth;
         match cmd {
-            Command::Fence { .. } => bt.fence,
+            // The control service refuses the fence (423) while the node's lease runs — its
+            // agent stops the node's containers before it ends — and takes it right after.
+            Command::Fence { node, .. } => {
+                // The lease counts from the node's last heartbeat before it was lost.
+                let lease_left = self
+                    .node_index(node.as_str())
+                    .and_then(|n| {
+                        let rt = &self.nodes[n as usize];
+                        let lost = rt.lost_at?;
+                        let phase = rt.berth_phase;
+                        Some(if lost >= phase {
+                            phase + (lost - phase) / bt.heartbeat * bt.heartbeat
+                        } else {
+                            0
+                        })
+                    })
+                    .map_or(0, |last| (last + bt.fence_lease).saturating_sub(self.now));
+                lease_left + bt.fence
+            }
             Command::StopSlot { .. } => bt.stop_latency,
             Command::PreCopy { volume, .. } => {
                 let d = self.volume(volume);

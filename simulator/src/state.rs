@@ -138,6 +138,8 @@ impl<'a> Sim<'a> {
                 incremental: bt.incremental,
                 decide_ms: bt.plan,
                 reconcile: policy == PolicyKind::Berth,
+                stateful_only: false,
+                history_limit: None,
             }),
             lane_copy: BTreeMap::new(),
             lane_mark: BTreeMap::new(),

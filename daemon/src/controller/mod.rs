@@ -146,16 +146,23 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
         config: Config,
         metrics: Metrics,
     ) -> Controller<D, C> {
+        // Swarm reschedules stateless tasks itself; Berth fails over the stateful slots.
+        let exec_config = executor::Config {
+            stateful_only: true,
+            history_limit: Some(500),
+            ..executor::Config::default()
+        };
         let (journal, executor) = match journal {
-            Some((j, Some(state))) => {
+            Some((j, Some(mut state))) => {
+                state.config = exec_config;
                 let mut ex = Executor::from_state(state);
                 // Catch up from the world as it is now, as after any pause.
                 ex.set_active(false);
                 ex.set_active(true);
                 (Some(j), ex)
             }
-            Some((j, None)) => (Some(j), Executor::new(executor::Config::default())),
-            None => (None, Executor::new(executor::Config::default())),
+            Some((j, None)) => (Some(j), Executor::new(exec_config)),
+            None => (None, Executor::new(exec_config)),
         };
         let (tx, rx) = mpsc::unbounded_channel();
         Controller {

@@ -76,6 +76,14 @@ pub struct Config {
     /// Plan from observations. Off for an operator who only runs plans by hand
     /// ([`Executor::run_plan`]); observations then only keep what is known of the nodes.
     pub reconcile: bool,
+    /// Fail over stateful slots only, as a controller beside Swarm does: Swarm reschedules
+    /// stateless tasks itself (the simulator's Berth, which is the whole controller, does both).
+    #[serde(default)]
+    pub stateful_only: bool,
+    /// Keep at most this many ended runs in the history (a long-lived controller persists its
+    /// state after every change); `None` keeps all (a simulation's report reads them all).
+    #[serde(default)]
+    pub history_limit: Option<usize>,
 }
 
 impl Default for Config {
@@ -84,6 +92,8 @@ impl Default for Config {
             incremental: true,
             decide_ms: 0,
             reconcile: true,
+            stateful_only: false,
+            history_limit: None,
         }
     }
 }
@@ -344,6 +354,30 @@ impl Executor {
 
     pub fn is_busy(&self, service: &str, slot: u64) -> bool {
         self.state.busy.contains(&(service.to_string(), slot))
+    }
+
+    /// Drops the oldest ended runs beyond `Config::history_limit` (runs still going stay).
+    fn trim_history(&mut self) {
+        let Some(limit) = self.state.config.history_limit else {
+            return;
+        };
+        let ended = self
+            .state
+            .history
+            .iter()
+            .filter(|h| h.ended_ms.is_some())
+            .count();
+        let mut excess = ended.saturating_sub(limit);
+        if excess > 0 {
+            self.state.history.retain(|h| {
+                if excess > 0 && h.ended_ms.is_some() {
+                    excess -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
     }
 
     pub fn history(&self) -> &[FailoverRecord] {

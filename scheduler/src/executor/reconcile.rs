@@ -213,7 +213,7 @@ impl Executor {
                 now,
                 obs.cluster,
                 Event::NodeDrained(id),
-                false,
+                self.state.config.stateful_only,
                 Actor::Berth,
             );
         }
@@ -230,7 +230,13 @@ impl Executor {
         // faults in a large cluster hit such nodes.
         if obs.hosts(&id) {
             if obs.cluster.nodes[i].is_fenced() {
-                self.run_plan(now, obs.cluster, Event::NodeDown(id), false, Actor::Berth);
+                self.run_plan(
+                    now,
+                    obs.cluster,
+                    Event::NodeDown(id),
+                    self.state.config.stateful_only,
+                    Actor::Berth,
+                );
             } else {
                 // Planned once the label is set (the next observation), so the plan is made
                 // for the cluster as it then is.
@@ -252,7 +258,13 @@ impl Executor {
         for n in settled {
             self.state.fencing.remove(&n);
             if self.state.nodes.get(&n).is_some_and(|s| s.dead) {
-                self.run_plan(now, obs.cluster, Event::NodeDown(n), false, Actor::Berth);
+                self.run_plan(
+                    now,
+                    obs.cluster,
+                    Event::NodeDown(n),
+                    self.state.config.stateful_only,
+                    Actor::Berth,
+                );
             }
         }
     }
@@ -274,7 +286,7 @@ impl Executor {
                 now,
                 obs.cluster,
                 Event::NodeBack(id.clone()),
-                false,
+                self.state.config.stateful_only,
                 Actor::Berth,
             );
         } else if fenced {
@@ -297,7 +309,13 @@ impl Executor {
         let nodes = std::mem::take(&mut self.state.retry);
         for n in nodes {
             if self.state.nodes.get(&n).is_some_and(|s| s.dead) {
-                self.run_plan(now, obs.cluster, Event::NodeDown(n), false, Actor::Berth);
+                self.run_plan(
+                    now,
+                    obs.cluster,
+                    Event::NodeDown(n),
+                    self.state.config.stateful_only,
+                    Actor::Berth,
+                );
             }
         }
     }
@@ -369,6 +387,7 @@ impl Executor {
                 ended_ms: None,
                 end: None,
             });
+            self.trim_history();
             let key = (service, slot);
             self.state.busy.insert(key.clone());
             let lane = Lane {
@@ -429,7 +448,13 @@ impl Executor {
             } else {
                 continue;
             };
-            self.run_plan(now, obs.cluster, event, false, Actor::Berth);
+            self.run_plan(
+                now,
+                obs.cluster,
+                event,
+                self.state.config.stateful_only,
+                Actor::Berth,
+            );
         }
     }
 }

@@ -112,6 +112,7 @@ impl Executor {
             ended_ms: None,
             end: None,
         });
+        self.trim_history();
         self.insert_run(
             now,
             run,
@@ -444,6 +445,7 @@ impl Executor {
             h.ended_ms = Some(now);
             h.end = Some(end);
         }
+        self.trim_history();
     }
 
     /// Drops the lanes still waiting out a `recreate` grace for `node`: it is back, its

@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 use crate::failover::Event;
@@ -472,4 +472,46 @@ fn standby_prefers_another_zone_then_fewest_copies() {
     facts[3].free = false;
     let got = pick_standby(&c, "cache", &NodeId::new("w1"), &facts);
     assert_eq!(got, Some(NodeId::new("w2")), "same zone when nothing else");
+}
+
+#[test]
+fn stateful_only_leaves_stateless_tasks_to_swarm_and_history_is_capped() {
+    let mut c = world();
+    let mut exec = Executor::new(Config {
+        stateful_only: true,
+        history_limit: Some(1),
+        ..Config::default()
+    });
+    exec.observe(0, Observation::of(&c));
+    set_node(&mut c, "w1", |n| n.state = NodeState::Down);
+    let mut b = Backend::default();
+    observe(&mut exec, &mut c, &mut b, 1_000);
+    settle(&mut exec, &mut c, &mut b, 1_000);
+    let got = names(&b.log);
+    assert!(
+        got.iter().any(|g| g == "start-slot:files-1:files.1"),
+        "{got:?}"
+    );
+    assert!(
+        !got.iter().any(|g| g.contains("api.")),
+        "a stateless task is Swarm's to reschedule: {got:?}"
+    );
+    // A second run (the node back), so the cap has something to drop.
+    set_node(&mut c, "w1", |n| n.state = NodeState::Ready);
+    observe(&mut exec, &mut c, &mut b, 100_000);
+    settle(&mut exec, &mut c, &mut b, 100_000);
+    let runs: BTreeSet<u64> = exec.history().iter().map(|h| h.run).collect();
+    assert!(
+        !runs.is_empty() && runs.iter().all(|r| *r >= 1),
+        "the first run was dropped once a later one ended: {runs:?}"
+    );
+    assert!(
+        exec.history()
+            .iter()
+            .filter(|h| h.ended_ms.is_some())
+            .count()
+            <= 1,
+        "{:?}",
+        exec.history()
+    );
 }

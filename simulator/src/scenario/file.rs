@@ -114,6 +114,7 @@ pub struct BerthFile {
     pub heartbeat: Option<Dur>,
     pub misses: Option<u64>,
     pub lease: Option<Dur>,
+    pub fence_lease: Option<Dur>,
     pub fence: Option<Dur>,
     pub attach: Option<Dur>,
     pub promote: Option<Dur>,

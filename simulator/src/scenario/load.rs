@@ -558,6 +558,7 @@ fn resolve_timings(
         heartbeat: ms(f.berth.heartbeat, SECOND),
         misses: f.berth.misses.unwrap_or(3).max(1),
         lease: ms(f.berth.lease, 2 * SECOND),
+        fence_lease: ms(f.berth.fence_lease, 0),
         fence: ms(f.berth.fence, 200),
         attach: ms(f.berth.attach, SECOND),
         promote: ms(f.berth.promote, 2 * SECOND),

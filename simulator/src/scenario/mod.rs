@@ -40,6 +40,10 @@ pub struct BerthTiming {
     /// be shorter than detection (`heartbeat × misses`), or a cut-off holder may still write
     /// after its dataset moved — which the checker then reports.
     pub lease: Ms,
+    /// The control service refuses to fence a volume away from a node until this long after
+    /// the node's last contact (berth-volume's node lease, `control --lease`); 0: it fences at
+    /// once (the model before leases were granted by heartbeats).
+    pub fence_lease: Ms,
     pub fence: Ms,
     /// Re-pointing shared storage to a new node.
     pub attach: Ms,
