@@ -189,10 +189,17 @@ pub fn run(a: RunArgs) -> Result<()> {
                 let token = std::env::var("CONSUL_HTTP_TOKEN").ok().filter(|t| !t.is_empty());
                 let agent = crate::consul::Agent::new(url, token, CONSUL_CALL_TIMEOUT)
                     .with_context(|| format!("Consul at {url}"))?;
-                let leadership = crate::leader::Leadership::elected();
-                elector = Some(crate::consul::election::Elector::new(agent, election, leadership.clone()));
-                let controller = controller.with_consul(registrar).with_leadership(leadership.clone());
-                (controller, Some(status), leadership)
+                if a.dry_run {
+                    // A dry run changes nothing, so it needs no lock; taking one would keep the
+                    // real leader from acting.
+                    tracing::info!("dry run: not taking part in the leader election");
+                    (controller.with_consul(registrar), Some(status), leadership)
+                } else {
+                    let leadership = crate::leader::Leadership::elected();
+                    elector = Some(crate::consul::election::Elector::new(agent, election, leadership.clone()));
+                    let controller = controller.with_consul(registrar).with_leadership(leadership.clone());
+                    (controller, Some(status), leadership)
+                }
             }
             None => (controller, None, leadership),
         };
