@@ -98,7 +98,12 @@ impl Leadership {
     pub fn stand_by(&self, holder: Option<String>, error: Option<String>) {
         let mut i = self.lock();
         if i.until.take().is_some() {
-            tracing::warn!(error = ?error, "no longer the leader: this daemon stops acting");
+            match &error {
+                Some(e) => {
+                    tracing::warn!(error = %e, "no longer the leader: this daemon stops acting")
+                }
+                None => tracing::info!("no longer the leader: this daemon stops acting"),
+            }
         }
         i.holder = holder;
         i.error = error;

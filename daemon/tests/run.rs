@@ -2,12 +2,14 @@
 //! namespaces): stateful templates run as one pinned service per slot, from the compose form a
 //! user writes; a re-deploy and a restarted daemon change nothing; a template change rolls out
 //! within `berth.max-unavailable`; removing the template removes its slot services and never a
-//! volume; a service without `berth.*` labels is never touched.
+//! volume; a service without `berth.*` labels is never touched. Two daemons with `--consul`
+//! (against the documented-shapes fake agent) elect one leader, and a stopped leader hands over.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_daemon::consul::fake::FakeAgent;
 use berth_lab::harness::{self, Test};
 use berth_lab::swarm::IMAGE;
 use berth_lab::{Lab, LabNode, Need, wait_for};
@@ -16,10 +18,16 @@ use serde_json::Value;
 fn main() {
     harness::run(
         &[Need::Docker, Need::Root, Need::LabTools],
-        vec![Test {
-            name: "stateful_templates_run_as_pinned_slot_services",
-            body: stateful_templates_run_as_pinned_slot_services,
-        }],
+        vec![
+            Test {
+                name: "stateful_templates_run_as_pinned_slot_services",
+                body: stateful_templates_run_as_pinned_slot_services,
+            },
+            Test {
+                name: "two_daemons_elect_one_leader_and_a_stopped_leader_hands_over",
+                body: two_daemons_elect_one_leader_and_a_stopped_leader_hands_over,
+            },
+        ],
     )
 }
 
@@ -31,6 +39,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(m: &LabNode, state: &std::path::Path) -> Daemon {
+        Daemon::start_with(m, state, &[])
+    }
+
+    fn start_with(m: &LabNode, state: &std::path::Path, extra: &[&str]) -> Daemon {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -40,6 +52,7 @@ impl Daemon {
             .args(["run", "--docker", &m.engine.docker_host(), "--resync", "1s"])
             .args(["--listen", &format!("127.0.0.1:{port}"), "--state-dir"])
             .arg(state)
+            .args(extra)
             .stdin(Stdio::null())
             .spawn()
             .expect("berth run starts");
@@ -328,4 +341,62 @@ fn stateful_templates_run_as_pinned_slot_services() {
         );
     }
     daemon.stop();
+}
+
+/// The value of an unlabelled metric on the daemon's `/metrics`.
+fn metric(d: &Daemon, name: &str) -> Option<f64> {
+    d.get("/metrics")?
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} "))?.trim().parse().ok())
+}
+
+fn two_daemons_elect_one_leader_and_a_stopped_leader_hands_over() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let consul = rt.block_on(FakeAgent::start(None));
+    let lab = Lab::builder().managers(1).start();
+    let m = lab.manager();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let args = ["--consul", consul.url.as_str(), "--consul-ttl", "10s"];
+    let mut a = Daemon::start_with(m, da.path(), &args);
+    assert!(
+        wait_for(Duration::from_secs(30), || metric(&a, "berth_leader")
+            == Some(1.0)),
+        "the first daemon leads"
+    );
+    let b = Daemon::start_with(m, db.path(), &args);
+    let ready: Value = serde_json::from_str(&b.get("/v1/ready").expect("standby ready")).unwrap();
+    assert_eq!(ready["status"], "standby", "{ready}");
+    assert!(
+        ready["leader"].as_str().unwrap().contains(&a.api),
+        "the standby names the leader: {ready}"
+    );
+    assert_eq!(metric(&b, "berth_leader"), Some(0.0));
+    assert_eq!(metric(&a, "berth_leader"), Some(1.0));
+    let standby_passes = metric(&b, "berth_reconciles_total");
+    assert_eq!(standby_passes, Some(0.0), "a standby makes no pass");
+
+    // SIGTERM: the leader releases the key and destroys its session; the standby takes over at
+    // its next round (every TTL/3, 3.3 s), with no lock-delay.
+    let stopped = Instant::now();
+    a.stop();
+    assert!(
+        wait_for(Duration::from_secs(30), || metric(&b, "berth_leader")
+            == Some(1.0)),
+        "the standby takes over"
+    );
+    let took = stopped.elapsed();
+    eprintln!("takeover after the leader's SIGTERM: {took:?}");
+    assert!(
+        wait_for(Duration::from_secs(30), || b
+            .get("/v1/ready")
+            .is_some_and(|r| r.contains("\"ready\""))),
+        "the new leader makes a pass"
+    );
+    let st = consul.state.lock().unwrap();
+    assert_eq!(st.sessions.len(), 1, "the old leader destroyed its session");
+    assert_eq!(
+        st.holder("berth/leader"),
+        st.sessions.keys().next().map(String::as_str),
+        "the remaining session holds the key"
+    );
 }

@@ -92,7 +92,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn init_logs(format: LogFormat) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // consulrs logs every call at INFO ("Executing …"): with the leader election that is
+        // a few lines a second saying nothing, so its own lines start at WARN.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,consulrs=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
