@@ -629,7 +629,10 @@ def check_metrics(r: Results, lab: Lab, cl: Cluster, berth_run: bool) -> None:
 
     def volume_services():
         def once():
-            alive = {s["metric"]["node"] for s in query("berth_node_alive == 1")}
+            series = query("berth_node_alive == 1")
+            ensure(all("exported_node" not in s["metric"] for s in series),
+                   f"a target label overwrote the series' node label: {[s['metric'] for s in series]}")
+            alive = {s["metric"]["node"] for s in series}
             ensure(len(alive) == n, f"{len(alive)} node(s) alive at the control service, want {n}: {sorted(alive)}")
             leased = query('berth_agent_lease_remaining_seconds > 0 and on(instance) berth_agent_self_fenced == 0')
             ensure(len(leased) == n, f"{len(leased)} agent(s) holding a lease and not self-fenced, want {n}")
