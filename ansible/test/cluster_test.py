@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 import yaml
@@ -619,18 +620,26 @@ def check_metrics(r: Results, lab: Lab, cl: Cluster, berth_run: bool) -> None:
     else:
         r.skip("Prometheus: berth run's /metrics up", "berth run is not in this build")
     for job, addrs in berth_endpoints:
-        if job == "berth-volume-agent":  # an agent's endpoint takes a node credential, not the token
-            host = lab.container(lab.hosts[0]["name"])
-            code = sh(host, "curl -s -o /dev/null -w '%{http_code}' -m 10 "
-                            f"-H \"Authorization: Bearer $(cat /etc/berth/node.cred)\" http://{addrs[0]}/metrics",
-                      check=False).strip()
-        else:
-            code = cl.curl(f"http://{addrs[0]}/metrics", token=True, code_only=True)
-        if code == "404":
-            r.skip(f"Prometheus: {job} /metrics up", f"GET http://{addrs[0]}/metrics answered 404: "
-                                                     "this build's service exports no metrics")
-        else:
-            r.check(f"Prometheus: {job} /metrics up", job_up(job, len(addrs)))
+        r.check(f"Prometheus: {job} /metrics up (with the role's token or credential)", job_up(job, len(addrs)))
+
+    def query(expr: str) -> list[dict]:
+        v = json.loads(cl.curl(prom + "/api/v1/query?query=" + urllib.parse.quote(expr)))
+        ensure(v["status"] == "success", f"{expr}: {v}")
+        return v["data"]["result"]
+
+    def volume_services():
+        def once():
+            series = query("berth_node_alive == 1")
+            ensure(all("exported_node" not in s["metric"] for s in series),
+                   f"a target label overwrote the series' node label: {[s['metric'] for s in series]}")
+            alive = {s["metric"]["node"] for s in series}
+            ensure(len(alive) == n, f"{len(alive)} node(s) alive at the control service, want {n}: {sorted(alive)}")
+            leased = query('berth_agent_lease_remaining_seconds > 0 and on(instance) berth_agent_self_fenced == 0')
+            ensure(len(leased) == n, f"{len(leased)} agent(s) holding a lease and not self-fenced, want {n}")
+        poll(once, 90, 5)
+        return f"all {n} nodes alive at the control service; every agent holds its lease, none self-fenced"
+
+    r.check("Prometheus: the volume services' metrics show every node heartbeating", volume_services)
 
     rule_files = [f for f in sorted((REPO / "observability/prometheus").glob("*.yml"))
                   if "groups" in (yaml.safe_load(f.read_text()) or {})]

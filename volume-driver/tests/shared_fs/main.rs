@@ -222,13 +222,25 @@ fn shared_on_glusterfs() {
     // Node A dies: its agent and its filesystem client go at once.
     a.kill();
     must(&format!("umount -l {}", ma.display()));
-    let (st, _, v) = api(
-        &control,
-        "POST",
-        "/v1/berth/volumes/files/fence",
-        &[],
-        r#"{"node":"node-a","expect_epoch":1}"#,
-    );
+    // The control service holds the fence (423) until node A's lease has run out — A's agent
+    // would have stopped A's containers by then — and takes it after, as berth run retries.
+    let fence = || {
+        api(
+            &control,
+            "POST",
+            "/v1/berth/volumes/files/fence",
+            &[],
+            r#"{"node":"node-a","expect_epoch":1}"#,
+        )
+    };
+    let (mut st, _, mut v) = fence();
+    if st == 423 {
+        let wait = v["retry_after_ms"]
+            .as_u64()
+            .expect("a 423 says when to retry");
+        std::thread::sleep(std::time::Duration::from_millis(wait + 50));
+        (st, _, v) = fence();
+    }
     assert_eq!(st, 200, "{v}");
     let (st, _, v) = api(
         &control,
