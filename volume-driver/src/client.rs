@@ -4,8 +4,11 @@
 //! through.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use hyper::Method;
+use hyper::{Method, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -79,23 +82,44 @@ fn seg(s: &str) -> String {
     utf8_percent_encode(s, SEGMENT).to_string()
 }
 
-/// A handle on one control service.
+/// How long a client of a replicated control service keeps looking for its leader before it
+/// reports the service unreachable: a new leader serves about 1–2 s after the old one dies.
+const FIND_LEADER_FOR: Duration = Duration::from_secs(5);
+/// One attempt at one member, so a member cut off mid-connect does not hold the search.
+const ATTEMPT: Duration = Duration::from_secs(2);
+/// Between rounds over every member when none answered.
+const ROUND_PAUSE: Duration = Duration::from_millis(100);
+
+/// A handle on the control service: one instance, or the members of a replicated one (calls go
+/// to whichever leads; the client follows it when it changes).
 #[derive(Debug, Clone)]
 pub struct ControlClient {
-    target: Target,
+    targets: Arc<Vec<Target>>,
+    /// Index of the member that answered last; shared by clones, so they all follow the leader.
+    current: Arc<AtomicUsize>,
     token: Option<String>,
 }
 
+fn addr_of(url: &str) -> Result<String, ClientError> {
+    url.trim()
+        .strip_prefix("http://")
+        .map(|a| a.trim_end_matches('/'))
+        .filter(|a| !a.is_empty() && !a.contains('/'))
+        .map(str::to_string)
+        .ok_or_else(|| ClientError::Url(url.to_string()))
+}
+
 impl ControlClient {
-    /// `url` is `http://HOST:PORT`; `token` is the cluster token or a node credential.
-    pub fn new(url: &str, token: Option<String>) -> Result<ControlClient, ClientError> {
-        let addr = url
-            .strip_prefix("http://")
-            .map(|a| a.trim_end_matches('/'))
-            .filter(|a| !a.is_empty() && !a.contains('/'))
-            .ok_or_else(|| ClientError::Url(url.to_string()))?;
+    /// `urls` is `http://HOST:PORT`, or a comma-separated list of a replicated service's
+    /// members; `token` is the cluster token or a node credential.
+    pub fn new(urls: &str, token: Option<String>) -> Result<ControlClient, ClientError> {
+        let targets = urls
+            .split(',')
+            .map(|u| addr_of(u).map(Target::Tcp))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(ControlClient {
-            target: Target::Tcp(addr.to_string()),
+            targets: Arc::new(targets),
+            current: Arc::default(),
             token,
         })
     }
@@ -103,8 +127,80 @@ impl ControlClient {
     /// The same service, presenting `token` instead.
     pub fn with_token(&self, token: Option<String>) -> ControlClient {
         ControlClient {
-            target: self.target.clone(),
+            targets: self.targets.clone(),
+            current: self.current.clone(),
             token,
+        }
+    }
+
+    /// Sends to the member that answered last; with several members, moves on to the leader a
+    /// member names, or to the next one, when one is unreachable or does not serve. A request
+    /// retried on another member may have been applied by the one that failed: every call the
+    /// executor and agents make is idempotent or carries its epoch as a precondition.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> Result<http_client::Reply, ClientError> {
+        let n = self.targets.len();
+        if n == 1 {
+            return Ok(http_client::send(&self.targets[0], method, path, headers, body).await?);
+        }
+        let deadline = Instant::now() + FIND_LEADER_FOR;
+        let mut tried = 0;
+        loop {
+            let i = self.current.load(Ordering::Relaxed) % n;
+            let attempt = http_client::send(
+                &self.targets[i],
+                method.clone(),
+                path,
+                headers,
+                body.clone(),
+            );
+            let failed = match tokio::time::timeout(ATTEMPT, attempt).await {
+                Ok(Ok(r)) if r.status == StatusCode::SERVICE_UNAVAILABLE => {
+                    let e: ErrorBody = serde_json::from_slice(&r.body).unwrap_or_default();
+                    let hint = e
+                        .leader
+                        .as_deref()
+                        .and_then(|l| addr_of(l).ok())
+                        .and_then(|a| {
+                            self.targets
+                                .iter()
+                                .position(|t| matches!(t, Target::Tcp(x) if *x == a))
+                        });
+                    match hint {
+                        Some(j) if j != i => {
+                            self.current.store(j, Ordering::Relaxed);
+                            continue;
+                        }
+                        _ => ClientError::Status {
+                            status: 503,
+                            description: e.description,
+                            epoch: None,
+                            retry_after_ms: None,
+                        },
+                    }
+                }
+                Ok(Ok(r)) => return Ok(r),
+                Ok(Err(e)) => ClientError::Transport(e),
+                Err(_) => ClientError::Transport(HttpError::Exchange {
+                    target: format!("{:?}", self.targets[i]),
+                    msg: format!("no answer within {ATTEMPT:?}"),
+                }),
+            };
+            if Instant::now() >= deadline {
+                return Err(failed);
+            }
+            let _ =
+                self.current
+                    .compare_exchange(i, (i + 1) % n, Ordering::Relaxed, Ordering::Relaxed);
+            tried += 1;
+            if tried % n == 0 {
+                tokio::time::sleep(ROUND_PAUSE).await;
+            }
         }
     }
 
@@ -126,7 +222,7 @@ impl ControlClient {
             Some(b) => serde_json::to_vec(b).map_err(|e| ClientError::Decode(e.to_string()))?,
             None => Vec::new(),
         };
-        let r = http_client::send(&self.target, method, path, &headers, body).await?;
+        let r = self.send(method, path, &headers, body).await?;
         if !r.status.is_success() {
             let e: ErrorBody = serde_json::from_slice(&r.body).unwrap_or_else(|_| ErrorBody {
                 description: String::from_utf8_lossy(&r.body).into_owned(),

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod name;
 pub mod options;
 pub mod protocol;
+pub mod raft;
 pub mod replica;
 pub mod shutdown;
 pub mod size;

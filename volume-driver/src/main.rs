@@ -53,6 +53,14 @@ enum Cmd {
         /// of `--state`.
         #[arg(long, conflicts_with = "state")]
         consul: Option<String>,
+        /// This instance's ID in a replicated control service (Raft among the managers, state
+        /// under `--state`); needs `--peer` for every member, itself included.
+        #[arg(long, requires = "peer", requires = "state", conflicts_with = "consul")]
+        raft_id: Option<u64>,
+        /// A member of the replicated control service, `ID=HOST:PORT` (its `--listen`
+        /// address); repeat for each, this instance included. One or three members (or five).
+        #[arg(long, value_parser = parse_peer, requires = "raft_id")]
+        peer: Vec<(u64, String)>,
         /// How often agents heartbeat (a node's liveness is judged against it).
         #[arg(long, value_parser = parse_interval, default_value = "1s")]
         heartbeat_interval: Duration,
@@ -128,6 +136,37 @@ enum Cmd {
         #[arg(long)]
         token_file: PathBuf,
     },
+}
+
+/// The store of a control service that runs alone: Consul KV or the embedded redb.
+fn single_store(
+    consul: Option<String>,
+    state: Option<PathBuf>,
+) -> anyhow::Result<Box<dyn berth_volume::store::Store>> {
+    Ok(match (consul, state) {
+        (Some(url), _) => {
+            tracing::info!(%url, key = berth_volume::consul_store::KEY, "using the Consul KV store");
+            Box::new(berth_volume::consul_store::ConsulStore::new(&url).context("Consul client")?)
+        }
+        (None, Some(state)) => Box::new(
+            RedbStore::open(&state)
+                .with_context(|| format!("opening store in {}", state.display()))?,
+        ),
+        (None, None) => anyhow::bail!("give --state DIR or --consul URL"),
+    })
+}
+
+fn parse_peer(s: &str) -> Result<(u64, String), String> {
+    let (id, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not ID=HOST:PORT"))?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| format!("{id:?} in {s:?} is not a number"))?;
+    match addr.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => Ok((id, addr.to_string())),
+        _ => Err(format!("{addr:?} in {s:?} is not HOST:PORT")),
+    }
 }
 
 fn parse_rate(s: &str) -> Result<u64, String> {
@@ -240,6 +279,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             state,
             token_file,
             consul,
+            raft_id,
+            peer,
             heartbeat_interval,
             heartbeat_misses,
             lease,
@@ -252,32 +293,44 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             timing
                 .validate()
                 .map_err(|e| anyhow::anyhow!("lease timing: {e}"))?;
-            let store: Box<dyn berth_volume::store::Store> = match (consul, state) {
-                (Some(url), _) => {
-                    tracing::info!(%url, key = berth_volume::consul_store::KEY, "using the Consul KV store");
-                    Box::new(
-                        berth_volume::consul_store::ConsulStore::new(&url)
-                            .context("Consul client")?,
-                    )
+            let token = read_secret(token_file)?;
+            let c = match (raft_id, &state) {
+                (Some(id), Some(dir)) => {
+                    let mut peers = std::collections::BTreeMap::new();
+                    for (pid, addr) in peer {
+                        anyhow::ensure!(
+                            peers.insert(pid, addr).is_none(),
+                            "--peer {pid} is given twice"
+                        );
+                    }
+                    let settings = berth_volume::raft::Settings::new(id, peers);
+                    tracing::info!(id, peers = ?settings.peers, "joining the replicated control service");
+                    let replica = berth_volume::raft::Replica::start(dir, settings, token.clone())
+                        .await
+                        .context("starting the raft member")?;
+                    let c = Arc::new(
+                        Control::open_replicated(replica, token, timing)
+                            .await
+                            .context("loading state")?,
+                    );
+                    tokio::spawn(berth_volume::control::replicated::lead(c.clone()));
+                    c
                 }
-                (None, Some(state)) => Box::new(
-                    RedbStore::open(&state)
-                        .with_context(|| format!("opening store in {}", state.display()))?,
+                _ => Arc::new(
+                    Control::open_with(single_store(consul, state)?, token, timing)
+                        .await
+                        .context("loading state")?,
                 ),
-                (None, None) => anyhow::bail!("give --state DIR or --consul URL"),
             };
-            let c = Arc::new(
-                Control::open_with(store, read_secret(token_file)?, timing)
-                    .await
-                    .context("loading state")?,
-            );
             let l = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
             tracing::info!(addr = %l.local_addr()?, "control service listening");
-            api::serve(l, c, shutdown::signal())
-                .await
-                .context("serving")?;
+            let served = api::serve(l, c.clone(), shutdown::signal()).await;
+            if let Some(r) = c.replica() {
+                let _ = r.raft.shutdown().await;
+            }
+            served.context("serving")?;
             tracing::info!("control service stopped");
         }
         Cmd::Agent {

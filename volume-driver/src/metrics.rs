@@ -47,6 +47,7 @@ pub struct ControlMetrics {
     pub heartbeat_age: prometheus::GaugeVec,
     pub lease_left: prometheus::GaugeVec,
     pub node_alive: IntGaugeVec,
+    pub leader: IntGauge,
 }
 
 /// The `mode` values of `berth_primary_changes_total`, exported at 0 from the start so that
@@ -102,6 +103,16 @@ impl ControlMetrics {
                 "1 while a node heartbeats within interval × misses and is not declared dead.",
                 &["node"],
             ),
+            leader: {
+                let g = IntGauge::new(
+                    "berth_control_leader",
+                    "1 while this control instance serves the API: always when it runs alone, \
+                     only as the caught-up Raft leader when replicated.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("registers once");
+                g
+            },
             registry: r,
         };
         for mode in CHANGE_MODES {

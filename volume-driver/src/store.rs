@@ -30,6 +30,11 @@ pub enum StoreError {
     Redb(String),
     #[error("consul: {0}")]
     Consul(String),
+    #[error("raft: {0}")]
+    Raft(String),
+    /// A replicated member that is not (or no longer) the leader: nothing was written here.
+    #[error("not the leader")]
+    NotLeader,
     #[error("stored state does not decode")]
     Decode(#[source] serde_json::Error),
 }

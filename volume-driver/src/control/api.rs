@@ -21,12 +21,14 @@ use serde::de::DeserializeOwned;
 use super::commit::{Committer, WriteError};
 use super::liveness::{Liveness, Timing};
 use super::model::{ControlError, Lease, NewDataset, Node, Reported, State};
+use super::replicated;
 use super::wire::{
     AssignRequest, ClaimMount, CreateDataset, ErrorBody, FenceRequest, Heartbeat, HeartbeatReply,
     HeldReport, LeaseRecord, LeaseRequest, MoveDataset, NodeLiveness, RegisterNode, StandbyReport,
     StateDataset, VerifiedCredential, VerifyCredential, VolumeRecord,
 };
 use crate::credential;
+use crate::raft::Replica;
 use crate::store::{Store, StoreError};
 
 /// Header carrying the configuration tag.
@@ -42,6 +44,8 @@ pub struct Control {
     liveness: std::sync::Mutex<Liveness>,
     /// Monotonic 0 of `liveness`: node ages never come from a wall clock.
     started: std::time::Instant,
+    /// The Raft member this instance is, when the state is replicated (`control::replicated`).
+    replica: Option<Replica>,
 }
 
 impl Control {
@@ -68,7 +72,50 @@ impl Control {
             token,
             liveness: std::sync::Mutex::new(Liveness::new(timing)),
             started: std::time::Instant::now(),
+            replica: None,
         })
+    }
+
+    /// `open_with` on a Raft member: the state is the group's, and this instance serves only
+    /// while it leads (`control::replicated::lead` must run beside it).
+    pub async fn open_replicated(
+        replica: Replica,
+        token: Option<String>,
+        timing: Timing,
+    ) -> Result<Control, StoreError> {
+        let mut c = Self::open_with(replica.store(), token, timing).await?;
+        c.replica = Some(replica);
+        Ok(c)
+    }
+
+    /// The Raft member, if replicated.
+    pub fn replica(&self) -> Option<&Replica> {
+        self.replica.as_ref()
+    }
+
+    /// Takes up `doc`, the replicated document as of this leader's term, as the state to serve,
+    /// and restarts node liveness as a new instance would.
+    pub(super) async fn take_over(&self, doc: Option<String>) -> Result<(), String> {
+        let mut state: State = match doc {
+            Some(d) => serde_json::from_str(&d).map_err(|e| format!("state document: {e}"))?,
+            None => State::default(),
+        };
+        state.reindex();
+        self.state
+            .reset(state)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        let t = self.mono_ms();
+        self.liveness().take_over(t);
+        Ok(())
+    }
+
+    /// The leader's URL as this member knows it, for a client to go to.
+    fn leader_url(&self) -> Option<String> {
+        self.replica
+            .as_ref()
+            .and_then(Replica::leader_addr)
+            .map(|a| format!("http://{a}"))
     }
 
     fn mono_ms(&self) -> u64 {
@@ -142,13 +189,14 @@ impl Control {
         self.state.write(f).await.map_err(|e| match e {
             WriteError::Control(e) => ApiError::Control(e),
             WriteError::Store(m) => ApiError::Store(m),
+            WriteError::NotLeader => ApiError::NotLeader(self.leader_url()),
         })
     }
 }
 
 /// Who is calling, from the bearer token.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Caller {
+pub(super) enum Caller {
     /// The cluster token, or no token configured.
     Operator,
     /// A node credential.
@@ -167,7 +215,7 @@ impl Caller {
     }
 
     /// Refuses anyone but the operator.
-    fn operator(&self, what: &str) -> Result<(), ApiError> {
+    pub(super) fn operator(&self, what: &str) -> Result<(), ApiError> {
         match self {
             Caller::Node(n) => Err(ApiError::Forbidden(format!(
                 "{what} needs the cluster token; node {n}'s credential may not"
@@ -185,6 +233,8 @@ pub enum ApiError {
     Unauthorized,
     Forbidden(String),
     Store(String),
+    /// A replicated member that does not serve: the leader's URL, if known.
+    NotLeader(Option<String>),
 }
 
 impl IntoResponse for ApiError {
@@ -223,8 +273,25 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
             ApiError::Store(m) => (StatusCode::INTERNAL_SERVER_ERROR, format!("store: {m}")),
+            ApiError::NotLeader(l) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                match l {
+                    Some(l) => {
+                        format!("this control instance is not the leader; the leader is {l}")
+                    }
+                    None => {
+                        "this control instance is not the leader, and no leader is known yet".into()
+                    }
+                },
+            ),
         };
-        if code.is_server_error() {
+        let leader = match &self {
+            ApiError::NotLeader(l) => l.clone(),
+            _ => None,
+        };
+        if leader.is_some() || matches!(self, ApiError::NotLeader(_)) {
+            tracing::debug!(%desc, "control request sent to the leader");
+        } else if code.is_server_error() {
             tracing::error!(%desc, "control request failed");
         } else {
             tracing::info!(status = code.as_u16(), %desc, "control request refused");
@@ -234,6 +301,7 @@ impl IntoResponse for ApiError {
             description: desc,
             epoch,
             retry_after_ms,
+            leader,
         };
         let mut r = (code, Json(body)).into_response();
         if let Some(ms) = retry_after_ms {
@@ -247,9 +315,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-type Shared = Arc<Control>;
+pub(super) type Shared = Arc<Control>;
 
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+pub(super) fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::BadJson(format!("request body: {e}")))
 }
 
@@ -439,6 +507,14 @@ async fn heartbeat(
 ) -> Result<Response, ApiError> {
     who.acts_for(&uuid)?;
     let b: Heartbeat = parse(&body)?;
+    if let Some(r) = c.replica() {
+        // A lease granted only after a majority confirmed this leader, now, cannot outlive
+        // the grace a newer leader gives every node (`control::replicated`).
+        if !r.confirm_leader().await {
+            r.gate.lost();
+            return Err(ApiError::NotLeader(c.leader_url()));
+        }
+    }
     let dead = c
         .read(|s| s.nodes.get(&uuid).map(|n| n.dead))
         .ok_or_else(|| {
@@ -645,6 +721,10 @@ async fn verify_credential(AxState(c): AxState<Shared>, body: Bytes) -> Result<R
 /// `/metrics`: the counters as they stand, and the gauges set from the state now.
 async fn metrics(AxState(c): AxState<Shared>) -> Response {
     let m = crate::metrics::control();
+    // A member that does not serve holds no current state: only the leader exports it, so a
+    // dashboard summing over instances never counts a follower's stale copy.
+    let serving = c.replica().is_none_or(|r| r.gate.serving().is_some());
+    m.leader.set(i64::from(serving));
     let epochs = c.read(|s| {
         s.datasets
             .values()
@@ -652,6 +732,7 @@ async fn metrics(AxState(c): AxState<Shared>) -> Response {
             .map(|d| (d.name().unwrap_or(&d.dataset_id).to_string(), d.epoch))
             .collect::<Vec<_>>()
     });
+    let epochs = if serving { epochs } else { Vec::new() };
     m.fence_epoch.reset();
     for (name, epoch) in epochs {
         m.fence_epoch
@@ -661,7 +742,12 @@ async fn metrics(AxState(c): AxState<Shared>) -> Response {
     m.heartbeat_age.reset();
     m.lease_left.reset();
     m.node_alive.reset();
-    for n in c.node_liveness() {
+    let nodes = if serving {
+        c.node_liveness()
+    } else {
+        Vec::new()
+    };
+    for n in nodes {
         let node = [n.node.as_str()];
         if let Some(age) = n.last_heartbeat_age_ms {
             m.heartbeat_age
@@ -730,9 +816,23 @@ async fn auth(AxState(c): AxState<Shared>, mut req: Request, next: Next) -> Resp
     }
 }
 
+/// On a Raft member, only the serving leader answers the API; the group's own routes, the
+/// version and metrics are answered by every member.
+async fn gate(AxState(c): AxState<Shared>, req: Request, next: Next) -> Response {
+    let p = req.uri().path();
+    let open = p == "/metrics" || p == "/v1/version" || p.starts_with("/v1/berth/raft");
+    match c.replica() {
+        Some(r) if !open && r.gate.serving().is_none() => {
+            ApiError::NotLeader(c.leader_url()).into_response()
+        }
+        _ => next.run(req).await,
+    }
+}
+
 /// The service's routes.
 pub fn router(c: Shared) -> Router {
     Router::new()
+        .merge(replicated::routes())
         .route("/v1/version", get(version))
         .route(
             "/v1/configuration/datasets",
@@ -773,6 +873,7 @@ pub fn router(c: Shared) -> Router {
                 }),
             )
         })
+        .layer(middleware::from_fn_with_state(c.clone(), gate))
         .layer(middleware::from_fn_with_state(c.clone(), auth))
         .route_layer(middleware::from_fn(count_requests))
         .with_state(c)

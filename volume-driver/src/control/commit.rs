@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use super::model::{ControlError, State};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Most requests persisted by one store write.
 const MAX_BATCH: usize = 512;
@@ -22,22 +22,38 @@ pub enum WriteError {
     Control(ControlError),
     /// The store failed; nothing of its batch was applied.
     Store(String),
+    /// A replicated store whose member is not the leader: nothing was written.
+    NotLeader,
 }
 
-type Finish = Box<dyn FnOnce(Result<String, String>) + Send>;
+/// Why a batch was not persisted, as every request of it is told.
+#[derive(Debug, Clone)]
+enum Failed {
+    Store(String),
+    NotLeader,
+}
+
+type Finish = Box<dyn FnOnce(Result<String, Failed>) + Send>;
 type Op = Box<dyn FnOnce(&mut State) -> Finish + Send>;
+
+/// What the writer thread takes, in order.
+enum Msg {
+    Op(Op),
+    /// Replace the state with one the store already holds (a new Raft leader's catch-up).
+    Reset(Box<State>, tokio::sync::oneshot::Sender<()>),
+}
 
 /// The committed state and the queue of changes to it.
 pub struct Committer {
     state: Arc<Mutex<State>>,
-    ops: Mutex<mpsc::Sender<Op>>,
+    ops: Mutex<mpsc::Sender<Msg>>,
 }
 
 impl Committer {
     /// Starts the writer thread over `state`, which `store` already holds.
     pub fn start(state: State, store: Box<dyn Store>) -> std::io::Result<Committer> {
         let state = Arc::new(Mutex::new(state));
-        let (tx, rx) = mpsc::channel::<Op>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         let shared = state.clone();
         // The writer is a thread of its own, so a local store's fsync never holds a runtime
         // worker; a remote store's save (Consul) is awaited there through the caller's runtime,
@@ -76,10 +92,11 @@ impl Committer {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let op: Op = Box::new(move |s: &mut State| {
             let out = f(s);
-            Box::new(move |commit: Result<String, String>| {
+            Box::new(move |commit: Result<String, Failed>| {
                 let r = match (out, commit) {
                     (Err(e), _) => Err(WriteError::Control(e)),
-                    (Ok(_), Err(e)) => Err(WriteError::Store(e)),
+                    (Ok(_), Err(Failed::Store(e))) => Err(WriteError::Store(e)),
+                    (Ok(_), Err(Failed::NotLeader)) => Err(WriteError::NotLeader),
                     (Ok(v), Ok(tag)) => Ok((v, tag)),
                 };
                 let _ = tx.send(r);
@@ -89,13 +106,30 @@ impl Committer {
             .ops
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .send(op)
+            .send(Msg::Op(op))
             .is_ok();
         if !sent {
             return Err(WriteError::Store("the writer thread has stopped".into()));
         }
         rx.await
             .unwrap_or_else(|_| Err(WriteError::Store("the writer thread has stopped".into())))
+    }
+
+    /// Replaces the committed state with `state`, which the store already holds, after every
+    /// write queued before this call: how a new Raft leader takes up the replicated document.
+    pub async fn reset(&self, state: State) -> Result<(), WriteError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = self
+            .ops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(Msg::Reset(Box::new(state), tx))
+            .is_ok();
+        if !sent {
+            return Err(WriteError::Store("the writer thread has stopped".into()));
+        }
+        rx.await
+            .map_err(|_| WriteError::Store("the writer thread has stopped".into()))
     }
 }
 
@@ -114,12 +148,38 @@ impl Driver {
     }
 }
 
-fn writer(state: Arc<Mutex<State>>, store: Box<dyn Store>, rx: mpsc::Receiver<Op>, driver: Driver) {
-    while let Ok(first) = rx.recv() {
+fn writer(
+    state: Arc<Mutex<State>>,
+    store: Box<dyn Store>,
+    rx: mpsc::Receiver<Msg>,
+    driver: Driver,
+) {
+    let mut next_msg = None;
+    loop {
+        let first = match next_msg.take() {
+            Some(m) => m,
+            None => match rx.recv() {
+                Ok(m) => m,
+                Err(_) => return,
+            },
+        };
+        let first = match first {
+            Msg::Op(op) => op,
+            Msg::Reset(s, done) => {
+                *state.lock().unwrap_or_else(|p| p.into_inner()) = *s;
+                let _ = done.send(());
+                continue;
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(op) => batch.push(op),
+                Ok(Msg::Op(op)) => batch.push(op),
+                // A reset ends the batch: it applies after the writes queued before it.
+                Ok(reset) => {
+                    next_msg = Some(reset);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -138,8 +198,13 @@ fn writer(state: Arc<Mutex<State>>, store: Box<dyn Store>, rx: mpsc::Receiver<Op
         };
         let outcome = if changed {
             serde_json::to_vec(&next)
-                .map_err(|e| e.to_string())
-                .and_then(|doc| driver.block_on(store.save(&doc)).map_err(|e| e.to_string()))
+                .map_err(|e| Failed::Store(e.to_string()))
+                .and_then(|doc| {
+                    driver.block_on(store.save(&doc)).map_err(|e| match e {
+                        StoreError::NotLeader => Failed::NotLeader,
+                        e => Failed::Store(e.to_string()),
+                    })
+                })
         } else {
             Ok(())
         };
@@ -150,7 +215,7 @@ fn writer(state: Arc<Mutex<State>>, store: Box<dyn Store>, rx: mpsc::Receiver<Op
                 Ok(tag)
             }
             Err(e) => {
-                tracing::error!(error = %e, "control state not persisted; the batch is refused");
+                tracing::error!(error = ?e, "control state not persisted; the batch is refused");
                 Err(e)
             }
         };

@@ -102,6 +102,9 @@ pub struct NodeView {
 pub struct Liveness {
     timing: Timing,
     beats: BTreeMap<String, Beat>,
+    /// Until when a node this instance has not heard from counts as leased: one lease after the
+    /// instance started (0 until `take_over`), or after it last became the Raft leader.
+    unknown_until_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -116,7 +119,20 @@ impl Liveness {
         Liveness {
             timing,
             beats: BTreeMap::new(),
+            unknown_until_ms: None,
         }
+    }
+
+    /// Forgets every heartbeat and counts every node as leased until one full lease after
+    /// `now_ms`: a new Raft leader knows nothing of the leases its predecessor granted, and the
+    /// last of them ended no later than that (`control::replicated` says why).
+    pub fn take_over(&mut self, now_ms: u64) {
+        self.beats.clear();
+        self.unknown_until_ms = Some(now_ms + self.timing.lease_ms);
+    }
+
+    fn unknown_until(&self) -> u64 {
+        self.unknown_until_ms.unwrap_or(self.timing.lease_ms)
     }
 
     pub fn timing(&self) -> Timing {
@@ -127,9 +143,12 @@ impl Liveness {
     /// dead does not). Returns the lease granted, in ms from now.
     pub fn heartbeat(&mut self, node: &str, now_ms: u64, grant: bool) -> u64 {
         let lease = if grant { self.timing.lease_ms } else { 0 };
+        // A first heartbeat keeps what a node not heard from had: a lease a predecessor may
+        // have granted runs on (a refused one, a node declared dead, had none to keep).
+        let kept = if grant { self.unknown_until() } else { 0 };
         let b = self.beats.entry(node.to_string()).or_insert(Beat {
             at_ms: now_ms,
-            lease_until_ms: 0,
+            lease_until_ms: kept,
         });
         b.at_ms = now_ms;
         // A lease never shrinks by a heartbeat: one granted earlier still holds for the agent.
@@ -143,7 +162,7 @@ impl Liveness {
         let until = self
             .beats
             .get(node)
-            .map_or(self.timing.lease_ms, |b| b.lease_until_ms);
+            .map_or(self.unknown_until(), |b| b.lease_until_ms);
         until.saturating_sub(now_ms)
     }
 

@@ -7,6 +7,7 @@ pub mod api;
 mod commit;
 pub mod liveness;
 pub mod model;
+pub mod replicated;
 pub mod wire;
 
 pub use model::{ControlError, Dataset, Lease, Node, State};

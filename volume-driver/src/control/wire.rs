@@ -90,6 +90,9 @@ pub struct ErrorBody {
     /// holding the mount runs out, after which the same request succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// On a 503 from a replicated member that does not serve: the leader's URL, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
 }
 
 /// `POST /v1/berth/nodes/{node}/heartbeat`: an agent renewing its node's lease, with what it

@@ -1,0 +1,206 @@
+//! The replicated state machine: the control state document, replaced whole by each entry (the
+//! control service's writer persists whole documents, so an entry is exactly what one store
+//! write was before Raft). Snapshots are that document, kept in redb beside the log, so a
+//! member that restarts starts from its last snapshot and re-applies the committed entries after
+//! it.
+
+use std::io::Cursor;
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot,
+    SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+};
+use redb::{Database, ReadableDatabase, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::{Applied, TypeConfig};
+
+const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_snapshot");
+
+type Err = StorageError<u64>;
+
+fn any(e: impl std::fmt::Display) -> AnyError {
+    AnyError::error(e.to_string())
+}
+
+fn read_err(e: impl std::fmt::Display) -> Err {
+    StorageIOError::read_snapshot(None, any(e)).into()
+}
+
+fn write_err(e: impl std::fmt::Display) -> Err {
+    StorageIOError::write_snapshot(None, any(e)).into()
+}
+
+/// What the machine holds: the last applied entry, the membership and the document.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Current {
+    last_applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, BasicNode>,
+    doc: Option<String>,
+}
+
+/// A snapshot as stored: its metadata and the document.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    meta: SnapshotMeta<u64, BasicNode>,
+    doc: Option<String>,
+}
+
+/// The state machine; clones share it (the control service reads the document from it).
+#[derive(Clone)]
+pub struct Machine {
+    db: Arc<Database>,
+    current: Arc<Mutex<Current>>,
+}
+
+impl Machine {
+    /// The machine as of the last snapshot in `db` (empty without one).
+    pub fn open(db: Arc<Database>) -> Result<Machine, Err> {
+        let m = Machine {
+            db,
+            current: Arc::default(),
+        };
+        if let Some(s) = m.stored()? {
+            *m.lock() = Current {
+                last_applied: s.meta.last_log_id,
+                membership: s.meta.last_membership,
+                doc: s.doc,
+            };
+        }
+        Ok(m)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The document as of the last applied entry.
+    pub fn doc(&self) -> Option<String> {
+        self.lock().doc.clone()
+    }
+
+    /// The index of the last applied entry.
+    pub fn applied_index(&self) -> Option<u64> {
+        self.lock().last_applied.map(|l| l.index)
+    }
+
+    fn stored(&self) -> Result<Option<Stored>, Err> {
+        let tx = self.db.begin_read().map_err(read_err)?;
+        let t = match tx.open_table(SNAPSHOT) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(x) => return Err(read_err(x)),
+        };
+        match t.get("current").map_err(read_err)? {
+            Some(v) => serde_json::from_slice(v.value())
+                .map(Some)
+                .map_err(read_err),
+            None => Ok(None),
+        }
+    }
+
+    fn store(&self, s: &Stored) -> Result<(), Err> {
+        let doc = serde_json::to_vec(s).map_err(write_err)?;
+        let tx = self.db.begin_write().map_err(write_err)?;
+        {
+            let mut t = tx.open_table(SNAPSHOT).map_err(write_err)?;
+            t.insert("current", doc.as_slice()).map_err(write_err)?;
+        }
+        tx.commit().map_err(write_err)
+    }
+
+    fn snapshot_of(s: Stored) -> Result<Snapshot<TypeConfig>, Err> {
+        let data = serde_json::to_vec(&s.doc)
+            .map_err(|e| StorageIOError::read_snapshot(Some(s.meta.signature()), any(e)))?;
+        Ok(Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for Machine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, Err> {
+        let cur = self.lock().clone();
+        let snapshot_id = match cur.last_applied {
+            Some(l) => format!("{}-{}", l.leader_id, l.index),
+            None => "empty".to_string(),
+        };
+        let stored = Stored {
+            meta: SnapshotMeta {
+                last_log_id: cur.last_applied,
+                last_membership: cur.membership,
+                snapshot_id,
+            },
+            doc: cur.doc,
+        };
+        self.store(&stored)?;
+        Machine::snapshot_of(stored)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for Machine {
+    type SnapshotBuilder = Machine;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>), Err> {
+        let c = self.lock();
+        Ok((c.last_applied, c.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, Err>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut c = self.lock();
+        let mut out = Vec::new();
+        for e in entries {
+            c.last_applied = Some(e.log_id);
+            match e.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(d) => c.doc = Some(d.0),
+                EntryPayload::Membership(m) => {
+                    c.membership = StoredMembership::new(Some(e.log_id), m);
+                }
+            }
+            out.push(Applied);
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Machine {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, Err> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), Err> {
+        let doc: Option<String> = serde_json::from_slice(snapshot.get_ref())
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), any(e)))?;
+        let stored = Stored {
+            meta: meta.clone(),
+            doc,
+        };
+        self.store(&stored)?;
+        *self.lock() = Current {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            doc: stored.doc,
+        };
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, Err> {
+        self.stored()?.map(Machine::snapshot_of).transpose()
+    }
+}
