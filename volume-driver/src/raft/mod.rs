@@ -9,6 +9,8 @@
 pub mod log;
 pub mod machine;
 pub mod network;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -59,17 +61,17 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Defaults sized for agents' leases: with 100 ms heartbeats and 500–1000 ms elections
+    /// Defaults sized for agents' leases: with 150 ms heartbeats and 450–900 ms elections
     /// (openraft also lets a follower vote only once its leader has been silent for the
-    /// longest election timeout), a new leader serves about 1–1.5 s after the old one dies,
+    /// longest election timeout), a new leader should serve 1–2 s after the old one dies,
     /// inside the 2.5 s an agent with the default lease (5 s) and self-fence deadline (2 s +
     /// 0.5 s drift) waits after its last renewal before it stops its containers.
     pub fn new(id: u64, peers: BTreeMap<u64, String>) -> Settings {
         Settings {
             id,
             peers,
-            heartbeat: Duration::from_millis(100),
-            election: Duration::from_millis(500),
+            heartbeat: Duration::from_millis(150),
+            election: Duration::from_millis(450),
         }
     }
 
@@ -174,7 +176,9 @@ impl Replica {
             heartbeat_interval: hb,
             election_timeout_min: el,
             election_timeout_max: el * 2,
-            // Every entry is a whole document: snapshot often and keep few entries behind it.
+            // Every entry is a whole document: few per append (openraft gives an append one
+            // heartbeat interval to finish), snapshot often, keep few entries behind a snapshot.
+            max_payload_entries: 4,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(64),
             max_in_snapshot_log_to_keep: 16,
             ..Default::default()

@@ -5,6 +5,7 @@ mod cli;
 mod control_api;
 mod executor_api;
 mod faults;
+mod ha;
 mod lease;
 mod plugin;
 mod replicated;

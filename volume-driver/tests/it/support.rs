@@ -60,7 +60,7 @@ pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn spawn(args: &[String]) -> Proc {
+pub fn spawn(args: &[String]) -> Proc {
     let child = Command::new(BIN)
         .args(args)
         .env("RUST_LOG", "info")
