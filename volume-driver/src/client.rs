@@ -16,8 +16,9 @@ use serde::de::DeserializeOwned;
 use crate::control::api::{IF_MATCHES_HEADER, TAG_HEADER};
 use crate::control::wire::{
     AssignMode, AssignRequest, ClaimMount, CreateDataset, DatasetConfig, ErrorBody, FenceRequest,
-    Heartbeat, HeartbeatReply, HeldCopy, HeldReport, MoveDataset, NodeLiveness, NodeRecord,
-    RegisterNode, StandbyReport, VerifiedCredential, VerifyCredential, VolumeRecord,
+    Heartbeat, HeartbeatReply, HeldCopy, HeldReport, LeaderReply, LeaderRequest, MoveDataset,
+    NodeLiveness, NodeRecord, RegisterNode, StandbyReport, VerifiedCredential, VerifyCredential,
+    VolumeRecord,
 };
 use crate::http_client::{self, HttpError, Target};
 
@@ -381,6 +382,35 @@ impl ControlClient {
         };
         self.post(&format!("/v1/berth/mounts/{}", seg(id)), &body)
             .await
+    }
+
+    /// Takes or renews leader lock `name` for `holder`, kept `ttl` from when this call was sent.
+    pub async fn take_leader(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<LeaderReply, ClientError> {
+        let body = LeaderRequest {
+            holder: holder.to_string(),
+            ttl_ms: ttl.as_millis() as u64,
+        };
+        self.post(&format!("/v1/berth/leaders/{}", seg(name)), &body)
+            .await
+    }
+
+    /// Frees leader lock `name` if `holder` holds it.
+    pub async fn release_leader(&self, name: &str, holder: &str) -> Result<(), ClientError> {
+        let _: serde_json::Value = self
+            .call::<(), _>(
+                Method::DELETE,
+                &format!("/v1/berth/leaders/{}/{}", seg(name), seg(holder)),
+                None,
+                None,
+            )
+            .await?
+            .0;
+        Ok(())
     }
 
     /// Releases `node`'s mount claim.

@@ -24,8 +24,8 @@ use super::model::{ControlError, Lease, NewDataset, Node, Reported, State};
 use super::replicated;
 use super::wire::{
     AssignRequest, ClaimMount, CreateDataset, ErrorBody, FenceRequest, Heartbeat, HeartbeatReply,
-    HeldReport, LeaseRecord, LeaseRequest, MoveDataset, NodeLiveness, RegisterNode, StandbyReport,
-    StateDataset, VerifiedCredential, VerifyCredential, VolumeRecord,
+    HeldReport, LeaderReply, LeaderRequest, LeaseRecord, LeaseRequest, MoveDataset, NodeLiveness,
+    RegisterNode, StandbyReport, StateDataset, VerifiedCredential, VerifyCredential, VolumeRecord,
 };
 use crate::credential;
 use crate::raft::Replica;
@@ -46,6 +46,9 @@ pub struct Control {
     started: std::time::Instant,
     /// The Raft member this instance is, when the state is replicated (`control::replicated`).
     replica: Option<Replica>,
+    /// When each leader lock lapses, on `mono_ms`; held across a lock's change so requests for
+    /// locks are decided one at a time.
+    lock_expiry: tokio::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Control {
@@ -66,8 +69,10 @@ impl Control {
             None => State::default(),
         };
         state.reindex();
+        let expiry = lapse_all(&state, 0);
         let state = Committer::start(state, store).map_err(|e| StoreError::Redb(e.to_string()))?;
         Ok(Control {
+            lock_expiry: tokio::sync::Mutex::new(expiry),
             state,
             token,
             liveness: std::sync::Mutex::new(Liveness::new(timing)),
@@ -192,6 +197,15 @@ impl Control {
             WriteError::NotLeader => ApiError::NotLeader(self.leader_url()),
         })
     }
+}
+
+/// Every held leader lock counted as renewed at `now_ms`: what an instance that starts, or
+/// takes over, must assume of renewals it did not see.
+fn lapse_all(s: &State, now_ms: u64) -> std::collections::BTreeMap<String, u64> {
+    s.leaders
+        .iter()
+        .map(|(n, l)| (n.clone(), now_ms + l.ttl_ms))
+        .collect()
 }
 
 /// Who is calling, from the bearer token.
@@ -536,6 +550,75 @@ async fn heartbeat(
     Ok(Json(HeartbeatReply { lease_ms, dead }).into_response())
 }
 
+/// Takes or renews a leader lock. Granted when the caller holds it, or when nobody does, or when
+/// its holder's last renewal has lapsed on this instance's clock; the grant runs `ttl_ms` from
+/// after this instance confirmed it leads (and the caller counts from when it sent the
+/// request, earlier), so it never outlasts this instance's own view.
+async fn take_leader(
+    AxState(c): AxState<Shared>,
+    Extension(who): Extension<Caller>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    who.operator("a leader lock")?;
+    let b: LeaderRequest = parse(&body)?;
+    if let Some(r) = c.replica()
+        && !r.confirm_leader().await
+    {
+        r.gate.lost();
+        return Err(ApiError::NotLeader(c.leader_url()));
+    }
+    let mut locks = c.lock_expiry.lock().await;
+    let t = c.mono_ms();
+    let current = c.read(|s| s.leaders.get(&name).cloned());
+    let lapsed = locks.get(&name).is_none_or(|until| *until <= t);
+    let reply = match current {
+        Some(l) if l.holder != b.holder && !lapsed => LeaderReply {
+            holder: Some(l.holder),
+            granted: false,
+            ttl_ms: l.ttl_ms,
+        },
+        current => {
+            let expect = current.map(|l| l.holder);
+            let changed = expect.as_deref() != Some(b.holder.as_str());
+            let (n, h, ttl) = (name.clone(), b.holder.clone(), b.ttl_ms);
+            c.write(move |s| s.take_leader(&n, &h, ttl, expect.as_deref()))
+                .await?;
+            if changed {
+                tracing::info!(lock = %name, holder = %b.holder, "leader lock taken");
+            }
+            locks.insert(name, t + b.ttl_ms);
+            LeaderReply {
+                holder: Some(b.holder),
+                granted: true,
+                ttl_ms: b.ttl_ms,
+            }
+        }
+    };
+    Ok(Json(reply).into_response())
+}
+
+/// Frees a leader lock its holder no longer wants, so another may take it at once.
+async fn release_leader(
+    AxState(c): AxState<Shared>,
+    Extension(who): Extension<Caller>,
+    Path((name, holder)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    who.operator("a leader lock")?;
+    let mut locks = c.lock_expiry.lock().await;
+    let (n, h) = (name.clone(), holder.clone());
+    c.write(move |s| {
+        s.release_leader(&n, &h);
+        Ok(())
+    })
+    .await?;
+    if c.read(|s| !s.leaders.contains_key(&name)) {
+        locks.remove(&name);
+    }
+    tracing::info!(lock = %name, %holder, "leader lock released");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 async fn node_liveness(AxState(c): AxState<Shared>) -> Response {
     Json(c.node_liveness()).into_response()
 }
@@ -863,6 +946,8 @@ pub fn router(c: Shared) -> Router {
             post(report_standby),
         )
         .route("/v1/berth/credentials/verify", post(verify_credential))
+        .route("/v1/berth/leaders/{name}", post(take_leader))
+        .route("/v1/berth/leaders/{name}/{holder}", delete(release_leader))
         .route("/metrics", get(metrics))
         .fallback(|| async {
             (

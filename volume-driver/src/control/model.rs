@@ -16,6 +16,9 @@ use crate::fencing::{self, Fence, FenceError};
 use crate::options::{self, BackendKind, META_NAME};
 
 mod failover;
+mod leaders;
+
+pub use leaders::LeaderLock;
 
 pub use failover::{AssignMode, Assignment, Standby};
 
@@ -150,6 +153,9 @@ pub struct State {
     pub nodes: BTreeMap<String, Node>,
     pub leases: BTreeMap<String, Lease>,
     pub reported: BTreeMap<String, Reported>,
+    /// Leader locks by name (`leaders`); absent from documents written before they existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub leaders: BTreeMap<String, LeaderLock>,
     /// Live dataset IDs by volume name; derived from `datasets` (`reindex`), never stored.
     #[serde(skip)]
     names: BTreeMap<String, String>,

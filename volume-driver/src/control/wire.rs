@@ -304,3 +304,20 @@ impl VolumeRecord {
         self.primary.as_deref() == Some(node)
     }
 }
+
+/// `POST /v1/berth/leaders/{name}`: an instance asking for (or renewing) leader lock `name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderRequest {
+    pub holder: String,
+    /// How long this renewal keeps the lock, from when the caller sent it.
+    pub ttl_ms: u64,
+}
+
+/// The answer: who holds the lock now; `granted` when it is the caller, until `ttl_ms` after
+/// the caller sent the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderReply {
+    pub holder: Option<String>,
+    pub granted: bool,
+    pub ttl_ms: u64,
+}

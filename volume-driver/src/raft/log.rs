@@ -2,6 +2,10 @@
 //! committed, last purged). Every write is one redb transaction, durable when it commits, so an
 //! append is acknowledged to openraft only once it is on disk.
 
+// openraft's storage traits return its `StorageError` (large); the helpers here return what
+// the traits do rather than box and unbox it at every call.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::sync::Arc;

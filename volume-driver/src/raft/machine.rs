@@ -4,6 +4,10 @@
 //! member that restarts starts from its last snapshot and re-applies the committed entries after
 //! it.
 
+// openraft's storage traits return its `StorageError` (large); the helpers here return what
+// the traits do rather than box and unbox it at every call.
+#![allow(clippy::result_large_err)]
+
 use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 
