@@ -23,6 +23,7 @@ pub mod consul;
 pub mod control;
 pub mod controller;
 pub mod docker;
+pub mod elect;
 pub mod leader;
 pub mod metrics;
 pub mod slots;

@@ -36,6 +36,15 @@ pub struct RunArgs {
     /// Log what it would do; change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Run beside other `berth run`s (one per manager) and act only while this one holds the
+    /// volume control service's leader lock; needs --volume-control (with --consul, Consul
+    /// elects instead).
+    #[arg(long, requires = "volume_control")]
+    elect: bool,
+    /// With --elect: how long one renewal of the lock lasts; a standby takes over this long
+    /// after a leader dies (at once after it stops cleanly).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    elect_ttl: Duration,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -161,9 +170,29 @@ pub fn run(a: RunArgs) -> Result<()> {
         if let Some(st) = &resumed {
             tracing::info!(runs = st.runs.len(), in_flight = st.inflight.len(), "resuming the failover executor from its state");
         }
+        let elect_via = control.clone().filter(|_| a.elect && !a.dry_run);
         let controller =
             Controller::with_control(docker, control, Some((journal, resumed)), config, metrics.clone());
         let leadership = crate::leader::Leadership::always();
+        #[cfg(feature = "consul")]
+        let consul_elects = a.consul.is_some();
+        #[cfg(not(feature = "consul"))]
+        let consul_elects = false;
+        let mut control_elector = None;
+        let (controller, leadership) = match elect_via {
+            Some(client) if !consul_elects => {
+                let config = crate::elect::ElectConfig {
+                    name: "berth-run".into(),
+                    ttl: a.elect_ttl,
+                    identity: identity(a.listen),
+                };
+                config.validate().map_err(anyhow::Error::msg)?;
+                let leadership = crate::leader::Leadership::elected();
+                control_elector = Some(crate::elect::Elector::new(client, config, leadership.clone()));
+                (controller.with_leadership(leadership.clone()), leadership)
+            }
+            _ => (controller, leadership),
+        };
         #[cfg(feature = "consul")]
         let mut elector = None;
         #[cfg(feature = "consul")]
@@ -224,12 +253,16 @@ pub fn run(a: RunArgs) -> Result<()> {
         });
         #[cfg(feature = "consul")]
         let election = elector.map(|e| tokio::spawn(e.run(stop_tx.subscribe())));
+        let control_election = control_elector.map(|e| tokio::spawn(e.run(stop_tx.subscribe())));
         controller.run(shutdown_signal()).await;
         let _ = stop_tx.send(true);
         // The controller has stopped acting: the election resigns (releases the key), so a
         // standby takes over at its next round rather than after the session's TTL.
         #[cfg(feature = "consul")]
         if let Some(e) = election {
+            let _ = e.await;
+        }
+        if let Some(e) = control_election {
             let _ = e.await;
         }
         server.await.context("API server task")?.context("API server")?;

@@ -106,11 +106,21 @@ impl Control {
             None => State::default(),
         };
         state.reindex();
+        tracing::info!(
+            datasets = state.datasets.len(),
+            nodes = state.nodes.len(),
+            leader_locks = state.leaders.len(),
+            generation = state.generation,
+            "taking up the replicated state"
+        );
+        // Held until the new state is in place, so no lock request is decided in between.
+        let mut locks = self.lock_expiry.lock().await;
+        let t = self.mono_ms();
+        *locks = lapse_all(&state, t);
         self.state
             .reset(state)
             .await
             .map_err(|e| format!("{e:?}"))?;
-        let t = self.mono_ms();
         self.liveness().take_over(t);
         Ok(())
     }

@@ -6,7 +6,8 @@
 //! What must hold: another member serves; every acknowledged change is in its state; no two
 //! acknowledgements give one dataset two primaries at one epoch; no dataset is mounted anywhere
 //! but on its primary; a claim at an epoch older than an acknowledged move is refused; the node's
-//! lease never lapses; after the restart of all three, the state is exactly what it was. The
+//! lease never lapses; a daemon's leader lock keeps its holder; after the restart of all three,
+//! the state is exactly what it was. The
 //! times measured (takeover, the node's longest gap between renewals) are printed, not asserted
 //! beyond generous bounds that only a hang would break.
 
@@ -309,6 +310,11 @@ async fn scenario() {
         log.clone(),
     )));
 
+    // A daemon's leader lock, held across the change of control leader.
+    let ttl = Duration::from_secs(10);
+    let lock = c.take_leader("berth-run", "d1", ttl).await.expect("lock");
+    assert!(lock.granted, "a free lock is granted: {lock:?}");
+
     tokio::time::sleep(Duration::from_secs(3)).await;
     let leader = g.serving(Duration::from_secs(5)).await;
     let killed_at = Instant::now();
@@ -369,6 +375,16 @@ async fn scenario() {
         "node {} went {gap:?} without a renewal: its lease lapsed",
         NODES[2]
     );
+
+    // The new control leader knows the lock's holder and counts its grant from its takeover:
+    // another daemon is refused, the holder renews.
+    let other = c.take_leader("berth-run", "d2", ttl).await.expect("lock");
+    assert!(
+        !other.granted && other.holder.as_deref() == Some("d1"),
+        "the lock changed hands across the control leader's death: {other:?}"
+    );
+    let renewed = c.take_leader("berth-run", "d1", ttl).await.expect("lock");
+    assert!(renewed.granted, "the holder could not renew: {renewed:?}");
 
     let (after, _) = c.datasets().await.expect("datasets after the kill");
     check(&log.acks, &after);
