@@ -87,7 +87,8 @@ enum Cmd {
         /// Where `shared` datasets live (storage every node mounts).
         #[arg(long)]
         shared_root: Option<PathBuf>,
-        /// Control service URL.
+        /// Control service URL; for a replicated one, every member's URL, comma-separated (calls
+        /// follow its leader).
         #[arg(long, default_value = "http://127.0.0.1:4523")]
         control: String,
         /// File holding the cluster token, presented to the control service and other agents.

@@ -18,7 +18,8 @@ pub struct RunArgs {
     /// The manager's Docker Engine API.
     #[arg(long, default_value = "unix:///var/run/docker.sock")]
     docker: String,
-    /// The volume control service (`berth-volume control`), e.g. http://127.0.0.1:4523.
+    /// The volume control service (`berth-volume control`), e.g. http://127.0.0.1:4523; for a
+    /// replicated one, every member's URL, comma-separated (calls follow its leader).
     #[arg(long)]
     volume_control: Option<String>,
     /// The cluster's bearer token for the volume control service.

@@ -225,6 +225,27 @@ mod tests {
         );
     }
 
+    /// A new Raft leader forgets heartbeats and holds every node leased for one lease from its
+    /// takeover; a node that heartbeats then keeps at least that.
+    #[test]
+    fn a_takeover_counts_every_node_leased_for_one_lease() {
+        let mut l = Liveness::new(Timing::default());
+        l.heartbeat("a", 1_000, true);
+        l.take_over(20_000);
+        assert_eq!(l.view("a", 20_000).last_heartbeat_age_ms, None);
+        assert_eq!(l.lease_left_ms("a", 20_000), 5_000);
+        assert_eq!(l.lease_left_ms("b", 24_000), 1_000);
+        assert_eq!(l.heartbeat("a", 20_100, true), 5_000);
+        assert_eq!(l.lease_left_ms("a", 25_000), 100);
+        assert_eq!(l.heartbeat("b", 20_100, false), 0);
+        assert_eq!(
+            l.lease_left_ms("b", 20_200),
+            0,
+            "a refused lease keeps nothing"
+        );
+        assert_eq!(l.leases(["b".to_string()], 25_000).len(), 0);
+    }
+
     #[test]
     fn timings_are_checked_against_each_other() {
         let t = Timing::default();
