@@ -4,6 +4,9 @@
 //! within `berth.max-unavailable`; removing the template removes its slot services and never a
 //! volume; a service without `berth.*` labels is never touched. Two daemons with `--consul`
 //! (against the documented-shapes fake agent) elect one leader, and a stopped leader hands over.
+//! Three daemons with `--elect` through a replicated control service (three Raft members): one
+//! leads; killed (SIGKILL), another takes over; the control leader killed, the lock stays with
+//! the daemon that holds it.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -26,6 +29,10 @@ fn main() {
             Test {
                 name: "two_daemons_elect_one_leader_and_a_stopped_leader_hands_over",
                 body: two_daemons_elect_one_leader_and_a_stopped_leader_hands_over,
+            },
+            Test {
+                name: "three_daemons_elect_through_a_replicated_control_and_outlive_both_leaders",
+                body: three_daemons_elect_through_a_replicated_control_and_outlive_both_leaders,
             },
         ],
     )
@@ -399,4 +406,160 @@ fn two_daemons_elect_one_leader_and_a_stopped_leader_hands_over() {
         st.sessions.keys().next().map(String::as_str),
         "the remaining session holds the key"
     );
+}
+
+/// One in-process member of a replicated control service.
+struct Member {
+    replica: berth_volume::raft::Replica,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Member {
+    async fn start(id: u64, addrs: &[String], dir: &std::path::Path) -> Member {
+        use berth_volume::control::{api, liveness::Timing, replicated};
+        let peers = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (i as u64 + 1, a.clone()))
+            .collect();
+        let settings = berth_volume::raft::Settings::new(id, peers);
+        let replica = berth_volume::raft::Replica::start(dir, settings, None)
+            .await
+            .expect("raft member");
+        let c = std::sync::Arc::new(
+            api::Control::open_replicated(replica.clone(), None, Timing::default())
+                .await
+                .expect("control"),
+        );
+        let l = tokio::net::TcpListener::bind(&addrs[id as usize - 1])
+            .await
+            .expect("bind");
+        let lead = tokio::spawn(replicated::lead(c.clone()));
+        let serve = tokio::spawn(async move {
+            let _ = api::serve(l, c, std::future::pending()).await;
+        });
+        Member {
+            replica,
+            tasks: vec![lead, serve],
+        }
+    }
+
+    /// Gone at once, as a crash leaves it: its API and its Raft member stop.
+    async fn kill(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = self.replica.raft.shutdown().await;
+    }
+}
+
+fn three_daemons_elect_through_a_replicated_control_and_outlive_both_leaders() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let addrs: Vec<String> = (0..3)
+        .map(|_| {
+            let p = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            format!("127.0.0.1:{p}")
+        })
+        .collect();
+    let mut members: Vec<Option<Member>> = (0..3)
+        .map(|i| Some(rt.block_on(Member::start(i as u64 + 1, &addrs, dirs[i].path()))))
+        .collect();
+    let serving = |members: &[Option<Member>]| {
+        members.iter().position(|m| {
+            m.as_ref()
+                .is_some_and(|m| m.replica.gate.serving().is_some())
+        })
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || serving(&members).is_some()),
+        "a control member serves"
+    );
+    let urls = addrs
+        .iter()
+        .map(|a| format!("http://{a}"))
+        .collect::<Vec<_>>()
+        .join(",");
+
+    let lab = Lab::builder().managers(1).start();
+    let m = lab.manager();
+    let states: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let args = [
+        "--volume-control",
+        urls.as_str(),
+        "--elect",
+        "--elect-ttl",
+        "3s",
+    ];
+    let mut daemons: Vec<Option<Daemon>> = states
+        .iter()
+        .map(|s| Some(Daemon::start_with(m, s.path(), &args)))
+        .collect();
+    let leaders = |daemons: &[Option<Daemon>]| -> Vec<usize> {
+        (0..daemons.len())
+            .filter(|i| {
+                daemons[*i]
+                    .as_ref()
+                    .is_some_and(|d| metric(d, "berth_leader") == Some(1.0))
+            })
+            .collect()
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || leaders(&daemons).len() == 1),
+        "one daemon leads"
+    );
+    let first = leaders(&daemons)[0];
+    for (i, d) in daemons.iter().enumerate() {
+        if i != first {
+            let d = d.as_ref().unwrap();
+            let ready: Value = serde_json::from_str(&d.get("/v1/ready").expect("ready")).unwrap();
+            assert_eq!(ready["status"], "standby", "{ready}");
+        }
+    }
+
+    // The leading daemon killed: another takes the lock once its TTL has run out.
+    let killed = Instant::now();
+    let mut gone = daemons[first].take().unwrap();
+    let _ = gone.child.kill();
+    let _ = gone.child.wait();
+    assert!(
+        wait_for(Duration::from_secs(30), || leaders(&daemons).len() == 1),
+        "another daemon takes over"
+    );
+    let second = leaders(&daemons)[0];
+    eprintln!(
+        "daemon takeover after SIGKILL of the leader (TTL 3 s): {:?}",
+        killed.elapsed()
+    );
+
+    // The control leader killed: the lock stays with the daemon that holds it.
+    let ctl = serving(&members).expect("a serving control member");
+    let victim = members[ctl].take().unwrap();
+    rt.block_on(victim.kill());
+    let until = Instant::now() + Duration::from_secs(9);
+    while Instant::now() < until {
+        let l = leaders(&daemons);
+        assert!(
+            l.iter().all(|i| *i == second),
+            "daemon(s) {l:?} lead while {second} holds the lock"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        wait_for(Duration::from_secs(10), || leaders(&daemons)
+            == vec![second]),
+        "the lock's holder leads again after the control leader's death"
+    );
+    assert!(
+        serving(&members).is_some_and(|i| i != ctl),
+        "another control member serves"
+    );
+    drop(daemons);
+    for m in members.into_iter().flatten() {
+        rt.block_on(m.kill());
+    }
 }
