@@ -1,7 +1,8 @@
 //! The seed's topology as a real Swarm on one machine (`berth_lab::Lab`: 3 managers and 3
 //! workers by default), with Berth's pieces where an operator would run them: a volume agent
 //! inside every node (its own plugin socket; it dies with its node), the volume control service
-//! and `berth run` on the first manager. Shared storage is one host directory every agent
+//! replicated on every manager (Raft; one member per manager, as the playbook runs it) and
+//! `berth run` on the first manager. Shared storage is one host directory every agent
 //! mounts from, as an NFS or GlusterFS mount would be.
 
 use std::collections::BTreeMap;
@@ -11,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use berth_lab::swarm::Role;
 use berth_lab::{Lab, LabNode, wait_for};
 
 /// A process started with `nsenter`: the process itself is nsenter's child when a PID
@@ -123,7 +125,8 @@ pub struct Cluster {
     pub ids: BTreeMap<String, String>,
     token: PathBuf,
     logs: PathBuf,
-    control: Option<Proc>,
+    /// The control service's members, by manager name.
+    control: BTreeMap<String, Proc>,
     agents: BTreeMap<String, Proc>,
     daemon: Option<Proc>,
     /// `--listen` of `berth run`.
@@ -158,7 +161,7 @@ impl Cluster {
             ids,
             token,
             logs,
-            control: None,
+            control: BTreeMap::new(),
             agents: BTreeMap::new(),
             daemon: None,
             api,
@@ -171,32 +174,106 @@ impl Cluster {
 
     /// The volume's epoch at the control service (`None` without Berth, or unreachable).
     pub fn volume_epoch(&self, name: &str) -> Option<u64> {
-        self.control.as_ref()?;
         let token = fs::read_to_string(&self.token).ok()?;
-        let addr = format!("{}:{CONTROL_PORT}", self.lab.nodes[0].addr);
-        let v = crate::run::http_get_json(
-            &addr,
-            &format!("/v1/berth/volumes/{name}"),
-            Some(token.trim()),
-        )?;
-        v["epoch"].as_u64()
+        // Only the serving member answers with the record; the others answer 503.
+        self.control.keys().find_map(|m| {
+            let v = crate::run::http_get_json(
+                &self.control_addr(m),
+                &format!("/v1/berth/volumes/{name}"),
+                Some(token.trim()),
+            )?;
+            v["epoch"].as_u64()
+        })
     }
 
+    fn managers(&self) -> Vec<&LabNode> {
+        self.lab
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::Manager)
+            .collect()
+    }
+
+    fn control_addr(&self, manager: &str) -> String {
+        format!("{}:{CONTROL_PORT}", self.lab.node(manager).addr)
+    }
+
+    /// Every member's URL: agents and `berth run` follow the leader among them.
     fn control_url(&self) -> String {
-        format!("http://{}:{CONTROL_PORT}", self.lab.nodes[0].addr)
+        self.managers()
+            .iter()
+            .map(|m| format!("http://{}:{CONTROL_PORT}", m.addr))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
-    /// The volume control service and an agent on every node that is up.
-    pub fn start_berth_volumes(&mut self) -> Result<()> {
-        let m = self.lab.manager();
+    /// The manager whose control member serves (the Raft leader, caught up), if one does.
+    pub fn control_leader(&self) -> Option<String> {
+        let token = fs::read_to_string(&self.token).ok()?;
+        self.control
+            .keys()
+            .find(|m| {
+                crate::run::http_get_json(
+                    &self.control_addr(m),
+                    "/v1/berth/raft",
+                    Some(token.trim()),
+                )
+                .is_some_and(|v| v["serving"] == true)
+            })
+            .cloned()
+    }
+
+    /// Starts the control member on `manager` (Raft ID: its place among the managers).
+    pub fn start_control(&mut self, manager: &str) -> Result<()> {
+        let managers: Vec<(String, String)> = self
+            .managers()
+            .iter()
+            .map(|m| (m.name.clone(), format!("{}:{CONTROL_PORT}", m.addr)))
+            .collect();
+        let id = managers
+            .iter()
+            .position(|(n, _)| n == manager)
+            .context("not a manager")?
+            + 1;
+        let m = self.lab.node(manager);
         let mut cmd = m.command_inside(&self.bins.volume);
         cmd.args(["control", "--listen"])
             .arg(format!("{}:{CONTROL_PORT}", m.addr))
             .arg("--state")
             .arg(m.dir.join("control-state"))
             .arg("--token-file")
-            .arg(&self.token);
-        self.control = Some(Proc::spawn(cmd, "control", &self.logs.join("control.log"))?);
+            .arg(&self.token)
+            .args(["--raft-id", &id.to_string()]);
+        for (i, (_, addr)) in managers.iter().enumerate() {
+            cmd.args(["--peer", &format!("{}={addr}", i + 1)]);
+        }
+        let proc = Proc::spawn(
+            cmd,
+            &format!("control {manager}"),
+            &self.logs.join(format!("{manager}-control.log")),
+        )?;
+        self.control.insert(manager.to_string(), proc);
+        Ok(())
+    }
+
+    /// kill -9 of the serving control member; returns its manager.
+    pub fn kill_control_leader(&mut self) -> Option<String> {
+        let m = self.control_leader()?;
+        if let Some(mut p) = self.control.remove(&m) {
+            p.kill();
+        }
+        Some(m)
+    }
+
+    /// The volume control service on every manager and an agent on every node that is up.
+    pub fn start_berth_volumes(&mut self) -> Result<()> {
+        let managers: Vec<String> = self.managers().iter().map(|m| m.name.clone()).collect();
+        for m in &managers {
+            self.start_control(m)?;
+        }
+        if !wait_for(Duration::from_secs(30), || self.control_leader().is_some()) {
+            bail!("no control member served; see {}", self.logs.display());
+        }
         let names: Vec<String> = self.lab.nodes.iter().map(|n| n.name.clone()).collect();
         for n in &names {
             self.start_agent(n)?;
@@ -320,7 +397,7 @@ impl Cluster {
 
     /// Whether Berth's volume agents run here (any system that needs them was asked for).
     pub fn has_agents(&self) -> bool {
-        self.control.is_some()
+        !self.control.is_empty()
     }
 
     /// Copies the logs (control, agents, daemon) and each node's dockerd log into `dir`.
@@ -354,7 +431,7 @@ impl Drop for Cluster {
         for (_, mut a) in std::mem::take(&mut self.agents) {
             a.stop();
         }
-        if let Some(mut c) = self.control.take() {
+        for (_, mut c) in std::mem::take(&mut self.control) {
             c.stop();
         }
     }

@@ -40,11 +40,12 @@ struct Args {
     /// Runs per fault and system.
     #[arg(long, default_value_t = 1)]
     runs: u32,
-    /// Faults, comma-separated: kill-worker, partition, kill-daemon, drain.
+    /// Faults, comma-separated: kill-worker, partition, kill-daemon, drain, kill-control
+    /// (kill-worker, then the control service's Raft leader killed mid-failover).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "kill-worker,partition,kill-daemon,drain"
+        default_value = "kill-worker,partition,kill-daemon,drain,kill-control"
     )]
     faults: Vec<Fault>,
     /// Systems, comma-separated: berth, swarm.
@@ -133,8 +134,10 @@ fn run_all(a: &Args) -> Result<bool> {
     for k in 0..a.runs {
         for &fault in &a.faults {
             for &system in &a.systems {
-                if system == System::Swarm && fault == Fault::KillDaemon {
-                    continue; // no daemon to kill without Berth
+                if system == System::Swarm
+                    && matches!(fault, Fault::KillDaemon | Fault::KillControl)
+                {
+                    continue; // no daemon or control service to kill without Berth
                 }
                 let seed = a.seed + n;
                 n += 1;

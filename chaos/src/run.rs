@@ -24,6 +24,9 @@ pub enum Fault {
     KillDaemon,
     /// `docker node update --availability drain` of the writer's node.
     Drain,
+    /// kill-worker, then kill -9 of the serving control member (the Raft leader) once berth run
+    /// has a failover command in flight; restarted when the run heals.
+    KillControl,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
@@ -40,6 +43,7 @@ impl std::fmt::Display for Fault {
             Fault::Partition => "partition",
             Fault::KillDaemon => "kill-daemon",
             Fault::Drain => "drain",
+            Fault::KillControl => "kill-control",
         })
     }
 }
@@ -306,6 +310,7 @@ pub fn one(
     std::thread::sleep(Duration::from_millis(1000 + (seed % 3) * 1000));
     let before: BTreeSet<String> = checker.acks(&w.id).into_iter().map(|a| a.host).collect();
     let t0 = Instant::now();
+    let mut killed_control = None;
     match fault {
         Fault::KillWorker => c.kill_node(&node),
         Fault::Partition => c.lab.node(&node).cut(),
@@ -326,6 +331,22 @@ pub fn one(
         Fault::Drain => {
             c.manager()
                 .docker_ok(&["node", "update", "--availability", "drain", &node]);
+        }
+        Fault::KillControl => {
+            c.kill_node(&node);
+            let mid = wait_for(Duration::from_secs(10), || failover_in_flight(&c.api));
+            if !mid {
+                eprintln!(
+                    "berth-chaos:   no failover command seen in flight; killing the control leader anyway"
+                );
+            }
+            match c.kill_control_leader() {
+                Some(m) => {
+                    eprintln!("berth-chaos:   killed the control leader on {m}");
+                    killed_control = Some(m);
+                }
+                None => eprintln!("berth-chaos:   no control member served; nothing killed"),
+            }
         }
     }
     let mut healed = false;
@@ -361,9 +382,12 @@ pub fn one(
                 c.lab.node(&node).heal();
             }
         }
-        Fault::KillWorker | Fault::KillDaemon => {
+        Fault::KillWorker | Fault::KillDaemon | Fault::KillControl => {
             let agent = c.has_agents();
-            c.restart_node(&node, agent)?
+            c.restart_node(&node, agent)?;
+            if let Some(m) = killed_control.take() {
+                c.start_control(&m)?;
+            }
         }
         Fault::Drain => {
             c.manager()
