@@ -464,7 +464,13 @@ class Cluster:
         self.lab = lab
         self.m1 = lab.container(lab.by_group("managers")[0]["name"])
         first = lab.by_group("managers")[0]["address"]
-        self.control = f"http://{first}:{GROUP_VARS['berth_control_port']}"
+        # berth_control_store's default: raft (an instance on every manager) with more than one
+        # manager, one instance on the first manager otherwise.
+        managers = lab.by_group("managers")
+        self.control_hosts = [h["name"] for h in (managers if len(managers) > 1 else managers[:1])]
+        self.control_urls = [f"http://{h['address']}:{GROUP_VARS['berth_control_port']}" for h in managers
+                             if h["name"] in self.control_hosts]
+        self.control = self.control_urls[0]
         self.berth_run = f"http://{first}:{GROUP_VARS['berth_run_port']}"  # berth_run_host: the first manager
 
     def nodes(self) -> list[dict]:
@@ -479,8 +485,26 @@ class Cluster:
                       check=False).strip()
         return sh(host or self.m1, f"curl -s{'f' if check else ''} -m 10 {auth}'{url}'", check=check)
 
+    def control_answer(self, url: str, *, token: bool = True) -> tuple[str, str]:
+        """(HTTP code, body) of a GET; code 000 when nothing answers."""
+        auth = '-H "Authorization: Bearer $(cat /etc/berth/token)" ' if token else ""
+        o = sh(self.m1, f"curl -s -m 10 -w '\\n%{{http_code}}' {auth}'{url}'", check=False)
+        body, _, code = o.rpartition("\n")
+        return code.strip(), body
+
+    def control_leader(self, path: str = "/v1/state/nodes") -> tuple[str, str]:
+        """(base URL, body) of the instance answering 200: with several instances, only the Raft
+        leader serves the API, the others answer 503 not-leader (not a failure)."""
+        answers = []
+        for url in self.control_urls:
+            code, body = self.control_answer(url + path)
+            if code == "200":
+                return url, body
+            answers.append(f"{url}: {code} {body[:200]}")
+        raise CheckFailed(f"no control instance answered 200 on {path}: {'; '.join(answers)}")
+
     def control_get(self, path: str):
-        return json.loads(self.curl(self.control + path, token=True))
+        return json.loads(poll(lambda: self.control_leader(path), 30)[1])
 
     def running_tasks(self, service: str) -> dict[str, str]:
         """slot/name -> node hostname for the service's running tasks."""
@@ -540,9 +564,13 @@ def check_berth(r: Results, lab: Lab, cl: Cluster, ids: dict[str, str], berth_ru
     r.check("Berth control service answers and knows every node's agent", control_nodes)
 
     def token_required():
-        code = cl.curl(cl.control + "/v1/state/nodes", code_only=True)
-        ensure(code == "401", f"without the token the control service answered {code}")
-        return "401 without the cluster token"
+        leader, _ = cl.control_leader()
+        code = cl.curl(leader + "/v1/state/nodes", code_only=True)
+        ensure(code == "401", f"without the token the control service ({leader}) answered {code}")
+        for url in cl.control_urls:
+            code = cl.curl(url + "/v1/state/nodes", code_only=True)
+            ensure(code != "200", f"without the token {url} answered 200")
+        return "401 without the cluster token" + (f" (leader {leader})" if len(cl.control_urls) > 1 else "")
 
     r.check("Berth control service refuses a request without the cluster token", token_required)
 
@@ -558,15 +586,53 @@ def check_berth(r: Results, lab: Lab, cl: Cluster, ids: dict[str, str], berth_ru
     def units():
         for h in lab.hosts:
             want = ["berth-volume-agent"]
-            if h["name"] == lab.hosts[0]["name"]:
+            if h["name"] in cl.control_hosts:
                 want.append("berth-volume-control")
-                if berth_run:
-                    want.append("berth")
+            if h["name"] == lab.hosts[0]["name"] and berth_run:
+                want.append("berth")
             states = sh(lab.container(h["name"]), "systemctl is-active " + " ".join(want), check=False).split()
             ensure(states == ["active"] * len(want), f"{h['name']}: {dict(zip(want, states))}")
-        return "agent on every node, control" + (" and berth run" if berth_run else "") + " on the first manager"
+        return (f"agent on every node, control on {', '.join(cl.control_hosts)}" +
+                (", berth run on the first manager" if berth_run else ""))
 
     r.check("Berth's systemd units are active", units)
+
+    name = "Replicated control service: exactly one Raft leader, every instance agrees (GET /v1/berth/raft)"
+    if len(cl.control_urls) < 3:
+        r.skip(name, f"{len(lab.by_group('managers'))} manager(s): the control service is a single instance "
+                     "(store redb), no Raft group; run with --full")
+    else:
+        def raft():
+            want_members = {str(i + 1): f"{h['address']}:{GROUP_VARS['berth_control_port']}"
+                            for i, h in enumerate(lab.by_group("managers"))}
+
+            def once():
+                views = {}
+                for i, url in enumerate(cl.control_urls):
+                    code, body = cl.control_answer(url + "/v1/berth/raft")
+                    ensure(code == "200", f"{url}/v1/berth/raft answered {code}: {body[:200]}")
+                    v = json.loads(body)
+                    ensure(v.get("id") == i + 1, f"{url} says it is Raft id {v.get('id')}, want {i + 1}")
+                    ensure(v.get("members") == want_members, f"{url} members {v.get('members')}, want {want_members}")
+                    views[url] = v
+                leaders = {v.get("leader") for v in views.values()}
+                ensure(len(leaders) == 1 and None not in leaders, f"leaders seen: {({u: v.get('leader') for u, v in views.items()})}")
+                leader = leaders.pop()
+                leader_url = f"http://{want_members[str(leader)]}"
+                for url in cl.control_urls:
+                    code, body = cl.control_answer(url + "/v1/state/nodes")
+                    if url == leader_url:
+                        ensure(code == "200", f"the leader {url} answered {code}: {body[:200]}")
+                    else:
+                        ensure(code == "503", f"follower {url} answered {code}, want 503 not-leader")
+                        err = json.loads(body)
+                        ensure(err.get("errorCode") == "not-leader" and err.get("leader") == leader_url,
+                               f"follower {url} answered {err}, want not-leader pointing at {leader_url}")
+                return leader, views[leader_url].get("term")
+            leader, term = poll(once, 60)
+            return (f"all {len(cl.control_urls)} instances see leader {leader} (term {term}); it alone serves the "
+                    "API, the followers answer 503 not-leader naming it")
+        r.check(name, raft)
 
     name = "berth run answers /v1/health and /v1/ready"
     if not berth_run:
@@ -612,7 +678,7 @@ def check_metrics(r: Results, lab: Lab, cl: Cluster, berth_run: bool) -> None:
             job_up("cadvisor", n, " — stand-in cAdvisor, not the real one"))
 
     berth_endpoints = [
-        ("berth-volume-control", [f"{lab.hosts[0]['address']}:{GROUP_VARS['berth_control_port']}"]),
+        ("berth-volume-control", [u.removeprefix("http://") for u in cl.control_urls]),
         ("berth-volume-agent", [f"{h['address']}:{GROUP_VARS['berth_agent_transfer_port']}" for h in lab.hosts]),
     ]
     if berth_run:
