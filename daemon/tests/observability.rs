@@ -682,6 +682,7 @@ fn prometheus_scrapes_berth_run_and_every_query_and_rule_evaluates() {
         "BerthNodeSelfFenced",
         "BerthFailoverSlow",
         "BerthFailoverCommandsFailing",
+        "BerthControlNoLeader",
     ] {
         assert!(
             !with_data.contains(alert),

@@ -139,6 +139,28 @@ enum Cmd {
     },
 }
 
+/// A directory holding a single instance's state is not silently left behind by a new Raft
+/// group (which would start empty and serve no dataset the cluster has): the operator decides.
+async fn refuse_single_store(dir: &std::path::Path) -> anyhow::Result<()> {
+    use berth_volume::store::Store;
+    if dir.join("raft.redb").exists() || !dir.join("berth.redb").exists() {
+        return Ok(());
+    }
+    let held = RedbStore::open(dir)
+        .with_context(|| format!("reading {}", dir.join("berth.redb").display()))?
+        .load()
+        .await?
+        .is_some();
+    anyhow::ensure!(
+        !held,
+        "{} holds a single-instance control state (berth.redb) and a replicated control service \
+         does not import it: keep running without --raft-id, or move berth.redb away to start an \
+         empty replicated state",
+        dir.display()
+    );
+    Ok(())
+}
+
 /// The store of a control service that runs alone: Consul KV or the embedded redb.
 fn single_store(
     consul: Option<String>,
@@ -304,6 +326,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                             "--peer {pid} is given twice"
                         );
                     }
+                    refuse_single_store(dir).await?;
                     let settings = berth_volume::raft::Settings::new(id, peers);
                     tracing::info!(id, peers = ?settings.peers, "joining the replicated control service");
                     let replica = berth_volume::raft::Replica::start(dir, settings, token.clone())

@@ -139,3 +139,71 @@ fn logs_carry_no_colour_codes_when_stderr_is_a_file() {
         "colour codes in a log file: {text:?}"
     );
 }
+
+/// A replicated control service's configuration errors: a peer that is not `ID=HOST:PORT`, an
+/// ID not among the peers, two members (no majority survives either's loss), and a directory
+/// holding a single instance's state, which a new group would leave behind.
+#[test]
+fn replicated_control_configuration_errors_exit_1() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let state = dir.path().display().to_string();
+    for (args, says) in [
+        (vec!["--raft-id", "1", "--peer", "1=nowhere"], "HOST:PORT"),
+        (
+            vec!["--raft-id", "1", "--peer", "x=127.0.0.1:1"],
+            "not a number",
+        ),
+        (
+            vec!["--raft-id", "4", "--peer", "1=127.0.0.1:1"],
+            "not among",
+        ),
+        (
+            vec![
+                "--raft-id",
+                "1",
+                "--peer",
+                "1=127.0.0.1:1",
+                "--peer",
+                "2=127.0.0.1:2",
+            ],
+            "two members",
+        ),
+    ] {
+        let mut all = vec!["control", "--state", state.as_str()];
+        all.extend(args.iter().copied());
+        let (code, _, err) = run(&all);
+        assert_eq!(code, Some(1), "{all:?}: {err}");
+        assert!(err.contains(says), "{all:?} should say {says:?}: {err}");
+    }
+
+    // A single instance's state in the directory: refused, and left as it was.
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut single = crate::support::ControlSvc::start_on(dir.path(), None, addr.clone());
+    let (code, _, _) = crate::support::api(
+        &single,
+        "POST",
+        "/v1/state/nodes",
+        &[],
+        r#"{"uuid":"n1","host":"h","transfer":"h:1"}"#,
+    );
+    assert_eq!(code, 200);
+    assert!(single.proc.stop(), "the single instance stops cleanly");
+    let peer = format!("1={addr}");
+    let (code, _, err) = run(&[
+        "control",
+        "--listen",
+        &addr,
+        "--state",
+        &state,
+        "--raft-id",
+        "1",
+        "--peer",
+        &peer,
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("single-instance control state"), "{err}");
+    assert!(
+        !dir.path().join("raft.redb").exists(),
+        "nothing replicated was made"
+    );
+}
