@@ -471,7 +471,27 @@ class Cluster:
         self.control_urls = [f"http://{h['address']}:{GROUP_VARS['berth_control_port']}" for h in managers
                              if h["name"] in self.control_hosts]
         self.control = self.control_urls[0]
-        self.berth_run = f"http://{first}:{GROUP_VARS['berth_run_port']}"  # berth_run_host: the first manager
+        # berth_run_hosts: every manager with raft (they elect one), else the first manager.
+        self.run_hosts = self.control_hosts
+        self.run_urls = [f"http://{h['address']}:{GROUP_VARS['berth_run_port']}" for h in managers
+                         if h["name"] in self.run_hosts]
+        self._berth_run = f"http://{first}:{GROUP_VARS['berth_run_port']}"
+
+    @property
+    def berth_run(self) -> str:
+        """The `berth run` that leads: the only one, or the one whose /v1/ready is not standby."""
+        if len(self.run_urls) == 1:
+            return self._berth_run
+        for _ in range(60):
+            for url in self.run_urls:
+                o = sh(self.m1, f"curl -s -m 5 '{url}/v1/ready'", check=False)
+                try:
+                    if json.loads(o).get("status") not in (None, "standby"):
+                        return url
+                except ValueError:
+                    pass
+            time.sleep(1)
+        return self._berth_run
 
     def nodes(self) -> list[dict]:
         ids = sh(self.m1, "docker node ls -q").split()
@@ -588,12 +608,12 @@ def check_berth(r: Results, lab: Lab, cl: Cluster, ids: dict[str, str], berth_ru
             want = ["berth-volume-agent"]
             if h["name"] in cl.control_hosts:
                 want.append("berth-volume-control")
-            if h["name"] == lab.hosts[0]["name"] and berth_run:
+            if h["name"] in cl.run_hosts and berth_run:
                 want.append("berth")
             states = sh(lab.container(h["name"]), "systemctl is-active " + " ".join(want), check=False).split()
             ensure(states == ["active"] * len(want), f"{h['name']}: {dict(zip(want, states))}")
         return (f"agent on every node, control on {', '.join(cl.control_hosts)}" +
-                (", berth run on the first manager" if berth_run else ""))
+                (f", berth run on {', '.join(cl.run_hosts)}" if berth_run else ""))
 
     r.check("Berth's systemd units are active", units)
 
@@ -682,7 +702,7 @@ def check_metrics(r: Results, lab: Lab, cl: Cluster, berth_run: bool) -> None:
         ("berth-volume-agent", [f"{h['address']}:{GROUP_VARS['berth_agent_transfer_port']}" for h in lab.hosts]),
     ]
     if berth_run:
-        berth_endpoints.append(("berth", [f"{lab.hosts[0]['address']}:{GROUP_VARS['berth_run_port']}"]))
+        berth_endpoints.append(("berth", [u.removeprefix("http://") for u in cl.run_urls]))
     else:
         r.skip("Prometheus: berth run's /metrics up", "berth run is not in this build")
     for job, addrs in berth_endpoints:
