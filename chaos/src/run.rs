@@ -213,6 +213,16 @@ pub fn http_get_json(addr: &str, path: &str, token: Option<&str>) -> Option<serd
 }
 
 /// Whether `berth run` (API at `addr`) has a failover command in flight.
+/// Kills `node`, then waits until the failover is mid-way: as soon as berth run has a failover
+/// command in flight (the fence waiting out the lost node's lease, typically), or 10 s at the
+/// latest, after which `next` (what the caller kills then) is killed anyway.
+fn kill_node_until_mid_failover(c: &mut Cluster, node: &str, next: &str) {
+    c.kill_node(node);
+    if !wait_for(Duration::from_secs(10), || failover_in_flight(&c.api)) {
+        eprintln!("berth-chaos:   no failover command seen in flight; killing {next} anyway");
+    }
+}
+
 fn failover_in_flight(addr: &str) -> bool {
     http_get_json(addr, "/v1/failovers", None)
         .and_then(|v| v["in_flight"].as_array().map(|a| !a.is_empty()))
@@ -315,15 +325,7 @@ pub fn one(
         Fault::KillWorker => c.kill_node(&node),
         Fault::Partition => c.lab.node(&node).cut(),
         Fault::KillDaemon => {
-            c.kill_node(&node);
-            // Mid-failover: as soon as berth run has a failover command in flight (the fence
-            // waiting out the lost node's lease, typically), or after 10 s at the latest.
-            let mid = wait_for(Duration::from_secs(10), || failover_in_flight(&c.api));
-            if !mid {
-                eprintln!(
-                    "berth-chaos:   no failover command seen in flight; killing berth run anyway"
-                );
-            }
+            kill_node_until_mid_failover(c, &node, "berth run");
             c.kill_daemon();
             std::thread::sleep(Duration::from_secs(1));
             c.start_daemon()?;
@@ -333,13 +335,7 @@ pub fn one(
                 .docker_ok(&["node", "update", "--availability", "drain", &node]);
         }
         Fault::KillControl => {
-            c.kill_node(&node);
-            let mid = wait_for(Duration::from_secs(10), || failover_in_flight(&c.api));
-            if !mid {
-                eprintln!(
-                    "berth-chaos:   no failover command seen in flight; killing the control leader anyway"
-                );
-            }
+            kill_node_until_mid_failover(c, &node, "the control leader");
             match c.kill_control_leader() {
                 Some(m) => {
                     eprintln!("berth-chaos:   killed the control leader on {m}");

@@ -75,14 +75,32 @@ async fn status(AxState(c): AxState<Shared>) -> Result<Response, ApiError> {
     Ok(Json(replica(&c)?.status()).into_response())
 }
 
+/// One Raft RPC from a peer: the cluster token only; openraft's `Result` goes back as JSON.
+async fn rpc<Req, Resp, Fut>(
+    c: &Shared,
+    who: &Caller,
+    body: &Bytes,
+    call: impl FnOnce(Replica, Req) -> Fut,
+) -> Result<Response, ApiError>
+where
+    Req: serde::de::DeserializeOwned,
+    Resp: serde::Serialize,
+    Fut: std::future::Future<Output = Resp>,
+{
+    who.operator("a raft RPC")?;
+    let r = replica(c)?.clone();
+    Ok(Json(call(r, parse(body)?).await).into_response())
+}
+
 async fn append(
     AxState(c): AxState<Shared>,
     Extension(who): Extension<Caller>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    who.operator("a raft RPC")?;
-    let r = replica(&c)?;
-    Ok(Json(r.raft.append_entries(parse(&body)?).await).into_response())
+    rpc(&c, &who, &body, |r, req| async move {
+        r.raft.append_entries(req).await
+    })
+    .await
 }
 
 async fn vote(
@@ -90,9 +108,13 @@ async fn vote(
     Extension(who): Extension<Caller>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    who.operator("a raft RPC")?;
-    let r = replica(&c)?;
-    Ok(Json(r.raft.vote(parse(&body)?).await).into_response())
+    rpc(
+        &c,
+        &who,
+        &body,
+        |r, req| async move { r.raft.vote(req).await },
+    )
+    .await
 }
 
 async fn snapshot(
@@ -100,9 +122,10 @@ async fn snapshot(
     Extension(who): Extension<Caller>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    who.operator("a raft RPC")?;
-    let r = replica(&c)?;
-    Ok(Json(r.raft.install_snapshot(parse(&body)?).await).into_response())
+    rpc(&c, &who, &body, |r, req| async move {
+        r.raft.install_snapshot(req).await
+    })
+    .await
 }
 
 /// The group's routes; entries and snapshot chunks carry whole documents, so no body limit
