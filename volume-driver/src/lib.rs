@@ -6,7 +6,8 @@
 pub mod agent;
 pub mod backend;
 pub mod client;
-pub mod consul_store;
+#[cfg(feature = "consul")]
+pub mod consul;
 pub mod control;
 pub mod credential;
 pub mod docker;

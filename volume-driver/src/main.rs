@@ -49,10 +49,25 @@ enum Cmd {
         /// credentials are derived from. Without it, no request is authenticated.
         #[arg(long)]
         token_file: Option<PathBuf>,
-        /// Consul HTTP address for the clustered store (check-and-set on ModifyIndex), instead
-        /// of `--state`.
+        /// Consul HTTP address: the state in Consul KV instead of `--state`, and one of several
+        /// instances elected to serve through a session lock on `--leader-key`.
         #[arg(long, conflicts_with = "state")]
         consul: Option<String>,
+        /// With `--consul`: the URL clients reach this instance at, written into the leader
+        /// key while it serves (the others' 503 names it). Default: `http://` + `--listen`.
+        #[arg(long, requires = "consul")]
+        advertise: Option<String>,
+        /// With `--consul`: the KV key the instances contend for.
+        #[arg(long, requires = "consul", default_value = "berth/control/leader")]
+        leader_key: String,
+        /// With `--consul`: the leader session's TTL (Consul allows 10s to 24h); a leader
+        /// serves until its last renewal's send time plus this.
+        #[arg(long, requires = "consul", value_parser = parse_interval, default_value = "10s")]
+        leader_ttl: Duration,
+        /// With `--consul`: how long Consul keeps the key from a new holder after a session
+        /// ends; at least `--leader-ttl`, at most 60s.
+        #[arg(long, requires = "consul", value_parser = parse_interval, default_value = "10s")]
+        leader_lock_delay: Duration,
         /// This instance's ID in a replicated control service (Raft among the managers, state
         /// under `--state`); needs `--peer` for every member, itself included.
         #[arg(long, requires = "peer", requires = "state", conflicts_with = "consul")]
@@ -161,22 +176,61 @@ async fn refuse_single_store(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The store of a control service that runs alone: Consul KV or the embedded redb.
-fn single_store(
-    consul: Option<String>,
-    state: Option<PathBuf>,
-) -> anyhow::Result<Box<dyn berth_volume::store::Store>> {
-    Ok(match (consul, state) {
-        (Some(url), _) => {
-            tracing::info!(%url, key = berth_volume::consul_store::KEY, "using the Consul KV store");
-            Box::new(berth_volume::consul_store::ConsulStore::new(&url).context("Consul client")?)
-        }
-        (None, Some(state)) => Box::new(
-            RedbStore::open(&state)
-                .with_context(|| format!("opening store in {}", state.display()))?,
-        ),
-        (None, None) => anyhow::bail!("give --state DIR or --consul URL"),
-    })
+/// `--leader-*`: how an instance on Consul KV is elected.
+#[cfg_attr(not(feature = "consul"), allow(dead_code))]
+struct Election {
+    key: String,
+    ttl: Duration,
+    lock_delay: Duration,
+    identity: String,
+}
+
+/// A control instance on Consul KV, and its side of the election running (validated before
+/// any call).
+#[cfg(feature = "consul")]
+async fn elected(
+    url: &str,
+    seat: Election,
+    token: Option<String>,
+    timing: berth_volume::control::liveness::Timing,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<(Arc<Control>, tokio::task::JoinHandle<()>)> {
+    use berth_volume::consul::{Consul, ElectionConfig, store::ConsulStore};
+    use berth_volume::control::elected::Elected;
+    let config = ElectionConfig {
+        key: seat.key,
+        ttl: seat.ttl,
+        lock_delay: seat.lock_delay,
+        identity: seat.identity,
+    };
+    berth_volume::control::elected::validate(&config)
+        .map_err(|e| anyhow::anyhow!("--leader-*: {e}"))?;
+    tracing::info!(%url, key = berth_volume::consul::store::KEY, leader_key = %config.key, advertise = %config.identity, "using the Consul KV store, elected");
+    let store = Arc::new(ConsulStore::new(url).context("Consul client")?);
+    let consul = Consul::new(url, None, Duration::from_secs(5))
+        .map_err(|e| anyhow::anyhow!("Consul client: {e}"))?;
+    let e = Arc::new(
+        Elected::new(consul, store.clone(), config)
+            .map_err(|e| anyhow::anyhow!("--leader-*: {e}"))?,
+    );
+    let c = Arc::new(
+        Control::open_elected(store, e.clone(), token, timing)
+            .await
+            .context("loading state")?,
+    );
+    let running = tokio::spawn(e.run(c.clone(), stopped));
+    Ok((c, running))
+}
+
+#[cfg(not(feature = "consul"))]
+async fn elected(
+    _url: &str,
+    _seat: Election,
+    _token: Option<String>,
+    _timing: berth_volume::control::liveness::Timing,
+    _stopped: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<(Arc<Control>, tokio::task::JoinHandle<()>)> {
+    anyhow::bail!("--consul: this berth-volume was built without the `consul` feature")
 }
 
 fn parse_peer(s: &str) -> Result<(u64, String), String> {
@@ -302,6 +356,10 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             state,
             token_file,
             consul,
+            advertise,
+            leader_key,
+            leader_ttl,
+            leader_lock_delay,
             raft_id,
             peer,
             heartbeat_interval,
@@ -317,6 +375,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 .validate()
                 .map_err(|e| anyhow::anyhow!("lease timing: {e}"))?;
             let token = read_secret(token_file)?;
+            let (stop_election, stopped) = tokio::sync::watch::channel(false);
+            let mut election = None;
             let c = match (raft_id, &state) {
                 (Some(id), Some(dir)) => {
                     let mut peers = std::collections::BTreeMap::new();
@@ -340,10 +400,29 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                     tokio::spawn(berth_volume::control::replicated::lead(c.clone()));
                     c
                 }
-                _ => Arc::new(
-                    Control::open_with(single_store(consul, state)?, token, timing)
-                        .await
-                        .context("loading state")?,
+                (_, None) => {
+                    let url = consul.context("give --state DIR or --consul URL")?;
+                    let seat = Election {
+                        key: leader_key,
+                        ttl: leader_ttl,
+                        lock_delay: leader_lock_delay,
+                        identity: advertise.unwrap_or_else(|| format!("http://{listen}")),
+                    };
+                    let (c, e) = elected(&url, seat, token, timing, stopped).await?;
+                    election = Some(e);
+                    c
+                }
+                (_, Some(state)) => Arc::new(
+                    Control::open_with(
+                        Box::new(
+                            RedbStore::open(state)
+                                .with_context(|| format!("opening store in {}", state.display()))?,
+                        ),
+                        token,
+                        timing,
+                    )
+                    .await
+                    .context("loading state")?,
                 ),
             };
             let l = tokio::net::TcpListener::bind(&listen)
@@ -353,6 +432,12 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             let served = api::serve(l, c.clone(), shutdown::signal()).await;
             if let Some(r) = c.replica() {
                 let _ = r.raft.shutdown().await;
+            }
+            // Released after the last request is answered: a standby takes over at its next
+            // round, with no lock-delay.
+            let _ = stop_election.send(true);
+            if let Some(e) = election {
+                let _ = e.await;
             }
             served.context("serving")?;
             tracing::info!("control service stopped");

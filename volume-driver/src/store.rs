@@ -54,6 +54,17 @@ pub trait Store: Send + Sync {
     fn save<'a>(&'a self, doc: &'a [u8]) -> StoreFuture<'a, ()>;
 }
 
+/// A store shared with whoever else needs it (an elected instance fences its Consul store).
+impl<T: Store + ?Sized> Store for std::sync::Arc<T> {
+    fn load(&self) -> StoreFuture<'_, Option<Vec<u8>>> {
+        (**self).load()
+    }
+
+    fn save<'a>(&'a self, doc: &'a [u8]) -> StoreFuture<'a, ()> {
+        (**self).save(doc)
+    }
+}
+
 /// The default embedded store.
 pub struct RedbStore {
     db: Database,

@@ -1,6 +1,6 @@
 //! The Consul store against a real Consul agent, when `CONSUL_HTTP_ADDR` names one. Without it
 //! the test is reported `ignored` with a `NOT RUN` line (no Consul binary can be had on the
-//! machines that run the suite; the contract tests in `src/consul_store/tests.rs`, against
+//! machines that run the suite; the contract tests in `src/consul/store_tests.rs`, against
 //! Consul's documented shapes, always run). With it set but the agent unreachable, the test is
 //! ignored the same way outside CI and fails under `CI=true`: there, an address was given on
 //! purpose and a silent skip would hide a broken setup.
@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use berth_lab::gate::under_ci;
-use berth_volume::consul_store::ConsulStore;
+use berth_volume::consul::Consul;
+use berth_volume::consul::store::ConsulStore;
 use berth_volume::store::Store;
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -86,6 +87,40 @@ fn live(addr: &str) -> Result<(), String> {
         if s.save(&doc).await.is_ok() {
             return Err("a stale index must lose".into());
         }
-        Ok(())
+        // Fenced by a session lock: written while held, refused once the session is gone.
+        let consul = Consul::new(addr, None, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+        let key = "berth/test/control-leader";
+        let sid = consul
+            .create_session(
+                "berth live test",
+                Duration::from_secs(10),
+                Duration::from_secs(0),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if !consul
+            .acquire(key, &sid, b"test")
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Err(format!("{key} is held by someone else"));
+        }
+        let fenced = ConsulStore::new(addr).map_err(|e| e.to_string())?;
+        fenced.load().await.map_err(|e| e.to_string())?;
+        fenced.fence_with(key, &sid);
+        fenced
+            .save(&doc)
+            .await
+            .map_err(|e| format!("fenced write while held: {e}"))?;
+        consul
+            .destroy_session(&sid)
+            .await
+            .map_err(|e| e.to_string())?;
+        match fenced.save(&doc).await {
+            Err(berth_volume::store::StoreError::NotLeader) => Ok(()),
+            other => Err(format!(
+                "a write after the session's end must be refused: {other:?}"
+            )),
+        }
     })
 }

@@ -74,8 +74,7 @@ pub struct RunArgs {
     leader_lock_delay: Duration,
 }
 
-/// Who this daemon is, in the leader key: enough for an operator to find it.
-#[cfg(feature = "consul")]
+/// Who this daemon is, in the leader key or lock: enough for an operator to find it.
 fn identity(listen: SocketAddr) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())

@@ -13,55 +13,12 @@
 //! purpose releases the key first (no lock-delay follows a release), then destroys its session.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{Agent, ConsulError};
 use crate::leader::Leadership;
 
-/// How the election is run.
-#[derive(Debug, Clone)]
-pub struct ElectionConfig {
-    /// The KV key every daemon of a swarm contends for (`--leader-key`).
-    pub key: String,
-    /// Session TTL: Consul allows 10 s to 24 h (`--leader-ttl`).
-    pub ttl: Duration,
-    /// How long Consul keeps the key from being taken after the session's invalidation; at
-    /// most 60 s (`--leader-lock-delay`).
-    pub lock_delay: Duration,
-    /// Written into the key while this daemon holds it: who leads, for a standby's `/v1/ready`.
-    pub identity: String,
-}
-
-impl ElectionConfig {
-    /// Consul's own bounds on a session, checked before the first call.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.ttl < Duration::from_secs(10) || self.ttl > Duration::from_secs(86_400) {
-            return Err(format!(
-                "the leader session TTL ({:?}) must be between 10s and 24h (Consul's bounds)",
-                self.ttl
-            ));
-        }
-        if self.ttl.subsec_nanos() != 0 {
-            return Err("the leader session TTL must be whole seconds".to_string());
-        }
-        if self.lock_delay > Duration::from_secs(60) {
-            return Err(format!(
-                "the lock-delay ({:?}) must be at most 60s (Consul's bound)",
-                self.lock_delay
-            ));
-        }
-        if self.key.is_empty() || self.key.starts_with('/') {
-            return Err("the leader key must be a KV path without a leading /".to_string());
-        }
-        Ok(())
-    }
-
-    /// Time between rounds: a third of the TTL, so two rounds may fail before the session
-    /// lapses (the leader steps down at the first anyway).
-    pub fn interval(&self) -> Duration {
-        self.ttl / 3
-    }
-}
+pub use berth_volume::consul::ElectionConfig;
 
 /// One daemon's side of the election.
 pub struct Elector {
@@ -98,6 +55,7 @@ impl Elector {
         let renewed = match &self.session {
             Some(id) => self
                 .agent
+                .consul()
                 .renew_session(id)
                 .await
                 .map_err(|e| self.lose(e))?,
@@ -110,6 +68,7 @@ impl Elector {
             }
             let id = self
                 .agent
+                .consul()
                 .create_session(
                     "berth run leader election",
                     self.config.ttl,
@@ -123,6 +82,7 @@ impl Elector {
         let session = self.session.clone().unwrap_or_default();
         let acquired = match self
             .agent
+            .consul()
             .acquire(&self.config.key, &session, self.config.identity.as_bytes())
             .await
         {
@@ -139,7 +99,7 @@ impl Elector {
             self.leadership.lead_until(sent + self.config.ttl);
             return Ok(());
         }
-        let holder = match self.agent.lock_holder(&self.config.key).await {
+        let holder = match self.agent.consul().lock_holder(&self.config.key).await {
             Ok(Some((Some(_), value))) => Some(String::from_utf8_lossy(&value).into_owned()),
             Ok(_) => None,
             Err(e) => {
@@ -158,10 +118,10 @@ impl Elector {
         let Some(id) = self.session.take() else {
             return;
         };
-        if let Err(e) = self.agent.release(&self.config.key, &id).await {
+        if let Err(e) = self.agent.consul().release(&self.config.key, &id).await {
             tracing::warn!(error = %e, "leader key not released; a standby waits for the session to end");
         }
-        if let Err(e) = self.agent.destroy_session(&id).await {
+        if let Err(e) = self.agent.consul().destroy_session(&id).await {
             tracing::warn!(error = %e, "leader session not destroyed; it lapses after its TTL");
         }
     }

@@ -115,6 +115,7 @@ async fn a_leader_session_destroyed_by_someone_else_is_an_expiry() {
     // An operator's `consul session destroy`, through the documented endpoint.
     let operator = Agent::new(&fake.url, Some("t0k3n".into()), Duration::from_secs(5)).unwrap();
     operator
+        .consul()
         .destroy_session(a.session().unwrap())
         .await
         .unwrap();

@@ -29,8 +29,10 @@ pub mod agent;
 pub mod election;
 #[cfg(test)]
 mod election_tests;
+/// The documented-shapes fake of a Consul agent, for tests (it is shared with the volume
+/// control service's).
 #[cfg(any(test, feature = "testing"))]
-pub mod fake;
+pub use berth_consul_fake as fake;
 mod registrar;
 #[cfg(test)]
 mod tests;

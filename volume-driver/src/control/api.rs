@@ -22,6 +22,7 @@ use super::commit::{Committer, WriteError};
 use super::liveness::{Liveness, Timing};
 use super::model::{ControlError, Lease, NewDataset, Node, Reported, State};
 use super::replicated;
+use super::seat::Seat;
 use super::wire::{
     AssignRequest, ClaimMount, CreateDataset, ErrorBody, FenceRequest, Heartbeat, HeartbeatReply,
     HeldReport, LeaderReply, LeaderRequest, LeaseRecord, LeaseRequest, MoveDataset, NodeLiveness,
@@ -44,8 +45,8 @@ pub struct Control {
     liveness: std::sync::Mutex<Liveness>,
     /// Monotonic 0 of `liveness`: node ages never come from a wall clock.
     started: std::time::Instant,
-    /// The Raft member this instance is, when the state is replicated (`control::replicated`).
-    replica: Option<Replica>,
+    /// Whether this instance serves, among several sharing the state (`control::seat`).
+    seat: Seat,
     /// When each leader lock lapses, on `mono_ms`; held across a lock's change so requests for
     /// locks are decided one at a time.
     lock_expiry: tokio::sync::Mutex<std::collections::BTreeMap<String, u64>>,
@@ -77,7 +78,7 @@ impl Control {
             token,
             liveness: std::sync::Mutex::new(Liveness::new(timing)),
             started: std::time::Instant::now(),
-            replica: None,
+            seat: Seat::Alone,
         })
     }
 
@@ -89,13 +90,32 @@ impl Control {
         timing: Timing,
     ) -> Result<Control, StoreError> {
         let mut c = Self::open_with(replica.store(), token, timing).await?;
-        c.replica = Some(replica);
+        c.seat = Seat::Raft(replica);
+        Ok(c)
+    }
+
+    /// `open_with` on Consul KV shared by several instances: this one serves only while
+    /// `elected` holds the leader key (`control::elected::Elected::run` must run beside it).
+    #[cfg(feature = "consul")]
+    pub async fn open_elected(
+        store: std::sync::Arc<crate::consul::store::ConsulStore>,
+        elected: std::sync::Arc<super::elected::Elected>,
+        token: Option<String>,
+        timing: Timing,
+    ) -> Result<Control, StoreError> {
+        let mut c = Self::open_with(Box::new(store), token, timing).await?;
+        c.seat = Seat::Elected(elected);
         Ok(c)
     }
 
     /// The Raft member, if replicated.
     pub fn replica(&self) -> Option<&Replica> {
-        self.replica.as_ref()
+        self.seat.replica()
+    }
+
+    /// How this instance decides whether it serves.
+    pub fn seat(&self) -> &Seat {
+        &self.seat
     }
 
     /// Takes up `doc`, the replicated document as of this leader's term, as the state to serve,
@@ -106,31 +126,58 @@ impl Control {
             None => State::default(),
         };
         state.reindex();
-        tracing::info!(
-            datasets = state.datasets.len(),
-            nodes = state.nodes.len(),
-            leader_locks = state.leaders.len(),
-            generation = state.generation,
-            "taking up the replicated state"
-        );
         // Held until the new state is in place, so no lock request is decided in between.
-        let mut locks = self.lock_expiry.lock().await;
-        let t = self.mono_ms();
-        *locks = lapse_all(&state, t);
+        let locks = self.lock_expiry.lock().await;
         self.state
             .reset(state)
             .await
             .map_err(|e| format!("{e:?}"))?;
-        self.liveness().take_over(t);
+        self.taken_over(locks);
         Ok(())
     }
 
-    /// The leader's URL as this member knows it, for a client to go to.
+    /// Takes up the store's document, read after every write queued before, as the state to
+    /// serve, and restarts node liveness as a new instance would: how an instance elected on a
+    /// shared store starts serving (`control::elected`).
+    #[cfg(feature = "consul")]
+    pub(super) async fn take_over_stored(&self) -> Result<(), String> {
+        let locks = self.lock_expiry.lock().await;
+        self.state.reload().await.map_err(|e| format!("{e:?}"))?;
+        self.taken_over(locks);
+        Ok(())
+    }
+
+    /// After a takeover: every node counted as leased, every leader lock as renewed, from now.
+    fn taken_over(
+        &self,
+        mut locks: tokio::sync::MutexGuard<'_, std::collections::BTreeMap<String, u64>>,
+    ) {
+        let t = self.mono_ms();
+        let (summary, expiry) = self.read(|s| {
+            (
+                (
+                    s.datasets.len(),
+                    s.nodes.len(),
+                    s.leaders.len(),
+                    s.generation,
+                ),
+                lapse_all(s, t),
+            )
+        });
+        tracing::info!(
+            datasets = summary.0,
+            nodes = summary.1,
+            leader_locks = summary.2,
+            generation = summary.3,
+            "took up the shared state"
+        );
+        *locks = expiry;
+        self.liveness().take_over(t);
+    }
+
+    /// The leader's URL as this instance knows it, for a client to go to.
     fn leader_url(&self) -> Option<String> {
-        self.replica
-            .as_ref()
-            .and_then(Replica::leader_addr)
-            .map(|a| format!("http://{a}"))
+        self.seat.leader_url()
     }
 
     fn mono_ms(&self) -> u64 {
@@ -204,7 +251,11 @@ impl Control {
         self.state.write(f).await.map_err(|e| match e {
             WriteError::Control(e) => ApiError::Control(e),
             WriteError::Store(m) => ApiError::Store(m),
-            WriteError::NotLeader => ApiError::NotLeader(self.leader_url()),
+            WriteError::NotLeader => {
+                // Deposed: stop answering until the seat has been checked again.
+                self.seat.lost();
+                ApiError::NotLeader(self.leader_url())
+            }
         })
     }
 }
@@ -531,13 +582,11 @@ async fn heartbeat(
 ) -> Result<Response, ApiError> {
     who.acts_for(&uuid)?;
     let b: Heartbeat = parse(&body)?;
-    if let Some(r) = c.replica() {
-        // A lease granted only after a majority confirmed this leader, now, cannot outlive
-        // the grace a newer leader gives every node (`control::replicated`).
-        if !r.confirm_leader().await {
-            r.gate.lost();
-            return Err(ApiError::NotLeader(c.leader_url()));
-        }
+    // A lease granted only while this instance may still serve cannot outlive the grace a
+    // newer leader gives every node (`control::replicated`, `control::elected`).
+    if !c.seat.confirm().await {
+        c.seat.lost();
+        return Err(ApiError::NotLeader(c.leader_url()));
     }
     let dead = c
         .read(|s| s.nodes.get(&uuid).map(|n| n.dead))
@@ -572,10 +621,8 @@ async fn take_leader(
 ) -> Result<Response, ApiError> {
     who.operator("a leader lock")?;
     let b: LeaderRequest = parse(&body)?;
-    if let Some(r) = c.replica()
-        && !r.confirm_leader().await
-    {
-        r.gate.lost();
+    if !c.seat.confirm().await {
+        c.seat.lost();
         return Err(ApiError::NotLeader(c.leader_url()));
     }
     let mut locks = c.lock_expiry.lock().await;
@@ -816,7 +863,7 @@ async fn metrics(AxState(c): AxState<Shared>) -> Response {
     let m = crate::metrics::control();
     // A member that does not serve holds no current state: only the leader exports it, so a
     // dashboard summing over instances never counts a follower's stale copy.
-    let serving = c.replica().is_none_or(|r| r.gate.serving().is_some());
+    let serving = c.seat.serving();
     m.leader.set(i64::from(serving));
     let epochs = c.read(|s| {
         s.datasets
@@ -909,17 +956,15 @@ async fn auth(AxState(c): AxState<Shared>, mut req: Request, next: Next) -> Resp
     }
 }
 
-/// On a Raft member, only the serving leader answers the API; the group's own routes, the
-/// version and metrics are answered by every member.
+/// Among several instances, only the serving one answers the API; the Raft group's own routes,
+/// the version and metrics are answered by every instance.
 async fn gate(AxState(c): AxState<Shared>, req: Request, next: Next) -> Response {
     let p = req.uri().path();
     let open = p == "/metrics" || p == "/v1/version" || p.starts_with("/v1/berth/raft");
-    match c.replica() {
-        Some(r) if !open && r.gate.serving().is_none() => {
-            ApiError::NotLeader(c.leader_url()).into_response()
-        }
-        _ => next.run(req).await,
+    if !open && !c.seat.serving() {
+        return ApiError::NotLeader(c.leader_url()).into_response();
     }
+    next.run(req).await
 }
 
 /// The service's routes.

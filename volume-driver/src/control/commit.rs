@@ -41,6 +41,10 @@ enum Msg {
     Op(Op),
     /// Replace the state with one the store already holds (a new Raft leader's catch-up).
     Reset(Box<State>, tokio::sync::oneshot::Sender<()>),
+    /// Replace the state with the store's document, read here, between two batches (a newly
+    /// elected instance taking up the shared store's state).
+    #[cfg(feature = "consul")]
+    Reload(tokio::sync::oneshot::Sender<Result<(), String>>),
 }
 
 /// The committed state and the queue of changes to it.
@@ -133,6 +137,39 @@ impl Committer {
     }
 }
 
+#[cfg(feature = "consul")]
+impl Committer {
+    /// Replaces the committed state with the store's current document, read on the writer
+    /// thread after every write queued before this call, so no batch of an earlier term lands
+    /// between the read and the replacement.
+    pub async fn reload(&self) -> Result<(), WriteError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = self
+            .ops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(Msg::Reload(tx))
+            .is_ok();
+        if !sent {
+            return Err(WriteError::Store("the writer thread has stopped".into()));
+        }
+        rx.await
+            .map_err(|_| WriteError::Store("the writer thread has stopped".into()))?
+            .map_err(WriteError::Store)
+    }
+}
+
+#[cfg(feature = "consul")]
+/// The store's document as a state, or `Default` when none was ever saved.
+async fn load_state(store: &dyn Store) -> Result<State, String> {
+    let mut s: State = match store.load().await.map_err(|e| e.to_string())? {
+        Some(doc) => serde_json::from_slice(&doc).map_err(|e| format!("state document: {e}"))?,
+        None => State::default(),
+    };
+    s.reindex();
+    Ok(s)
+}
+
 /// What runs a store's futures on the writer thread.
 enum Driver {
     Caller(tokio::runtime::Handle),
@@ -170,12 +207,19 @@ fn writer(
                 let _ = done.send(());
                 continue;
             }
+            #[cfg(feature = "consul")]
+            Msg::Reload(done) => {
+                let loaded = driver.block_on(load_state(store.as_ref()));
+                let r = loaded.map(|s| *state.lock().unwrap_or_else(|p| p.into_inner()) = s);
+                let _ = done.send(r);
+                continue;
+            }
         };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(Msg::Op(op)) => batch.push(op),
-                // A reset ends the batch: it applies after the writes queued before it.
+                // A reset or reload ends the batch: it applies after the writes queued before it.
                 Ok(reset) => {
                     next_msg = Some(reset);
                     break;

@@ -124,8 +124,9 @@ impl Liveness {
     }
 
     /// Forgets every heartbeat and counts every node as leased until one full lease after
-    /// `now_ms`: a new Raft leader knows nothing of the leases its predecessor granted, and the
-    /// last of them ended no later than that (`control::replicated` says why).
+    /// `now_ms`: a new leader (Raft's, or elected through Consul) knows nothing of the leases its
+    /// predecessor granted, and the last of them ended no later than that (`control::replicated`
+    /// and `control::elected` say why).
     pub fn take_over(&mut self, now_ms: u64) {
         self.beats.clear();
         self.unknown_until_ms = Some(now_ms + self.timing.lease_ms);

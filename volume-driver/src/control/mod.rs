@@ -5,9 +5,12 @@
 
 pub mod api;
 mod commit;
+#[cfg(feature = "consul")]
+pub mod elected;
 pub mod liveness;
 pub mod model;
 pub mod replicated;
+pub mod seat;
 pub mod wire;
 
 pub use model::{ControlError, Dataset, Lease, Node, State};

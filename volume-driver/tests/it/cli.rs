@@ -1,5 +1,5 @@
 //! The binary as a newcomer meets it (issue 8): `--version`, exit codes, configuration errors as
-//! one line without a backtrace, `control --consul` without `--state`, and logs without colour
+//! one line without a backtrace, `control --consul` without `--state` (and its election's bounds), and logs without colour
 //! codes when stderr is not a terminal.
 
 use std::process::{Command, Stdio};
@@ -105,6 +105,25 @@ fn control_with_consul_needs_no_state_dir() {
     assert_eq!(code, Some(1), "{err}");
     assert!(!err.contains("--state"), "{err}");
     assert!(err.to_lowercase().contains("consul"), "{err}");
+
+    // An election that could let two instances serve is refused before any call.
+    for (args, says) in [
+        (
+            vec!["--leader-lock-delay", "5s"],
+            "at least the session TTL",
+        ),
+        (vec!["--leader-ttl", "2s"], "between 10s and 24h"),
+        (
+            vec!["--leader-ttl", "30s", "--leader-lock-delay", "90s"],
+            "at most 60s",
+        ),
+    ] {
+        let mut all = vec!["control", "--consul", &addr, "--listen", "127.0.0.1:0"];
+        all.extend(args.iter().copied());
+        let (code, _, err) = run(&all);
+        assert_eq!(code, Some(1), "{all:?}: {err}");
+        assert!(err.contains(says), "{all:?} should say {says:?}: {err}");
+    }
 }
 
 #[test]

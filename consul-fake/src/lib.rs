@@ -30,6 +30,12 @@
 //!   else `false`;
 //! - `GET /v1/kv/<key>` → `[{"LockIndex", "Key", "Flags", "Value" (base64), "Session" (while
 //!   held), "CreateIndex", "ModifyIndex"}]`; `404` for a missing key;
+//! - `PUT /v1/txn` (body: `[{"KV": {"Verb", "Key", "Value" (base64), "Index", "Session"}}]`,
+//!   verbs `set`, `cas`, `get`, `check-session`) → `200` `{"Results": [{"KV": {…, "Value":
+//!   null for a write, "ModifyIndex"}}], "Errors": null}` with every operation applied at one
+//!   index; or `409` `{"Results": null, "Errors": [{"OpIndex", "What"}]}` and nothing applied
+//!   when one fails: `cas` on a stale index (`0`: the key must not exist), `check-session` when
+//!   the key is not held by that session; `400` for an unknown verb;
 //! - with ACLs (a token given to [`FakeAgent::start`]): `403` `Permission denied` unless the
 //!   request carries it in `X-Consul-Token`.
 //!
@@ -663,6 +669,127 @@ async fn kv_get(
     axum::Json(json!([pair])).into_response()
 }
 
+/// One KV operation of a transaction, as Consul decodes it.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TxnKv {
+    verb: String,
+    key: String,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    index: u64,
+    #[serde(default)]
+    session: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct TxnOp {
+    #[serde(rename = "KV")]
+    kv: TxnKv,
+}
+
+/// Why `op` cannot apply to `st`, in Consul's words; `Err` is a malformed operation (400).
+fn txn_check(st: &AgentState, op: &TxnKv) -> Result<Option<String>, String> {
+    let e = st.kv.get(&op.key);
+    Ok(match op.verb.as_str() {
+        "set" | "get" => None,
+        "cas" => {
+            let current = e.map_or(0, |e| e.modify_index);
+            (current != op.index)
+                .then(|| format!("failed to set key \"{}\", index is stale", op.key))
+        }
+        "check-session" => {
+            let held = e.and_then(|e| e.session.as_deref());
+            (held != op.session.as_deref()).then(|| {
+                format!(
+                    "failed session check for key \"{}\", current session {} != {}",
+                    op.key,
+                    held.unwrap_or(""),
+                    op.session.as_deref().unwrap_or("")
+                )
+            })
+        }
+        other => return Err(format!("unknown KV verb \"{other}\"")),
+    })
+}
+
+fn unbase64(s: &str) -> Option<Vec<u8>> {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let v = ABC.iter().position(|a| *a == c)? as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+async fn txn(
+    State(c): State<Ctx>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = refusal(&c, &method, &uri, &headers, &body).or_else(|| unavailable(&c)) {
+        return r;
+    }
+    let Ok(ops) = serde_json::from_slice::<Vec<TxnOp>>(&body) else {
+        return text(StatusCode::BAD_REQUEST, "Failed to parse body");
+    };
+    let mut st = c.state.lock().expect("fake state");
+    let mut errors = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        match txn_check(&st, &op.kv) {
+            Err(e) => return text(StatusCode::BAD_REQUEST, &e),
+            Ok(Some(what)) => errors.push(json!({"OpIndex": i, "What": what})),
+            Ok(None) => {}
+        }
+    }
+    if !errors.is_empty() {
+        return (
+            StatusCode::CONFLICT,
+            axum::Json(json!({"Results": null, "Errors": errors})),
+        )
+            .into_response();
+    }
+    let index = st.next_index();
+    let mut results = Vec::new();
+    for op in ops {
+        let op = op.kv;
+        if op.verb == "set" || op.verb == "cas" {
+            let Some(value) = unbase64(op.value.as_deref().unwrap_or("")) else {
+                return text(StatusCode::BAD_REQUEST, "Failed to parse body");
+            };
+            let e = st.kv.entry(op.key.clone()).or_insert(KvEntry {
+                value: Vec::new(),
+                session: None,
+                lock_index: 0,
+                create_index: index,
+                modify_index: index,
+            });
+            e.value = value;
+            e.modify_index = index;
+        }
+        let e = st.kv.get(&op.key);
+        let value = (op.verb == "get").then(|| e.map(|e| base64(&e.value)));
+        results.push(json!({"KV": {
+            "LockIndex": e.map_or(0, |e| e.lock_index), "Key": op.key, "Flags": 0,
+            "Value": value.flatten(), "Session": e.and_then(|e| e.session.clone()),
+            "CreateIndex": e.map_or(0, |e| e.create_index),
+            "ModifyIndex": e.map_or(0, |e| e.modify_index),
+        }}));
+    }
+    axum::Json(json!({"Results": results, "Errors": null})).into_response()
+}
+
 impl FakeAgent {
     /// Serves on a free port of 127.0.0.1 on the current tokio runtime; with `token`, ACLs are
     /// on and every request must carry it.
@@ -682,6 +809,7 @@ impl FakeAgent {
             .route("/v1/session/renew/{id}", put(session_renew))
             .route("/v1/session/destroy/{id}", put(session_destroy))
             .route("/v1/kv/{*key}", put(kv_put).get(kv_get))
+            .route("/v1/txn", put(txn))
             .with_state(ctx);
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

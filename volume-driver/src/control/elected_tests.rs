@@ -1,0 +1,193 @@
+//! Two control instances on one Consul (the documented-shapes fake, whose servers' clock the test
+//! moves), each elected through a session lock: exactly one serves, the other names it; a
+//! deposed leader's write is refused by Consul; the next one takes over only after the
+//! lock-delay, with every acknowledged change and the lease grace.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_consul_fake::FakeAgent;
+
+use super::*;
+use crate::client::{ClientError, ControlClient};
+use crate::consul::store::{ConsulStore, KEY};
+use crate::control::api::{Control, serve};
+use crate::control::liveness::Timing;
+
+const TTL: Duration = Duration::from_secs(10);
+
+struct Instance {
+    control: Shared,
+    elected: Arc<Elected>,
+    url: String,
+}
+
+async fn instance(fake: &FakeAgent) -> Instance {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", l.local_addr().expect("addr"));
+    let store = Arc::new(ConsulStore::new(&fake.url).expect("store"));
+    let consul = Consul::new(&fake.url, None, Duration::from_secs(5)).expect("client");
+    let config = ElectionConfig {
+        key: "berth/control/leader".into(),
+        ttl: TTL,
+        lock_delay: TTL,
+        identity: url.clone(),
+    };
+    let elected = Arc::new(Elected::new(consul, store.clone(), config).expect("config"));
+    let control = Arc::new(
+        Control::open_elected(store, elected.clone(), None, Timing::default())
+            .await
+            .expect("open"),
+    );
+    tokio::spawn(serve(l, control.clone(), std::future::pending()));
+    Instance {
+        control,
+        elected,
+        url,
+    }
+}
+
+fn meta(name: &str) -> std::collections::BTreeMap<String, String> {
+    [(crate::options::META_NAME.to_string(), name.to_string())].into()
+}
+
+async fn status_of(url: &str) -> (u16, serde_json::Value) {
+    use crate::http_client::{Target, send};
+    let r = send(
+        &Target::Tcp(url.trim_start_matches("http://").to_string()),
+        hyper::Method::GET,
+        "/v1/configuration/datasets",
+        &[],
+        Vec::new(),
+    )
+    .await
+    .expect("reachable");
+    (
+        r.status.as_u16(),
+        serde_json::from_slice(&r.body).unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn one_serves_a_deposed_one_cannot_write_and_the_next_takes_everything_over() {
+    let fake = FakeAgent::start(None).await;
+    let a = instance(&fake).await;
+    let b = instance(&fake).await;
+    a.elected.round(&a.control).await.expect("a's round");
+    b.elected.round(&b.control).await.expect("b's round");
+    assert!(a.elected.serving() && !b.elected.serving());
+    assert_eq!(b.elected.leader_url().as_deref(), Some(a.url.as_str()));
+
+    // The standby answers 503 naming the leader; a client given both follows it.
+    let (code, body) = status_of(&b.url).await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["leader"], a.url.as_str(), "{body}");
+    let both = ControlClient::new(&format!("{},{}", b.url, a.url), None).expect("client");
+    both.create("n1", None, &meta("v1"), None)
+        .await
+        .expect("acknowledged by the leader");
+    both.register_node("n1", "h1", "127.0.0.1:1")
+        .await
+        .expect("node registered");
+
+    // A's session ends (its node failed, say): A still believes it leads until its deadline,
+    // but Consul refuses its write, and A stops serving at once.
+    let sid = a.elected.session().expect("a's session");
+    fake.expire_session(&sid);
+    assert!(a.elected.serving(), "nothing has told A yet");
+    let only_a = ControlClient::new(&a.url, None).expect("client");
+    let e = only_a
+        .create("n1", None, &meta("v2"), None)
+        .await
+        .expect_err("a deposed leader's write");
+    assert_eq!(e.status(), Some(503), "{e}");
+    assert!(!a.elected.serving(), "a refused write stops serving");
+    let stored = fake.state.lock().expect("fake").kv[KEY].value.clone();
+    assert!(!String::from_utf8_lossy(&stored).contains("v2"));
+
+    // B cannot take the key during the lock-delay, then can; it serves A's acknowledged state
+    // and counts A's node as leased for one full lease from its takeover.
+    b.elected.round(&b.control).await.expect("b's round");
+    assert!(!b.elected.serving(), "lock-delay");
+    fake.advance(TTL);
+    b.elected.round(&b.control).await.expect("b's round");
+    assert!(b.elected.serving(), "the lock-delay has run out");
+    let names: Vec<String> = both
+        .datasets()
+        .await
+        .expect("datasets")
+        .0
+        .into_iter()
+        .filter_map(|d| d.metadata.get(crate::options::META_NAME).cloned())
+        .collect();
+    assert_eq!(names, ["v1"], "every acknowledged change, nothing refused");
+    let node = b
+        .control
+        .node_liveness()
+        .into_iter()
+        .find(|n| n.node == "n1")
+        .expect("A's node");
+    assert!(
+        node.lease_expires_in_ms > Timing::default().lease_ms - 1000,
+        "a node A may have leased is held for a lease from B's takeover: {node:?}"
+    );
+
+    // A comes back as a standby naming B; B resigns, and A takes over at its next round (a
+    // release has no lock-delay), with B's changes.
+    a.elected.round(&a.control).await.expect("a's round");
+    assert!(!a.elected.serving());
+    assert_eq!(a.elected.leader_url().as_deref(), Some(b.url.as_str()));
+    both.create("n1", None, &meta("v3"), None)
+        .await
+        .expect("acknowledged by B");
+    b.elected.resign().await;
+    assert!(!b.elected.serving());
+    a.elected.round(&a.control).await.expect("a's round");
+    assert!(a.elected.serving(), "a released key is free at once");
+    let (mut names, _) = both.datasets().await.expect("datasets");
+    names.sort_by(|x, y| x.metadata.get("name").cmp(&y.metadata.get("name")));
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+#[tokio::test]
+async fn a_consul_that_fails_stops_the_leader_at_once() {
+    let fake = FakeAgent::start(None).await;
+    let a = instance(&fake).await;
+    a.elected.round(&a.control).await.expect("round");
+    assert!(a.elected.serving());
+    fake.state.lock().expect("fake").unavailable = true;
+    let e = a
+        .elected
+        .round(&a.control)
+        .await
+        .expect_err("no cluster leader");
+    assert!(e.to_string().contains("No cluster leader"), "{e}");
+    assert!(!a.elected.serving(), "a failed renewal steps down");
+    let e: ClientError = ControlClient::new(&a.url, None)
+        .expect("client")
+        .datasets()
+        .await
+        .expect_err("not serving");
+    assert_eq!(e.status(), Some(503), "{e}");
+    fake.state.lock().expect("fake").unavailable = false;
+    a.elected.round(&a.control).await.expect("round");
+    assert!(a.elected.serving(), "the same session leads again");
+}
+
+#[test]
+fn a_lock_delay_shorter_than_the_ttl_is_refused() {
+    let mut c = ElectionConfig {
+        key: "k".into(),
+        ttl: TTL,
+        lock_delay: Duration::from_secs(5),
+        identity: String::new(),
+    };
+    let e = validate(&c).expect_err("unsafe");
+    assert!(e.contains("at least the session TTL"), "{e}");
+    c.lock_delay = TTL;
+    validate(&c).expect("safe");
+    c.ttl = Duration::from_secs(5);
+    assert!(validate(&c).expect_err("Consul's bound").contains("10s"));
+}
