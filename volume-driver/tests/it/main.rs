@@ -3,6 +3,7 @@
 
 mod cli;
 mod control_api;
+mod elected;
 mod executor_api;
 mod faults;
 mod ha;
