@@ -35,7 +35,7 @@ fn main() {
     if let (Some(why), false) = (&why_not, fail) {
         eprintln!(
             "\n*** NOT RUN: the live Consul store test: {why}. It is counted as ignored; the \
-             contract tests against Consul's documented KV shapes ran instead. ***\n"
+             contract tests against Consul's documented shapes ran instead. ***\n"
         );
     }
     let ignore = why_not.is_some() && !fail;

@@ -122,12 +122,20 @@ impl Committer {
     /// Replaces the committed state with `state`, which the store already holds, after every
     /// write queued before this call: how a new Raft leader takes up the replicated document.
     pub async fn reset(&self, state: State) -> Result<(), WriteError> {
+        self.ask(|done| Msg::Reset(Box::new(state), done)).await
+    }
+
+    /// Sends the writer `msg`, made with the sender of its answer, and awaits that answer.
+    async fn ask<T>(
+        &self,
+        msg: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> Msg,
+    ) -> Result<T, WriteError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let sent = self
             .ops
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .send(Msg::Reset(Box::new(state), tx))
+            .send(msg(tx))
             .is_ok();
         if !sent {
             return Err(WriteError::Store("the writer thread has stopped".into()));
@@ -143,19 +151,7 @@ impl Committer {
     /// thread after every write queued before this call, so no batch of an earlier term lands
     /// between the read and the replacement.
     pub async fn reload(&self) -> Result<(), WriteError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let sent = self
-            .ops
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(Msg::Reload(tx))
-            .is_ok();
-        if !sent {
-            return Err(WriteError::Store("the writer thread has stopped".into()));
-        }
-        rx.await
-            .map_err(|_| WriteError::Store("the writer thread has stopped".into()))?
-            .map_err(WriteError::Store)
+        self.ask(Msg::Reload).await?.map_err(WriteError::Store)
     }
 }
 
