@@ -151,6 +151,44 @@ async fn one_serves_a_deposed_one_cannot_write_and_the_next_takes_everything_ove
     assert_eq!(names.len(), 2, "{names:?}");
 }
 
+/// The adversarial order: the old holder has not noticed anything (no round, no failed write)
+/// when the new one takes over and writes; its writes in flight and after are all refused by
+/// Consul, and the new holder's acknowledged state is never overwritten.
+#[tokio::test]
+async fn a_stale_holder_writing_after_the_takeover_changes_nothing() {
+    let fake = FakeAgent::start(None).await;
+    let a = instance(&fake).await;
+    let b = instance(&fake).await;
+    a.elected.round(&a.control).await.expect("a's round");
+    let to_a = ControlClient::new(&a.url, None).expect("client");
+    let to_b = ControlClient::new(&b.url, None).expect("client");
+    to_a.create("n1", None, &meta("from-a"), None)
+        .await
+        .expect("a leads");
+    fake.expire_session(&a.elected.session().expect("session"));
+    fake.advance(TTL);
+    b.elected.round(&b.control).await.expect("b's round");
+    assert!(b.elected.serving());
+    assert!(a.elected.serving(), "a has not noticed: it still believes it leads");
+    to_b.create("n1", None, &meta("from-b"), None)
+        .await
+        .expect("b leads");
+    // A burst from the stale holder, concurrently: not one is acknowledged.
+    let writes = (0..8).map(|i| {
+        let c = to_a.clone();
+        async move { c.create("n1", None, &meta(&format!("stale-{i}")), None).await }
+    });
+    for r in futures_util::future::join_all(writes).await {
+        assert_eq!(r.expect_err("stale").status(), Some(503));
+    }
+    let stored = fake.state.lock().expect("fake").kv[KEY].value.clone();
+    let stored = String::from_utf8_lossy(&stored);
+    assert!(stored.contains("from-a") && stored.contains("from-b"), "{stored}");
+    assert!(!stored.contains("stale-"), "{stored}");
+    let (ds, _) = to_b.datasets().await.expect("b serves");
+    assert_eq!(ds.len(), 2);
+}
+
 #[tokio::test]
 async fn a_consul_that_fails_stops_the_leader_at_once() {
     let fake = FakeAgent::start(None).await;
