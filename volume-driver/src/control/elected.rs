@@ -8,7 +8,9 @@
 //!   instance took the key, Consul itself refuses it, however late it arrives. A new holder
 //!   takes the state up from Consul, on the writer thread, after every batch queued before.
 //! - **Serving.** A holder serves until the moment its last successful renewal was *sent* plus
-//!   the TTL; Consul never ends a session earlier than the TTL after a renewal, except on its
+//!   the TTL (through rounds that fail to reach Consul, but not past a round that finds its
+//!   session gone or the key held by another); Consul never ends a session earlier than the TTL
+//!   after a renewal, except on its
 //!   node's failed health check, which is what the lock-delay covers: Consul keeps the key from
 //!   any new holder for the lock-delay after a session ends, and the lock-delay must be at least
 //!   the TTL (checked at start). So a new holder takes the key only after the old one stopped
@@ -92,6 +94,11 @@ impl Elected {
         self.resync.notify_one();
     }
 
+    /// Until when this instance serves, if it does (for tests and logs).
+    pub fn serving_until(&self) -> Option<Instant> {
+        self.seat().until
+    }
+
     pub fn leader_url(&self) -> Option<String> {
         self.seat().leader.clone()
     }
@@ -108,14 +115,15 @@ impl Elected {
     }
 
     /// One round: renew (or create) the session, take or keep the key, and serve on winning
-    /// once the state is taken up; any failure stops serving at once.
+    /// once the state is taken up. A round that cannot reach Consul changes nothing: the holder
+    /// serves on until its deadline, which Consul's promise covers (a Consul blip shorter than
+    /// that does not cost every node its lease, and so its containers); a session Consul no
+    /// longer knows, or a key another session holds, stops it at once.
     pub async fn round(&self, c: &Shared) -> Result<(), ConsulError> {
         let sent = Instant::now();
         let session = self.seat().session.clone();
         let renewed = match &session {
-            Some(id) => self.consul.renew_session(id).await.inspect_err(|_| {
-                self.stand_by(None);
-            })?,
+            Some(id) => self.consul.renew_session(id).await?,
             None => false,
         };
         let session = match (renewed, session) {
@@ -132,8 +140,7 @@ impl Elected {
                         self.config.ttl,
                         self.config.lock_delay,
                     )
-                    .await
-                    .inspect_err(|_| self.stand_by(None))?;
+                    .await?;
                 self.seat().session = Some(id.clone());
                 id
             }
@@ -145,12 +152,14 @@ impl Elected {
         {
             Ok(a) => a,
             Err(e) => {
-                // Consul answers 500 for a session it does not know: make a new one next round.
-                let mut s = self.seat();
-                if matches!(e, ConsulError::Api { code: 500, .. }) {
+                // Consul answers 500 `invalid session` for a session it does not know: make a
+                // new one next round, and stop serving, since the key is not this session's.
+                if matches!(&e, ConsulError::Api { code: 500, message, .. } if message.contains("invalid session"))
+                {
+                    let mut s = self.seat();
                     s.session = None;
+                    s.until = None;
                 }
-                s.until = None;
                 return Err(e);
             }
         };
@@ -202,7 +211,10 @@ impl Elected {
         tracing::info!(key = %self.config.key, ttl = ?self.config.ttl, lock_delay = ?self.config.lock_delay, "control leader election through Consul");
         loop {
             if let Err(e) = self.round(&c).await {
-                tracing::warn!(error = %e, "control leader election round failed; not serving");
+                let until = self
+                    .serving_until()
+                    .map(|u| u.saturating_duration_since(Instant::now()));
+                tracing::warn!(error = %e, serving_for = ?until, "control leader election round failed; a holder serves on until its deadline only");
             }
             tokio::select! {
                 _ = stopped(&mut stop) => break,

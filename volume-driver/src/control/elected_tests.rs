@@ -169,32 +169,45 @@ async fn a_stale_holder_writing_after_the_takeover_changes_nothing() {
     fake.advance(TTL);
     b.elected.round(&b.control).await.expect("b's round");
     assert!(b.elected.serving());
-    assert!(a.elected.serving(), "a has not noticed: it still believes it leads");
+    assert!(
+        a.elected.serving(),
+        "a has not noticed: it still believes it leads"
+    );
     to_b.create("n1", None, &meta("from-b"), None)
         .await
         .expect("b leads");
     // A burst from the stale holder, concurrently: not one is acknowledged.
     let writes = (0..8).map(|i| {
         let c = to_a.clone();
-        async move { c.create("n1", None, &meta(&format!("stale-{i}")), None).await }
+        async move {
+            c.create("n1", None, &meta(&format!("stale-{i}")), None)
+                .await
+        }
     });
     for r in futures_util::future::join_all(writes).await {
         assert_eq!(r.expect_err("stale").status(), Some(503));
     }
     let stored = fake.state.lock().expect("fake").kv[KEY].value.clone();
     let stored = String::from_utf8_lossy(&stored);
-    assert!(stored.contains("from-a") && stored.contains("from-b"), "{stored}");
+    assert!(
+        stored.contains("from-a") && stored.contains("from-b"),
+        "{stored}"
+    );
     assert!(!stored.contains("stale-"), "{stored}");
     let (ds, _) = to_b.datasets().await.expect("b serves");
     assert_eq!(ds.len(), 2);
 }
 
+/// A Consul that cannot answer (no cluster leader) does not stop the holder before its
+/// deadline, and moves the deadline no further; its writes fail meanwhile, acknowledging
+/// nothing. Once Consul answers, the same session goes on.
 #[tokio::test]
-async fn a_consul_that_fails_stops_the_leader_at_once() {
+async fn a_consul_that_fails_leaves_the_holder_its_deadline_and_no_more() {
     let fake = FakeAgent::start(None).await;
     let a = instance(&fake).await;
     a.elected.round(&a.control).await.expect("round");
-    assert!(a.elected.serving());
+    let until = a.elected.serving_until().expect("serving");
+    let sid = a.elected.session();
     fake.state.lock().expect("fake").unavailable = true;
     let e = a
         .elected
@@ -202,16 +215,44 @@ async fn a_consul_that_fails_stops_the_leader_at_once() {
         .await
         .expect_err("no cluster leader");
     assert!(e.to_string().contains("No cluster leader"), "{e}");
-    assert!(!a.elected.serving(), "a failed renewal steps down");
-    let e: ClientError = ControlClient::new(&a.url, None)
-        .expect("client")
-        .datasets()
+    assert!(a.elected.serving(), "serves on within its deadline");
+    assert_eq!(a.elected.serving_until(), Some(until), "not extended");
+    let client = ControlClient::new(&a.url, None).expect("client");
+    let e: ClientError = client
+        .create("n1", None, &meta("during"), None)
         .await
-        .expect_err("not serving");
-    assert_eq!(e.status(), Some(503), "{e}");
+        .expect_err("a write needs Consul");
+    assert_eq!(e.status(), Some(500), "{e}");
+    assert!(
+        a.elected.serving(),
+        "a write Consul did not answer is no deposition"
+    );
     fake.state.lock().expect("fake").unavailable = false;
     a.elected.round(&a.control).await.expect("round");
-    assert!(a.elected.serving(), "the same session leads again");
+    assert!(a.elected.serving_until() > Some(until), "renewed");
+    assert_eq!(a.elected.session(), sid, "the same session");
+    client
+        .create("n1", None, &meta("after"), None)
+        .await
+        .expect("written once Consul answers");
+}
+
+/// A session Consul no longer knows stops the holder at its next round, before its deadline.
+#[tokio::test]
+async fn a_session_gone_stops_the_holder_at_its_next_round() {
+    let fake = FakeAgent::start(None).await;
+    let a = instance(&fake).await;
+    a.elected.round(&a.control).await.expect("round");
+    fake.expire_session(&a.elected.session().expect("session"));
+    fake.advance(TTL);
+    let b = instance(&fake).await;
+    b.elected
+        .round(&b.control)
+        .await
+        .expect("b takes the free key");
+    a.elected.round(&a.control).await.expect("round");
+    assert!(!a.elected.serving(), "the key is another's");
+    assert_eq!(a.elected.leader_url().as_deref(), Some(b.url.as_str()));
 }
 
 #[test]
