@@ -49,6 +49,10 @@ impl ConsulJournal {
         self.index().is_none()
     }
 
+    pub fn forget(&self) {
+        *self.index() = None;
+    }
+
     /// `GET /v1/kv/<key>`: the state, `None` for a missing key. A value that is not an
     /// executor state is an error, and the journal stays unread.
     pub async fn load(&self) -> anyhow::Result<Option<ExecutorState>> {

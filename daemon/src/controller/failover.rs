@@ -68,6 +68,16 @@ impl Journal {
         }
     }
 
+    /// Has a Consul journal read again before the next write (a daemon that stops leading:
+    /// another may write it meanwhile); nothing for a file.
+    pub fn forget(&self) {
+        match &self.0 {
+            Backend::File(_) => {}
+            #[cfg(feature = "consul")]
+            Backend::Consul(c) => c.forget(),
+        }
+    }
+
     /// The state last written; `None` if there is none. A state that does not decode is an
     /// error, never an empty state.
     pub async fn load(&self) -> anyhow::Result<Option<ExecutorState>> {

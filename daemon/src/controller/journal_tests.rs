@@ -27,7 +27,8 @@ const LOCK_DELAY: Duration = Duration::from_secs(15);
 /// that moment (the state must be durable before any command starts).
 struct Labels {
     consul: Arc<Mutex<AgentState>>,
-    calls: Mutex<Vec<(String, Option<ExecutorState>)>>,
+    /// Per call: the node, the journal, and how many journal writes Consul had accepted.
+    calls: Mutex<Vec<(String, Option<ExecutorState>, u64)>>,
 }
 
 impl DockerApi for Labels {
@@ -49,8 +50,12 @@ impl DockerApi for Labels {
         _: &str,
         _: Option<&str>,
     ) -> Result<(), DockerError> {
-        let journal = journaled(&self.consul.lock().unwrap());
-        self.calls.lock().unwrap().push((node.to_string(), journal));
+        let st = self.consul.lock().unwrap();
+        let version = st.kv.get(JOURNAL_KEY).map_or(0, |e| e.modify_index);
+        self.calls
+            .lock()
+            .unwrap()
+            .push((node.to_string(), journaled(&st), version));
         Ok(())
     }
     fn changes(&self) -> BoxStream<'static, Result<(), DockerError>> {
@@ -131,7 +136,7 @@ fn put(fake: &FakeAgent, value: &[u8]) {
 }
 
 /// The labels set so far, once the spawned commands ran.
-async fn labels(d: &Daemon) -> Vec<(String, Option<ExecutorState>)> {
+async fn labels(d: &Daemon) -> Vec<(String, Option<ExecutorState>, u64)> {
     for _ in 0..50 {
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -172,6 +177,7 @@ async fn the_journal_is_fenced_by_the_leader_session_and_the_next_leader_resumes
     assert!(!a.journal.as_ref().unwrap().needs_load());
     a.reconcile().await.expect("a pass");
     let session_a = ea.session().unwrap().to_string();
+    let seeded = fake.state.lock().unwrap().kv[JOURNAL_KEY].create_index;
     {
         let st = fake.state.lock().unwrap();
         let txns = journal_txns(&st);
@@ -193,6 +199,10 @@ async fn the_journal_is_fenced_by_the_leader_session_and_the_next_leader_resumes
     assert_eq!(
         calls[0].0, "w1",
         "the journaled command in flight, issued again"
+    );
+    assert!(
+        calls[0].2 > seeded,
+        "A's journal write was accepted before the command started"
     );
     let written = calls[0].1.clone().expect("a journal");
     assert!(
@@ -288,4 +298,48 @@ async fn a_missing_journal_is_a_fresh_executor_and_an_undecodable_one_stops_the_
         b"{not json",
         "never overwritten"
     );
+}
+
+#[tokio::test]
+async fn the_loop_reads_the_journal_when_it_takes_the_lead_before_it_acts() {
+    let fake = FakeAgent::start(None).await;
+    let (mut ea, la, a) = daemon(&fake, "m1");
+    let seed = with_label_in_flight(resumed_executor(None).state().clone(), 7, "w7");
+    put(&fake, &failover::encode(&seed));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = a.clone().run(async move {
+        let _ = stop_rx.await;
+    });
+    let test = async {
+        assert!(labels(&a).await.is_empty(), "a standby starts nothing");
+        assert!(fake.state.lock().unwrap().requests.is_empty());
+        ea.round().await.unwrap();
+        assert!(la.is_leader());
+        let mut calls = Vec::new();
+        for _ in 0..20 {
+            calls = labels(&a).await;
+            if !calls.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(
+            calls.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
+            ["w7"],
+            "the journaled command in flight, issued again by the new leader"
+        );
+        let _ = stop_tx.send(());
+    };
+    tokio::join!(run, test);
+    let st = fake.state.lock().unwrap();
+    let read = st
+        .requests
+        .iter()
+        .position(|r| r.method == "GET" && r.path == format!("/v1/kv/{JOURNAL_KEY}"))
+        .expect("the journal was read");
+    let written = st
+        .requests
+        .iter()
+        .position(|r| r.path == "/v1/txn")
+        .expect("and written");
+    assert!(read < written);
 }

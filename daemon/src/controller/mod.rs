@@ -525,6 +525,12 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
                     .lock()
                     .expect("executor lock")
                     .set_active(false);
+                // Another daemon may lead and write the journal meanwhile: it is read again
+                // when this one leads (after any write in progress has ended).
+                if let Some(j) = &self.journal {
+                    let _turn = self.turn.lock().await;
+                    j.forget();
+                }
                 tokio::select! {
                     _ = &mut shutdown => break,
                     _ = self.leadership.gained() => {}
