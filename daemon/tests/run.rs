@@ -406,6 +406,32 @@ fn two_daemons_elect_one_leader_and_a_stopped_leader_hands_over() {
         st.sessions.keys().next().map(String::as_str),
         "the remaining session holds the key"
     );
+    // The failover journal is in Consul, not in either daemon's state directory, and the new
+    // leader's writes of it are fenced by its session.
+    let journal = st
+        .kv
+        .get("berth/executor")
+        .expect("the leaders' passes wrote the failover journal in Consul");
+    let journal: Value = serde_json::from_slice(&journal.value).expect("the journal is JSON");
+    assert!(
+        journal.get("inflight").is_some(),
+        "an executor state: {journal}"
+    );
+    let fenced = st
+        .requests
+        .iter()
+        .rfind(|r| r.path == "/v1/txn")
+        .expect("journal writes are transactions");
+    assert_eq!(fenced.body[0]["KV"]["Verb"], "check-session");
+    assert_eq!(
+        fenced.body[0]["KV"]["Session"].as_str(),
+        st.holder("berth/leader"),
+        "fenced by the leader's session"
+    );
+    assert_eq!(fenced.body[1]["KV"]["Key"], "berth/executor");
+    for dir in [&da, &db] {
+        assert!(!dir.path().join("executor.json").exists());
+    }
 }
 
 /// One in-process member of a replicated control service.

@@ -72,6 +72,14 @@ pub struct RunArgs {
     #[cfg(feature = "consul")]
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     leader_lock_delay: Duration,
+    /// With --consul: the KV key holding the failover executor's journal (instead of
+    /// executor.json in --state-dir), shared by the daemons of one swarm so that a standby
+    /// taking over resumes the old leader's failover commands in flight. Every write is a
+    /// transaction that checks this daemon's session still holds --leader-key. Not used by a
+    /// --dry-run, which keeps no journal in Consul.
+    #[cfg(feature = "consul")]
+    #[arg(long, default_value = "berth/executor")]
+    journal_key: String,
 }
 
 /// Who this daemon is, in the leader key or lock: enough for an operator to find it.
@@ -91,6 +99,19 @@ enum LogFormat {
 /// Longest wait for one call to Consul, so that a hung agent delays a pass by little.
 #[cfg(feature = "consul")]
 const CONSUL_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The Consul leader election's settings, checked against Consul's bounds.
+#[cfg(feature = "consul")]
+fn election_config(a: &RunArgs) -> Result<crate::consul::election::ElectionConfig> {
+    let election = crate::consul::election::ElectionConfig {
+        key: a.leader_key.clone(),
+        ttl: a.leader_ttl,
+        lock_delay: a.leader_lock_delay,
+        identity: identity(a.listen),
+    };
+    election.validate().map_err(anyhow::Error::msg)?;
+    Ok(election)
+}
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     berth_units::parse_duration_ms(s)
@@ -165,11 +186,44 @@ pub fn run(a: RunArgs) -> Result<()> {
                 None
             }
         };
-        let journal = Journal::new(&a.state_dir);
-        let resumed = journal.load()?;
-        if let Some(st) = &resumed {
-            tracing::info!(runs = st.runs.len(), in_flight = st.inflight.len(), "resuming the failover executor from its state");
-        }
+        // With --consul (and not a dry run) Consul elects the daemon that acts, and the
+        // executor's journal is a KV key every write of which that election fences; the
+        // daemon reads it each time it takes the lead (`Controller::run`), not here.
+        #[cfg(feature = "consul")]
+        let (mut consul_election, in_consul) = match &a.consul {
+            Some(url) if !a.dry_run => {
+                let config = election_config(&a)?;
+                let token = std::env::var("CONSUL_HTTP_TOKEN").ok().filter(|t| !t.is_empty());
+                let agent = crate::consul::Agent::new(url, token.clone(), CONSUL_CALL_TIMEOUT)
+                    .with_context(|| format!("Consul at {url}"))?;
+                let leadership = crate::leader::Leadership::elected();
+                let elector = crate::consul::election::Elector::new(agent, config, leadership.clone());
+                let agent = crate::consul::Agent::new(url, token, CONSUL_CALL_TIMEOUT)
+                    .with_context(|| format!("Consul at {url}"))?;
+                let journal = Journal::consul(crate::consul::journal::ConsulJournal::new(
+                    agent,
+                    &a.journal_key,
+                    &a.leader_key,
+                    elector.shared_session(),
+                ));
+                tracing::info!(key = %a.journal_key, "the failover journal is kept in Consul");
+                (Some((elector, leadership)), Some(journal))
+            }
+            _ => (None, None),
+        };
+        #[cfg(not(feature = "consul"))]
+        let in_consul: Option<Journal> = None;
+        let (journal, resumed) = match in_consul {
+            Some(j) => (j, None),
+            None => {
+                let journal = Journal::new(&a.state_dir);
+                let resumed = journal.load().await?;
+                if let Some(st) = &resumed {
+                    tracing::info!(runs = st.runs.len(), in_flight = st.inflight.len(), "resuming the failover executor from its state");
+                }
+                (journal, resumed)
+            }
+        };
         let elect_via = control.clone().filter(|_| a.elect && !a.dry_run);
         let controller =
             Controller::with_control(docker, control, Some((journal, resumed)), config, metrics.clone());
@@ -210,26 +264,19 @@ pub fn run(a: RunArgs) -> Result<()> {
                 let registrar = crate::consul::Registrar::new(agent, a.consul_ttl, metrics.clone());
                 let status = registrar.status();
                 tracing::info!(consul = %url, ttl = ?a.consul_ttl, "registering the swarm's tasks in Consul");
-                let election = crate::consul::election::ElectionConfig {
-                    key: a.leader_key.clone(),
-                    ttl: a.leader_ttl,
-                    lock_delay: a.leader_lock_delay,
-                    identity: identity(a.listen),
-                };
-                election.validate().map_err(anyhow::Error::msg)?;
-                let token = std::env::var("CONSUL_HTTP_TOKEN").ok().filter(|t| !t.is_empty());
-                let agent = crate::consul::Agent::new(url, token, CONSUL_CALL_TIMEOUT)
-                    .with_context(|| format!("Consul at {url}"))?;
-                if a.dry_run {
-                    // A dry run changes nothing, so it needs no lock; taking one would keep the
-                    // real leader from acting.
-                    tracing::info!("dry run: not taking part in the leader election");
-                    (controller.with_consul(registrar), Some(status), leadership)
-                } else {
-                    let leadership = crate::leader::Leadership::elected();
-                    elector = Some(crate::consul::election::Elector::new(agent, election, leadership.clone()));
-                    let controller = controller.with_consul(registrar).with_leadership(leadership.clone());
-                    (controller, Some(status), leadership)
+                match consul_election.take() {
+                    Some((e, leadership)) => {
+                        elector = Some(e);
+                        let controller = controller.with_consul(registrar).with_leadership(leadership.clone());
+                        (controller, Some(status), leadership)
+                    }
+                    None => {
+                        // A dry run changes nothing, so it needs no lock; taking one would keep
+                        // the real leader from acting.
+                        election_config(&a)?;
+                        tracing::info!("dry run: not taking part in the leader election");
+                        (controller.with_consul(registrar), Some(status), leadership)
+                    }
                 }
             }
             None => (controller, None, leadership),

@@ -12,7 +12,7 @@
 //! covers the old leader's commands still in flight when it stopped. A daemon stopping on
 //! purpose releases the key first (no lock-delay follows a release), then destroys its session.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::{Agent, ConsulError};
@@ -25,7 +25,24 @@ pub struct Elector {
     agent: Agent,
     config: ElectionConfig,
     session: Option<String>,
+    /// The same session, for the writes fenced by it (the failover journal's).
+    shared: SharedSession,
     leadership: Arc<Leadership>,
+}
+
+/// The election's current session, read by whoever fences a write with it (a transaction that
+/// applies only while that session holds the leader key).
+#[derive(Debug, Clone, Default)]
+pub struct SharedSession(Arc<Mutex<Option<String>>>);
+
+impl SharedSession {
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, session: Option<String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = session;
+    }
 }
 
 impl Elector {
@@ -34,8 +51,20 @@ impl Elector {
             agent,
             config,
             session: None,
+            shared: SharedSession::default(),
             leadership,
         }
+    }
+
+    /// The current session, as it changes: for the writes that must fail once this daemon is
+    /// deposed.
+    pub fn shared_session(&self) -> SharedSession {
+        self.shared.clone()
+    }
+
+    fn set_session(&mut self, session: Option<String>) {
+        self.shared.set(session.clone());
+        self.session = session;
     }
 
     /// The current session, if any (for tests and logs).
@@ -62,7 +91,8 @@ impl Elector {
             None => false,
         };
         if !renewed {
-            if let Some(old) = self.session.take() {
+            if let Some(old) = self.session.clone() {
+                self.set_session(None);
                 tracing::warn!(session = %old, "the leader session is gone (expired or destroyed); a new one is made");
                 self.leadership.stand_by(None, None);
             }
@@ -77,7 +107,7 @@ impl Elector {
                 .await
                 .map_err(|e| self.lose(e))?;
             tracing::debug!(session = %id, "leader session created");
-            self.session = Some(id);
+            self.set_session(Some(id));
         }
         let session = self.session.clone().unwrap_or_default();
         let acquired = match self
@@ -90,7 +120,7 @@ impl Elector {
             Err(e) => {
                 // Consul answers 500 for a session it does not know: make a new one next round.
                 if matches!(e, ConsulError::Api { code: 500, .. }) {
-                    self.session = None;
+                    self.set_session(None);
                 }
                 return Err(self.lose(e));
             }
@@ -115,9 +145,10 @@ impl Elector {
     /// its next round, with no lock-delay) and destroys the session.
     pub async fn resign(&mut self) {
         self.leadership.stand_by(None, None);
-        let Some(id) = self.session.take() else {
+        let Some(id) = self.session.clone() else {
             return;
         };
+        self.set_session(None);
         if let Err(e) = self.agent.consul().release(&self.config.key, &id).await {
             tracing::warn!(error = %e, "leader key not released; a standby waits for the session to end");
         }

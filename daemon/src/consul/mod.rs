@@ -9,6 +9,8 @@
 //! - [`agent`]: the calls to the local Consul agent (consulrs, async).
 //! - [`election`]: leader election of `berth run` daemons through a Consul session lock; only
 //!   the leader reconciles (the gate is [`crate::leader::Leadership`]).
+//! - [`journal`]: the failover executor's journal in a KV key, every write fenced by the
+//!   leader session, read by each daemon as it takes the lead.
 //! - [`Registrar`]: one pass's sync: register what is missing or changed, refresh every
 //!   instance's TTL check with the task's state, deregister what went. Only instances carrying
 //!   Berth's mark ([`MANAGED_BY`] = `berth` in their meta) are ever deregistered.
@@ -29,6 +31,7 @@ pub mod agent;
 pub mod election;
 #[cfg(test)]
 mod election_tests;
+pub mod journal;
 /// The documented-shapes fake of a Consul agent, for tests (it is shared with the volume
 /// control service's).
 #[cfg(any(test, feature = "testing"))]

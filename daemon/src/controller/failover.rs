@@ -15,41 +15,109 @@ use crate::control::{ControlApi, ControlError};
 use crate::docker::{DockerApi, DockerError};
 use crate::slots::{Observed, slot_spec};
 
-/// The executor's state on disk: written whole after every change (temp file, fsync, rename),
-/// so a crash leaves the old or the new state, never a torn one.
-pub struct Journal {
-    path: PathBuf,
+/// Where the executor's state is kept: written whole after every change, before any command
+/// it hands out starts.
+///
+/// - On disk (`--state-dir/executor.json`; temp file, fsync, rename), so a crash leaves the
+///   old or the new state, never a torn one; read once at start.
+/// - With `--consul`, in one Consul KV key (`--journal-key`,
+///   [`crate::consul::journal::ConsulJournal`]): every write is fenced by the leader session,
+///   and a daemon reads it each time it takes the lead, so it resumes the previous leader's
+///   commands in flight rather than only catching up from the world.
+pub struct Journal(Backend);
+
+enum Backend {
+    File(PathBuf),
+    #[cfg(feature = "consul")]
+    Consul(Box<crate::consul::journal::ConsulJournal>),
+}
+
+/// Why the executor's state was not persisted.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// Consul refused the write because this daemon no longer leads (its session does not hold
+    /// the leader key) or another leader wrote the journal since this one read it.
+    #[error("the journal write was refused: {0}")]
+    Deposed(String),
+    /// Consul did not answer, or the journal was not read since this daemon took the lead.
+    #[error("{0}")]
+    Consul(String),
 }
 
 impl Journal {
     pub fn new(state_dir: &Path) -> Journal {
-        Journal {
-            path: state_dir.join("executor.json"),
+        Journal(Backend::File(state_dir.join("executor.json")))
+    }
+
+    /// The journal in Consul KV.
+    #[cfg(feature = "consul")]
+    pub fn consul(journal: crate::consul::journal::ConsulJournal) -> Journal {
+        Journal(Backend::Consul(Box::new(journal)))
+    }
+
+    /// Whether the state must be read (again) before this daemon acts: true for a Consul
+    /// journal not read since it took the lead, or whose last write failed; never for a file,
+    /// read once at start.
+    pub fn needs_load(&self) -> bool {
+        match &self.0 {
+            Backend::File(_) => false,
+            #[cfg(feature = "consul")]
+            Backend::Consul(c) => c.needs_load(),
         }
     }
 
-    pub fn load(&self) -> anyhow::Result<Option<ExecutorState>> {
-        match std::fs::read(&self.path) {
+    /// Has a Consul journal read again before the next write (a daemon that stops leading:
+    /// another may write it meanwhile); nothing for a file.
+    pub fn forget(&self) {
+        match &self.0 {
+            Backend::File(_) => {}
+            #[cfg(feature = "consul")]
+            Backend::Consul(c) => c.forget(),
+        }
+    }
+
+    /// The state last written; `None` if there is none. A state that does not decode is an
+    /// error, never an empty state.
+    pub async fn load(&self) -> anyhow::Result<Option<ExecutorState>> {
+        let path = match &self.0 {
+            Backend::File(path) => path,
+            #[cfg(feature = "consul")]
+            Backend::Consul(c) => return c.load().await,
+        };
+        match std::fs::read(path) {
             Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| {
-                anyhow::anyhow!("{}: not an executor state: {e}", self.path.display())
+                anyhow::anyhow!("{}: not an executor state: {e}", path.display())
             })?)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(anyhow::anyhow!("{}: {e}", self.path.display())),
+            Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
         }
     }
 
-    pub fn save(&self, state: &ExecutorState) -> std::io::Result<()> {
+    /// Writes `state`, the executor's state serialised ([`encode`]).
+    pub async fn save(&self, state: &[u8]) -> Result<(), JournalError> {
+        let path = match &self.0 {
+            Backend::File(path) => path,
+            #[cfg(feature = "consul")]
+            Backend::Consul(c) => return c.save(state).await,
+        };
         use std::io::Write;
-        let tmp = self.path.with_extension("json.tmp");
+        let tmp = path.with_extension("json.tmp");
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec(state).expect("the executor's state serialises"))?;
+        f.write_all(state)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
             std::fs::File::open(dir)?.sync_all()?;
         }
         Ok(())
     }
+}
+
+/// The executor's state as the journal keeps it (JSON).
+pub fn encode(state: &ExecutorState) -> Vec<u8> {
+    serde_json::to_vec(state).expect("the executor's state serialises")
 }
 
 /// How long a command may keep being retried (the control service says "not yet" while a lost

@@ -6,8 +6,11 @@ pub mod decide;
 pub mod failover;
 #[cfg(test)]
 mod gate_tests;
+#[cfg(all(test, feature = "consul"))]
+mod journal_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,7 +30,7 @@ use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::slots::Observed;
 use decide::Command;
-use failover::Journal;
+use failover::{Journal, JournalError};
 
 /// How `berth run` behaves.
 #[derive(Debug, Clone)]
@@ -79,9 +82,18 @@ pub enum ReconcileError {
     #[error("the engine refused the cluster: {0}")]
     Plan(#[from] berth_scheduler::schedule::PlanError),
     #[error("cannot persist the executor's state: {0}")]
-    Journal(#[from] std::io::Error),
+    Journal(JournalError),
     #[error("this daemon lost the leadership during the pass; it stopped acting")]
     NotLeader,
+}
+
+impl From<JournalError> for ReconcileError {
+    fn from(e: JournalError) -> ReconcileError {
+        match e {
+            JournalError::Deposed(_) => ReconcileError::NotLeader,
+            other => ReconcileError::Journal(other),
+        }
+    }
 }
 
 /// What the heartbeat detector says of one node.
@@ -93,6 +105,8 @@ struct Verdict {
 
 /// A command's outcome, back from the task that performed it.
 struct Completion {
+    /// The executor that handed it out ([`Controller::generation`]).
+    generation: u64,
     id: CommandId,
     command: ExecCommand,
     outcome: Outcome,
@@ -113,7 +127,13 @@ pub struct Controller<D, C = ControlClient> {
     /// only watches.
     control: Option<C>,
     executor: Mutex<Executor>,
+    /// Bumped when the executor is replaced by one read from the journal: an outcome of a
+    /// command the replaced one handed out is not the new one's (command IDs may coincide).
+    generation: AtomicU64,
     journal: Option<Journal>,
+    /// One executor drive (or journal read) at a time, the lock held across the journal's
+    /// write: the writes land in the order of the states they carry.
+    turn: tokio::sync::Mutex<()>,
     completions: mpsc::UnboundedSender<Completion>,
     completed: Mutex<Option<mpsc::UnboundedReceiver<Completion>>>,
     /// The heartbeat detector's verdict per node ID, and how often each came back.
@@ -146,30 +166,18 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
         config: Config,
         metrics: Metrics,
     ) -> Controller<D, C> {
-        // Swarm reschedules stateless tasks itself; Berth fails over the stateful slots.
-        let exec_config = executor::Config {
-            stateful_only: true,
-            history_limit: Some(500),
-            ..executor::Config::default()
-        };
         let (journal, executor) = match journal {
-            Some((j, Some(mut state))) => {
-                state.config = exec_config;
-                let mut ex = Executor::from_state(state);
-                // Catch up from the world as it is now, as after any pause.
-                ex.set_active(false);
-                ex.set_active(true);
-                (Some(j), ex)
-            }
-            Some((j, None)) => (Some(j), Executor::new(exec_config)),
-            None => (None, Executor::new(exec_config)),
+            Some((j, state)) => (Some(j), resumed_executor(state)),
+            None => (None, resumed_executor(None)),
         };
         let (tx, rx) = mpsc::unbounded_channel();
         Controller {
             docker,
             control,
             executor: Mutex::new(executor),
+            generation: AtomicU64::new(0),
             journal,
+            turn: tokio::sync::Mutex::new(()),
             completions: tx,
             completed: Mutex::new(Some(rx)),
             liveness: Mutex::new(BTreeMap::new()),
@@ -243,7 +251,8 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
         let busy = if self.config.dry_run {
             BTreeSet::new()
         } else {
-            self.drive_executor(datasets_known.then_some((&cluster, &health[..])))?
+            self.drive_executor(datasets_known.then_some((&cluster, &health[..])))
+                .await?
         };
         let plan = schedule::plan(&cluster)?;
         let mut commands = decide::decide(&observed, &cluster, &plan)?;
@@ -286,13 +295,15 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
 
     /// Feeds the executor (an observation, if any; the clock always), persists its state,
     /// starts the commands it hands out, and returns the slots it is working on. The state
-    /// is on disk before any command starts: a crash after this point re-issues them.
-    fn drive_executor(
+    /// is in the journal before any command starts: a crash after this point re-issues them.
+    /// A journal write Consul refuses (this daemon was deposed) starts nothing and steps down.
+    async fn drive_executor(
         self: &Arc<Self>,
         seen: Option<(&Cluster, &[NodeHealth])>,
     ) -> Result<BTreeSet<(String, u64)>, ReconcileError> {
+        let _turn = self.turn.lock().await;
         let now = now_ms();
-        let (work, busy, notices) = {
+        let (work, busy, notices, state, generation) = {
             let mut ex = self.executor.lock().expect("executor lock");
             if let Some((cluster, health)) = seen {
                 ex.observe(
@@ -311,9 +322,7 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
             } else {
                 Vec::new()
             };
-            if let Some(j) = &self.journal {
-                j.save(ex.state())?;
-            }
+            let state = self.journal.as_ref().map(|_| failover::encode(ex.state()));
             let busy: BTreeSet<(String, u64)> =
                 ex.busy_slots().map(|(s, n)| (s.to_string(), n)).collect();
             let mut st = self.status.lock().expect("status lock");
@@ -325,10 +334,27 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
                 .map(|f| format!("{:?}", f.command))
                 .collect();
             self.metrics.observe_failovers(ex.history());
-            (work, busy, ex.take_notices())
+            (
+                work,
+                busy,
+                ex.take_notices(),
+                state,
+                self.generation.load(Ordering::SeqCst),
+            )
         };
         for n in notices {
             log_notice(&n);
+        }
+        // The executor's lock is released: the write (a Consul call, with --consul) blocks no
+        // one, and `turn` keeps the next state from being written before this one.
+        if let (Some(j), Some(state)) = (&self.journal, state)
+            && let Err(e) = j.save(&state).await
+        {
+            if let JournalError::Deposed(why) = &e {
+                tracing::warn!(reason = %why, commands = work.len(), "failover journal write refused: no command started");
+                self.leadership.stand_by(None, Some(e.to_string()));
+            }
+            return Err(e.into());
         }
         for (id, command) in work {
             tracing::info!(id = id.0, ?command, "failover: issuing");
@@ -336,6 +362,7 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
             tokio::spawn(async move {
                 let outcome = failover::perform(&me.docker, me.control.as_ref(), &command).await;
                 let _ = me.completions.send(Completion {
+                    generation,
                     id,
                     command,
                     outcome,
@@ -343,6 +370,29 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
             });
         }
         Ok(busy)
+    }
+
+    /// Replaces the executor with the one the journal holds (`--consul`: on taking the lead, so
+    /// this daemon resumes the previous leader's commands in flight); a missing journal is a
+    /// fresh executor. Outcomes of the commands the replaced executor handed out are dropped.
+    async fn resume(&self) -> anyhow::Result<()> {
+        let Some(j) = &self.journal else {
+            return Ok(());
+        };
+        let _turn = self.turn.lock().await;
+        let state = j.load().await?;
+        match &state {
+            Some(st) => tracing::info!(
+                runs = st.runs.len(),
+                in_flight = st.inflight.len(),
+                "resuming the failover executor from its journal"
+            ),
+            None => tracing::info!("no failover journal yet: a fresh executor"),
+        }
+        let mut ex = self.executor.lock().expect("executor lock");
+        *ex = resumed_executor(state);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 
     /// The failure detector's verdict for each node of `cluster`: the heartbeats' where the
@@ -422,11 +472,18 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
                 }
             }
             self.metrics.executor_command(&c.command, &c.outcome);
+            if c.generation != self.generation.load(Ordering::SeqCst) {
+                tracing::info!(
+                    id = c.id.0,
+                    "failover: outcome of a command of the executor before the journal was read again; dropped (the journal's own is issued again)"
+                );
+                continue;
+            }
             self.executor
                 .lock()
                 .expect("executor lock")
                 .complete(c.id, c.outcome, now_ms());
-            if let Err(e) = self.drive_executor(None) {
+            if let Err(e) = self.drive_executor(None).await {
                 tracing::error!(error = %e, "failover: state not persisted");
             }
             self.wake.notify_one();
@@ -468,10 +525,33 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
                     .lock()
                     .expect("executor lock")
                     .set_active(false);
+                // Another daemon may lead and write the journal meanwhile: it is read again
+                // when this one leads (after any write in progress has ended).
+                if let Some(j) = &self.journal {
+                    let _turn = self.turn.lock().await;
+                    j.forget();
+                }
                 tokio::select! {
                     _ = &mut shutdown => break,
                     _ = self.leadership.gained() => {}
                     _ = tokio::time::sleep(self.config.resync) => {}
+                }
+                continue;
+            }
+            // With the journal in Consul: read it on taking the lead (and after any failed
+            // write), so this daemon carries on from what the previous leader wrote. Until it
+            // is read, nothing is done.
+            if self.journal.as_ref().is_some_and(Journal::needs_load)
+                && let Err(e) = self.resume().await
+            {
+                tracing::error!(error = %e, retry_in = ?backoff, "failover journal not read: this daemon does not act");
+                self.metrics.reconcile_errors.inc();
+                self.status.lock().expect("status lock").last_error = Some(format!("{e:#}"));
+                let wait = backoff;
+                backoff = (backoff * 2).min(self.config.max_backoff);
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(wait) => {}
                 }
                 continue;
             }
@@ -537,6 +617,27 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(self.config.max_backoff);
         }
+    }
+}
+
+/// The executor resumed from `state` (a fresh one without), with this daemon's configuration.
+fn resumed_executor(state: Option<executor::ExecutorState>) -> Executor {
+    // Swarm reschedules stateless tasks itself; Berth fails over the stateful slots.
+    let exec_config = executor::Config {
+        stateful_only: true,
+        history_limit: Some(500),
+        ..executor::Config::default()
+    };
+    match state {
+        Some(mut state) => {
+            state.config = exec_config;
+            let mut ex = Executor::from_state(state);
+            // Catch up from the world as it is now, as after any pause.
+            ex.set_active(false);
+            ex.set_active(true);
+            ex
+        }
+        None => Executor::new(exec_config),
     }
 }
 
