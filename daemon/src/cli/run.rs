@@ -193,6 +193,11 @@ pub fn run(a: RunArgs) -> Result<()> {
         let (mut consul_election, in_consul) = match &a.consul {
             Some(url) if !a.dry_run => {
                 let config = election_config(&a)?;
+                anyhow::ensure!(
+                    !a.journal_key.is_empty() && !a.journal_key.starts_with('/') && a.journal_key != a.leader_key,
+                    "--journal-key ({:?}) must be a KV path without a leading /, other than --leader-key",
+                    a.journal_key
+                );
                 let token = std::env::var("CONSUL_HTTP_TOKEN").ok().filter(|t| !t.is_empty());
                 let agent = crate::consul::Agent::new(url, token.clone(), CONSUL_CALL_TIMEOUT)
                     .with_context(|| format!("Consul at {url}"))?;
