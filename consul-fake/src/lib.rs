@@ -434,6 +434,17 @@ impl AgentState {
         true
     }
 
+    /// The entry at `key`, created empty at `index` if there is none.
+    fn entry(&mut self, key: String, index: u64) -> &mut KvEntry {
+        self.kv.entry(key).or_insert(KvEntry {
+            value: Vec::new(),
+            session: None,
+            lock_index: 0,
+            create_index: index,
+            modify_index: index,
+        })
+    }
+
     /// The session holding `key`, if any.
     pub fn holder(&self, key: &str) -> Option<&str> {
         self.kv.get(key)?.session.as_deref()
@@ -601,13 +612,7 @@ async fn kv_put(
             return axum::Json(json!(false)).into_response();
         }
         let index = st.next_index();
-        let e = st.kv.entry(key).or_insert(KvEntry {
-            value: Vec::new(),
-            session: None,
-            lock_index: 0,
-            create_index: index,
-            modify_index: index,
-        });
+        let e = st.entry(key, index);
         match &e.session {
             Some(other) if other != id => return axum::Json(json!(false)).into_response(),
             Some(_) => {}
@@ -633,13 +638,7 @@ async fn kv_put(
         };
     }
     let index = st.next_index();
-    let e = st.kv.entry(key).or_insert(KvEntry {
-        value: Vec::new(),
-        session: None,
-        lock_index: 0,
-        create_index: index,
-        modify_index: index,
-    });
+    let e = st.entry(key, index);
     e.value = body.to_vec();
     e.modify_index = index;
     axum::Json(json!(true)).into_response()
@@ -768,13 +767,7 @@ async fn txn(
             let Some(value) = unbase64(op.value.as_deref().unwrap_or("")) else {
                 return text(StatusCode::BAD_REQUEST, "Failed to parse body");
             };
-            let e = st.kv.entry(op.key.clone()).or_insert(KvEntry {
-                value: Vec::new(),
-                session: None,
-                lock_index: 0,
-                create_index: index,
-                modify_index: index,
-            });
+            let e = st.entry(op.key.clone(), index);
             e.value = value;
             e.modify_index = index;
         }
