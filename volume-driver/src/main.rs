@@ -326,10 +326,17 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter({
+            // The FUSE library logs every mount's negotiation at INFO; its warnings are kept.
+            let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+            let spec = if spec.contains("fuse_backend_rs") {
+                spec
+            } else {
+                format!("{spec},fuse_backend_rs=warn")
+            };
+            tracing_subscriber::EnvFilter::try_new(&spec)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        })
         .init();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -8,6 +8,7 @@
 //!   agent, and when it runs again it checks its lease (on the boot clock, which counted the
 //!   freeze) before serving them — an ended lease holds them until the mount is claimed again,
 //!   and a mount whose data moved meanwhile refuses them with `EIO`.
+//!
 //! The cost is one user-space hop per operation (BENCHMARKS.md, "Data path").
 
 mod fs;
