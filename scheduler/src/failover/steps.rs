@@ -181,6 +181,11 @@ fn node_down(before: &Prepared, x: &NodeId) -> Result<Vec<Step>, FailoverError> 
                     node: to.clone(),
                     why: why(p),
                 });
+                // The old task is stopped before the data is handed over: a node the managers
+                // still reach (its agent dead or hung) would otherwise keep it running, and
+                // writing, until Swarm gets round to it. On a node they cannot reach it is
+                // asked for and not waited on (the fence and the agent's lease stop it).
+                push(Action::StopTask { node: x.clone() });
                 push(match (mode, backend) {
                     (FailoverMode::Recreate, _) => Action::RecreateDataset {
                         dataset,
@@ -380,10 +385,14 @@ fn node_back(before: &Prepared, x: &NodeId) -> Result<Vec<Step>, FailoverError> 
                 node: node.clone(),
                 epoch,
             };
+            // The slot's old task, on the node its data leaves, stops before the data moves
+            // (as in a node-down plan).
+            let stop = |node: &NodeId| Action::StopTask { node: node.clone() };
             match &d.action {
                 DatasetAction::Create | DatasetAction::Keep => {}
                 DatasetAction::Move { from } => {
                     actions.insert(0, fence(from));
+                    actions.push(stop(from));
                     actions.push(Action::MoveDataset {
                         dataset: dataset.clone(),
                         from: from.clone(),
@@ -395,6 +404,7 @@ fn node_back(before: &Prepared, x: &NodeId) -> Result<Vec<Step>, FailoverError> 
                 }
                 DatasetAction::Promote { from } => {
                     actions.insert(0, fence(from));
+                    actions.push(stop(from));
                     actions.push(Action::PromoteStandby {
                         dataset: dataset.clone(),
                         from: from.clone(),
@@ -404,6 +414,7 @@ fn node_back(before: &Prepared, x: &NodeId) -> Result<Vec<Step>, FailoverError> 
                 }
                 DatasetAction::Recreate { lost } => {
                     actions.insert(0, fence(lost));
+                    actions.push(stop(lost));
                     actions.push(Action::RecreateDataset {
                         dataset: dataset.clone(),
                         node: to,
