@@ -70,7 +70,8 @@ pub enum Job {
 #[derive(Debug, Default)]
 pub struct Batch {
     /// The executor's state (JSON), to persist before any of `work` starts; `None` when it
-    /// has not changed since it was last persisted, or the driver keeps no journal.
+    /// has not changed since it was last persisted and there is no work, or the driver keeps
+    /// no journal.
     pub journal: Option<Vec<u8>>,
     pub work: Vec<Job>,
     /// The executor waits for an observation now.
@@ -124,10 +125,10 @@ impl Driver {
         match state {
             Some(mut state) => {
                 state.config = config;
-                self.offset = i128::from(state.last_time()) - i128::from(now);
                 self.persisted = self.journal.then(|| encode(&state));
                 self.exec = Executor::from_state(state);
                 self.exec.catch_up();
+                self.rebase_clock(now);
             }
             None => {
                 self.offset = 0;
@@ -135,6 +136,12 @@ impl Driver {
                 self.exec = Executor::new(config);
             }
         }
+    }
+
+    /// The caller's clock was replaced (another process's, a test's): the executor's time goes
+    /// on from its last instant, at the new clock's `now`.
+    pub fn rebase_clock(&mut self, now: u64) {
+        self.offset = i128::from(self.exec.state().last_time()) - i128::from(now);
     }
 
     /// The executor's time at the caller's time `now` (never before the state's last instant).
@@ -244,11 +251,13 @@ impl Driver {
             }
             Timers::Queued => self.exec.next_work(),
         };
+        // Written when it changed, and before any command starts even if it did not: with a
+        // shared journal the write is also what proves this caller still leads.
         let journal = if self.journal {
             let state = encode(self.exec.state());
-            let changed = self.persisted.as_deref() != Some(&state[..]);
-            self.pending = changed.then(|| state.clone());
-            changed.then_some(state)
+            let write = !work.is_empty() || self.persisted.as_deref() != Some(&state[..]);
+            self.pending = write.then(|| state.clone());
+            write.then_some(state)
         } else {
             None
         };
