@@ -176,8 +176,11 @@ async fn once<D: DockerApi, C: ControlApi>(
             node,
             wait_ms,
         } => {
-            let wait = wait_ms.map(Duration::from_millis);
-            stop_slot(docker, clock, service, *slot, &node.0, wait).await
+            let lost = match wait_ms {
+                Some(ms) => Some(lost_wait(control, &node.0, *ms).await),
+                None => None,
+            };
+            stop_slot(docker, clock, service, *slot, &node.0, lost).await
         }
         Command::StartSlot {
             service,
@@ -192,6 +195,26 @@ async fn observe<D: DockerApi>(docker: &D) -> Result<Observed, Attempt> {
     Ok(Observed::new(docker.state().await.map_err(Attempt::from)?))
 }
 
+/// How long a lost node's stop may be waited for: `bound_ms`, cut to when the node's lease at
+/// the control service ends (its agent, if alive, has stopped the task by then, and the fence
+/// that follows waits for that end anyway). Without an answer on the lease, the bound alone.
+async fn lost_wait<C: ControlApi>(control: Option<&C>, node: &str, bound_ms: u64) -> Duration {
+    let lease_left = match control {
+        Some(c) => match c.liveness().await {
+            Ok(nodes) => nodes
+                .iter()
+                .find(|n| n.node == node)
+                .map(|n| n.lease_expires_in_ms),
+            Err(e) => {
+                tracing::debug!(error = %e, %node, "lease not read: the stop waits its bound");
+                None
+            }
+        },
+        None => None,
+    };
+    Duration::from_millis(lease_left.map_or(bound_ms, |l| l.min(bound_ms)))
+}
+
 /// Scales the slot's service to 0 — the service stays, pinned to its node, so the slot is still
 /// counted there until it starts elsewhere (`start_slot` replaces the service then) — and waits
 /// to see its task stop:
@@ -200,7 +223,8 @@ async fn observe<D: DockerApi>(docker: &D) -> Result<Observed, Attempt> {
 ///   at most [`START_WITHIN`]; then the command fails and its lane is dropped.
 /// - `lost: Some(bound)` (the node was declared lost): until Swarm reports the task on `node`
 ///   not running, or `node` not Ready (Swarm cannot reach it to stop it: the volume's fence
-///   and the agent's lease are what stop it then), or `bound` passed; then done.
+///   and the agent's lease are what stop it then), or `bound` passed ([`lost_wait`]: at most
+///   the executor's bound, cut to the node's lease end); then done.
 ///
 /// A replay finds the service at 0 replicas already and only waits.
 async fn stop_slot<D: DockerApi>(

@@ -260,15 +260,17 @@ impl DockerApi for FakeSwarm {
 }
 
 /// The volume control service: one `shared` volume held by w1 at epoch 3; w1's agent is
-/// silent, w2's heartbeats.
+/// silent from the start, and its lease ends at `lease_end` (ms of the test's clock); w2's
+/// agent heartbeats. A fence waits for the lease (423, as the real one).
 struct FakeControl {
     volumes: Mutex<Vec<VolumeRecord>>,
+    lease_end: u64,
     clock: Arc<ManualClock>,
     log: Log,
 }
 
 impl FakeControl {
-    fn new(clock: Arc<ManualClock>, log: Log) -> FakeControl {
+    fn new(lease_end: u64, clock: Arc<ManualClock>, log: Log) -> FakeControl {
         let record: VolumeRecord = from_json(json!({
             "name": "db-1", "dataset_id": "d1", "epoch": 3, "primary": "w1",
             "fenced_from": null, "backend": "shared", "mounted_on": "w1", "standbys": [],
@@ -277,6 +279,7 @@ impl FakeControl {
         }));
         FakeControl {
             volumes: Mutex::new(vec![record]),
+            lease_end,
             clock,
             log,
         }
@@ -293,18 +296,27 @@ impl ControlApi for FakeControl {
     }
 
     async fn liveness(&self) -> Result<Vec<NodeLiveness>, ControlError> {
+        let lease_left = self.lease_end.saturating_sub(self.clock.now_ms());
         let n = |node: &str, alive: bool| NodeLiveness {
             node: node.into(),
             host: node.into(),
             alive,
-            last_heartbeat_age_ms: Some(if alive { 200 } else { 6_000 }),
-            lease_expires_in_ms: if alive { 4_800 } else { 0 },
+            last_heartbeat_age_ms: Some(if alive { 200 } else { 3_000 }),
+            lease_expires_in_ms: if alive { 4_800 } else { lease_left },
             dead: false,
         };
         Ok(vec![n("w1", false), n("w2", true)])
     }
 
     async fn fence(&self, name: &str, node: &str, expect_epoch: u64) -> Result<u64, ControlError> {
+        self.note(format!("fence attempt {name}"));
+        let lease_left = self.lease_end.saturating_sub(self.clock.now_ms());
+        if lease_left > 0 {
+            return Err(ControlError::NotYet {
+                reason: format!("{node}'s lease runs"),
+                retry_after: Some(Duration::from_millis(lease_left)),
+            });
+        }
         self.note(format!("fence {name} from {node} at {expect_epoch}"));
         let mut vols = self.volumes.lock().unwrap();
         let v = vols.iter_mut().find(|v| v.name == name).expect("a volume");
@@ -356,11 +368,15 @@ async fn settle() {
 
 /// Runs the controller for `total` of the test's clock, in 50 ms steps; returns the log and
 /// the swarm as they end.
-async fn run_failover(w1: W1, total: Duration) -> (Vec<(u64, String)>, Arc<FakeSwarm>) {
+async fn run_failover(
+    w1: W1,
+    lease_end: u64,
+    total: Duration,
+) -> (Vec<(u64, String)>, Arc<FakeSwarm>) {
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let log: Log = Arc::default();
     let swarm = Arc::new(FakeSwarm::new(w1, clock.clone(), log.clone()));
-    let control = FakeControl::new(clock.clone(), log.clone());
+    let control = FakeControl::new(lease_end, clock.clone(), log.clone());
     let controller = Arc::new(
         Controller::with_control(
             Shared(swarm.clone()),
@@ -423,29 +439,41 @@ fn at(log: &[(u64, String)], prefix: &str) -> (usize, u64) {
         .unwrap_or_else(|| panic!("no `{prefix}` in {log:#?}"))
 }
 
+/// What happened, fence attempts left out.
 fn what(log: &[(u64, String)]) -> Vec<&str> {
-    log.iter().map(|(_, w)| w.as_str()).collect()
+    log.iter()
+        .map(|(_, w)| w.as_str())
+        .filter(|w| !w.starts_with("fence attempt"))
+        .collect()
 }
+
+/// w1's lease, from its last heartbeat: it ends 4 s into the test.
+const LEASE_END: u64 = 4_000;
 
 #[tokio::test]
 async fn a_node_swarm_still_reaches_has_its_task_stopped_before_the_slot_starts_elsewhere() {
-    let (log, swarm) = run_failover(W1::StopsTask, Duration::from_secs(10)).await;
+    let (log, swarm) = run_failover(W1::StopsTask, LEASE_END, Duration::from_secs(10)).await;
     assert_eq!(
         what(&log),
         [
             "label w1 berth.fenced=Some(\"true\")",
-            "fence db-1 from w1 at 3",
             "update app_db-1 to 0 replicas",
+            "fence db-1 from w1 at 3",
             "assign db-1 to w2 at 4 (Move)",
             "remove slot1",
             "create app_db-1 on w2",
         ],
         "{log:#?}"
     );
-    // Swarm stopped the old task when asked; nothing waited longer than that.
+    // Swarm stopped the old task at once; the fence then waited for w1's lease, as ever: the
+    // stop cost no time.
+    let (_, fence) = at(&log, "fence db-1");
+    assert_eq!(fence, LEASE_END);
     let (_, stop) = at(&log, "update app_db-1 to 0");
-    let (_, assign) = at(&log, "assign");
-    assert_eq!(assign, stop, "the stop was seen at once");
+    let (_, tried) = at(&log, "fence attempt");
+    assert_eq!(tried, stop, "the stop was seen at once");
+    let (_, create) = at(&log, "create");
+    assert_eq!(create, LEASE_END);
     assert!(!swarm.task_runs("slot1", "w1"));
     let st = swarm.state.lock().unwrap().clone();
     let new = st
@@ -458,33 +486,57 @@ async fn a_node_swarm_still_reaches_has_its_task_stopped_before_the_slot_starts_
 }
 
 #[tokio::test]
-async fn a_task_not_seen_to_stop_is_waited_for_a_lease_and_no_longer() {
-    let (log, swarm) = run_failover(W1::Hangs, Duration::from_secs(15)).await;
+async fn a_task_not_seen_to_stop_is_waited_for_until_the_lease_ends() {
+    let (log, swarm) = run_failover(W1::Hangs, LEASE_END, Duration::from_secs(10)).await;
     let (i_stop, stop) = at(&log, "update app_db-1 to 0");
-    let (i_assign, assign) = at(&log, "assign");
+    let (i_fence, fence) = at(&log, "fence attempt");
     let (i_create, _) = at(&log, "create app_db-1 on w2");
-    assert!(i_stop < i_assign && i_assign < i_create, "{log:#?}");
-    let waited = assign - stop;
-    let bound = Config::default().stop_wait.as_millis() as u64;
+    assert!(i_stop < i_fence && i_fence < i_create, "{log:#?}");
+    assert!(stop < LEASE_END);
     assert!(
-        (bound..bound + 300).contains(&waited),
-        "waited {waited} ms for a stop Swarm never reported; the bound is {bound} ms"
+        (LEASE_END..LEASE_END + 300).contains(&fence),
+        "the stop was waited for until w1's lease ended ({LEASE_END} ms), then the fence \
+         went through: {log:#?}"
     );
     assert!(
         swarm.task_runs("slot1", "w1"),
-        "the fake's hung task is still reported running: the bound, not a stop, ended the wait"
+        "the fake's hung task is still reported running: the lease, not a stop, ended the wait"
+    );
+}
+
+#[tokio::test]
+async fn a_task_not_seen_to_stop_is_waited_for_no_longer_than_the_bound() {
+    // The control service counts w1's lease for much longer (it restarted and gives every
+    // node a full lease): the stop's own bound ends the wait, the fence then waits the rest.
+    let lease_end = 12_000;
+    let (log, _) = run_failover(W1::Hangs, lease_end, Duration::from_secs(15)).await;
+    let (_, stop) = at(&log, "update app_db-1 to 0");
+    let (_, fence) = at(&log, "fence db-1");
+    let bound = Config::default().stop_wait.as_millis() as u64;
+    assert!(fence >= lease_end, "{log:#?}");
+    let waited = log
+        .iter()
+        .find(|(_, w)| w.starts_with("fence attempt"))
+        .map(|(t, _)| t - stop);
+    assert_eq!(
+        waited.map(|w| (bound..bound + 300).contains(&w)),
+        Some(true),
+        "the stop waited its bound ({bound} ms), no longer: {log:#?}"
     );
 }
 
 #[tokio::test]
 async fn a_node_swarm_cannot_reach_is_not_waited_on() {
-    let (log, _) = run_failover(W1::Down, Duration::from_secs(10)).await;
-    let (i_stop, stop) = at(&log, "update app_db-1 to 0");
-    let (i_assign, assign) = at(&log, "assign");
-    assert!(i_stop < i_assign, "{log:#?}");
+    let (log, _) = run_failover(W1::Down, 12_000, Duration::from_secs(15)).await;
+    let (_, stop) = at(&log, "update app_db-1 to 0");
+    let over = log
+        .iter()
+        .find(|(_, w)| w.starts_with("fence attempt"))
+        .map(|(t, _)| *t);
     assert_eq!(
-        assign, stop,
-        "w1 is Down for Swarm: its task cannot be stopped, so it is not waited for"
+        over,
+        Some(stop),
+        "w1 is Down for Swarm: its task cannot be stopped, so it is not waited for: {log:#?}"
     );
     at(&log, "create app_db-1 on w2");
 }

@@ -80,8 +80,10 @@ pub enum Command {
     ///   command, which drops the lane.
     /// - `wait_ms: Some(bound)` — `node` was declared lost: wait until Swarm reports the task
     ///   not running, or `node` not Ready (Swarm can no longer stop it; the volume's fence and
-    ///   the agent's lease do), or `bound` ms passed, whichever comes first; then done. Never
-    ///   longer than `bound` (at most one lease): a dead node must not hold its slot hostage.
+    ///   the agent's lease do), or the node's lease at the control service has ended (a live
+    ///   agent has stopped the task by then; the fence that follows waits for that end
+    ///   anyway), or `bound` ms passed, whichever comes first; then done. Never longer than
+    ///   `bound` (one lease): a dead node must not hold its slot hostage.
     StopSlot {
         service: String,
         slot: u64,

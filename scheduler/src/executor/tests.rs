@@ -474,8 +474,8 @@ fn paused_executor_catches_up_after() {
     let cmds = exec.next(5);
     assert!(
         cmds.iter()
-            .any(|(_, c)| matches!(c, Command::Fence { volume, .. } if volume == "files-1")),
-        "{cmds:?}"
+            .any(|(_, c)| matches!(c, Command::StopSlot { service, .. } if service == "files")),
+        "the first step of the lost node's move: {cmds:?}"
     );
 }
 

@@ -171,21 +171,29 @@ fn node_down(before: &Prepared, x: &NodeId) -> Result<Vec<Step>, FailoverError> 
             }
             (mode, backend, Some(p)) => {
                 let to = p.node.clone();
-                push(fence);
+                // The old task is stopped before the data is handed over: on a node the
+                // managers still reach (its agent dead or hung) it would otherwise run, and
+                // write, until Swarm gets round to it. Its wait — until the task is seen
+                // stopped, the node is no longer Ready, or the node's lease ends — runs while
+                // the fence would wait for that lease anyway, so it costs no time. A `recreate`
+                // member is stopped only once its grace is over: a node back in time keeps it.
+                let stop = Action::StopTask { node: x.clone() };
                 if mode == FailoverMode::Recreate {
+                    push(fence);
                     push(Action::WaitGrace {
                         seconds: st.recreate_grace_secs,
                     });
+                } else {
+                    push(stop.clone());
+                    push(fence);
                 }
                 push(Action::ChooseTarget {
                     node: to.clone(),
                     why: why(p),
                 });
-                // The old task is stopped before the data is handed over: a node the managers
-                // still reach (its agent dead or hung) would otherwise keep it running, and
-                // writing, until Swarm gets round to it. On a node they cannot reach it is
-                // asked for and not waited on (the fence and the agent's lease stop it).
-                push(Action::StopTask { node: x.clone() });
+                if mode == FailoverMode::Recreate {
+                    push(stop);
+                }
                 push(match (mode, backend) {
                     (FailoverMode::Recreate, _) => Action::RecreateDataset {
                         dataset,

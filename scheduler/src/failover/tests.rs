@@ -80,11 +80,11 @@ fn node_down_plan_per_mode() {
     let want: Vec<(u32, Option<u64>, String)> = [
         // Dependencies first: mongo, cache, files, ledger (depth 0) before api (depth 1).
         (0, 1, "cache:wait-for-node"),
+        // The old task stops before its data moves (on a node Swarm still reaches, it would
+        // otherwise keep writing), while the fence would wait for its lease anyway.
+        (0, 1, "files:stop-task"),
         (0, 1, "files:fence"),
         (0, 1, "files:choose-target"),
-        // The old task stops before its data moves (on a node Swarm still reaches, it would
-        // otherwise keep writing).
-        (0, 1, "files:stop-task"),
         (0, 1, "files:move-dataset"),
         (0, 1, "files:start-task"),
         (0, 1, "ledger:wait-for-operator"),
