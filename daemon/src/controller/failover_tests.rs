@@ -540,3 +540,28 @@ async fn a_node_swarm_cannot_reach_is_not_waited_on() {
     );
     at(&log, "create app_db-1 on w2");
 }
+
+/// A stop re-issued after a crash (the journal said it was in flight) changes nothing: the
+/// service is at 0 replicas already, and the stop is seen at once.
+#[tokio::test]
+async fn a_replayed_stop_is_a_no_op() {
+    let clock = Arc::new(ManualClock::new(0));
+    let log: Log = Arc::default();
+    let swarm = FakeSwarm::new(W1::StopsTask, clock.clone(), log.clone());
+    let control = FakeControl::new(LEASE_END, clock.clone(), log.clone());
+    let stop = ExecCommand::StopSlot {
+        service: "app_db".into(),
+        slot: 1,
+        node: berth_scheduler::model::NodeId::new("w1"),
+        wait_ms: Some(5_000),
+    };
+    for _ in 0..2 {
+        let out = failover::perform(&swarm, Some(&control), clock.as_ref(), &stop).await;
+        assert_eq!(out, Outcome::Done);
+    }
+    assert_eq!(
+        what(&log.lock().unwrap()),
+        ["update app_db-1 to 0 replicas"]
+    );
+    assert!(!swarm.task_runs("slot1", "w1"));
+}
