@@ -1,12 +1,14 @@
-//! The simulator as one backend of the engine's executor (`berth_scheduler::executor`): each
-//! [`Command`] takes a modelled time, then takes effect on the world and its [`Outcome`] goes
-//! back to the executor through the event queue — the same executor `berth run` drives
-//! against Docker and the volume control service.
+//! The simulator as one backend of the engine's executor (`berth_scheduler::executor`), run by
+//! the same `Driver` as `berth run`'s: each [`Command`] takes a modelled time, then takes
+//! effect on the world and its [`Outcome`] goes back to the driver through the event queue;
+//! each timer the driver arms is an event at its time; when the driver waits for an
+//! observation, it gets one.
 //!
 //! | command | duration |
 //! |---|---|
 //! | fence | `berth.fence`, after what is left of the node's lease (`berth.fence_lease` from its last contact): the control service refuses a fence before |
-//! | stop-slot | `berth.stop_latency` |
+//! | stop-slot, node up (drain, node back) | `berth.stop_latency` |
+//! | stop-slot, node lost | the first of: the stop seen (`berth.stop_latency`, if the managers reach the node), the node DOWN for Swarm (at once), the node's lease over (`berth.fence_lease` from its last contact); at most `berth.fence_lease` |
 //! | (timer) `recreate` grace | the service's `berth.recreate-grace` |
 //! | (timer) target choice | `berth.plan` (the executor's `decide_ms`) |
 //! | assign move, shared | `berth.attach` |
@@ -19,8 +21,8 @@
 //! A node label set or cleared outside a plan, and a re-admission, take effect at once.
 
 use berth_scheduler::executor::{
-    Actor, AssignMode, Command, CommandId, FailedTask, NodeHealth, Notice, Observation, Outcome,
-    RunKind, Work,
+    Actor, AssignMode, Command, FailedTask, Job, NodeHealth, Notice, Observation, Outcome, RunKind,
+    Ticket,
 };
 use berth_scheduler::failover::Event;
 
@@ -75,7 +77,7 @@ impl Sim<'_> {
             health: Some(&health),
             failed: &failed,
         };
-        self.exec.observe(self.now, obs);
+        self.driver.observe(self.now, obs);
         self.pump();
     }
 
@@ -83,7 +85,7 @@ impl Sim<'_> {
     pub fn run_plan(&mut self, event: Event, by: Actor) {
         self.view(true);
         let stateful_only = by == Actor::Operator;
-        self.exec
+        self.driver
             .run_plan(self.now, &self.view_berth, event, stateful_only, by);
         self.pump();
     }
@@ -93,26 +95,30 @@ impl Sim<'_> {
     pub fn pump(&mut self) {
         loop {
             self.take_notices();
-            let work = self.exec.next_work();
-            if work.is_empty() {
-                if self.exec.wants_observation() {
+            let batch = self.driver.poll(self.now);
+            if batch.work.is_empty() {
+                if batch.observe {
                     self.observe();
                 }
                 return;
             }
-            for w in work {
-                match w {
-                    Work::Timer(id, at) => self.q.push(at, Ev::Timer { id }),
-                    Work::Command(id, cmd) => {
-                        let origin = self.exec.origin(id).map(|(r, l, k)| (r, l, k.clone()));
+            for job in batch.work {
+                match job {
+                    Job::Timer(id, at) => self.q.push(at, Ev::Timer { id }),
+                    Job::Command(ticket, cmd) => {
+                        let origin = self
+                            .driver
+                            .executor()
+                            .origin(ticket.id)
+                            .map(|(r, l, k)| (r, l, k.clone()));
                         match origin {
                             None | Some((_, _, RunKind::Readmit)) => {
-                                let out = self.perform(id, &cmd, origin.is_some());
-                                self.complete(id, out);
+                                let out = self.perform(ticket, &cmd, origin.is_some());
+                                self.complete(ticket, out);
                             }
                             Some((run, lane, _)) => {
                                 let d = self.command_ms(run, lane, &cmd);
-                                self.q.push(self.now + d, Ev::Command { id });
+                                self.q.push(self.now + d, Ev::Command { ticket });
                             }
                         }
                     }
@@ -122,31 +128,34 @@ impl Sim<'_> {
     }
 
     /// A command's modelled time is over: it takes effect.
-    pub fn on_command(&mut self, id: CommandId) {
-        let Some(cmd) = self
-            .exec
-            .state()
-            .inflight
-            .get(&id)
-            .map(|f| f.command.clone())
-        else {
+    pub fn on_command(&mut self, ticket: Ticket) {
+        if !self.driver.is_awaited(ticket) {
             // Its run was dropped (a scheduler restart).
             return;
+        }
+        let Some(cmd) = self
+            .driver
+            .state()
+            .inflight
+            .get(&ticket.id)
+            .map(|f| f.command.clone())
+        else {
+            return;
         };
-        let out = self.perform(id, &cmd, false);
-        self.complete(id, out);
+        let out = self.perform(ticket, &cmd, false);
+        self.complete(ticket, out);
         self.pump();
     }
 
-    fn complete(&mut self, id: CommandId, out: Outcome) {
-        if self.exec.complete(id, out, self.now) {
+    fn complete(&mut self, ticket: Ticket, out: Outcome) {
+        if self.driver.complete(ticket, out, self.now) {
             // Once this lane has released the slot (same instant, later in the queue).
             self.q.push(self.now, Ev::Retry);
         }
     }
 
     fn take_notices(&mut self) {
-        for n in self.exec.take_notices() {
+        for n in self.driver.take_notices() {
             match n {
                 Notice::Planned { .. } => self.metrics.engine_calls += 1,
                 Notice::PlanFailed { event, error } => {
@@ -233,24 +242,28 @@ impl Sim<'_> {
         match cmd {
             // The control service refuses the fence (423) while the node's lease runs — its
             // agent stops the node's containers before it ends — and takes it right after.
-            Command::Fence { node, .. } => {
-                // The lease counts from the node's last heartbeat before it was lost.
-                let lease_left = self
+            Command::Fence { node, .. } => self.lease_left(node) + bt.fence,
+            Command::StopSlot { wait_ms: None, .. } => bt.stop_latency,
+            // A lost node's stop: waited for until seen, until Swarm marks the node DOWN, or
+            // until its lease ends, at most the bound.
+            Command::StopSlot {
+                node,
+                wait_ms: Some(bound),
+                ..
+            } => {
+                let rt = self
                     .node_index(node.as_str())
-                    .and_then(|n| {
-                        let rt = &self.nodes[n as usize];
-                        let lost = rt.lost_at?;
-                        let phase = rt.berth_phase;
-                        Some(if lost >= phase {
-                            phase + (lost - phase) / bt.heartbeat * bt.heartbeat
-                        } else {
-                            0
-                        })
-                    })
-                    .map_or(0, |last| (last + bt.fence_lease).saturating_sub(self.now));
-                lease_left + bt.fence
+                    .map(|n| &self.nodes[n as usize]);
+                let until = match rt {
+                    None => 0,
+                    Some(rt) if rt.swarm_down => 0,
+                    // The managers reach it: Swarm stops the task; its lease is being renewed.
+                    Some(rt) if rt.in_contact() => bt.stop_latency,
+                    // Swarm still says Ready but cannot reach it: never seen stopped.
+                    Some(_) => self.lease_left(node),
+                };
+                until.min(*bound)
             }
-            Command::StopSlot { .. } => bt.stop_latency,
             Command::PreCopy { volume, .. } => {
                 let d = self.volume(volume);
                 let size = d.map(|d| self.datasets[d as usize].size_bytes).unwrap_or(0);
@@ -280,6 +293,24 @@ impl Sim<'_> {
         }
     }
 
+    /// What is left of a node's lease at the control service: it counts from the node's last
+    /// heartbeat before it lost contact (0 for a node in contact, as the fence has it).
+    fn lease_left(&self, node: &berth_scheduler::model::NodeId) -> Ms {
+        let bt = &self.scn.berth;
+        self.node_index(node.as_str())
+            .and_then(|n| {
+                let rt = &self.nodes[n as usize];
+                let lost = rt.lost_at?;
+                let phase = rt.berth_phase;
+                Some(if lost >= phase {
+                    phase + (lost - phase) / bt.heartbeat * bt.heartbeat
+                } else {
+                    0
+                })
+            })
+            .map_or(0, |last| (last + bt.fence_lease).saturating_sub(self.now))
+    }
+
     fn volume(&self, name: &str) -> Option<u32> {
         self.volumes.get(name).copied()
     }
@@ -298,8 +329,12 @@ impl Sim<'_> {
     }
 
     /// The command takes effect on the world.
-    fn perform(&mut self, id: CommandId, cmd: &Command, readmit: bool) -> Outcome {
-        let key = self.exec.origin(id).map(|(r, l, _)| (r, l));
+    fn perform(&mut self, ticket: Ticket, cmd: &Command, readmit: bool) -> Outcome {
+        let key = self
+            .driver
+            .executor()
+            .origin(ticket.id)
+            .map(|(r, l, _)| (r, l));
         match cmd {
             Command::SetFenceLabel { node } | Command::ClearFenceLabel { node } => {
                 if let Some(n) = self.node_index(node.as_str()) {
@@ -329,12 +364,19 @@ impl Sim<'_> {
                 service,
                 slot,
                 node,
+                wait_ms,
             } => {
                 let (Some(s), Some(n)) =
                     (self.slot_of(service, *slot), self.node_index(node.as_str()))
                 else {
                     return Outcome::Done;
                 };
+                if wait_ms.is_some() && !self.nodes[n as usize].in_contact() {
+                    // A lost node Swarm cannot reach: nothing stops there now. Its slot stays
+                    // pinned to it (the service scaled to 0), and its task is retired when the
+                    // slot starts elsewhere, as before the stop step.
+                    return Outcome::Done;
+                }
                 let victims: Vec<u32> = self.slots[s as usize]
                     .tasks
                     .iter()

@@ -108,7 +108,7 @@ impl Sim<'_> {
                 self.log_event("fault: managers lose quorum".into());
                 self.markers.push((self.now, "quorum lost".into()));
                 self.quorum = false;
-                self.exec.set_active(false);
+                self.driver.set_active(false);
             }
             FaultAction::QuorumBack => {
                 if self.quorum {
@@ -143,8 +143,8 @@ impl Sim<'_> {
                 );
                 self.markers.push((self.now, "scheduler restart".into()));
                 self.scheduler_up = false;
-                self.exec.abandon_all(self.now);
-                self.exec.set_active(false);
+                self.driver.abandon_all(self.now);
+                self.driver.set_active(false);
             }
             FaultAction::SchedulerUp => {
                 if self.policy != PolicyKind::Berth || self.scheduler_up {

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use berth_scheduler::executor::{CommandId, TimerId};
+use berth_scheduler::executor::{Ticket, TimerId};
 
 use crate::faults::FaultAction;
 
@@ -47,7 +47,7 @@ pub enum Ev {
     },
     /// An executor command's modelled time is over.
     Command {
-        id: CommandId,
+        ticket: Ticket,
     },
     /// An executor timer is due (a `recreate` grace, a target choice).
     Timer {

@@ -103,9 +103,9 @@ impl Sim<'_> {
                 generation,
                 drain,
             } => policy::manual::on_operator(self, node, generation, drain),
-            Ev::Command { id } => self.on_command(id),
+            Ev::Command { ticket } => self.on_command(ticket),
             Ev::Timer { id } => {
-                self.exec.fire(id, self.now);
+                self.driver.fire(id, self.now);
                 self.pump();
             }
             Ev::Retry => policy::berth::retry_dropped(self),

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use berth_scheduler::constraint::{self, Constraint};
-use berth_scheduler::executor::{self, Executor, StandbyFacts};
+use berth_scheduler::executor::{self, Driver, StandbyFacts, Timers};
 use berth_scheduler::model::{Backend, Cluster, FailoverMode};
 use berth_scheduler::schedule;
 
@@ -39,8 +39,10 @@ pub struct Sim<'a> {
     pub copies: Vec<CopyRt>,
     pub quorum: bool,
     pub scheduler_up: bool,
-    /// The engine's failover executor (Berth's, or the operator following its plans).
-    pub exec: Executor,
+    /// The engine's failover executor (Berth's, or the operator following its plans), in the
+    /// driver `berth run` uses too; the simulator's event queue runs its timers, and it keeps
+    /// no journal (a scheduler restart here is one without state).
+    pub driver: Driver,
     /// Per executor lane (run, lane): the copy its start mounts, and the acknowledged writes
     /// when its pre-copy started (the delta is what came after).
     pub lane_copy: BTreeMap<(u64, u32), u32>,
@@ -134,13 +136,19 @@ impl<'a> Sim<'a> {
             copies: Vec::new(),
             quorum: true,
             scheduler_up: true,
-            exec: Executor::new(executor::Config {
-                incremental: bt.incremental,
-                decide_ms: bt.plan,
-                reconcile: policy == PolicyKind::Berth,
-                stateful_only: false,
-                history_limit: None,
-            }),
+            driver: Driver::new(
+                executor::Config {
+                    incremental: bt.incremental,
+                    decide_ms: bt.plan,
+                    reconcile: policy == PolicyKind::Berth,
+                    stateful_only: false,
+                    history_limit: None,
+                    // A lost node's stop is waited for at most the control service's lease.
+                    stop_wait_ms: bt.fence_lease,
+                },
+                Timers::Queued,
+                false,
+            ),
             lane_copy: BTreeMap::new(),
             lane_mark: BTreeMap::new(),
             volumes: BTreeMap::new(),

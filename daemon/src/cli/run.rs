@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
-use crate::controller::failover::Journal;
+use crate::controller::journal::Journal;
 use crate::controller::{Config, Controller};
 use crate::docker::BollardDocker;
 use crate::metrics::Metrics;
@@ -205,7 +205,7 @@ pub fn run(a: RunArgs) -> Result<()> {
                 let elector = crate::consul::election::Elector::new(agent, config, leadership.clone());
                 let agent = crate::consul::Agent::new(url, token, CONSUL_CALL_TIMEOUT)
                     .with_context(|| format!("Consul at {url}"))?;
-                let journal = Journal::consul(crate::consul::journal::ConsulJournal::new(
+                let journal = Journal::store(crate::consul::journal::ConsulJournal::new(
                     agent,
                     &a.journal_key,
                     &a.leader_key,

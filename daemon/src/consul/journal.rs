@@ -14,10 +14,11 @@ use std::sync::Mutex;
 
 use berth_scheduler::executor::ExecutorState;
 use berth_volume::consul::TxnOp;
+use futures_util::future::BoxFuture;
 
 use super::Agent;
 use super::election::SharedSession;
-use crate::controller::failover::JournalError;
+use crate::controller::journal::{JournalError, JournalStore};
 
 /// The journal key, with the leader key and the session that fence its writes.
 pub struct ConsulJournal {
@@ -44,18 +45,30 @@ impl ConsulJournal {
     fn index(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
-    pub fn needs_load(&self) -> bool {
+impl JournalStore for ConsulJournal {
+    fn needs_load(&self) -> bool {
         self.index().is_none()
     }
 
-    pub fn forget(&self) {
+    fn forget(&self) {
         *self.index() = None;
     }
 
     /// `GET /v1/kv/<key>`: the state, `None` for a missing key. A value that is not an
     /// executor state is an error, and the journal stays unread.
-    pub async fn load(&self) -> anyhow::Result<Option<ExecutorState>> {
+    fn load(&self) -> BoxFuture<'_, anyhow::Result<Option<ExecutorState>>> {
+        Box::pin(self.read())
+    }
+
+    fn save<'a>(&'a self, state: &'a [u8]) -> BoxFuture<'a, Result<(), JournalError>> {
+        Box::pin(self.write(state))
+    }
+}
+
+impl ConsulJournal {
+    async fn read(&self) -> anyhow::Result<Option<ExecutorState>> {
         let got = self
             .agent
             .consul()
@@ -79,9 +92,9 @@ impl ConsulJournal {
 
     /// One transaction: the session still holds the leader key, and the journal is as this
     /// daemon last saw it; then it holds `state`.
-    pub async fn save(&self, state: &[u8]) -> Result<(), JournalError> {
+    async fn write(&self, state: &[u8]) -> Result<(), JournalError> {
         let Some(index) = *self.index() else {
-            return Err(JournalError::Consul(format!(
+            return Err(JournalError::Unavailable(format!(
                 "the failover journal ({}) was not read since this daemon took the lead",
                 self.key
             )));
@@ -111,7 +124,7 @@ impl ConsulJournal {
                     .find(|(k, _)| *k == self.key)
                     .map(|(_, i)| i)
                     .ok_or_else(|| {
-                        JournalError::Consul(format!(
+                        JournalError::Unavailable(format!(
                             "the transaction on {} succeeded but its answer has no ModifyIndex \
                              for the key",
                             self.key
@@ -129,7 +142,7 @@ impl ConsulJournal {
                  leader wrote it ({})",
                 self.key, f.what
             ))),
-            Err(e) => Err(JournalError::Consul(e.to_string())),
+            Err(e) => Err(JournalError::Unavailable(e.to_string())),
         }
     }
 }

@@ -1,124 +1,19 @@
-//! Failover in `berth run`: the engine's executor (`berth_scheduler::executor`, the one the
-//! simulator runs too) decides; this module carries its commands out against Docker and the
-//! volume control service, and keeps its state on disk so a daemon killed mid-failover
-//! resumes where it stopped. Every command is one idempotent call with the epoch as
-//! precondition, so a command re-issued after a crash has no second effect.
+//! Failover in `berth run`: the engine's executor (`berth_scheduler::executor`, driven by the
+//! same `Driver` as in the simulator) decides; this module carries its commands out against
+//! Docker and the volume control service. Every command is one idempotent call with the epoch
+//! as precondition, so a command re-issued after a crash has no second effect. Every wait is on
+//! the controller's monotonic [`Clock`].
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use berth_scheduler::executor::{AssignMode, Command, ExecutorState, Outcome};
+use berth_scheduler::executor::{AssignMode, Command, Outcome};
 use berth_scheduler::model::FENCED_LABEL;
 use berth_volume::control::wire::AssignMode as WireMode;
 
+use super::clock::Clock;
 use crate::control::{ControlApi, ControlError};
 use crate::docker::{DockerApi, DockerError};
 use crate::slots::{Observed, slot_spec};
-
-/// Where the executor's state is kept: written whole after every change, before any command
-/// it hands out starts.
-///
-/// - On disk (`--state-dir/executor.json`; temp file, fsync, rename), so a crash leaves the
-///   old or the new state, never a torn one; read once at start.
-/// - With `--consul`, in one Consul KV key (`--journal-key`,
-///   [`crate::consul::journal::ConsulJournal`]): every write is fenced by the leader session,
-///   and a daemon reads it each time it takes the lead, so it resumes the previous leader's
-///   commands in flight rather than only catching up from the world.
-pub struct Journal(Backend);
-
-enum Backend {
-    File(PathBuf),
-    #[cfg(feature = "consul")]
-    Consul(Box<crate::consul::journal::ConsulJournal>),
-}
-
-/// Why the executor's state was not persisted.
-#[derive(Debug, thiserror::Error)]
-pub enum JournalError {
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
-    /// Consul refused the write because this daemon no longer leads (its session does not hold
-    /// the leader key) or another leader wrote the journal since this one read it.
-    #[error("the journal write was refused: {0}")]
-    Deposed(String),
-    /// Consul did not answer, or the journal was not read since this daemon took the lead.
-    #[error("{0}")]
-    Consul(String),
-}
-
-impl Journal {
-    pub fn new(state_dir: &Path) -> Journal {
-        Journal(Backend::File(state_dir.join("executor.json")))
-    }
-
-    /// The journal in Consul KV.
-    #[cfg(feature = "consul")]
-    pub fn consul(journal: crate::consul::journal::ConsulJournal) -> Journal {
-        Journal(Backend::Consul(Box::new(journal)))
-    }
-
-    /// Whether the state must be read (again) before this daemon acts: true for a Consul
-    /// journal not read since it took the lead, or whose last write failed; never for a file,
-    /// read once at start.
-    pub fn needs_load(&self) -> bool {
-        match &self.0 {
-            Backend::File(_) => false,
-            #[cfg(feature = "consul")]
-            Backend::Consul(c) => c.needs_load(),
-        }
-    }
-
-    /// Has a Consul journal read again before the next write (a daemon that stops leading:
-    /// another may write it meanwhile); nothing for a file.
-    pub fn forget(&self) {
-        match &self.0 {
-            Backend::File(_) => {}
-            #[cfg(feature = "consul")]
-            Backend::Consul(c) => c.forget(),
-        }
-    }
-
-    /// The state last written; `None` if there is none. A state that does not decode is an
-    /// error, never an empty state.
-    pub async fn load(&self) -> anyhow::Result<Option<ExecutorState>> {
-        let path = match &self.0 {
-            Backend::File(path) => path,
-            #[cfg(feature = "consul")]
-            Backend::Consul(c) => return c.load().await,
-        };
-        match std::fs::read(path) {
-            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| {
-                anyhow::anyhow!("{}: not an executor state: {e}", path.display())
-            })?)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
-        }
-    }
-
-    /// Writes `state`, the executor's state serialised ([`encode`]).
-    pub async fn save(&self, state: &[u8]) -> Result<(), JournalError> {
-        let path = match &self.0 {
-            Backend::File(path) => path,
-            #[cfg(feature = "consul")]
-            Backend::Consul(c) => return c.save(state).await,
-        };
-        use std::io::Write;
-        let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(state)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    }
-}
-
-/// The executor's state as the journal keeps it (JSON).
-pub fn encode(state: &ExecutorState) -> Vec<u8> {
-    serde_json::to_vec(state).expect("the executor's state serialises")
-}
 
 /// How long a command may keep being retried (the control service says "not yet" while a lost
 /// node's lease runs; Docker may be briefly unavailable) before it is reported failed, which
@@ -132,12 +27,14 @@ const START_WITHIN: Duration = Duration::from_secs(120);
 pub async fn perform<D: DockerApi, C: ControlApi>(
     docker: &D,
     control: Option<&C>,
+    clock: &dyn Clock,
     command: &Command,
 ) -> Outcome {
-    let started = tokio::time::Instant::now();
+    let retry_for = RETRY_FOR.as_millis() as u64;
+    let started = clock.now_ms();
     let mut delay = Duration::from_millis(200);
     loop {
-        let attempt = once(docker, control, command).await;
+        let attempt = once(docker, control, clock, command).await;
         match attempt {
             Attempt::Done => return Outcome::Done,
             Attempt::Refused {
@@ -151,7 +48,7 @@ pub async fn perform<D: DockerApi, C: ControlApi>(
             }
             Attempt::Failed(reason) => return Outcome::Failed { reason },
             Attempt::Retry(reason) | Attempt::RetryAfter(reason, _)
-                if started.elapsed() >= RETRY_FOR =>
+                if clock.now_ms().saturating_sub(started) >= retry_for =>
             {
                 return Outcome::Failed {
                     reason: format!("still failing after {RETRY_FOR:?}: {reason}"),
@@ -161,11 +58,11 @@ pub async fn perform<D: DockerApi, C: ControlApi>(
                 // A lease runs out at a known time: retry right then, not a backoff later.
                 let after = after.max(Duration::from_millis(20));
                 tracing::info!(?command, %reason, retry_in = ?after, "waiting for a lease to end");
-                tokio::time::sleep(after).await;
+                clock.sleep(after).await;
             }
             Attempt::Retry(reason) => {
                 tracing::debug!(?command, %reason, retry_in = ?delay, "retrying");
-                tokio::time::sleep(delay).await;
+                clock.sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
         }
@@ -217,6 +114,7 @@ impl From<DockerError> for Attempt {
 async fn once<D: DockerApi, C: ControlApi>(
     docker: &D,
     control: Option<&C>,
+    clock: &dyn Clock,
     command: &Command,
 ) -> Attempt {
     let no_control = || Attempt::Failed("berth run has no --volume-control".into());
@@ -272,13 +170,24 @@ async fn once<D: DockerApi, C: ControlApi>(
                 Err(e) => e.into(),
             }
         }
-        Command::StopSlot { service, slot, .. } => stop_slot(docker, service, *slot).await,
+        Command::StopSlot {
+            service,
+            slot,
+            node,
+            wait_ms,
+        } => {
+            let lost = match wait_ms {
+                Some(ms) => Some(lost_wait(control, &node.0, *ms).await),
+                None => None,
+            };
+            stop_slot(docker, clock, service, *slot, &node.0, lost).await
+        }
         Command::StartSlot {
             service,
             slot,
             node,
             ..
-        } => start_slot(docker, service, *slot, &node.0).await,
+        } => start_slot(docker, clock, service, *slot, &node.0).await,
     }
 }
 
@@ -286,8 +195,46 @@ async fn observe<D: DockerApi>(docker: &D) -> Result<Observed, Attempt> {
     Ok(Observed::new(docker.state().await.map_err(Attempt::from)?))
 }
 
-/// Scales the slot's service to 0 and waits until its task has stopped.
-async fn stop_slot<D: DockerApi>(docker: &D, template: &str, slot: u64) -> Attempt {
+/// How long a lost node's stop may be waited for: `bound_ms`, cut to when the node's lease at
+/// the control service ends (its agent, if alive, has stopped the task by then, and the fence
+/// that follows waits for that end anyway). Without an answer on the lease, the bound alone.
+async fn lost_wait<C: ControlApi>(control: Option<&C>, node: &str, bound_ms: u64) -> Duration {
+    let lease_left = match control {
+        Some(c) => match c.liveness().await {
+            Ok(nodes) => nodes
+                .iter()
+                .find(|n| n.node == node)
+                .map(|n| n.lease_expires_in_ms),
+            Err(e) => {
+                tracing::debug!(error = %e, %node, "lease not read: the stop waits its bound");
+                None
+            }
+        },
+        None => None,
+    };
+    Duration::from_millis(lease_left.map_or(bound_ms, |l| l.min(bound_ms)))
+}
+
+/// Scales the slot's service to 0 — the service stays, pinned to its node, so the slot is still
+/// counted there until it starts elsewhere (`start_slot` replaces the service then) — and waits
+/// to see its task stop:
+///
+/// - `lost: None` (the node is up): until Swarm reports no task of the service running, for
+///   at most [`START_WITHIN`]; then the command fails and its lane is dropped.
+/// - `lost: Some(bound)` (the node was declared lost): until Swarm reports the task on `node`
+///   not running, or `node` not Ready (Swarm cannot reach it to stop it: the volume's fence
+///   and the agent's lease are what stop it then), or `bound` passed ([`lost_wait`]: at most
+///   the executor's bound, cut to the node's lease end); then done.
+///
+/// A replay finds the service at 0 replicas already and only waits.
+async fn stop_slot<D: DockerApi>(
+    docker: &D,
+    clock: &dyn Clock,
+    template: &str,
+    slot: u64,
+    node: &str,
+    lost: Option<Duration>,
+) -> Attempt {
     let o = match observe(docker).await {
         Ok(o) => o,
         Err(a) => return a,
@@ -299,23 +246,68 @@ async fn stop_slot<D: DockerApi>(docker: &D, template: &str, slot: u64) -> Attem
     else {
         return Attempt::Done; // no service: nothing runs
     };
-    let mut spec = s.spec.clone();
-    set_replicas(&mut spec, 0);
-    if let Err(e) = docker.update_service(&s.id, s.version, spec).await {
-        return e.into();
+    if replicas(&s.spec) != 0 {
+        let mut spec = s.spec.clone();
+        set_replicas(&mut spec, 0);
+        if let Err(e) = docker.update_service(&s.id, s.version, spec).await {
+            return e.into();
+        }
     }
     let id = s.id.clone();
-    let stopped = wait_until(START_WITHIN, || async {
-        matches!(running_task(docker, &id, None).await, Some(false))
-    })
-    .await;
-    if stopped {
-        Attempt::Done
-    } else {
-        Attempt::Failed(format!(
-            "{template}-{slot} did not stop within {START_WITHIN:?}"
-        ))
+    match lost {
+        None => {
+            let stopped = wait_until(clock, START_WITHIN, || async {
+                matches!(running_task(docker, &id, None).await, Some(false))
+            })
+            .await;
+            if stopped {
+                Attempt::Done
+            } else {
+                Attempt::Failed(format!(
+                    "{template}-{slot} did not stop within {START_WITHIN:?}"
+                ))
+            }
+        }
+        Some(bound) => {
+            let seen = wait_until(clock, bound, || async {
+                matches!(stop_seen(docker, &id, node).await, Some(true))
+            })
+            .await;
+            if !seen {
+                tracing::warn!(
+                    service = %format!("{template}-{slot}"),
+                    %node,
+                    ?bound,
+                    "the lost node's task was not seen to stop within the bound; going on \
+                     (its fence and its agent's lease keep it from writing)"
+                );
+            }
+            Attempt::Done
+        }
     }
+}
+
+/// Whether the stop of service `id`'s task on `node` can be taken as done: Swarm reports none
+/// running there, or `node` is not Ready (Swarm no longer reaches it). `None` if Docker could
+/// not be read.
+async fn stop_seen<D: DockerApi>(docker: &D, id: &str, node: &str) -> Option<bool> {
+    let st = docker.state().await.ok()?;
+    let ready = st.nodes.iter().any(|n| {
+        n.id.as_deref() == Some(node)
+            && n.status
+                .as_ref()
+                .and_then(|s| s.state)
+                .is_some_and(|s| s == bollard_stubs::models::NodeState::READY)
+    });
+    Some(!ready || !running_in(&st, id, Some(node)))
+}
+
+fn replicas(spec: &bollard_stubs::models::ServiceSpec) -> i64 {
+    spec.mode
+        .as_ref()
+        .and_then(|m| m.replicated.as_ref())
+        .and_then(|r| r.replicas)
+        .unwrap_or(1)
 }
 
 fn set_replicas(spec: &mut bollard_stubs::models::ServiceSpec, n: i64) {
@@ -328,7 +320,13 @@ fn set_replicas(spec: &mut bollard_stubs::models::ServiceSpec, n: i64) {
 /// Points the slot's service at `node` and waits until its task runs there. A service pinned
 /// elsewhere is replaced (removed, then created on `node`) rather than updated: Swarm would
 /// wait for the old task on a dead node to report its end before starting the new one.
-async fn start_slot<D: DockerApi>(docker: &D, template: &str, slot: u64, node: &str) -> Attempt {
+async fn start_slot<D: DockerApi>(
+    docker: &D,
+    clock: &dyn Clock,
+    template: &str,
+    slot: u64,
+    node: &str,
+) -> Attempt {
     let o = match observe(docker).await {
         Ok(o) => o,
         Err(a) => return a,
@@ -340,14 +338,7 @@ async fn start_slot<D: DockerApi>(docker: &D, template: &str, slot: u64, node: &
     let current = o.slots.get(&(t.id.clone(), slot));
     let id = match current {
         Some(s) if s.node.as_deref() == Some(node) => {
-            let running = s
-                .spec
-                .mode
-                .as_ref()
-                .and_then(|m| m.replicated.as_ref())
-                .and_then(|r| r.replicas)
-                .unwrap_or(1);
-            if running == 0
+            if replicas(&s.spec) == 0
                 && let Err(e) = docker.update_service(&s.id, s.version, want).await
             {
                 return e.into();
@@ -366,7 +357,7 @@ async fn start_slot<D: DockerApi>(docker: &D, template: &str, slot: u64, node: &
             }
         }
     };
-    let runs = wait_until(START_WITHIN, || async {
+    let runs = wait_until(clock, START_WITHIN, || async {
         running_task(docker, &id, Some(node)).await == Some(true)
     })
     .await;
@@ -383,30 +374,39 @@ async fn start_slot<D: DockerApi>(docker: &D, template: &str, slot: u64, node: &
 /// not be read.
 async fn running_task<D: DockerApi>(docker: &D, id: &str, node: Option<&str>) -> Option<bool> {
     let st = docker.state().await.ok()?;
-    Some(st.tasks.iter().any(|t| {
+    Some(running_in(&st, id, node))
+}
+
+fn running_in(st: &crate::docker::SwarmState, id: &str, node: Option<&str>) -> bool {
+    st.tasks.iter().any(|t| {
         t.service_id.as_deref() == Some(id)
             && node.is_none_or(|n| t.node_id.as_deref() == Some(n))
             && t.status
                 .as_ref()
                 .and_then(|s| s.state)
-                .is_some_and(|s| s.to_string() == "running")
-    }))
+                .is_some_and(|s| s == bollard_stubs::models::TaskState::RUNNING)
+    })
 }
 
-async fn wait_until<F, Fut>(limit: Duration, mut f: F) -> bool
+/// Polls `f` every 250 ms of `clock` until it holds (true) or `limit` has passed (false); `f`
+/// is always tried at least once, and once more at the limit.
+async fn wait_until<F, Fut>(clock: &dyn Clock, limit: Duration, mut f: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let end = tokio::time::Instant::now() + limit;
+    let end = clock
+        .now_ms()
+        .saturating_add(u64::try_from(limit.as_millis()).unwrap_or(u64::MAX));
     loop {
         if f().await {
             return true;
         }
-        if tokio::time::Instant::now() >= end {
+        let now = clock.now_ms();
+        if now >= end {
             return false;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        clock.sleep_until(end.min(now + 250)).await;
     }
 }
 
@@ -421,6 +421,7 @@ mod tests {
 
     use super::*;
     use crate::control::{NodeLiveness, VolumeRecord};
+    use crate::controller::clock::SystemClock;
     use crate::docker::SwarmState;
 
     /// Fence and assign touch no Docker: any call to it is a test failure.
@@ -498,7 +499,7 @@ mod tests {
             Err(ControlError::Unavailable("connection refused".into())),
             Ok(4),
         ]);
-        let out = perform(&NoDocker, Some(&control), &fence()).await;
+        let out = perform(&NoDocker, Some(&control), &SystemClock::new(), &fence()).await;
         assert_eq!(out, Outcome::Done);
         assert_eq!(*control.calls.lock().unwrap(), 3);
     }
@@ -514,7 +515,7 @@ mod tests {
                 current_epoch: Some(5),
                 reason: "the fence expected epoch 3".into(),
             }));
-        let out = perform(&NoDocker, Some(&control), &fence()).await;
+        let out = perform(&NoDocker, Some(&control), &SystemClock::new(), &fence()).await;
         assert!(
             matches!(
                 out,
@@ -530,7 +531,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_control_service_a_fence_fails_at_once() {
-        let out = perform::<NoDocker, Script>(&NoDocker, None, &fence()).await;
+        let out = perform::<NoDocker, Script>(&NoDocker, None, &SystemClock::new(), &fence()).await;
         assert!(matches!(out, Outcome::Failed { .. }), "{out:?}");
     }
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use berth_scheduler::executor::{ExecutorState, InFlight};
+use berth_scheduler::executor::{CommandId, ExecutorState, InFlight};
 use berth_scheduler::model::NodeId;
 use bollard_stubs::models::ServiceSpec;
 use futures_util::stream::BoxStream;
@@ -81,7 +81,7 @@ fn daemon(fake: &FakeAgent, name: &str) -> (Elector, Arc<Leadership>, Daemon) {
         identity: name.into(),
     };
     let elector = Elector::new(agent(), config, leadership.clone());
-    let journal = Journal::consul(ConsulJournal::new(
+    let journal = Journal::store(ConsulJournal::new(
         agent(),
         JOURNAL_KEY,
         LEADER_KEY,
@@ -117,6 +117,22 @@ fn with_label_in_flight(mut state: ExecutorState, id: u64, node: &str) -> Execut
     );
     state.next_id = state.next_id.max(id + 1);
     state
+}
+
+/// A fresh executor's state, as `berth run` configures it.
+fn fresh_state() -> ExecutorState {
+    Driver::new(exec_config(&Config::default()), Timers::Polled, true)
+        .state()
+        .clone()
+}
+
+/// The daemon's executor replaced by one holding `state` (memory the journal does not have).
+fn replace_state(d: &Daemon, state: ExecutorState) {
+    let now = d.clock.now_ms();
+    d.driver
+        .lock()
+        .unwrap()
+        .resume(Some(state), exec_config(&Config::default()), now);
 }
 
 fn put(fake: &FakeAgent, value: &[u8]) {
@@ -165,8 +181,8 @@ async fn the_journal_is_fenced_by_the_leader_session_and_the_next_leader_resumes
     let (mut ea, la, a) = daemon(&fake, "m1");
     let (mut eb, lb, b) = daemon(&fake, "m2");
     // A previous leader died with a label command in flight.
-    let seed = with_label_in_flight(resumed_executor(None).state().clone(), 1, "w1");
-    put(&fake, &failover::encode(&seed));
+    let seed = with_label_in_flight(fresh_state(), 1, "w1");
+    put(&fake, &executor::driver::encode(&seed));
     ea.round().await.unwrap();
     eb.round().await.unwrap();
     assert!(la.is_leader() && !lb.is_leader());
@@ -214,8 +230,8 @@ async fn the_journal_is_fenced_by_the_leader_session_and_the_next_leader_resumes
 
     // More work for A (a second command in flight), then its session ends: A's next pass is
     // refused by Consul, starts nothing, and A steps down.
-    let more = with_label_in_flight(a.executor.lock().unwrap().state().clone(), 2, "w2");
-    *a.executor.lock().unwrap() = Executor::from_state(more);
+    let more = with_label_in_flight(a.driver.lock().unwrap().state().clone(), 2, "w2");
+    replace_state(&a, more);
     fake.expire_session(&session_a);
     assert!(la.is_leader(), "A has not heard of it yet");
     let err = a
@@ -242,7 +258,7 @@ async fn the_journal_is_fenced_by_the_leader_session_and_the_next_leader_resumes
     assert!(lb.is_leader() && !la.is_leader());
     b.resume().await.expect("journal read");
     {
-        let ex = b.executor.lock().unwrap();
+        let ex = b.driver.lock().unwrap();
         assert_eq!(commands(ex.state()), commands(&journal_a));
         assert_eq!(ex.state().runs, journal_a.runs);
         assert_eq!(ex.state().next_id, journal_a.next_id);
@@ -266,13 +282,9 @@ async fn a_missing_journal_is_a_fresh_executor_and_an_undecodable_one_stops_the_
     ea.round().await.unwrap();
     assert!(la.is_leader());
     // Stale memory from an earlier lead is replaced by what Consul holds: nothing.
-    *a.executor.lock().unwrap() = Executor::from_state(with_label_in_flight(
-        resumed_executor(None).state().clone(),
-        1,
-        "w1",
-    ));
+    replace_state(&a, with_label_in_flight(fresh_state(), 1, "w1"));
     a.resume().await.expect("no key: fresh");
-    assert!(a.executor.lock().unwrap().state().inflight.is_empty());
+    assert!(a.driver.lock().unwrap().state().inflight.is_empty());
     a.reconcile().await.expect("a pass");
     assert!(journaled(&fake.state.lock().unwrap()).is_some(), "written");
     assert!(labels(&a).await.is_empty());
@@ -304,8 +316,8 @@ async fn a_missing_journal_is_a_fresh_executor_and_an_undecodable_one_stops_the_
 async fn the_loop_reads_the_journal_when_it_takes_the_lead_before_it_acts() {
     let fake = FakeAgent::start(None).await;
     let (mut ea, la, a) = daemon(&fake, "m1");
-    let seed = with_label_in_flight(resumed_executor(None).state().clone(), 7, "w7");
-    put(&fake, &failover::encode(&seed));
+    let seed = with_label_in_flight(fresh_state(), 7, "w7");
+    put(&fake, &executor::driver::encode(&seed));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let run = a.clone().run(async move {
         let _ = stop_rx.await;

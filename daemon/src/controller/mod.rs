@@ -2,21 +2,24 @@
 //! wake it, a periodic resync makes it correct, every pass reads the whole state and makes it
 //! converge (level-triggered), and errors back off exponentially.
 
+pub mod clock;
 pub mod decide;
 pub mod failover;
 #[cfg(test)]
+mod failover_tests;
+#[cfg(test)]
 mod gate_tests;
+pub mod journal;
 #[cfg(all(test, feature = "consul"))]
 mod journal_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_scheduler::executor::{
-    self, Command as ExecCommand, CommandId, Executor, FailoverRecord, NodeHealth, Notice,
-    Observation, Outcome,
+    self, Command as ExecCommand, Driver, FailoverRecord, Job, NodeHealth, Notice, Observation,
+    Outcome, Ticket, Timers,
 };
 use berth_scheduler::model::Cluster;
 use berth_scheduler::schedule::{self, Plan};
@@ -29,8 +32,9 @@ use crate::docker::{DockerApi, DockerError};
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::slots::Observed;
+use clock::{Clock, SystemClock};
 use decide::Command;
-use failover::{Journal, JournalError};
+use journal::{Journal, JournalError};
 
 /// How `berth run` behaves.
 #[derive(Debug, Clone)]
@@ -45,6 +49,11 @@ pub struct Config {
     /// How often the volume agents' heartbeats are read from the control service (the
     /// failure detector, faster than Swarm's own); a change of a node's verdict starts a pass.
     pub liveness_poll: Duration,
+    /// How long a failover waits to see a lost node's old task stop before it moves the data
+    /// and starts the slot elsewhere: at most one node lease (the control service's `--lease`,
+    /// 5 s by default). By then a live agent has stopped the task itself; a node Swarm cannot
+    /// reach is not waited on at all.
+    pub stop_wait: Duration,
 }
 
 impl Default for Config {
@@ -55,6 +64,7 @@ impl Default for Config {
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             liveness_poll: Duration::from_secs(1),
+            stop_wait: Duration::from_secs(5),
         }
     }
 }
@@ -105,20 +115,18 @@ struct Verdict {
 
 /// A command's outcome, back from the task that performed it.
 struct Completion {
-    /// The executor that handed it out ([`Controller::generation`]).
-    generation: u64,
-    id: CommandId,
+    /// The executor incarnation and command that handed it out.
+    ticket: Ticket,
     command: ExecCommand,
     outcome: Outcome,
 }
 
-/// Milliseconds of wall-clock time: the executor's timers are persisted with its state, so
-/// they must mean the same after a restart (a monotonic clock restarts with the process).
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// What one drive of the executor left to do.
+struct Drive {
+    /// Slots the executor works on: `decide` leaves them alone.
+    busy: BTreeSet<(String, u64)>,
+    /// The executor waits for an observation: a pass should follow.
+    observe: bool,
 }
 
 pub struct Controller<D, C = ControlClient> {
@@ -126,11 +134,13 @@ pub struct Controller<D, C = ControlClient> {
     /// `--volume-control`: without it there are no datasets to fail over, and the executor
     /// only watches.
     control: Option<C>,
-    executor: Mutex<Executor>,
-    /// Bumped when the executor is replaced by one read from the journal: an outcome of a
-    /// command the replaced one handed out is not the new one's (command IDs may coincide).
-    generation: AtomicU64,
+    /// The engine's executor in its driver (the simulator's too): journal before start,
+    /// incarnations (an outcome of a command handed out before the journal was read again is
+    /// not the new executor's), timers on the monotonic clock across restarts.
+    driver: Mutex<Driver>,
     journal: Option<Journal>,
+    /// Monotonic time for every timer and wait; wall time only for display.
+    clock: Arc<dyn Clock>,
     /// One executor drive (or journal read) at a time, the lock held across the journal's
     /// write: the writes land in the order of the states they carry.
     turn: tokio::sync::Mutex<()>,
@@ -166,17 +176,26 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
         config: Config,
         metrics: Metrics,
     ) -> Controller<D, C> {
-        let (journal, executor) = match journal {
-            Some((j, state)) => (Some(j), resumed_executor(state)),
-            None => (None, resumed_executor(None)),
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+        let mut driver = Driver::new(exec_config(&config), Timers::Polled, journal.is_some());
+        let journal = match journal {
+            Some((j, state)) => {
+                // A fresh executor, or the one the journal holds: its commands in flight are
+                // issued again, and its first observation catches up from the world.
+                if state.is_some() {
+                    driver.resume(state, exec_config(&config), clock.now_ms());
+                }
+                Some(j)
+            }
+            None => None,
         };
         let (tx, rx) = mpsc::unbounded_channel();
         Controller {
             docker,
             control,
-            executor: Mutex::new(executor),
-            generation: AtomicU64::new(0),
+            driver: Mutex::new(driver),
             journal,
+            clock,
             turn: tokio::sync::Mutex::new(()),
             completions: tx,
             completed: Mutex::new(Some(rx)),
@@ -189,6 +208,18 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
             consul: None,
             leadership: Leadership::always(),
         }
+    }
+
+    /// Runs on `clock` (a test's): every executor timer and every wait of a command. The
+    /// executor keeps its own time base, so swapping the clock before the first pass is safe.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Controller<D, C> {
+        let now = clock.now_ms();
+        self.driver
+            .get_mut()
+            .expect("driver lock")
+            .rebase_clock(now);
+        self.clock = clock;
+        self
     }
 
     /// Acts only while `leadership` says so (`berth run --consul`: leader election).
@@ -251,8 +282,15 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
         let busy = if self.config.dry_run {
             BTreeSet::new()
         } else {
-            self.drive_executor(datasets_known.then_some((&cluster, &health[..])))
-                .await?
+            let drive = self
+                .drive_executor(datasets_known.then_some((&cluster, &health[..])))
+                .await?;
+            if drive.observe {
+                // A lost node's fence label was set: its plan is made from the next pass's
+                // read of the swarm, with the label.
+                self.wake.notify_one();
+            }
+            drive.busy
         };
         let plan = schedule::plan(&cluster)?;
         let mut commands = decide::decide(&observed, &cluster, &plan)?;
@@ -296,17 +334,18 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
     /// Feeds the executor (an observation, if any; the clock always), persists its state,
     /// starts the commands it hands out, and returns the slots it is working on. The state
     /// is in the journal before any command starts: a crash after this point re-issues them.
-    /// A journal write Consul refuses (this daemon was deposed) starts nothing and steps down.
+    /// A journal write that fails starts nothing (the commands are handed out again with the
+    /// next write); one the store refuses (this daemon was deposed) also steps down.
     async fn drive_executor(
         self: &Arc<Self>,
         seen: Option<(&Cluster, &[NodeHealth])>,
-    ) -> Result<BTreeSet<(String, u64)>, ReconcileError> {
+    ) -> Result<Drive, ReconcileError> {
         let _turn = self.turn.lock().await;
-        let now = now_ms();
-        let (work, busy, notices, state, generation) = {
-            let mut ex = self.executor.lock().expect("executor lock");
+        let now = self.clock.now_ms();
+        let (batch, busy, notices) = {
+            let mut d = self.driver.lock().expect("driver lock");
             if let Some((cluster, health)) = seen {
-                ex.observe(
+                d.observe(
                     now,
                     Observation {
                         cluster,
@@ -315,61 +354,72 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
                     },
                 );
             }
-            // A standby (or a leader whose lease lapsed) hands nothing out; what is ready stays
-            // in the state for when it leads.
-            let work = if self.leadership.is_leader() {
-                ex.next(now)
+            // A standby (or a leader whose lease lapsed) hands nothing out and writes nothing;
+            // what is ready stays in the state for when it leads.
+            let batch = if self.leadership.is_leader() {
+                d.poll(now)
             } else {
-                Vec::new()
+                executor::Batch::default()
             };
-            let state = self.journal.as_ref().map(|_| failover::encode(ex.state()));
-            let busy: BTreeSet<(String, u64)> =
-                ex.busy_slots().map(|(s, n)| (s.to_string(), n)).collect();
+            let busy: BTreeSet<(String, u64)> = d
+                .executor()
+                .busy_slots()
+                .map(|(s, n)| (s.to_string(), n))
+                .collect();
             let mut st = self.status.lock().expect("status lock");
-            st.failovers = ex.history().to_vec();
-            st.failover_commands = ex
+            st.failovers = displayed(&d, now, self.clock.wall_ms());
+            st.failover_commands = d
                 .state()
                 .inflight
                 .values()
                 .map(|f| format!("{:?}", f.command))
                 .collect();
-            self.metrics.observe_failovers(ex.history());
-            (
-                work,
-                busy,
-                ex.take_notices(),
-                state,
-                self.generation.load(Ordering::SeqCst),
-            )
+            self.metrics.observe_failovers(d.history());
+            (batch, busy, d.take_notices())
         };
         for n in notices {
             log_notice(&n);
         }
-        // The executor's lock is released: the write (a Consul call, with --consul) blocks no
+        let observe = batch.observe;
+        // The driver's lock is released: the write (a Consul call, with --consul) blocks no
         // one, and `turn` keeps the next state from being written before this one.
-        if let (Some(j), Some(state)) = (&self.journal, state)
-            && let Err(e) = j.save(&state).await
-        {
-            if let JournalError::Deposed(why) = &e {
-                tracing::warn!(reason = %why, commands = work.len(), "failover journal write refused: no command started");
-                self.leadership.stand_by(None, Some(e.to_string()));
+        if let Some(state) = &batch.journal {
+            let j = self
+                .journal
+                .as_ref()
+                .expect("the driver journals only with a journal");
+            if let Err(e) = j.save(state).await {
+                let commands = batch.work.len();
+                self.driver
+                    .lock()
+                    .expect("driver lock")
+                    .not_persisted(batch);
+                if let JournalError::Deposed(why) = &e {
+                    tracing::warn!(reason = %why, commands, "failover journal write refused: no command started");
+                    self.leadership.stand_by(None, Some(e.to_string()));
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
+            self.driver.lock().expect("driver lock").persisted();
         }
-        for (id, command) in work {
-            tracing::info!(id = id.0, ?command, "failover: issuing");
+        for job in batch.work {
+            let Job::Command(ticket, command) = job else {
+                continue; // timers are the driver's (polled)
+            };
+            tracing::info!(id = ticket.id.0, ?command, "failover: issuing");
             let me = self.clone();
             tokio::spawn(async move {
-                let outcome = failover::perform(&me.docker, me.control.as_ref(), &command).await;
+                let outcome =
+                    failover::perform(&me.docker, me.control.as_ref(), me.clock.as_ref(), &command)
+                        .await;
                 let _ = me.completions.send(Completion {
-                    generation,
-                    id,
+                    ticket,
                     command,
                     outcome,
                 });
             });
         }
-        Ok(busy)
+        Ok(Drive { busy, observe })
     }
 
     /// Replaces the executor with the one the journal holds (`--consul`: on taking the lead, so
@@ -389,9 +439,11 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
             ),
             None => tracing::info!("no failover journal yet: a fresh executor"),
         }
-        let mut ex = self.executor.lock().expect("executor lock");
-        *ex = resumed_executor(state);
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.driver.lock().expect("driver lock").resume(
+            state,
+            exec_config(&self.config),
+            self.clock.now_ms(),
+        );
         Ok(())
     }
 
@@ -452,12 +504,14 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
                 }
                 Err(e) => tracing::debug!(error = %e, "liveness not read"),
             }
-            tokio::time::sleep(self.config.liveness_poll).await;
+            self.clock.sleep(self.config.liveness_poll).await;
         }
     }
 
-    /// Takes the performed commands' outcomes back to the executor, one at a time, and has a
-    /// pass follow (the executor may have more to do, or a slot to leave alone no longer).
+    /// Takes the performed commands' outcomes back to the executor, one at a time, and starts
+    /// what it has ready next. A pass follows only when the executor waits for an observation
+    /// (a lost node's lane was dropped and is planned again; a fence label was set) or a slot
+    /// was released (the controller may touch its service again).
     async fn take_outcomes(self: Arc<Self>) {
         let Some(mut rx) = self.completed.lock().expect("completions lock").take() else {
             return;
@@ -465,28 +519,36 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
         while let Some(c) = rx.recv().await {
             match &c.outcome {
                 Outcome::Done => {
-                    tracing::info!(id = c.id.0, command = ?c.command, "failover: done")
+                    tracing::info!(id = c.ticket.id.0, command = ?c.command, "failover: done")
                 }
                 other => {
-                    tracing::warn!(id = c.id.0, command = ?c.command, outcome = ?other, "failover: command did not succeed")
+                    tracing::warn!(id = c.ticket.id.0, command = ?c.command, outcome = ?other, "failover: command did not succeed")
                 }
             }
             self.metrics.executor_command(&c.command, &c.outcome);
-            if c.generation != self.generation.load(Ordering::SeqCst) {
-                tracing::info!(
-                    id = c.id.0,
-                    "failover: outcome of a command of the executor before the journal was read again; dropped (the journal's own is issued again)"
-                );
-                continue;
+            let (replan, released) = {
+                let mut d = self.driver.lock().expect("driver lock");
+                if !d.is_awaited(c.ticket) {
+                    tracing::info!(
+                        id = c.ticket.id.0,
+                        "failover: outcome of a command no longer awaited (handed out before the journal was read again); dropped"
+                    );
+                    continue;
+                }
+                let busy = d.executor().busy_slots().count();
+                let replan = d.complete(c.ticket, c.outcome, self.clock.now_ms());
+                (replan, d.executor().busy_slots().count() < busy)
+            };
+            let observe = match self.drive_executor(None).await {
+                Ok(drive) => drive.observe,
+                Err(e) => {
+                    tracing::error!(error = %e, "failover: state not persisted");
+                    false
+                }
+            };
+            if replan || released || observe {
+                self.wake.notify_one();
             }
-            self.executor
-                .lock()
-                .expect("executor lock")
-                .complete(c.id, c.outcome, now_ms());
-            if let Err(e) = self.drive_executor(None).await {
-                tracing::error!(error = %e, "failover: state not persisted");
-            }
-            self.wake.notify_one();
         }
     }
 
@@ -521,10 +583,7 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
             // acts on nothing; it waits to lead. Its executor is paused, so that on taking
             // over it catches up from the world as it is (as after a restart).
             if !self.leadership.is_leader() {
-                self.executor
-                    .lock()
-                    .expect("executor lock")
-                    .set_active(false);
+                self.driver.lock().expect("driver lock").set_active(false);
                 // Another daemon may lead and write the journal meanwhile: it is read again
                 // when this one leads (after any write in progress has ended).
                 if let Some(j) = &self.journal {
@@ -534,7 +593,7 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
                 tokio::select! {
                     _ = &mut shutdown => break,
                     _ = self.leadership.gained() => {}
-                    _ = tokio::time::sleep(self.config.resync) => {}
+                    _ = self.clock.sleep(self.config.resync) => {}
                 }
                 continue;
             }
@@ -551,14 +610,11 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
                 backoff = (backoff * 2).min(self.config.max_backoff);
                 tokio::select! {
                     _ = &mut shutdown => break,
-                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.clock.sleep(wait) => {}
                 }
                 continue;
             }
-            self.executor
-                .lock()
-                .expect("executor lock")
-                .set_active(true);
+            self.driver.lock().expect("driver lock").set_active(true);
             let wait = match self.reconcile().await {
                 Ok(_) => {
                     backoff = self.config.backoff;
@@ -578,18 +634,18 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
             };
             // The executor's next timer (a `recreate` grace) also ends the wait.
             let timer = self
-                .executor
+                .driver
                 .lock()
-                .expect("executor lock")
+                .expect("driver lock")
                 .wake_at()
-                .map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
+                .map(|at| Duration::from_millis(at.saturating_sub(self.clock.now_ms())));
             let wait = timer.map_or(wait, |t| t.min(wait));
             tokio::select! {
                 _ = &mut shutdown => break,
-                _ = tokio::time::sleep(wait) => {}
+                _ = self.clock.sleep(wait) => {}
                 _ = self.wake.notified() => {
                     // Let a burst of events (a stack deploy is dozens) settle into one pass.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    self.clock.sleep(Duration::from_millis(200)).await;
                 }
             }
         }
@@ -614,31 +670,36 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
                     }
                 }
             }
-            tokio::time::sleep(backoff).await;
+            self.clock.sleep(backoff).await;
             backoff = (backoff * 2).min(self.config.max_backoff);
         }
     }
 }
 
-/// The executor resumed from `state` (a fresh one without), with this daemon's configuration.
-fn resumed_executor(state: Option<executor::ExecutorState>) -> Executor {
-    // Swarm reschedules stateless tasks itself; Berth fails over the stateful slots.
-    let exec_config = executor::Config {
+/// The executor's configuration in `berth run`.
+fn exec_config(config: &Config) -> executor::Config {
+    executor::Config {
+        // Swarm reschedules stateless tasks itself; Berth fails over the stateful slots.
         stateful_only: true,
         history_limit: Some(500),
+        stop_wait_ms: u64::try_from(config.stop_wait.as_millis()).unwrap_or(u64::MAX),
         ..executor::Config::default()
-    };
-    match state {
-        Some(mut state) => {
-            state.config = exec_config;
-            let mut ex = Executor::from_state(state);
-            // Catch up from the world as it is now, as after any pause.
-            ex.set_active(false);
-            ex.set_active(true);
-            ex
-        }
-        None => Executor::new(exec_config),
     }
+}
+
+/// The history for `/v1/failovers`: run times on the executor's clock shown as Unix ms (the
+/// wall clock now, less how long ago on the monotonic clock).
+fn displayed(d: &Driver, now: u64, wall_now: u64) -> Vec<FailoverRecord> {
+    let exec_now = d.executor_time(now);
+    let wall = |t: u64| wall_now.saturating_sub(exec_now.saturating_sub(t));
+    d.history()
+        .iter()
+        .map(|h| FailoverRecord {
+            started_ms: wall(h.started_ms),
+            ended_ms: h.ended_ms.map(wall),
+            ..h.clone()
+        })
+        .collect()
 }
 
 fn log_notice(n: &Notice) {

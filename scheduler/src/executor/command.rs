@@ -72,11 +72,24 @@ pub enum Command {
         from: NodeId,
         to: NodeId,
     },
-    /// Docker: stop the slot's service (it was running on `node`).
+    /// Docker: stop the slot's service (it was running on `node`), keeping the service (and
+    /// its pin to `node`) until the slot starts elsewhere, then wait to see its task stop.
+    ///
+    /// - `wait_ms: None` — `node` is up (a drain, a node back): the task must be seen stopped
+    ///   before the lane goes on; a backend that cannot see it within its own limit fails the
+    ///   command, which drops the lane.
+    /// - `wait_ms: Some(bound)` — `node` was declared lost: wait until Swarm reports the task
+    ///   not running, or `node` not Ready (Swarm can no longer stop it; the volume's fence and
+    ///   the agent's lease do), or the node's lease at the control service has ended (a live
+    ///   agent has stopped the task by then; the fence that follows waits for that end
+    ///   anyway), or `bound` ms passed, whichever comes first; then done. Never longer than
+    ///   `bound` (one lease): a dead node must not hold its slot hostage.
     StopSlot {
         service: String,
         slot: u64,
         node: NodeId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait_ms: Option<u64>,
     },
     /// Docker: point the slot's service at `node` and wait until its task runs. With a
     /// volume, the task mounts it at `epoch`, which the driver checks.

@@ -30,11 +30,14 @@
 //!   already dead or drained when the controller starts is acted on.
 //! - What is not state but worth a log line comes out of [`Executor::take_notices`].
 //!
-//! A controller's loop, in short: persist [`Executor::state`] after each call; on every
-//! Swarm change or detector verdict `observe`; `next(now)` and perform each command (each
-//! may run in parallel; none touches a slot another one holds), `complete` it, observe
-//! again when `complete` or [`Executor::wants_observation`] says so; sleep until the next
-//! change or [`Executor::wake_at`]. Without a Swarm leader, `set_active(false)`.
+//! The loop around it is [`Driver`] ([`driver`]), the one `berth run` and the simulator both
+//! use: persist the state before any command it records starts, resume from a persisted
+//! state (its timers on a clock that goes on from there), observe when the executor waits
+//! for it, catch up explicitly. In short: on every Swarm change or detector verdict
+//! `observe`; `poll(now)`, persist the batch's state, perform each command (each may run in
+//! parallel; none touches a slot another one holds), `complete` it, observe again when
+//! `complete` or the batch says so; sleep until the next change or `wake_at`. Without a Swarm
+//! leader, `set_active(false)`.
 //!
 //! Runs ([`run`]) follow the plan's waves: lanes (one per slot, [`lane`]) of a wave run side by
 //! side, a wave starts when the previous one ended; a drain never has more slots of a service
@@ -42,6 +45,7 @@
 //! the bulk while the old task still serves.
 
 pub mod command;
+pub mod driver;
 pub mod history;
 pub mod lane;
 #[cfg(test)]
@@ -57,6 +61,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 pub use command::{AssignMode, Command, CommandId, Outcome, TimerId};
+pub use driver::{Batch, Driver, Job, Ticket, Timers};
 pub use history::{Actor, FailoverRecord, RunEnd};
 pub use reconcile::{FailedTask, NodeHealth, Observation, Seen};
 pub use run::{PlanRun, RunKind};
@@ -84,6 +89,16 @@ pub struct Config {
     /// state after every change); `None` keeps all (a simulation's report reads them all).
     #[serde(default)]
     pub history_limit: Option<usize>,
+    /// How long a node-down plan waits to see the lost node's old task stop before it moves
+    /// the data and starts the slot elsewhere ([`Command::StopSlot`]'s `wait_ms`): at most one
+    /// node lease (the control service's `--lease`, 5 s by default), by then the agent, if it
+    /// lives, has stopped the task itself.
+    #[serde(default = "default_stop_wait_ms")]
+    pub stop_wait_ms: u64,
+}
+
+fn default_stop_wait_ms() -> u64 {
+    5_000
 }
 
 impl Default for Config {
@@ -94,6 +109,7 @@ impl Default for Config {
             reconcile: true,
             stateful_only: false,
             history_limit: None,
+            stop_wait_ms: default_stop_wait_ms(),
         }
     }
 }
@@ -146,6 +162,22 @@ pub struct ExecutorState {
     pub active: bool,
     pub catch_up: bool,
     pub history: Vec<FailoverRecord>,
+    /// The latest time the executor was given (its own time base, which [`Driver`] carries
+    /// across a restart); 0 in a state written before it was kept.
+    #[serde(default)]
+    pub clock_ms: u64,
+}
+
+impl ExecutorState {
+    /// The latest time this state knows of: the time it was last given, or, in a state
+    /// written before that was kept, its latest run start or end.
+    pub fn last_time(&self) -> u64 {
+        self.history
+            .iter()
+            .flat_map(|h| [Some(h.started_ms), h.ended_ms])
+            .flatten()
+            .fold(self.clock_ms, u64::max)
+    }
 }
 
 /// What happened inside the executor, for a log or a trace; not part of its state.
@@ -245,9 +277,15 @@ impl Executor {
         &self.state
     }
 
+    /// Keeps the latest time given (the state's own clock, see [`ExecutorState::clock_ms`]).
+    fn saw(&mut self, now: u64) {
+        self.state.clock_ms = self.state.clock_ms.max(now);
+    }
+
     /// Fires the timers due at `now`, then hands out every command ready to run, marked in
     /// flight.
     pub fn next(&mut self, now: u64) -> Vec<(CommandId, Command)> {
+        self.saw(now);
         loop {
             let due = self
                 .state
@@ -296,8 +334,34 @@ impl Executor {
         out
     }
 
+    /// Takes back work handed out but never started (the caller could not persist the state
+    /// that records it): each command is handed out again, first, by the next call.
+    pub fn hand_back(&mut self, work: &[Work]) {
+        let mut again = Vec::with_capacity(work.len());
+        for w in work {
+            match w {
+                Work::Command(id, _) => {
+                    if let Some(f) = self.state.inflight.get_mut(id)
+                        && f.issued
+                    {
+                        f.issued = false;
+                        again.push(Ready::Command(*id));
+                    }
+                }
+                Work::Timer(id, at) => {
+                    if self.state.timers.contains_key(id) {
+                        again.push(Ready::Timer(*id, *at));
+                    }
+                }
+            }
+        }
+        again.append(&mut self.state.ready);
+        self.state.ready = again;
+    }
+
     /// A timer's time has come (ignored if its lane ended meanwhile).
     pub fn fire(&mut self, id: TimerId, now: u64) {
+        self.saw(now);
         if let Some(t) = self.state.timers.remove(&id) {
             self.lane_timer(now, t.run, t.lane);
         }
@@ -307,6 +371,7 @@ impl Executor {
     /// planned again at the next observation (observe soon). An unknown or already completed
     /// id is ignored (a replay after a restart, a run abandoned meanwhile).
     pub fn complete(&mut self, id: CommandId, outcome: Outcome, now: u64) -> bool {
+        self.saw(now);
         let Some(f) = self.state.inflight.remove(&id) else {
             return false;
         };

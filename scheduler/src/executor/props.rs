@@ -1,7 +1,10 @@
-//! Property tests: whatever the interleaving of outcomes (done, refused, failed, in any
-//! order), node faults and restarts of the executor from its serialized state, a slot never
-//! starts at a stale epoch, a drain never has more slots of a service stopped at once than
-//! `berth.max-unavailable`, and once the faults stop the executor goes idle.
+//! Property tests, through the [`Driver`] as `berth run` uses it: whatever the interleaving of
+//! outcomes (done, refused, failed, in any order), node faults, journal writes that fail, and
+//! restarts from the journal (with outcomes of the dead incarnation arriving late), a slot
+//! never starts at a stale epoch, a stateful slot never starts while its old task still runs
+//! elsewhere (the stop comes first), no command starts that the journal does not record, a
+//! drain never has more slots of a service stopped at once than `berth.max-unavailable`, and
+//! once the faults stop the executor goes idle.
 
 use proptest::prelude::*;
 
@@ -20,9 +23,11 @@ enum Op {
     /// Complete the n-th command in flight: 0 done (as the backend answers), 1 refused,
     /// 2 failed (neither performed).
     Deliver(usize, u8),
-    /// The backend performs the n-th command, then the executor is killed before it hears
-    /// back and resumes from its serialized state.
+    /// The backend performs the n-th command, then the controller is killed before it hears
+    /// back and resumes from its journal.
     CrashAfter(usize),
+    /// The next journal write fails: nothing of its batch starts.
+    JournalFails,
     Tick(u64),
 }
 
@@ -34,6 +39,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..4usize).prop_map(Op::Activate),
         4 => (0..8usize, 0..3u8).prop_map(|(i, k)| Op::Deliver(i, k)),
         1 => (0..8usize).prop_map(Op::CrashAfter),
+        1 => Just(Op::JournalFails),
         1 => (1..40_000u64).prop_map(Op::Tick),
     ]
 }
@@ -41,24 +47,89 @@ fn op() -> impl Strategy<Value = Op> {
 struct Harness {
     c: Cluster,
     b: Backend,
-    exec: Executor,
+    driver: Driver,
     now: u64,
-    inflight: Vec<(CommandId, Command)>,
+    /// The journal as last written.
+    disk: Option<Vec<u8>>,
+    fail_next_write: bool,
+    inflight: Vec<(Ticket, Command)>,
+    /// Commands of incarnations that died, performed or not, whose outcome arrives late.
+    late: Vec<(Ticket, Command)>,
 }
 
 impl Harness {
+    fn new(c: Cluster) -> Harness {
+        Harness {
+            c,
+            b: Backend::default(),
+            driver: Driver::new(Config::default(), Timers::Polled, true),
+            now: 0,
+            disk: None,
+            fail_next_write: false,
+            inflight: Vec::new(),
+            late: Vec::new(),
+        }
+    }
+
+    /// Polls until nothing is ready, persisting each batch's state before its work starts;
+    /// observes when the batch says so.
     fn pull(&mut self) {
-        self.inflight.extend(self.exec.next(self.now));
-        self.check_notices();
+        for _ in 0..50 {
+            self.check_notices();
+            let batch = self.driver.poll(self.now);
+            if let Some(state) = &batch.journal {
+                if std::mem::take(&mut self.fail_next_write) {
+                    let observe = batch.observe;
+                    self.driver.not_persisted(batch);
+                    if observe {
+                        self.observe();
+                    }
+                    return;
+                }
+                self.disk = Some(state.clone());
+                self.driver.persisted();
+            }
+            let journal: Option<ExecutorState> = self
+                .disk
+                .as_ref()
+                .map(|d| serde_json::from_slice(d).expect("the journal decodes"));
+            let observe = batch.observe;
+            let mut started = false;
+            for job in batch.work {
+                let Job::Command(ticket, cmd) = job else {
+                    panic!("timers are polled: {job:?}")
+                };
+                let recorded = journal
+                    .as_ref()
+                    .and_then(|j| j.inflight.get(&ticket.id))
+                    .is_some_and(|f| f.issued && f.command == cmd);
+                assert!(recorded, "{cmd:?} starts before the journal records it");
+                if let Command::StopSlot {
+                    wait_ms: Some(ms), ..
+                } = &cmd
+                {
+                    assert_eq!(*ms, Config::default().stop_wait_ms, "bounded by the lease");
+                }
+                self.inflight.push((ticket, cmd));
+                started = true;
+            }
+            if observe {
+                self.driver.observe(self.now, Observation::of(&self.c));
+                continue;
+            }
+            if !started {
+                return;
+            }
+        }
     }
 
     fn observe(&mut self) {
-        self.exec.observe(self.now, Observation::of(&self.c));
+        self.driver.observe(self.now, Observation::of(&self.c));
         self.pull();
     }
 
     fn check_notices(&mut self) {
-        for n in self.exec.take_notices() {
+        for n in self.driver.take_notices() {
             assert!(
                 !matches!(n, Notice::DrainBudget { .. }),
                 "a drain exceeded berth.max-unavailable: {n:?}"
@@ -66,22 +137,23 @@ impl Harness {
         }
     }
 
-    fn complete(&mut self, id: CommandId, out: Outcome) {
-        let again = self.exec.complete(id, out, self.now);
-        if again || self.exec.wants_observation() {
+    fn complete(&mut self, ticket: Ticket, out: Outcome) {
+        if self.driver.complete(ticket, out, self.now) {
             self.observe();
         } else {
             self.pull();
         }
     }
 
+    /// kill -9, then a new process resumes from the journal (or starts fresh without one).
     fn restart(&mut self) {
-        let json = serde_json::to_string(self.exec.state()).expect("serializes");
-        let state: ExecutorState = serde_json::from_str(&json).expect("deserializes");
-        self.exec = Executor::from_state(state);
-        // Whatever was out is handed out again.
-        self.inflight.clear();
-        self.pull();
+        let state: Option<ExecutorState> = self
+            .disk
+            .as_ref()
+            .map(|d| serde_json::from_slice(d).expect("the journal decodes"));
+        self.late.append(&mut self.inflight);
+        self.driver.resume(state, Config::default(), self.now);
+        self.observe();
     }
 
     fn apply(&mut self, op: &Op) {
@@ -107,10 +179,17 @@ impl Harness {
                 self.observe();
             }
             Op::Deliver(i, kind) => {
+                // Now and then an outcome of a dead incarnation arrives: ignored.
+                if kind == 0
+                    && let Some((ticket, _)) = self.late.pop()
+                {
+                    assert!(!self.driver.is_awaited(ticket));
+                    assert!(!self.driver.complete(ticket, Outcome::Done, self.now));
+                }
                 if self.inflight.is_empty() {
                     return;
                 }
-                let (id, cmd) = self.inflight.remove(i % self.inflight.len());
+                let (ticket, cmd) = self.inflight.remove(i % self.inflight.len());
                 let out = match kind {
                     0 => self.b.perform(&mut self.c, &cmd),
                     1 => Outcome::Refused {
@@ -121,7 +200,7 @@ impl Harness {
                         reason: "injected".into(),
                     },
                 };
-                self.complete(id, out);
+                self.complete(ticket, out);
             }
             Op::CrashAfter(i) => {
                 if let Some((_, cmd)) = self.inflight.get(i % self.inflight.len().max(1)) {
@@ -130,6 +209,7 @@ impl Harness {
                 }
                 self.restart();
             }
+            Op::JournalFails => self.fail_next_write = true,
             Op::Tick(ms) => {
                 self.now += ms;
                 self.pull();
@@ -139,6 +219,7 @@ impl Harness {
 
     /// Faults stopped: every node is up and active, every command succeeds.
     fn settle(&mut self) {
+        self.fail_next_write = false;
         for w in WORKERS {
             set_node(&mut self.c, w, |n| {
                 n.state = NodeState::Ready;
@@ -147,29 +228,30 @@ impl Harness {
         }
         self.observe();
         for _ in 0..500 {
-            if let Some((id, cmd)) = self.inflight.first().cloned() {
+            if let Some((ticket, cmd)) = self.inflight.first().cloned() {
                 self.inflight.remove(0);
                 let out = self.b.perform(&mut self.c, &cmd);
-                self.complete(id, out);
+                self.complete(ticket, out);
                 continue;
             }
-            match self.exec.wake_at() {
+            match self.driver.wake_at() {
                 Some(t) => {
                     self.now = self.now.max(t);
                     self.pull();
                 }
                 None => {
                     self.observe();
-                    if self.inflight.is_empty() && self.exec.wake_at().is_none() {
+                    if self.inflight.is_empty() && self.driver.wake_at().is_none() {
                         break;
                     }
                 }
             }
         }
         assert!(self.inflight.is_empty(), "still busy: {:?}", self.inflight);
-        assert_eq!(self.exec.wake_at(), None);
-        assert_eq!(self.exec.busy_slots().count(), 0, "slots left busy");
-        assert!(self.exec.state().runs.is_empty(), "runs left open");
+        assert_eq!(self.driver.wake_at(), None);
+        let exec = self.driver.executor();
+        assert_eq!(exec.busy_slots().count(), 0, "slots left busy");
+        assert!(exec.state().runs.is_empty(), "runs left open");
     }
 }
 
@@ -178,14 +260,7 @@ proptest! {
 
     #[test]
     fn any_interleaving_is_safe_and_converges(ops in prop::collection::vec(op(), 0..40)) {
-        let c = world();
-        let mut h = Harness {
-            c,
-            b: Backend::default(),
-            exec: Executor::new(Config::default()),
-            now: 0,
-            inflight: Vec::new(),
-        };
+        let mut h = Harness::new(world());
         h.observe();
         for op in &ops {
             // `Backend::perform` asserts that a started slot's epoch is its volume's.

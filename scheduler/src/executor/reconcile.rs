@@ -140,14 +140,22 @@ impl Executor {
     /// still keeps its `recreate` members); the first observation after it catches up.
     pub fn set_active(&mut self, active: bool) {
         if active && !self.state.active {
-            self.state.catch_up = true;
+            self.catch_up();
         }
         self.state.active = active;
+    }
+
+    /// The next observation (while active) catches up from the world as it is: every node
+    /// already dead is planned again, drains resumed, what failed on reachable nodes
+    /// restarted — as after a pause, or a restart from a persisted state.
+    pub fn catch_up(&mut self) {
+        self.state.catch_up = true;
     }
 
     /// Level-triggered: compares the observation with the last one and launches, drops or
     /// re-plans runs. Nodes are handled in node ID order.
     pub fn observe(&mut self, now: u64, obs: Observation<'_>) {
+        self.saw(now);
         let mut order: Vec<usize> = (0..obs.cluster.nodes.len()).collect();
         if !obs.cluster.nodes.windows(2).all(|w| w[0].id <= w[1].id) {
             order.sort_by(|&a, &b| obs.cluster.nodes[a].id.cmp(&obs.cluster.nodes[b].id));
@@ -197,7 +205,7 @@ impl Executor {
             return;
         }
         if catch_up {
-            self.catch_up(now, &obs, &order);
+            self.catch_up_now(now, &obs, &order);
             return;
         }
         self.plan_fenced(now, &obs);
@@ -424,7 +432,7 @@ impl Executor {
 
     /// After a pause: re-plan every node already declared dead, resume drains, restart what
     /// failed on reachable nodes.
-    fn catch_up(&mut self, now: u64, obs: &Observation<'_>, order: &[usize]) {
+    fn catch_up_now(&mut self, now: u64, obs: &Observation<'_>, order: &[usize]) {
         // One pass over the tasks, not one per node: 10k nodes × tasks would dominate.
         let mut hosting: BTreeSet<&NodeId> = obs
             .cluster

@@ -51,6 +51,7 @@ impl Executor {
         stateful_only: bool,
         by: Actor,
     ) {
+        self.saw(now);
         self.notices.push(Notice::Planned {
             event: event.clone(),
         });
@@ -193,10 +194,15 @@ impl Executor {
                     expect_epoch: epoch.saturating_sub(1),
                 }),
                 Action::StopTask { node } => {
+                    // A lost node's task is waited for at most a lease; a live node's until
+                    // it has stopped.
+                    let lost = self.state.nodes.get(node).is_some_and(|s| s.dead);
+                    let wait_ms = lost.then_some(self.state.config.stop_wait_ms);
                     slot.clone().map(|(service, slot)| Command::StopSlot {
                         service,
                         slot,
                         node: node.clone(),
+                        wait_ms,
                     })
                 }
                 Action::MoveDataset {
@@ -477,6 +483,7 @@ impl Executor {
     /// chose to forget it): commands still out are ignored when they come back, and the next
     /// observation re-plans from the world as it is.
     pub fn abandon_all(&mut self, now: u64) {
+        self.saw(now);
         let runs: Vec<u64> = self.state.runs.keys().copied().collect();
         for run in runs {
             self.end_run(now, run, true);

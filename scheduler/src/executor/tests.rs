@@ -2,7 +2,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 use crate::failover::Event;
-use crate::model::{Availability, Cluster, Dataset, NodeState, Role};
+use crate::model::{Availability, Cluster, Dataset, NodeState, Role, TaskState};
 use crate::testing::*;
 
 /// Four workers in two zones: a shared-storage service (move), a local one (move), a
@@ -126,9 +126,22 @@ impl Backend {
                     d.primary = Some(primary.clone());
                 }
             }
-            Command::StopSlot { service, slot, .. } => {
-                c.tasks
-                    .retain(|t| !(t.service_id.0 == *service && t.slot == Some(*slot)));
+            Command::StopSlot {
+                service,
+                slot,
+                node,
+                ..
+            } => {
+                // As `berth run` does: the task stops, and the slot's service stays pinned to
+                // the node (scaled to 0) until the slot starts elsewhere, so the managers
+                // still count the slot there. A replay finds it stopped already.
+                for t in c.tasks.iter_mut().filter(|t| {
+                    t.service_id.0 == *service
+                        && t.slot == Some(*slot)
+                        && t.node_id.as_ref() == Some(node)
+                }) {
+                    t.state = TaskState::Assigned;
+                }
             }
             Command::StartSlot {
                 service,
@@ -139,6 +152,19 @@ impl Backend {
             } => {
                 if let (Some(v), Some(e)) = (volume, epoch) {
                     assert_eq!(epoch_of(c, v), *e, "a slot never starts on a stale epoch");
+                }
+                if volume.is_some() {
+                    let other = c.tasks.iter().find(|t| {
+                        t.service_id.0 == *service
+                            && t.slot == Some(*slot)
+                            && t.node_id.as_ref() != Some(node)
+                            && t.state == TaskState::Running
+                    });
+                    assert!(
+                        other.is_none(),
+                        "a stateful slot starts on {node} only once its old task is stopped: \
+                         {other:?} still runs"
+                    );
                 }
                 c.tasks
                     .retain(|t| !(t.service_id.0 == *service && t.slot == Some(*slot)));
@@ -238,6 +264,14 @@ fn node_down_fences_moves_and_starts_at_the_new_epoch() {
     }
     // `local` data waits for its node: no fence of cache-1.
     assert!(!got.iter().any(|g| g.contains("cache-1")), "{got:?}");
+    // The lost node's task is stopped, waited for at most a lease, before the data moves.
+    let at = |want: &str| got.iter().position(|g| g == want).unwrap();
+    assert!(at("stop-slot:files.1") < at("assign:files-1"), "{got:?}");
+    assert!(b.log.iter().any(|c| matches!(
+        c,
+        Command::StopSlot { service, node, wait_ms: Some(5_000), .. }
+            if service == "files" && node.as_str() == "w1"
+    )));
     // The recreate grace (30 s) was waited out.
     assert!(end >= 31_000, "{end}");
     assert_eq!(c.dataset("files-1").unwrap().epoch, 5);
@@ -410,6 +444,15 @@ fn drain_stops_at_most_max_unavailable_at_once() {
             .iter()
             .any(|n| matches!(n, Notice::DrainBudget { .. }))
     );
+    // The node is up: its stops are waited for until they are seen, not bounded.
+    assert!(
+        b.log
+            .iter()
+            .filter(|c| matches!(c, Command::StopSlot { .. }))
+            .all(|c| matches!(c, Command::StopSlot { wait_ms: None, .. })),
+        "{:?}",
+        b.log
+    );
     // The local dataset was pre-copied, then moved by copy.
     let got = names(&b.log);
     let pre = got.iter().position(|g| g == "pre-copy:cache-1").unwrap();
@@ -431,8 +474,8 @@ fn paused_executor_catches_up_after() {
     let cmds = exec.next(5);
     assert!(
         cmds.iter()
-            .any(|(_, c)| matches!(c, Command::Fence { volume, .. } if volume == "files-1")),
-        "{cmds:?}"
+            .any(|(_, c)| matches!(c, Command::StopSlot { service, .. } if service == "files")),
+        "the first step of the lost node's move: {cmds:?}"
     );
 }
 
@@ -514,4 +557,118 @@ fn stateful_only_leaves_stateless_tasks_to_swarm_and_history_is_capped() {
         "{:?}",
         exec.history()
     );
+}
+
+/// A grace timer restored from the journal by a new process (a monotonic clock starting
+/// again near 0) waits what it had left, never less; the downtime is not counted.
+#[test]
+fn a_resumed_driver_keeps_each_timer_s_time_left_on_a_new_clock() {
+    let mut c = world();
+    let mut d = Driver::new(Config::default(), Timers::Polled, true);
+    let t0 = 7_000_000; // the first process's monotonic clock
+    d.observe(t0, Observation::of(&c));
+    set_node(&mut c, "w1", |n| n.state = NodeState::Down);
+    let mut b = Backend::default();
+    let mut disk = None;
+    // Run until the mongo lane waits out its 30 s grace.
+    for _ in 0..20 {
+        d.observe(t0, Observation::of(&c));
+        let batch = d.poll(t0);
+        if let Some(j) = batch.journal.clone() {
+            disk = Some(j);
+            d.persisted();
+        }
+        for job in batch.work {
+            if let Job::Command(t, cmd) = job {
+                let o = b.perform(&mut c, &cmd);
+                d.complete(t, o, t0);
+            }
+        }
+    }
+    assert_eq!(d.wake_at(), Some(t0 + 30_000), "the grace timer");
+    let batch = d.poll(t0 + 10_000);
+    if let Some(j) = batch.journal {
+        disk = Some(j);
+    }
+    // A new process, its clock at 500, 40 s of wall time later: 20 s of grace are left.
+    let state: ExecutorState = serde_json::from_slice(&disk.unwrap()).unwrap();
+    let mut again = Driver::new(Config::default(), Timers::Polled, true);
+    again.resume(Some(state), Config::default(), 500);
+    assert_eq!(again.wake_at(), Some(500 + 20_000));
+    assert_eq!(again.incarnation(), 1);
+    // Its history is on the executor's time, which went on from where the journal stopped.
+    assert_eq!(again.executor_time(500), t0 + 10_000);
+}
+
+/// A journal written before the executor kept its clock or bounded its stops still resumes:
+/// its time is its latest run's, and its stop commands wait until seen (as they were meant).
+#[test]
+fn a_journal_from_before_the_stop_bound_and_the_clock_resumes() {
+    let mut c = world();
+    let mut exec = Executor::new(Config::default());
+    exec.observe(1_000, Observation::of(&c));
+    set_node(&mut c, "w1", |n| n.availability = Availability::Drain);
+    exec.observe(2_000, Observation::of(&c));
+    let cmds = exec.next(2_000);
+    assert!(!cmds.is_empty());
+    let mut v = serde_json::to_value(exec.state()).unwrap();
+    v.as_object_mut().unwrap().remove("clock_ms");
+    v["config"].as_object_mut().unwrap().remove("stop_wait_ms");
+    let old = serde_json::to_vec(&v).unwrap();
+    assert!(!String::from_utf8_lossy(&old).contains("wait_ms"));
+    let state: ExecutorState = serde_json::from_slice(&old).expect("an old journal decodes");
+    assert_eq!(state.clock_ms, 0);
+    assert_eq!(state.last_time(), 2_000, "its latest run's start");
+    let mut d = Driver::new(Config::default(), Timers::Polled, true);
+    d.resume(Some(state), Config::default(), 3);
+    assert_eq!(d.executor_time(3), 2_000);
+    let batch = d.poll(3);
+    assert!(batch.journal.is_some());
+    let again: Vec<Command> = batch
+        .work
+        .into_iter()
+        .filter_map(|j| match j {
+            Job::Command(_, c) => Some(c),
+            Job::Timer(..) => None,
+        })
+        .collect();
+    assert_eq!(
+        again,
+        cmds.into_iter().map(|(_, c)| c).collect::<Vec<_>>(),
+        "handed out again"
+    );
+}
+
+/// Without its journal written, no command starts; once a write succeeds, the same commands
+/// are handed out, recorded as issued in what was written.
+#[test]
+fn a_failed_journal_write_starts_nothing_and_the_work_comes_back() {
+    let mut c = world();
+    let mut d = Driver::new(Config::default(), Timers::Polled, true);
+    d.observe(0, Observation::of(&c));
+    let first = d.poll(0);
+    assert!(first.journal.is_some() && first.work.is_empty());
+    d.persisted();
+    assert!(
+        d.poll(0).journal.is_none(),
+        "nothing changed: nothing to write"
+    );
+    set_node(&mut c, "w1", |n| n.state = NodeState::Down);
+    d.observe(10, Observation::of(&c));
+    let batch = d.poll(10);
+    let labels: Vec<Job> = batch.work.clone();
+    assert!(!labels.is_empty() && batch.journal.is_some());
+    d.not_persisted(batch);
+    let batch = d.poll(11);
+    assert_eq!(
+        batch.work, labels,
+        "the same work, once the state is written"
+    );
+    let written: ExecutorState = serde_json::from_slice(batch.journal.as_ref().unwrap()).unwrap();
+    for job in &batch.work {
+        if let Job::Command(t, _) = job {
+            assert!(written.inflight[&t.id].issued);
+        }
+    }
+    d.persisted();
 }

@@ -1,7 +1,7 @@
 //! Failover planning: given the cluster and an event (a node lost, drained, or back), the
 //! ordered steps that restore every slot without losing acknowledged writes or ever having two
 //! writers — fence first (epoch + 1), then choose a target with the same engine `plan` uses,
-//! then move, promote or recreate the data, then start the task.
+//! then stop the old task, then move, promote or recreate the data, then start the task.
 //!
 //! Pure and deterministic: the planner reads a [`Cluster`] and returns a [`FailoverPlan`]; the
 //! daemon executes it against Docker and the volume driver, the simulator against its model.
@@ -75,7 +75,8 @@ pub enum Action {
         node: NodeId,
         epoch: u64,
     },
-    /// Stop the task on a node that is still up (drain), before its data moves.
+    /// Stop the slot's task on `node` before its data moves: a drained node, or a lost one
+    /// (which the managers may still reach when only its agent died).
     StopTask {
         node: NodeId,
     },

@@ -171,16 +171,29 @@ fn node_down(before: &Prepared, x: &NodeId) -> Result<Vec<Step>, FailoverError> 
             }
             (mode, backend, Some(p)) => {
                 let to = p.node.clone();
-                push(fence);
+                // The old task is stopped before the data is handed over: on a node the
+                // managers still reach (its agent dead or hung) it would otherwise run, and
+                // write, until Swarm gets round to it. Its wait — until the task is seen
+                // stopped, the node is no longer Ready, or the node's lease ends — runs while
+                // the fence would wait for that lease anyway, so it costs no time. A `recreate`
+                // member is stopped only once its grace is over: a node back in time keeps it.
+                let stop = Action::StopTask { node: x.clone() };
                 if mode == FailoverMode::Recreate {
+                    push(fence);
                     push(Action::WaitGrace {
                         seconds: st.recreate_grace_secs,
                     });
+                } else {
+                    push(stop.clone());
+                    push(fence);
                 }
                 push(Action::ChooseTarget {
                     node: to.clone(),
                     why: why(p),
                 });
+                if mode == FailoverMode::Recreate {
+                    push(stop);
+                }
                 push(match (mode, backend) {
                     (FailoverMode::Recreate, _) => Action::RecreateDataset {
                         dataset,
@@ -380,10 +393,14 @@ fn node_back(before: &Prepared, x: &NodeId) -> Result<Vec<Step>, FailoverError> 
                 node: node.clone(),
                 epoch,
             };
+            // The slot's old task, on the node its data leaves, stops before the data moves
+            // (as in a node-down plan).
+            let stop = |node: &NodeId| Action::StopTask { node: node.clone() };
             match &d.action {
                 DatasetAction::Create | DatasetAction::Keep => {}
                 DatasetAction::Move { from } => {
                     actions.insert(0, fence(from));
+                    actions.push(stop(from));
                     actions.push(Action::MoveDataset {
                         dataset: dataset.clone(),
                         from: from.clone(),
@@ -395,6 +412,7 @@ fn node_back(before: &Prepared, x: &NodeId) -> Result<Vec<Step>, FailoverError> 
                 }
                 DatasetAction::Promote { from } => {
                     actions.insert(0, fence(from));
+                    actions.push(stop(from));
                     actions.push(Action::PromoteStandby {
                         dataset: dataset.clone(),
                         from: from.clone(),
@@ -404,6 +422,7 @@ fn node_back(before: &Prepared, x: &NodeId) -> Result<Vec<Step>, FailoverError> 
                 }
                 DatasetAction::Recreate { lost } => {
                     actions.insert(0, fence(lost));
+                    actions.push(stop(lost));
                     actions.push(Action::RecreateDataset {
                         dataset: dataset.clone(),
                         node: to,

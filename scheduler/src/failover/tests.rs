@@ -80,6 +80,9 @@ fn node_down_plan_per_mode() {
     let want: Vec<(u32, Option<u64>, String)> = [
         // Dependencies first: mongo, cache, files, ledger (depth 0) before api (depth 1).
         (0, 1, "cache:wait-for-node"),
+        // The old task stops before its data moves (on a node Swarm still reaches, it would
+        // otherwise keep writing), while the fence would wait for its lease anyway.
+        (0, 1, "files:stop-task"),
         (0, 1, "files:fence"),
         (0, 1, "files:choose-target"),
         (0, 1, "files:move-dataset"),
@@ -88,6 +91,7 @@ fn node_down_plan_per_mode() {
         (0, 1, "mongo:fence"),
         (0, 1, "mongo:wait-grace"),
         (0, 1, "mongo:choose-target"),
+        (0, 1, "mongo:stop-task"),
         (0, 1, "mongo:recreate-dataset"),
         (0, 1, "mongo:start-task"),
         (1, 1, "api:choose-target"),
@@ -250,10 +254,16 @@ fn node_back_keeps_dataset_steps_for_slots_of_other_lost_nodes() {
         [
             "mongo:fence",
             "mongo:choose-target",
+            "mongo:stop-task",
             "mongo:recreate-dataset",
             "mongo:start-task"
         ]
     );
+    let stop = plan.steps.iter().find_map(|s| match &s.action {
+        Action::StopTask { node } if s.service.as_deref() == Some("mongo") => Some(node.as_str()),
+        _ => None,
+    });
+    assert_eq!(stop, Some("w1"), "the old task, on the lost node");
     let epoch = plan.steps.iter().find_map(|s| match &s.action {
         Action::Fence {
             dataset,

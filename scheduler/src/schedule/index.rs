@@ -120,7 +120,7 @@ fn verdict(
     task: &TaskSpec,
     info: &NodeInfo,
 ) -> u16 {
-    match super::batch::first_failure(filters, cx, task, info) {
+    match super::verdict::first_failure(filters, cx, task, info) {
         None => 0,
         Some(f) => {
             let k = match reasons.iter().position(|r| *r == f) {

@@ -12,13 +12,14 @@ pub mod index;
 mod prepare;
 pub mod run;
 mod swarm_fill;
+mod verdict;
 
 use serde::Serialize;
 
-pub use batch::{Key, Reasons};
 pub use index::{Index, PlanError};
 pub use prepare::Prepared;
 pub use run::{Kept, ServicePlan, slot_dataset, task_spec};
+pub use verdict::{Key, Reasons};
 
 use crate::framework::{MAX_SCORERS, Profile};
 use crate::model::{Cluster, NodeId, Strategy};

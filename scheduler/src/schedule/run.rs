@@ -15,8 +15,9 @@ use crate::model::{Availability, Backend, Cluster, FailoverMode, Mode, NodeId, N
 use crate::plugins::platform::platform_matches;
 use crate::snapshot::{NodeInfo, Snapshot};
 
-use super::batch::{self, Key, Reasons};
+use super::batch;
 use super::index::Index;
+use super::verdict::{Key, Reasons};
 use super::{DatasetAction, DatasetChange, Pending, Placement, Plan, ScoreCard};
 
 /// Whether a task that runs on this node keeps running there: Swarm moves tasks off down and

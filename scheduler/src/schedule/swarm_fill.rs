@@ -15,8 +15,8 @@
 use crate::framework::{CycleState, FilterPlugin, Profile, Reason, TaskSpec};
 use crate::snapshot::{NodeInfo, Snapshot};
 
-use super::batch::{Failed, Key, Outcome, count_reasons, first_failure, key};
 use super::index::Class;
+use super::verdict::{Failed, Key, Outcome, count_reasons, first_failure, key};
 
 /// SwarmKit's `nodeLess`: fewer tasks of this service, then fewer tasks.
 fn less(a: &NodeInfo, b: &NodeInfo, service: u32) -> bool {

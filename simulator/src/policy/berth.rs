@@ -55,6 +55,6 @@ pub fn catch_up(sim: &mut Sim) {
             );
         }
     }
-    sim.exec.set_active(true);
+    sim.driver.set_active(true);
     sim.observe();
 }

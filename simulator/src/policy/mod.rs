@@ -53,7 +53,7 @@ pub fn on_control_plane_back(sim: &mut Sim) {
     match sim.policy {
         PolicyKind::SwarmDefault | PolicyKind::Manual => {
             let at = sim.now + sim.scn.swarm.restart_delay;
-            sim.q.push(at, crate::sim::Ev::SwarmReconcile);
+            sim.q.push(at, crate::event::Ev::SwarmReconcile);
         }
         PolicyKind::Berth => berth::catch_up(sim),
     }

@@ -63,7 +63,7 @@ pub fn reconcile(sim: &mut Sim) {
             continue;
         }
         let slot_idx = svc.first_slot + (slot - 1) as u32;
-        if sim.exec.is_busy(
+        if sim.driver.executor().is_busy(
             &sim.scn.services[si as usize].name,
             sim.slots[slot_idx as usize].slot,
         ) {
