@@ -156,9 +156,9 @@ impl Session {
             }
             let _ = se.wake();
         }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        // Not joined: a thread inside a backing system call that hangs (a storage that went
+        // away) must not hang the agent; each ends once its call returns and it sees the end.
+        self.threads.clear();
     }
 }
 
