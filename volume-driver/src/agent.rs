@@ -16,6 +16,7 @@ use crate::backend::local::{self, Layout};
 use crate::backend::{BackendError, shared};
 use crate::client::{ClientError, ControlClient};
 use crate::control::wire::VolumeRecord;
+use crate::datapath::{DataPathMode, MountGate, Session};
 use crate::name::{self, NameError};
 use crate::options::{
     self, BackendKind, META_BACKEND, META_NAME, META_PROFILE, META_REPLICAS, OptionError,
@@ -60,6 +61,12 @@ pub enum AgentError {
     },
     #[error("volume {name} is mounted on this node; unmount it first")]
     MountedHere { name: String },
+    #[error("volume {name}: {source}")]
+    DataPath {
+        name: String,
+        #[source]
+        source: Box<crate::datapath::DataPathError>,
+    },
     #[error("cannot record mounts in {path}")]
     Record {
         path: String,
@@ -97,9 +104,18 @@ pub struct VolumeInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct MountRef {
     dataset_id: String,
+    /// What containers were given: the data path's mountpoint (or, without one, the copy).
     path: PathBuf,
     epoch: u64,
     callers: BTreeSet<String>,
+    /// The copy served at `path`; absent in records an agent without the data path wrote,
+    /// whose containers were given the copy itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    backing: Option<PathBuf>,
+    /// When this agent last mounted it, on the boot clock (in memory only): a container that
+    /// mounted it a moment ago may not be running yet.
+    #[serde(skip)]
+    mounted_at: Option<std::time::Duration>,
 }
 
 /// `<data-root>/mounts/<hash of the name>.json`: one mounted volume, valid only within the boot
@@ -137,7 +153,18 @@ pub struct Agent {
     /// The node's lease and how to stop its containers when it is lost (`lease`); `None`
     /// (library users, tests of other parts) never refuses a Mount for want of a lease.
     fence: Option<SelfFence>,
+    /// How containers reach their data: through this agent (`datapath`), or directly.
+    data_path: DataPathMode,
+    /// The data path's live mounts, by volume name.
+    sessions: Mutex<BTreeMap<String, Session>>,
+    /// Since when (boot clock) no running container has used a mounted volume, by name.
+    unused_since: Mutex<BTreeMap<String, std::time::Duration>>,
 }
+
+/// How long a mount may go unused by any running container before its claim counts as
+/// orphaned (an engine restart sends no Unmount): longer than a container takes from its Mount
+/// to running.
+const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What self-fencing needs: the lease, the local engine, and the driver name Docker knows this
 /// agent by.
@@ -188,7 +215,17 @@ impl Agent {
             passes: std::sync::atomic::AtomicU64::new(0),
             standby_ships: Mutex::new(BTreeMap::new()),
             fence: None,
+            data_path: DataPathMode::Direct,
+            sessions: Mutex::new(BTreeMap::new()),
+            unused_since: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Serves mounts through this agent (`DataPathMode::Fuse`), or hands containers the copy
+    /// itself (`Direct`, the default for library users).
+    pub fn with_data_path(mut self, mode: DataPathMode) -> Agent {
+        self.data_path = mode;
+        self
     }
 
     /// Holds a lease and fences itself when it is lost (see `lease`).
@@ -236,7 +273,7 @@ impl Agent {
     fn lease_refusal(&self, name: &str) -> Result<(), AgentError> {
         let why = self
             .keeper()
-            .and_then(|k| k.refuse_mount(std::time::Instant::now()));
+            .and_then(|k| k.refuse_mount(crate::clock::now()));
         match why {
             Some(why) => {
                 tracing::warn!(volume = name, reason = %why, "mount refused: no lease");
@@ -250,13 +287,16 @@ impl Agent {
         }
     }
 
-    /// Stops every running container that uses a volume mounted here, each with a SIGTERM and,
-    /// within `deadline`, a SIGKILL; then forgets the mounts whose containers are all stopped,
-    /// so that the claims they held are released once the control service answers again
-    /// (`recover`). A mount whose containers could not be confirmed stopped stays recorded and
-    /// claimed: its volume is never handed over on this node's word. Returns the containers
+    /// For a node declared dead: refuses every write through its mounts at once, then stops
+    /// every running container that uses a volume mounted here, each with a SIGTERM and,
+    /// within `deadline`, a SIGKILL; then forgets the mounts whose containers are all stopped.
+    /// A mount whose containers could not be confirmed stopped stays recorded and claimed (and
+    /// refused): its volume is never handed over on this node's word. Returns the containers
     /// stopped.
     pub async fn self_fence(&self, deadline: std::time::Duration) -> usize {
+        for s in self.sessions().values() {
+            s.gate().refuse("an operator declared this node dead");
+        }
         let Some(f) = &self.fence else {
             return 0;
         };
@@ -321,6 +361,7 @@ impl Agent {
             total += n;
             let l = self.lock_for(&name);
             let _g = l.lock().await;
+            self.end_session(&name);
             if self.mounts().remove(&name).is_some()
                 && let Err(e) = self.persist(&name)
             {
@@ -328,6 +369,202 @@ impl Agent {
             }
         }
         total
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Session>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops serving `name` through the data path (its held writes fail, its mount goes).
+    fn end_session(&self, name: &str) {
+        if let Some(s) = self.sessions().remove(name) {
+            s.stop();
+        }
+    }
+
+    /// The current lease period (0 without a lease kept).
+    fn period(&self) -> u64 {
+        self.keeper().map_or(0, |k| k.period())
+    }
+
+    /// What containers mounting `name` get for the copy at `backing`: with the data path, a
+    /// mount served by this agent (started unless already served), whose writes wait for the
+    /// lease period `validated`; without, the copy itself.
+    fn serve(
+        &self,
+        name: &str,
+        sync_writes: bool,
+        backing: &std::path::Path,
+        validated: u64,
+    ) -> Result<PathBuf, AgentError> {
+        if self.data_path == DataPathMode::Direct {
+            return Ok(backing.to_path_buf());
+        }
+        if let Some(s) = self.sessions().get(name)
+            && !s.gate().is_refused()
+        {
+            s.gate().validate(validated);
+            return Ok(s.mountpoint().to_path_buf());
+        }
+        self.end_session(name);
+        let mountpoint = self.local.root().join("mnt").join(name);
+        let gate = MountGate::new(
+            name,
+            self.fence.as_ref().map(|f| f.keeper.clone()),
+            validated,
+        );
+        let s = Session::serve(name, backing, &mountpoint, gate, sync_writes).map_err(|e| {
+            AgentError::DataPath {
+                name: name.to_string(),
+                source: Box::new(e),
+            }
+        })?;
+        self.sessions().insert(name.to_string(), s);
+        Ok(mountpoint)
+    }
+
+    /// Stops, in the background, the running containers that use `name`: their data moved
+    /// away, or their mount died with an earlier agent. Bounded by the self-fence deadline.
+    fn stop_users(&self, name: &str, why: &'static str) {
+        let Some(f) = &self.fence else { return };
+        let (docker, driver, name) = (f.docker.clone(), f.driver.clone(), name.to_string());
+        let deadline = f.keeper.timing().self_fence_deadline;
+        let grace = deadline.as_secs().saturating_sub(1);
+        tokio::spawn(async move {
+            // The engine may be busy starting (it waits for its plugins): a few tries.
+            let mut tries = 0;
+            let ids = loop {
+                match docker.containers_using(&name, &driver).await {
+                    Ok(ids) => break ids,
+                    Err(e) if tries < 10 => {
+                        tries += 1;
+                        tracing::debug!(volume = %name, error = %crate::transfer::chain(&e), "cannot list the containers using it yet");
+                        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(volume = %name, error = %crate::transfer::chain(&e), "cannot list the containers using it to stop them");
+                        return;
+                    }
+                }
+            };
+            for id in ids {
+                let stopped = matches!(
+                    tokio::time::timeout(deadline, docker.stop(&id, grace)).await,
+                    Ok(Ok(()))
+                );
+                if !stopped {
+                    let _ = docker.kill(&id).await;
+                }
+                crate::metrics::agent().containers_stopped.inc();
+                tracing::warn!(volume = %name, container = %id, reason = why, "stopped a container using it");
+            }
+        });
+    }
+
+    /// Whether no running container uses the mounted volume `name` and none mounted it within
+    /// `ORPHAN_GRACE`, as far as the local engine says (an engine that does not answer within
+    /// 2 s, or no engine to ask, says nothing is unused).
+    async fn unused(&self, name: &str) -> bool {
+        let Some(f) = &self.fence else { return false };
+        let recent = self
+            .mounts()
+            .get(name)
+            .and_then(|m| m.mounted_at)
+            .is_some_and(|at| crate::clock::now().saturating_sub(at) < ORPHAN_GRACE);
+        if recent {
+            return false;
+        }
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            f.docker.containers_using(name, &f.driver),
+        )
+        .await;
+        matches!(answer, Ok(Ok(ids)) if ids.is_empty())
+    }
+
+    /// Releases the claims of mounts no running container has used for `ORPHAN_GRACE`: an
+    /// engine that restarted (or lost a container) without an Unmount leaves them held, which
+    /// would keep their volumes from ever moving while the node keeps its lease.
+    async fn release_orphans(&self) {
+        let names: Vec<String> = self.mounts().keys().cloned().collect();
+        let now = crate::clock::now();
+        for name in names {
+            if !self.unused(&name).await {
+                self.unused_since_map().remove(&name);
+                continue;
+            }
+            let since = *self.unused_since_map().entry(name.clone()).or_insert(now);
+            if now.saturating_sub(since) < ORPHAN_GRACE {
+                continue;
+            }
+            let l = self.lock_for(&name);
+            let _g = l.lock().await;
+            if !self.unused(&name).await {
+                continue;
+            }
+            let Some(r) = self.mounts().remove(&name) else {
+                continue;
+            };
+            self.end_session(&name);
+            if let Err(e) = self.persist(&name) {
+                tracing::warn!(error = %e.chain(), "mount record not saved");
+            }
+            match self.control.release_mount(&r.dataset_id, &self.node).await {
+                Ok(_) => {
+                    self.unused_since_map().remove(&name);
+                    crate::metrics::agent().orphans_released.inc();
+                    tracing::warn!(volume = %name, callers = r.callers.len(), "released a mount no running container has used for a while (an engine restart sends no Unmount)");
+                }
+                Err(e) => {
+                    tracing::warn!(volume = %name, error = %e, "releasing an orphaned mount failed; retrying");
+                    self.mounts().insert(name.clone(), r);
+                    let _ = self.persist(&name);
+                }
+            }
+        }
+    }
+
+    fn unused_since_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, std::time::Duration>> {
+        self.unused_since.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claims again, at the control service, every mount not yet claimed in the current lease
+    /// period, so its held writes go on; a mount whose claim is refused lost its data to another
+    /// node: its writes fail from now on and its containers are stopped. A claim that cannot be
+    /// made (the control service does not answer) is tried again at the next heartbeat.
+    pub async fn revalidate(&self) {
+        let period = self.period();
+        let stale: Vec<String> = self
+            .sessions()
+            .iter()
+            .filter(|(_, s)| s.gate().validated() < period && !s.gate().is_refused())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in stale {
+            let l = self.lock_for(&name);
+            let _g = l.lock().await;
+            let Some((ds, epoch)) = self
+                .mounts()
+                .get(&name)
+                .map(|m| (m.dataset_id.clone(), m.epoch))
+            else {
+                continue;
+            };
+            match self.control.claim_mount(&ds, &self.node, epoch).await {
+                Ok(_) => {
+                    if let Some(s) = self.sessions().get(&name) {
+                        s.gate().validate(period);
+                    }
+                    tracing::info!(volume = %name, epoch, period, "mount claimed again: its writes go on");
+                }
+                Err(e) if matches!(e.status(), Some(404 | 405 | 409)) => {
+                    self.drop_fenced(&name, &e.to_string());
+                }
+                Err(e) => {
+                    tracing::warn!(volume = %name, error = %e, "cannot claim the mount again yet; its writes stay held")
+                }
+            }
+        }
     }
 
     /// How this node's moves behave (a rate limit, the cluster token).
@@ -540,17 +777,24 @@ impl Agent {
     }
 
     /// Forgets this node's mount of `name`: it was fenced, so its copy is handed out no more.
+    /// Writes through it fail from now on, and the containers using it are stopped.
     fn drop_fenced(&self, name: &str, why: &str) {
+        if let Some(s) = self.sessions().get(name) {
+            s.gate().refuse(why);
+        }
         if self.mounts().remove(name).is_some() {
+            crate::metrics::agent().mounts_refused.inc();
             tracing::error!(
                 volume = name,
                 reason = why,
-                "fenced: this node no longer hands out its copy"
+                "fenced: this node no longer hands out its copy; its writes are refused and its containers stopped"
             );
             if let Err(e) = self.persist(name) {
                 tracing::warn!(error = %e.chain(), "mount record not saved");
             }
+            self.stop_users(name, "its data moved to another node");
         }
+        self.end_session(name);
     }
 
     /// Mounts for caller `id`: only on the primary at the current epoch, claimed at the control
@@ -565,15 +809,25 @@ impl Agent {
             .get(name)
             .map(|m| (m.dataset_id.clone(), m.epoch));
         if let Some((ds, epoch)) = held {
+            let period = self.period();
             match self.control.claim_mount(&ds, &self.node, epoch).await {
-                Ok(_) => {
+                Ok(d) => {
                     self.lease_refusal(name)?;
-                    let path = {
+                    let backing = {
+                        let m = self.mounts();
+                        let r = m.get(name).expect("held under the volume's lock");
+                        r.backing.clone().unwrap_or_else(|| r.path.clone())
+                    };
+                    let path =
+                        self.serve(name, d.backend() == BackendKind::Shared, &backing, period)?;
+                    {
                         let mut m = self.mounts();
                         let r = m.get_mut(name).expect("held under the volume's lock");
                         r.callers.insert(id.to_string());
-                        r.path.clone()
-                    };
+                        r.path = path.clone();
+                        r.backing = Some(backing);
+                        r.mounted_at = Some(crate::clock::now());
+                    }
                     self.persist(name)?;
                     tracing::info!(volume = name, caller = id, "mount reference added");
                     return Ok(path);
@@ -591,9 +845,12 @@ impl Agent {
             return Err(e);
         }
         self.lease_refusal(name)?;
-        let path = self.prepare(name, &d).await?;
+        let backing = self.prepare(name, &d).await?;
         // A pull can take long enough for the lease to lapse meanwhile.
         self.lease_refusal(name)?;
+        // The period is read before the claim: a gap in the lease after it leaves the mount
+        // waiting to be claimed again, never admitted on a claim older than the gap.
+        let period = self.period();
         if let Err(e) = self
             .control
             .claim_mount(&d.dataset_id, &self.node, d.epoch)
@@ -602,6 +859,14 @@ impl Agent {
             tracing::warn!(volume = name, error = %e, "mount refused by control");
             return Err(Self::ctl(name)(e));
         }
+        let shared = BackendKind::from_str_or_local(&d.backend) == BackendKind::Shared;
+        let path = match self.serve(name, shared, &backing, period) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = self.control.release_mount(&d.dataset_id, &self.node).await;
+                return Err(e);
+            }
+        };
         self.mounts().insert(
             name.to_string(),
             MountRef {
@@ -609,11 +874,14 @@ impl Agent {
                 path: path.clone(),
                 epoch: d.epoch,
                 callers: BTreeSet::from([id.to_string()]),
+                backing: Some(backing),
+                mounted_at: Some(crate::clock::now()),
             },
         );
         if let Err(e) = self.persist(name) {
             // Unrecorded, the claim would outlive a restart: give it back and refuse.
             self.mounts().remove(name);
+            self.end_session(name);
             let _ = self.control.release_mount(&d.dataset_id, &self.node).await;
             return Err(e);
         }
@@ -628,25 +896,32 @@ impl Agent {
         let released = {
             let _g = self.lock_for(name);
             let _g = _g.lock().await;
-            let release = {
+            let others = {
                 let mut m = self.mounts();
-                match m.get_mut(name) {
-                    None => None,
-                    Some(r) => {
-                        r.callers.remove(id);
-                        if r.callers.is_empty() {
-                            m.remove(name)
-                        } else {
-                            drop(m);
-                            self.persist(name)?;
-                            tracing::info!(volume = name, caller = id, "mount reference dropped");
-                            return Ok(());
-                        }
-                    }
-                }
+                m.get_mut(name).map(|r| {
+                    r.callers.remove(id);
+                    r.callers.len()
+                })
             };
+            // Other callers left, yet no container runs with the volume: they are callers an
+            // engine restart left behind (it sends no Unmount), and the claim goes with this one.
+            if others.is_some_and(|n| n > 0) && !self.unused(name).await {
+                self.persist(name)?;
+                tracing::info!(volume = name, caller = id, "mount reference dropped");
+                return Ok(());
+            }
+            if others.is_some_and(|n| n > 0) {
+                crate::metrics::agent().orphans_released.inc();
+                tracing::warn!(
+                    volume = name,
+                    caller = id,
+                    "no running container uses it: dropping the callers an engine restart left behind"
+                );
+            }
+            let release = self.mounts().remove(name);
             match release {
                 Some(r) => {
+                    self.end_session(name);
                     self.persist(name)?;
                     if let Err(e) = self.control.release_mount(&r.dataset_id, &self.node).await {
                         // Put the reference back so a retry can release it; the claim still
@@ -758,6 +1033,35 @@ impl Agent {
             .collect())
     }
 
+    /// At start, before the plugin socket opens: the mounts an earlier agent served in this
+    /// boot died with it (their containers see `ENOTCONN`), so each is detached and the
+    /// containers still using it are stopped, to be started again on a mount this agent
+    /// serves. Their records stay until Docker unmounts them. Without the data path the copy
+    /// itself was mounted and nothing died.
+    pub fn reattach(&self) {
+        if self.data_path != DataPathMode::Fuse {
+            return;
+        }
+        let recorded: Vec<(String, PathBuf, bool)> = self
+            .mounts()
+            .iter()
+            .map(|(n, m)| (n.clone(), m.path.clone(), m.backing.is_some()))
+            .collect();
+        for (name, path, served) in recorded {
+            if served && let Err(e) = crate::datapath::detach_stale(&path) {
+                tracing::warn!(volume = %name, error = %e, "cannot detach the dead mount");
+            }
+            self.stop_users(
+                &name,
+                if served {
+                    "its mount died with the previous agent"
+                } else {
+                    "it mounted the copy directly (an agent without the data path): restarted to go through it"
+                },
+            );
+        }
+    }
+
     /// At start, before serving: mounts recorded by an earlier run that were fenced meanwhile
     /// are dropped, and claims the control service holds for this node that no local record
     /// backs (the agent died between claiming and recording) are released. No Mount is in
@@ -855,6 +1159,7 @@ impl Agent {
                 tracing::warn!(volume = %d.name, error = %e.chain(), "reconcile: pull failed; will retry");
             }
         }
+        self.release_orphans().await;
         let pass = self
             .passes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

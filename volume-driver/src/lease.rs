@@ -1,17 +1,29 @@
 //! The agent's side of node leases: heartbeat the control service every `interval`, keep the
-//! lease each answer grants, and, when it cannot be renewed, stop every container that uses one
-//! of this driver's volumes on this node *before* the lease ends, refusing new Mounts until a
-//! heartbeat gets a lease again. This is what lets the control service hand a volume to another
-//! node once the lease has ended without the old node still writing (ARCHITECTURE.md,
-//! invariants; README, "Leases and self-fencing").
+//! lease each answer grants, and admit a container's write only while that lease holds
+//! (`datapath` asks [`Keeper::admit`] before every write it serves). This is what lets the
+//! control service hand a volume to another node once the lease has ended without the old node
+//! still writing (ARCHITECTURE.md, "Fencing"), whatever happens to the agent: dead, its mounts
+//! die with it; paused or frozen, the writes wait in the kernel and are checked when it runs
+//! again.
 //!
-//! The lease counts from the instant the heartbeat was *sent*, on this node's monotonic clock,
-//! which is never later than the control service's receipt: the agent's lease ends first.
-//! Self-fencing starts `self_fence_deadline + drift_margin` before that end, so containers are
-//! stopped `drift_margin` before it, which covers the two clocks' rates drifting apart.
+//! The lease counts from the instant the heartbeat was *sent*, on this node's boot clock
+//! (`clock`), which is never later than the control service's receipt: the agent's lease ends
+//! first. The gate closes `drift_margin` before that end, which covers the two clocks' rates
+//! drifting apart over one lease.
+//!
+//! **Lease periods.** A renewal whose answer arrives while the gate is still open continues the
+//! lease: the control service received it before the lease it extends had ended on its clock,
+//! so it never saw this node without a lease. Any other renewal starts a new period, and the
+//! control service may have handed a volume away in the gap: a mount admits writes only in the
+//! period it was validated in (claimed at the control service at its epoch), so after a gap
+//! every mount waits until it is claimed again — or is refused, its data having moved.
+//!
+//! Containers are stopped only when their data is known to be gone (a mount refused, the node
+//! declared dead), never because a lease lapsed: a short loss of contact holds writes instead of
+//! restarting every stateful container on the node.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::agent::Agent;
 use crate::control::wire::{Heartbeat, HeartbeatReply};
@@ -22,9 +34,11 @@ pub struct AgentTiming {
     pub interval: Duration,
     /// Heartbeats missed in a row before the agent says it lost contact.
     pub misses: u32,
-    /// How long stopping the containers may take.
+    /// How long stopping the containers whose data moved away (or of a node declared dead) may
+    /// take before they are killed.
     pub self_fence_deadline: Duration,
-    /// How far the two monotonic clocks may drift apart over one lease.
+    /// How far the two monotonic clocks may drift apart over one lease: the gate closes this
+    /// long before the lease ends on this node's clock.
     pub drift_margin: Duration,
 }
 
@@ -49,15 +63,21 @@ impl AgentTiming {
             drift_margin_ms: self.drift_margin.as_millis() as u64,
         }
     }
-
-    /// How long before its lease ends the agent starts stopping containers.
-    fn react(&self) -> Duration {
-        self.self_fence_deadline + self.drift_margin
-    }
 }
 
-/// Where the agent stands with its lease. Instants are passed in, so the rules are tested
-/// without waiting.
+/// Whether a write may go on now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admit {
+    Go,
+    /// Not now: no lease held, or the mount is not yet validated in this lease period. The
+    /// write waits; the reason is for the log.
+    Wait(&'static str),
+    /// Never again on this mount: the node was declared dead (or the mount's data moved).
+    Refuse(String),
+}
+
+/// Where the agent stands with its lease. Instants (`clock::now`) are passed in, so the rules
+/// are tested without waiting.
 #[derive(Debug)]
 pub struct Keeper {
     timing: AgentTiming,
@@ -66,23 +86,26 @@ pub struct Keeper {
 
 #[derive(Debug, Default)]
 struct KeeperState {
-    /// When the lease ends on this node's clock; `None` before the first one.
-    until: Option<Instant>,
-    last_ok: Option<Instant>,
-    /// Self-fenced: containers stopped (or being stopped), Mounts refused.
-    fenced: bool,
+    /// Writes are admitted before this instant: the lease's end on this node's clock less the
+    /// drift margin; `None` before the first lease and once declared dead.
+    gate_until: Option<Duration>,
+    /// The current lease period (see the module doc); 0 before the first lease.
+    period: u64,
     /// The control service says an operator declared this node dead.
     dead: bool,
+    /// Containers stopped (or being stopped) because the node was declared dead.
+    stopping: bool,
     failures: u32,
 }
 
 /// What a heartbeat's outcome changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Renewal {
-    /// The lease runs on.
+    /// The lease runs on, without a gap.
     Renewed,
-    /// A lease again after self-fencing: back in contact.
-    Recovered,
+    /// A lease again after a gap the control service may have seen (or the first one): every
+    /// mount must be claimed again before it admits writes.
+    NewPeriod(u64),
     /// Declared dead: no lease, stop now.
     Dead,
 }
@@ -103,22 +126,27 @@ impl Keeper {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A heartbeat sent at `sent` was answered with `r`.
-    pub fn renewed(&self, sent: Instant, r: HeartbeatReply) -> Renewal {
+    /// A heartbeat sent at `sent` was answered at `answered` with `r`.
+    pub fn renewed(&self, sent: Duration, answered: Duration, r: HeartbeatReply) -> Renewal {
         let mut s = self.state();
         s.failures = 0;
-        if r.dead || r.lease_ms == 0 {
+        if s.dead || r.dead || r.lease_ms == 0 {
             s.dead = true;
+            s.gate_until = None;
             return Renewal::Dead;
         }
-        let until = sent + Duration::from_millis(r.lease_ms);
-        s.until = Some(s.until.map_or(until, |u| u.max(until)));
-        s.last_ok = Some(sent);
-        if s.fenced {
-            s.fenced = false;
-            Renewal::Recovered
-        } else {
+        let gate =
+            (sent + Duration::from_millis(r.lease_ms)).saturating_sub(self.timing.drift_margin);
+        // Answered while the gate was open: the control service got the heartbeat before the
+        // lease it extends ended on its own (later-ending) clock, so it saw no gap.
+        let continuous = s.period > 0 && s.gate_until.is_some_and(|g| answered < g);
+        if continuous {
+            s.gate_until = s.gate_until.max(Some(gate));
             Renewal::Renewed
+        } else {
+            s.period += 1;
+            s.gate_until = Some(gate);
+            Renewal::NewPeriod(s.period)
         }
     }
 
@@ -129,55 +157,67 @@ impl Keeper {
         s.failures == self.timing.misses
     }
 
-    /// Whether self-fencing must start now: declared dead, or the lease ends within the time
-    /// stopping the containers may take plus the drift margin. Marks the agent fenced, so it
-    /// answers `true` once per loss.
-    pub fn fence_due(&self, now: Instant) -> bool {
-        let mut s = self.state();
-        if s.fenced {
-            return false;
-        }
-        let due = s.dead || s.until.is_some_and(|u| now + self.timing.react() >= u);
-        if due {
-            s.fenced = true;
-        }
-        due
+    /// The current lease period (0: none yet).
+    pub fn period(&self) -> u64 {
+        self.state().period
     }
 
-    /// Why a new Mount must be refused now, if it must: self-fenced, declared dead, or no lease
-    /// safely held (none yet, or one about to end).
-    pub fn refuse_mount(&self, now: Instant) -> Option<String> {
+    /// Whether a write to a mount validated in lease period `validated` may go on at `now`.
+    pub fn admit(&self, now: Duration, validated: u64) -> Admit {
+        let s = self.state();
+        if s.dead {
+            return Admit::Refuse("an operator declared this node dead".into());
+        }
+        match s.gate_until {
+            Some(g) if now < g => {
+                if validated == s.period {
+                    Admit::Go
+                } else {
+                    Admit::Wait("the mount is being claimed again after a gap in the lease")
+                }
+            }
+            Some(_) => Admit::Wait("the lease ended and the control service has not renewed it"),
+            None => Admit::Wait("no lease yet"),
+        }
+    }
+
+    /// Whether the containers must be stopped now: declared dead. Answers `true` once.
+    pub fn stop_due(&self) -> bool {
+        let mut s = self.state();
+        if s.dead && !s.stopping {
+            s.stopping = true;
+            return true;
+        }
+        false
+    }
+
+    /// Why a new Mount must be refused now, if it must: declared dead, or no lease safely held
+    /// (none yet, or one about to end: a Mount needs at least one heartbeat interval of it).
+    pub fn refuse_mount(&self, now: Duration) -> Option<String> {
         let s = self.state();
         if s.dead {
             return Some("an operator declared this node dead; restart the agent to rejoin".into());
         }
-        if s.fenced {
-            return Some(
-                "it lost its lease and stopped its containers; it mounts again once a heartbeat \
-                 reaches the control service"
-                    .into(),
-            );
-        }
-        match s.until {
+        match s.gate_until {
             None => Some("it has no lease yet".into()),
-            Some(u) if now + self.timing.react() >= u => {
-                Some("its lease is about to end and the control service does not answer".into())
-            }
+            Some(g) if now + self.timing.interval >= g => Some(
+                "its lease is about to end or has ended and the control service does not answer"
+                    .into(),
+            ),
             Some(_) => None,
         }
     }
 
-    /// How much longer the lease runs at `now` (zero: none).
-    pub fn left(&self, now: Instant) -> Duration {
-        let s = self.state();
-        match s.until {
-            Some(u) if !s.dead => u.saturating_duration_since(now),
-            _ => Duration::ZERO,
+    /// How much longer writes are admitted at `now` (zero: none).
+    pub fn left(&self, now: Duration) -> Duration {
+        match self.state().gate_until {
+            Some(g) => g.saturating_sub(now),
+            None => Duration::ZERO,
         }
     }
 
-    pub fn is_fenced(&self) -> bool {
-        self.state().fenced
+    pub fn is_dead(&self) -> bool {
+        self.state().dead
     }
 }
 
@@ -218,38 +258,27 @@ async fn heartbeats(
     let node = agent.node().to_string();
     let mut told_dead = false;
     loop {
-        let sent = Instant::now();
+        let tick = tokio::time::Instant::now();
+        let sent = crate::clock::now();
         let ok = match tokio::time::timeout(t.interval, control.heartbeat(&node, &t.heartbeat()))
             .await
         {
             Ok(Ok(r)) => {
-                // Back from a self-fence: release the claims its stopped containers held before
-                // any Mount is let through (the keeper refuses them until `renewed`).
-                let back = keeper.is_fenced() && !r.dead && r.lease_ms > 0;
-                let recovered = !back
-                    || {
-                        match agent.recover().await {
-                            Ok(()) => true,
-                            Err(e) => {
-                                tracing::warn!(error = %e.chain(), "lease regained, but the mounts could not be reconciled; retrying");
-                                false
-                            }
-                        }
-                    };
-                if recovered {
-                    match keeper.renewed(sent, r) {
-                        Renewal::Recovered => {
-                            m.self_fenced.set(0);
-                            tracing::warn!(node = %node, "lease regained: mounting again");
-                        }
-                        Renewal::Dead if !told_dead => {
-                            told_dead = true;
-                            tracing::error!(node = %node, "the control service says this node was declared dead: stopping its containers");
-                        }
-                        _ => {}
+                match keeper.renewed(sent, crate::clock::now(), r) {
+                    Renewal::Renewed => {}
+                    Renewal::NewPeriod(p) => {
+                        tracing::info!(node = %node, period = p, "lease granted after a gap: claiming every mount again before it takes writes")
                     }
+                    Renewal::Dead if !told_dead => {
+                        told_dead = true;
+                        tracing::error!(node = %node, "the control service says this node was declared dead: refusing every write and stopping its containers");
+                    }
+                    Renewal::Dead => {}
                 }
-                recovered
+                // A mount not yet claimed in this lease period holds its writes until it is;
+                // one whose claim is refused lost its data to another node and is stopped.
+                agent.revalidate().await;
+                true
             }
             Ok(Err(e)) if e.status() == Some(404) => {
                 tracing::warn!(node = %node, "the control service does not know this node; registering again");
@@ -273,17 +302,18 @@ async fn heartbeats(
         if !ok {
             m.heartbeat_failures.inc();
             if keeper.failed() {
-                tracing::warn!(node = %node, misses = t.misses, left_ms = keeper.left(Instant::now()).as_millis() as u64,
-                    "lost contact with the control service");
+                tracing::warn!(node = %node, misses = t.misses, left_ms = keeper.left(crate::clock::now()).as_millis() as u64,
+                    "lost contact with the control service: writes are held once the lease ends");
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep_until((sent + t.interval).into()) => {}
+            _ = tokio::time::sleep_until(tick + t.interval) => {}
             _ = stop.wait_for(|v| *v) => return,
         }
     }
 }
 
+/// Stops the containers of a node declared dead; keeps the lease gauge current.
 async fn watchdog(
     agent: Arc<Agent>,
     keeper: SharedKeeper,
@@ -293,17 +323,15 @@ async fn watchdog(
     let tick = (t.interval / 10).clamp(Duration::from_millis(10), Duration::from_millis(100));
     let m = crate::metrics::agent();
     loop {
-        let now = Instant::now();
+        let now = crate::clock::now();
         m.lease_left.set(keeper.left(now).as_secs_f64());
-        if keeper.fence_due(now) {
+        if keeper.stop_due() {
             m.self_fences.inc();
             m.self_fenced.set(1);
-            tracing::error!(node = %agent.node(), left_ms = keeper.left(now).as_millis() as u64,
-                "self-fencing: no lease renewal; stopping every container using a Berth volume here and refusing mounts");
+            let started = std::time::Instant::now();
             let stopped = agent.self_fence(t.self_fence_deadline).await;
             m.containers_stopped.inc_by(stopped as u64);
-            tracing::warn!(node = %agent.node(), containers = stopped, ms = now.elapsed().as_millis() as u64,
-                left_ms = keeper.left(Instant::now()).as_millis() as u64, "self-fenced");
+            tracing::warn!(node = %agent.node(), containers = stopped, ms = started.elapsed().as_millis() as u64, "self-fenced");
         }
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
@@ -323,48 +351,90 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_agent_fences_itself_before_its_lease_ends_and_recovers_with_the_next_one() {
-        let k = Keeper::new(AgentTiming::default());
-        let t0 = Instant::now();
-        assert!(k.refuse_mount(t0).is_some(), "no lease yet");
-        assert_eq!(k.renewed(t0, reply(5_000)), Renewal::Renewed);
-        assert_eq!(k.refuse_mount(t0), None);
-        let ms = |n| t0 + Duration::from_millis(n);
-        // Lease ends at 5 s; stopping may take 2 s, drift 0.5 s: due at 2.5 s.
-        assert!(!k.fence_due(ms(2_499)));
-        assert!(k.refuse_mount(ms(2_499)).is_none());
-        assert!(
-            k.refuse_mount(ms(2_500)).is_some(),
-            "no new mount this late"
-        );
-        assert!(k.fence_due(ms(2_500)));
-        assert!(!k.fence_due(ms(2_600)), "once per loss");
-        assert!(k.refuse_mount(ms(2_600)).is_some());
-        assert_eq!(k.renewed(ms(3_000), reply(5_000)), Renewal::Recovered);
-        assert_eq!(k.refuse_mount(ms(3_000)), None);
-        assert_eq!(k.left(ms(4_000)), Duration::from_secs(4));
-        // A renewal answered late never shortens the lease it counts from.
-        assert_eq!(k.renewed(ms(1_000), reply(5_000)), Renewal::Renewed);
-        assert_eq!(k.left(ms(4_000)), Duration::from_secs(4));
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
     }
 
     #[test]
-    fn declared_dead_means_stop_now_and_stay_stopped() {
+    fn writes_are_admitted_only_while_the_lease_holds_less_the_drift_margin() {
         let k = Keeper::new(AgentTiming::default());
-        let t0 = Instant::now();
-        k.renewed(t0, reply(5_000));
+        assert_eq!(k.admit(ms(0), 0), Admit::Wait("no lease yet"));
+        assert!(k.refuse_mount(ms(0)).is_some(), "no lease yet");
+        assert_eq!(
+            k.renewed(ms(0), ms(10), reply(5_000)),
+            Renewal::NewPeriod(1)
+        );
+        assert_eq!(k.refuse_mount(ms(10)), None);
+        assert_eq!(k.admit(ms(4_499), 1), Admit::Go);
+        assert!(
+            matches!(k.admit(ms(4_500), 1), Admit::Wait(_)),
+            "the gate closes drift_margin before the lease ends"
+        );
+        assert!(
+            k.refuse_mount(ms(3_500)).is_some(),
+            "no new mount within one interval of the gate closing"
+        );
+        assert_eq!(k.left(ms(4_000)), ms(500));
+    }
+
+    #[test]
+    fn a_renewal_answered_while_the_gate_is_open_continues_the_period() {
+        let k = Keeper::new(AgentTiming::default());
+        k.renewed(ms(0), ms(5), reply(5_000));
+        assert_eq!(
+            k.renewed(ms(1_000), ms(1_900), reply(5_000)),
+            Renewal::Renewed
+        );
+        assert_eq!(k.admit(ms(5_000), 1), Admit::Go, "extended to 5.5 s");
+        // A late answer never shortens the lease it counts from.
+        assert_eq!(k.renewed(ms(200), ms(300), reply(5_000)), Renewal::Renewed);
+        assert_eq!(k.left(ms(5_000)), ms(500));
+    }
+
+    #[test]
+    fn a_renewal_after_the_gate_closed_starts_a_period_that_needs_the_mounts_claimed_again() {
+        let k = Keeper::new(AgentTiming::default());
+        k.renewed(ms(0), ms(5), reply(5_000));
+        // Sent before the gate closed, but answered after it: the control service may have seen
+        // the lease end before it got the heartbeat, and handed a volume away meanwhile.
+        assert_eq!(
+            k.renewed(ms(4_400), ms(4_600), reply(5_000)),
+            Renewal::NewPeriod(2)
+        );
+        assert!(
+            matches!(k.admit(ms(4_700), 1), Admit::Wait(_)),
+            "validated in period 1: waits"
+        );
+        assert_eq!(
+            k.admit(ms(4_700), 2),
+            Admit::Go,
+            "claimed again in period 2"
+        );
+        assert_eq!(k.period(), 2);
+    }
+
+    #[test]
+    fn declared_dead_refuses_every_write_and_stops_once() {
+        let k = Keeper::new(AgentTiming::default());
+        k.renewed(ms(0), ms(5), reply(5_000));
         let dead = HeartbeatReply {
             lease_ms: 0,
             dead: true,
         };
-        assert_eq!(k.renewed(t0, dead), Renewal::Dead);
-        assert!(k.fence_due(t0));
-        assert_eq!(k.left(t0), Duration::ZERO);
+        assert_eq!(k.renewed(ms(100), ms(105), dead), Renewal::Dead);
+        assert!(matches!(k.admit(ms(200), 1), Admit::Refuse(_)));
+        assert!(k.stop_due());
+        assert!(!k.stop_due(), "once");
+        assert_eq!(k.left(ms(200)), Duration::ZERO);
         assert!(
-            k.refuse_mount(t0)
+            k.refuse_mount(ms(200))
                 .expect("refused")
                 .contains("declared this node dead")
+        );
+        assert_eq!(
+            k.renewed(ms(300), ms(305), reply(5_000)),
+            Renewal::Dead,
+            "a later lease does not bring a dead node back: its agent must restart"
         );
     }
 

@@ -6,10 +6,12 @@
 pub mod agent;
 pub mod backend;
 pub mod client;
+pub mod clock;
 #[cfg(feature = "consul")]
 pub mod consul;
 pub mod control;
 pub mod credential;
+pub mod datapath;
 pub mod docker;
 pub mod fencing;
 pub mod http_client;

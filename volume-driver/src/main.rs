@@ -16,6 +16,7 @@ use berth_volume::agent::{Agent, SelfFence};
 use berth_volume::backend::local::Layout;
 use berth_volume::client::ControlClient;
 use berth_volume::control::api::{self, Control};
+use berth_volume::datapath::DataPathMode;
 use berth_volume::docker::Docker;
 use berth_volume::lease::{self, AgentTiming, Keeper, Registration};
 use berth_volume::replica::{self, Shipper};
@@ -138,10 +139,16 @@ enum Cmd {
         /// the containers are stopped at least this long before the lease ends.
         #[arg(long, value_parser = parse_duration, default_value = "500ms")]
         drift_margin: Duration,
-        /// The local Docker Engine's API socket, through which a node that lost its lease stops
-        /// the containers using its volumes.
+        /// The local Docker Engine's API socket, through which the agent stops the containers
+        /// whose data moved away, and finds mounts no container uses any more.
         #[arg(long, default_value = "/var/run/docker.sock")]
         docker_socket: PathBuf,
+        /// How containers reach their data: `fuse` serves every mount through this agent, which
+        /// checks the node's lease before each write, so a dead, hung or frozen agent or node
+        /// cannot write after its lease (needs /dev/fuse); `direct` hands them the copy itself,
+        /// and then only a running agent stops a writer (README, "Guarantees").
+        #[arg(long, value_enum, default_value_t = DataPathMode::Fuse)]
+        data_path: DataPathMode,
     },
     /// Prints node NODE's credential, derived from the cluster token; give it to that node's
     /// agent as `--credential-file`.
@@ -319,10 +326,17 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter({
+            // The FUSE library logs every mount's negotiation at INFO; its warnings are kept.
+            let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+            let spec = if spec.contains("fuse_backend_rs") {
+                spec
+            } else {
+                format!("{spec},fuse_backend_rs=warn")
+            };
+            tracing_subscriber::EnvFilter::try_new(&spec)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        })
         .init();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -458,7 +472,13 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             self_fence_deadline,
             drift_margin,
             docker_socket,
+            data_path,
         } => {
+            if data_path == DataPathMode::Direct {
+                tracing::warn!(
+                    "--data-path direct: containers write to their volumes without this agent; a dead, hung or frozen agent cannot stop them after its lease ends"
+                );
+            }
             let lease_timing = AgentTiming {
                 interval: heartbeat_interval,
                 misses: heartbeat_misses,
@@ -509,9 +529,19 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                         keeper: keeper.clone(),
                         docker: Docker::new(docker_socket),
                         driver,
-                    }),
+                    })
+                    .with_data_path(data_path),
             );
             agent.check_engine().await.map_err(|e| anyhow::anyhow!(e))?;
+            agent.reattach();
+            // The plugin socket opens before the control service is reached: the engine asks
+            // its plugins at every volume listing and waits minutes for a missing one. Until
+            // the first lease every Mount is refused, with the reason.
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                let _ = rx.wait_for(|v| *v).await;
+            };
+            let p = tokio::spawn(protocol::serve(ul, agent.clone(), wait(stop_rx.clone())));
             let tl = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
@@ -527,10 +557,10 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             loop {
                 let r = match client.register_node(&node, &host, &transfer_addr).await {
                     Ok(()) => {
-                        let sent = std::time::Instant::now();
+                        let sent = berth_volume::clock::now();
                         match client.heartbeat(&node, &lease_timing.heartbeat()).await {
                             Ok(reply) => {
-                                keeper.renewed(sent, reply);
+                                keeper.renewed(sent, berth_volume::clock::now(), reply);
                                 agent.recover().await.map_err(|e| e.chain())
                             }
                             Err(e) if e.status() == Some(400) => {
@@ -554,10 +584,6 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 }
             }
             tracing::info!(node = %node, socket = %socket.display(), transfer = %transfer_addr, "agent listening");
-            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-            let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-                let _ = rx.wait_for(|v| *v).await;
-            };
             let routes = transfer::router(layout, &transfer_opts)
                 .merge(replica::router(agent.clone(), &transfer_opts))
                 .merge(berth_volume::metrics::agent_router(
@@ -604,7 +630,6 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                     }
                 }
             });
-            let p = tokio::spawn(protocol::serve(ul, agent, wait(stop_rx)));
             shutdown::signal().await;
             let _ = stop_tx.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(10), async {

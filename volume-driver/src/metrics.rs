@@ -136,6 +136,11 @@ pub struct AgentMetrics {
     pub move_bytes: IntCounter,
     pub lease_left: prometheus::Gauge,
     pub self_fenced: IntGauge,
+    pub writes_held: IntCounter,
+    pub writes_waiting: IntGauge,
+    pub writes_refused: IntCounter,
+    pub mounts_refused: IntCounter,
+    pub orphans_released: IntCounter,
 }
 
 impl AgentMetrics {
@@ -150,17 +155,26 @@ impl AgentMetrics {
             .expect("registers once");
         let self_fenced = IntGauge::new(
             "berth_agent_self_fenced",
-            "1 while this agent, without a lease, has stopped its containers and refuses mounts.",
+            "1 once this agent, its node declared dead, has stopped its containers and refuses \
+             every write and mount.",
         )
         .expect("valid metric");
         r.register(Box::new(self_fenced.clone()))
+            .expect("registers once");
+        let writes_waiting = IntGauge::new(
+            "berth_agent_writes_waiting",
+            "Writes to Berth volumes held at the data path now: the lease ended, or a mount is \
+             being claimed again after a gap in it.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(writes_waiting.clone()))
             .expect("registers once");
         let m = AgentMetrics {
             self_fences: counter(
                 &r,
                 "berth_self_fence_total",
-                "Times this agent lost its lease and stopped every container using a Berth \
-                 volume on its node.",
+                "Times this agent stopped every container using a Berth volume on its node \
+                 because the node was declared dead.",
             ),
             containers_stopped: counter(
                 &r,
@@ -185,6 +199,31 @@ impl AgentMetrics {
             ),
             lease_left,
             self_fenced,
+            writes_held: counter(
+                &r,
+                "berth_agent_writes_held_total",
+                "Writes to Berth volumes the data path held until the lease was renewed or the \
+                 mount claimed again.",
+            ),
+            writes_waiting,
+            writes_refused: counter(
+                &r,
+                "berth_agent_writes_refused_total",
+                "Writes to Berth volumes the data path refused (EIO): the mount's data moved to \
+                 another node, the node was declared dead, or the volume was unmounted.",
+            ),
+            mounts_refused: counter(
+                &r,
+                "berth_agent_mounts_fenced_total",
+                "Mounts found fenced (their data moved to another node) while served here: their \
+                 writes refused and their containers stopped.",
+            ),
+            orphans_released: counter(
+                &r,
+                "berth_agent_orphan_claims_released_total",
+                "Mount claims released because no container on this node used them any more \
+                 (the engine restarted without an Unmount).",
+            ),
             registry: r,
         };
         for outcome in ["ok", "failed"] {

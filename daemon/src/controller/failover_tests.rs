@@ -302,6 +302,7 @@ impl ControlApi for FakeControl {
             host: node.into(),
             alive,
             last_heartbeat_age_ms: Some(if alive { 200 } else { 3_000 }),
+            unheard_for_ms: None,
             lease_expires_in_ms: if alive { 4_800 } else { lease_left },
             dead: false,
         };

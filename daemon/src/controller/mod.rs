@@ -483,8 +483,13 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
                     {
                         let mut verdicts = self.liveness.lock().expect("liveness lock");
                         for n in nodes {
-                            if n.last_heartbeat_age_ms.is_none() && !n.dead {
-                                continue; // not heard from yet: no verdict
+                            // Not heard from yet, and not for a whole detection window since the
+                            // control service started or took over the lead: no verdict.
+                            if n.last_heartbeat_age_ms.is_none()
+                                && n.unheard_for_ms.is_none()
+                                && !n.dead
+                            {
+                                continue;
                             }
                             let dead = n.dead || !n.alive;
                             let v = verdicts.entry(n.node.clone()).or_default();

@@ -200,6 +200,7 @@ impl Control {
                 NodeLiveness {
                     alive: v.alive && !n.dead,
                     last_heartbeat_age_ms: v.last_heartbeat_age_ms,
+                    unheard_for_ms: v.unheard_ms,
                     lease_expires_in_ms: v.lease_left_ms,
                     dead: n.dead,
                     node: n.uuid,

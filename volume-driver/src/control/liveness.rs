@@ -95,6 +95,10 @@ pub struct NodeView {
     pub last_heartbeat_age_ms: Option<u64>,
     /// How much longer its lease lasts (0: expired).
     pub lease_left_ms: u64,
+    /// Not heard from at all since this instance started or took over, that long ago — set
+    /// only once it is past `interval × misses`, when it is as much a verdict as a heartbeat
+    /// that stopped: a node that died before a new leader took over is found lost too.
+    pub unheard_ms: Option<u64>,
 }
 
 /// Every node's last heartbeat and lease end, in this instance's monotonic ms.
@@ -105,6 +109,8 @@ pub struct Liveness {
     /// Until when a node this instance has not heard from counts as leased: one lease after the
     /// instance started (0 until `take_over`), or after it last became the Raft leader.
     unknown_until_ms: Option<u64>,
+    /// When this instance started hearing heartbeats: its start (0), or its last takeover.
+    listening_since_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -120,6 +126,7 @@ impl Liveness {
             timing,
             beats: BTreeMap::new(),
             unknown_until_ms: None,
+            listening_since_ms: 0,
         }
     }
 
@@ -130,6 +137,7 @@ impl Liveness {
     pub fn take_over(&mut self, now_ms: u64) {
         self.beats.clear();
         self.unknown_until_ms = Some(now_ms + self.timing.lease_ms);
+        self.listening_since_ms = now_ms;
     }
 
     fn unknown_until(&self) -> u64 {
@@ -170,10 +178,12 @@ impl Liveness {
     pub fn view(&self, node: &str, now_ms: u64) -> NodeView {
         let age = self.beats.get(node).map(|b| now_ms.saturating_sub(b.at_ms));
         let window = self.timing.interval_ms * u64::from(self.timing.misses);
+        let unheard = now_ms.saturating_sub(self.listening_since_ms);
         NodeView {
             alive: age.is_some_and(|a| a < window),
             last_heartbeat_age_ms: age,
             lease_left_ms: self.lease_left_ms(node, now_ms),
+            unheard_ms: (age.is_none() && unheard >= window).then_some(unheard),
         }
     }
 
@@ -208,8 +218,14 @@ mod tests {
             NodeView {
                 alive: false,
                 last_heartbeat_age_ms: None,
-                lease_left_ms: 4_000
+                lease_left_ms: 4_000,
+                unheard_ms: None,
             }
+        );
+        assert_eq!(
+            l.view("a", 3_000).unheard_ms,
+            Some(3_000),
+            "unheard for the whole detection window: a verdict"
         );
         assert_eq!(l.lease_left_ms("a", 5_000), 0);
         assert_eq!(l.heartbeat("a", 6_000, true), 5_000);
@@ -234,6 +250,12 @@ mod tests {
         l.heartbeat("a", 1_000, true);
         l.take_over(20_000);
         assert_eq!(l.view("a", 20_000).last_heartbeat_age_ms, None);
+        assert_eq!(l.view("b", 22_999).unheard_ms, None, "not yet a verdict");
+        assert_eq!(
+            l.view("b", 23_000).unheard_ms,
+            Some(3_000),
+            "a node that died before the takeover is found lost one window after it"
+        );
         assert_eq!(l.lease_left_ms("a", 20_000), 5_000);
         assert_eq!(l.lease_left_ms("b", 24_000), 1_000);
         assert_eq!(l.heartbeat("a", 20_100, true), 5_000);

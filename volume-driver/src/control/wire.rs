@@ -129,6 +129,10 @@ pub struct NodeLiveness {
     pub alive: bool,
     /// Since its last heartbeat (`null`: none since the control service started).
     pub last_heartbeat_age_ms: Option<u64>,
+    /// With no heartbeat since this control instance started or took over the lead: for how
+    /// long, once that is a whole detection window (`null` before, and from older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unheard_for_ms: Option<u64>,
     /// Until its lease ends (0: ended; its agent has stopped every container using a Berth
     /// volume). A fence or an assignment taking a volume it holds waits for this.
     pub lease_expires_in_ms: u64,

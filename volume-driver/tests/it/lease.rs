@@ -1,76 +1,21 @@
 //! Node leases end to end through the real binaries: an agent cut off from the control service
-//! (a proxy between them stops forwarding) stops its writer before its lease ends, the fence
-//! that would hand its volume to another node is refused (423, with the time left) until the
-//! lease has ended and accepted after, and the agent mounts again once it is back in contact.
+//! (a proxy between them stops forwarding) holds its writer's writes from its lease's end, the
+//! fence that would hand its volume to another node is refused (423, with the time left) until
+//! the lease has ended and accepted after — with no write acknowledged after it —, and once back
+//! in contact the agent finds the mount fenced, fails the held write and stops the container.
 //!
 //! The agent reaches "Docker" through `--docker-socket`: here a stand-in of the Engine API's
-//! two calls self-fencing makes (list the containers using a volume, stop one), which records
-//! when the stop came. `tests/engine` does the same against the real engine.
+//! two calls the agent makes (list the containers using a volume, stop one), which records when
+//! the stop came. `tests/engine` does the same against the real engine.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixListener;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::support::{AgentSvc, ControlSvc, Proxy, api, free_port, raw, wait_until};
-
-/// The Engine API stand-in: one running container, `writer`, mounting `volume` of `driver`
-/// until it is stopped.
-struct FakeEngine {
-    stopped: Arc<Mutex<Option<Instant>>>,
-}
-
-impl FakeEngine {
-    fn start(socket: &Path, volume: &str, driver: &str) -> FakeEngine {
-        let l = UnixListener::bind(socket).expect("bind engine socket");
-        let stopped = Arc::new(Mutex::new(None::<Instant>));
-        let (st, volume, driver) = (stopped.clone(), volume.to_string(), driver.to_string());
-        std::thread::spawn(move || {
-            for conn in l.incoming() {
-                let Ok(mut c) = conn else { continue };
-                let mut head = String::new();
-                let mut r = BufReader::new(c.try_clone().expect("clone"));
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    head.push_str(&line);
-                }
-                let first = head.lines().next().unwrap_or_default().to_string();
-                let (code, body) = if first.starts_with("GET /containers/json") {
-                    let running = st.lock().expect("lock").is_none();
-                    let list = if running {
-                        json!([{"Id": "writer", "Mounts": [
-                            {"Type": "volume", "Name": volume, "Driver": driver},
-                        ]}])
-                    } else {
-                        json!([])
-                    };
-                    (200, list.to_string())
-                } else if first.starts_with("POST /containers/writer/stop") {
-                    st.lock().expect("lock").get_or_insert_with(Instant::now);
-                    (204, String::new())
-                } else {
-                    (404, r#"{"message":"not faked"}"#.to_string())
-                };
-                let _ = write!(
-                    c,
-                    "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        FakeEngine { stopped }
-    }
-
-    fn stopped_at(&self) -> Option<Instant> {
-        *self.stopped.lock().expect("lock")
-    }
-}
+use crate::support::{
+    AgentSvc, ControlSvc, FakeEngine, Proxy, Writer, api, free_port, raw, wait_until,
+};
 
 fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -95,7 +40,10 @@ fn liveness(c: &ControlSvc, node: &str) -> Value {
 }
 
 #[test]
-fn an_agent_cut_off_from_control_stops_its_writer_before_its_lease_ends() {
+fn an_agent_cut_off_from_control_holds_writes_at_its_lease_end_and_refuses_them_once_fenced() {
+    if !crate::support::fuse_available("lease::an_agent_cut_off…") {
+        return;
+    }
     let dir = tempfile::tempdir().expect("tmp");
     let control = ControlSvc::start_with(
         &dir.path().join("state"),
@@ -130,6 +78,8 @@ fn an_agent_cut_off_from_control_stops_its_writer_before_its_lease_ends() {
             "200ms",
             "--docker-socket",
             &engine_arg,
+            "--data-path",
+            "fuse",
         ],
     );
     assert_eq!(
@@ -138,6 +88,7 @@ fn an_agent_cut_off_from_control_stops_its_writer_before_its_lease_ends() {
     );
     let m = a.call("/VolumeDriver.Mount", r#"{"Name":"w","ID":"writer"}"#);
     assert_eq!(m["Err"], "", "{m}");
+    let mp = PathBuf::from(m["Mountpoint"].as_str().expect("mountpoint"));
     let n = liveness(&control, "node-a");
     assert_eq!(n["alive"], true, "{n}");
     assert!(
@@ -147,6 +98,10 @@ fn an_agent_cut_off_from_control_stops_its_writer_before_its_lease_ends() {
     let fence = r#"{"node":"node-a","expect_epoch":1}"#;
     let (st, _, v) = api(&control, "POST", "/v1/berth/volumes/w/fence", &[], fence);
     assert_eq!(st, 423, "a live holder's volume is not fenced: {v}");
+    let writer = Writer::start(mp.join("log"));
+    wait_until("the writer writes", Duration::from_secs(10), || {
+        writer.acks().len() >= 5
+    });
 
     let cut = Instant::now();
     proxy.cut();
@@ -174,25 +129,45 @@ fn an_agent_cut_off_from_control_stops_its_writer_before_its_lease_ends() {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    let stopped = engine
-        .stopped_at()
-        .expect("the agent stopped its writer while cut off");
     assert!(refusals > 0, "the fence waited for the lease");
+    let acks = writer.acks();
+    let last = *acks.last().expect("acks");
     assert!(
-        stopped < fenced,
-        "the writer was stopped before the fence was accepted"
+        acks.iter().all(|t| *t < fenced),
+        "a write was acknowledged after the fence: last at {:?}, fence at {:?}",
+        last.duration_since(cut),
+        fenced.duration_since(cut)
+    );
+    assert!(writer.failed().is_none(), "held, not failed, while cut off");
+    assert!(
+        engine.stopped_at().is_none(),
+        "a lapsed lease holds writes; it does not stop the container"
     );
     eprintln!(
-        "lease test: after the cut, node-a reported not alive at {:?}, its writer stopped at \
-         {:?}, the fence refused {refusals} times (last with {last_left} ms left) and accepted at \
-         {:?}",
+        "lease test: after the cut, node-a reported not alive at {:?}, its last write was \
+         acknowledged at {:?}, the fence refused {refusals} times (last with {last_left} ms left) \
+         and accepted at {:?}",
         detected.expect("detected before the fence"),
-        stopped.duration_since(cut),
+        last.duration_since(cut),
         fenced.duration_since(cut),
     );
 
-    // Back in contact: heartbeats again, and its Mounts meet the fence, not a missing lease.
+    // Back in contact: the mount is claimed again, refused (its epoch moved), so the held write
+    // fails and the container is stopped; its Mounts meet the fence, not a missing lease.
     proxy.heal();
+    let (failed_at, _, errno) = writer
+        .wait_failed(Duration::from_secs(20))
+        .expect("the held write failed once the mount was found fenced");
+    assert_eq!(errno, Some(5), "EIO");
+    assert!(failed_at > fenced);
+    assert_eq!(
+        writer.acks().len(),
+        acks.len(),
+        "nothing acknowledged after the fence"
+    );
+    wait_until("the container stopped", Duration::from_secs(10), || {
+        engine.stopped_at().is_some()
+    });
     wait_until("node-a alive again", Duration::from_secs(20), || {
         liveness(&control, "node-a")["alive"] == true
     });
@@ -207,10 +182,18 @@ fn an_agent_cut_off_from_control_stops_its_writer_before_its_lease_ends() {
         nodes[0]["transfer"].as_str().expect("transfer").to_string()
     };
     let text = http_get(&transfer, "/metrics");
-    assert_eq!(metric(&text, "berth_self_fence_total"), Some(1.0), "{text}");
+    assert_eq!(metric(&text, "berth_self_fence_total"), Some(0.0), "{text}");
     assert_eq!(
-        metric(&text, "berth_self_fence_containers_stopped_total"),
+        metric(&text, "berth_agent_mounts_fenced_total"),
         Some(1.0),
+        "{text}"
+    );
+    assert!(
+        metric(&text, "berth_agent_writes_held_total").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        metric(&text, "berth_agent_writes_refused_total").is_some_and(|n| n >= 1.0),
         "{text}"
     );
     let text = http_get(&control.addr, "/metrics");

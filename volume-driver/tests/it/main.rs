@@ -3,6 +3,7 @@
 
 mod cli;
 mod control_api;
+mod datapath;
 mod elected;
 mod executor_api;
 mod faults;

@@ -1,13 +1,14 @@
 //! Spawning the real binary (control + agents) and speaking raw HTTP to it, blocking, so the
 //! tests depend on nothing but std and serde_json.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_berth-volume");
 
@@ -151,6 +152,19 @@ impl AgentSvc {
             "--control".into(),
             control.into(),
         ];
+        // These tests are about the control rules and the copies: containers get the copy
+        // itself, unless a test asks for the data path (`datapath.rs`). And the agent's engine
+        // is none at all unless a test fakes one: the host's engine runs none of these
+        // "containers", and an agent asking it would take every mount for an orphan.
+        if !extra.contains(&"--data-path") {
+            args.extend(["--data-path".into(), "direct".into()]);
+        }
+        if !extra.contains(&"--docker-socket") {
+            args.extend([
+                "--docker-socket".into(),
+                data_root.join("no-engine.sock").display().to_string(),
+            ]);
+        }
         args.extend(extra.iter().map(|a| a.to_string()));
         AgentSvc {
             proc: Self::launch(socket, &args),
@@ -431,5 +445,159 @@ impl Drop for TwoNodes {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.a.socket);
         let _ = std::fs::remove_file(&self.b.socket);
+    }
+}
+
+/// Whether this machine can serve FUSE mounts (root and /dev/fuse). Outside CI a test that needs
+/// it says NOT RUN and returns; under `CI=true` a missing prerequisite fails the test.
+pub fn fuse_available(test: &str) -> bool {
+    let root = rustix::process::geteuid().is_root();
+    let dev = std::path::Path::new("/dev/fuse").exists();
+    if root && dev {
+        return true;
+    }
+    let why = if !root { "root" } else { "/dev/fuse" };
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} needs {why} (CI=true: a test that did not run must not pass)"
+    );
+    eprintln!("NOT RUN: {test} needs {why}");
+    false
+}
+
+/// The Engine API stand-in: one running container, `writer`, mounting `volume` of `driver`
+/// until it is stopped.
+pub struct FakeEngine {
+    stopped: Arc<Mutex<Option<Instant>>>,
+}
+
+impl FakeEngine {
+    pub fn start(socket: &Path, volume: &str, driver: &str) -> FakeEngine {
+        let l = UnixListener::bind(socket).expect("bind engine socket");
+        let stopped = Arc::new(Mutex::new(None::<Instant>));
+        let (st, volume, driver) = (stopped.clone(), volume.to_string(), driver.to_string());
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(mut c) = conn else { continue };
+                let mut head = String::new();
+                let mut r = BufReader::new(c.try_clone().expect("clone"));
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                let first = head.lines().next().unwrap_or_default().to_string();
+                let (code, body) = if first.starts_with("GET /containers/json") {
+                    let running = st.lock().expect("lock").is_none();
+                    let list = if running {
+                        json!([{"Id": "writer", "Mounts": [
+                            {"Type": "volume", "Name": volume, "Driver": driver},
+                        ]}])
+                    } else {
+                        json!([])
+                    };
+                    (200, list.to_string())
+                } else if first.starts_with("POST /containers/writer/stop") {
+                    st.lock().expect("lock").get_or_insert_with(Instant::now);
+                    (204, String::new())
+                } else {
+                    (404, r#"{"message":"not faked"}"#.to_string())
+                };
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        FakeEngine { stopped }
+    }
+
+    pub fn stopped_at(&self) -> Option<Instant> {
+        *self.stopped.lock().expect("lock")
+    }
+}
+
+/// A container's writer on a mountpoint, as a database's log: append a line, `fdatasync`, and
+/// only then count it acknowledged; on the first error it stops and keeps the error.
+pub struct Writer {
+    acks: Arc<Mutex<Vec<Instant>>>,
+    failed: Arc<Mutex<Option<(Instant, std::io::Error)>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    pub fn start(file: PathBuf) -> Writer {
+        let acks = Arc::new(Mutex::new(Vec::new()));
+        let failed = Arc::new(Mutex::new(None));
+        let (a, f) = (acks.clone(), failed.clone());
+        let handle = std::thread::spawn(move || {
+            let mut out = match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&file)
+            {
+                Ok(o) => o,
+                Err(e) => {
+                    *f.lock().expect("lock") = Some((Instant::now(), e));
+                    return;
+                }
+            };
+            for n in 0u64.. {
+                let r = out
+                    .write_all(format!("{n}\n").as_bytes())
+                    .and_then(|()| out.sync_data());
+                match r {
+                    Ok(()) => a.lock().expect("lock").push(Instant::now()),
+                    Err(e) => {
+                        *f.lock().expect("lock") = Some((Instant::now(), e));
+                        return;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Writer {
+            acks,
+            failed,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn acks(&self) -> Vec<Instant> {
+        self.acks.lock().expect("lock").clone()
+    }
+
+    /// When and how the writer failed, once it has.
+    pub fn failed(&self) -> Option<(Instant, std::io::ErrorKind, Option<i32>)> {
+        self.failed
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .map(|(t, e)| (*t, e.kind(), e.raw_os_error()))
+    }
+
+    /// Waits up to `limit` for the writer to fail.
+    pub fn wait_failed(
+        &self,
+        limit: Duration,
+    ) -> Option<(Instant, std::io::ErrorKind, Option<i32>)> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(f) = self.failed() {
+                return Some(f);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // A writer still held in the kernel ends when its mount does; it is not waited for.
+        drop(self.handle.take());
     }
 }
