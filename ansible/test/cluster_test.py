@@ -654,7 +654,7 @@ def check_berth(r: Results, lab: Lab, cl: Cluster, ids: dict[str, str], berth_ru
                     "API, the followers answer 503 not-leader naming it")
         r.check(name, raft)
 
-    name = "berth run answers /v1/health and /v1/ready"
+    name = "berth run answers /v1/health and /v1/ready, and /v1/plan only with the token"
     if not berth_run:
         r.skip(name, "berth run is not in this build")
         return
@@ -664,8 +664,12 @@ def check_berth(r: Results, lab: Lab, cl: Cluster, ids: dict[str, str], berth_ru
             for path in ("/v1/health", "/v1/ready"):
                 code = cl.curl(cl.berth_run + path, code_only=True)
                 ensure(code == "200", f"{path} answered {code}: {cl.curl(cl.berth_run + path, code_only=False, check=False)}")
+            code = cl.curl(cl.berth_run + "/v1/plan", code_only=True)
+            ensure(code == "401", f"/v1/plan without the cluster token answered {code}")
+            code = cl.curl(cl.berth_run + "/v1/plan", token=True, code_only=True)
+            ensure(code == "200", f"/v1/plan with the cluster token answered {code}")
         poll(once, 90)
-        return "200 on both: a reconcile pass succeeded"
+        return "200 on both probes (a reconcile pass succeeded); /v1/plan 401 without the token, 200 with it"
 
     r.check(name, health)
 
@@ -891,7 +895,7 @@ def check_apps(r: Results, lab: Lab, cl: Cluster, ids: dict[str, str], berth_run
     r.check("Redis's slot has a Berth volume on its node (move)", volumes("redis"))
 
     def placement():
-        plan = json.loads(cl.curl(cl.berth_run + "/v1/plan"))
+        plan = json.loads(cl.curl(cl.berth_run + "/v1/plan", token=True))
         placed = {(p["service"], p.get("slot")): p["node"] for p in plan["placements"]}
         ensure(not plan.get("pending"), f"berth run has pending tasks: {plan['pending']}")
         for template in slots:
