@@ -29,6 +29,16 @@ TOKEN_FILE = "/etc/berth/token"
 CRED_FILE = "/etc/berth/node.cred"
 
 
+def berth_processes(c: str) -> list[tuple[str, str]]:
+    """(user, command line) of every Berth process in the test host, read from /proc (the
+    minimal host has no procps)."""
+    script = ("for d in /proc/[0-9]*; do cmd=$(tr '\\0' ' ' < $d/cmdline 2>/dev/null) || continue; "
+              "case \"$cmd\" in /usr/bin/berth*) echo \"$(stat -c %U $d) $cmd\";; esac; done")
+    lines = sh(c, script).strip().splitlines()
+    # The shell running this loop is no Berth process; anything else is.
+    return [(ln.split(" ", 1)[0], ln.split(" ", 1)[1]) for ln in lines if " " in ln]
+
+
 def build_debs(timings: Timings) -> list[Path]:
     with timings.phase("packages: packaging/build-debs"):
         run([str(REPO / "packaging/build-debs")], cwd=REPO, capture=False, timeout=3600)
@@ -153,11 +163,10 @@ def main() -> int:
                                "berth", check=False).split()
                 ensure(states == ["active"] * 4, f"control, agent, plugin, berth: {states}")
             poll(once, 60)
-            procs = sh(c, "for p in $(pgrep -f '^/usr/bin/berth'); do "
-                          "echo $(ps -o user= -p $p) $(tr '\\0' ' ' < /proc/$p/cmdline | cut -d' ' -f1,2); done")
+            procs = berth_processes(c)
             want = {("berth", "/usr/bin/berth-volume control"), ("root", "/usr/bin/berth-volume agent"),
                     ("berth", "/usr/bin/berth run")}
-            seen = {(ln.split(" ", 1)[0], ln.split(" ", 1)[1]) for ln in procs.strip().splitlines()}
+            seen = {(user, " ".join(cmd.split()[:2])) for user, cmd in procs}
             ensure(want <= seen, f"processes by user: {seen}")
             return "all four active; control and berth run as berth, the agent as root"
         r.check("Once configured, every service is active, as its user", active)
@@ -238,7 +247,7 @@ def main() -> int:
 
         def removed():
             ensure(gone.returncode == 0, (gone.stdout + gone.stderr).decode(errors="replace")[-2000:])
-            left = sh(c, "pgrep -f '^/usr/bin/berth' || true").split()
+            left = berth_processes(c)
             ensure(not left, f"processes left: {left}")
             ensure(sh(c, "test -e /usr/bin/berth-volume && echo yes || echo no").strip() == "no", "binary left")
             kept = sh(c, "ls /var/lib/berth-volume /var/lib/berth-volume/control 2>&1").strip()

@@ -285,7 +285,7 @@ fn stateful_templates_run_as_pinned_slot_services() {
     ] {
         for token in [None, Some("wrong")] {
             let (head, _) = daemon.get_as(path, token).expect("an answer");
-            assert!(head.starts_with("HTTP/1.1 401"), "{path} {token:?}: {head}");
+            assert_eq!(head.split(' ').nth(1), Some("401"), "{path} {token:?}: {head}");
             assert!(
                 head.to_ascii_lowercase()
                     .contains("www-authenticate: bearer realm=\"berth\""),
@@ -294,7 +294,7 @@ fn stateful_templates_run_as_pinned_slot_services() {
         }
     }
     let (head, _) = daemon.get_as("/v1/health", None).expect("an answer");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(head.split(' ').nth(1), Some("200"), "{head}");
 
     // The API answers with the plan, and the metrics name what Berth runs.
     let plan: Value = serde_json::from_str(&daemon.get("/v1/plan").unwrap()).unwrap();
