@@ -1010,12 +1010,10 @@ def berth_binaries(timings: Timings) -> tuple[Path, bool]:
         target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
         if not target.is_absolute():
             target = REPO / target
-        # berth-sim too: .ci/run builds it in release first, and building the three together
-        # keeps the features (and so the compiled crates) the same as that build's.
-        cmd = ["cargo", "build", "--release", "--locked", "-p", "berth-volume", "-p", "berth-daemon",
-               "-p", "berth-sim"]
-        say("$ " + " ".join(cmd))
-        run(cmd, cwd=REPO, capture=False, timeout=3600)
+        # The packages' own build (berth-daemon and berth-volume alone, as they ship: without
+        # the simulator's `testing` features), shared with ansible/test/packages, which .ci/run
+        # runs just before.
+        say("$ packaging/build-debs")
         run([str(REPO / "packaging/build-debs")], cwd=REPO, capture=False, timeout=3600)
         deb_dir = target / "debian"
         for b in ("berth", "berth-volume"):
