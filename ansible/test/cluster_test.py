@@ -381,7 +381,7 @@ def start_hosts(lab: Lab, image: str) -> str:
     return subnet
 
 
-def write_inventory(lab: Lab, bin_dir: Path, berth_run: bool, archive: Path, refs: dict) -> tuple[Path, Path]:
+def write_inventory(lab: Lab, deb_dir: Path, berth_run: bool, archive: Path, refs: dict) -> tuple[Path, Path]:
     inv = {"all": {"vars": {"ansible_connection": "community.docker.docker", "ansible_user": "root",
                             "ansible_python_interpreter": "/usr/bin/python3"}}}
     for group in ("managers", "workers"):
@@ -390,7 +390,7 @@ def write_inventory(lab: Lab, bin_dir: Path, berth_run: bool, archive: Path, ref
                                             "disk": h["disk"]} for h in lab.by_group(group)}}
     workers = len(lab.by_group("workers"))
     test_vars = {
-        "berth_bin_dir": str(bin_dir),
+        "berth_deb_dir": str(deb_dir),
         "berth_run_enabled": berth_run,
         # Nested engines: no overlayfs inside the test hosts.
         "docker_storage_driver": "vfs",
@@ -605,7 +605,7 @@ def check_berth(r: Results, lab: Lab, cl: Cluster, ids: dict[str, str], berth_ru
 
     def units():
         for h in lab.hosts:
-            want = ["berth-volume-agent"]
+            want = ["berth-volume-agent", "berth-volume-plugin"]
             if h["name"] in cl.control_hosts:
                 want.append("berth-volume-control")
             if h["name"] in cl.run_hosts and berth_run:
@@ -654,7 +654,7 @@ def check_berth(r: Results, lab: Lab, cl: Cluster, ids: dict[str, str], berth_ru
                     "API, the followers answer 503 not-leader naming it")
         r.check(name, raft)
 
-    name = "berth run answers /v1/health and /v1/ready"
+    name = "berth run answers /v1/health and /v1/ready, and /v1/plan only with the token"
     if not berth_run:
         r.skip(name, "berth run is not in this build")
         return
@@ -664,8 +664,12 @@ def check_berth(r: Results, lab: Lab, cl: Cluster, ids: dict[str, str], berth_ru
             for path in ("/v1/health", "/v1/ready"):
                 code = cl.curl(cl.berth_run + path, code_only=True)
                 ensure(code == "200", f"{path} answered {code}: {cl.curl(cl.berth_run + path, code_only=False, check=False)}")
+            code = cl.curl(cl.berth_run + "/v1/plan", code_only=True)
+            ensure(code == "401", f"/v1/plan without the cluster token answered {code}")
+            code = cl.curl(cl.berth_run + "/v1/plan", token=True, code_only=True)
+            ensure(code == "200", f"/v1/plan with the cluster token answered {code}")
         poll(once, 90)
-        return "200 on both: a reconcile pass succeeded"
+        return "200 on both probes (a reconcile pass succeeded); /v1/plan 401 without the token, 200 with it"
 
     r.check(name, health)
 
@@ -891,7 +895,7 @@ def check_apps(r: Results, lab: Lab, cl: Cluster, ids: dict[str, str], berth_run
     r.check("Redis's slot has a Berth volume on its node (move)", volumes("redis"))
 
     def placement():
-        plan = json.loads(cl.curl(cl.berth_run + "/v1/plan"))
+        plan = json.loads(cl.curl(cl.berth_run + "/v1/plan", token=True))
         placed = {(p["service"], p.get("slot")): p["node"] for p in plan["placements"]}
         ensure(not plan.get("pending"), f"berth run has pending tasks: {plan['pending']}")
         for template in slots:
@@ -1000,28 +1004,24 @@ def static_checks(r: Results, timings: Timings) -> None:
 
 
 def berth_binaries(timings: Timings) -> tuple[Path, bool]:
-    env_dir = os.environ.get("BERTH_BIN_DIR")
-    with timings.phase("Berth binaries"):
-        if env_dir:
-            bin_dir = Path(env_dir).resolve()
-            say(f"using BERTH_BIN_DIR={bin_dir}")
-        else:
-            target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-            if not target.is_absolute():
-                target = REPO / target
-            # berth-sim too: .ci/run builds it in release first, and building the three together
-            # keeps the features (and so the compiled crates) the same as that build's.
-            cmd = ["cargo", "build", "--release", "--locked", "-p", "berth-volume", "-p", "berth-daemon",
-                   "-p", "berth-sim"]
-            say("$ " + " ".join(cmd))
-            run(cmd, cwd=REPO, capture=False, timeout=3600)
-            bin_dir = target / "release"
+    """Builds the packages the playbook installs (packaging/build-debs); returns their directory
+    and whether this build has `berth run`."""
+    with timings.phase("Berth packages (release build + cargo-deb)"):
+        target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+        if not target.is_absolute():
+            target = REPO / target
+        # The packages' own build (berth-daemon and berth-volume alone, as they ship: without
+        # the simulator's `testing` features), shared with ansible/test/packages, which .ci/run
+        # runs just before.
+        say("$ packaging/build-debs")
+        run([str(REPO / "packaging/build-debs")], cwd=REPO, capture=False, timeout=3600)
+        deb_dir = target / "debian"
         for b in ("berth", "berth-volume"):
-            if not (bin_dir / b).is_file():
-                raise RuntimeError(f"{bin_dir / b} is missing")
-        has_run = run([str(bin_dir / "berth"), "run", "--help"], check=False).returncode == 0
+            if not list(deb_dir.glob(f"{b}_*.deb")):
+                raise RuntimeError(f"no {b} package in {deb_dir}")
+        has_run = run([str(target / "release/berth"), "run", "--help"], check=False).returncode == 0
         say(f"`berth run`: {'present' if has_run else 'not in this build (its unit is not started; checks that need it are NOT RUN)'}")
-    return bin_dir, has_run
+    return deb_dir, has_run
 
 
 def main() -> int:

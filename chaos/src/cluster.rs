@@ -186,6 +186,12 @@ impl Cluster {
         })
     }
 
+    /// A GET on `berth run`'s API with the cluster token (its detailed endpoints ask for it).
+    pub fn daemon_get(&self, path: &str) -> Option<serde_json::Value> {
+        let token = fs::read_to_string(&self.token).ok()?;
+        crate::run::http_get_json(&self.api, path, Some(token.trim()))
+    }
+
     fn managers(&self) -> Vec<&LabNode> {
         self.lab
             .nodes

@@ -218,13 +218,13 @@ pub fn http_get_json(addr: &str, path: &str, token: Option<&str>) -> Option<serd
 /// latest, after which `next` (what the caller kills then) is killed anyway.
 fn kill_node_until_mid_failover(c: &mut Cluster, node: &str, next: &str) {
     c.kill_node(node);
-    if !wait_for(Duration::from_secs(10), || failover_in_flight(&c.api)) {
+    if !wait_for(Duration::from_secs(10), || failover_in_flight(c)) {
         eprintln!("berth-chaos:   no failover command seen in flight; killing {next} anyway");
     }
 }
 
-fn failover_in_flight(addr: &str) -> bool {
-    http_get_json(addr, "/v1/failovers", None)
+fn failover_in_flight(c: &Cluster) -> bool {
+    c.daemon_get("/v1/failovers")
         .and_then(|v| v["in_flight"].as_array().map(|a| !a.is_empty()))
         .unwrap_or(false)
 }

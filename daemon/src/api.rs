@@ -9,13 +9,19 @@
 //! | `GET /v1/failovers` | the failover executor's runs (event, steps, start and end in Unix ms, how each ended) and the commands in flight |
 //! | `GET /v1/services` | with `--consul`: the Consul instances Berth keeps registered (one per Swarm task), their check status and the last sync's outcome; `404` without `--consul` |
 //! | `GET /metrics` | Prometheus text format |
+//!
+//! Every path but `/v1/health` and `/v1/ready` (the probes a supervisor or a load balancer
+//! polls) needs the cluster token as `Authorization: Bearer <token>`, since plans, failovers and
+//! metrics describe the cluster's nodes and volumes; a missing or wrong token gets `401` with
+//! `WWW-Authenticate: Bearer`. Only a daemon started with `--insecure` (no token) answers anyone.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
@@ -141,19 +147,50 @@ async fn metrics(State(c): State<Ctx>) -> Response {
         .into_response()
 }
 
+/// The cluster token the detailed endpoints ask for; `None` only with `--insecure`.
+pub type ApiToken = Option<Arc<str>>;
+
+/// Lets a request through only with the cluster token as its bearer token.
+async fn require_token(State(token): State<ApiToken>, req: Request, next: Next) -> Response {
+    let Some(token) = token else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if berth_volume::credential::same_token(g, &token) => next.run(req).await,
+        _ => {
+            let mut r = json_response(
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "missing or wrong bearer token: this endpoint needs the cluster token (--token-file)"}),
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static(berth_volume::credential::BEARER_CHALLENGE),
+            );
+            r
+        }
+    }
+}
+
 pub fn router(
     status: Arc<Mutex<Status>>,
     leadership: Arc<Leadership>,
     metrics: Metrics,
     resync: Duration,
+    token: ApiToken,
 ) -> Router {
     Router::new()
-        .route("/v1/health", get(health))
-        .route("/v1/ready", get(ready))
         .route("/v1/plan", get(plan))
         .route("/v1/explain/{service}", get(explain))
         .route("/v1/failovers", get(failovers))
         .route("/metrics", get(self::metrics))
+        .route_layer(middleware::from_fn_with_state(token, require_token))
+        .route("/v1/health", get(health))
+        .route("/v1/ready", get(ready))
         .with_state(Ctx {
             status,
             leadership,
@@ -187,9 +224,10 @@ async fn services(State(c): State<ConsulStatus>) -> Response {
 
 /// `/v1/services`, merged into [`router`]'s by `berth run`.
 #[cfg(feature = "consul")]
-pub fn services_router(consul: ConsulStatus) -> Router {
+pub fn services_router(consul: ConsulStatus, token: ApiToken) -> Router {
     Router::new()
         .route("/v1/services", get(services))
+        .route_layer(middleware::from_fn_with_state(token, require_token))
         .with_state(consul)
 }
 
@@ -245,6 +283,55 @@ mod tests {
             b,
             json!({"status": "standby", "last_error": "create session: no answer"})
         );
+    }
+
+    /// The probes answer anyone; everything that describes the cluster needs the cluster
+    /// token, and a 401 says how to authenticate.
+    #[tokio::test]
+    async fn detailed_endpoints_need_the_cluster_token_and_probes_do_not() {
+        use tower::ServiceExt;
+        let app = router(
+            Arc::new(Mutex::new(Status {
+                last_success: Some(Instant::now()),
+                ..Status::default()
+            })),
+            Leadership::always(),
+            Metrics::new(),
+            Duration::from_secs(10),
+            Some(Arc::from("s3cret")),
+        );
+        let call = |path: &str, auth: Option<&str>| {
+            let mut req = axum::http::Request::get(path);
+            if let Some(a) = auth {
+                req = req.header(header::AUTHORIZATION, a);
+            }
+            app.clone()
+                .oneshot(req.body(axum::body::Body::empty()).unwrap())
+        };
+        for path in ["/v1/health", "/v1/ready"] {
+            let r = call(path, None).await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{path}");
+        }
+        for path in ["/v1/plan", "/v1/explain/db", "/v1/failovers", "/metrics"] {
+            for auth in [
+                None,
+                Some("Bearer wrong"),
+                Some("s3cret"),
+                Some("Basic s3cret"),
+            ] {
+                let r = call(path, auth).await.unwrap();
+                assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path} {auth:?}");
+                assert_eq!(
+                    r.headers()[header::WWW_AUTHENTICATE],
+                    "Bearer realm=\"berth\"",
+                    "{path}"
+                );
+            }
+            let r = call(path, Some("Bearer s3cret")).await.unwrap();
+            assert_ne!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+        }
+        let r = call("/metrics", Some("Bearer s3cret")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
     }
 
     #[tokio::test]

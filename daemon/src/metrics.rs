@@ -1,6 +1,6 @@
 //! The daemon's Prometheus metrics (the `prometheus` crate), one registry served at `/metrics`.
 //! Names follow Prometheus' conventions: `berth_` prefix, `_total` counters, `_seconds`
-//! durations. The table of every metric is in README.md's operations section.
+//! durations. The table of every metric is in docs/observability.md.
 
 use berth_scheduler::executor::{Command as ExecCommand, FailoverRecord, Outcome, RunEnd};
 use berth_scheduler::failover::Event;
@@ -28,6 +28,7 @@ pub struct Metrics {
     pub slot_commands: IntCounterVec,
     pub leader: IntGauge,
     pub ready: IntGauge,
+    pub insecure: IntGauge,
     pub last_success: Gauge,
     pub placements: IntGaugeVec,
     pub slot_running: IntGaugeVec,
@@ -235,6 +236,10 @@ impl Metrics {
             ready: gauge(
                 "berth_ready",
                 "1 while /v1/ready answers 200: a reconcile pass succeeded within the last 3 resync periods.",
+            ),
+            insecure: gauge(
+                "berth_insecure",
+                "1 when this daemon was started with --insecure: its API answers anyone, without the cluster token.",
             ),
             consul_sync_errors: counter(
                 "berth_consul_sync_errors_total",

@@ -80,6 +80,18 @@ fn mongo_replica_set_over_two_zones() {
         0,
         expect_file!["golden/mongo-two-zones.plan.txt"],
     );
+    // Why slot 2 goes to zone b: the topology spread's counts per zone, in its own terms.
+    golden(
+        &[
+            "explain",
+            "--service",
+            "mongo",
+            "--cluster",
+            "examples/mongo-two-zones/cluster.toml",
+        ],
+        0,
+        expect_file!["golden/mongo-two-zones.explain.txt"],
+    );
 }
 
 #[test]
@@ -300,4 +312,32 @@ fn a_constraint_key_swarm_does_not_know_is_warned_about_with_its_line() {
         "{}",
         r.stderr
     );
+}
+
+/// Secure by default: `berth run` will not serve its API without the cluster token unless told
+/// `--insecure`, and says how to fix it before touching Docker or the state directory.
+#[test]
+fn run_refuses_to_start_without_a_token_unless_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let r = berth(&[
+        "run",
+        "--docker",
+        "unix:///nonexistent.sock",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--token-file") && r.stderr.contains("--insecure"),
+        "{}",
+        r.stderr
+    );
+    assert!(!state.exists(), "nothing was made before the refusal");
+    // Both at once is a usage error.
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t\n").unwrap();
+    let r = berth(&["run", "--insecure", "--token-file", token.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("cannot be used with"), "{}", r.stderr);
 }

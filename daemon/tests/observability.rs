@@ -3,7 +3,7 @@
 //! volume agent (`berth-volume`, as processes), with Berth's alert rules loaded; every query of
 //! the Grafana dashboard returns data, every alert rule evaluates cleanly, the alerts for the
 //! situation the test sets up (a stateful slot that cannot be placed) are the ones that come
-//! up, and README's metrics table names exactly the metrics the daemon exports. The same daemon
+//! up, and docs/observability.md's metrics table names exactly the metrics the daemon exports. The same daemon
 //! registers the swarm's tasks with a Consul agent (the documented-shapes fake: no Consul binary
 //! can be had here) and deregisters a removed service's. `promtool` checks and unit-tests the
 //! rules.
@@ -88,10 +88,18 @@ fn free_port() -> u16 {
 }
 
 /// One HTTP/1.0 GET; `None` when nothing answers.
+/// The cluster token of this test's daemon and volume services.
+const TOKEN: &str = "obs-cluster-token";
+
+/// GET presenting the cluster token (`berth run`'s API asks for it; Prometheus ignores it).
 fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    )
+    .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
@@ -408,20 +416,15 @@ fn dashboard_queries(d: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The metric names of the table in README's Operations → Metrics (berth run's; the volume
+/// The metric names of the table in docs/observability.md → Metrics of `berth run` (the volume
 /// services' are in a part of their own).
 fn readme_metrics() -> BTreeSet<String> {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let ops = readme
-        .split("\n## Operations")
+    let doc = std::fs::read_to_string(repo().join("docs/observability.md")).unwrap();
+    let metrics = doc
+        .split("\n## Metrics of `berth run`")
         .nth(1)
-        .expect("README has an Operations section");
-    let ops = ops.split("\n## ").next().unwrap();
-    let metrics = ops
-        .split("\n### Metrics")
-        .nth(1)
-        .expect("Operations has a Metrics part");
-    let metrics = metrics.split("\n### ").next().unwrap();
+        .expect("docs/observability.md has a part on berth run's metrics");
+    let metrics = metrics.split("\n## ").next().unwrap();
     metrics
         .lines()
         .filter(|l| l.starts_with("| `berth_"))
@@ -429,12 +432,11 @@ fn readme_metrics() -> BTreeSet<String> {
         .collect()
 }
 
-/// Rows of README's exported table that say they exist only with `--volume-control` (a gauge
+/// Rows of the exported table (docs/observability.md) that say they exist only with `--volume-control` (a gauge
 /// per volume has no series without volumes); this test's daemon runs with one, and a volume.
 fn readme_control_only() -> BTreeSet<String> {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    readme
-        .lines()
+    let doc = std::fs::read_to_string(repo().join("docs/observability.md")).unwrap();
+    doc.lines()
         .filter(|l| l.starts_with("| `berth_") && l.contains("with `--volume-control` only"))
         .map(|l| l[3..].split('`').next().unwrap().to_string())
         .collect()
@@ -448,7 +450,7 @@ fn prometheus_scrapes_berth_run_and_every_query_and_rule_evaluates() {
     let m = lab.manager();
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "obs-cluster-token\n").unwrap();
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     // Prometheus' own credential, for a node that does not exist (prometheus.yml says why).
     let prom_cred = dir.path().join("prometheus.cred");
     credential("prometheus", &token_file, &prom_cred);
@@ -702,7 +704,7 @@ fn prometheus_scrapes_berth_run_and_every_query_and_rule_evaluates() {
         "Prometheus' own rule engine holds BerthSlotDown for slot 2 (pending its 2m)"
     );
 
-    // README's metrics table names exactly what the daemon exports: with --volume-control and a
+    // docs/observability.md's metrics table names exactly what the daemon exports: with --volume-control and a
     // volume, the rows marked for it included.
     let (_, text) = http_get(&api, "/metrics").unwrap();
     let exported: BTreeSet<String> = text
@@ -714,10 +716,10 @@ fn prometheus_scrapes_berth_run_and_every_query_and_rule_evaluates() {
     let control_only = readme_control_only();
     assert!(
         !control_only.is_empty() && control_only.is_subset(&documented),
-        "README marks its `--volume-control` only rows in the Metrics table: {control_only:?}"
+        "docs/observability.md marks its `--volume-control` only rows in the Metrics table: {control_only:?}"
     );
     assert_eq!(
         documented, exported,
-        "README's Operations metrics table vs /metrics of a berth run with --volume-control"
+        "docs/observability.md's metrics table vs /metrics of a berth run with --volume-control"
     );
 }

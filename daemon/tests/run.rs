@@ -38,6 +38,9 @@ fn main() {
     )
 }
 
+/// The cluster token every test daemon is started with.
+const API_TOKEN: &str = "run-test-token";
+
 /// `berth run` as a child process, stopped with SIGTERM on drop.
 struct Daemon {
     child: Child,
@@ -55,10 +58,15 @@ impl Daemon {
             .local_addr()
             .unwrap()
             .port();
+        // The cluster token its API asks for (and the control service, when it has one).
+        let token = state.join("api-token");
+        std::fs::write(&token, format!("{API_TOKEN}\n")).expect("token file");
         let child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(["run", "--docker", &m.engine.docker_host(), "--resync", "1s"])
             .args(["--listen", &format!("127.0.0.1:{port}"), "--state-dir"])
             .arg(state)
+            .arg("--token-file")
+            .arg(&token)
             .args(extra)
             .stdin(Stdio::null())
             .spawn()
@@ -74,15 +82,24 @@ impl Daemon {
         d
     }
 
-    /// GET on the daemon's API; `None` unless 200.
+    /// GET on the daemon's API with the cluster token; `None` unless 200.
     fn get(&self, path: &str) -> Option<String> {
+        let (head, body) = self.get_as(path, Some(API_TOKEN))?;
+        (head.split(' ').nth(1) == Some("200")).then_some(body)
+    }
+
+    /// GET on the daemon's API presenting `token` (if any): (head, body).
+    fn get_as(&self, path: &str, token: Option<&str>) -> Option<(String, String)> {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&self.api).ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n{auth}\r\n").ok()?;
         let mut text = String::new();
         s.read_to_string(&mut text).ok()?;
         let (head, body) = text.split_once("\r\n\r\n")?;
-        (head.split(' ').nth(1) == Some("200")).then(|| body.to_string())
+        Some((head.to_string(), body.to_string()))
     }
 
     fn stop(&mut self) {
@@ -258,6 +275,26 @@ fn stateful_templates_run_as_pinned_slot_services() {
     );
     assert!(slot1.get("com.docker.stack.namespace").is_none());
     let plain_before = svc["plain"].1;
+
+    // The plan and the metrics need the cluster token; the probes do not.
+    for path in [
+        "/v1/plan",
+        "/metrics",
+        "/v1/failovers",
+        "/v1/explain/app_db",
+    ] {
+        for token in [None, Some("wrong")] {
+            let (head, _) = daemon.get_as(path, token).expect("an answer");
+            assert_eq!(head.split(' ').nth(1), Some("401"), "{path} {token:?}: {head}");
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("www-authenticate: bearer realm=\"berth\""),
+                "{path}: {head}"
+            );
+        }
+    }
+    let (head, _) = daemon.get_as("/v1/health", None).expect("an answer");
+    assert_eq!(head.split(' ').nth(1), Some("200"), "{head}");
 
     // The API answers with the plan, and the metrics name what Berth runs.
     let plan: Value = serde_json::from_str(&daemon.get("/v1/plan").unwrap()).unwrap();

@@ -1,5 +1,7 @@
 //! The SVG timeline (`--plot`): per node, up/down/cut-off/drained bands; per policy and
-//! service, which node each slot ran on, outages in red, failover markers.
+//! service, which node each slot ran on, outages in red, failover markers, the gaps in which a
+//! slot waited for its node (hatched), and per run and service what the report counts against
+//! the policy: acknowledged writes lost and starts on an empty volume.
 //!
 //! Written by hand rather than with a plotting crate: it is rectangles and text, and integer
 //! coordinates with no font metrics are what makes the same run give the same bytes on every
@@ -18,15 +20,24 @@ const RIGHT: u64 = 30;
 const ROW: u64 = 16;
 const MAX_NODE_ROWS: usize = 40;
 const MAX_SLOT_ROWS: usize = 40;
-/// Slot colours (by node). None of them is a node state's green, red, orange or grey, nor the
-/// outage red or the double-writer purple, so a slot bar never reads as a node event.
-/// Slot colours (by node), blues and violets: none is a node state's green, red, orange or grey,
-/// nor the outage red or the double-writer purple, so a slot bar never reads as a node event.
-/// The first ones differ most, and nodes take them in order of the ones that ran a task.
-const PALETTE: [&str; 10] = [
-    "#4e79a7", "#7b6fb0", "#17a2b8", "#1f3b73", "#5f6b7a", "#6c8ebf", "#0f6e7a", "#9c8ec9",
-    "#3f7cac", "#5b3a6e",
+/// Slot colours (by node), with the colour of the node's name written on them. Blues, cyans
+/// and violets only — none is a node state's green, red, orange or grey, nor the outage red or
+/// the double-writer purple, so a slot bar never reads as a node event — told apart by
+/// lightness as much as by hue: neighbours in the list differ in both, so the nodes that ran
+/// tasks (which take the colours in order) stay distinguishable, and the legend names each.
+const PALETTE: [(&str, &str); 8] = [
+    ("#1f77b4", "#fff"), // blue
+    ("#9ecae1", "#000"), // pale blue
+    ("#7b4fc9", "#fff"), // violet
+    ("#17becf", "#000"), // cyan
+    ("#0b2e59", "#fff"), // navy
+    ("#c4b5f4", "#000"), // lavender
+    ("#00838f", "#fff"), // dark cyan
+    ("#3949ab", "#fff"), // indigo
 ];
+/// A slot waiting for its node (its data is there): hatched, in the cut-off orange's family
+/// but paler, under the slot's row.
+const WAIT: &str = "#f7d9a8";
 /// Outages and double writers last seconds in runs of hours: below this width (px) they would
 /// vanish, and they are what the plot is for.
 const MIN_MARK: u64 = 3;
@@ -66,7 +77,7 @@ pub fn svg(scn: &Scenario, r: &Report) -> String {
     let sc = Scale { end };
     let names = scn.node_names();
     let mut body = String::new();
-    let mut y: u64 = 40;
+    let mut y: u64 = 54;
 
     // Which nodes to draw: those with events first, then those that ever ran a task.
     let first = r.runs.first();
@@ -93,6 +104,34 @@ pub fn svg(scn: &Scenario, r: &Report) -> String {
     ran.sort_unstable();
     ran.dedup();
     let colour = |node: u32| PALETTE[ran.binary_search(&node).unwrap_or(0) % PALETTE.len()];
+    // Down or cut off, per node: (from, to), to read which gaps a slot spent waiting.
+    let mut away: Vec<(u32, Ms, Ms)> = Vec::new();
+    if let Some(run) = first {
+        let mut open: Vec<(u32, NodeMark, Ms)> = Vec::new();
+        for &(t, n, mark) in &run.timeline.node_log {
+            match mark {
+                NodeMark::Down | NodeMark::CutOff => open.push((n, mark, t)),
+                NodeMark::Up | NodeMark::Healed => {
+                    let opener = if mark == NodeMark::Up {
+                        NodeMark::Down
+                    } else {
+                        NodeMark::CutOff
+                    };
+                    if let Some(i) = open.iter().position(|&(m, o, _)| m == n && o == opener) {
+                        let (_, _, from) = open.remove(i);
+                        away.push((n, from, t));
+                    }
+                }
+                _ => {}
+            }
+        }
+        away.extend(open.into_iter().map(|(n, _, from)| (n, from, end)));
+    }
+    // The node was down or cut off when the slot's task there ended: the task ended with it.
+    let was_away = |node: u32, at: Ms| {
+        away.iter()
+            .any(|&(n, a, b)| n == node && a <= at && at <= b)
+    };
     let hidden = interesting.len().saturating_sub(MAX_NODE_ROWS);
     interesting.truncate(MAX_NODE_ROWS);
     interesting.sort_unstable();
@@ -172,14 +211,58 @@ pub fn svg(scn: &Scenario, r: &Report) -> String {
         );
         y += ROW;
     }
+    // Which colour is which node's, for every node that ran a task.
+    if !ran.is_empty() {
+        y += 6;
+        let _ = writeln!(
+            body,
+            r##"<text x="10" y="{}" class="l">slot colours</text>"##,
+            y + 12
+        );
+        let mut x = LEFT;
+        for &n in ran.iter().take(3 * PALETTE.len()) {
+            let (fill, ink) = colour(n);
+            let name = esc(&names[n as usize]);
+            let w = 14 + 7 * names[n as usize].chars().count() as u64;
+            if x + w > W - RIGHT {
+                break;
+            }
+            let _ = writeln!(
+                body,
+                r##"<rect x="{x}" y="{y}" width="{w}" height="{}" fill="{fill}"><title>slots on {name}</title></rect><text x="{}" y="{}" class="t" fill="{ink}">{name}</text>"##,
+                ROW - 3,
+                x + 4,
+                y + 10
+            );
+            x += w + 4;
+        }
+        y += ROW;
+    }
 
     for run in &r.runs {
         y += 14;
+        let plural =
+            |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         let _ = writeln!(
             body,
-            r##"<text x="10" y="{}" class="h">{}</text>"##,
+            r##"<text x="10" y="{}" class="h">{} <tspan class="c">— {}, {}, {}</tspan></text>"##,
             y + 12,
-            run.policy.as_str()
+            run.policy.as_str(),
+            plural(
+                run.lost_writes,
+                "acknowledged write lost",
+                "acknowledged writes lost"
+            ),
+            plural(
+                run.metrics.empty_volume_starts,
+                "start on an empty volume",
+                "starts on an empty volume"
+            ),
+            plural(
+                run.metrics.double_writer_windows,
+                "double-writer window",
+                "double-writer windows"
+            ),
         );
         let top = y + 16;
         y += 18;
@@ -197,16 +280,52 @@ pub fn svg(scn: &Scenario, r: &Report) -> String {
                     y + 12,
                     esc(&svc.name)
                 );
-                for &(s, sl, node, from, to) in &run.timeline.tasks {
-                    if s as usize != si || sl != slot {
-                        continue;
+                let mut mine: Vec<(u32, Ms, Ms)> = run
+                    .timeline
+                    .tasks
+                    .iter()
+                    .filter(|t| t.0 as usize == si && t.1 == slot)
+                    .map(|&(_, _, node, from, to)| (node, from, to.max(from)))
+                    .collect();
+                mine.sort_by_key(|&(node, from, to)| (from, to, node));
+                // A stateful slot with no task while the node it last ran on was away, then
+                // back on that same node (or still away at the end): it waited for its node.
+                if svc.policy.stateful.is_some() {
+                    for (i, &(node, _, stopped)) in mine.iter().enumerate() {
+                        let next = mine.get(i + 1);
+                        let (until, back) = match next {
+                            Some(&(n, start, _)) if start > stopped && n == node => (start, true),
+                            None if stopped < end => (end, false),
+                            _ => continue,
+                        };
+                        if !was_away(node, stopped) {
+                            continue;
+                        }
+                        let (x0, x1) = (sc.x(stopped), sc.x(until));
+                        let _ = writeln!(
+                            body,
+                            r##"<rect x="{x0}" y="{y}" width="{}" height="{}" fill="url(#wait)"><title>{}.{slot} waits for {} {}–{}{}</title></rect>"##,
+                            (x1 - x0).max(MIN_MARK),
+                            ROW - 3,
+                            esc(&svc.name),
+                            esc(&names[node as usize]),
+                            fmt_ms(stopped),
+                            fmt_ms(until),
+                            if back {
+                                ", then restarts there"
+                            } else {
+                                " (the run ends)"
+                            }
+                        );
                     }
-                    let (x0, x1) = (sc.x(from), sc.x(to.max(from)));
+                }
+                for &(node, from, to) in &mine {
+                    let (x0, x1) = (sc.x(from), sc.x(to));
                     let width = (x1 - x0).max(1);
-                    let colour = colour(node);
+                    let (fill, ink) = colour(node);
                     let _ = writeln!(
                         body,
-                        r##"<rect x="{x0}" y="{y}" width="{width}" height="{}" fill="{colour}"><title>{}.{slot} on {} {}–{}</title></rect>"##,
+                        r##"<rect x="{x0}" y="{y}" width="{width}" height="{}" fill="{fill}"><title>{}.{slot} on {} {}–{}</title></rect>"##,
                         ROW - 3,
                         esc(&svc.name),
                         esc(&names[node as usize]),
@@ -216,12 +335,28 @@ pub fn svg(scn: &Scenario, r: &Report) -> String {
                     if width > 60 {
                         let _ = writeln!(
                             body,
-                            r##"<text x="{}" y="{}" class="t">{}</text>"##,
+                            r##"<text x="{}" y="{}" class="t" fill="{ink}">{}</text>"##,
                             x0 + 3,
                             y + 10,
                             esc(&names[node as usize])
                         );
                     }
+                }
+                // What the service lost, once, on its first row's right edge.
+                let lost = run.services.iter().find(|s| s.name == svc.name);
+                if slot == 1
+                    && let Some(o) = lost.filter(|o| o.lost_writes > 0)
+                {
+                    let _ = writeln!(
+                        body,
+                        r##"<text x="{}" y="{}" class="x" text-anchor="end">✕ {} lost<title>{}: {} acknowledged writes lost ({} beyond what its kind of data survives)</title></text>"##,
+                        LEFT - 6,
+                        y + 11,
+                        o.lost_writes,
+                        esc(&svc.name),
+                        o.lost_writes,
+                        o.lost_beyond_guarantee
+                    );
                 }
                 for &(s, sl, from, to) in &run.timeline.double_writers {
                     if s as usize == si && sl == slot {
@@ -280,7 +415,7 @@ pub fn svg(scn: &Scenario, r: &Report) -> String {
         let x = sc.x(t);
         let _ = writeln!(
             body,
-            r##"<line x1="{x}" y1="30" x2="{x}" y2="{y}" class="g"/><text x="{x}" y="{}" class="a" text-anchor="middle">{}</text>"##,
+            r##"<line x1="{x}" y1="44" x2="{x}" y2="{y}" class="g"/><text x="{x}" y="{}" class="a" text-anchor="middle">{}</text>"##,
             y + 12,
             axis_label(t)
         );
@@ -294,11 +429,15 @@ pub fn svg(scn: &Scenario, r: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "<style>.h{{font-size:13px;font-weight:bold}}.l{{font-size:11px}}.t{{font-size:9px;fill:#fff}}.a{{font-size:9px;fill:#555}}.m{{font-size:9px;fill:#000}}.g{{stroke:#eee}}.k{{stroke:#000;stroke-dasharray:3,2}}</style>"
+        "<style>.h{{font-size:13px;font-weight:bold}}.c{{font-weight:normal;font-size:11px}}.l{{font-size:11px}}.t{{font-size:9px}}.a{{font-size:9px;fill:#555}}.m{{font-size:9px;fill:#000}}.x{{font-size:10px;font-weight:bold;fill:#b52b27}}.g{{stroke:#eee}}.k{{stroke:#000;stroke-dasharray:3,2}}</style>"
     );
     let _ = writeln!(
         out,
-        r##"<rect width="{W}" height="{h}" fill="#fff"/><text x="10" y="18" class="h">{} — seed {} — nodes: green up, red down, orange cut off, grey drained; slots coloured by node; red underline: service unavailable; purple overline: two writers; dashed: failover</text>"##,
+        r##"<defs><pattern id="wait" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="{WAIT}"/><line x1="0" y1="0" x2="0" y2="6" stroke="#c98a2e" stroke-width="2"/></pattern></defs>"##
+    );
+    let _ = writeln!(
+        out,
+        r##"<rect width="{W}" height="{h}" fill="#fff"/><text x="10" y="18" class="h">{} — seed {}</text><text x="10" y="34" class="l">nodes: green up, red down, orange cut off, grey drained; slots coloured by node; hatched: slot waits for its node; red underline: service unavailable; purple overline: two writers; ✕: acknowledged writes lost; dashed: failover</text>"##,
         esc(&r.scenario),
         r.seed
     );

@@ -132,6 +132,7 @@ fn main() {
         addr.clone(),
         "--state".into(),
         dir.path().join("state").display().to_string(),
+        "--insecure".into(),
     ]);
     wait("control", || std::net::TcpStream::connect(&addr).is_ok());
     let mut agents = Vec::new();

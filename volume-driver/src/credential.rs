@@ -4,6 +4,10 @@
 //! the node never holds the cluster token, so it cannot mint another node's credential, and the
 //! control service checks one without storing anything.
 
+/// The `WWW-Authenticate` value of every 401 the volume services answer (RFC 6750): the
+/// caller is told to present a bearer token, the cluster token or a node credential.
+pub const BEARER_CHALLENGE: &str = "Bearer realm=\"berth\"";
+
 const CONTEXT: &str = "berth-volume 2026 node credential v1";
 const PREFIX: &str = "berth-node.";
 

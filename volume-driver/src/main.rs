@@ -47,9 +47,14 @@ enum Cmd {
         #[arg(long, required_unless_present = "consul")]
         state: Option<PathBuf>,
         /// File holding the cluster token: the operator's bearer token, and the secret node
-        /// credentials are derived from. Without it, no request is authenticated.
+        /// credentials are derived from. Required unless `--insecure`.
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// Serve without a token: every request, from anyone who can reach `--listen`, acts as
+        /// the operator (fence, assign, declare a node dead). For a test on one machine only;
+        /// said at every start and exported as `berth_control_insecure 1`.
+        #[arg(long, conflicts_with = "token_file")]
+        insecure: bool,
         /// Consul HTTP address: the state in Consul KV instead of `--state`, and one of several
         /// instances elected to serve through a session lock on `--leader-key`.
         #[arg(long, conflicts_with = "state")]
@@ -369,6 +374,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             listen,
             state,
             token_file,
+            insecure,
             consul,
             advertise,
             leader_key,
@@ -380,6 +386,12 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             heartbeat_misses,
             lease,
         } => {
+            anyhow::ensure!(
+                token_file.is_some() || insecure,
+                "no --token-file: without the cluster token the control service would let anyone \
+                 who reaches {listen} fence, assign and declare nodes dead. Give --token-file FILE \
+                 (the cluster token), or --insecure for a test on one machine"
+            );
             let timing = berth_volume::control::liveness::Timing {
                 interval_ms: heartbeat_interval.as_millis() as u64,
                 misses: heartbeat_misses,
@@ -389,6 +401,14 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 .validate()
                 .map_err(|e| anyhow::anyhow!("lease timing: {e}"))?;
             let token = read_secret(token_file)?;
+            if insecure {
+                tracing::warn!(
+                    listen = %listen,
+                    "--insecure: no token; anyone who reaches this address can fence, assign \
+                     and declare nodes dead. Give --token-file on any real cluster"
+                );
+                berth_volume::metrics::control().insecure.set(1);
+            }
             let (stop_election, stopped) = tokio::sync::watch::channel(false);
             let mut election = None;
             let c = match (raft_id, &state) {

@@ -3,7 +3,7 @@
 //! `agent()`'s at `/metrics` on its transfer address. Process-wide, so the code that sees an
 //! event (a pull deep in `backend`, a request in a middleware) counts it without plumbing.
 //! Gauges describing state (epochs, node liveness, the agent's lease) are set at each scrape
-//! from the state itself, so they are never stale. The table is in the root README, Operations.
+//! from the state itself, so they are never stale. The table is in docs/observability.md.
 
 use std::sync::LazyLock;
 
@@ -48,6 +48,7 @@ pub struct ControlMetrics {
     pub lease_left: prometheus::GaugeVec,
     pub node_alive: IntGaugeVec,
     pub leader: IntGauge,
+    pub insecure: IntGauge,
 }
 
 /// The `mode` values of `berth_primary_changes_total`, exported at 0 from the start so that
@@ -108,6 +109,16 @@ impl ControlMetrics {
                     "berth_control_leader",
                     "1 while this control instance serves the API: always when it runs alone, \
                      only as the caught-up Raft leader when replicated.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("registers once");
+                g
+            },
+            insecure: {
+                let g = IntGauge::new(
+                    "berth_control_insecure",
+                    "1 when this control instance was started with --insecure: no token, every \
+                     request is the operator's.",
                 )
                 .expect("valid metric");
                 r.register(Box::new(g.clone())).expect("registers once");
@@ -301,7 +312,15 @@ pub fn agent_router(control: crate::client::ControlClient, token: Option<String>
                 if ok {
                     next.run(req).await
                 } else {
-                    (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response()
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        [(
+                            axum::http::header::WWW_AUTHENTICATE,
+                            crate::credential::BEARER_CHALLENGE,
+                        )],
+                        "missing or wrong bearer token",
+                    )
+                        .into_response()
                 }
             }
         },

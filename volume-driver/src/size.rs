@@ -1,6 +1,7 @@
 //! Flocker's size forms (`10g`, `10GB`, `10GiB`, `512mib`, plain bytes), read by `berth_units`
-//! (binary multiples), checked against the dataset API's rules (at least 64 MiB, a multiple of
-//! 1024).
+//! (binary multiples), checked against the dataset API's rules (at least 64 MiB, at most
+//! [`MAX_SIZE`], a multiple of 1024). The plugin's `size` option and the control API's
+//! `maximum_size` share [`check`], so neither accepts what the other refuses.
 
 /// Why a size option was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -11,21 +12,37 @@ pub enum SizeError {
     TooSmall(String),
     #[error("size {0:?} is not a multiple of 1024 bytes")]
     NotMultiple(String),
+    #[error("size {0:?} is above the 1 PiB ceiling")]
+    TooLarge(String),
 }
 
 /// The smallest `maximum_size` the Flocker API accepts.
 pub const MIN_SIZE: u64 = 64 * 1024 * 1024;
 
+/// The largest `maximum_size` accepted: 1 PiB. Far above any one node's disk or a shared
+/// volume Berth is meant for, and low enough that a slip of unit (`1e` for `1g`, an exabyte)
+/// is refused at Create rather than recorded as a volume no backend could hold.
+pub const MAX_SIZE: u64 = 1 << 50;
+
 /// Parses a Flocker size expression into a dataset size in bytes (the API's rules applied).
 pub fn parse(expr: &str) -> Result<u64, SizeError> {
     let bytes = parse_bytes(expr)?;
+    check(bytes, expr)?;
+    Ok(bytes)
+}
+
+/// The dataset API's rules on a size in bytes; `shown` is how the caller wrote it.
+pub fn check(bytes: u64, shown: &str) -> Result<(), SizeError> {
     if bytes < MIN_SIZE {
-        return Err(SizeError::TooSmall(expr.to_string()));
+        return Err(SizeError::TooSmall(shown.to_string()));
+    }
+    if bytes > MAX_SIZE {
+        return Err(SizeError::TooLarge(shown.to_string()));
     }
     if !bytes.is_multiple_of(1024) {
-        return Err(SizeError::NotMultiple(expr.to_string()));
+        return Err(SizeError::NotMultiple(shown.to_string()));
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// Parses a size expression into bytes with no dataset rules: for amounts that are not dataset
@@ -54,6 +71,9 @@ mod tests {
             ("65536k", Ok(MIN_SIZE)),
             ("1MiB", Err(SizeError::TooSmall("1MiB".into()))),
             ("67108865", Err(SizeError::NotMultiple("67108865".into()))),
+            ("1PiB", Ok(MAX_SIZE)),
+            ("1025TiB", Err(SizeError::TooLarge("1025TiB".into()))),
+            ("1024P", Err(SizeError::TooLarge("1024P".into()))),
             (
                 "",
                 Err(SizeError::Parse(berth_units::UnitError::Size("".into()))),

@@ -234,6 +234,7 @@ pub fn explain_json(e: &Explanation) -> String {
         "service": e.service,
         "strategy": e.strategy.as_str(),
         "slot": e.slot,
+        "running_on": e.running_on,
         "nodes": e.verdicts,
         "placements": e.placements.iter().map(|p| json!({"slot": p.slot, "node": p.node, "new": p.new})).collect::<Vec<_>>(),
         "pending": e.pending.iter().map(|p| json!({"slot": p.slot, "node": p.node, "message": p.message()})).collect::<Vec<_>>(),
@@ -243,12 +244,16 @@ pub fn explain_json(e: &Explanation) -> String {
 
 pub fn explain_table(e: &Explanation) -> String {
     let mut out = String::new();
+    let task = match (e.slot, &e.running_on) {
+        (Some(s), Some(n)) => format!("slot {s} (runs on {n}; judged as if placed again)"),
+        (Some(s), None) => format!("next task slot {s}"),
+        (None, _) => "next task".to_string(),
+    };
     let _ = writeln!(
         out,
-        "service {} (strategy {}), next task{}: {} of {} nodes feasible",
+        "service {} (strategy {}), {task}: {} of {} nodes feasible",
         e.service,
         e.strategy.as_str(),
-        e.slot.map(|s| format!(" slot {s}")).unwrap_or_default(),
         e.verdicts.iter().filter(|v| v.feasible).count(),
         e.verdicts.len()
     );
@@ -256,11 +261,18 @@ pub fn explain_table(e: &Explanation) -> String {
         .verdicts
         .iter()
         .map(|v| {
-            let verdict = if v.feasible {
+            let mut verdict = if v.feasible {
                 let scores: Vec<String> = v
                     .scores
                     .iter()
-                    .map(|s| format!("{} {} (raw {})", s.plugin, s.normalized, s.raw))
+                    .map(|s| {
+                        format!(
+                            "{} {}/100 ({})",
+                            e.strategy.as_str(),
+                            s.normalized,
+                            s.detail
+                        )
+                    })
                     .collect();
                 format!("feasible: {}", scores.join(", "))
             } else {
@@ -270,6 +282,13 @@ pub fn explain_table(e: &Explanation) -> String {
                     v.reason.as_deref().unwrap_or("")
                 )
             };
+            // A rejected node's reason says it all (the skew it would break included).
+            for s in v.spread.iter().filter(|_| v.feasible) {
+                let _ = write!(verdict, "; {}", s.describe());
+            }
+            if v.runs_slot {
+                verdict.push_str("; runs this slot now");
+            }
             vec![
                 v.node.to_string(),
                 v.hostname.clone(),

@@ -22,10 +22,17 @@ pub struct RunArgs {
     /// replicated one, every member's URL, comma-separated (calls follow its leader).
     #[arg(long)]
     volume_control: Option<String>,
-    /// The cluster's bearer token for the volume control service.
+    /// The cluster token: presented to the volume control service, and asked of every caller
+    /// of this daemon's API but its probes (`/v1/health`, `/v1/ready`). Required unless
+    /// `--insecure`.
     #[arg(long)]
     token_file: Option<PathBuf>,
-    /// Address of the HTTP API and /metrics.
+    /// Run without a token: the API (plan, explain, failovers, metrics) answers anyone who
+    /// reaches `--listen`. For a test on one machine; said at every start and exported as
+    /// `berth_insecure 1`.
+    #[arg(long, conflicts_with = "token_file")]
+    insecure: bool,
+    /// Address of the HTTP API and /metrics (loopback unless you mean otherwise).
     #[arg(long, default_value = "127.0.0.1:9440")]
     listen: SocketAddr,
     /// Where the daemon keeps its state across restarts.
@@ -147,6 +154,13 @@ async fn shutdown_signal() {
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
+    anyhow::ensure!(
+        a.token_file.is_some() || a.insecure,
+        "no --token-file: without the cluster token the API would show this swarm's plans, \
+         failovers and metrics to anyone who reaches {}. Give --token-file FILE (the cluster \
+         token), or --insecure for a test on one machine",
+        a.listen
+    );
     init_logs(a.log_format);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -165,19 +179,26 @@ pub fn run(a: RunArgs) -> Result<()> {
             ..Config::default()
         };
         let metrics = Metrics::new();
+        let token = match &a.token_file {
+            Some(f) => {
+                let t = std::fs::read_to_string(f)
+                    .with_context(|| format!("{}: cannot read the token", f.display()))?
+                    .trim()
+                    .to_string();
+                anyhow::ensure!(!t.is_empty(), "{}: the token file is empty", f.display());
+                Some(t)
+            }
+            None => None,
+        };
+        if a.insecure {
+            tracing::warn!(listen = %a.listen, "--insecure: no token; the API (plans, failovers, metrics) answers anyone who reaches this address");
+            metrics.insecure.set(1);
+        }
+        let api_token: crate::api::ApiToken = token.as_deref().map(Arc::from);
         let control = match &a.volume_control {
             Some(url) => {
-                let token = match &a.token_file {
-                    Some(f) => Some(
-                        std::fs::read_to_string(f)
-                            .with_context(|| format!("{}: cannot read the token", f.display()))?
-                            .trim()
-                            .to_string(),
-                    ),
-                    None => None,
-                };
                 Some(
-                    berth_volume::client::ControlClient::new(url, token)
+                    berth_volume::client::ControlClient::new(url, token.clone())
                         .with_context(|| format!("--volume-control {url}"))?,
                 )
             }
@@ -287,9 +308,9 @@ pub fn run(a: RunArgs) -> Result<()> {
             None => (controller, None, leadership),
         };
         let controller = Arc::new(controller);
-        let app = crate::api::router(controller.status(), leadership, metrics, a.resync);
+        let app = crate::api::router(controller.status(), leadership, metrics, a.resync, api_token.clone());
         #[cfg(feature = "consul")]
-        let app = app.merge(crate::api::services_router(consul_status));
+        let app = app.merge(crate::api::services_router(consul_status, api_token));
         let listener = tokio::net::TcpListener::bind(a.listen)
             .await
             .with_context(|| format!("listening on {}", a.listen))?;

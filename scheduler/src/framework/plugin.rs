@@ -78,6 +78,10 @@ pub trait ScorePlugin: Plugin {
 
     /// Maps a raw score onto `0..=MAX_NODE_SCORE` so plugins can be weighted together.
     fn normalize(&self, raw: i64) -> u32;
+
+    /// What a raw score means in the terms a user chose the strategy by (task counts, the
+    /// share of a node in use), for explanations: the raw number itself is an encoding.
+    fn describe(&self, raw: i64) -> String;
 }
 
 /// One level of a spread tree: nodes are grouped by the value of `descriptor`.

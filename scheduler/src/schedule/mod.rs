@@ -33,12 +33,21 @@ pub struct ScoreCard {
     pub raw: [i64; MAX_SCORERS],
 }
 
+/// One score plugin's part in a node's rank. Serialised for people and scripts as the plugin,
+/// its 0–100 score and what that score stands for; the raw number (an encoding that only
+/// orders nodes) and the fixed weight stay inside.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PluginScore {
     pub plugin: &'static str,
+    #[serde(skip)]
     pub weight: u32,
+    #[serde(skip)]
     pub raw: i64,
+    #[serde(rename = "score")]
     pub normalized: u32,
+    /// The score in the terms of the strategy the user chose (`1 task of this service here,
+    /// 4 tasks in all`).
+    pub detail: String,
 }
 
 impl ScoreCard {
@@ -61,6 +70,7 @@ impl ScoreCard {
                 weight: *w,
                 raw,
                 normalized: p.normalize(raw),
+                detail: p.describe(raw),
             })
             .collect()
     }

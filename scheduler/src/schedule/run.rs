@@ -181,8 +181,18 @@ fn add(cluster: &Cluster, ix: &Index, snap: &mut Snapshot, s: usize, slot: Optio
 /// Takes back a placement made by [`place_service`] off its node (the incremental planner's
 /// undo).
 pub fn unplace(cluster: &Cluster, ix: &Index, info: &mut NodeInfo, s: usize, p: &NewPlacement) {
+    remove(cluster, ix, info, s, p.slot);
+}
+
+/// Takes a kept task of service `s` back off its node: `explain` asks where a running slot
+/// would go, and its own task must not count against the node it runs on.
+pub fn unbook(cluster: &Cluster, ix: &Index, snap: &mut Snapshot, s: usize, slot: u64, ni: u32) {
+    remove(cluster, ix, &mut snap.nodes[ni as usize], s, Some(slot));
+}
+
+fn remove(cluster: &Cluster, ix: &Index, info: &mut NodeInfo, s: usize, slot: Option<u64>) {
     let policy = &ix.policies[s];
-    let spec = task_spec(cluster, ix, s, p.slot, None);
+    let spec = task_spec(cluster, ix, s, slot, None);
     for r in &ix.profiles[&policy.strategy].reserves {
         r.unreserve(&spec, info);
     }

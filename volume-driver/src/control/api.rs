@@ -380,6 +380,12 @@ impl IntoResponse for ApiError {
             leader,
         };
         let mut r = (code, Json(body)).into_response();
+        if code == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(crate::credential::BEARER_CHALLENGE),
+            );
+        }
         if let Some(ms) = retry_after_ms {
             // HTTP's own header, in whole seconds rounded up; the body has the milliseconds.
             r.headers_mut().insert(

@@ -294,12 +294,13 @@ impl State {
         if req.primary.is_empty() {
             return Err(ControlError::Invalid("primary is required".into()));
         }
-        if let Some(sz) = req.maximum_size
-            && (sz < crate::size::MIN_SIZE || !sz.is_multiple_of(1024))
-        {
-            return Err(ControlError::Invalid(format!(
-                "maximum_size {sz} must be at least 67108864 and a multiple of 1024"
-            )));
+        if let Some(sz) = req.maximum_size {
+            crate::size::check(sz, &sz.to_string()).map_err(|e| {
+                ControlError::Invalid(format!(
+                    "maximum_size: {e} (at least 67108864, at most {}, a multiple of 1024)",
+                    crate::size::MAX_SIZE
+                ))
+            })?;
         }
         if req.metadata.len() > 16
             || req
@@ -326,6 +327,12 @@ impl State {
             )));
         }
         let name = req.metadata.get(META_NAME).cloned();
+        // The plugin's rules: the name becomes a directory key and Docker's volume name, so a
+        // dataset the API accepted is one every agent can list and mount.
+        if let Some(name) = &name {
+            crate::name::validate(name)
+                .map_err(|e| ControlError::Invalid(format!("metadata name: {e}")))?;
+        }
         if let Some(name) = &name
             && let Some(other) = self.by_name(name)
         {

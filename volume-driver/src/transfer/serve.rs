@@ -37,6 +37,13 @@ const BODY_LIMIT: usize = 256 << 20;
 
 fn fail(code: StatusCode, msg: String) -> Response {
     tracing::warn!(status = code.as_u16(), %msg, "transfer request refused");
+    if code == StatusCode::UNAUTHORIZED {
+        let challenge = [(
+            hyper::header::WWW_AUTHENTICATE,
+            crate::credential::BEARER_CHALLENGE,
+        )];
+        return (code, challenge, msg).into_response();
+    }
     (code, msg).into_response()
 }
 

@@ -78,6 +78,7 @@ fn configuration_errors_are_one_line_without_a_backtrace() {
             "not-an-address".into(),
             "--state".into(),
             dir.path().join("st").display().to_string(),
+            "--insecure".into(),
         ],
     ];
     for args in cases {
@@ -101,7 +102,14 @@ fn control_with_consul_needs_no_state_dir() {
     // Nothing listens on that port: the store cannot load, which is a run-time error about
     // Consul, not a usage error about --state.
     let addr = format!("http://127.0.0.1:{}", free_port());
-    let (code, _, err) = run(&["control", "--consul", &addr, "--listen", "127.0.0.1:0"]);
+    let (code, _, err) = run(&[
+        "control",
+        "--consul",
+        &addr,
+        "--listen",
+        "127.0.0.1:0",
+        "--insecure",
+    ]);
     assert_eq!(code, Some(1), "{err}");
     assert!(!err.contains("--state"), "{err}");
     assert!(err.to_lowercase().contains("consul"), "{err}");
@@ -118,7 +126,14 @@ fn control_with_consul_needs_no_state_dir() {
             "at most 60s",
         ),
     ] {
-        let mut all = vec!["control", "--consul", &addr, "--listen", "127.0.0.1:0"];
+        let mut all = vec![
+            "control",
+            "--consul",
+            &addr,
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure",
+        ];
         all.extend(args.iter().copied());
         let (code, _, err) = run(&all);
         assert_eq!(code, Some(1), "{all:?}: {err}");
@@ -139,6 +154,7 @@ fn logs_carry_no_colour_codes_when_stderr_is_a_file() {
             &addr,
             "--state",
             &dir.path().join("st").display().to_string(),
+            "--insecure",
         ])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -188,7 +204,7 @@ fn replicated_control_configuration_errors_exit_1() {
             "two members",
         ),
     ] {
-        let mut all = vec!["control", "--state", state.as_str()];
+        let mut all = vec!["control", "--insecure", "--state", state.as_str()];
         all.extend(args.iter().copied());
         let (code, _, err) = run(&all);
         assert_eq!(code, Some(1), "{all:?}: {err}");
@@ -218,6 +234,7 @@ fn replicated_control_configuration_errors_exit_1() {
         "1",
         "--peer",
         &peer,
+        "--insecure",
     ]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("single-instance control state"), "{err}");

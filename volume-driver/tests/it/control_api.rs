@@ -167,10 +167,14 @@ fn bearer_token_is_required_when_configured() {
     let tok = dir.path().join("token");
     std::fs::write(&tok, "s3cret\n").expect("token");
     let c = ControlSvc::start(&dir.path().join("state"), Some(&tok));
-    let (st, _, v) = api(&c, "GET", "/v1/configuration/datasets", &[], "");
+    let (st, head, v) = api(&c, "GET", "/v1/configuration/datasets", &[], "");
     assert_eq!(st, 401, "{v}");
     assert!(v["description"].is_string());
-    let (st, _, _) = api(
+    assert!(
+        head.contains("www-authenticate: bearer realm=\"berth\""),
+        "a 401 says how to authenticate: {head}"
+    );
+    let (st, head, _) = api(
         &c,
         "GET",
         "/v1/configuration/datasets",
@@ -178,6 +182,7 @@ fn bearer_token_is_required_when_configured() {
         "",
     );
     assert_eq!(st, 401);
+    assert!(head.contains("www-authenticate: bearer"), "{head}");
     let (st, _, _) = api(
         &c,
         "GET",
@@ -186,4 +191,77 @@ fn bearer_token_is_required_when_configured() {
         "",
     );
     assert_eq!(st, 200);
+}
+
+/// Secure by default: no token, no service, unless the operator says `--insecure`, which is
+/// then said in the log at every start and in `berth_control_insecure`.
+#[test]
+fn control_refuses_to_start_without_a_token_unless_insecure() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = std::process::Command::new(crate::support::BIN)
+        .args(["control", "--listen", "127.0.0.1:0", "--state"])
+        .arg(dir.path().join("s"))
+        .output()
+        .expect("run control");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--token-file") && err.contains("--insecure"),
+        "the refusal names both ways out: {err}"
+    );
+    assert!(
+        !dir.path().join("s").exists(),
+        "nothing was made before the refusal"
+    );
+    let addr = format!("127.0.0.1:{}", crate::support::free_port());
+    let log = dir.path().join("control.log");
+    let child = std::process::Command::new(crate::support::BIN)
+        .args(["control", "--insecure", "--listen", &addr, "--state"])
+        .arg(dir.path().join("state"))
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn control");
+    let _c = crate::support::Proc { child };
+    crate::support::wait_until("control port", std::time::Duration::from_secs(20), || {
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
+    let conn = || crate::support::Conn::Tcp(&addr);
+    let (st, _, _) = crate::support::raw(conn(), "GET", "/v1/configuration/datasets", &[], "");
+    assert_eq!(st, 200, "an insecure service answers anyone");
+    let (_, _, metrics) = crate::support::raw(conn(), "GET", "/metrics", &[], "");
+    let text = metrics.as_str().unwrap_or_default().to_string();
+    assert!(
+        text.contains("\nberth_control_insecure 1\n"),
+        "the metric says so: {text}"
+    );
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        text.contains("WARN") && text.contains("--insecure: no token"),
+        "the log says so: {text}"
+    );
+}
+
+/// The API takes only what the plugin would: Docker volume names (no `/`, no `..`, not empty,
+/// no control character, at most 255 bytes) and sizes from 64 MiB to 1 PiB.
+#[test]
+fn the_api_refuses_names_and_sizes_the_plugin_refuses() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let c = ControlSvc::start(&dir.path().join("state"), None);
+    for name in ["", "a/b", "..", "../etc", "a\u{1}b"] {
+        let body = json!({"primary": "n1", "metadata": {"name": name}}).to_string();
+        let (st, _, v) = api(&c, "POST", "/v1/configuration/datasets", &[], &body);
+        assert_eq!(st, 400, "{name:?}: {v}");
+        assert!(
+            v["description"].as_str().unwrap_or("").contains("name"),
+            "{name:?}: {v}"
+        );
+    }
+    let body = json!({"primary": "n1", "maximum_size": 1u64 << 60, "metadata": {"name": "huge"}})
+        .to_string();
+    let (st, _, v) = api(&c, "POST", "/v1/configuration/datasets", &[], &body);
+    assert_eq!(st, 400, "1 EiB: {v}");
+    let (_, _, v) = api(&c, "GET", "/v1/configuration/datasets", &[], "");
+    assert_eq!(v, json!([]), "nothing refused was recorded");
 }

@@ -245,6 +245,7 @@ fn an_agent_whose_lease_the_control_cannot_honour_refuses_to_start() {
     let out = std::process::Command::new(crate::support::BIN)
         .args([
             "control",
+            "--insecure",
             "--listen",
             "127.0.0.1:0",
             "--lease",

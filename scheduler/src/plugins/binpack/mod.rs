@@ -2,7 +2,7 @@
 //! nodes free for large tasks or for scaling down. Chosen with `berth.strategy=binpack`.
 
 use crate::framework::{MAX_NODE_SCORE, Plugin, ScorePlugin, TaskSpec};
-use crate::plugins::least_allocated::{SCALE, used_share};
+use crate::plugins::least_allocated::{SCALE, percent, used_share};
 use crate::snapshot::NodeInfo;
 
 pub const NAME: &str = "Binpack";
@@ -27,6 +27,13 @@ impl ScorePlugin for Binpack {
     fn normalize(&self, raw: i64) -> u32 {
         (raw / SCALE).clamp(0, i64::from(MAX_NODE_SCORE)) as u32
     }
+
+    fn describe(&self, raw: i64) -> String {
+        if raw < 0 {
+            return "capacity unknown: ranked after every node that reports it".into();
+        }
+        format!("{} of CPU and memory used with this task", percent(raw))
+    }
 }
 
 #[cfg(test)]
@@ -47,6 +54,10 @@ mod tests {
         with_task(&svc, |task| {
             assert!(Binpack.score(task, &ib) > Binpack.score(task, &ia));
             assert_eq!(Binpack.normalize(Binpack.score(task, &ib)), 75);
+            assert_eq!(
+                Binpack.describe(Binpack.score(task, &ib)),
+                "75.0% of CPU and memory used with this task"
+            );
         });
     }
 }

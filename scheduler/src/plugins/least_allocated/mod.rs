@@ -41,6 +41,18 @@ impl ScorePlugin for LeastAllocated {
     fn normalize(&self, raw: i64) -> u32 {
         (raw / SCALE).clamp(0, i64::from(MAX_NODE_SCORE)) as u32
     }
+
+    fn describe(&self, raw: i64) -> String {
+        format!(
+            "{} of CPU and memory free with this task",
+            percent(raw.clamp(0, 100 * SCALE))
+        )
+    }
+}
+
+/// A share in `used_share`'s fixed point as a percentage with one decimal (`62.5%`).
+pub fn percent(share: i64) -> String {
+    format!("{}.{}%", share / SCALE, (share % SCALE) / (SCALE / 10))
 }
 
 #[cfg(test)]
@@ -69,6 +81,10 @@ mod tests {
                 50
             );
             assert_eq!(LeastAllocated.score(task, &NodeInfo::new(2, &unknown)), 0);
+            assert_eq!(
+                LeastAllocated.describe(LeastAllocated.score(task, &ia)),
+                "75.0% of CPU and memory free with this task"
+            );
         });
     }
 }

@@ -29,6 +29,16 @@ impl ScorePlugin for Spread {
         let svc = ((-raw) >> 32) as u32;
         MAX_NODE_SCORE / (1 + svc)
     }
+
+    fn describe(&self, raw: i64) -> String {
+        let (svc, total) = ((-raw) >> 32, (-raw) & 0xffff_ffff);
+        let tasks = |n: i64| if n == 1 { "task" } else { "tasks" };
+        format!(
+            "{svc} {} of this service here, {total} {} in all",
+            tasks(svc),
+            tasks(total)
+        )
+    }
 }
 
 #[cfg(test)]
@@ -51,6 +61,10 @@ mod tests {
             ia.add_task(0);
             assert!(Spread.score(task, &ia) < Spread.score(task, &ib));
             assert_eq!(Spread.normalize(Spread.score(task, &ib)), 50);
+            assert_eq!(
+                Spread.describe(Spread.score(task, &ia)),
+                "1 task of this service here, 11 tasks in all"
+            );
         });
     }
 }

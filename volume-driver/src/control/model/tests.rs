@@ -39,6 +39,41 @@ fn create_is_unique_by_name_and_tag_checked() {
     ));
 }
 
+/// The API refuses what the plugin refuses: a name no agent could list or mount, and a size
+/// no backend could hold. Nothing is recorded for a refused create.
+#[test]
+fn create_refuses_the_plugins_bad_names_and_sizes() {
+    let mut s = State::default();
+    for name in ["", "a/b", "..", "a..b", "a\nb", &"x".repeat(256)] {
+        let e = s.create(named("a", name), None).expect_err(name);
+        assert!(
+            matches!(&e, ControlError::Invalid(m) if m.starts_with("metadata name: ")),
+            "{name:?}: {e}"
+        );
+    }
+    let huge = NewDataset {
+        maximum_size: Some(1 << 60),
+        ..named("a", "big")
+    };
+    let e = s.create(huge, None).expect_err("1 EiB");
+    assert!(e.to_string().contains("1 PiB ceiling"), "{e}");
+    assert!(s.datasets.is_empty(), "a refused create records nothing");
+    let most = NewDataset {
+        maximum_size: Some(crate::size::MAX_SIZE),
+        ..named("a", "big")
+    };
+    s.create(most, None).expect("1 PiB is allowed");
+    // A dataset without a name (Flocker's own API allows it) is still accepted.
+    s.create(
+        NewDataset {
+            primary: "a".into(),
+            ..NewDataset::default()
+        },
+        None,
+    )
+    .expect("unnamed");
+}
+
 #[test]
 fn move_increments_epoch_and_fences() {
     let mut s = State::default();
