@@ -285,7 +285,11 @@ fn stateful_templates_run_as_pinned_slot_services() {
     ] {
         for token in [None, Some("wrong")] {
             let (head, _) = daemon.get_as(path, token).expect("an answer");
-            assert_eq!(head.split(' ').nth(1), Some("401"), "{path} {token:?}: {head}");
+            assert_eq!(
+                head.split(' ').nth(1),
+                Some("401"),
+                "{path} {token:?}: {head}"
+            );
             assert!(
                 head.to_ascii_lowercase()
                     .contains("www-authenticate: bearer realm=\"berth\""),

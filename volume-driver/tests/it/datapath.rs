@@ -17,7 +17,7 @@ use crate::support::{
 };
 
 struct Node {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     control: ControlSvc,
     agent: AgentSvc,
     engine: FakeEngine,
@@ -63,11 +63,34 @@ fn node() -> Node {
         ],
     );
     Node {
-        _dir: dir,
+        dir,
         control,
         agent,
         engine,
     }
+}
+
+impl Node {
+    /// The agent's data root, holding the copies (and, under `mnt/`, the mounts).
+    fn copy_root(&self) -> PathBuf {
+        self.dir.path().join("a")
+    }
+}
+
+/// The first file named `name` under `dir`, mounts (`mnt/`) left out.
+fn find_file(dir: &std::path::Path, name: &str) -> Option<PathBuf> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        let ft = e.file_type().ok()?;
+        if ft.is_dir() && e.file_name() != "mnt" {
+            if let Some(f) = find_file(&p, name) {
+                return Some(f);
+            }
+        } else if ft.is_file() && e.file_name() == name {
+            return Some(p);
+        }
+    }
+    None
 }
 
 fn mount(a: &AgentSvc, id: &str) -> PathBuf {
@@ -113,13 +136,14 @@ fn a_killed_agent_takes_its_mounts_with_it_and_a_restarted_one_serves_them_again
     });
     let killed = Instant::now();
     n.agent.kill();
-    let (at, _, errno) = writer
+    let (at, why) = writer
         .wait_failed(Duration::from_secs(5))
         .expect("the writer's next write failed with the agent");
-    assert_eq!(
-        errno,
-        Some(rustix::io::Errno::NOTCONN.raw_os_error()),
-        "ENOTCONN"
+    // ENOTCONN on a file it had open, ECONNABORTED on one it opens again.
+    assert!(
+        why.contains("Transport endpoint is not connected")
+            || why.contains("Software caused connection abort"),
+        "the connection to the agent is gone, not: {why}"
     );
     assert!(
         at.duration_since(killed) < Duration::from_secs(1),
@@ -195,27 +219,32 @@ fn a_frozen_agent_cannot_write_after_its_lease_has_ended() {
     };
     // Frozen well past the lease, as a paused VM would be, then thawed.
     std::thread::sleep(Duration::from_secs(2));
-    eprintln!(
-        "datapath: fenced after {:?}; thawing",
-        fenced.duration_since(frozen)
-    );
-    let acked = writer.acks();
+    // What reached the storage, read beside the mount (never through it while it is frozen).
+    let copy = find_file(&n.copy_root(), "log").expect("the copy's log");
+    let lines = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let at_fence = lines(&copy);
     signal(pid, rustix::process::Signal::CONT);
-    eprintln!("datapath: thawed");
-    let (failed_at, _, errno) = writer
+    let (failed_at, why) = writer
         .wait_failed(Duration::from_secs(20))
         .expect("the held write failed after the thaw");
-    assert_eq!(errno, Some(5), "EIO, not {errno:?}");
+    assert!(
+        why.contains("I/O error") || why.contains("Input/output error"),
+        "EIO, not: {why}"
+    );
     assert!(failed_at > fenced);
-    let after = writer.acks();
     assert_eq!(
-        after.len(),
-        acked.len(),
-        "nothing acknowledged after the thaw"
+        lines(&copy),
+        at_fence,
+        "nothing reached the storage after the handover"
     );
     assert!(
-        after.iter().all(|t| *t < fenced),
-        "every acknowledged write came before the handover"
+        writer.acks().len() <= at_fence,
+        "every acknowledged record is in the copy"
     );
     wait_until("the container stopped", Duration::from_secs(10), || {
         n.engine.stopped_at().is_some()

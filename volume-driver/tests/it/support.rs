@@ -522,49 +522,49 @@ impl FakeEngine {
     }
 }
 
-/// A container's writer on a mountpoint, as a database's log: append a line, `fdatasync`, and
-/// only then count it acknowledged; on the first error it stops and keeps the error.
+/// A container's writer on a mountpoint, as a database's log: append a line, `fsync`, and only
+/// then acknowledge it (a line on its stdout); on the first error it exits, saying why. A child
+/// process, not a thread: a thread of the test process waiting on a mount whose server is
+/// frozen would hang the test process's own process spawning.
 pub struct Writer {
     acks: Arc<Mutex<Vec<Instant>>>,
-    failed: Arc<Mutex<Option<(Instant, std::io::Error)>>>,
-    handle: Option<std::thread::JoinHandle<()>>,
+    failed: Arc<Mutex<Option<(Instant, String)>>>,
+    child: Child,
 }
 
 impl Writer {
     pub fn start(file: PathBuf) -> Writer {
+        let mut child = Command::new("sh")
+            .args([
+                "-c",
+                r#"n=0; while :; do echo "$n" >> "$1" && sync "$1" || exit 1; echo "$n"; n=$((n+1)); sleep 0.02; done"#,
+                "writer",
+            ])
+            .arg(&file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the writer");
         let acks = Arc::new(Mutex::new(Vec::new()));
         let failed = Arc::new(Mutex::new(None));
+        let (out, mut err) = (
+            child.stdout.take().expect("stdout"),
+            child.stderr.take().expect("stderr"),
+        );
         let (a, f) = (acks.clone(), failed.clone());
-        let handle = std::thread::spawn(move || {
-            let mut out = match std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&file)
-            {
-                Ok(o) => o,
-                Err(e) => {
-                    *f.lock().expect("lock") = Some((Instant::now(), e));
-                    return;
-                }
-            };
-            for n in 0u64.. {
-                let r = out
-                    .write_all(format!("{n}\n").as_bytes())
-                    .and_then(|()| out.sync_data());
-                match r {
-                    Ok(()) => a.lock().expect("lock").push(Instant::now()),
-                    Err(e) => {
-                        *f.lock().expect("lock") = Some((Instant::now(), e));
-                        return;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        std::thread::spawn(move || {
+            for _ in BufReader::new(out).lines().map_while(Result::ok) {
+                a.lock().expect("lock").push(Instant::now());
             }
+            let mut why = String::new();
+            let _ = err.read_to_string(&mut why);
+            *f.lock().expect("lock") = Some((Instant::now(), why));
         });
         Writer {
             acks,
             failed,
-            handle: Some(handle),
+            child,
         }
     }
 
@@ -572,20 +572,13 @@ impl Writer {
         self.acks.lock().expect("lock").clone()
     }
 
-    /// When and how the writer failed, once it has.
-    pub fn failed(&self) -> Option<(Instant, std::io::ErrorKind, Option<i32>)> {
-        self.failed
-            .lock()
-            .expect("lock")
-            .as_ref()
-            .map(|(t, e)| (*t, e.kind(), e.raw_os_error()))
+    /// When the writer failed and what it said, once it has.
+    pub fn failed(&self) -> Option<(Instant, String)> {
+        self.failed.lock().expect("lock").clone()
     }
 
     /// Waits up to `limit` for the writer to fail.
-    pub fn wait_failed(
-        &self,
-        limit: Duration,
-    ) -> Option<(Instant, std::io::ErrorKind, Option<i32>)> {
+    pub fn wait_failed(&self, limit: Duration) -> Option<(Instant, String)> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Some(f) = self.failed() {
@@ -599,7 +592,7 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        // A writer still held in the kernel ends when its mount does; it is not waited for.
-        drop(self.handle.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
