@@ -166,6 +166,9 @@ pub struct Agent {
 /// to running.
 const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long a Mount that comes before the agent's first lease waits for it.
+const FIRST_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What self-fencing needs: the lease, the local engine, and the driver name Docker knows this
 /// agent by.
 pub struct SelfFence {
@@ -268,6 +271,17 @@ impl Agent {
 
     pub fn keeper(&self) -> Option<&crate::lease::Keeper> {
         self.fence.as_ref().map(|f| &*f.keeper)
+    }
+
+    /// An agent serves its plugin socket before it first reaches the control service (the
+    /// engine waits minutes on a missing plugin), so a Mount may come before the first lease:
+    /// it waits for one a little, then is refused with the reason.
+    async fn await_first_lease(&self) {
+        let Some(k) = self.keeper() else { return };
+        let deadline = tokio::time::Instant::now() + FIRST_LEASE_WAIT;
+        while k.period() == 0 && !k.is_dead() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     fn lease_refusal(&self, name: &str) -> Result<(), AgentError> {
@@ -802,6 +816,7 @@ impl Agent {
     /// too: the claim is granted only while this node is still the primary at its epoch.
     pub async fn mount(&self, name: &str, id: &str) -> Result<PathBuf, AgentError> {
         name::validate(name)?;
+        self.await_first_lease().await;
         let _g = self.lock_for(name);
         let _g = _g.lock().await;
         let held = self

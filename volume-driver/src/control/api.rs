@@ -18,6 +18,7 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use super::clock::{ControlClock, TICK, wall_ms};
 use super::commit::{Committer, WriteError};
 use super::liveness::{Liveness, Timing};
 use super::model::{ControlError, Lease, NewDataset, Node, Reported, State};
@@ -45,6 +46,8 @@ pub struct Control {
     liveness: std::sync::Mutex<Liveness>,
     /// Monotonic 0 of `liveness`: node ages never come from a wall clock.
     started: std::time::Instant,
+    /// What every instant in the state is read on (`control::clock`).
+    clock: ControlClock,
     /// Whether this instance serves, among several sharing the state (`control::seat`).
     seat: Seat,
     /// When each leader lock lapses, on `mono_ms`; held across a lock's change so requests for
@@ -71,8 +74,10 @@ impl Control {
         };
         state.reindex();
         let expiry = lapse_all(&state, 0);
+        let clock = ControlClock::continuing(state.clock_ms, timing.lease_ms, wall_ms());
         let state = Committer::start(state, store).map_err(|e| StoreError::Redb(e.to_string()))?;
         Ok(Control {
+            clock,
             lock_expiry: tokio::sync::Mutex::new(expiry),
             state,
             token,
@@ -153,7 +158,7 @@ impl Control {
         mut locks: tokio::sync::MutexGuard<'_, std::collections::BTreeMap<String, u64>>,
     ) {
         let t = self.mono_ms();
-        let (summary, expiry) = self.read(|s| {
+        let (summary, expiry, recorded) = self.read(|s| {
             (
                 (
                     s.datasets.len(),
@@ -162,8 +167,11 @@ impl Control {
                     s.generation,
                 ),
                 lapse_all(s, t),
+                s.clock_ms,
             )
         });
+        let lease_ms = self.liveness().timing().lease_ms;
+        self.clock.take_over(recorded, lease_ms, wall_ms());
         tracing::info!(
             datasets = summary.0,
             nodes = summary.1,
@@ -228,7 +236,7 @@ impl Control {
     }
 
     fn volume_records_of(&self, node: Option<&str>) -> Vec<VolumeRecord> {
-        let t = now_ms();
+        let t = self.clock.now_ms();
         self.read(|s| {
             s.datasets
                 .values()
@@ -417,17 +425,6 @@ fn tagged<T: serde::Serialize>(code: StatusCode, tag: String, body: &T) -> Respo
     r
 }
 
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-fn now_ms() -> u64 {
-    (now() * 1000.0) as u64
-}
-
 async fn list_datasets(AxState(c): AxState<Shared>) -> Response {
     let (list, tag) = c.read(|s| (s.datasets.values().cloned().collect::<Vec<_>>(), s.tag()));
     tagged(StatusCode::OK, tag, &list)
@@ -464,10 +461,11 @@ async fn move_dataset(
     let b: MoveDataset = parse(&body)?;
     let tag = if_matches(&h);
     let i = id.clone();
+    let now = c.clock.now_secs();
     let (d, tag) = c
         .write(move |s| {
             let before = s.datasets.get(&i).map(|d| d.epoch);
-            let d = s.move_to(&i, &b.primary, b.force, tag.as_deref(), now())?;
+            let d = s.move_to(&i, &b.primary, b.force, tag.as_deref(), now)?;
             if before != Some(d.epoch) {
                 crate::metrics::control()
                     .primary_changes
@@ -696,7 +694,7 @@ fn lease_record(l: &Lease, now: f64) -> LeaseRecord {
 }
 
 async fn list_leases(AxState(c): AxState<Shared>) -> Response {
-    let t = now();
+    let t = c.clock.now_secs();
     let list = c.read(|s| {
         s.leases
             .values()
@@ -713,7 +711,7 @@ async fn acquire_lease(
 ) -> Result<Response, ApiError> {
     let b: LeaseRequest = parse(&body)?;
     who.acts_for(&b.node_uuid)?;
-    let t = now();
+    let t = c.clock.now_secs();
     let l = Lease {
         dataset_id: b.dataset_id,
         node_uuid: b.node_uuid,
@@ -732,7 +730,7 @@ async fn release_lease(
         who.acts_for(&holder)?;
     }
     let (l, _) = c.write(move |s| s.release_lease(&id)).await?;
-    Ok(Json(lease_record(&l, now())).into_response())
+    Ok(Json(lease_record(&l, c.clock.now_secs())).into_response())
 }
 
 async fn claim_mount(
@@ -743,7 +741,7 @@ async fn claim_mount(
 ) -> Result<Response, ApiError> {
     let b: ClaimMount = parse(&body)?;
     who.acts_for(&b.node_uuid)?;
-    let t = now_ms();
+    let t = c.clock.now_ms();
     let (d, _) = c
         .write(move |s| s.claim_mount(&id, &b.node_uuid, b.epoch, t))
         .await?;
@@ -756,7 +754,7 @@ async fn release_mount(
     Path((id, node)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     who.acts_for(&node)?;
-    let t = now_ms();
+    let t = c.clock.now_ms();
     c.write(move |s| s.release_mount(&id, &node, t)).await?;
     Ok(Json(serde_json::json!({})).into_response())
 }
@@ -775,7 +773,7 @@ async fn get_volume(
     AxState(c): AxState<Shared>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let t = now_ms();
+    let t = c.clock.now_ms();
     let r = c.read(|s| {
         s.by_name(&name)
             .map(|d| VolumeRecord::of(d, s, t))
@@ -792,7 +790,7 @@ async fn fence_volume(
 ) -> Result<Response, ApiError> {
     who.operator("fencing a volume")?;
     let b: FenceRequest = parse(&body)?;
-    let t = now_ms();
+    let t = c.clock.now_ms();
     let n = name.clone();
     let leases = c.leases_now();
     let (r, _) = c
@@ -814,7 +812,7 @@ async fn assign_volume(
 ) -> Result<Response, ApiError> {
     who.operator("assigning a primary")?;
     let b: AssignRequest = parse(&body)?;
-    let t = now_ms();
+    let t = c.clock.now_ms();
     let n = name.clone();
     let leases = c.leases_now();
     let (r, _) = c
@@ -844,7 +842,7 @@ async fn report_standby(
 ) -> Result<Response, ApiError> {
     who.acts_for(&node)?;
     let b: StandbyReport = parse(&body)?;
-    let t = now_ms();
+    let t = c.clock.now_ms();
     let (r, _) = c
         .write(move |s| {
             let id = s.id_of(&name)?;
@@ -1032,7 +1030,30 @@ pub async fn serve(
     c: Shared,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(c))
+    let ticks = tokio::spawn(record_time(c.clone()));
+    let served = axum::serve(listener, router(c))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    ticks.abort();
+    served
+}
+
+/// While this instance serves, records every `TICK` the control time it has reached, so the
+/// next leader continues from there (`control::clock`).
+async fn record_time(c: Shared) {
+    loop {
+        tokio::time::sleep(TICK).await;
+        if c.seat.serving() {
+            let t = c.clock.now_ms();
+            if let Err(e) = c
+                .write(move |s| {
+                    s.tick(t);
+                    Ok(())
+                })
+                .await
+            {
+                tracing::debug!(error = ?e, "control time not recorded");
+            }
+        }
+    }
 }

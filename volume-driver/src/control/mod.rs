@@ -4,6 +4,7 @@
 //! HTTP surface and `wire` the request and reply bodies it shares with `client`.
 
 pub mod api;
+pub mod clock;
 mod commit;
 #[cfg(feature = "consul")]
 pub mod elected;

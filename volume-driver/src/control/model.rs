@@ -156,6 +156,10 @@ pub struct State {
     /// Leader locks by name (`leaders`); absent from documents written before they existed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub leaders: BTreeMap<String, LeaderLock>,
+    /// The latest control-clock instant a serving instance recorded (`control::clock`); 0 in
+    /// documents written before control time existed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub clock_ms: u64,
     /// Live dataset IDs by volume name; derived from `datasets` (`reindex`), never stored.
     #[serde(skip)]
     names: BTreeMap<String, String>,
@@ -181,7 +185,7 @@ pub enum ControlError {
     /// out (the node stops its containers before then) or once the node is declared dead.
     #[error(
         "volume {volume} is mounted on {node}, whose lease runs for {remaining_ms} more ms: it may \
-         still be writing; retry after that (it stops its containers first) or declare {node} dead"
+         still be writing; retry after that (its data path admits no write after it) or declare {node} dead"
     )]
     Leased {
         volume: String,
@@ -211,7 +215,20 @@ fn is_uuid(s: &str) -> bool {
     uuid::Uuid::parse_str(s).is_ok() && s.len() == 36 && s == s.to_ascii_lowercase()
 }
 
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
 impl State {
+    /// Records that control time has reached `now_ms` (`control::clock`): a successor
+    /// continues from it. A change like any other, so it is persisted (and replicated).
+    pub fn tick(&mut self, now_ms: u64) {
+        if now_ms > self.clock_ms {
+            self.clock_ms = now_ms;
+            self.generation += 1;
+        }
+    }
+
     /// Rebuilds what is derived rather than stored; call after loading a document.
     pub fn reindex(&mut self) {
         self.names = self
