@@ -343,8 +343,11 @@ impl Cluster {
             &self.logs.join(format!("{name}-agent.log")),
         )?;
         self.agents.insert(name.to_string(), proc);
+        // Listening, not merely there: a killed agent leaves its socket file behind.
         let sock = node.plugin_dir.join("berth.sock");
-        if !wait_for(Duration::from_secs(30), || sock.exists()) {
+        if !wait_for(Duration::from_secs(30), || {
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        }) {
             bail!(
                 "the agent on {name} did not open its socket; see {}",
                 self.logs.display()

@@ -43,7 +43,8 @@ pub enum Fault {
     RestartDockerd,
     /// A manager killed together with the writer's worker: under Berth the manager running
     /// the leading `berth run` (made to lead on a manager that is not the control service's
-    /// leader, on Swarm's leader when it can be); under Swarm, Swarm's leader.
+    /// leader, on Swarm's leader when it can be); under Swarm, a manager of the same standing
+    /// in Swarm (its leader or not) as the Berth run's.
     KillManager,
     /// The manager running both the leading `berth run` and the control service's Raft leader
     /// (the daemon is made to lead there first) killed together with the writer's worker.
@@ -118,11 +119,27 @@ enum Step {
 }
 
 /// Which manager a manager fault kills, and makes `berth run` lead there first (under Berth).
-/// Done before the workload is deployed, so that the daemon leads for the whole run.
-pub fn prepare(c: &mut Cluster, fault: Fault, system: System) -> Result<Option<String>> {
+/// Done before the workload is deployed, so that the daemon leads for the whole run. Under
+/// Swarm, kill-manager kills Swarm's leader if `swarm_leader` (the Berth run it is compared
+/// with killed Swarm's leader too, or there was none), else another manager.
+pub fn prepare(
+    c: &mut Cluster,
+    fault: Fault,
+    system: System,
+    swarm_leader: bool,
+) -> Result<Option<String>> {
     let target = match (fault, system) {
         (Fault::KillManagerControl, _) => c.control_leader(),
-        (Fault::KillManager, System::Swarm) => c.swarm_leader(),
+        (Fault::KillManager, System::Swarm) => {
+            let leader = c.swarm_leader();
+            if swarm_leader {
+                leader
+            } else {
+                c.managers()
+                    .into_iter()
+                    .find(|m| Some(m) != leader.as_ref())
+            }
+        }
         (Fault::KillManager, System::Berth) => {
             let control = c.control_leader();
             let swarm = c.swarm_leader();

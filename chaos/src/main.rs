@@ -210,7 +210,7 @@ fn run_all(a: &Args) -> Result<bool> {
             }
         })
         .collect();
-    let mut results = Vec::new();
+    let mut results: Vec<run::RunResult> = Vec::new();
     let mut n = 0u64;
     for k in 0..a.runs {
         for w in &workloads {
@@ -229,6 +229,13 @@ fn run_all(a: &Args) -> Result<bool> {
                         fault,
                         seed,
                         timing,
+                        // As the last Berth kill-manager run did, so the two compare.
+                        kill_swarm_leader: results
+                            .iter()
+                            .rev()
+                            .find(|r| r.system == System::Berth && r.fault == Fault::KillManager)
+                            .and_then(|r| r.swarm_leader_killed)
+                            .unwrap_or(true),
                     };
                     let r = match run::one(&mut c, &setup) {
                         Ok(r) => r,

@@ -61,6 +61,7 @@ impl Proc {
 
     /// SIGTERM and wait (SIGKILL after 15 s).
     pub fn stop(&mut self) {
+        let t = std::time::Instant::now();
         // A stopped (paused) process must run to act on SIGTERM.
         self.signal("CONT");
         self.signal("TERM");
@@ -72,6 +73,13 @@ impl Proc {
             self.kill();
         }
         let _ = self.child.wait();
+        if t.elapsed() > Duration::from_secs(5) {
+            eprintln!(
+                "chaos: stopping {} took {:.1} s",
+                self.what,
+                t.elapsed().as_secs_f64()
+            );
+        }
     }
 
     pub fn alive(&mut self) -> bool {

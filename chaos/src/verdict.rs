@@ -188,16 +188,22 @@ pub struct Span {
     pub writes: usize,
 }
 
+/// Each task's span of writes; a write seen more than once (acknowledged and on a copy, or on
+/// two copies) counts once.
 pub fn spans(writes: &[Write]) -> BTreeMap<&str, Span> {
+    let distinct: BTreeSet<(&str, u128)> = writes
+        .iter()
+        .map(|w| (w.task.as_str(), w.written_ms))
+        .collect();
     let mut span: BTreeMap<&str, Span> = BTreeMap::new();
-    for w in writes {
-        let s = span.entry(w.task.as_str()).or_insert(Span {
-            first: w.written_ms,
-            last: w.written_ms,
+    for (task, ms) in distinct {
+        let s = span.entry(task).or_insert(Span {
+            first: ms,
+            last: ms,
             writes: 0,
         });
-        s.first = s.first.min(w.written_ms);
-        s.last = s.last.max(w.written_ms);
+        s.first = s.first.min(ms);
+        s.last = s.last.max(ms);
         s.writes += 1;
     }
     span
@@ -332,6 +338,25 @@ mod tests {
             last,
             writes: 2,
         }
+    }
+
+    #[test]
+    fn a_write_seen_twice_counts_once() {
+        let w = |task: &str, ms| Write {
+            task: task.into(),
+            written_ms: ms,
+        };
+        let all = [w("a", 10), w("a", 30), w("a", 10), w("b", 40)];
+        let s = spans(&all);
+        assert_eq!(
+            s["a"],
+            Span {
+                first: 10,
+                last: 30,
+                writes: 2
+            }
+        );
+        assert_eq!(s["b"].writes, 1);
     }
 
     #[test]
