@@ -79,17 +79,34 @@ impl LabNode {
     /// — so it sees the node's `/run/docker/plugins`, and dies with the node when the node is
     /// killed (a volume agent, a control service, `berth run`). Panics if the node is down.
     pub fn command_inside(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        // Right after a boot the namespace's first process may not be forked yet.
-        let _ =
-            self.child.is_some() && wait_for(Duration::from_secs(5), || self.init_pid().is_some());
+        // Right after a boot the namespace's first process may not be forked yet, or not have
+        // made its mounts: a program entering before then would see the host's
+        // `/run/docker/plugins` (an agent's socket would land there, in the host engine's
+        // plugin directory).
+        let _ = self.child.is_some() && wait_for(Duration::from_secs(5), || self.is_set_up());
         let pid = self
             .init_pid()
             .unwrap_or_else(|| panic!("{} is down: nothing can run inside it", self.name));
+        assert!(
+            self.is_set_up(),
+            "{}: its first process did not mount {PLUGIN_DIR} within 5 s",
+            self.name
+        );
         let mut c = Command::new("nsenter");
         c.arg(format!("--target={pid}"))
             .args(["--net", "--mount", "--uts", "--pid", "--"])
             .arg(program);
         c
+    }
+
+    /// Whether the node's first process has made the node's mounts (the resolver's is last).
+    fn is_set_up(&self) -> bool {
+        self.init_pid().is_some_and(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/mountinfo")).is_ok_and(|m| {
+                let points: Vec<&str> = m.lines().filter_map(|l| l.split(' ').nth(4)).collect();
+                points.contains(&PLUGIN_DIR) && points.contains(&"/etc/resolv.conf")
+            })
+        })
     }
 
     /// Whether the node's engine is running (it may have been killed).
