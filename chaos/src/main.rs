@@ -116,6 +116,10 @@ struct Args {
     /// flap: how many cuts.
     #[arg(long, default_value_t = 4)]
     flaps: u32,
+    /// How long a run waits for the slot to serve again, seconds; then the fault is ended, the
+    /// cluster restored and the run judged (a run that did not serve by then fails).
+    #[arg(long, default_value_t = 150)]
+    serve_limit_secs: u64,
     /// `berth run --elect-ttl` of the daemons, seconds: a standby takes over this long after
     /// a leader dies.
     #[arg(long, default_value_t = 3)]
@@ -236,6 +240,7 @@ fn run_all(a: &Args) -> Result<bool> {
                             .find(|r| r.system == System::Berth && r.fault == Fault::KillManager)
                             .and_then(|r| r.swarm_leader_killed)
                             .unwrap_or(true),
+                        serve_limit: Duration::from_secs(a.serve_limit_secs),
                     };
                     let r = match run::one(&mut c, &setup) {
                         Ok(r) => r,

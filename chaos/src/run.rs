@@ -89,10 +89,10 @@ pub struct Setup<'a> {
     pub timing: Timing,
     /// kill-manager under Swarm: kill Swarm's leader (else another manager).
     pub kill_swarm_leader: bool,
+    /// How long the run waits for the slot to serve again before it ends the fault anyway.
+    pub serve_limit: Duration,
 }
 
-/// How long a run waits for the slot to serve again.
-const SERVE_LIMIT: Duration = Duration::from_secs(150);
 /// Writes acknowledged before the fault.
 const WARM_UP: usize = 25;
 /// After a fault the writer may survive has ended, how long the run still waits for a
@@ -146,7 +146,7 @@ pub fn one(c: &mut Cluster, s: &Setup) -> Result<RunResult> {
         if !s.fault.ends_writer() && inj.done_for().is_some_and(|d| d >= KEEP_GRACE) && old_serves {
             break;
         }
-        if t0.elapsed() > SERVE_LIMIT {
+        if t0.elapsed() > s.serve_limit {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));

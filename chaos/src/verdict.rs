@@ -134,7 +134,10 @@ pub fn judge(e: &Evidence, w: Window) -> Verdict {
     let (double_writers, overlap_ms) = overlapping_writers(&spans);
     let mut problems = e.problems.clone();
     if let Err(why) = &e.surviving {
-        problems.push(format!("the surviving copy could not be read: {why}"));
+        problems.push(format!(
+            "the surviving copy could not be read, so no acknowledged write is confirmed (all \
+             are counted lost): {why}"
+        ));
     }
     let served = seconds_to_serve(&e.acks, w);
     let (max_gap, down) = gaps(&e.acks, w);
