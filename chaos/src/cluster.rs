@@ -263,6 +263,30 @@ impl Cluster {
         Ok(())
     }
 
+    /// Restarts control members (SIGTERM, then started again; the others elect a leader
+    /// meanwhile) until the serving member is on a manager `want` accepts.
+    pub fn move_control_leader(&mut self, want: impl Fn(&str) -> bool) -> Result<()> {
+        for _ in 0..8 {
+            let mut leader = None;
+            wait_for(Duration::from_secs(30), || {
+                leader = self.control_leader();
+                leader.is_some()
+            });
+            let Some(m) = leader else {
+                bail!("no control member served; see {}", self.logs.display());
+            };
+            if want(&m) {
+                return Ok(());
+            }
+            if let Some(mut p) = self.control.remove(&m) {
+                p.stop();
+            }
+            wait_for(Duration::from_secs(30), || self.control_leader().is_some());
+            self.start_control(&m)?;
+        }
+        bail!("the control service's leader did not move where wanted after 8 restarts")
+    }
+
     /// kill -9 of the serving control member; returns its manager.
     pub fn kill_control_leader(&mut self) -> Option<String> {
         let m = self.control_leader()?;

@@ -41,14 +41,12 @@ pub enum Fault {
     /// The writer node's dockerd stopped (its containers stop with it; no live-restore) and
     /// started again; the agent runs on.
     RestartDockerd,
-    /// A manager killed together with the writer's worker: under Berth the manager running
-    /// the leading `berth run` (made to lead on a manager that is not the control service's
-    /// leader, on Swarm's leader when it can be); under Swarm, a manager of the same standing
-    /// in Swarm (its leader or not) as the Berth run's.
+    /// Swarm's leader killed together with the writer's worker; under Berth the leading
+    /// `berth run` is made to run there first, and the control service's leader to run
+    /// elsewhere.
     KillManager,
-    /// The manager running both the leading `berth run` and the control service's Raft leader
-    /// (the daemon is made to lead there first) killed together with the writer's worker.
-    /// Berth only.
+    /// Swarm's leader killed together with the writer's worker, with the leading `berth run`
+    /// and the control service's Raft leader made to run there first. Berth only.
     KillManagerControl,
 }
 
@@ -118,43 +116,20 @@ enum Step {
     ActivatePlugin,
 }
 
-/// Which manager a manager fault kills, and makes `berth run` lead there first (under Berth).
-/// Done before the workload is deployed, so that the daemon leads for the whole run. Under
-/// Swarm, kill-manager kills Swarm's leader if `swarm_leader` (the Berth run it is compared
-/// with killed Swarm's leader too, or there was none), else another manager.
-pub fn prepare(
-    c: &mut Cluster,
-    fault: Fault,
-    system: System,
-    swarm_leader: bool,
-) -> Result<Option<String>> {
-    let target = match (fault, system) {
-        (Fault::KillManagerControl, _) => c.control_leader(),
-        (Fault::KillManager, System::Swarm) => {
-            let leader = c.swarm_leader();
-            if swarm_leader {
-                leader
-            } else {
-                c.managers()
-                    .into_iter()
-                    .find(|m| Some(m) != leader.as_ref())
-            }
-        }
-        (Fault::KillManager, System::Berth) => {
-            let control = c.control_leader();
-            let swarm = c.swarm_leader();
-            swarm.filter(|s| Some(s) != control.as_ref()).or_else(|| {
-                c.managers()
-                    .into_iter()
-                    .find(|m| Some(m) != control.as_ref())
-            })
-        }
-        _ => return Ok(None),
-    };
-    let Some(target) = target else {
-        bail!("{fault}: no manager to kill (no control or Swarm leader answered)");
+/// Which manager a manager fault kills — Swarm's leader, so that Swarm loses its leader too,
+/// in both systems — and, under Berth, `berth run` made to lead there and the control
+/// service's leader moved off it (kill-manager) or onto it (kill-manager-control). Done before
+/// the workload is deployed, so that the daemon leads for the whole run.
+pub fn prepare(c: &mut Cluster, fault: Fault, system: System) -> Result<Option<String>> {
+    if !matches!(fault, Fault::KillManager | Fault::KillManagerControl) {
+        return Ok(None);
+    }
+    let Some(target) = c.swarm_leader() else {
+        bail!("{fault}: Swarm reports no leader");
     };
     if system == System::Berth {
+        let on_target = fault == Fault::KillManagerControl;
+        c.move_control_leader(|m| (m == target) == on_target)?;
         c.lead_daemon_on(&target)?;
     }
     Ok(Some(target))

@@ -233,13 +233,6 @@ fn run_all(a: &Args) -> Result<bool> {
                         fault,
                         seed,
                         timing,
-                        // As the last Berth kill-manager run did, so the two compare.
-                        kill_swarm_leader: results
-                            .iter()
-                            .rev()
-                            .find(|r| r.system == System::Berth && r.fault == Fault::KillManager)
-                            .and_then(|r| r.swarm_leader_killed)
-                            .unwrap_or(true),
                         serve_limit: Duration::from_secs(a.serve_limit_secs),
                     };
                     let r = match run::one(&mut c, &setup) {

@@ -87,8 +87,6 @@ pub struct Setup<'a> {
     pub fault: Fault,
     pub seed: u64,
     pub timing: Timing,
-    /// kill-manager under Swarm: kill Swarm's leader (else another manager).
-    pub kill_swarm_leader: bool,
     /// How long the run waits for the slot to serve again before it ends the fault anyway.
     pub serve_limit: Duration,
 }
@@ -109,7 +107,7 @@ fn now_ms() -> u128 {
 pub fn one(c: &mut Cluster, s: &Setup) -> Result<RunResult> {
     let started = Instant::now();
     let w = s.workload;
-    let manager = fault::prepare(c, s.fault, s.system, s.kill_swarm_leader)?;
+    let manager = fault::prepare(c, s.fault, s.system)?;
     let d = w.deploy(c, s.system, s.backend, s.seed)?;
     if !wait_for(Duration::from_secs(120), || {
         w.history(&d).acks.len() >= WARM_UP
