@@ -380,6 +380,23 @@ impl Cluster {
         Ok(())
     }
 
+    /// Restarts every agent that exited on its own (not killed by the harness, which forgets
+    /// an agent it kills), as the agent's systemd unit would; says which.
+    pub fn tend_agents(&mut self) -> Result<Vec<String>> {
+        let exited: Vec<String> = self
+            .agents
+            .iter_mut()
+            .filter_map(|(n, p)| (!p.alive()).then(|| n.clone()))
+            .collect();
+        for n in &exited {
+            self.start_agent(n)?;
+        }
+        Ok(exited
+            .into_iter()
+            .map(|n| format!("the agent on {n} exited on its own; restarted"))
+            .collect())
+    }
+
     /// SIGKILL of `name`'s agent alone: its node, engine and containers run on.
     pub fn kill_agent(&mut self, name: &str) {
         if let Some(mut a) = self.agents.remove(name) {

@@ -278,8 +278,10 @@ fn kill_node_until_mid_failover(
 }
 
 impl Injected {
-    /// Takes the steps that are due.
+    /// Takes the steps that are due, and restarts an agent that exited on its own.
     pub fn tick(&mut self, c: &mut Cluster) -> Result<()> {
+        let restarted = c.tend_agents()?;
+        self.notes.extend(restarted);
         while let Some(&(at, step)) = self.steps.first() {
             if self.t0.elapsed() < at || !self.take(c, step)? {
                 break;
