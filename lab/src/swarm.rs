@@ -50,6 +50,8 @@ pub struct LabNode {
     veth: String,
     /// `unshare` (the node's PID namespace's parent); `None` while the node is down.
     child: Option<Child>,
+    /// Directories this node has its own copy of (see [`LabBuilder::private_dir`]).
+    private_dirs: Vec<PathBuf>,
 }
 
 impl LabNode {
@@ -106,8 +108,22 @@ impl LabNode {
 
     fn spawn(&mut self) {
         let d = self.dir.display();
+        let private: String = self
+            .private_dirs
+            .iter()
+            .enumerate()
+            .map(|(i, target)| {
+                let own = self.dir.join("private").join(i.to_string());
+                fs::create_dir_all(&own).expect("the node's private directory");
+                format!(
+                    "mkdir -p {t} && mount --bind {own} {t} && ",
+                    t = target.display(),
+                    own = own.display()
+                )
+            })
+            .collect();
         let script = format!(
-            "hostname {name} && mount --bind {plugins} {PLUGIN_DIR} && \
+            "hostname {name} && mount --bind {plugins} {PLUGIN_DIR} && {private}\
              mount --bind {d}/resolv.conf /etc/resolv.conf && \
              {{ dockerd --config-file {d}/daemon.json --data-root {d}/data --exec-root {d}/exec \
              -H unix://{d}/docker.sock --pidfile {d}/dockerd.pid --storage-driver vfs \
@@ -229,6 +245,7 @@ pub struct LabBuilder {
     managers: usize,
     workers: usize,
     labels: Vec<(usize, String, String)>,
+    private_dirs: Vec<PathBuf>,
 }
 
 impl LabBuilder {
@@ -246,6 +263,14 @@ impl LabBuilder {
     /// A node label (`docker node update --label-add`), by node index (managers first).
     pub fn label(mut self, node: usize, key: &str, value: &str) -> Self {
         self.labels.push((node, key.into(), value.into()));
+        self
+    }
+
+    /// A directory every node has its own (empty at first, kept across the node's restarts,
+    /// in its directory), bound over `path` in its mount namespace: for a daemon that keeps its
+    /// state, sockets or logs at a fixed path, such as glusterd's `/var/lib/glusterd`.
+    pub fn private_dir(mut self, path: impl Into<PathBuf>) -> Self {
+        self.private_dirs.push(path.into());
         self
     }
 
@@ -276,6 +301,7 @@ impl Lab {
             managers: 1,
             workers: 0,
             labels: Vec::new(),
+            private_dirs: Vec::new(),
         }
     }
 
@@ -360,6 +386,7 @@ impl Lab {
                 dir: ndir,
                 veth,
                 child: None,
+                private_dirs: b.private_dirs.clone(),
             };
             node.spawn();
             lab.nodes.push(node);
