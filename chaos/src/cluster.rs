@@ -1,94 +1,25 @@
 //! The seed's topology as a real Swarm on one machine (`berth_lab::Lab`: 3 managers and 3
-//! workers by default), with Berth's pieces where an operator would run them: a volume agent
-//! inside every node (its own plugin socket; it dies with its node), the volume control service
-//! replicated on every manager (Raft; one member per manager, as the playbook runs it) and
-//! `berth run` on the first manager. Shared storage is one host directory every agent
-//! mounts from, as an NFS or GlusterFS mount would be.
+//! workers by default), with Berth's pieces where an operator runs them, each inside its node
+//! (it dies with the node): a volume agent on every node (its own plugin socket), the volume
+//! control service replicated on every manager (Raft; one member per manager, as the playbook
+//! runs it) and `berth run --elect` on every manager, one leading. Shared storage is one host
+//! directory every agent mounts from, as an NFS or GlusterFS mount would be.
+//!
+//! The harness is the nodes' service manager: it starts, stops, kills, pauses and restarts
+//! each of these processes on its own, as systemd would, and [`Cluster::restore`] brings back
+//! whatever a fault left down.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use berth_lab::swarm::Role;
 use berth_lab::{Lab, LabNode, wait_for};
 
-/// A process started with `nsenter`: the process itself is nsenter's child when a PID
-/// namespace was entered, so signals go to it, not to nsenter.
-pub struct Proc {
-    child: Child,
-    what: String,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command, what: &str, log: &Path) -> Result<Proc> {
-        let out = fs::OpenOptions::new().create(true).append(true).open(log)?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("starting {what}"))?;
-        Ok(Proc {
-            child,
-            what: what.into(),
-        })
-    }
-
-    /// The PIDs to signal: nsenter's children (the program, inside the node's PID namespace)
-    /// and nsenter itself.
-    fn pids(&self) -> Vec<u32> {
-        let me = self.child.id();
-        let mut pids: Vec<u32> = fs::read_to_string(format!("/proc/{me}/task/{me}/children"))
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect();
-        pids.push(me);
-        pids
-    }
-
-    pub fn signal(&self, sig: &str) {
-        for pid in self.pids() {
-            let _ = Command::new("kill")
-                .args([&format!("-{sig}"), &pid.to_string()])
-                .status();
-        }
-    }
-
-    /// SIGKILL, no goodbye: a crash.
-    pub fn kill(&mut self) {
-        self.signal("KILL");
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM and wait.
-    pub fn stop(&mut self) {
-        self.signal("TERM");
-        let done = wait_for(Duration::from_secs(15), || {
-            matches!(self.child.try_wait(), Ok(Some(_)))
-        });
-        if !done {
-            eprintln!("chaos: {} ignored SIGTERM; killing it", self.what);
-            self.kill();
-        }
-        let _ = self.child.wait();
-    }
-
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.alive() {
-            self.kill();
-        }
-    }
-}
+use crate::http;
+use crate::proc::Proc;
 
 /// The binaries the harness runs, found beside its own executable (one `cargo build`).
 pub struct Bins {
@@ -125,12 +56,15 @@ pub struct Cluster {
     pub ids: BTreeMap<String, String>,
     token: PathBuf,
     logs: PathBuf,
+    /// Whether Berth's pieces run (some run asked for Berth).
+    berth: bool,
+    /// `berth run --elect-ttl`.
+    elect_ttl: Duration,
     /// The control service's members, by manager name.
     control: BTreeMap<String, Proc>,
     agents: BTreeMap<String, Proc>,
-    daemon: Option<Proc>,
-    /// `--listen` of `berth run`.
-    pub api: String,
+    /// `berth run`, by manager name.
+    daemons: BTreeMap<String, Proc>,
 }
 
 const CONTROL_PORT: u16 = 4523;
@@ -138,7 +72,12 @@ const AGENT_PORT: u16 = 4524;
 const API_PORT: u16 = 9440;
 
 impl Cluster {
-    pub fn start(managers: usize, workers: usize, bins: Bins) -> Result<Cluster> {
+    pub fn start(
+        managers: usize,
+        workers: usize,
+        bins: Bins,
+        elect_ttl: Duration,
+    ) -> Result<Cluster> {
         let mut b = Lab::builder().managers(managers).workers(workers);
         for i in 0..workers {
             b = b.label(managers + i, "zone", ["a", "b", "c"][i % 3]);
@@ -154,45 +93,107 @@ impl Cluster {
         fs::create_dir_all(lab.dir.join("shared"))?;
         let token = lab.dir.join("token");
         fs::write(&token, format!("chaos-{}\n", lab.id))?;
-        let api = format!("{}:{API_PORT}", lab.nodes[0].addr);
         Ok(Cluster {
             lab,
             bins,
             ids,
             token,
             logs,
+            berth: false,
+            elect_ttl,
             control: BTreeMap::new(),
             agents: BTreeMap::new(),
-            daemon: None,
-            api,
+            daemons: BTreeMap::new(),
         })
     }
 
+    /// A manager that is up, to talk to Swarm through (the first one, unless it is down).
     pub fn manager(&self) -> &LabNode {
-        self.lab.manager()
+        self.lab
+            .nodes
+            .iter()
+            .find(|n| n.role == Role::Manager && n.is_up())
+            .expect("a manager is up")
     }
 
-    /// The volume's epoch at the control service (`None` without Berth, or unreachable).
-    pub fn volume_epoch(&self, name: &str) -> Option<u64> {
-        let token = fs::read_to_string(&self.token).ok()?;
-        // Only the serving member answers with the record; the others answer 503.
-        self.control.keys().find_map(|m| {
-            let v = crate::run::http_get_json(
-                &self.control_addr(m),
-                &format!("/v1/berth/volumes/{name}"),
-                Some(token.trim()),
-            )?;
-            v["epoch"].as_u64()
-        })
-    }
-
-    fn managers(&self) -> Vec<&LabNode> {
+    pub fn managers(&self) -> Vec<String> {
         self.lab
             .nodes
             .iter()
             .filter(|n| n.role == Role::Manager)
+            .map(|n| n.name.clone())
             .collect()
     }
+
+    /// Whether Berth's pieces run here.
+    pub fn has_berth(&self) -> bool {
+        self.berth
+    }
+
+    fn token(&self) -> Option<String> {
+        Some(fs::read_to_string(&self.token).ok()?.trim().to_string())
+    }
+
+    // --- Swarm ---------------------------------------------------------------------------
+
+    /// The lab node (name) running `service`'s task, and that task's container ID.
+    pub fn running_on(&self, service: &str) -> Option<(String, String)> {
+        let filter = format!(
+            "%7B%22service%22:%5B%22{service}%22%5D,%22desired-state%22:%5B%22running%22%5D%7D"
+        );
+        let body = self
+            .manager()
+            .engine
+            .api_get(&format!("/tasks?filters={filter}"))
+            .ok()?;
+        let tasks: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let t = tasks
+            .as_array()?
+            .iter()
+            .find(|t| t["Status"]["State"] == "running")?;
+        let node_id = t["NodeID"].as_str()?;
+        let name = self.ids.iter().find(|(_, id)| *id == node_id)?.0.clone();
+        let container = t["Status"]["ContainerStatus"]["ContainerID"]
+            .as_str()?
+            .to_string();
+        Some((name, container))
+    }
+
+    /// The manager Swarm's Raft group is led by.
+    pub fn swarm_leader(&self) -> Option<String> {
+        let out =
+            self.manager()
+                .docker(&["node", "ls", "--format", "{{.Hostname}} {{.ManagerStatus}}"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_suffix(" Leader").map(str::to_string))
+    }
+
+    /// Waits until Swarm reports every node `Ready` (and every manager reachable).
+    pub fn wait_swarm_ready(&self) -> Result<()> {
+        let want = self.lab.nodes.len();
+        let ready = wait_for(Duration::from_secs(120), || {
+            let out = self.manager().docker(&[
+                "node",
+                "ls",
+                "--format",
+                "{{.Status}} {{.ManagerStatus}}",
+            ]);
+            let text = String::from_utf8_lossy(&out.stdout);
+            out.status.success()
+                && text
+                    .lines()
+                    .filter(|l| l.starts_with("Ready") && !l.contains("Unreachable"))
+                    .count()
+                    == want
+        });
+        if !ready {
+            bail!("Swarm did not report every node ready within 120 s");
+        }
+        Ok(())
+    }
+
+    // --- the volume control service ------------------------------------------------------
 
     fn control_addr(&self, manager: &str) -> String {
         format!("{}:{CONTROL_PORT}", self.lab.node(manager).addr)
@@ -202,50 +203,56 @@ impl Cluster {
     fn control_url(&self) -> String {
         self.managers()
             .iter()
-            .map(|m| format!("http://{}:{CONTROL_PORT}", m.addr))
+            .map(|m| format!("http://{}", self.control_addr(m)))
             .collect::<Vec<_>>()
             .join(",")
     }
 
+    /// The volume's epoch at the control service (`None` without Berth, or unreachable).
+    pub fn volume_epoch(&self, name: &str) -> Option<u64> {
+        let token = self.token()?;
+        // Only the serving member answers with the record; the others answer 503.
+        self.control.keys().find_map(|m| {
+            let v = http::get_json(
+                &self.control_addr(m),
+                &format!("/v1/berth/volumes/{name}"),
+                Some(&token),
+            )?;
+            v["epoch"].as_u64()
+        })
+    }
+
     /// The manager whose control member serves (the Raft leader, caught up), if one does.
     pub fn control_leader(&self) -> Option<String> {
-        let token = fs::read_to_string(&self.token).ok()?;
+        let token = self.token()?;
         self.control
             .keys()
             .find(|m| {
-                crate::run::http_get_json(
-                    &self.control_addr(m),
-                    "/v1/berth/raft",
-                    Some(token.trim()),
-                )
-                .is_some_and(|v| v["serving"] == true)
+                http::get_json(&self.control_addr(m), "/v1/berth/raft", Some(&token))
+                    .is_some_and(|v| v["serving"] == true)
             })
             .cloned()
     }
 
     /// Starts the control member on `manager` (Raft ID: its place among the managers).
     pub fn start_control(&mut self, manager: &str) -> Result<()> {
-        let managers: Vec<(String, String)> = self
-            .managers()
-            .iter()
-            .map(|m| (m.name.clone(), format!("{}:{CONTROL_PORT}", m.addr)))
-            .collect();
+        let managers = self.managers();
         let id = managers
             .iter()
-            .position(|(n, _)| n == manager)
+            .position(|n| n == manager)
             .context("not a manager")?
             + 1;
         let m = self.lab.node(manager);
         let mut cmd = m.command_inside(&self.bins.volume);
         cmd.args(["control", "--listen"])
-            .arg(format!("{}:{CONTROL_PORT}", m.addr))
+            .arg(self.control_addr(manager))
             .arg("--state")
             .arg(m.dir.join("control-state"))
             .arg("--token-file")
             .arg(&self.token)
             .args(["--raft-id", &id.to_string()]);
-        for (i, (_, addr)) in managers.iter().enumerate() {
-            cmd.args(["--peer", &format!("{}={addr}", i + 1)]);
+        for (i, peer) in managers.iter().enumerate() {
+            cmd.args(["--peer", &format!("{}={}", i + 1, self.control_addr(peer))]);
         }
         let proc = Proc::spawn(
             cmd,
@@ -265,11 +272,14 @@ impl Cluster {
         Some(m)
     }
 
-    /// The volume control service on every manager and an agent on every node that is up.
-    pub fn start_berth_volumes(&mut self) -> Result<()> {
-        let managers: Vec<String> = self.managers().iter().map(|m| m.name.clone()).collect();
-        for m in &managers {
-            self.start_control(m)?;
+    // --- volume agents -------------------------------------------------------------------
+
+    /// Berth's pieces: the control service on every manager, an agent on every node, then
+    /// `berth run` on every manager, and waits until one of them leads.
+    pub fn start_berth(&mut self) -> Result<()> {
+        self.berth = true;
+        for m in self.managers() {
+            self.start_control(&m)?;
         }
         if !wait_for(Duration::from_secs(30), || self.control_leader().is_some()) {
             bail!("no control member served; see {}", self.logs.display());
@@ -281,12 +291,19 @@ impl Cluster {
         for n in &names {
             self.wait_plugin(n)?;
         }
+        for m in self.managers() {
+            self.start_daemon(&m)?;
+        }
+        if !wait_for(Duration::from_secs(60), || self.leading_daemon_ready()) {
+            bail!("no berth run led and passed; see {}", self.logs.display());
+        }
         Ok(())
     }
 
     /// Waits until Swarm's description of `name` lists the `berth` volume plugin: until then
     /// the scheduler places no task mounting a Berth volume there. A legacy plugin is listed
-    /// once its engine has activated it, which a volume listing through the driver does.
+    /// once its engine has activated it, which a volume listing through the driver does (the
+    /// agent's systemd unit does the same after the agent starts).
     pub fn wait_plugin(&self, name: &str) -> Result<()> {
         let node = self.lab.node(name);
         let listed = wait_for(Duration::from_secs(60), || {
@@ -336,10 +353,31 @@ impl Cluster {
         Ok(())
     }
 
-    /// `berth run` on the first manager.
-    pub fn start_daemon(&mut self) -> Result<()> {
-        let m = self.lab.manager();
-        let mut cmd = m.command(&self.bins.berth);
+    /// SIGKILL of `name`'s agent alone: its node, engine and containers run on.
+    pub fn kill_agent(&mut self, name: &str) {
+        if let Some(mut a) = self.agents.remove(name) {
+            a.kill();
+        }
+    }
+
+    /// SIGSTOP (`pause`) or SIGCONT of `name`'s agent alone.
+    pub fn pause_agent(&self, name: &str, pause: bool) {
+        if let Some(a) = self.agents.get(name) {
+            a.signal(if pause { "STOP" } else { "CONT" });
+        }
+    }
+
+    // --- berth run -----------------------------------------------------------------------
+
+    /// `berth run`'s API on `manager`.
+    pub fn daemon_api(&self, manager: &str) -> String {
+        format!("{}:{API_PORT}", self.lab.node(manager).addr)
+    }
+
+    /// `berth run --elect` on `manager`, inside the node.
+    pub fn start_daemon(&mut self, manager: &str) -> Result<()> {
+        let m = self.lab.node(manager);
+        let mut cmd = m.command_inside(&self.bins.berth);
         cmd.args([
             "run",
             "--docker",
@@ -349,58 +387,151 @@ impl Cluster {
         ])
         .arg("--token-file")
         .arg(&self.token)
-        .args(["--listen", &self.api, "--resync", "2s", "--state-dir"])
+        .args(["--listen", &self.daemon_api(manager), "--resync", "2s"])
+        .args(["--elect", "--elect-ttl"])
+        .arg(format!("{}ms", self.elect_ttl.as_millis()))
+        .arg("--state-dir")
         .arg(m.dir.join("berth-state"));
-        self.daemon = Some(Proc::spawn(
+        let proc = Proc::spawn(
             cmd,
-            "berth run",
-            &self.logs.join("daemon.log"),
-        )?);
+            &format!("berth run {manager}"),
+            &self.logs.join(format!("{manager}-daemon.log")),
+        )?;
+        self.daemons.insert(manager.to_string(), proc);
         Ok(())
     }
 
-    /// kill -9 of `berth run`.
-    pub fn kill_daemon(&mut self) {
-        if let Some(mut d) = self.daemon.take() {
+    /// kill -9 of `berth run` on `manager`.
+    pub fn kill_daemon(&mut self, manager: &str) {
+        if let Some(mut d) = self.daemons.remove(manager) {
             d.kill();
         }
     }
 
-    /// Power loss of a node: its dockerd, containers and agent die at once.
-    pub fn kill_node(&mut self, name: &str) {
-        self.lab.node_mut(name).kill();
-        if let Some(mut a) = self.agents.remove(name) {
-            a.kill();
-        }
+    /// The manager whose `berth run` leads: a standby's `/v1/ready` says `standby` (naming the
+    /// leader); the leader's says `ready` or `not ready`.
+    pub fn leading_daemon(&self) -> Option<String> {
+        self.daemon_status()
+            .into_iter()
+            .find(|(_, s)| s != "standby")
+            .map(|(m, _)| m)
     }
 
-    /// Boots a killed node again, and its agent (if Berth runs here).
-    pub fn restart_node(&mut self, name: &str, with_agent: bool) -> Result<()> {
-        if !self.lab.node(name).is_up() {
-            // The agent starts with the engine, as a systemd unit ordered before docker would:
-            // the engine restores containers that mount Berth volumes as it comes up.
-            self.lab.node_mut(name).boot();
-            if with_agent {
-                self.agents.remove(name);
-                self.start_agent(name)?;
+    fn leading_daemon_ready(&self) -> bool {
+        self.daemon_status().iter().any(|(_, s)| s == "ready")
+    }
+
+    /// Each answering daemon's `/v1/ready` status.
+    fn daemon_status(&self) -> Vec<(String, String)> {
+        self.daemons
+            .keys()
+            .filter_map(|m| {
+                let v = http::get_json(&self.daemon_api(m), "/v1/ready", None)?;
+                Some((m.clone(), v["status"].as_str()?.to_string()))
+            })
+            .collect()
+    }
+
+    /// Makes `manager`'s `berth run` the leader, as an operator would: every other daemon
+    /// stopped (a leader stopping cleanly hands the lock over at once), then started again as
+    /// a standby once `manager`'s leads and has passed.
+    pub fn lead_daemon_on(&mut self, manager: &str) -> Result<()> {
+        if self.leading_daemon().as_deref() == Some(manager) {
+            return Ok(());
+        }
+        let others: Vec<String> = self
+            .daemons
+            .keys()
+            .filter(|m| *m != manager)
+            .cloned()
+            .collect();
+        for m in &others {
+            if let Some(mut d) = self.daemons.remove(m) {
+                d.stop();
             }
-            self.lab.node(name).wait_engine();
         }
-        if with_agent && !self.agents.contains_key(name) {
-            self.start_agent(name)?;
+        let led = wait_for(Duration::from_secs(60), || {
+            self.daemon_status() == [(manager.to_string(), "ready".to_string())]
+        });
+        for m in &others {
+            self.start_daemon(m)?;
         }
-        if with_agent {
-            self.wait_plugin(name)?;
+        if !led {
+            bail!("berth run on {manager} did not take the lead and pass within 60 s");
         }
         Ok(())
     }
 
-    /// Whether Berth's volume agents run here (any system that needs them was asked for).
-    pub fn has_agents(&self) -> bool {
-        !self.control.is_empty()
+    /// Whether `berth run` on `manager` has a failover command in flight.
+    pub fn failover_in_flight(&self, manager: &str) -> bool {
+        http::get_json(&self.daemon_api(manager), "/v1/failovers", None)
+            .and_then(|v| v["in_flight"].as_array().map(|a| !a.is_empty()))
+            .unwrap_or(false)
     }
 
-    /// Copies the logs (control, agents, daemon) and each node's dockerd log into `dir`.
+    // --- nodes ---------------------------------------------------------------------------
+
+    /// Power loss of a node: its dockerd, containers and Berth's processes die at once.
+    pub fn kill_node(&mut self, name: &str) {
+        self.lab.node_mut(name).kill();
+        for procs in [&mut self.agents, &mut self.control, &mut self.daemons] {
+            if let Some(mut p) = procs.remove(name) {
+                p.kill();
+            }
+        }
+    }
+
+    /// Brings back whatever a fault left down: a node that is down boots (its agent before its
+    /// engine, as a systemd unit ordered before docker would, since the engine restores
+    /// containers that mount Berth volumes as it comes up), its link is restored, and every
+    /// Berth process that is not running starts again. Then waits until Swarm lists the
+    /// plugin on every node it touched and reports every node ready.
+    pub fn restore(&mut self) -> Result<()> {
+        let names: Vec<String> = self.lab.nodes.iter().map(|n| n.name.clone()).collect();
+        let mut touched = Vec::new();
+        for n in &names {
+            self.lab.node(n).heal();
+            if !self.lab.node(n).is_up() {
+                self.lab.node_mut(n).boot();
+                for procs in [&mut self.agents, &mut self.control, &mut self.daemons] {
+                    procs.remove(n);
+                }
+                if self.berth {
+                    self.start_agent(n)?;
+                }
+                self.lab.node(n).wait_engine();
+                touched.push(n.clone());
+            }
+        }
+        if self.berth {
+            for n in &names {
+                if !self.agents.get_mut(n).is_some_and(Proc::alive) {
+                    self.start_agent(n)?;
+                    touched.push(n.clone());
+                }
+            }
+            for m in self.managers() {
+                if !self.control.get_mut(&m).is_some_and(Proc::alive) {
+                    self.start_control(&m)?;
+                }
+            }
+            for m in self.managers() {
+                if !self.daemons.get_mut(&m).is_some_and(Proc::alive) {
+                    self.start_daemon(&m)?;
+                }
+            }
+            touched.sort();
+            touched.dedup();
+            for n in &touched {
+                self.wait_plugin(n)?;
+            }
+        }
+        self.wait_swarm_ready()
+    }
+
+    // --- logs ----------------------------------------------------------------------------
+
+    /// Copies the logs (control, agents, daemons) and each node's dockerd log into `dir`.
     pub fn copy_logs(&self, dir: &Path) -> Result<()> {
         fs::create_dir_all(dir)?;
         for e in fs::read_dir(&self.logs)? {
@@ -416,7 +547,7 @@ impl Cluster {
         Ok(())
     }
 
-    /// The log directory (control, agents, daemon), kept until the lab is torn down.
+    /// The log directory (control, agents, daemons), kept until the lab is torn down.
     pub fn logs(&self) -> &Path {
         &self.logs
     }
@@ -424,15 +555,15 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        // The daemon first, so it does not react to the teardown.
-        if let Some(mut d) = self.daemon.take() {
-            d.stop();
+        // Nothing may stay stopped: a paused process ignores the SIGTERM that follows.
+        for n in &self.lab.nodes {
+            n.thaw();
         }
-        for (_, mut a) in std::mem::take(&mut self.agents) {
-            a.stop();
-        }
-        for (_, mut c) in std::mem::take(&mut self.control) {
-            c.stop();
+        // The daemons first, so they do not react to the teardown.
+        for procs in [&mut self.daemons, &mut self.agents, &mut self.control] {
+            for (_, mut p) in std::mem::take(procs) {
+                p.stop();
+            }
         }
     }
 }

@@ -1,34 +1,54 @@
-//! `berth-chaos`: faults injected into a real multi-node Swarm running a stateful writer, under
-//! Berth and under plain Swarm, with every acknowledged write counted.
+//! `berth-chaos`: faults injected into a real multi-node Swarm running a stateful workload,
+//! under Berth and under plain Swarm, with every acknowledged write counted.
 //!
 //! ```text
-//! berth-chaos --runs N --faults kill-worker,partition,kill-daemon,drain --report FILE.json
-//!             [--systems berth,swarm] [--seed S] [--managers 3 --workers 3]
+//! berth-chaos --runs N --faults kill-worker,partition,… --report FILE.json
+//!             [--systems berth,swarm] [--workload writer] [--seed S] [--managers 3 --workers 3]
 //! ```
-//! Each run deploys a fresh writer (one slot; `berth-testapp writer`: append a numbered record,
-//! fsync, then acknowledge it to the checker outside the cluster), waits until it writes,
-//! injects one fault on the node it runs on, and waits until the slot serves again from a new
-//! task. Then it reads the copy the slot now runs on, and every other copy on disk, and counts:
-//! - `seconds_to_serve`: fault → first acknowledgement from the new task;
-//! - `lost_acked`: acknowledged records missing from the copy the slot continues from;
-//! - `double_writers`: pairs of tasks that wrote records of the slot during overlapping
-//!   intervals (on any copy).
+//! Berth runs as an operator runs it: a volume agent in every node, the control service
+//! replicated on every manager, `berth run --elect` on every manager (one leads). Each run
+//! deploys a fresh workload (one slot; the `writer`: `berth-testapp writer` appends a numbered
+//! record, fsyncs, then acknowledges it to the checker outside the cluster, every task under
+//! its own name), waits until it writes, injects one fault on the node it runs on, and waits
+//! until the slot serves again. Then it restores the cluster, reads the copy the slot now
+//! runs on and every other copy on disk, and counts:
+//! - `seconds_to_serve`: fault → first acknowledgement from a new task; when no task took
+//!   over (a fault the old task may outlive: a flap, a thaw), fault → the old task's first
+//!   acknowledgement after its first outage; `null` if nothing served at the end;
+//! - `lost_acked`: acknowledged writes missing from the copy the slot continues from;
+//! - `double_writers`: pairs of tasks that wrote during overlapping intervals (on any copy);
+//! - `fences` (Berth): the slot volume's epoch rise; `tasks`: every task that wrote, with its
+//!   first and last write relative to the fault; `max_gap_seconds` and `down_seconds`: the
+//!   longest and the total time without acknowledgements; `run_seconds`: the run's wall time.
 //!
-//! Exit status: 0 when every Berth run served again with nothing lost and one writer at a
-//! time; 1 otherwise (the report still lists every run); 2 a usage error or a lab that could
-//! not be built. Needs root and a Docker Engine (dockerds in network namespaces).
+//! An acknowledgement that cannot be read or a copy that cannot be read is listed under the
+//! run's `problems` and fails it (a Berth run): a verdict on evidence the harness could not
+//! read proves nothing.
+//!
+//! Exit status: 0 when every Berth run served again with nothing lost, one writer at a time,
+//! at most one fence and no problem; 1 otherwise (the report still lists every run); 2 a
+//! usage error or a lab that could not be built. Needs root and a Docker Engine (dockerds in
+//! network namespaces).
 
 mod checker;
 mod cluster;
+mod fault;
+mod http;
+mod proc;
+mod report;
 mod run;
+mod verdict;
+mod workload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use run::{Fault, System};
+use fault::{Fault, Timing};
+use workload::{Backend, Kind, System, Workload};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,17 +60,25 @@ struct Args {
     /// Runs per fault and system.
     #[arg(long, default_value_t = 1)]
     runs: u32,
-    /// Faults, comma-separated: kill-worker, partition, kill-daemon, drain, kill-control
-    /// (kill-worker, then the control service's Raft leader killed mid-failover).
+    /// Faults, comma-separated (see --help for each): kill-worker, partition, kill-daemon,
+    /// drain, kill-control, kill-agent, pause-agent, freeze-node, flap, restart-dockerd,
+    /// kill-manager, kill-manager-control. Those on Berth's own processes run under Berth
+    /// only.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "kill-worker,partition,kill-daemon,drain,kill-control"
+        default_value = "kill-worker,partition,kill-daemon,drain,kill-control,kill-agent,pause-agent,freeze-node,flap,restart-dockerd,kill-manager,kill-manager-control"
     )]
     faults: Vec<Fault>,
     /// Systems, comma-separated: berth, swarm.
     #[arg(long, value_delimiter = ',', default_value = "berth,swarm")]
     systems: Vec<System>,
+    /// Workloads, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "writer")]
+    workload: Vec<Kind>,
+    /// Where a Berth slot's data lives.
+    #[arg(long, default_value = "shared")]
+    backend: Backend,
     /// Where the JSON report goes.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -66,9 +94,32 @@ struct Args {
     /// /tmp/berth-chaos-logs.
     #[arg(long)]
     logs: Option<PathBuf>,
-    /// How long a partition lasts, seconds.
+    /// partition: how long the link is down, seconds.
     #[arg(long, default_value_t = 25)]
     partition_secs: u64,
+    /// kill-agent: the agent is started again this long after it was killed (systemd's
+    /// RestartSec), seconds; longer than the lease, so a failover can happen meanwhile.
+    #[arg(long, default_value_t = 12)]
+    agent_restart_secs: u64,
+    /// pause-agent: how long the agent stays stopped, seconds.
+    #[arg(long, default_value_t = 15)]
+    pause_secs: u64,
+    /// freeze-node: how long every process of the node stays stopped, seconds.
+    #[arg(long, default_value_t = 15)]
+    freeze_secs: u64,
+    /// flap: seconds the link is down each time.
+    #[arg(long, default_value_t = 3)]
+    flap_down_secs: u64,
+    /// flap: seconds the link is up between cuts.
+    #[arg(long, default_value_t = 3)]
+    flap_up_secs: u64,
+    /// flap: how many cuts.
+    #[arg(long, default_value_t = 4)]
+    flaps: u32,
+    /// `berth run --elect-ttl` of the daemons, seconds: a standby takes over this long after
+    /// a leader dies.
+    #[arg(long, default_value_t = 3)]
+    elect_ttl_secs: u64,
 }
 
 fn main() -> ExitCode {
@@ -91,9 +142,18 @@ fn main() -> ExitCode {
 
 fn run_all(a: &Args) -> Result<bool> {
     anyhow::ensure!(a.runs > 0, "--runs must be at least 1");
+    anyhow::ensure!(a.flaps > 0, "--flaps must be at least 1");
     anyhow::ensure!(
         a.workers >= 2,
         "--workers must be at least 2 (a slot needs somewhere to go)"
+    );
+    let kills_a_manager = a
+        .faults
+        .iter()
+        .any(|f| matches!(f, Fault::KillManager | Fault::KillManagerControl));
+    anyhow::ensure!(
+        !kills_a_manager || a.managers >= 3,
+        "kill-manager and kill-manager-control need --managers 3 or more (Swarm and the control service keep a quorum)"
     );
     if let Some(why) = berth_lab::gate::missing(&[
         berth_lab::Need::Docker,
@@ -102,12 +162,26 @@ fn run_all(a: &Args) -> Result<bool> {
     ]) {
         anyhow::bail!("berth-chaos needs {why}");
     }
+    let timing = Timing {
+        partition: Duration::from_secs(a.partition_secs),
+        agent_restart: Duration::from_secs(a.agent_restart_secs),
+        pause: Duration::from_secs(a.pause_secs),
+        freeze: Duration::from_secs(a.freeze_secs),
+        flap_down: Duration::from_secs(a.flap_down_secs),
+        flap_up: Duration::from_secs(a.flap_up_secs),
+        flaps: a.flaps,
+    };
     let bins = cluster::Bins::beside_me()?;
     eprintln!(
         "berth-chaos: building a swarm of {} managers and {} workers",
         a.managers, a.workers
     );
-    let mut c = cluster::Cluster::start(a.managers, a.workers, bins)?;
+    let mut c = cluster::Cluster::start(
+        a.managers,
+        a.workers,
+        bins,
+        Duration::from_secs(a.elect_ttl_secs),
+    )?;
     // Interrupted (Ctrl-C, CI's timeout), the lab is torn down all the same: nothing of it may
     // stay on the host.
     let id = c.lab.id;
@@ -123,45 +197,60 @@ fn run_all(a: &Args) -> Result<bool> {
             std::process::exit(130);
         }
     });
-    let with_berth = a.systems.contains(&System::Berth);
-    if with_berth {
-        c.start_berth_volumes()?;
-        c.start_daemon()?;
+    if a.systems.contains(&System::Berth) {
+        c.start_berth()?;
     }
     let checker = checker::Checker::start(&c.lab.gateway).context("starting the checker")?;
+    let workloads: Vec<Box<dyn Workload>> = a
+        .workload
+        .iter()
+        .map(|k| -> Box<dyn Workload> {
+            match k {
+                Kind::Writer => Box::new(workload::writer::Writer::new(checker.clone())),
+            }
+        })
+        .collect();
     let mut results = Vec::new();
     let mut n = 0u64;
     for k in 0..a.runs {
-        for &fault in &a.faults {
-            for &system in &a.systems {
-                if system == System::Swarm
-                    && matches!(fault, Fault::KillDaemon | Fault::KillControl)
-                {
-                    continue; // no daemon or control service to kill without Berth
+        for w in &workloads {
+            for &fault in &a.faults {
+                for &system in a.systems.iter().filter(|s| fault.applies_to(**s)) {
+                    let seed = a.seed + n;
+                    n += 1;
+                    eprintln!(
+                        "berth-chaos: run {k}: {} / {system} / {fault} (seed {seed})",
+                        w.name()
+                    );
+                    let setup = run::Setup {
+                        workload: w.as_ref(),
+                        system,
+                        backend: a.backend,
+                        fault,
+                        seed,
+                        timing,
+                    };
+                    let r = match run::one(&mut c, &setup) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let dir = a
+                                .logs
+                                .clone()
+                                .unwrap_or_else(|| PathBuf::from("/tmp/berth-chaos-logs"));
+                            let _ = c.copy_logs(&dir);
+                            return Err(e.context(format!(
+                                "{system} / {fault} (seed {seed}); logs in {}",
+                                dir.display()
+                            )));
+                        }
+                    };
+                    eprintln!("berth-chaos:   {}", r.summary());
+                    results.push(r);
                 }
-                let seed = a.seed + n;
-                n += 1;
-                eprintln!("berth-chaos: run {k}: {system} / {fault} (seed {seed})");
-                let r = match run::one(&mut c, &checker, system, fault, seed, a.partition_secs) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let dir = a
-                            .logs
-                            .clone()
-                            .unwrap_or_else(|| PathBuf::from("/tmp/berth-chaos-logs"));
-                        let _ = c.copy_logs(&dir);
-                        return Err(e.context(format!(
-                            "{system} / {fault} (seed {seed}); logs in {}",
-                            dir.display()
-                        )));
-                    }
-                };
-                eprintln!("berth-chaos:   {}", r.summary());
-                results.push(r);
             }
         }
     }
-    let report = run::Report::new(results);
+    let report = report::Report::new(results);
     eprintln!("{}", report.table());
     let json = serde_json::to_string_pretty(&report)?;
     match &a.report {
@@ -178,7 +267,7 @@ fn run_all(a: &Args) -> Result<bool> {
     }
     if !ok {
         eprintln!(
-            "berth-chaos: a Berth run lost an acknowledged write, had two writers, fenced a volume twice or never served again; logs in {}",
+            "berth-chaos: a Berth run lost an acknowledged write, had two writers, fenced a volume twice, never served again or could not read its evidence; logs in {}",
             keep.as_deref().unwrap_or(c.logs()).display()
         );
     }

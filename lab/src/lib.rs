@@ -15,7 +15,7 @@
 //! - [`engine`]: a handle on one engine (its socket) for the docker CLI and raw API reads.
 //! - [`swarm`]: a multi-node Swarm on one machine: one dockerd per network namespace (and
 //!   private mount namespace, so each node has its own plugin directory) on a private bridge,
-//!   with node faults (kill, partition) for the chaos harness. The host engine is never asked
+//!   with node faults (kill, partition, freeze, a dockerd restart) for the chaos harness. The host engine is never asked
 //!   to join, init or leave a swarm.
 //!
 //! The recipe and its trap (iptables' FORWARD policy on a host with dockerd) come from running
@@ -27,6 +27,7 @@ pub mod gate;
 pub mod gluster;
 pub mod harness;
 pub mod image;
+mod pidns;
 pub mod swarm;
 
 pub use engine::Engine;

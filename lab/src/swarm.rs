@@ -106,7 +106,12 @@ impl LabNode {
         kids.split_whitespace().next()?.parse().ok()
     }
 
-    fn spawn(&mut self) {
+    /// The node's first process: it sets the node up, then runs dockerd as systemd would with
+    /// `Restart=no`, except that while the file `dockerd.hold` exists (see
+    /// [`LabNode::restart_dockerd`]) an exited dockerd is started again once the file is
+    /// gone, so the engine restarts while everything else in the node (a volume agent) runs
+    /// on. Otherwise dockerd's end is the node's end.
+    fn init_script(&self) -> String {
         let d = self.dir.display();
         let private: String = self
             .private_dirs
@@ -122,17 +127,26 @@ impl LabNode {
                 )
             })
             .collect();
-        let script = format!(
+        format!(
             "hostname {name} && mount --bind {plugins} {PLUGIN_DIR} && {private}\
-             mount --bind {d}/resolv.conf /etc/resolv.conf && \
+             mount --bind {d}/resolv.conf /etc/resolv.conf || exit 1; \
+             trap 'kill -TERM $dockerd_pid; wait $dockerd_pid; exit 0' TERM INT; \
+             while :; do \
              {{ dockerd --config-file {d}/daemon.json --data-root {d}/data --exec-root {d}/exec \
              -H unix://{d}/docker.sock --pidfile {d}/dockerd.pid --storage-driver vfs \
              --bridge none --iptables=false --ip-masq=false & }}; \
-             dockerd_pid=$!; trap 'kill -TERM $dockerd_pid; wait $dockerd_pid' TERM INT; \
-             wait $dockerd_pid",
+             dockerd_pid=$!; wait $dockerd_pid; \
+             [ -e {d}/{HOLD} ] || exit 0; \
+             while [ -e {d}/{HOLD} ]; do sleep 0.1; done; \
+             rm -f {d}/dockerd.pid {d}/exec/containerd/containerd.pid; \
+             done",
             name = self.name,
             plugins = self.plugin_dir.display(),
-        );
+        )
+    }
+
+    fn spawn(&mut self) {
+        let script = self.init_script();
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -238,7 +252,52 @@ impl LabNode {
     pub fn heal(&self) {
         must(&format!("ip link set {} up", self.veth));
     }
+
+    /// Every process of the node (host PIDs): its PID namespace's members and their
+    /// descendants (containers, whose own PID namespaces nest in the node's), including what
+    /// was started inside it with [`LabNode::command_inside`]. Empty while the node is down.
+    pub fn pids(&self) -> Vec<u32> {
+        match self.init_pid() {
+            Some(init) => crate::pidns::members(init),
+            None => Vec::new(),
+        }
+    }
+
+    /// SIGSTOP to every process of the node, as a paused VM or a stalled host: nothing in it
+    /// runs until [`LabNode::thaw`], while its link and its kernel-side sockets stay up.
+    /// Returns the processes stopped.
+    pub fn freeze(&self) -> Vec<u32> {
+        crate::pidns::stop_all(|| self.pids())
+    }
+
+    /// SIGCONT to every process of the node.
+    pub fn thaw(&self) {
+        crate::pidns::signal(&self.pids(), "CONT");
+    }
+
+    /// The node's dockerd stopped (SIGTERM: it stops its containers, as `systemctl restart
+    /// docker` without live-restore) and started again, with the rest of the node left
+    /// running. Returns once the old dockerd has exited; the new one comes up in the
+    /// background ([`LabNode::wait_engine`]).
+    pub fn restart_dockerd(&self) {
+        let hold = self.dir.join(HOLD);
+        fs::write(&hold, "").expect("dockerd hold file");
+        let dockerd = self
+            .init_pid()
+            .and_then(|init| crate::pidns::child_named(init, "dockerd"));
+        if let Some(pid) = dockerd {
+            let _ = sh(&format!("kill -TERM {pid}"));
+            let gone = wait_for(Duration::from_secs(60), || {
+                !Path::new(&format!("/proc/{pid}")).exists()
+            });
+            assert!(gone, "dockerd of {} did not stop within 60 s", self.name);
+        }
+        let _ = fs::remove_file(&hold);
+    }
 }
+
+/// While this file exists in a node's directory, an exited dockerd is started again.
+const HOLD: &str = "dockerd.hold";
 
 /// How a lab is made.
 pub struct LabBuilder {

@@ -10,7 +10,8 @@
 //! berth-testapp cat PATH...             print files
 //! berth-testapp size PATH               print a file's length in bytes
 //! berth-testapp writer DIR ACK_ADDR ID  append numbered records to DIR/records, fsync each,
-//!                                       then acknowledge it on a TCP line to ACK_ADDR
+//!                                       then acknowledge it on a TCP line to ACK_ADDR, under
+//!                                       the task's name ($BERTH_TASK, else $HOSTNAME)
 //! ```
 //! Commands chain with a `+` argument, run in order, stopping at the first failure (there is no
 //! shell in the image): `berth-testapp append /data/log started + sleep infinity`.

@@ -5,15 +5,18 @@
 //!
 //! On start it continues after the last whole record already in the file, so a restarted task
 //! on a moved volume carries on the sequence, and a task started on an empty volume starts
-//! again at 1 — which the checker counts as lost acknowledged records.
+//! again at 1 — which the checker counts as lost acknowledged records. A last line cut off by
+//! a writer killed mid-append is ended first, so the next record is not glued onto it.
 //!
-//! Each record also names the writer's host (`HOSTNAME`, the Swarm task's container) and the
-//! wall-clock millisecond it was written (one machine's clock in the chaos harness), so two
-//! writers appending to copies of one slot at the same time show as overlapping intervals of
-//! two hosts: `SEQ HOST MS ID` in the file, `ID SEQ HOST MS` on the acknowledgement line.
+//! Each record also names the task that wrote it (`BERTH_TASK`, which the chaos harness sets
+//! to Swarm's `{{.Node.Hostname}}/{{.Task.ID}}`, else `HOSTNAME`: with host networking that is
+//! the node's, the same for every task on it) and the wall-clock millisecond it was written
+//! (one machine's clock in the chaos harness), so two writers appending to copies of one slot
+//! at the same time — a restart on the same node included — show as overlapping intervals of
+//! two tasks: `SEQ TASK MS ID` in the file, `ID SEQ TASK MS` on the acknowledgement line.
 
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
@@ -28,10 +31,48 @@ fn last_seq(path: &Path) -> u64 {
     BufReader::new(f)
         .lines()
         .map_while(Result::ok)
-        // A torn last line (crash mid-append) has no trailing newline and fails to parse.
+        // Whole records only: a line cut off mid-append may still start with a number.
+        .filter(|l| l.split(' ').count() == 4)
         .filter_map(|l| l.split(' ').next().and_then(|s| s.parse::<u64>().ok()))
         .last()
         .unwrap_or(0)
+}
+
+/// Whether the file's last byte is not a newline (a record cut off mid-append).
+fn ends_mid_line(f: &mut std::fs::File) -> std::io::Result<bool> {
+    if f.metadata()?.len() == 0 {
+        return Ok(false);
+    }
+    f.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8];
+    f.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
+}
+
+/// Opens the records file for appending, with the last whole record's sequence number; a
+/// last line cut off mid-append is ended first.
+fn open_records(path: &Path) -> std::io::Result<(std::fs::File, u64)> {
+    let seq = last_seq(path);
+    let mut file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)?;
+    if ends_mid_line(&mut file)? {
+        file.write_all(b"\n")?;
+        file.sync_data()?;
+    }
+    Ok((file, seq))
+}
+
+/// Who this writer is: its task, else its host.
+fn identity() -> String {
+    ["BERTH_TASK", "HOSTNAME"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .map(|v| v.replace(char::is_whitespace, "_"))
+        .find(|v| !v.is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn connect(addr: &str) -> TcpStream {
@@ -56,13 +97,9 @@ fn connect(addr: &str) -> TcpStream {
 /// politely stops.
 pub fn run(dir: &Path, ack: &str, id: &str) -> Result<(), String> {
     let path = dir.join("records");
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown".into());
-    let mut seq = last_seq(&path);
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let task = identity();
+    let err = |e: std::io::Error| format!("{}: {e}", path.display());
+    let (mut file, mut seq) = open_records(&path).map_err(err)?;
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let ack = ack.to_string();
     std::thread::spawn(move || {
@@ -81,10 +118,36 @@ pub fn run(dir: &Path, ack: &str, id: &str) -> Result<(), String> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or(0);
-        file.write_all(format!("{seq} {host} {ms} {id}\n").as_bytes())
+        file.write_all(format!("{seq} {task} {ms} {id}\n").as_bytes())
             .and_then(|()| file.sync_data())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        let _ = tx.send(format!("{id} {seq} {host} {ms}\n"));
+            .map_err(err)?;
+        let _ = tx.send(format!("{id} {seq} {task} {ms}\n"));
         std::thread::sleep(INTERVAL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_cut_off_mid_append_is_ended_before_the_next_and_not_counted() {
+        let dir = std::env::temp_dir().join(format!("berth-testapp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("records");
+        std::fs::write(&path, "1 t 100 w\n2 t 120 w\n3 t 1").unwrap();
+        let (mut f, seq) = open_records(&path).unwrap();
+        assert_eq!(seq, 2);
+        f.write_all(b"3 u 200 w\n").unwrap();
+        drop(f);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "1 t 100 w\n2 t 120 w\n3 t 1\n3 u 200 w\n");
+        // A whole file is left as it is; an empty or missing one starts at 0.
+        let (_, seq) = open_records(&path).unwrap();
+        assert_eq!(seq, 3);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        let (_, seq) = open_records(&dir.join("none")).unwrap();
+        assert_eq!(seq, 0);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

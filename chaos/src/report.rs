@@ -1,0 +1,205 @@
+//! The report of many runs: every run, and a summary per workload, system and fault.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::fault::Fault;
+use crate::run::RunResult;
+use crate::workload::System;
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub workload: &'static str,
+    pub system: System,
+    pub fault: Fault,
+    pub runs: usize,
+    pub never_served: usize,
+    pub p50_seconds_to_serve: Option<f64>,
+    pub p99_seconds_to_serve: Option<f64>,
+    pub max_seconds_to_serve: Option<f64>,
+    pub lost_acked: usize,
+    /// Runs with two writers at once.
+    pub runs_with_two_writers: usize,
+    pub double_writers: usize,
+    /// Runs that failed on evidence the harness could not read.
+    pub runs_with_problems: usize,
+    /// Mean wall time of one run, seconds.
+    pub mean_run_seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub runs: Vec<RunResult>,
+    pub summary: Vec<Summary>,
+}
+
+/// Nearest-rank percentile.
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    Some(sorted[rank.min(sorted.len()) - 1])
+}
+
+impl Report {
+    pub fn new(runs: Vec<RunResult>) -> Report {
+        let mut groups: BTreeMap<(&'static str, System, Fault), Vec<&RunResult>> = BTreeMap::new();
+        for r in &runs {
+            groups
+                .entry((r.workload, r.system, r.fault))
+                .or_default()
+                .push(r);
+        }
+        let summary = groups
+            .into_iter()
+            .map(|((workload, system, fault), rs)| {
+                let mut t: Vec<f64> = rs
+                    .iter()
+                    .filter_map(|r| r.verdict.seconds_to_serve)
+                    .collect();
+                t.sort_by(f64::total_cmp);
+                Summary {
+                    workload,
+                    system,
+                    fault,
+                    runs: rs.len(),
+                    never_served: rs
+                        .iter()
+                        .filter(|r| r.verdict.seconds_to_serve.is_none())
+                        .count(),
+                    p50_seconds_to_serve: percentile(&t, 50.0),
+                    p99_seconds_to_serve: percentile(&t, 99.0),
+                    max_seconds_to_serve: t.last().copied(),
+                    lost_acked: rs.iter().map(|r| r.verdict.lost_acked).sum(),
+                    runs_with_two_writers: rs
+                        .iter()
+                        .filter(|r| r.verdict.double_writers > 0)
+                        .count(),
+                    double_writers: rs.iter().map(|r| r.verdict.double_writers).sum(),
+                    runs_with_problems: rs
+                        .iter()
+                        .filter(|r| !r.verdict.problems.is_empty())
+                        .count(),
+                    mean_run_seconds: rs.iter().map(|r| r.run_seconds).sum::<f64>()
+                        / rs.len() as f64,
+                }
+            })
+            .collect();
+        Report { runs, summary }
+    }
+
+    /// Every Berth run served again, lost nothing, had one writer at a time, fenced at most
+    /// once and was judged on evidence the harness could read.
+    pub fn berth_ok(&self) -> bool {
+        self.runs
+            .iter()
+            .filter(|r| r.system == System::Berth)
+            .all(RunResult::berth_ok)
+    }
+
+    pub fn table(&self) -> String {
+        let f = |v: Option<f64>| v.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into());
+        let mut out = String::from(
+            "workload system fault                 runs never  p50 s  p99 s  max s  lost acked  2-writer runs  run s\n",
+        );
+        for s in &self.summary {
+            out.push_str(&format!(
+                "{:<8} {:<6} {:<20} {:>5} {:>5}  {:>5}  {:>5}  {:>5}  {:>10}  {:>13}  {:>5.0}{}\n",
+                s.workload,
+                s.system.to_string(),
+                s.fault.to_string(),
+                s.runs,
+                s.never_served,
+                f(s.p50_seconds_to_serve),
+                f(s.p99_seconds_to_serve),
+                f(s.max_seconds_to_serve),
+                s.lost_acked,
+                s.runs_with_two_writers,
+                s.mean_run_seconds,
+                if s.runs_with_problems > 0 {
+                    format!("  {} run(s) with unreadable evidence", s.runs_with_problems)
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdict::{ServedBy, Verdict};
+    use crate::workload::Backend;
+
+    fn run(system: System, fault: Fault) -> RunResult {
+        RunResult {
+            workload: "writer",
+            backend: Backend::Shared,
+            fault,
+            system,
+            seed: 1,
+            verdict: Verdict {
+                seconds_to_serve: Some(8.0),
+                served_by: Some(ServedBy::NewTask),
+                acked: 500,
+                lost_acked: 0,
+                lost_examples: Vec::new(),
+                double_writers: 0,
+                overlap_seconds: 0.0,
+                writers: 2,
+                tasks: Vec::new(),
+                max_gap_seconds: 8.0,
+                down_seconds: 8.0,
+                problems: Vec::new(),
+            },
+            fences: Some(1),
+            torn: 0,
+            node: "w1".into(),
+            manager: None,
+            swarm_leader_killed: None,
+            storage: "berth shared".into(),
+            notes: Vec::new(),
+            run_seconds: 40.0,
+        }
+    }
+
+    #[test]
+    fn a_berth_run_fails_on_two_writers_a_lost_ack_two_fences_never_serving_or_a_problem() {
+        let ok = run(System::Berth, Fault::KillAgent);
+        assert!(Report::new(vec![ok.clone()]).berth_ok());
+        let bad: [fn(&mut RunResult); 5] = [
+            |r| r.verdict.double_writers = 1,
+            |r| r.verdict.lost_acked = 1,
+            |r| r.fences = Some(2),
+            |r| r.verdict.seconds_to_serve = None,
+            |r| r.verdict.problems.push("malformed acknowledgement".into()),
+        ];
+        for make_bad in bad {
+            let mut r = ok.clone();
+            make_bad(&mut r);
+            assert!(
+                !Report::new(vec![ok.clone(), r.clone()]).berth_ok(),
+                "{r:?}"
+            );
+            // The same outcome under plain Swarm is reported, not a failure of Berth.
+            r.system = System::Swarm;
+            assert!(Report::new(vec![ok.clone(), r]).berth_ok());
+        }
+    }
+
+    #[test]
+    fn the_summary_counts_runs_with_two_writers_per_fault() {
+        let mut a = run(System::Berth, Fault::FreezeNode);
+        a.verdict.double_writers = 3;
+        let b = run(System::Berth, Fault::FreezeNode);
+        let s = Report::new(vec![a, b, run(System::Swarm, Fault::FreezeNode)]).summary;
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].system, s[0].runs), (System::Berth, 2));
+        assert_eq!((s[0].runs_with_two_writers, s[0].double_writers), (1, 3));
+        assert_eq!(s[1].runs_with_two_writers, 0);
+    }
+}

@@ -1,0 +1,131 @@
+//! What runs in the slot during a chaos run, and how its writes are counted.
+//!
+//! A workload deploys one service per run — a Berth stateful template (one slot) or a plain
+//! Swarm service — keeps the history of the writes a client outside the cluster had
+//! acknowledged, and after the fault reads back what the copy the slot now runs on holds and
+//! what every other copy it can find holds. The run ([`crate::run`]) owns the fault and the
+//! clock; [`crate::verdict`] turns the evidence into the verdict. A workload never judges.
+//!
+//! [`writer::Writer`] (`berth-testapp writer`, Berth's own program) is the first; a database
+//! workload implements the same trait with its own client.
+
+pub mod writer;
+
+use std::time::Instant;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::cluster::Cluster;
+use crate::verdict::{Ack, Write};
+
+/// Who runs the slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum System {
+    /// A Berth stateful service: a template whose slot Berth places, fences and fails over.
+    Berth,
+    /// A plain Swarm service with a `local` volume, as Swarm users run one.
+    Swarm,
+}
+
+impl std::fmt::Display for System {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            System::Berth => "berth",
+            System::Swarm => "swarm",
+        })
+    }
+}
+
+/// Where a Berth slot's data lives (Berth's `berth.backend`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// One directory every node mounts (the lab: a host directory, as NFS would be); the
+    /// failover moves nothing (`berth.failover=move`).
+    Shared,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Shared => "shared",
+        })
+    }
+}
+
+/// What one run deployed.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    /// The run's own name; its writes carry it, so runs never mix.
+    pub id: String,
+    /// The Swarm service whose task is the slot (under Berth, the slot service).
+    pub service: String,
+    /// What to remove afterwards (under Berth, the template: its slot goes with it).
+    pub remove: String,
+    /// Under Berth, the slot's volume (its epoch counts the fences).
+    pub volume: Option<String>,
+    /// Where the data lives, for the report ("berth shared", "local volume").
+    pub storage: String,
+    /// When it was deployed: history before it belongs to other runs.
+    pub since: Instant,
+}
+
+/// The acknowledged writes so far.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    pub acks: Vec<Ack>,
+    /// Acknowledgements that could not be read; each fails the run.
+    pub problems: Vec<String>,
+    /// Acknowledgements cut off mid-way (a connection that ended inside a line): never
+    /// complete, so not acknowledged; reported only.
+    pub torn: usize,
+}
+
+/// What the copies hold after the fault.
+#[derive(Debug, Clone)]
+pub struct ReadBack {
+    /// The keys in the copy the slot now runs on, or why it could not be read.
+    pub surviving: Result<std::collections::BTreeSet<String>, String>,
+    /// Every write of this run found on any copy.
+    pub writes: Vec<Write>,
+    /// Copies that could not be read; each fails the run.
+    pub problems: Vec<String>,
+    /// Records cut off mid-way in a copy (a writer killed mid-append); reported only.
+    pub torn: usize,
+}
+
+pub trait Workload {
+    /// Its name in `--workload` and in the report.
+    fn name(&self) -> &'static str;
+    /// Deploys one run's service under `system` (`backend` applies under Berth), named after
+    /// `seed`; returns once Swarm accepted it (the run waits for its first writes).
+    fn deploy(
+        &self,
+        c: &Cluster,
+        system: System,
+        backend: Backend,
+        seed: u64,
+    ) -> Result<Deployment>;
+    /// Every write a client was told is durable since `d` was deployed.
+    fn history(&self, d: &Deployment) -> History;
+    /// Reads the copy the slot now runs on, and every copy of `d`'s data it can find.
+    fn read_back(&self, c: &Cluster, d: &Deployment) -> ReadBack;
+}
+
+/// The workloads `--workload` takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// `berth-testapp writer`: appends numbered records, fsyncs, acknowledges each.
+    Writer,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Writer => "writer",
+        })
+    }
+}
