@@ -8,6 +8,9 @@
 //!   run whether its tests are ignored (libtest's own `#[ignore]` is fixed at compile time).
 //! - [`image`]: the `berth-testapp` image, a static binary the workspace compiles, imported
 //!   `FROM scratch` into any engine.
+//! - [`dbclient`]: each database's own client from the host (the `postgres` and `redis`
+//!   crates, `etcdctl`), a load that writes to every node at once, tagging each acknowledged
+//!   write with the server that acknowledged it.
 //! - [`dbimage`]: images of PostgreSQL, Redis and etcd made from Debian packages by
 //!   `images/build`, cached on the machine by the recipe's hash, imported into lab nodes.
 //! - [`gluster`]: a GlusterFS volume replicated across lab nodes, glusterd, bricks and FUSE
@@ -21,6 +24,7 @@
 //! The recipe and its trap (iptables' FORWARD policy on a host with dockerd) come from running
 //! Swarm this way on this kind of machine; see `ARCHITECTURE.md`, "Testing on real engines".
 
+pub mod dbclient;
 pub mod dbimage;
 pub mod engine;
 pub mod gate;
