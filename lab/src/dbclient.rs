@@ -235,7 +235,10 @@ impl DbClient for Redis {
         match r {
             Ok(members) => members
                 .iter()
-                .map(|m| m.parse().map_err(|_| format!("a member that is no key: {m:?}")))
+                .map(|m| {
+                    m.parse()
+                        .map_err(|_| format!("a member that is no key: {m:?}"))
+                })
                 .collect(),
             Err(e) => {
                 self.conn = None;
@@ -268,7 +271,10 @@ impl Etcd {
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.endpoint))
             .arg(format!("--dial-timeout={}ms", CONNECT_TIMEOUT.as_millis()))
-            .arg(format!("--command-timeout={}ms", COMMAND_TIMEOUT.as_millis()))
+            .arg(format!(
+                "--command-timeout={}ms",
+                COMMAND_TIMEOUT.as_millis()
+            ))
             .args(args)
             .output()
             .map_err(|e| format!("etcdctl: {e}"))?;

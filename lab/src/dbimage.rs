@@ -217,9 +217,12 @@ pub fn import(db: Db, engine: &Engine, tag: &str) {
 /// [`Db::tag`]. The images live on the nodes' disks, so a node that restarts keeps them; they go
 /// with the lab.
 pub fn load_into(lab: &Lab, dbs: &[Db]) {
-    for db in dbs {
-        built(*db);
-    }
+    // Cold builds in parallel: each mostly waits on downloads and the disk.
+    std::thread::scope(|s| {
+        for db in dbs {
+            s.spawn(move || built(*db));
+        }
+    });
     std::thread::scope(|s| {
         for node in lab.nodes.iter().filter(|n| n.is_up()) {
             s.spawn(move || {
