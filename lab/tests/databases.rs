@@ -42,17 +42,37 @@ fn lab_with_gluster() -> Lab {
     b.start()
 }
 
-/// Waits until `load` has `n` acknowledgements, then stops it and returns them.
-fn acked(mut load: Load, n: usize, what: &str) -> Vec<dbclient::DbAck> {
-    let ok = wait_for(Duration::from_secs(180), || load.acks().len() >= n);
+/// Waits until `load` has `n` acknowledgements from `servers` distinct addresses, then stops
+/// it and returns them; on failure, the service's logs say why.
+fn acked(
+    lab: &Lab,
+    service: &str,
+    mut load: Load,
+    n: usize,
+    servers: usize,
+) -> Vec<dbclient::DbAck> {
+    let enough = |acks: &[dbclient::DbAck]| {
+        let targets: BTreeSet<&str> = acks.iter().map(|a| a.target.as_str()).collect();
+        acks.len() >= n && targets.len() >= servers
+    };
+    let ok = wait_for(Duration::from_secs(180), || enough(&load.acks()));
     load.stop();
     let acks = load.acks();
-    assert!(
-        ok,
-        "{what}: only {} acknowledged writes in 180 s ({} refused)",
-        acks.len(),
-        load.errors()
-    );
+    if !ok {
+        let logs = lab
+            .manager()
+            .docker(&["service", "logs", "--tail", "30", service]);
+        panic!(
+            "{service}: {} acknowledged writes from {:?} in 180 s ({} refused); its logs:\n{}{}",
+            acks.len(),
+            acks.iter()
+                .map(|a| a.target.as_str())
+                .collect::<BTreeSet<_>>(),
+            load.errors(),
+            String::from_utf8_lossy(&logs.stdout),
+            String::from_utf8_lossy(&logs.stderr)
+        );
+    }
     acks
 }
 
@@ -153,9 +173,11 @@ fn databases() {
         ],
     );
     let acks = acked(
+        &lab,
+        "pg",
         Load::start(Db::Postgres, &worker_addrs, 15432, "pg"),
         40,
-        "postgres",
+        1,
     );
     check(Db::Postgres, &service_node(&lab, "pg"), 15432, "pg", &acks);
 
@@ -188,9 +210,11 @@ fn databases() {
         ],
     );
     let acks = acked(
+        &lab,
+        "pgg",
         Load::start(Db::Postgres, &worker_addrs, 15433, "pgg"),
         40,
-        "postgres on glusterfs",
+        1,
     );
     check(
         Db::Postgres,
@@ -214,9 +238,11 @@ fn databases() {
         ],
     );
     let acks = acked(
+        &lab,
+        "rd",
         Load::start(Db::Redis, &worker_addrs, 16379, "rd"),
         40,
-        "redis",
+        1,
     );
     check(Db::Redis, &service_node(&lab, "rd"), 16379, "rd", &acks);
 
@@ -251,14 +277,14 @@ fn databases() {
             &Db::Etcd.tag(),
         ],
     );
+    // All three members acknowledge writes of one cluster, and each reads them all back.
     let acks = acked(
+        &lab,
+        "et",
         Load::start(Db::Etcd, &worker_addrs, 12379, "et"),
         60,
-        "etcd",
+        3,
     );
-    // All three members acknowledged writes of one cluster, and each reads them all back.
-    let targets: BTreeSet<&str> = acks.iter().map(|a| a.target.as_str()).collect();
-    assert_eq!(targets.len(), 3, "members that acknowledged: {targets:?}");
     for a in &worker_addrs {
         check(Db::Etcd, a, 12379, "et", &acks);
     }
