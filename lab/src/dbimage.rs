@@ -171,14 +171,12 @@ fn build_cached(db: Db, cache: &Path) -> Built {
                 tar.display()
             );
             fresh = true;
-            // Older recipes' tarballs of this image are dead weight now.
+            // Older recipes' tarballs (and the programs taken from them) are dead weight now.
+            let keep = [tar.clone(), tar.with_extension("bin")];
             for e in fs::read_dir(&dir).expect("cache dir").flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
-                if n.starts_with(&format!("{}-", db.name()))
-                    && n.ends_with(".tar")
-                    && e.path() != tar
-                {
-                    let _ = fs::remove_file(e.path());
+                if n.starts_with(&format!("{}-", db.name())) && !keep.contains(&e.path()) {
+                    let _ = fs::remove_file(e.path()).or_else(|_| fs::remove_dir_all(e.path()));
                 }
             }
         }
