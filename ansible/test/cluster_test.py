@@ -833,13 +833,14 @@ def check_logging(r: Results, lab: Lab, cl: Cluster, run_id: str) -> None:
 def check_apps(r: Results, lab: Lab, cl: Cluster, ids: dict[str, str], berth_run: bool) -> None:
     mongo_slots = GROUP_VARS["apps_mongo_replicas"]
     # Stateful templates run no task of their own: berth run runs each slot as <template>-<slot>.
-    slots = {"mongo": mongo_slots, "redis": 1}
+    slots = {"mongo": mongo_slots, "redis": 1, "postgres": 1}
     plain = {"api": GROUP_VARS["apps_api_replicas"], "web": 1, "mongo-init": 1}
     if not berth_run:
         r.skip("The demo stack's services all run", "its stateful templates need berth run, which is not in this build")
         for what in ("The web front end answers on its published port",
                      "Mongo's slots each have a Berth volume on their node (recreate)",
                      "Redis's slot has a Berth volume on its node (move)",
+                     "PostgreSQL (built from images/, no registry) commits and reads back on its Berth volume",
                      "The demo stack's stateful slots run on the nodes berth run chose"):
             r.skip(what, "berth run is not in this build")
         return
@@ -856,7 +857,8 @@ def check_apps(r: Results, lab: Lab, cl: Cluster, ids: dict[str, str], berth_run
                            f"slot service {STACK}_{template}-{k} has no running task")
         poll(once, 240, 5)
         return (", ".join(f"{s} {n}/{n}" for s, n in plain.items()) + "; " +
-                ", ".join(f"{t}-1..{n} one task each" for t, n in slots.items()) + " (STAND-IN images)")
+                ", ".join(f"{t}-1..{n} one task each" for t, n in slots.items()) +
+                " (STAND-IN images but PostgreSQL's)")
 
     if not r.check("The demo stack's services all run, its stateful templates as slot services", services):
         return
@@ -893,6 +895,24 @@ def check_apps(r: Results, lab: Lab, cl: Cluster, ids: dict[str, str], berth_run
 
     r.check("Mongo's slots each have a Berth volume on their node (recreate)", volumes("mongo"))
     r.check("Redis's slot has a Berth volume on its node (move)", volumes("redis"))
+
+    def postgres():
+        node = slot_nodes("postgres")[1]
+        c = lab.container(node)
+        ctr = sh(c, f"docker ps -q --filter name={STACK}_postgres-1").split()
+        ensure(len(ctr) == 1, f"{STACK}_postgres-1 runs {len(ctr)} containers on {node}")
+        sql = ("CREATE TABLE IF NOT EXISTS berth_check (n int); INSERT INTO berth_check VALUES (1); "
+               "SELECT count(*) FROM berth_check")
+        out = sh(c, f"docker exec {ctr[0]} psql -U postgres -h /run/postgresql -tA -c '{sql}'")
+        ensure(out.strip().splitlines()[-1].isdigit(), f"psql answered {out!r}")
+        datasets = [d for d in cl.control_get("/v1/configuration/datasets") if not d.get("deleted")]
+        d = next((d for d in datasets if d["metadata"].get("name") == "postgres-data-1"), None)
+        ensure(d and d["primary"] == ids[node], f"postgres-data-1 is not primary on {node}: {d}")
+        sh(c, f"test -s /var/lib/berth-volume/data/datasets/{d['dataset_id']}/data/pgdata/PG_VERSION")
+        return (f"on {node}: initdb ran on the Berth volume postgres-data-1 (PG_VERSION there), a row "
+                f"committed and counted ({out.strip().splitlines()[-1]} rows) through psql")
+
+    r.check("PostgreSQL (built from images/, no registry) commits and reads back on its Berth volume", postgres)
 
     def placement():
         plan = json.loads(cl.curl(cl.berth_run + "/v1/plan", token=True))

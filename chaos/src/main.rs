@@ -211,6 +211,9 @@ fn run_all(a: &Args) -> Result<bool> {
         .map(|k| -> Box<dyn Workload> {
             match k {
                 Kind::Writer => Box::new(workload::writer::Writer::new(checker.clone())),
+                Kind::Postgres => Box::new(workload::postgres::workload()),
+                Kind::Redis => Box::new(workload::redis::workload()),
+                Kind::Etcd => Box::new(workload::etcd::workload()),
             }
         })
         .collect();

@@ -8,6 +8,13 @@
 //!   run whether its tests are ignored (libtest's own `#[ignore]` is fixed at compile time).
 //! - [`image`]: the `berth-testapp` image, a static binary the workspace compiles, imported
 //!   `FROM scratch` into any engine.
+//! - [`dbclient`]: each database's own client from the host (the `postgres` and `redis`
+//!   crates, `etcdctl`), a load that writes to every node at once, tagging each acknowledged
+//!   write with the server that acknowledged it.
+//! - [`dbimage`]: images of PostgreSQL, Redis and etcd made from Debian packages by
+//!   `images/build`, cached on the machine by the recipe's hash, imported into lab nodes.
+//! - [`gluster`]: a GlusterFS volume replicated across lab nodes, glusterd, bricks and FUSE
+//!   clients inside the nodes, so a node's death or cut takes its brick with it.
 //! - [`engine`]: a handle on one engine (its socket) for the docker CLI and raw API reads.
 //! - [`swarm`]: a multi-node Swarm on one machine: one dockerd per network namespace (and
 //!   private mount namespace, so each node has its own plugin directory) on a private bridge,
@@ -17,8 +24,11 @@
 //! The recipe and its trap (iptables' FORWARD policy on a host with dockerd) come from running
 //! Swarm this way on this kind of machine; see `ARCHITECTURE.md`, "Testing on real engines".
 
+pub mod dbclient;
+pub mod dbimage;
 pub mod engine;
 pub mod gate;
+pub mod gluster;
 pub mod harness;
 pub mod image;
 mod pidns;

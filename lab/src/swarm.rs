@@ -50,6 +50,8 @@ pub struct LabNode {
     veth: String,
     /// `unshare` (the node's PID namespace's parent); `None` while the node is down.
     child: Option<Child>,
+    /// Directories this node has its own copy of (see [`LabBuilder::private_dir`]).
+    private_dirs: Vec<PathBuf>,
 }
 
 impl LabNode {
@@ -128,8 +130,22 @@ impl LabNode {
     /// on. Otherwise dockerd's end is the node's end.
     fn init_script(&self) -> String {
         let d = self.dir.display();
+        let private: String = self
+            .private_dirs
+            .iter()
+            .enumerate()
+            .map(|(i, target)| {
+                let own = self.dir.join("private").join(i.to_string());
+                fs::create_dir_all(&own).expect("the node's private directory");
+                format!(
+                    "mkdir -p {t} && mount --bind {own} {t} && ",
+                    t = target.display(),
+                    own = own.display()
+                )
+            })
+            .collect();
         format!(
-            "hostname {name} && mount --bind {plugins} {PLUGIN_DIR} && \
+            "hostname {name} && mount --bind {plugins} {PLUGIN_DIR} && {private}\
              mount --bind {d}/resolv.conf /etc/resolv.conf || exit 1; \
              trap 'kill -TERM $dockerd_pid; wait $dockerd_pid; exit 0' TERM INT; \
              while :; do \
@@ -305,6 +321,7 @@ pub struct LabBuilder {
     managers: usize,
     workers: usize,
     labels: Vec<(usize, String, String)>,
+    private_dirs: Vec<PathBuf>,
 }
 
 impl LabBuilder {
@@ -322,6 +339,14 @@ impl LabBuilder {
     /// A node label (`docker node update --label-add`), by node index (managers first).
     pub fn label(mut self, node: usize, key: &str, value: &str) -> Self {
         self.labels.push((node, key.into(), value.into()));
+        self
+    }
+
+    /// A directory every node has its own (empty at first, kept across the node's restarts,
+    /// in its directory), bound over `path` in its mount namespace: for a daemon that keeps its
+    /// state, sockets or logs at a fixed path, such as glusterd's `/var/lib/glusterd`.
+    pub fn private_dir(mut self, path: impl Into<PathBuf>) -> Self {
+        self.private_dirs.push(path.into());
         self
     }
 
@@ -352,6 +377,7 @@ impl Lab {
             managers: 1,
             workers: 0,
             labels: Vec::new(),
+            private_dirs: Vec::new(),
         }
     }
 
@@ -436,6 +462,7 @@ impl Lab {
                 dir: ndir,
                 veth,
                 child: None,
+                private_dirs: b.private_dirs.clone(),
             };
             node.spawn();
             lab.nodes.push(node);

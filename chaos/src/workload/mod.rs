@@ -9,6 +9,10 @@
 //! [`writer::Writer`] (`berth-testapp writer`, Berth's own program) is the first; a database
 //! workload implements the same trait with its own client.
 
+pub mod db;
+pub mod etcd;
+pub mod postgres;
+pub mod redis;
 pub mod writer;
 
 use std::time::Instant;
@@ -120,12 +124,21 @@ pub trait Workload {
 pub enum Kind {
     /// `berth-testapp writer`: appends numbered records, fsyncs, acknowledges each.
     Writer,
+    /// PostgreSQL 15, one primary (`move`), written by the `postgres` crate.
+    Postgres,
+    /// Redis 7 with `appendfsync always`, one primary (`move`), written by the `redis` crate.
+    Redis,
+    /// etcd 3.4, three members on their own `local` volumes (`recreate`), written by `etcdctl`.
+    Etcd,
 }
 
 impl std::fmt::Display for Kind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Kind::Writer => "writer",
+            Kind::Postgres => "postgres",
+            Kind::Redis => "redis",
+            Kind::Etcd => "etcd",
         })
     }
 }
