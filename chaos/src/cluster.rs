@@ -508,7 +508,9 @@ impl Cluster {
 
     /// Whether `berth run` on `manager` has a failover command in flight.
     pub fn failover_in_flight(&self, manager: &str) -> bool {
-        http::get_json(&self.daemon_api(manager), "/v1/failovers", None)
+        // A detailed endpoint: it asks for the cluster token.
+        let token = self.token();
+        http::get_json(&self.daemon_api(manager), "/v1/failovers", token.as_deref())
             .and_then(|v| v["in_flight"].as_array().map(|a| !a.is_empty()))
             .unwrap_or(false)
     }

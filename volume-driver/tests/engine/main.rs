@@ -4,10 +4,12 @@
 //! `swarm_service_keeps_its_volume_across_update_force` runs on a Swarm of its own
 //! (`berth_lab::Lab`, a dockerd in a network namespace), never on the host engine's.
 //!
-//! `a_node_cut_off_from_control_stops_its_writer_container` cuts an agent off from the control
-//! service (a proxy between them stops forwarding) while a container writes to its volume on
-//! the host engine: the agent stops it through the engine's API before its lease ends, and the
-//! fence is accepted only after.
+//! `a_node_cut_off_from_control_holds_its_writer_container_and_stops_it_once_fenced` cuts an
+//! agent off from the control service (a proxy between them stops forwarding) while a container
+//! writes to its volume through the agent's data path on the host engine: the fence is accepted
+//! only once the lease has ended, nothing is acknowledged after it, the container is not
+//! restarted while cut off, and once back in contact the agent finds the mount fenced and stops
+//! it through the engine's API.
 //!
 //! One engine knows a volume name under one driver only, so in the first test the two "nodes"
 //! share one driver name: `/run/docker/plugins/NAME.sock` is a symlink to node A's agent socket,
@@ -50,8 +52,9 @@ fn main() {
                 body: managed_plugin_from_rootfs,
             },
             Test {
-                name: "a_node_cut_off_from_control_stops_its_writer_container",
-                body: a_node_cut_off_from_control_stops_its_writer_container,
+                name: "a_node_cut_off_from_control_holds_its_writer_container_and_stops_it_once_fenced",
+                body:
+                    a_node_cut_off_from_control_holds_its_writer_container_and_stops_it_once_fenced,
             },
         ],
     )
@@ -460,7 +463,7 @@ impl Drop for Heal<'_> {
     }
 }
 
-fn a_node_cut_off_from_control_stops_its_writer_container() {
+fn a_node_cut_off_from_control_holds_its_writer_container_and_stops_it_once_fenced() {
     let drv = unique("berthlease");
     let dir = tempfile::tempdir().expect("tmp");
     let control = support::ControlSvc::start_with(
@@ -487,6 +490,8 @@ fn a_node_cut_off_from_control_stops_its_writer_container() {
             "200ms",
             "--docker-socket",
             "/var/run/docker.sock",
+            "--data-path",
+            "fuse",
         ],
     );
     let link = PathBuf::from(PLUGINS).join(format!("{drv}.sock"));
@@ -500,6 +505,9 @@ fn a_node_cut_off_from_control_stops_its_writer_container() {
         containers: vec![writer.clone()],
         volumes: Vec::new(),
     };
+    // The acknowledgements: `berth-testapp writer` appends a record, fsyncs it through the
+    // agent's mount, and only then sends it here.
+    let acks = Acks::listen();
     docker_ok(&["volume", "create", "-d", &drv, &vol]);
     clean.volumes.push(vol.clone());
     docker_ok(&[
@@ -508,20 +516,18 @@ fn a_node_cut_off_from_control_stops_its_writer_container() {
         "--name",
         &writer,
         "--network",
-        "none",
+        "host",
         "--mount",
         &format!("type=volume,source={vol},target=/data,volume-driver={drv}"),
         &img.tag,
-        "put",
-        "/data/x",
-        "written",
-        "+",
-        "sleep",
-        "infinity",
+        "writer",
+        "/data",
+        &acks.addr,
+        &vol,
     ]);
     let _heal = Heal(&proxy);
     let running = || docker_ok(&["inspect", "-f", "{{.State.Running}}", &writer]) == "true";
-    wait_for("the writer to run", 30, running);
+    wait_for("the writer to acknowledge", 30, || acks.count() >= 10);
     let fence = r#"{"node":"node-a","expect_epoch":1}"#;
     let path = format!("/v1/berth/volumes/{vol}/fence");
     let (st, _, v) = api(&control, "POST", &path, &[], fence);
@@ -529,36 +535,82 @@ fn a_node_cut_off_from_control_stops_its_writer_container() {
 
     let cut = std::time::Instant::now();
     proxy.cut();
-    let (mut stopped, mut refusals) = (None, 0);
+    let mut refusals = 0;
     let fenced = loop {
         assert!(cut.elapsed() < Duration::from_secs(30), "no fence accepted");
-        if stopped.is_none() && !running() {
-            stopped = Some(cut.elapsed());
-        }
         let (st, _, v) = api(&control, "POST", &path, &[], fence);
         match st {
             423 => refusals += 1,
-            200 => break cut.elapsed(),
+            200 => break std::time::Instant::now(),
             _ => panic!("fence: {st} {v}"),
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    if stopped.is_none() && !running() {
-        stopped = Some(fenced);
-    }
-    let stopped = stopped.expect("the agent stopped the writer container");
     assert!(refusals > 0, "the fence waited for the lease");
+    std::thread::sleep(Duration::from_secs(1));
+    let late: Vec<Duration> = acks
+        .arrivals()
+        .into_iter()
+        .filter(|t| *t > fenced)
+        .map(|t| t.duration_since(fenced))
+        .collect();
+    assert!(late.is_empty(), "acknowledged after the fence: {late:?}");
     assert!(
-        stopped < fenced,
-        "the writer stopped ({stopped:?} after the cut) before the fence was accepted ({fenced:?})"
+        running(),
+        "a lapsed lease holds the container's writes; it does not stop it"
     );
+    let last = acks.arrivals().last().copied().expect("acks");
     eprintln!(
-        "engine lease test: writer container seen stopped {stopped:?} after the cut, fence \
-         refused {refusals} times, accepted at {fenced:?}"
+        "engine lease test: last acknowledgement {:?} after the cut, fence refused {refusals} \
+         times, accepted at {:?}",
+        last.duration_since(cut),
+        fenced.duration_since(cut)
     );
-    // The writer wrote, and nothing else ran: the bytes are still on node A's copy.
+    // Back in contact: the mount is claimed again, refused (the epoch moved): the container's
+    // held write fails, and the agent stops it.
     proxy.heal();
+    wait_for("the fenced writer container stopped", 30, || !running());
+    assert!(
+        acks.arrivals().iter().all(|t| *t < fenced),
+        "nothing acknowledged after the fence, the thaw included"
+    );
     let _ = docker(&["rm", "-f", &writer]);
     docker_ok(&["volume", "rm", &vol]);
     clean.volumes.clear();
+}
+
+/// The host side of `berth-testapp writer`'s acknowledgements: one line per durable record,
+/// kept with its arrival instant.
+struct Acks {
+    addr: String,
+    at: std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
+}
+
+impl Acks {
+    fn listen() -> Acks {
+        use std::io::BufRead;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        let at = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = at.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    for _ in std::io::BufReader::new(conn).lines().map_while(Result::ok) {
+                        sink.lock().expect("lock").push(std::time::Instant::now());
+                    }
+                });
+            }
+        });
+        Acks { addr, at }
+    }
+
+    fn arrivals(&self) -> Vec<std::time::Instant> {
+        self.at.lock().expect("lock").clone()
+    }
+
+    fn count(&self) -> usize {
+        self.at.lock().expect("lock").len()
+    }
 }
