@@ -473,8 +473,9 @@ fn paused_executor_catches_up_after() {
     exec.observe(5, Observation::of(&c));
     let cmds = exec.next(5);
     assert!(
-        cmds.iter()
-            .any(|(_, c)| matches!(c, Command::StopSlot { service, .. } if service == "files")),
+        cmds.iter().any(
+            |(_, c)| matches!(c, Command::Fence { volume, .. } if volume.starts_with("files"))
+        ),
         "the first step of the lost node's move: {cmds:?}"
     );
 }

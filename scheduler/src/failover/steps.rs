@@ -171,21 +171,22 @@ fn node_down(before: &Prepared, x: &NodeId) -> Result<Vec<Step>, FailoverError> 
             }
             (mode, backend, Some(p)) => {
                 let to = p.node.clone();
-                // The old task is stopped before the data is handed over: on a node the
-                // managers still reach (its agent dead or hung) it would otherwise run, and
-                // write, until Swarm gets round to it. Its wait — until the task is seen
-                // stopped, the node is no longer Ready, or the node's lease ends — runs while
-                // the fence would wait for that lease anyway, so it costs no time. A `recreate`
-                // member is stopped only once its grace is over: a node back in time keeps it.
+                // The old task is stopped before the data is handed over, but only once the
+                // fence has gone through — that is, once the node's lease has ended: a node that
+                // comes back within its lease (a link that flaps for a few seconds) keeps its
+                // task running, untouched, and the plan is dropped. Safety does not rest on the
+                // stop: from the lease's end the node's data path admits no write
+                // (ARCHITECTURE.md, "Fencing"); the stop makes Swarm tidy the old task up. A
+                // `recreate` member is stopped only once its grace is over: a node back in time
+                // keeps it.
                 let stop = Action::StopTask { node: x.clone() };
+                push(fence);
                 if mode == FailoverMode::Recreate {
-                    push(fence);
                     push(Action::WaitGrace {
                         seconds: st.recreate_grace_secs,
                     });
                 } else {
                     push(stop.clone());
-                    push(fence);
                 }
                 push(Action::ChooseTarget {
                     node: to.clone(),

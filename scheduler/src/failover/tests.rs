@@ -82,8 +82,8 @@ fn node_down_plan_per_mode() {
         (0, 1, "cache:wait-for-node"),
         // The old task stops before its data moves (on a node Swarm still reaches, it would
         // otherwise keep writing), while the fence would wait for its lease anyway.
-        (0, 1, "files:stop-task"),
         (0, 1, "files:fence"),
+        (0, 1, "files:stop-task"),
         (0, 1, "files:choose-target"),
         (0, 1, "files:move-dataset"),
         (0, 1, "files:start-task"),
