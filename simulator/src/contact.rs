@@ -471,8 +471,8 @@ impl Sim<'_> {
     }
 
     /// The agent started again on a running node: containers whose mount died with the old
-    /// one are restarted through the new one, where their data still is (the agent restarts
-    /// such containers); the others stop.
+    /// one are stopped (`Agent::reattach`) and started again on a mount it serves, where their
+    /// data still is at the same epoch; the others stay stopped.
     fn restart_dead_mounts(&mut self, node: u32) {
         let mounts = self.nodes[node as usize].mounts.clone();
         for t in mounts {
