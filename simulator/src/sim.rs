@@ -128,6 +128,8 @@ impl Sim<'_> {
         let slot = task.slot_idx;
         self.slots[slot as usize].tasks.retain(|x| *x != t);
         self.tasks_gen += 1;
+        // Its node may take a standby now (a replica's node takes none).
+        self.repair_standbys();
     }
 
     fn on_task_ready(&mut self, t: u32) {
