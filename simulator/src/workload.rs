@@ -33,13 +33,25 @@ impl Sim<'_> {
                 return;
             }
             svc.acked += 1;
+            // Each member taking the write has everything before it first: one that missed
+            // writes (its lease held them) catches up from the primary's log as it rejoins,
+            // as a database's replication does. Copies stay prefixes of one history.
+            let mut members = Vec::new();
             for slot in &self.slots[first..first + replicas] {
                 let Some(d) = slot.dataset else { continue };
                 for &w in &self.datasets[d as usize].writers {
                     if let Some(c) = self.tasks[w as usize].copy {
-                        self.copies[c as usize].len += 1;
+                        members.push(c);
                     }
                 }
+            }
+            let head = members
+                .iter()
+                .map(|&c| self.copies[c as usize].len)
+                .max()
+                .unwrap_or(0);
+            for c in members {
+                self.copies[c as usize].len = head + 1;
             }
             return;
         }
