@@ -518,6 +518,9 @@ impl Sim<'_> {
         for t in retired {
             self.q.push(now + stop, Ev::StopTask { task: t });
         }
+        // The node reports what ended while it was away: a replacement waiting for one of
+        // those tasks starts.
+        policy::swarm_default::release(self, None);
         policy::on_node_back(self, node, was_swarm_down);
         self.repair_standbys();
     }

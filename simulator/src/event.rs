@@ -43,6 +43,11 @@ pub enum Ev {
     },
     /// Swarm's orchestrator places every missing slot.
     SwarmReconcile,
+    /// A replacement Swarm created has waited SwarmKit's longest for the task it replaces to
+    /// stop; it starts now if it still waits.
+    SwarmWaitOver {
+        task: u32,
+    },
     /// A human acts on a node that went down (or was drained).
     Operator {
         node: u32,

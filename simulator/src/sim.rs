@@ -58,6 +58,8 @@ impl Sim<'_> {
                     "swarm marks {} DOWN",
                     self.node_names[node as usize]
                 ));
+                // A replacement waiting for a task on this node waits no more.
+                policy::swarm_default::release(self, None);
                 policy::on_swarm_down(self, node);
             }
             Ev::BerthDetect { node, generation } => {
@@ -100,6 +102,7 @@ impl Sim<'_> {
                 }
             }
             Ev::SwarmReconcile => policy::swarm_default::reconcile(self),
+            Ev::SwarmWaitOver { task } => policy::swarm_default::release(self, Some(task)),
             Ev::Operator {
                 node,
                 generation,
@@ -128,6 +131,8 @@ impl Sim<'_> {
         let slot = task.slot_idx;
         self.slots[slot as usize].tasks.retain(|x| *x != t);
         self.tasks_gen += 1;
+        // Swarm's replacement for it may start, if the managers hear of the stop.
+        policy::swarm_default::release(self, None);
         // Its node may take a standby now (a replica's node takes none).
         self.repair_standbys();
     }

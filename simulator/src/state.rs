@@ -61,6 +61,10 @@ pub struct Sim<'a> {
     /// Per slot (service, slot): when Swarm's stop of its task on a lost but reachable node
     /// lands, which may be after the stop step is over (it waits at most for the lease).
     pub pending_stop: BTreeMap<(String, u64), Ms>,
+    /// Swarm's replacements created but not started yet, each (new task, the old task whose
+    /// end the managers wait to hear of): SwarmKit starts a replacement only once the task it
+    /// replaces has stopped (`policy::swarm_default::release`).
+    pub swarm_waits: Vec<(u32, u32)>,
     /// The engine's failover executor (Berth's, or the operator following its plans), in the
     /// driver `berth run` uses too; the simulator's event queue runs its timers, and it keeps
     /// no journal (a scheduler restart here is one without state).
@@ -186,6 +190,7 @@ impl<'a> Sim<'a> {
             ),
             lane_copy: BTreeMap::new(),
             lane_mark: BTreeMap::new(),
+            swarm_waits: Vec::new(),
             volumes: BTreeMap::new(),
             tasks_gen: 1,
             view_gen: [0; 2],
