@@ -31,9 +31,32 @@ enum W1 {
     Down,
 }
 
+/// Swarm's own leader lost (it died with w1): until `no_leader_until` (ms of the test's clock)
+/// its API answers nothing, then every node is `unknown` until `unknown_until`, while each
+/// reconnects to the new leader, as SwarmKit's dispatcher reports them.
+#[derive(Clone, Copy)]
+struct Election {
+    no_leader_until: u64,
+    unknown_until: u64,
+}
+
+impl Election {
+    /// 0: no leader, 1: nodes unknown, 2: settled.
+    fn phase(&self, now: u64) -> u8 {
+        if now < self.no_leader_until {
+            0
+        } else if now < self.unknown_until {
+            1
+        } else {
+            2
+        }
+    }
+}
+
 struct FakeSwarm {
     state: Mutex<SwarmState>,
     w1: W1,
+    election: Option<Election>,
     clock: Arc<ManualClock>,
     log: Log,
     next_id: Mutex<u32>,
@@ -117,6 +140,7 @@ impl FakeSwarm {
                 tasks: vec![task("t1", "slot1", "w1")],
             }),
             w1,
+            election: None,
             clock,
             log,
             next_id: Mutex::new(2),
@@ -155,7 +179,22 @@ impl FakeSwarm {
 
 impl DockerApi for FakeSwarm {
     async fn state(&self) -> Result<SwarmState, DockerError> {
-        Ok(self.state.lock().unwrap().clone())
+        let mut st = self.state.lock().unwrap().clone();
+        match self.election.map(|e| e.phase(self.clock.now_ms())) {
+            Some(0) => {
+                return Err(DockerError::Unavailable(
+                    "503 The swarm does not have a leader".into(),
+                ));
+            }
+            Some(1) => {
+                for n in &mut st.nodes {
+                    n.status.as_mut().expect("a status").state =
+                        Some(bollard_stubs::models::NodeState::UNKNOWN);
+                }
+            }
+            _ => {}
+        }
+        Ok(st)
     }
 
     async fn create_service(&self, spec: ServiceSpec) -> Result<String, DockerError> {
@@ -255,7 +294,25 @@ impl DockerApi for FakeSwarm {
     }
 
     fn changes(&self) -> BoxStream<'static, Result<(), DockerError>> {
-        Box::pin(futures_util::stream::pending())
+        let Some(e) = self.election else {
+            return Box::pin(futures_util::stream::pending());
+        };
+        // An event when the nodes' states change (a node `update` event), as the new
+        // leader's engine sends them.
+        let clock = self.clock.clone();
+        let first = e.phase(clock.now_ms());
+        Box::pin(futures_util::stream::unfold(first, move |last| {
+            let clock = clock.clone();
+            async move {
+                loop {
+                    clock.sleep(Duration::from_millis(100)).await;
+                    let p = e.phase(clock.now_ms());
+                    if p != last {
+                        return Some((Ok(()), p));
+                    }
+                }
+            }
+        }))
     }
 }
 
@@ -374,9 +431,20 @@ async fn run_failover(
     lease_end: u64,
     total: Duration,
 ) -> (Vec<(u64, String)>, Arc<FakeSwarm>) {
+    run_failover_in(w1, lease_end, total, None).await
+}
+
+async fn run_failover_in(
+    w1: W1,
+    lease_end: u64,
+    total: Duration,
+    election: Option<Election>,
+) -> (Vec<(u64, String)>, Arc<FakeSwarm>) {
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let log: Log = Arc::default();
-    let swarm = Arc::new(FakeSwarm::new(w1, clock.clone(), log.clone()));
+    let mut swarm = FakeSwarm::new(w1, clock.clone(), log.clone());
+    swarm.election = election;
+    let swarm = Arc::new(swarm);
     let control = FakeControl::new(lease_end, clock.clone(), log.clone());
     let controller = Arc::new(
         Controller::with_control(
@@ -552,4 +620,38 @@ async fn a_replayed_stop_is_a_no_op() {
         ["update app_db-1 to 0 replicas"]
     );
     assert!(!swarm.task_runs("slot1", "w1"));
+}
+
+/// The manager running `berth run` died with w1 and took Swarm's leader with it: Swarm's API
+/// answers nothing for 8 s (its managers elect a new leader), then reports every node unknown
+/// for 1.5 s. The failover neither gives up on the API's errors nor backs off past the
+/// election, and the slot left without a target while every node is unknown is planned again
+/// once w2 is Ready: it starts on w2 within a second or so of that, fenced once.
+#[tokio::test]
+async fn a_failover_waits_out_swarm_s_leader_election_and_starts_once_a_node_is_ready() {
+    let election = Election {
+        no_leader_until: 8_000,
+        unknown_until: 9_500,
+    };
+    let (log, swarm) =
+        run_failover_in(W1::Down, LEASE_END, Duration::from_secs(20), Some(election)).await;
+    let (_, create) = at(&log, "create app_db-1 on w2");
+    assert!(
+        (9_500..11_000).contains(&create),
+        "started {create} ms in: not before w2 was Ready (9.5 s), nor long after: {log:#?}"
+    );
+    // The fence of the plan that found no target is replayed by the next plan, not repeated:
+    // the data moves at epoch 4, one above the holder's.
+    assert!(
+        what(&log).contains(&"assign db-1 to w2 at 4 (Move)"),
+        "{log:#?}"
+    );
+    let st = swarm.state.lock().unwrap().clone();
+    let new = st
+        .services
+        .iter()
+        .find(|s| s.spec.as_ref().and_then(|s| s.name.as_deref()) == Some("app_db-1"))
+        .and_then(|s| s.id.clone())
+        .expect("the slot's service");
+    assert!(swarm.task_runs(&new, "w2"), "the slot runs on w2");
 }

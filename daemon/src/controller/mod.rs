@@ -54,6 +54,11 @@ pub struct Config {
     /// 5 s by default). By then a live agent has stopped the task itself; a node Swarm cannot
     /// reach is not waited on at all.
     pub stop_wait: Duration,
+    /// The longest wait before another pass while Swarm's API does not answer (its managers
+    /// electing a leader after theirs died, the local manager restarting). Such an outage
+    /// lasts seconds and ends on its own: it is retried at this pace, not at the errors'
+    /// exponential backoff (`max_backoff`), so the first pass after it is not late.
+    pub swarm_retry: Duration,
 }
 
 impl Default for Config {
@@ -65,6 +70,7 @@ impl Default for Config {
             max_backoff: Duration::from_secs(30),
             liveness_poll: Duration::from_secs(1),
             stop_wait: Duration::from_secs(5),
+            swarm_retry: Duration::from_secs(1),
         }
     }
 }
@@ -95,6 +101,14 @@ pub enum ReconcileError {
     Journal(JournalError),
     #[error("this daemon lost the leadership during the pass; it stopped acting")]
     NotLeader,
+}
+
+impl ReconcileError {
+    /// Whether the pass failed because Swarm's API did not answer (no leader among the
+    /// managers, the manager unreachable): transient, retried at `Config::swarm_retry`.
+    pub fn swarm_unavailable(&self) -> bool {
+        matches!(self, ReconcileError::Docker(DockerError::Unavailable(_)))
+    }
 }
 
 impl From<JournalError> for ReconcileError {
@@ -583,6 +597,8 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
         let liveness = tokio::spawn(self.clone().poll_liveness());
         tokio::pin!(shutdown);
         let mut backoff = self.config.backoff;
+        // Since when Swarm's API has not answered a pass (monotonic ms), for the log.
+        let mut swarm_down_since: Option<u64> = None;
         loop {
             // Leadership gate: a standby keeps its API and its reads (events, liveness) but
             // acts on nothing; it waits to lead. Its executor is paused, so that on taking
@@ -623,10 +639,35 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
             let wait = match self.reconcile().await {
                 Ok(_) => {
                     backoff = self.config.backoff;
+                    if let Some(since) = swarm_down_since.take() {
+                        tracing::info!(
+                            after = ?Duration::from_millis(self.clock.now_ms().saturating_sub(since)),
+                            "Swarm's API answers again"
+                        );
+                    }
                     let mut st = self.status.lock().expect("status lock");
                     st.last_error = None;
                     st.last_success = Some(Instant::now());
                     self.config.resync
+                }
+                Err(e) if e.swarm_unavailable() => {
+                    // Swarm re-electing its leader (or the local manager away): the pass is
+                    // tried again soon and steadily, and whatever the executor has in flight
+                    // retries on its own; a failover waits only as long as Swarm does.
+                    let now = self.clock.now_ms();
+                    let since = *swarm_down_since.get_or_insert(now);
+                    let wait = backoff.min(self.config.swarm_retry);
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                    tracing::warn!(
+                        error = %e,
+                        unavailable_for = ?Duration::from_millis(now.saturating_sub(since)),
+                        retry_in = ?wait,
+                        "Swarm's API does not answer (a manager election?); retrying"
+                    );
+                    self.metrics.reconcile_errors.inc();
+                    self.metrics.swarm_unavailable.inc();
+                    self.status.lock().expect("status lock").last_error = Some(e.to_string());
+                    wait
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "reconcile failed");

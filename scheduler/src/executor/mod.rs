@@ -154,6 +154,11 @@ pub struct ExecutorState {
     /// Lost nodes whose plan had a lane dropped: re-planned at the next observation.
     pub retry: BTreeSet<NodeId>,
     pub retry_due: bool,
+    /// Lost nodes whose plan found no target for a slot (every node not Ready, as while
+    /// Swarm's managers elect a leader and mark every node unknown): planned again as soon as
+    /// a node becomes schedulable, rather than left pending until something else happens.
+    #[serde(default)]
+    pub waiting: BTreeSet<NodeId>,
     /// Nodes declared dead whose fence label is being set (the command awaited, `None`
     /// once it came back): their plan is made at the next observation.
     pub fencing: BTreeMap<NodeId, Option<CommandId>>,
