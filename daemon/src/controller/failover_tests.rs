@@ -38,6 +38,8 @@ enum W1 {
 struct Election {
     no_leader_until: u64,
     unknown_until: u64,
+    /// Whether the engine sends an event when the nodes are Ready again (a node `update`).
+    events: bool,
 }
 
 impl Election {
@@ -294,11 +296,11 @@ impl DockerApi for FakeSwarm {
     }
 
     fn changes(&self) -> BoxStream<'static, Result<(), DockerError>> {
-        let Some(e) = self.election else {
+        let Some(e) = self.election.filter(|e| e.events) else {
             return Box::pin(futures_util::stream::pending());
         };
-        // An event when the nodes' states change (a node `update` event), as the new
-        // leader's engine sends them.
+        // An event when the nodes are Ready again (node `update` events); none for the
+        // election itself, which changes no object.
         let clock = self.clock.clone();
         let first = e.phase(clock.now_ms());
         Box::pin(futures_util::stream::unfold(first, move |last| {
@@ -307,7 +309,7 @@ impl DockerApi for FakeSwarm {
                 loop {
                     clock.sleep(Duration::from_millis(100)).await;
                     let p = e.phase(clock.now_ms());
-                    if p != last {
+                    if p != last && p == 2 {
                         return Some((Ok(()), p));
                     }
                 }
@@ -632,6 +634,7 @@ async fn a_failover_waits_out_swarm_s_leader_election_and_starts_once_a_node_is_
     let election = Election {
         no_leader_until: 8_000,
         unknown_until: 9_500,
+        events: true,
     };
     let (log, swarm) =
         run_failover_in(W1::Down, LEASE_END, Duration::from_secs(20), Some(election)).await;
@@ -654,4 +657,24 @@ async fn a_failover_waits_out_swarm_s_leader_election_and_starts_once_a_node_is_
         .and_then(|s| s.id.clone())
         .expect("the slot's service");
     assert!(swarm.task_runs(&new, "w2"), "the slot runs on w2");
+}
+
+/// Swarm's API does not answer for 8 s and no event comes when it does again: the passes that
+/// fail meanwhile are retried at most a second apart, not at the errors' exponential backoff
+/// (which would have reached 8 s by then), so the failover goes on within a second of the
+/// election's end.
+#[tokio::test]
+async fn a_swarm_api_outage_is_retried_every_second_not_at_the_error_backoff() {
+    let election = Election {
+        no_leader_until: 8_000,
+        unknown_until: 8_000,
+        events: false,
+    };
+    let (log, _) =
+        run_failover_in(W1::Down, LEASE_END, Duration::from_secs(20), Some(election)).await;
+    let (_, create) = at(&log, "create app_db-1 on w2");
+    assert!(
+        (8_000..9_300).contains(&create),
+        "started {create} ms in: within a second of Swarm's API answering (8 s): {log:#?}"
+    );
 }
