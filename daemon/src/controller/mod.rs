@@ -59,6 +59,10 @@ pub struct Config {
     /// lasts seconds and ends on its own: it is retried at this pace, not at the errors'
     /// exponential backoff (`max_backoff`), so the first pass after it is not late.
     pub swarm_retry: Duration,
+    /// How often the swarm is read again while a lost node's slot waits for a node to take
+    /// it (every node not Ready, as after Swarm's managers elected a new leader): nodes turn
+    /// Ready again without an event, and the slot should start as soon as one does.
+    pub room_poll: Duration,
 }
 
 impl Default for Config {
@@ -71,6 +75,7 @@ impl Default for Config {
             liveness_poll: Duration::from_secs(1),
             stop_wait: Duration::from_secs(5),
             swarm_retry: Duration::from_secs(1),
+            room_poll: Duration::from_secs(1),
         }
     }
 }
@@ -545,7 +550,7 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
                 }
             }
             self.metrics.executor_command(&c.command, &c.outcome);
-            let (replan, released) = {
+            let (replan, released, room_before) = {
                 let mut d = self.driver.lock().expect("driver lock");
                 if !d.is_awaited(c.ticket) {
                     tracing::info!(
@@ -555,8 +560,13 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
                     continue;
                 }
                 let busy = d.executor().busy_slots().count();
+                let room_before = d.executor().waits_for_room();
                 let replan = d.complete(c.ticket, c.outcome, self.clock.now_ms());
-                (replan, d.executor().busy_slots().count() < busy)
+                (
+                    replan,
+                    d.executor().busy_slots().count() < busy,
+                    room_before,
+                )
             };
             let observe = match self.drive_executor(None).await {
                 Ok(drive) => drive.observe,
@@ -565,7 +575,16 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
                     false
                 }
             };
-            if replan || released || observe {
+            // A slot that just began to wait for a node to be Ready: the loop's next wait is
+            // cut to `room_poll` (it was computed before).
+            let waits = !room_before
+                && self
+                    .driver
+                    .lock()
+                    .expect("driver lock")
+                    .executor()
+                    .waits_for_room();
+            if replan || released || observe || waits {
                 self.wake.notify_one();
             }
         }
@@ -678,14 +697,21 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
                     wait
                 }
             };
-            // The executor's next timer (a `recreate` grace) also ends the wait.
-            let timer = self
-                .driver
-                .lock()
-                .expect("driver lock")
-                .wake_at()
-                .map(|at| Duration::from_millis(at.saturating_sub(self.clock.now_ms())));
+            // The executor's next timer (a `recreate` grace) also ends the wait, and a slot
+            // waiting for a node to be Ready has the swarm read again soon.
+            let (timer, room) = {
+                let d = self.driver.lock().expect("driver lock");
+                let timer = d
+                    .wake_at()
+                    .map(|at| Duration::from_millis(at.saturating_sub(self.clock.now_ms())));
+                (timer, d.executor().waits_for_room())
+            };
             let wait = timer.map_or(wait, |t| t.min(wait));
+            let wait = if room {
+                wait.min(self.config.room_poll)
+            } else {
+                wait
+            };
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = self.clock.sleep(wait) => {}

@@ -422,6 +422,13 @@ impl Executor {
         self.state.busy.iter().map(|(s, n)| (s.as_str(), *n))
     }
 
+    /// Whether a lost node's slot waits for a node to become schedulable: the caller should
+    /// observe often until then (Swarm sends no event when a node turns Ready again after its
+    /// managers elected a leader).
+    pub fn waits_for_room(&self) -> bool {
+        !self.state.waiting.is_empty()
+    }
+
     pub fn is_busy(&self, service: &str, slot: u64) -> bool {
         self.state.busy.contains(&(service.to_string(), slot))
     }
