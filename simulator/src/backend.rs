@@ -50,7 +50,11 @@ impl Sim<'_> {
             .iter()
             .map(|n| NodeHealth {
                 dead: if berth { n.berth_down } else { n.swarm_down },
-                reconnects: n.reconnects,
+                reconnects: if berth {
+                    n.berth_reconnects
+                } else {
+                    n.reconnects
+                },
             })
             .collect();
         let mut failed = Vec::new();
@@ -247,9 +251,10 @@ impl Sim<'_> {
             // A lost node's stop: waited for until seen, until Swarm marks the node DOWN, or
             // until its lease ends, at most the bound.
             Command::StopSlot {
+                service,
+                slot,
                 node,
                 wait_ms: Some(bound),
-                ..
             } => {
                 let rt = self
                     .node_index(node.as_str())
@@ -257,8 +262,18 @@ impl Sim<'_> {
                 let until = match rt {
                     None => 0,
                     Some(rt) if rt.swarm_down => 0,
-                    // The managers reach it: Swarm stops the task; its lease is being renewed.
-                    Some(rt) if rt.in_contact() => bt.stop_latency,
+                    // The managers reach it: Swarm stops the task a stop's time from now,
+                    // seen then — unless the node's lease ends first (its agent's heartbeats
+                    // do not arrive): the wait is over then, the task still stopping.
+                    Some(rt) if rt.in_contact() => {
+                        self.pending_stop
+                            .insert((service.clone(), *slot), self.now + bt.stop_latency);
+                        if rt.lease_contact(self.control_up) {
+                            bt.stop_latency
+                        } else {
+                            bt.stop_latency.min(self.lease_left(node))
+                        }
+                    }
                     // Swarm still says Ready but cannot reach it: never seen stopped.
                     Some(_) => self.lease_left(node),
                 };
@@ -293,14 +308,15 @@ impl Sim<'_> {
         }
     }
 
-    /// What is left of a node's lease at the control service: it counts from the node's last
-    /// heartbeat before it lost contact (0 for a node in contact, as the fence has it).
+    /// What is left of a node's lease at the control service: it counts from the last
+    /// heartbeat of the node's agent before they stopped arriving (0 for a node whose agent
+    /// beats, as the fence has it).
     fn lease_left(&self, node: &berth_scheduler::model::NodeId) -> Ms {
         let bt = &self.scn.berth;
         self.node_index(node.as_str())
             .and_then(|n| {
                 let rt = &self.nodes[n as usize];
-                let lost = rt.lost_at?;
+                let lost = rt.berth_lost_at?;
                 let phase = rt.berth_phase;
                 Some(if lost >= phase {
                     phase + (lost - phase) / bt.heartbeat * bt.heartbeat
@@ -371,10 +387,28 @@ impl Sim<'_> {
                 else {
                     return Outcome::Done;
                 };
+                let stop_at = self.pending_stop.remove(&(service.clone(), *slot));
                 if wait_ms.is_some() && !self.nodes[n as usize].in_contact() {
                     // A lost node Swarm cannot reach: nothing stops there now. Its slot stays
                     // pinned to it (the service scaled to 0), and its task is retired when the
                     // slot starts elsewhere, as before the stop step.
+                    return Outcome::Done;
+                }
+                if let Some(at) = stop_at.filter(|at| *at > self.now) {
+                    // The wait ended with the lease; Swarm's stop lands later.
+                    let victims: Vec<u32> = self.slots[s as usize]
+                        .tasks
+                        .iter()
+                        .copied()
+                        .filter(|&t| {
+                            self.tasks[t as usize].node == n && self.tasks[t as usize].desired
+                        })
+                        .collect();
+                    for t in victims {
+                        self.tasks[t as usize].desired = false;
+                        self.tasks_gen += 1;
+                        self.q.push(at, Ev::StopTask { task: t });
+                    }
                     return Outcome::Done;
                 }
                 let victims: Vec<u32> = self.slots[s as usize]
@@ -551,7 +585,11 @@ impl Sim<'_> {
         let node = self.node_names[n as usize].clone();
         let node = node.as_str();
         let rt = &self.nodes[n as usize];
-        if !rt.in_contact() || rt.berth_down || rt.swarm_down {
+        // Berth's volumes are mounted by the node's agent: without one answering, no mount.
+        let no_agent = self.policy == PolicyKind::Berth
+            && self.slots[s as usize].dataset.is_some()
+            && !rt.lease_contact(self.control_up);
+        if !rt.in_contact() || rt.berth_down || rt.swarm_down || no_agent {
             self.log_event(format!("start on {node} dropped: the node is gone"));
             return Outcome::Failed {
                 reason: "the node is gone".into(),

@@ -32,6 +32,10 @@ pub enum Ev {
     TaskReady {
         task: u32,
     },
+    /// A container told to stop (by Swarm, or by its node's agent) has stopped.
+    StopTask {
+        task: u32,
+    },
     /// A fresh member finished its initial sync from its peers; it then applies what it
     /// missed meanwhile (the oplog tail) and is current.
     Resynced {

@@ -55,6 +55,20 @@ pub enum FaultKind {
     SchedulerRestart { duration: Ms },
     /// Maintenance: the operator drains the node, and reactivates it after `duration`.
     Drain { node: u32, duration: Option<Ms> },
+    /// The node's volume agent dies (SIGKILL, OOM); the node, dockerd and the containers run
+    /// on. Started again after `restart_after` (absent: never).
+    AgentCrash {
+        node: u32,
+        restart_after: Option<Ms>,
+    },
+    /// The node's volume agent is stopped (SIGSTOP, a hang) for `duration`.
+    AgentPause { node: u32, duration: Ms },
+    /// Every process on the node stops for `duration` (a paused VM, a stalled host), then runs
+    /// on as if nothing happened; the boot clock counted the pause.
+    NodeFreeze { node: u32, duration: Ms },
+    /// The volume control service is unreachable (down, or cut off from every node and from
+    /// `berth run`) for `duration`: no lease is renewed, no fence or move goes through.
+    ControlLoss { duration: Ms },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -81,6 +95,14 @@ pub enum FaultAction {
     SchedulerUp,
     Drain { node: u32 },
     Activate { node: u32 },
+    AgentKill { node: u32 },
+    AgentStart { node: u32 },
+    AgentStop { node: u32 },
+    AgentCont { node: u32 },
+    Freeze { node: u32 },
+    Thaw { node: u32 },
+    ControlDown,
+    ControlUp,
 }
 
 impl Fault {
@@ -171,6 +193,27 @@ impl Fault {
                 if let Some(d) = duration {
                     out.push((t + d, A::Activate { node: *node }));
                 }
+            }
+            FaultKind::AgentCrash {
+                node,
+                restart_after,
+            } => {
+                out.push((t, A::AgentKill { node: *node }));
+                if let Some(r) = restart_after {
+                    out.push((t + r, A::AgentStart { node: *node }));
+                }
+            }
+            FaultKind::AgentPause { node, duration } => {
+                out.push((t, A::AgentStop { node: *node }));
+                out.push((t + duration, A::AgentCont { node: *node }));
+            }
+            FaultKind::NodeFreeze { node, duration } => {
+                out.push((t, A::Freeze { node: *node }));
+                out.push((t + duration, A::Thaw { node: *node }));
+            }
+            FaultKind::ControlLoss { duration } => {
+                out.push((t, A::ControlDown));
+                out.push((t + duration, A::ControlUp));
             }
         }
     }
@@ -263,6 +306,31 @@ impl Fault {
                     None => Ok(()),
                 }
             }
+            FaultKind::AgentCrash {
+                node,
+                restart_after,
+            } => {
+                let _ = write!(s, "kind = \"agent-crash\"\nnode = \"{}\"\n", name(node));
+                match restart_after {
+                    Some(r) => writeln!(s, "restart_after = {}", d(*r)),
+                    None => Ok(()),
+                }
+            }
+            FaultKind::AgentPause { node, duration } => write!(
+                s,
+                "kind = \"agent-pause\"\nnode = \"{}\"\nduration = {}\n",
+                name(node),
+                d(*duration)
+            ),
+            FaultKind::NodeFreeze { node, duration } => write!(
+                s,
+                "kind = \"node-freeze\"\nnode = \"{}\"\nduration = {}\n",
+                name(node),
+                d(*duration)
+            ),
+            FaultKind::ControlLoss { duration } => {
+                write!(s, "kind = \"control-loss\"\nduration = {}\n", d(*duration))
+            }
         };
         s
     }
@@ -342,6 +410,26 @@ impl Fault {
                 Some(d) => format!("drain {} for {}", name(node), fmt_ms(*d)),
                 None => format!("drain {}", name(node)),
             },
+            FaultKind::AgentCrash {
+                node,
+                restart_after,
+            } => match restart_after {
+                Some(r) => format!(
+                    "agent-crash on {}, restarted after {}",
+                    name(node),
+                    fmt_ms(*r)
+                ),
+                None => format!("agent-crash on {}, for good", name(node)),
+            },
+            FaultKind::AgentPause { node, duration } => {
+                format!("agent-pause on {} for {}", name(node), fmt_ms(*duration))
+            }
+            FaultKind::NodeFreeze { node, duration } => {
+                format!("node-freeze {} for {}", name(node), fmt_ms(*duration))
+            }
+            FaultKind::ControlLoss { duration } => {
+                format!("control-loss for {}", fmt_ms(*duration))
+            }
         };
         format!("{:>14}  {what}", fmt_ms(self.at))
     }
@@ -358,6 +446,10 @@ pub enum RandomKind {
     Flap,
     QuorumLoss,
     SchedulerRestart,
+    AgentCrash,
+    AgentPause,
+    NodeFreeze,
+    ControlLoss,
 }
 
 impl RandomKind {
@@ -369,6 +461,10 @@ impl RandomKind {
         ("flap", RandomKind::Flap),
         ("quorum-loss", RandomKind::QuorumLoss),
         ("scheduler-restart", RandomKind::SchedulerRestart),
+        ("agent-crash", RandomKind::AgentCrash),
+        ("agent-pause", RandomKind::AgentPause),
+        ("node-freeze", RandomKind::NodeFreeze),
+        ("control-loss", RandomKind::ControlLoss),
     ];
 }
 
@@ -433,6 +529,21 @@ impl RandomFaults {
                 },
                 RandomKind::SchedulerRestart => FaultKind::SchedulerRestart {
                     duration: rng.range(1_000, 30_000),
+                },
+                RandomKind::AgentCrash => FaultKind::AgentCrash {
+                    node,
+                    restart_after: Some(rec),
+                },
+                RandomKind::AgentPause => FaultKind::AgentPause {
+                    node,
+                    duration: rec,
+                },
+                RandomKind::NodeFreeze => FaultKind::NodeFreeze {
+                    node,
+                    duration: rec,
+                },
+                RandomKind::ControlLoss => FaultKind::ControlLoss {
+                    duration: rng.range(5_000, 120_000),
                 },
             };
             out.push(Fault { at: t, kind });

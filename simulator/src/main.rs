@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use berth_sim::policy::PolicyKind;
-use berth_sim::scenario::{self, Scenario};
+use berth_sim::scenario::{self, DataPath, Scenario};
 use berth_sim::{plot, report, runner, shrink, sweep};
 use clap::{Parser, Subcommand};
 use rayon::prelude::*;
@@ -48,6 +48,10 @@ enum Cmd {
         /// Print the last lines of each policy's event trace.
         #[arg(long)]
         trace: bool,
+        /// How Berth's containers reach their volumes, instead of the scenario's
+        /// `[berth] data_path`: fuse (through the agent) or direct.
+        #[arg(long)]
+        data_path: Option<String>,
     },
     /// Run many seeds of one or more scenarios in parallel and aggregate; shrink a failure.
     Sweep {
@@ -65,6 +69,10 @@ enum Cmd {
         /// Where to write the shrunk schedule of a failure.
         #[arg(long, default_value = "berth-sim-shrunk.toml")]
         shrunk: PathBuf,
+        /// How Berth's containers reach their volumes, instead of the scenario's
+        /// `[berth] data_path`: fuse (through the agent) or direct.
+        #[arg(long)]
+        data_path: Option<String>,
     },
     /// Shrink the fault schedule of a failing seed to a minimal one that still fails.
     Shrink {
@@ -77,6 +85,10 @@ enum Cmd {
         faults: Option<PathBuf>,
         #[arg(long, default_value = "berth-sim-shrunk.toml")]
         out: PathBuf,
+        /// How Berth's containers reach their volumes, instead of the scenario's
+        /// `[berth] data_path`: fuse (through the agent) or direct.
+        #[arg(long)]
+        data_path: Option<String>,
     },
 }
 
@@ -127,8 +139,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(path: &Path) -> Result<Scenario, Failure> {
-    scenario::load(path).map_err(|e| Failure::Usage(e.to_string()))
+fn load(path: &Path, data_path: &Option<String>) -> Result<Scenario, Failure> {
+    let mut scn = scenario::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
+    if let Some(d) = data_path {
+        scn.berth.data_path = DataPath::parse(d)
+            .ok_or_else(|| Failure::Usage(format!("--data-path `{d}`: expected fuse or direct")))?;
+    }
+    Ok(scn)
 }
 
 fn dispatch(cli: Cli) -> Result<Result<(), Failure>> {
@@ -141,8 +158,9 @@ fn dispatch(cli: Cli) -> Result<Result<(), Failure>> {
             plot,
             faults,
             trace,
+            data_path,
         } => (|| {
-            let scn = load(&scenario)?;
+            let scn = load(&scenario, &data_path)?;
             let ps = policies(&policy).map_err(Failure::Usage)?;
             let seed = seed.unwrap_or(scn.seed);
             let schedule = match &faults {
@@ -161,6 +179,9 @@ fn dispatch(cli: Cli) -> Result<Result<(), Failure>> {
             let mut repro = format!("berth-sim run {} --seed {seed}", scenario.display());
             if let Some(f) = &faults {
                 repro.push_str(&format!(" --faults {}", f.display()));
+            }
+            if let Some(d) = &data_path {
+                repro.push_str(&format!(" --data-path {d}"));
             }
             if trace {
                 for run in &rep.runs {
@@ -194,6 +215,7 @@ fn dispatch(cli: Cli) -> Result<Result<(), Failure>> {
             policy,
             report,
             shrunk,
+            data_path,
         } => (|| {
             if runs == 0 {
                 // An aggregate of nothing prints zeros that read like a clean bill of health.
@@ -204,7 +226,7 @@ fn dispatch(cli: Cli) -> Result<Result<(), Failure>> {
             let ps = policies(&policy).map_err(Failure::Usage)?;
             let mut scns = Vec::new();
             for s in &scenarios {
-                scns.push(load(s)?);
+                scns.push(load(s, &data_path)?);
             }
             let agg = sweep::sweep(&scns, runs, seed, &ps, true);
             print!("{}", sweep::summary(&agg));
@@ -228,8 +250,9 @@ fn dispatch(cli: Cli) -> Result<Result<(), Failure>> {
             policy,
             faults,
             out,
+            data_path,
         } => (|| {
-            let scn = load(&scenario)?;
+            let scn = load(&scenario, &data_path)?;
             let p = PolicyKind::parse(&policy).ok_or_else(|| {
                 Failure::Usage(format!("--policy `{policy}`: expected one policy"))
             })?;

@@ -95,7 +95,8 @@ fn parameters(scn: &Scenario) -> String {
     let (sw, bt) = (&scn.swarm, &scn.berth);
     format!(
         "swarm: heartbeat {} ±{} × {}, restart delay {}, start {} | berth: detect {} × {}, \
-         lease {}, fence {}, attach {}, promote {}, {}/s{}, start {} | manual: operator {}",
+         lease {}, fence lease {}, data path {}, fence {}, attach {}, promote {}, {}/s{}, start {} \
+         | manual: operator {}",
         fmt_ms(sw.heartbeat),
         fmt_ms(sw.heartbeat_jitter),
         sw.grace_multiplier,
@@ -104,6 +105,8 @@ fn parameters(scn: &Scenario) -> String {
         fmt_ms(bt.heartbeat),
         bt.misses,
         fmt_ms(bt.lease),
+        fmt_ms(bt.fence_lease),
+        bt.data_path.as_str(),
         fmt_ms(bt.fence),
         fmt_ms(bt.attach),
         fmt_ms(bt.promote),

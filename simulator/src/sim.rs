@@ -62,13 +62,14 @@ impl Sim<'_> {
             }
             Ev::BerthDetect { node, generation } => {
                 let n = &self.nodes[node as usize];
-                if n.generation != generation
+                if n.berth_generation != generation
                     || n.berth_down
                     || self.policy != policy::PolicyKind::Berth
                 {
                     return;
                 }
-                if !self.quorum || !self.scheduler_up {
+                // The verdict comes from the control service's heartbeats.
+                if !self.quorum || !self.scheduler_up || !self.control_up {
                     // Re-armed when the scheduler / quorum is back.
                     return;
                 }
@@ -80,7 +81,7 @@ impl Sim<'_> {
                 policy::berth::on_detect(self, node);
             }
             Ev::LeaseExpired { node, generation } => {
-                if self.nodes[node as usize].generation == generation {
+                if self.nodes[node as usize].berth_generation == generation {
                     self.log_event(format!(
                         "{}: leases expired",
                         self.node_names[node as usize]
@@ -88,6 +89,7 @@ impl Sim<'_> {
                 }
             }
             Ev::TaskReady { task } => self.on_task_ready(task),
+            Ev::StopTask { task } => self.stop_task(task),
             Ev::Resynced { copy } => {
                 let d = self.copies[copy as usize].dataset;
                 let svc = self.datasets[d as usize].service;
@@ -110,6 +112,24 @@ impl Sim<'_> {
             }
             Ev::Retry => policy::berth::retry_dropped(self),
         }
+    }
+
+    /// The container has stopped (it may have died meanwhile); the managers no longer count
+    /// it in its slot.
+    fn stop_task(&mut self, t: u32) {
+        let task = &mut self.tasks[t as usize];
+        task.desired = false;
+        if task.alive() {
+            task.state = TaskState::Stopped;
+        }
+        if task.ended.is_none() {
+            task.ended = Some(self.now);
+        }
+        let slot = task.slot_idx;
+        self.slots[slot as usize].tasks.retain(|x| *x != t);
+        self.tasks_gen += 1;
+        // Its node may take a standby now (a replica's node takes none).
+        self.repair_standbys();
     }
 
     fn on_task_ready(&mut self, t: u32) {

@@ -4,6 +4,11 @@
 //! the engine's views. The loop that advances it is `sim.rs`; the reactions are `policy/`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_volume::datapath::MountGate;
+use berth_volume::lease::{AgentTiming, Keeper};
 
 use berth_scheduler::constraint::{self, Constraint};
 use berth_scheduler::executor::{self, Driver, StandbyFacts, Timers};
@@ -20,10 +25,22 @@ use crate::scenario::Scenario;
 use crate::storage::{CopyRt, DatasetRt};
 use crate::trace::Trace;
 use crate::violation::Violation;
-use crate::world::{Beats, NodeRt, ServiceRt, SlotRt, TaskRt, TaskState};
+use crate::world::{AgentState, Beats, NodeRt, ServiceRt, SlotRt, TaskRt, TaskState};
 
 /// Trace lines kept for the failure report (and `run --trace`).
 pub const TRACE_LINES: usize = 400;
+
+/// The agent's own defaults (`berth-volume agent`): its drift margin is what the gate keeps
+/// back from the lease.
+pub fn agent_timing() -> AgentTiming {
+    AgentTiming::default()
+}
+
+/// An instant of the simulator's clock on the agent's boot clock: the simulated node booted
+/// when the run started, and its clock counts through a freeze.
+pub fn boot(t: Ms) -> Duration {
+    Duration::from_millis(t)
+}
 
 pub struct Sim<'a> {
     pub scn: &'a Scenario,
@@ -39,6 +56,11 @@ pub struct Sim<'a> {
     pub copies: Vec<CopyRt>,
     pub quorum: bool,
     pub scheduler_up: bool,
+    /// The volume control service answers (no `control-loss` under way).
+    pub control_up: bool,
+    /// Per slot (service, slot): when Swarm's stop of its task on a lost but reachable node
+    /// lands, which may be after the stop step is over (it waits at most for the lease).
+    pub pending_stop: BTreeMap<(String, u64), Ms>,
     /// The engine's failover executor (Berth's, or the operator following its plans), in the
     /// driver `berth run` uses too; the simulator's event queue runs its timers, and it keeps
     /// no journal (a scheduler restart here is one without state).
@@ -97,8 +119,20 @@ impl<'a> Sim<'a> {
                     crate::rng::Stream::BerthHeartbeat,
                     u64::from(i),
                 );
+                let keeper = Arc::new(Keeper::new(agent_timing()));
                 NodeRt {
                     up: true,
+                    frozen: false,
+                    agent: AgentState::Running,
+                    agent_since: 0,
+                    keeper,
+                    fed: None,
+                    mounts: Vec::new(),
+                    berth_contact: true,
+                    berth_generation: 0,
+                    berth_lost_at: None,
+                    berth_reconnects: 0,
+                    berth_since: 0,
                     reach_managers: true,
                     reach_storage: true,
                     draining: false,
@@ -108,7 +142,6 @@ impl<'a> Sim<'a> {
                     fenced: false,
                     generation: 0,
                     reconnects: 0,
-                    lost_at: None,
                     berth_phase: prng.range(0, bt.heartbeat - 1),
                     beats: Beats::new(seed, i, sw.heartbeat, sw.heartbeat_jitter),
                 }
@@ -136,6 +169,8 @@ impl<'a> Sim<'a> {
             copies: Vec::new(),
             quorum: true,
             scheduler_up: true,
+            control_up: true,
+            pending_stop: BTreeMap::new(),
             driver: Driver::new(
                 executor::Config {
                     incremental: bt.incremental,
@@ -168,6 +203,10 @@ impl<'a> Sim<'a> {
             faults,
             double_log: Vec::new(),
         };
+        // Every agent holds a lease when the run starts (it registered and beat at 0).
+        for n in 0..sim.nodes.len() as u32 {
+            sim.feed_lease(n, 0);
+        }
         sim.place_initial()?;
         for (t, a) in timeline(&sim.faults) {
             sim.q.push(t, Ev::Fault(a));
@@ -408,7 +447,20 @@ impl<'a> Sim<'a> {
             copy,
             started: self.now,
             ended: None,
+            gate: None,
         });
+        if self.policy == PolicyKind::Berth && slot.dataset.is_some() {
+            // The Mount claims the volume at the control service in the agent's current lease
+            // period; its writes pass the gate from then on.
+            let rt = &mut self.nodes[node as usize];
+            let name = slot
+                .dataset
+                .map(|d| self.datasets[d as usize].name.clone())
+                .unwrap_or_default();
+            let gate = MountGate::new(&name, Some(rt.keeper.clone()), rt.keeper.period());
+            rt.mounts.push(id);
+            self.tasks[id as usize].gate = Some(gate);
+        }
         self.slots[slot_idx as usize].tasks.push(id);
         if let Some(d) = self.slots[slot_idx as usize].dataset {
             let ds = &mut self.datasets[d as usize];

@@ -8,8 +8,11 @@ use berth_scheduler::model::Backend;
 use crate::clock::Ms;
 use crate::event::Ev;
 use crate::policy_kind::PolicyKind;
+use crate::scenario::DataPath;
 use crate::state::Sim;
-use crate::world::TaskState;
+use crate::state::boot;
+use crate::world::{AgentState, TaskState};
+use berth_volume::lease::Admit;
 
 impl Sim<'_> {
     pub(crate) fn on_write(&mut self, s: u32) {
@@ -30,13 +33,25 @@ impl Sim<'_> {
                 return;
             }
             svc.acked += 1;
+            // Each member taking the write has everything before it first: one that missed
+            // writes (its lease held them) catches up from the primary's log as it rejoins,
+            // as a database's replication does. Copies stay prefixes of one history.
+            let mut members = Vec::new();
             for slot in &self.slots[first..first + replicas] {
                 let Some(d) = slot.dataset else { continue };
                 for &w in &self.datasets[d as usize].writers {
                     if let Some(c) = self.tasks[w as usize].copy {
-                        self.copies[c as usize].len += 1;
+                        members.push(c);
                     }
                 }
+            }
+            let head = members
+                .iter()
+                .map(|&c| self.copies[c as usize].len)
+                .max()
+                .unwrap_or(0);
+            for c in members {
+                self.copies[c as usize].len = head + 1;
             }
             return;
         }
@@ -65,49 +80,78 @@ impl Sim<'_> {
     }
 
     /// Whether task `t` can acknowledge a write to dataset `d` right now.
+    ///
+    /// Storage as it is: `shared` gives every epoch the same directory, so nothing there
+    /// refuses an old holder; `replicated` and `local` hold a copy per node, and a moved or
+    /// promoted dataset lives on at a new epoch elsewhere (its standby takes no shipment from
+    /// an older one), so an old holder's writes land on a copy nobody continues from — lost,
+    /// and a second writer while they are acknowledged. Under Berth the data path decides
+    /// ([`DataPath`]).
     pub(crate) fn writable(&self, t: u32, d: u32) -> bool {
         let task = &self.tasks[t as usize];
         if task.state != TaskState::Running {
             return false;
         }
         let node = &self.nodes[task.node as usize];
-        if !node.up {
+        // A frozen container writes nothing until it thaws.
+        if !node.up || node.frozen {
             return false;
         }
         let Some(c) = task.copy else { return false };
         let copy = &self.copies[c as usize];
-        if !copy.alive || copy.revoked || copy.ready_at > self.now {
+        let bt = &self.scn.berth;
+        let berth = self.policy == PolicyKind::Berth;
+        let direct = berth && bt.data_path == DataPath::Direct;
+        // A revoked copy is still on the old node's disk: only the agent keeps a container
+        // from it.
+        if !copy.alive || (copy.revoked && !direct) || copy.ready_at > self.now {
             return false;
         }
         let ds = &self.datasets[d as usize];
-        let berth = self.policy == PolicyKind::Berth;
-        match ds.backend {
-            // Shared storage enforces the epoch itself: a fenced holder is refused even when
-            // the managers cannot reach it.
-            Backend::Shared => {
-                if !node.reach_storage || task.epoch < ds.epoch {
-                    return false;
-                }
-            }
-            // Berth's volume driver refuses an old epoch once it hears of the new one.
-            _ => {
-                if berth && node.reach_managers && task.epoch < ds.epoch {
-                    return false;
-                }
-            }
-        }
-        if berth
-            && let Some(lost) = node.lost_at
-            && self.now >= lost + self.scn.berth.lease
-        {
+        if ds.backend == Backend::Shared && !node.reach_storage {
             return false;
         }
-        true
+        if !berth {
+            return true;
+        }
+        match bt.data_path {
+            // Served by the agent: a dead agent's mount fails (ENOTCONN), a paused one's
+            // writes wait in the kernel, and a running one passes a write only when its gate
+            // — berth-volume's own rule, on its own lease — admits it.
+            DataPath::Fuse => {
+                node.agent == AgentState::Running
+                    && task
+                        .gate
+                        .as_ref()
+                        .is_some_and(|g| g.check(boot(self.now)) == Admit::Go)
+            }
+            // The container writes the copy itself. Only the agent stops it: once its lease
+            // has ended without contact (its watchdog, `berth.lease` after losing it) — if it
+            // runs, and a stop's time after it ran again — or when its claim is refused
+            // (`revalidate`, then the container stops).
+            DataPath::Direct => {
+                let fenced_by_agent = node.agent_runs()
+                    && node.berth_lost_at.is_some_and(|lost| {
+                        self.now >= (lost + bt.lease).max(node.agent_since + bt.stop_latency)
+                    });
+                !fenced_by_agent
+            }
+        }
     }
 
     /// Recomputes writers and availability, and runs the checker.
     pub fn refresh(&mut self) {
         let now = self.now;
+        if self.policy == PolicyKind::Berth {
+            // Each holder's agent has had the heartbeats it sent meanwhile answered.
+            for d in 0..self.datasets.len() {
+                let slot = self.datasets[d].slot_idx as usize;
+                for i in 0..self.slots[slot].tasks.len() {
+                    let t = self.slots[slot].tasks[i];
+                    self.sync_lease(self.tasks[t as usize].node);
+                }
+            }
+        }
         for d in 0..self.datasets.len() {
             let slot = self.datasets[d].slot_idx as usize;
             let mut writers = std::mem::take(&mut self.datasets[d].writers);

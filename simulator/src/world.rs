@@ -6,6 +6,11 @@
 //! `model::Cluster` built from what the managers could know (a partitioned node's containers
 //! still look "running" to them, a dead container on a reachable node does not).
 
+use std::sync::Arc;
+
+use berth_volume::datapath::MountGate;
+use berth_volume::lease::Keeper;
+
 use crate::clock::Ms;
 use crate::rng::{SimRng, Stream};
 
@@ -51,9 +56,43 @@ impl Beats {
     }
 }
 
+/// The node's volume agent (`berth-volume agent`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AgentState {
+    Running,
+    /// Killed: with the FUSE data path, its mounts died with it (`ENOTCONN`).
+    Dead,
+    /// Stopped (SIGSTOP, a hang): it neither heartbeats nor serves a write.
+    Paused,
+}
+
 pub struct NodeRt {
     /// Powered, with its engine running.
     pub up: bool,
+    /// Every process on the node is stopped (a paused VM): nothing runs, beats or writes.
+    pub frozen: bool,
+    pub agent: AgentState,
+    /// When the agent last became able to act (started, resumed, thawed).
+    pub agent_since: Ms,
+    /// The agent's lease as the agent keeps it: berth-volume's own keeper, fed with the
+    /// heartbeats that reach the control service (`Sim::sync_lease`).
+    pub keeper: Arc<Keeper>,
+    /// When the last heartbeat the keeper was fed was sent.
+    pub fed: Option<Ms>,
+    /// Stateful tasks on the node with a mount served by its agent (their gates).
+    pub mounts: Vec<u32>,
+    /// The agent's heartbeats reach the control service (Berth's liveness and leases).
+    pub berth_contact: bool,
+    /// As `generation`, for Berth's timers (detection, lease end), bumped when the agent's
+    /// heartbeats stop or resume.
+    pub berth_generation: u64,
+    /// When the agent's heartbeats stopped reaching the control service, while they still do
+    /// not.
+    pub berth_lost_at: Option<Ms>,
+    /// Times its heartbeats came back (Berth's executor sees a return by it).
+    pub berth_reconnects: u64,
+    /// When its heartbeats last resumed: it beats at once, then on its grid.
+    pub berth_since: Ms,
     /// Reaches the managers (and so the Raft leader's dispatcher and Berth's detector).
     pub reach_managers: bool,
     /// Reaches shared storage.
@@ -73,16 +112,25 @@ pub struct NodeRt {
     pub generation: u64,
     /// Times it regained the managers (Berth's executor sees a return by it).
     pub reconnects: u64,
-    /// When the node last lost the managers, while it still has not regained them.
-    pub lost_at: Option<Ms>,
     /// Berth's heartbeat phase within its period.
     pub berth_phase: Ms,
     pub beats: Beats,
 }
 
 impl NodeRt {
+    /// Reaches the managers: Swarm's heartbeats, and dockerd can be told to stop a task.
     pub fn in_contact(&self) -> bool {
-        self.up && self.reach_managers
+        self.up && self.reach_managers && !self.frozen
+    }
+
+    /// Its agent heartbeats the control service (`control_up`: the service is reachable).
+    pub fn lease_contact(&self, control_up: bool) -> bool {
+        self.in_contact() && self.agent == AgentState::Running && control_up
+    }
+
+    /// The agent can act on the node (serve a write, stop a container).
+    pub fn agent_runs(&self) -> bool {
+        self.up && !self.frozen && self.agent == AgentState::Running
     }
 }
 
@@ -113,6 +161,9 @@ pub struct TaskRt {
     pub copy: Option<u32>,
     pub started: Ms,
     pub ended: Option<Ms>,
+    /// Berth, stateful: the gate of the mount its node's agent serves it (with `direct`, only
+    /// whether its claim was refused is used).
+    pub gate: Option<Arc<MountGate>>,
 }
 
 impl TaskRt {

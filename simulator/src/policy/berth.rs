@@ -37,15 +37,15 @@ pub fn on_drain(sim: &mut Sim, _node: u32) {
 /// let the executor catch up (re-plan every node already declared dead, restart what died on
 /// reachable nodes, resume drains).
 pub fn catch_up(sim: &mut Sim) {
-    if !sim.quorum || !sim.scheduler_up {
+    if !sim.quorum || !sim.scheduler_up || !sim.control_up {
         return;
     }
     let bt = &sim.scn.berth;
     let wait = bt.heartbeat * bt.misses;
     for n in 0..sim.nodes.len() as u32 {
         let rt = &sim.nodes[n as usize];
-        if !rt.in_contact() && !rt.berth_down {
-            let generation = rt.generation;
+        if !rt.berth_contact && !rt.berth_down {
+            let generation = rt.berth_generation;
             sim.q.push(
                 sim.now + wait,
                 Ev::BerthDetect {

@@ -124,6 +124,8 @@ pub struct BerthFile {
     pub stop_latency: Option<Dur>,
     pub plan: Option<Dur>,
     pub restart: Option<Dur>,
+    /// `fuse` (default) or `direct`: how containers reach their volumes.
+    pub data_path: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -218,7 +220,10 @@ pub struct FaultFile {
     pub zone: Option<Spanned<String>>,
     /// crash, zone-loss: when the node boots again (absent: never).
     pub recover_after: Option<Dur>,
-    /// partition, slow-disk, quorum-loss, scheduler-restart, drain: how long it lasts.
+    /// agent-crash: when the agent is started again (absent: never).
+    pub restart_after: Option<Dur>,
+    /// partition, slow-disk, quorum-loss, scheduler-restart, drain, agent-pause, node-freeze,
+    /// control-loss: how long it lasts.
     pub duration: Option<Dur>,
     /// partition: whether the cut-off node still reaches its storage (default true).
     pub storage: Option<bool>,

@@ -18,7 +18,8 @@ use toml::Spanned;
 
 use super::file::{self, File};
 use super::{
-    BerthTiming, Bounds, DataSpec, ManualTiming, NodeSpec, Scenario, ServiceSpec, SwarmTiming,
+    BerthTiming, Bounds, DataPath, DataSpec, ManualTiming, NodeSpec, Scenario, ServiceSpec,
+    SwarmTiming,
 };
 use crate::clock::{MINUTE, SECOND};
 use crate::faults::{Fault, FaultKind, RandomFaults, RandomKind};
@@ -568,6 +569,15 @@ fn resolve_timings(
         stop_latency: ms(f.berth.stop_latency, SECOND),
         plan: ms(f.berth.plan, 50),
         restart: ms(f.berth.restart, 10 * SECOND),
+        data_path: match &f.berth.data_path {
+            None => DataPath::Fuse,
+            Some(s) => DataPath::parse(s.get_ref()).ok_or_else(|| {
+                err(
+                    s.span(),
+                    format!("unknown data path `{}` (known: fuse, direct)", s.get_ref()),
+                )
+            })?,
+        },
     };
     if berth.heartbeat == 0 {
         return Err(err(0..0, "[berth]: heartbeat must be above zero".into()));
@@ -669,12 +679,28 @@ fn resolve_faults(
                 node: one_node()?,
                 duration: ff.duration.map(|d| d.ms()),
             },
+            "agent-crash" => FaultKind::AgentCrash {
+                node: one_node()?,
+                restart_after: ff.restart_after.map(|d| d.ms()),
+            },
+            "agent-pause" => FaultKind::AgentPause {
+                node: one_node()?,
+                duration: need(ff.duration, &kspan, "duration", kind)?,
+            },
+            "node-freeze" => FaultKind::NodeFreeze {
+                node: one_node()?,
+                duration: need(ff.duration, &kspan, "duration", kind)?,
+            },
+            "control-loss" => FaultKind::ControlLoss {
+                duration: need(ff.duration, &kspan, "duration", kind)?,
+            },
             other => {
                 return Err(err(
                     kspan,
                     format!(
                         "unknown fault kind `{other}` (known: crash, zone-loss, partition, \
-                         disk-loss, slow-disk, flap, quorum-loss, scheduler-restart, drain)"
+                         disk-loss, slow-disk, flap, quorum-loss, scheduler-restart, drain, \
+                         agent-crash, agent-pause, node-freeze, control-loss)"
                     ),
                 ));
             }

@@ -57,6 +57,40 @@ pub struct BerthTiming {
     pub plan: Ms,
     /// How long the scheduler is away in a `scheduler-restart` fault unless the fault says.
     pub restart: Ms,
+    /// How Berth's containers reach their volumes (`berth-volume agent --data-path`).
+    pub data_path: DataPath,
+}
+
+/// How a container reaches its volume: what decides whether a write of a node whose agent is
+/// dead, paused or frozen, or whose lease ended, gets through (ARCHITECTURE.md, "Fencing").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataPath {
+    /// Served by the node's agent (FUSE): a write passes only while the agent runs and its
+    /// gate admits it (`berth_volume::datapath::MountGate::check`, on the agent's lease kept
+    /// by `berth_volume::lease::Keeper`).
+    Fuse,
+    /// The container writes the copy itself; only a running agent stops it, when its lease
+    /// has ended (`berth.lease` after losing contact, the agent's watchdog before the data
+    /// path) or its mount's claim is refused. A dead or paused agent stops nothing.
+    Direct,
+}
+
+impl DataPath {
+    pub fn parse(s: &str) -> Option<DataPath> {
+        match s {
+            "fuse" => Some(DataPath::Fuse),
+            "direct" => Some(DataPath::Direct),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataPath::Fuse => "fuse",
+            DataPath::Direct => "direct",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

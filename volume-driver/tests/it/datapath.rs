@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    AgentSvc, ControlSvc, FakeEngine, Writer, api, free_port, fuse_available, wait_until,
+    AgentSvc, ControlSvc, FAST_LEASE_CONTROL, FakeEngine, Writer, api, free_port, fuse_agent,
+    fuse_available, wait_until,
 };
 
 struct Node {
@@ -31,14 +32,7 @@ fn node() -> Node {
         &dir.path().join("state"),
         None,
         format!("127.0.0.1:{}", free_port()),
-        &[
-            "--heartbeat-interval",
-            "200ms",
-            "--heartbeat-misses",
-            "3",
-            "--lease",
-            "2s",
-        ],
+        FAST_LEASE_CONTROL,
     );
     let engine_sock = dir.path().join("engine.sock");
     let engine = FakeEngine::start(&engine_sock, "w", "a");
@@ -49,18 +43,7 @@ fn node() -> Node {
         &dir.path().join("a"),
         &dir.path().join("shared"),
         &control.url(),
-        &[
-            "--heartbeat-interval",
-            "200ms",
-            "--self-fence-deadline",
-            "600ms",
-            "--drift-margin",
-            "200ms",
-            "--docker-socket",
-            &engine_arg,
-            "--data-path",
-            "fuse",
-        ],
+        &fuse_agent(&engine_arg),
     );
     Node {
         dir,

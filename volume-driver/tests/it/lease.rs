@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    AgentSvc, ControlSvc, FakeEngine, Proxy, Writer, api, free_port, raw, wait_until,
+    AgentSvc, ControlSvc, FAST_LEASE_CONTROL, FakeEngine, Proxy, Writer, api, free_port,
+    fuse_agent, raw, wait_until,
 };
 
 fn metric(text: &str, series: &str) -> Option<f64> {
@@ -49,14 +50,7 @@ fn an_agent_cut_off_from_control_holds_writes_at_its_lease_end_and_refuses_them_
         &dir.path().join("state"),
         None,
         format!("127.0.0.1:{}", free_port()),
-        &[
-            "--heartbeat-interval",
-            "200ms",
-            "--heartbeat-misses",
-            "3",
-            "--lease",
-            "2s",
-        ],
+        FAST_LEASE_CONTROL,
     );
     let proxy = Proxy::start(&control.addr);
     let engine_sock = dir.path().join("engine.sock");
@@ -69,18 +63,7 @@ fn an_agent_cut_off_from_control_holds_writes_at_its_lease_end_and_refuses_them_
         &dir.path().join("a"),
         &dir.path().join("shared"),
         &proxy.url(),
-        &[
-            "--heartbeat-interval",
-            "200ms",
-            "--self-fence-deadline",
-            "600ms",
-            "--drift-margin",
-            "200ms",
-            "--docker-socket",
-            &engine_arg,
-            "--data-path",
-            "fuse",
-        ],
+        &fuse_agent(&engine_arg),
     );
     assert_eq!(
         a.call("/VolumeDriver.Create", r#"{"Name":"w","Opts":{}}"#)["Err"],

@@ -450,6 +450,34 @@ impl Drop for TwoNodes {
     }
 }
 
+/// A control service with 2 s leases and 200 ms heartbeats: lease tests see a fence within
+/// seconds.
+pub const FAST_LEASE_CONTROL: &[&str] = &[
+    "--heartbeat-interval",
+    "200ms",
+    "--heartbeat-misses",
+    "3",
+    "--lease",
+    "2s",
+];
+
+/// An agent matching `FAST_LEASE_CONTROL`, serving its mounts through FUSE, its containers
+/// those of the engine stand-in listening on `engine`.
+pub fn fuse_agent(engine: &str) -> [&str; 10] {
+    [
+        "--heartbeat-interval",
+        "200ms",
+        "--self-fence-deadline",
+        "600ms",
+        "--drift-margin",
+        "200ms",
+        "--docker-socket",
+        engine,
+        "--data-path",
+        "fuse",
+    ]
+}
+
 /// Whether this machine can serve FUSE mounts (root and /dev/fuse). Outside CI a test that needs
 /// it says NOT RUN and returns; under `CI=true` a missing prerequisite fails the test.
 pub fn fuse_available(test: &str) -> bool {
