@@ -59,6 +59,8 @@ struct FakeSwarm {
     state: Mutex<SwarmState>,
     w1: W1,
     election: Option<Election>,
+    /// When the swarm was read (ms of the test's clock).
+    reads: Mutex<Vec<u64>>,
     clock: Arc<ManualClock>,
     log: Log,
     next_id: Mutex<u32>,
@@ -143,6 +145,7 @@ impl FakeSwarm {
             }),
             w1,
             election: None,
+            reads: Mutex::new(Vec::new()),
             clock,
             log,
             next_id: Mutex::new(2),
@@ -181,6 +184,7 @@ impl FakeSwarm {
 
 impl DockerApi for FakeSwarm {
     async fn state(&self) -> Result<SwarmState, DockerError> {
+        self.reads.lock().unwrap().push(self.clock.now_ms());
         let mut st = self.state.lock().unwrap().clone();
         match self.election.map(|e| e.phase(self.clock.now_ms())) {
             Some(0) => {
@@ -683,5 +687,38 @@ async fn a_swarm_api_outage_is_retried_every_second_not_at_the_error_backoff() {
     assert!(
         (8_000..9_300).contains(&create),
         "started {create} ms in: within a second of Swarm's API answering (8 s): {log:#?}"
+    );
+}
+
+/// A slot that finds no node for good (every node stays unknown) has the swarm read every second
+/// only for `room_poll_for` (60 s), then at the resync's pace: a slot with nowhere to go does
+/// not cost a read of the whole swarm every second forever.
+#[tokio::test]
+async fn a_slot_with_nowhere_to_go_is_not_polled_for_ever() {
+    let election = Election {
+        no_leader_until: 0,
+        unknown_until: u64::MAX,
+        events: false,
+    };
+    let (log, swarm) = run_failover_in(
+        W1::Down,
+        LEASE_END,
+        Duration::from_secs(150),
+        Some(election),
+    )
+    .await;
+    assert!(
+        !what(&log).iter().any(|w| w.starts_with("create")),
+        "{log:#?}"
+    );
+    let reads = swarm.reads.lock().unwrap().clone();
+    let between = |a: u64, b: u64| reads.iter().filter(|t| (a..b).contains(*t)).count();
+    assert!(
+        between(10_000, 50_000) >= 30,
+        "read every second while it waits: {reads:?}"
+    );
+    assert!(
+        between(80_000, 150_000) <= 14,
+        "then at the resync's pace (10 s): {reads:?}"
     );
 }

@@ -63,6 +63,9 @@ pub struct Config {
     /// it (every node not Ready, as after Swarm's managers elected a new leader): nodes turn
     /// Ready again without an event, and the slot should start as soon as one does.
     pub room_poll: Duration,
+    /// For how long a slot's wait keeps that pace; after it (no node came back: the slot
+    /// really has nowhere to go) the swarm is read at `resync` again, events aside.
+    pub room_poll_for: Duration,
 }
 
 impl Default for Config {
@@ -76,6 +79,7 @@ impl Default for Config {
             stop_wait: Duration::from_secs(5),
             swarm_retry: Duration::from_secs(1),
             room_poll: Duration::from_secs(1),
+            room_poll_for: Duration::from_secs(60),
         }
     }
 }
@@ -618,6 +622,8 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
         let mut backoff = self.config.backoff;
         // Since when Swarm's API has not answered a pass (monotonic ms), for the log.
         let mut swarm_down_since: Option<u64> = None;
+        // Since when a lost node's slot has waited for a node to be Ready (monotonic ms).
+        let mut room_since: Option<u64> = None;
         loop {
             // Leadership gate: a standby keeps its API and its reads (events, liveness) but
             // acts on nothing; it waits to lead. Its executor is paused, so that on taking
@@ -707,10 +713,18 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
                 (timer, d.executor().waits_for_room())
             };
             let wait = timer.map_or(wait, |t| t.min(wait));
-            let wait = if room {
-                wait.min(self.config.room_poll)
+            let now = self.clock.now_ms();
+            room_since = if room {
+                Some(room_since.unwrap_or(now))
             } else {
-                wait
+                None
+            };
+            let poll_for = u64::try_from(self.config.room_poll_for.as_millis()).unwrap_or(u64::MAX);
+            let wait = match room_since {
+                Some(since) if now.saturating_sub(since) < poll_for => {
+                    wait.min(self.config.room_poll)
+                }
+                _ => wait,
             };
             tokio::select! {
                 _ = &mut shutdown => break,
