@@ -20,6 +20,7 @@ pub struct Metrics {
     registry: Registry,
     pub reconciles: IntCounter,
     pub reconcile_errors: IntCounter,
+    pub swarm_unavailable: IntCounter,
     pub reconcile_seconds: Histogram,
     pub pending_tasks: IntGauge,
     pub templates: IntGauge,
@@ -215,6 +216,10 @@ impl Metrics {
             reconcile_errors: counter(
                 "berth_reconcile_errors_total",
                 "Reconcile passes that failed (Docker unreachable, a refused update, bad labels); each is retried with backoff.",
+            ),
+            swarm_unavailable: counter(
+                "berth_swarm_unavailable_total",
+                "Reconcile passes that failed because Swarm's API did not answer (a manager election, the local manager away); retried every second at most, also counted in berth_reconcile_errors_total.",
             ),
             pending_tasks: gauge(
                 "berth_pending_tasks",

@@ -31,9 +31,36 @@ enum W1 {
     Down,
 }
 
+/// Swarm's own leader lost (it died with w1): until `no_leader_until` (ms of the test's clock)
+/// its API answers nothing, then every node is `unknown` until `unknown_until`, while each
+/// reconnects to the new leader, as SwarmKit's dispatcher reports them.
+#[derive(Clone, Copy)]
+struct Election {
+    no_leader_until: u64,
+    unknown_until: u64,
+    /// Whether the engine sends an event when the nodes are Ready again (a node `update`).
+    events: bool,
+}
+
+impl Election {
+    /// 0: no leader, 1: nodes unknown, 2: settled.
+    fn phase(&self, now: u64) -> u8 {
+        if now < self.no_leader_until {
+            0
+        } else if now < self.unknown_until {
+            1
+        } else {
+            2
+        }
+    }
+}
+
 struct FakeSwarm {
     state: Mutex<SwarmState>,
     w1: W1,
+    election: Option<Election>,
+    /// When the swarm was read (ms of the test's clock).
+    reads: Mutex<Vec<u64>>,
     clock: Arc<ManualClock>,
     log: Log,
     next_id: Mutex<u32>,
@@ -117,6 +144,8 @@ impl FakeSwarm {
                 tasks: vec![task("t1", "slot1", "w1")],
             }),
             w1,
+            election: None,
+            reads: Mutex::new(Vec::new()),
             clock,
             log,
             next_id: Mutex::new(2),
@@ -155,7 +184,23 @@ impl FakeSwarm {
 
 impl DockerApi for FakeSwarm {
     async fn state(&self) -> Result<SwarmState, DockerError> {
-        Ok(self.state.lock().unwrap().clone())
+        self.reads.lock().unwrap().push(self.clock.now_ms());
+        let mut st = self.state.lock().unwrap().clone();
+        match self.election.map(|e| e.phase(self.clock.now_ms())) {
+            Some(0) => {
+                return Err(DockerError::Unavailable(
+                    "503 The swarm does not have a leader".into(),
+                ));
+            }
+            Some(1) => {
+                for n in &mut st.nodes {
+                    n.status.as_mut().expect("a status").state =
+                        Some(bollard_stubs::models::NodeState::UNKNOWN);
+                }
+            }
+            _ => {}
+        }
+        Ok(st)
     }
 
     async fn create_service(&self, spec: ServiceSpec) -> Result<String, DockerError> {
@@ -255,7 +300,25 @@ impl DockerApi for FakeSwarm {
     }
 
     fn changes(&self) -> BoxStream<'static, Result<(), DockerError>> {
-        Box::pin(futures_util::stream::pending())
+        let Some(e) = self.election.filter(|e| e.events) else {
+            return Box::pin(futures_util::stream::pending());
+        };
+        // An event when the nodes are Ready again (node `update` events); none for the
+        // election itself, which changes no object.
+        let clock = self.clock.clone();
+        let first = e.phase(clock.now_ms());
+        Box::pin(futures_util::stream::unfold(first, move |last| {
+            let clock = clock.clone();
+            async move {
+                loop {
+                    clock.sleep(Duration::from_millis(100)).await;
+                    let p = e.phase(clock.now_ms());
+                    if p != last && p == 2 {
+                        return Some((Ok(()), p));
+                    }
+                }
+            }
+        }))
     }
 }
 
@@ -374,9 +437,20 @@ async fn run_failover(
     lease_end: u64,
     total: Duration,
 ) -> (Vec<(u64, String)>, Arc<FakeSwarm>) {
+    run_failover_in(w1, lease_end, total, None).await
+}
+
+async fn run_failover_in(
+    w1: W1,
+    lease_end: u64,
+    total: Duration,
+    election: Option<Election>,
+) -> (Vec<(u64, String)>, Arc<FakeSwarm>) {
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let log: Log = Arc::default();
-    let swarm = Arc::new(FakeSwarm::new(w1, clock.clone(), log.clone()));
+    let mut swarm = FakeSwarm::new(w1, clock.clone(), log.clone());
+    swarm.election = election;
+    let swarm = Arc::new(swarm);
     let control = FakeControl::new(lease_end, clock.clone(), log.clone());
     let controller = Arc::new(
         Controller::with_control(
@@ -552,4 +626,99 @@ async fn a_replayed_stop_is_a_no_op() {
         ["update app_db-1 to 0 replicas"]
     );
     assert!(!swarm.task_runs("slot1", "w1"));
+}
+
+/// The manager running `berth run` died with w1 and took Swarm's leader with it: Swarm's API
+/// answers nothing for 8 s (its managers elect a new leader), then reports every node unknown
+/// for 1.5 s. The failover neither gives up on the API's errors nor backs off past the
+/// election, and the slot left without a target while every node is unknown is planned again
+/// once w2 is Ready — whether or not an event says so (the swarm is read every second while
+/// the slot waits): it starts on w2 within a second or so of that, fenced once.
+#[tokio::test]
+async fn a_failover_waits_out_swarm_s_leader_election_and_starts_once_a_node_is_ready() {
+    for events in [true, false] {
+        a_failover_across_swarm_s_leader_election(events).await;
+    }
+}
+
+async fn a_failover_across_swarm_s_leader_election(events: bool) {
+    let election = Election {
+        no_leader_until: 8_000,
+        unknown_until: 9_500,
+        events,
+    };
+    let (log, swarm) =
+        run_failover_in(W1::Down, LEASE_END, Duration::from_secs(20), Some(election)).await;
+    let (_, create) = at(&log, "create app_db-1 on w2");
+    assert!(
+        (9_500..11_000).contains(&create),
+        "events {events}: started {create} ms in: not before w2 was Ready (9.5 s), nor long after: {log:#?}"
+    );
+    // The fence of the plan that found no target is replayed by the next plan, not repeated:
+    // the data moves at epoch 4, one above the holder's.
+    assert!(
+        what(&log).contains(&"assign db-1 to w2 at 4 (Move)"),
+        "{log:#?}"
+    );
+    let st = swarm.state.lock().unwrap().clone();
+    let new = st
+        .services
+        .iter()
+        .find(|s| s.spec.as_ref().and_then(|s| s.name.as_deref()) == Some("app_db-1"))
+        .and_then(|s| s.id.clone())
+        .expect("the slot's service");
+    assert!(swarm.task_runs(&new, "w2"), "the slot runs on w2");
+}
+
+/// Swarm's API does not answer for 8 s and no event comes when it does again: the passes that
+/// fail meanwhile are retried at most a second apart, not at the errors' exponential backoff
+/// (which would have reached 8 s by then), so the failover goes on within a second of the
+/// election's end.
+#[tokio::test]
+async fn a_swarm_api_outage_is_retried_every_second_not_at_the_error_backoff() {
+    let election = Election {
+        no_leader_until: 8_000,
+        unknown_until: 8_000,
+        events: false,
+    };
+    let (log, _) =
+        run_failover_in(W1::Down, LEASE_END, Duration::from_secs(20), Some(election)).await;
+    let (_, create) = at(&log, "create app_db-1 on w2");
+    assert!(
+        (8_000..9_300).contains(&create),
+        "started {create} ms in: within a second of Swarm's API answering (8 s): {log:#?}"
+    );
+}
+
+/// A slot that finds no node for good (every node stays unknown) has the swarm read every second
+/// only for `room_poll_for` (60 s), then at the resync's pace: a slot with nowhere to go does
+/// not cost a read of the whole swarm every second forever.
+#[tokio::test]
+async fn a_slot_with_nowhere_to_go_is_not_polled_for_ever() {
+    let election = Election {
+        no_leader_until: 0,
+        unknown_until: u64::MAX,
+        events: false,
+    };
+    let (log, swarm) = run_failover_in(
+        W1::Down,
+        LEASE_END,
+        Duration::from_secs(150),
+        Some(election),
+    )
+    .await;
+    assert!(
+        !what(&log).iter().any(|w| w.starts_with("create")),
+        "{log:#?}"
+    );
+    let reads = swarm.reads.lock().unwrap().clone();
+    let between = |a: u64, b: u64| reads.iter().filter(|t| (a..b).contains(*t)).count();
+    assert!(
+        between(10_000, 50_000) >= 30,
+        "read every second while it waits: {reads:?}"
+    );
+    assert!(
+        between(80_000, 150_000) <= 14,
+        "then at the resync's pace (10 s): {reads:?}"
+    );
 }

@@ -54,6 +54,18 @@ pub struct Config {
     /// 5 s by default). By then a live agent has stopped the task itself; a node Swarm cannot
     /// reach is not waited on at all.
     pub stop_wait: Duration,
+    /// The longest wait before another pass while Swarm's API does not answer (its managers
+    /// electing a leader after theirs died, the local manager restarting). Such an outage
+    /// lasts seconds and ends on its own: it is retried at this pace, not at the errors'
+    /// exponential backoff (`max_backoff`), so the first pass after it is not late.
+    pub swarm_retry: Duration,
+    /// How often the swarm is read again while a lost node's slot waits for a node to take
+    /// it (every node not Ready, as after Swarm's managers elected a new leader): nodes turn
+    /// Ready again without an event, and the slot should start as soon as one does.
+    pub room_poll: Duration,
+    /// For how long a slot's wait keeps that pace; after it (no node came back: the slot
+    /// really has nowhere to go) the swarm is read at `resync` again, events aside.
+    pub room_poll_for: Duration,
 }
 
 impl Default for Config {
@@ -65,6 +77,9 @@ impl Default for Config {
             max_backoff: Duration::from_secs(30),
             liveness_poll: Duration::from_secs(1),
             stop_wait: Duration::from_secs(5),
+            swarm_retry: Duration::from_secs(1),
+            room_poll: Duration::from_secs(1),
+            room_poll_for: Duration::from_secs(60),
         }
     }
 }
@@ -95,6 +110,14 @@ pub enum ReconcileError {
     Journal(JournalError),
     #[error("this daemon lost the leadership during the pass; it stopped acting")]
     NotLeader,
+}
+
+impl ReconcileError {
+    /// Whether the pass failed because Swarm's API did not answer (no leader among the
+    /// managers, the manager unreachable): transient, retried at `Config::swarm_retry`.
+    pub fn swarm_unavailable(&self) -> bool {
+        matches!(self, ReconcileError::Docker(DockerError::Unavailable(_)))
+    }
 }
 
 impl From<JournalError> for ReconcileError {
@@ -531,7 +554,7 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
                 }
             }
             self.metrics.executor_command(&c.command, &c.outcome);
-            let (replan, released) = {
+            let (replan, released, room_before) = {
                 let mut d = self.driver.lock().expect("driver lock");
                 if !d.is_awaited(c.ticket) {
                     tracing::info!(
@@ -541,8 +564,13 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
                     continue;
                 }
                 let busy = d.executor().busy_slots().count();
+                let room_before = d.executor().waits_for_room();
                 let replan = d.complete(c.ticket, c.outcome, self.clock.now_ms());
-                (replan, d.executor().busy_slots().count() < busy)
+                (
+                    replan,
+                    d.executor().busy_slots().count() < busy,
+                    room_before,
+                )
             };
             let observe = match self.drive_executor(None).await {
                 Ok(drive) => drive.observe,
@@ -551,7 +579,16 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
                     false
                 }
             };
-            if replan || released || observe {
+            // A slot that just began to wait for a node to be Ready: the loop's next wait is
+            // cut to `room_poll` (it was computed before).
+            let waits = !room_before
+                && self
+                    .driver
+                    .lock()
+                    .expect("driver lock")
+                    .executor()
+                    .waits_for_room();
+            if replan || released || observe || waits {
                 self.wake.notify_one();
             }
         }
@@ -583,6 +620,10 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
         let liveness = tokio::spawn(self.clone().poll_liveness());
         tokio::pin!(shutdown);
         let mut backoff = self.config.backoff;
+        // Since when Swarm's API has not answered a pass (monotonic ms), for the log.
+        let mut swarm_down_since: Option<u64> = None;
+        // Since when a lost node's slot has waited for a node to be Ready (monotonic ms).
+        let mut room_since: Option<u64> = None;
         loop {
             // Leadership gate: a standby keeps its API and its reads (events, liveness) but
             // acts on nothing; it waits to lead. Its executor is paused, so that on taking
@@ -623,10 +664,35 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
             let wait = match self.reconcile().await {
                 Ok(_) => {
                     backoff = self.config.backoff;
+                    if let Some(since) = swarm_down_since.take() {
+                        tracing::info!(
+                            after = ?Duration::from_millis(self.clock.now_ms().saturating_sub(since)),
+                            "Swarm's API answers again"
+                        );
+                    }
                     let mut st = self.status.lock().expect("status lock");
                     st.last_error = None;
                     st.last_success = Some(Instant::now());
                     self.config.resync
+                }
+                Err(e) if e.swarm_unavailable() => {
+                    // Swarm re-electing its leader (or the local manager away): the pass is
+                    // tried again soon and steadily, and whatever the executor has in flight
+                    // retries on its own; a failover waits only as long as Swarm does.
+                    let now = self.clock.now_ms();
+                    let since = *swarm_down_since.get_or_insert(now);
+                    let wait = backoff.min(self.config.swarm_retry);
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                    tracing::warn!(
+                        error = %e,
+                        unavailable_for = ?Duration::from_millis(now.saturating_sub(since)),
+                        retry_in = ?wait,
+                        "Swarm's API does not answer (a manager election?); retrying"
+                    );
+                    self.metrics.reconcile_errors.inc();
+                    self.metrics.swarm_unavailable.inc();
+                    self.status.lock().expect("status lock").last_error = Some(e.to_string());
+                    wait
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "reconcile failed");
@@ -637,14 +703,29 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
                     wait
                 }
             };
-            // The executor's next timer (a `recreate` grace) also ends the wait.
-            let timer = self
-                .driver
-                .lock()
-                .expect("driver lock")
-                .wake_at()
-                .map(|at| Duration::from_millis(at.saturating_sub(self.clock.now_ms())));
+            // The executor's next timer (a `recreate` grace) also ends the wait, and a slot
+            // waiting for a node to be Ready has the swarm read again soon.
+            let (timer, room) = {
+                let d = self.driver.lock().expect("driver lock");
+                let timer = d
+                    .wake_at()
+                    .map(|at| Duration::from_millis(at.saturating_sub(self.clock.now_ms())));
+                (timer, d.executor().waits_for_room())
+            };
             let wait = timer.map_or(wait, |t| t.min(wait));
+            let now = self.clock.now_ms();
+            room_since = if room {
+                Some(room_since.unwrap_or(now))
+            } else {
+                None
+            };
+            let poll_for = u64::try_from(self.config.room_poll_for.as_millis()).unwrap_or(u64::MAX);
+            let wait = match room_since {
+                Some(since) if now.saturating_sub(since) < poll_for => {
+                    wait.min(self.config.room_poll)
+                }
+                _ => wait,
+            };
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = self.clock.sleep(wait) => {}

@@ -154,6 +154,11 @@ pub struct ExecutorState {
     /// Lost nodes whose plan had a lane dropped: re-planned at the next observation.
     pub retry: BTreeSet<NodeId>,
     pub retry_due: bool,
+    /// Lost nodes whose plan found no target for a slot (every node not Ready, as while
+    /// Swarm's managers elect a leader and mark every node unknown): planned again as soon as
+    /// a node becomes schedulable, rather than left pending until something else happens.
+    #[serde(default)]
+    pub waiting: BTreeSet<NodeId>,
     /// Nodes declared dead whose fence label is being set (the command awaited, `None`
     /// once it came back): their plan is made at the next observation.
     pub fencing: BTreeMap<NodeId, Option<CommandId>>,
@@ -415,6 +420,13 @@ impl Executor {
     /// Slots (service, slot) some run is working on: leave their services alone.
     pub fn busy_slots(&self) -> impl Iterator<Item = (&str, u64)> {
         self.state.busy.iter().map(|(s, n)| (s.as_str(), *n))
+    }
+
+    /// Whether a lost node's slot waits for a node to become schedulable: the caller should
+    /// observe often until then (Swarm sends no event when a node turns Ready again after its
+    /// managers elected a leader).
+    pub fn waits_for_room(&self) -> bool {
+        !self.state.waiting.is_empty()
     }
 
     pub fn is_busy(&self, service: &str, slot: u64) -> bool {

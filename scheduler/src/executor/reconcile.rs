@@ -69,6 +69,9 @@ pub struct Seen {
     pub down: bool,
     pub draining: bool,
     pub reconnects: u64,
+    /// Could take a task: Ready and active in the managers' view, and not declared dead.
+    #[serde(default)]
+    pub schedulable: bool,
 }
 
 impl Observation<'_> {
@@ -81,6 +84,9 @@ impl Observation<'_> {
             down: dead || n.state == NodeState::Down,
             draining: n.availability == crate::model::Availability::Drain,
             reconnects: h.map_or(0, |h| h.reconnects),
+            schedulable: !dead
+                && n.state == NodeState::Ready
+                && n.availability == crate::model::Availability::Active,
         }
     }
 
@@ -164,6 +170,7 @@ impl Executor {
         let mut backs = Vec::new();
         let mut detects = Vec::new();
         let mut drains = Vec::new();
+        let mut room = false;
         // A merge of two ID-ordered walks rather than a map lookup per node: observations
         // come at every contact change, and clusters have 10k nodes.
         let mut first_sight = Vec::new();
@@ -191,6 +198,7 @@ impl Executor {
             if now_seen.draining && !before.draining {
                 drains.push(i);
             }
+            room |= now_seen.schedulable && !before.schedulable;
         }
         drop(known);
         self.state.nodes.extend(first_sight);
@@ -205,8 +213,16 @@ impl Executor {
             return;
         }
         if catch_up {
+            self.state.waiting.clear();
             self.catch_up_now(now, &obs, &order);
             return;
+        }
+        if room && !self.state.waiting.is_empty() {
+            // A node can take a task again: the slots left without a target are planned anew
+            // (the fence they went through is replayed as done).
+            let waiting = std::mem::take(&mut self.state.waiting);
+            self.state.retry.extend(waiting);
+            self.state.retry_due = true;
         }
         self.plan_fenced(now, &obs);
         for i in detects {

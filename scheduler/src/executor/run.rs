@@ -379,6 +379,24 @@ impl Executor {
                 lost.is_none_or(|n| self.state.nodes.get(&n).is_some_and(|s| s.down))
             }
             Some(LaneStep::Engine(Action::ChooseTarget { .. })) => true,
+            Some(LaneStep::Engine(Action::Pending { .. })) if l.slot.is_some() => {
+                // No node could take the slot when the plan was made. Transient more often
+                // than not (Swarm's new leader reports every node unknown until it hears from
+                // them again): the lost node is planned again once a node becomes schedulable.
+                if let Some(n) = self.state.runs[&run].lost.clone() {
+                    self.state.waiting.insert(n);
+                }
+                if let Some((service, slot)) = l.slot.clone()
+                    && let Some(LaneStep::Engine(Action::Pending { reason })) = l.current()
+                {
+                    self.notices.push(Notice::Waits {
+                        service,
+                        slot,
+                        reason: reason.clone(),
+                    });
+                }
+                false
+            }
             Some(LaneStep::Engine(
                 Action::WaitForOperator { reason }
                 | Action::WaitForNode { reason, .. }

@@ -673,3 +673,45 @@ fn a_failed_journal_write_starts_nothing_and_the_work_comes_back() {
     }
     d.persisted();
 }
+
+/// Swarm's new leader (its old one died with w1) reports every node unknown until each
+/// reconnects: the node-down plan finds no target and the slot waits. It is planned again as
+/// soon as a node is Ready, not left pending until some other change.
+#[test]
+fn a_slot_without_a_target_is_planned_again_once_a_node_is_ready() {
+    let mut c = world();
+    let mut exec = Executor::new(Config::default());
+    exec.observe(0, Observation::of(&c));
+    set_node(&mut c, "w1", |n| n.state = NodeState::Down);
+    for w in ["m1", "w2", "w3", "w4"] {
+        set_node(&mut c, w, |n| n.state = NodeState::Unknown);
+    }
+    let mut b = Backend::default();
+    observe(&mut exec, &mut c, &mut b, 1_000);
+    settle(&mut exec, &mut c, &mut b, 1_000);
+    let started = |b: &Backend| {
+        b.log.iter().any(|c| {
+            matches!(c, Command::StartSlot { service, node, .. }
+                if service == "files" && node.as_str() != "w1")
+        })
+    };
+    assert!(!started(&b), "no node to start on yet: {:?}", names(&b.log));
+    assert!(exec.state().waiting.contains(&NodeId::new("w1")));
+    // Nothing changed: nothing is planned again.
+    let runs = exec.history().len();
+    exec.observe(2_000, Observation::of(&c));
+    settle(&mut exec, &mut c, &mut b, 2_000);
+    assert_eq!(exec.history().len(), runs);
+    // w2 reconnects to the new leader.
+    set_node(&mut c, "w2", |n| n.state = NodeState::Ready);
+    exec.observe(3_000, Observation::of(&c));
+    settle(&mut exec, &mut c, &mut b, 3_000);
+    assert!(started(&b), "{:?}", names(&b.log));
+    assert!(
+        c.tasks
+            .iter()
+            .any(|t| t.service_id.0 == "files" && t.node_id.as_ref().unwrap().as_str() == "w2"),
+        "the slot runs on the one Ready node"
+    );
+    assert!(exec.state().waiting.is_empty());
+}
