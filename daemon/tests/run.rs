@@ -412,10 +412,18 @@ fn two_daemons_elect_one_leader_and_a_stopped_leader_hands_over() {
         "the first daemon leads"
     );
     let b = Daemon::start_with(m, db.path(), &args);
-    let ready: Value = serde_json::from_str(&b.get("/v1/ready").expect("standby ready")).unwrap();
+    // A standby names the leader from its first election round on, which may come after its
+    // API answers.
+    let ready_of = |d: &Daemon| -> Value {
+        serde_json::from_str(&d.get("/v1/ready").expect("standby ready")).unwrap()
+    };
+    wait_for(Duration::from_secs(15), || {
+        ready_of(&b)["leader"].as_str().is_some()
+    });
+    let ready = ready_of(&b);
     assert_eq!(ready["status"], "standby", "{ready}");
     assert!(
-        ready["leader"].as_str().unwrap().contains(&a.api),
+        ready["leader"].as_str().is_some_and(|l| l.contains(&a.api)),
         "the standby names the leader: {ready}"
     );
     assert_eq!(metric(&b, "berth_leader"), Some(0.0));
