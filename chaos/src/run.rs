@@ -26,6 +26,12 @@ pub struct RunResult {
     /// failover, never 2.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fences: Option<u64>,
+    /// `replicated`: the lag the control service reported for the promoted standby (ms of
+    /// writes it could lack), `null` without a promotion; `null` on other backends.
+    pub lag_ms: Option<u64>,
+    /// How long before the fault the oldest lost acknowledged write was acknowledged, ms;
+    /// `null` when nothing was lost. On `replicated` it must be within `lag_ms`.
+    pub lost_window_ms: Option<u64>,
     /// Acknowledgements and records cut off mid-line (not evidence, not problems).
     pub torn: usize,
     /// The writer's node before the fault.
@@ -45,15 +51,29 @@ pub struct RunResult {
 impl RunResult {
     /// What a Berth run must achieve: served again, nothing lost, one writer at a time, at
     /// most one fence, and all evidence read.
+    /// On `replicated`, what was lost must lie within the lag the promotion reported.
     pub fn berth_ok(&self) -> bool {
-        self.verdict.safe_and_serving() && self.fences.is_none_or(|f| f <= 1)
+        let mut v = self.verdict.clone();
+        if self.loss_allowed() {
+            // A loss within the promoted standby's lag is `replicated`'s promise kept.
+            v.lost_acked = 0;
+        }
+        v.safe_and_serving() && self.fences.is_none_or(|f| f <= 1)
+    }
+
+    /// Nothing lost, or (`replicated`) every lost write within the promoted standby's lag.
+    pub fn loss_allowed(&self) -> bool {
+        self.verdict.lost_acked == 0
+            || (self.backend == Backend::Replicated
+                && matches!((self.lost_window_ms, self.lag_ms), (Some(w), Some(l)) if w <= l))
     }
 
     pub fn summary(&self) -> String {
         let v = &self.verdict;
         format!(
-            "{} / {}: serves again after {}{}, {} acked, {} lost, {} double writers ({} tasks){}{}, run {:.0} s",
+            "{} {} / {}: serves again after {}{}, {} acked, {} lost{}, {} double writers ({} tasks){}{}, run {:.0} s",
             self.system,
+            self.backend,
             self.fault,
             v.seconds_to_serve
                 .map(|s| format!("{s:.1} s"))
@@ -64,6 +84,12 @@ impl RunResult {
             },
             v.acked,
             v.lost_acked,
+            match (self.lost_window_ms, self.lag_ms) {
+                (Some(w), Some(l)) => format!(" ({w} ms before the fault; lag {l} ms)"),
+                (Some(w), None) => format!(" ({w} ms before the fault)"),
+                (None, Some(l)) => format!(" (lag {l} ms)"),
+                (None, None) => String::new(),
+            },
             v.double_writers,
             v.writers,
             self.fences
@@ -160,9 +186,19 @@ pub fn one(c: &mut Cluster, s: &Setup) -> Result<RunResult> {
     // would count as lost.)
     let history = w.history(&d);
     let end = Instant::now();
+    // The promotion's lag, while its assignment is the volume's latest.
+    let lag_ms = match d.backend {
+        Backend::Replicated => d
+            .volume
+            .as_ref()
+            .and_then(|v| c.volume_record(v))
+            .and_then(|r| r["lag_ms"].as_u64()),
+        _ => None,
+    };
     let back = w.read_back(c, &d);
     let mut problems = history.problems;
     problems.extend(back.problems);
+    let lost_window_ms = verdict::lost_window_ms(&history.acks, &back.surviving, fault_ms);
     let v: Verdict = verdict::judge(
         &Evidence {
             acks: history.acks,
@@ -195,11 +231,13 @@ pub fn one(c: &mut Cluster, s: &Setup) -> Result<RunResult> {
     }
     Ok(RunResult {
         workload: w.name(),
-        backend: s.backend,
+        backend: d.backend,
         fault: s.fault,
         system: s.system,
         seed: s.seed,
         verdict: v,
+        lag_ms,
+        lost_window_ms,
         fences,
         torn: history.torn + back.torn,
         node,
