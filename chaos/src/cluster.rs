@@ -65,6 +65,8 @@ pub struct Cluster {
     logs: PathBuf,
     /// Whether Berth's pieces run (some run asked for Berth).
     berth: bool,
+    /// Whether managers run a volume agent too (every node does by default).
+    agents_on_managers: bool,
     /// `berth run --elect-ttl`.
     elect_ttl: Duration,
     /// The control service's members, by manager name.
@@ -125,6 +127,7 @@ impl Cluster {
             token,
             logs,
             berth: false,
+            agents_on_managers: true,
             elect_ttl,
             control: BTreeMap::new(),
             agents: BTreeMap::new(),
@@ -366,6 +369,18 @@ impl Cluster {
 
     // --- volume agents -------------------------------------------------------------------
 
+    /// Volume agents on the workers only, from now on (before [`Cluster::start_berth`]). The
+    /// control service picks a `replicated` volume's standbys among every node with an agent,
+    /// whatever constraints the service has: with agents on managers and the slot confined to
+    /// workers, the standby can be a manager, where the slot can never be promoted.
+    pub fn agents_on_workers_only(&mut self) {
+        self.agents_on_managers = false;
+    }
+
+    fn wants_agent(&self, name: &str) -> bool {
+        self.agents_on_managers || self.lab.node(name).role == Role::Worker
+    }
+
     /// Berth's pieces: the control service on every manager, an agent on every node, then
     /// `berth run` on every manager, and waits until one of them leads.
     pub fn start_berth(&mut self) -> Result<()> {
@@ -376,7 +391,13 @@ impl Cluster {
         if !wait_for(Duration::from_secs(30), || self.control_leader().is_some()) {
             bail!("no control member served; see {}", self.logs.display());
         }
-        let names: Vec<String> = self.lab.nodes.iter().map(|n| n.name.clone()).collect();
+        let names: Vec<String> = self
+            .lab
+            .nodes
+            .iter()
+            .map(|n| n.name.clone())
+            .filter(|n| self.wants_agent(n))
+            .collect();
         for n in &names {
             self.start_agent(n)?;
         }
@@ -615,7 +636,7 @@ impl Cluster {
                 if let Some(g) = &self.gluster {
                     g.rejoin(&self.lab, n);
                 }
-                if self.berth {
+                if self.berth && self.wants_agent(n) {
                     self.start_agent(n)?;
                 }
                 self.lab.node(n).wait_engine();
@@ -623,7 +644,8 @@ impl Cluster {
             }
         }
         if self.berth {
-            for n in &names {
+            let with_agent: Vec<&String> = names.iter().filter(|n| self.wants_agent(n)).collect();
+            for n in with_agent {
                 if !self.agents.get_mut(n).is_some_and(Proc::alive) {
                     self.start_agent(n)?;
                     touched.push(n.clone());

@@ -255,6 +255,11 @@ fn run_all(a: &Args) -> Result<bool> {
             std::process::exit(130);
         }
     });
+    if a.backend.contains(&Backend::Replicated) {
+        // See `agents_on_workers_only`: otherwise a standby may be a manager, never promoted.
+        eprintln!("berth-chaos: replicated: volume agents on the workers only");
+        c.agents_on_workers_only();
+    }
     if a.systems.contains(&System::Berth) {
         c.start_berth()?;
     }
