@@ -251,6 +251,31 @@ impl Workload for DbWorkload {
         self.spec.own_backend
     }
 
+    fn outlives_a_member(&self) -> bool {
+        self.spec.replicas > 1
+    }
+
+    fn settled(&self, c: &Cluster, d: &Deployment) -> bool {
+        if self.spec.db != Db::Etcd {
+            return true;
+        }
+        let Some(port) = self
+            .loads
+            .lock()
+            .expect("loads")
+            .get(&d.id)
+            .map(|(_, p)| *p)
+        else {
+            return false;
+        };
+        // Every member started, as any member that answers sees it.
+        workers(c).iter().any(|a| {
+            dbclient::Etcd::new(a, port, &d.id)
+                .started_members()
+                .is_ok_and(|n| n >= self.spec.replicas as usize)
+        })
+    }
+
     fn read_back(&self, c: &Cluster, d: &Deployment) -> ReadBack {
         let Some(port) = self
             .loads

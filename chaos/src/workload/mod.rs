@@ -162,6 +162,18 @@ pub trait Workload {
     fn own_backend(&self) -> Option<Backend> {
         None
     }
+    /// Whether `d` is whole, so a fault tests what it promises (an etcd cluster whose every
+    /// member has joined: acknowledgements alone may come from its founder alone).
+    fn settled(&self, _c: &Cluster, _d: &Deployment) -> bool {
+        true
+    }
+    /// Whether the service's acknowledging identity outlives the loss of the faulted task (a
+    /// cluster whose majority serves on): then the slot serves again once that identity
+    /// acknowledges after the fault and the service is whole again, not only when a new
+    /// identity appears.
+    fn outlives_a_member(&self) -> bool {
+        false
+    }
 }
 
 /// The workloads `--workload` takes.
