@@ -183,7 +183,7 @@ pub fn one(c: &mut Cluster, s: &Setup) -> Result<RunResult> {
     // Keep writing a little on whoever serves, then end the fault and restore the cluster.
     std::thread::sleep(Duration::from_secs(3));
     let (swarm_leader_killed, killed_manager) = (inj.swarm_leader_killed, inj.manager.clone());
-    let notes = inj.finish(c)?;
+    let mut notes = inj.finish(c)?;
     // Let a returning node's old task be stopped (Swarm stops it once it reconnects).
     std::thread::sleep(Duration::from_secs(5));
     // The acknowledgements first: each was sent after its write was durable, so every one
@@ -226,6 +226,15 @@ pub fn one(c: &mut Cluster, s: &Setup) -> Result<RunResult> {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
+    // A slot that never served again: what its tasks said is the evidence of why (a database
+    // that could not recover its files), and it goes with the service.
+    if v.seconds_to_serve.is_none() {
+        let out = c
+            .manager()
+            .docker(&["service", "logs", "--raw", "--tail", "15", &d.service]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        notes.extend(text.lines().map(|l| format!("{} log: {l}", d.service)));
+    }
     // Clean up: the workload goes (Berth removes the slot service with its template), its
     // volumes stay on the lab's disk until the lab goes.
     c.manager().docker_ok(&["service", "rm", &d.remove]);
