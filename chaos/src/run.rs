@@ -229,11 +229,7 @@ pub fn one(c: &mut Cluster, s: &Setup) -> Result<RunResult> {
     // A slot that never served again: what its tasks said is the evidence of why (a database
     // that could not recover its files), and it goes with the service.
     if v.seconds_to_serve.is_none() {
-        let out = c
-            .manager()
-            .docker(&["service", "logs", "--raw", "--tail", "15", &d.service]);
-        let text = String::from_utf8_lossy(&out.stdout);
-        notes.extend(text.lines().map(|l| format!("{} log: {l}", d.service)));
+        notes.extend(task_logs(c, &d.service));
     }
     // Clean up: the workload goes (Berth removes the slot service with its template), its
     // volumes stay on the lab's disk until the lab goes.
@@ -261,4 +257,31 @@ pub fn one(c: &mut Cluster, s: &Setup) -> Result<RunResult> {
         notes,
         run_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The last log lines of every container `service` left on a node that is up, read from each
+/// node's own engine (`docker service logs` gives up on a task whose node was lost).
+fn task_logs(c: &Cluster, service: &str) -> Vec<String> {
+    let mut notes = Vec::new();
+    for n in c.lab.nodes.iter().filter(|n| n.is_up()) {
+        let out = n.docker(&[
+            "ps",
+            "--all",
+            "--quiet",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={service}"),
+        ]);
+        // Newest first: the last container is the one that tells why.
+        let ids = String::from_utf8_lossy(&out.stdout).into_owned();
+        if let Some(id) = ids.lines().next() {
+            let out = n.docker(&["logs", "--tail", "15", id]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            notes.extend(
+                text.lines()
+                    .map(|l| format!("{service} on {} ({id}): {l}", n.name)),
+            );
+        }
+    }
+    notes
 }
