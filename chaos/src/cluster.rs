@@ -2,8 +2,12 @@
 //! workers by default), with Berth's pieces where an operator runs them, each inside its node
 //! (it dies with the node): a volume agent on every node (its own plugin socket), the volume
 //! control service replicated on every manager (Raft; one member per manager, as the playbook
-//! runs it) and `berth run --elect` on every manager, one leading. Shared storage is one host
-//! directory every agent mounts from, as an NFS or GlusterFS mount would be.
+//! runs it) and `berth run --elect` on every manager, one leading. Shared storage is a GlusterFS
+//! volume replicated across the workers ([`berth_lab::gluster`]): a brick and a glusterd in
+//! every worker, a FUSE client in every node, all mounted at the lab's `shared` directory
+//! (which agents serve the `shared` backend from, and plain Swarm services bind-mount), so a
+//! worker killed or cut off takes its brick with it. (`--shared-storage host` keeps the old
+//! host directory instead: storage that cannot fail.)
 //!
 //! The harness is the nodes' service manager: it starts, stops, kills, pauses and restarts
 //! each of these processes on its own, as systemd would, and [`Cluster::restore`] brings back
@@ -15,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use berth_lab::gluster::{Gluster, PRIVATE_DIRS};
 use berth_lab::swarm::Role;
 use berth_lab::{Lab, LabNode, wait_for};
 
@@ -51,6 +56,8 @@ impl Bins {
 
 pub struct Cluster {
     pub lab: Lab,
+    /// The GlusterFS volume at the lab's `shared` directory (`None`: a host directory).
+    pub gluster: Option<Gluster>,
     bins: Bins,
     /// Swarm node ID by lab node name.
     pub ids: BTreeMap<String, String>,
@@ -58,6 +65,8 @@ pub struct Cluster {
     logs: PathBuf,
     /// Whether Berth's pieces run (some run asked for Berth).
     berth: bool,
+    /// Whether managers run a volume agent too (every node does by default).
+    agents_on_managers: bool,
     /// `berth run --elect-ttl`.
     elect_ttl: Duration,
     /// The control service's members, by manager name.
@@ -77,10 +86,17 @@ impl Cluster {
         workers: usize,
         bins: Bins,
         elect_ttl: Duration,
+        gluster: bool,
     ) -> Result<Cluster> {
         let mut b = Lab::builder().managers(managers).workers(workers);
         for i in 0..workers {
             b = b.label(managers + i, "zone", ["a", "b", "c"][i % 3]);
+        }
+        if gluster {
+            // Each node's glusterd state, sockets and logs are its own.
+            for d in PRIVATE_DIRS {
+                b = b.private_dir(d);
+            }
         }
         let lab = b.start();
         let ids = lab
@@ -90,16 +106,28 @@ impl Cluster {
             .collect();
         let logs = lab.dir.join("logs");
         fs::create_dir_all(&logs)?;
-        fs::create_dir_all(lab.dir.join("shared"))?;
+        let shared = lab.dir.join("shared");
+        fs::create_dir_all(&shared)?;
+        let gluster = gluster.then(|| {
+            let servers: Vec<&str> = lab
+                .nodes
+                .iter()
+                .filter(|n| n.role == Role::Worker)
+                .map(|n| n.name.as_str())
+                .collect();
+            Gluster::start(&lab, &servers, "chaos", &shared)
+        });
         let token = lab.dir.join("token");
         fs::write(&token, format!("chaos-{}\n", lab.id))?;
         Ok(Cluster {
             lab,
+            gluster,
             bins,
             ids,
             token,
             logs,
             berth: false,
+            agents_on_managers: true,
             elect_ttl,
             control: BTreeMap::new(),
             agents: BTreeMap::new(),
@@ -222,6 +250,49 @@ impl Cluster {
         })
     }
 
+    /// The volume's record at the control service (`None` without Berth, or unreachable).
+    pub fn volume_record(&self, name: &str) -> Option<serde_json::Value> {
+        let token = self.token()?;
+        self.control.keys().find_map(|m| {
+            http::get_json(
+                &self.control_addr(m),
+                &format!("/v1/berth/volumes/{name}"),
+                Some(&token),
+            )
+            .filter(|v| v["epoch"].is_u64())
+        })
+    }
+
+    /// Makes `<shared>/swarm/<name>-1 … -<members>` on the shared storage (through a worker's
+    /// mount, which every node sees) for plain Swarm services to bind-mount, and returns the
+    /// `--mount` source with `{{.Task.Slot}}` for the member's number.
+    pub fn shared_dirs(&self, name: &str, members: u32) -> Result<String> {
+        let root = self.lab.dir.join("shared/swarm");
+        let dirs: Vec<String> = (1..=members)
+            .map(|i| format!("{}/{name}-{i}", root.display()))
+            .collect();
+        let node = self
+            .lab
+            .nodes
+            .iter()
+            .find(|n| n.role == Role::Worker && n.is_up())
+            .context("no worker is up")?;
+        let out = node
+            .command_inside("mkdir")
+            .arg("-p")
+            .args(&dirs)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "mkdir {} on {}: {}",
+                dirs.join(" "),
+                node.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(format!("{}/{name}-{{{{.Task.Slot}}}}", root.display()))
+    }
+
     /// The manager whose control member serves (the Raft leader, caught up), if one does.
     pub fn control_leader(&self) -> Option<String> {
         let token = self.token()?;
@@ -298,6 +369,18 @@ impl Cluster {
 
     // --- volume agents -------------------------------------------------------------------
 
+    /// Volume agents on the workers only, from now on (before [`Cluster::start_berth`]). The
+    /// control service picks a `replicated` volume's standbys among every node with an agent,
+    /// whatever constraints the service has: with agents on managers and the slot confined to
+    /// workers, the standby can be a manager, where the slot can never be promoted.
+    pub fn agents_on_workers_only(&mut self) {
+        self.agents_on_managers = false;
+    }
+
+    fn wants_agent(&self, name: &str) -> bool {
+        self.agents_on_managers || self.lab.node(name).role == Role::Worker
+    }
+
     /// Berth's pieces: the control service on every manager, an agent on every node, then
     /// `berth run` on every manager, and waits until one of them leads.
     pub fn start_berth(&mut self) -> Result<()> {
@@ -308,7 +391,13 @@ impl Cluster {
         if !wait_for(Duration::from_secs(30), || self.control_leader().is_some()) {
             bail!("no control member served; see {}", self.logs.display());
         }
-        let names: Vec<String> = self.lab.nodes.iter().map(|n| n.name.clone()).collect();
+        let names: Vec<String> = self
+            .lab
+            .nodes
+            .iter()
+            .map(|n| n.name.clone())
+            .filter(|n| self.wants_agent(n))
+            .collect();
         for n in &names {
             self.start_agent(n)?;
         }
@@ -542,7 +631,12 @@ impl Cluster {
                 for procs in [&mut self.agents, &mut self.control, &mut self.daemons] {
                     procs.remove(n);
                 }
-                if self.berth {
+                // Its brick and its mount first: the agent serves `shared` from the mount, and
+                // the engine restores containers bind-mounting it.
+                if let Some(g) = &self.gluster {
+                    g.rejoin(&self.lab, n);
+                }
+                if self.berth && self.wants_agent(n) {
                     self.start_agent(n)?;
                 }
                 self.lab.node(n).wait_engine();
@@ -550,7 +644,8 @@ impl Cluster {
             }
         }
         if self.berth {
-            for n in &names {
+            let with_agent: Vec<&String> = names.iter().filter(|n| self.wants_agent(n)).collect();
+            for n in with_agent {
                 if !self.agents.get_mut(n).is_some_and(Proc::alive) {
                     self.start_agent(n)?;
                     touched.push(n.clone());

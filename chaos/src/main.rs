@@ -3,8 +3,15 @@
 //!
 //! ```text
 //! berth-chaos --runs N --faults kill-worker,partition,… --report FILE.json
-//!             [--systems berth,swarm] [--workload writer] [--seed S] [--managers 3 --workers 3]
+//!             [--systems berth,swarm] [--workload writer,postgres,redis,etcd]
+//!             [--backend shared,replicated] [--swarm-storage local,shared]
+//!             [--seed S] [--managers 3 --workers 3]
 //! ```
+//! Shared storage is a GlusterFS volume replicated across the workers (a brick in each, a
+//! client in every node), so a worker killed or cut off takes its brick with it. Berth runs
+//! each workload on every `--backend` (a `recreate` database on its members' own `local`
+//! disks), plain Swarm on every `--swarm-storage` (a `local` volume; `shared`: a bind mount of
+//! the GlusterFS volume).
 //! Berth runs as an operator runs it: a volume agent in every node, the control service
 //! replicated on every manager, `berth run --elect` on every manager (one leads). Each run
 //! deploys a fresh workload (one slot; the `writer`: `berth-testapp writer` appends a numbered
@@ -76,9 +83,18 @@ struct Args {
     /// Workloads, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "writer")]
     workload: Vec<Kind>,
-    /// Where a Berth slot's data lives.
-    #[arg(long, default_value = "shared")]
-    backend: Backend,
+    /// Where a Berth slot's data lives, comma-separated: shared, replicated, local. A
+    /// workload that replicates itself (etcd) keeps its members on `local` whatever this says.
+    #[arg(long, value_delimiter = ',', default_value = "shared")]
+    backend: Vec<Backend>,
+    /// Where a plain Swarm service's data lives, comma-separated: local (a `local` volume),
+    /// shared (a bind mount of the GlusterFS volume).
+    #[arg(long, value_delimiter = ',', default_value = "local")]
+    swarm_storage: Vec<Backend>,
+    /// What the lab's shared storage is: gluster (a GlusterFS volume replicated across the
+    /// workers, which can fail), host (one directory of the host, which cannot).
+    #[arg(long, default_value = "gluster")]
+    shared_storage: SharedStorage,
     /// Where the JSON report goes.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -126,6 +142,30 @@ struct Args {
     elect_ttl_secs: u64,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SharedStorage {
+    Gluster,
+    Host,
+}
+
+/// The (system, backend) pairs one workload runs a fault under, in order.
+fn combos(a: &Args, own: Option<Backend>, fault: Fault) -> Vec<(System, Backend)> {
+    let mut out = Vec::new();
+    for &system in a.systems.iter().filter(|s| fault.applies_to(**s)) {
+        let backends: Vec<Backend> = match (system, own) {
+            (System::Berth, Some(b)) => vec![b],
+            (System::Berth, None) => a.backend.clone(),
+            (System::Swarm, _) => a.swarm_storage.clone(),
+        };
+        for b in backends {
+            if !out.contains(&(system, b)) {
+                out.push((system, b));
+            }
+        }
+    }
+    out
+}
+
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(a) => a,
@@ -159,11 +199,24 @@ fn run_all(a: &Args) -> Result<bool> {
         !kills_a_manager || a.managers >= 3,
         "kill-manager and kill-manager-control need --managers 3 or more (Swarm and the control service keep a quorum)"
     );
-    if let Some(why) = berth_lab::gate::missing(&[
+    anyhow::ensure!(
+        !a.swarm_storage.contains(&Backend::Replicated),
+        "--swarm-storage takes local and shared: plain Swarm has no replicated storage"
+    );
+    let mut needs = vec![
         berth_lab::Need::Docker,
         berth_lab::Need::Root,
         berth_lab::Need::LabTools,
-    ]) {
+    ];
+    let gluster = a.shared_storage == SharedStorage::Gluster;
+    if gluster {
+        needs.push(berth_lab::Need::Program("glusterd", "glusterfs-server"));
+        needs.push(berth_lab::Need::Program(
+            "mount.glusterfs",
+            "glusterfs-client",
+        ));
+    }
+    if let Some(why) = berth_lab::gate::missing(&needs) {
         anyhow::bail!("berth-chaos needs {why}");
     }
     let timing = Timing {
@@ -185,6 +238,7 @@ fn run_all(a: &Args) -> Result<bool> {
         a.workers,
         bins,
         Duration::from_secs(a.elect_ttl_secs),
+        gluster,
     )?;
     // Interrupted (Ctrl-C, CI's timeout), the lab is torn down all the same: nothing of it may
     // stay on the host.
@@ -201,6 +255,11 @@ fn run_all(a: &Args) -> Result<bool> {
             std::process::exit(130);
         }
     });
+    if a.backend.contains(&Backend::Replicated) {
+        // See `agents_on_workers_only`: otherwise a standby may be a manager, never promoted.
+        eprintln!("berth-chaos: replicated: volume agents on the workers only");
+        c.agents_on_workers_only();
+    }
     if a.systems.contains(&System::Berth) {
         c.start_berth()?;
     }
@@ -222,17 +281,17 @@ fn run_all(a: &Args) -> Result<bool> {
     for k in 0..a.runs {
         for w in &workloads {
             for &fault in &a.faults {
-                for &system in a.systems.iter().filter(|s| fault.applies_to(**s)) {
+                for (system, backend) in combos(a, w.own_backend(), fault) {
                     let seed = a.seed + n;
                     n += 1;
                     eprintln!(
-                        "berth-chaos: run {k}: {} / {system} / {fault} (seed {seed})",
+                        "berth-chaos: run {k}: {} / {system} {backend} / {fault} (seed {seed})",
                         w.name()
                     );
                     let setup = run::Setup {
                         workload: w.as_ref(),
                         system,
-                        backend: a.backend,
+                        backend,
                         fault,
                         seed,
                         timing,
@@ -247,7 +306,7 @@ fn run_all(a: &Args) -> Result<bool> {
                                 .unwrap_or_else(|| PathBuf::from("/tmp/berth-chaos-logs"));
                             let _ = c.copy_logs(&dir);
                             return Err(e.context(format!(
-                                "{system} / {fault} (seed {seed}); logs in {}",
+                                "{system} {backend} / {fault} (seed {seed}); logs in {}",
                                 dir.display()
                             )));
                         }

@@ -1,4 +1,8 @@
-//! The report of many runs: every run, and a summary per workload, system and fault.
+//! The report of many runs: every run, and a summary per workload, backend, system and fault.
+//!
+//! Every run carries `workload`, `backend`, `fault`, `system`, `seconds_to_serve`, `acked`,
+//! `lost_acked`, `double_writers` and `lag_ms` (`null` unless a `replicated` volume was
+//! promoted), whatever its workload.
 
 use std::collections::BTreeMap;
 
@@ -6,11 +10,12 @@ use serde::Serialize;
 
 use crate::fault::Fault;
 use crate::run::RunResult;
-use crate::workload::System;
+use crate::workload::{Backend, System};
 
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub workload: &'static str,
+    pub backend: Backend,
     pub system: System,
     pub fault: Fault,
     pub runs: usize,
@@ -19,6 +24,12 @@ pub struct Summary {
     pub p99_seconds_to_serve: Option<f64>,
     pub max_seconds_to_serve: Option<f64>,
     pub lost_acked: usize,
+    /// Runs that lost acknowledged writes beyond what their backend allows (`replicated`:
+    /// the promoted standby's lag; otherwise any).
+    pub runs_losing_beyond_promise: usize,
+    /// The largest lag a `replicated` promotion reported, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_lag_ms: Option<u64>,
     /// Runs with two writers at once.
     pub runs_with_two_writers: usize,
     pub double_writers: usize,
@@ -45,16 +56,17 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 
 impl Report {
     pub fn new(runs: Vec<RunResult>) -> Report {
-        let mut groups: BTreeMap<(&'static str, System, Fault), Vec<&RunResult>> = BTreeMap::new();
+        let mut groups: BTreeMap<(&'static str, Backend, System, Fault), Vec<&RunResult>> =
+            BTreeMap::new();
         for r in &runs {
             groups
-                .entry((r.workload, r.system, r.fault))
+                .entry((r.workload, r.backend, r.system, r.fault))
                 .or_default()
                 .push(r);
         }
         let summary = groups
             .into_iter()
-            .map(|((workload, system, fault), rs)| {
+            .map(|((workload, backend, system, fault), rs)| {
                 let mut t: Vec<f64> = rs
                     .iter()
                     .filter_map(|r| r.verdict.seconds_to_serve)
@@ -62,6 +74,7 @@ impl Report {
                 t.sort_by(f64::total_cmp);
                 Summary {
                     workload,
+                    backend,
                     system,
                     fault,
                     runs: rs.len(),
@@ -73,6 +86,8 @@ impl Report {
                     p99_seconds_to_serve: percentile(&t, 99.0),
                     max_seconds_to_serve: t.last().copied(),
                     lost_acked: rs.iter().map(|r| r.verdict.lost_acked).sum(),
+                    runs_losing_beyond_promise: rs.iter().filter(|r| !r.loss_allowed()).count(),
+                    max_lag_ms: rs.iter().filter_map(|r| r.lag_ms).max(),
                     runs_with_two_writers: rs
                         .iter()
                         .filter(|r| r.verdict.double_writers > 0)
@@ -102,12 +117,13 @@ impl Report {
     pub fn table(&self) -> String {
         let f = |v: Option<f64>| v.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into());
         let mut out = String::from(
-            "workload system fault                 runs never  p50 s  p99 s  max s  lost acked  2-writer runs  run s\n",
+            "workload backend    system fault                 runs never  p50 s  p99 s  max s  lost acked  2-writer runs  run s\n",
         );
         for s in &self.summary {
             out.push_str(&format!(
-                "{:<8} {:<6} {:<20} {:>5} {:>5}  {:>5}  {:>5}  {:>5}  {:>10}  {:>13}  {:>5.0}{}\n",
+                "{:<8} {:<10} {:<6} {:<20} {:>5} {:>5}  {:>5}  {:>5}  {:>5}  {:>10}  {:>13}  {:>5.0}{}{}\n",
                 s.workload,
+                s.backend.to_string(),
                 s.system.to_string(),
                 s.fault.to_string(),
                 s.runs,
@@ -118,6 +134,9 @@ impl Report {
                 s.lost_acked,
                 s.runs_with_two_writers,
                 s.mean_run_seconds,
+                s.max_lag_ms
+                    .map(|l| format!("  max lag {l} ms"))
+                    .unwrap_or_default(),
                 if s.runs_with_problems > 0 {
                     format!("  {} run(s) with unreadable evidence", s.runs_with_problems)
                 } else {
@@ -133,7 +152,19 @@ impl Report {
 mod tests {
     use super::*;
     use crate::verdict::{ServedBy, Verdict};
-    use crate::workload::Backend;
+
+    /// The fields every run in the report has.
+    const RUN_FIELDS: [&str; 9] = [
+        "workload",
+        "backend",
+        "fault",
+        "system",
+        "seconds_to_serve",
+        "acked",
+        "lost_acked",
+        "double_writers",
+        "lag_ms",
+    ];
 
     fn run(system: System, fault: Fault) -> RunResult {
         RunResult {
@@ -157,6 +188,8 @@ mod tests {
                 problems: Vec::new(),
             },
             fences: Some(1),
+            lag_ms: None,
+            lost_window_ms: None,
             torn: 0,
             node: "w1".into(),
             manager: None,
@@ -201,5 +234,75 @@ mod tests {
         assert_eq!((s[0].system, s[0].runs), (System::Berth, 2));
         assert_eq!((s[0].runs_with_two_writers, s[0].double_writers), (1, 3));
         assert_eq!(s[1].runs_with_two_writers, 0);
+    }
+
+    #[test]
+    fn every_run_carries_the_fields_the_report_promises() {
+        for workload in ["writer", "postgres", "redis", "etcd"] {
+            let mut r = run(System::Berth, Fault::KillWorker);
+            r.workload = workload;
+            let v = serde_json::to_value(Report::new(vec![r])).unwrap();
+            let run = &v["runs"][0];
+            for f in RUN_FIELDS {
+                assert!(run.get(f).is_some(), "{workload}: no {f} in {run}");
+            }
+            assert_eq!(run["workload"], workload);
+            assert_eq!(run["backend"], "shared");
+            assert_eq!(run["fault"], "kill-worker");
+            assert_eq!(run["system"], "berth");
+            assert_eq!(run["seconds_to_serve"], 8.0);
+            assert_eq!(
+                (run["acked"].as_u64(), run["lost_acked"].as_u64()),
+                (Some(500), Some(0))
+            );
+            assert_eq!(run["double_writers"], 0);
+            assert!(run["lag_ms"].is_null());
+        }
+        let mut r = run(System::Berth, Fault::KillWorker);
+        r.backend = Backend::Replicated;
+        r.lag_ms = Some(640);
+        let v = serde_json::to_value(Report::new(vec![r])).unwrap();
+        assert_eq!(v["runs"][0]["backend"], "replicated");
+        assert_eq!(v["runs"][0]["lag_ms"], 640);
+    }
+
+    #[test]
+    fn replicated_may_lose_what_its_lag_covers_and_nothing_older() {
+        let mut r = run(System::Berth, Fault::KillWorker);
+        r.backend = Backend::Replicated;
+        r.verdict.lost_acked = 12;
+        r.lag_ms = Some(900);
+        r.lost_window_ms = Some(850);
+        assert!(Report::new(vec![r.clone()]).berth_ok(), "{r:?}");
+        // Older than the lag: lost beyond the promise.
+        r.lost_window_ms = Some(950);
+        let rep = Report::new(vec![r.clone()]);
+        assert!(!rep.berth_ok());
+        assert_eq!(rep.summary[0].runs_losing_beyond_promise, 1);
+        // A loss with no reported lag (no promotion) is not covered by one.
+        r.lag_ms = None;
+        assert!(!Report::new(vec![r.clone()]).berth_ok());
+        // `shared` may lose nothing, whatever lag there was.
+        r.backend = Backend::Shared;
+        r.lag_ms = Some(5000);
+        r.lost_window_ms = Some(10);
+        assert!(!Report::new(vec![r.clone()]).berth_ok());
+        // Within the lag, still only with one writer and serving.
+        r.backend = Backend::Replicated;
+        r.verdict.double_writers = 1;
+        assert!(!Report::new(vec![r]).berth_ok());
+    }
+
+    #[test]
+    fn the_summary_keeps_backends_apart() {
+        let a = run(System::Swarm, Fault::KillWorker);
+        let mut b = run(System::Swarm, Fault::KillWorker);
+        b.backend = Backend::Local;
+        b.verdict.lost_acked = 40;
+        let s = Report::new(vec![a, b]).summary;
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].backend, s[0].lost_acked), (Backend::Shared, 0));
+        assert_eq!((s[1].backend, s[1].lost_acked), (Backend::Local, 40));
+        assert_eq!(s[1].runs_losing_beyond_promise, 1);
     }
 }

@@ -26,6 +26,12 @@ pub struct RunResult {
     /// failover, never 2.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fences: Option<u64>,
+    /// `replicated`: the lag the control service reported for the promoted standby (ms of
+    /// writes it could lack), `null` without a promotion; `null` on other backends.
+    pub lag_ms: Option<u64>,
+    /// How long before the fault the oldest lost acknowledged write was acknowledged, ms;
+    /// `null` when nothing was lost. On `replicated` it must be within `lag_ms`.
+    pub lost_window_ms: Option<u64>,
     /// Acknowledgements and records cut off mid-line (not evidence, not problems).
     pub torn: usize,
     /// The writer's node before the fault.
@@ -45,15 +51,29 @@ pub struct RunResult {
 impl RunResult {
     /// What a Berth run must achieve: served again, nothing lost, one writer at a time, at
     /// most one fence, and all evidence read.
+    /// On `replicated`, what was lost must lie within the lag the promotion reported.
     pub fn berth_ok(&self) -> bool {
-        self.verdict.safe_and_serving() && self.fences.is_none_or(|f| f <= 1)
+        let mut v = self.verdict.clone();
+        if self.loss_allowed() {
+            // A loss within the promoted standby's lag is `replicated`'s promise kept.
+            v.lost_acked = 0;
+        }
+        v.safe_and_serving() && self.fences.is_none_or(|f| f <= 1)
+    }
+
+    /// Nothing lost, or (`replicated`) every lost write within the promoted standby's lag.
+    pub fn loss_allowed(&self) -> bool {
+        self.verdict.lost_acked == 0
+            || (self.backend == Backend::Replicated
+                && matches!((self.lost_window_ms, self.lag_ms), (Some(w), Some(l)) if w <= l))
     }
 
     pub fn summary(&self) -> String {
         let v = &self.verdict;
         format!(
-            "{} / {}: serves again after {}{}, {} acked, {} lost, {} double writers ({} tasks){}{}, run {:.0} s",
+            "{} {} / {}: serves again after {}{}, {} acked, {} lost{}, {} double writers ({} tasks){}{}, run {:.0} s",
             self.system,
+            self.backend,
             self.fault,
             v.seconds_to_serve
                 .map(|s| format!("{s:.1} s"))
@@ -64,6 +84,12 @@ impl RunResult {
             },
             v.acked,
             v.lost_acked,
+            match (self.lost_window_ms, self.lag_ms) {
+                (Some(w), Some(l)) => format!(" ({w} ms before the fault; lag {l} ms)"),
+                (Some(w), None) => format!(" ({w} ms before the fault)"),
+                (None, Some(l)) => format!(" (lag {l} ms)"),
+                (None, None) => String::new(),
+            },
             v.double_writers,
             v.writers,
             self.fences
@@ -110,10 +136,10 @@ pub fn one(c: &mut Cluster, s: &Setup) -> Result<RunResult> {
     let manager = fault::prepare(c, s.fault, s.system)?;
     let d = w.deploy(c, s.system, s.backend, s.seed)?;
     if !wait_for(Duration::from_secs(120), || {
-        w.history(&d).acks.len() >= WARM_UP
+        w.history(&d).acks.len() >= WARM_UP && w.settled(c, &d)
     }) {
         bail!(
-            "{}: the workload never acknowledged {WARM_UP} writes (logs in {})",
+            "{}: the workload never acknowledged {WARM_UP} writes with all its members up (logs in {})",
             d.service,
             c.logs().display()
         );
@@ -135,6 +161,11 @@ pub fn one(c: &mut Cluster, s: &Setup) -> Result<RunResult> {
         if new_task {
             break;
         }
+        // A cluster that serves on under its own identity (etcd): acknowledging after the
+        // fault, with the lost member recreated and joined again.
+        if w.outlives_a_member() && h.acks.iter().any(|a| a.at >= t0) && w.settled(c, &d) {
+            break;
+        }
         // A fault the old task may outlive: once it is over and no failover came, the old
         // task acknowledging again is the slot serving.
         let old_serves = h
@@ -152,7 +183,7 @@ pub fn one(c: &mut Cluster, s: &Setup) -> Result<RunResult> {
     // Keep writing a little on whoever serves, then end the fault and restore the cluster.
     std::thread::sleep(Duration::from_secs(3));
     let (swarm_leader_killed, killed_manager) = (inj.swarm_leader_killed, inj.manager.clone());
-    let notes = inj.finish(c)?;
+    let mut notes = inj.finish(c)?;
     // Let a returning node's old task be stopped (Swarm stops it once it reconnects).
     std::thread::sleep(Duration::from_secs(5));
     // The acknowledgements first: each was sent after its write was durable, so every one
@@ -160,9 +191,19 @@ pub fn one(c: &mut Cluster, s: &Setup) -> Result<RunResult> {
     // would count as lost.)
     let history = w.history(&d);
     let end = Instant::now();
+    // The promotion's lag, while its assignment is the volume's latest.
+    let lag_ms = match d.backend {
+        Backend::Replicated => d
+            .volume
+            .as_ref()
+            .and_then(|v| c.volume_record(v))
+            .and_then(|r| r["lag_ms"].as_u64()),
+        _ => None,
+    };
     let back = w.read_back(c, &d);
     let mut problems = history.problems;
     problems.extend(back.problems);
+    let lost_window_ms = verdict::lost_window_ms(&history.acks, &back.surviving, fault_ms);
     let v: Verdict = verdict::judge(
         &Evidence {
             acks: history.acks,
@@ -185,6 +226,11 @@ pub fn one(c: &mut Cluster, s: &Setup) -> Result<RunResult> {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
+    // A slot that never served again: what its tasks said is the evidence of why (a database
+    // that could not recover its files), and it goes with the service.
+    if v.seconds_to_serve.is_none() {
+        notes.extend(task_logs(c, &d.service));
+    }
     // Clean up: the workload goes (Berth removes the slot service with its template), its
     // volumes stay on the lab's disk until the lab goes.
     c.manager().docker_ok(&["service", "rm", &d.remove]);
@@ -195,11 +241,13 @@ pub fn one(c: &mut Cluster, s: &Setup) -> Result<RunResult> {
     }
     Ok(RunResult {
         workload: w.name(),
-        backend: s.backend,
+        backend: d.backend,
         fault: s.fault,
         system: s.system,
         seed: s.seed,
         verdict: v,
+        lag_ms,
+        lost_window_ms,
         fences,
         torn: history.torn + back.torn,
         node,
@@ -209,4 +257,31 @@ pub fn one(c: &mut Cluster, s: &Setup) -> Result<RunResult> {
         notes,
         run_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The last log lines of every container `service` left on a node that is up, read from each
+/// node's own engine (`docker service logs` gives up on a task whose node was lost).
+fn task_logs(c: &Cluster, service: &str) -> Vec<String> {
+    let mut notes = Vec::new();
+    for n in c.lab.nodes.iter().filter(|n| n.is_up()) {
+        let out = n.docker(&[
+            "ps",
+            "--all",
+            "--quiet",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={service}"),
+        ]);
+        // Newest first: the last container is the one that tells why.
+        let ids = String::from_utf8_lossy(&out.stdout).into_owned();
+        if let Some(id) = ids.lines().next() {
+            let out = n.docker(&["logs", "--tail", "15", id]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            notes.extend(
+                text.lines()
+                    .map(|l| format!("{service} on {} ({id}): {l}", n.name)),
+            );
+        }
+    }
+    notes
 }

@@ -183,6 +183,22 @@ pub fn lost(acks: &[Ack], surviving: &Result<BTreeSet<String>, String>) -> (usiz
     (missing.len(), examples)
 }
 
+/// How long before the fault the oldest lost acknowledged write was acknowledged, ms (0 if it
+/// was after the fault); `None` if nothing was lost or the surviving copy could not be read.
+/// What `replicated` may lose is bounded by the promoted standby's lag: every lost write must
+/// fall within it.
+pub fn lost_window_ms(
+    acks: &[Ack],
+    surviving: &Result<BTreeSet<String>, String>,
+    fault_ms: u128,
+) -> Option<u64> {
+    let kept = surviving.as_ref().ok()?;
+    acks.iter()
+        .filter(|a| !kept.contains(&a.key))
+        .map(|a| fault_ms.saturating_sub(a.written_ms) as u64)
+        .max()
+}
+
 /// One task's first and last write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {
@@ -446,6 +462,37 @@ mod tests {
         assert!(!v.safe_and_serving());
         // A copy started again from empty by a new task holds none of the old keys.
         assert_eq!(lost(&acks, &Ok(BTreeSet::new())).0, 10);
+    }
+
+    #[test]
+    fn the_lost_window_reaches_back_to_the_oldest_lost_write() {
+        let base = Instant::now();
+        let acks = vec![
+            Ack {
+                key: "1".into(),
+                task: "a".into(),
+                written_ms: 1000,
+                at: base,
+            },
+            Ack {
+                key: "2".into(),
+                task: "a".into(),
+                written_ms: 1700,
+                at: base,
+            },
+            Ack {
+                key: "3".into(),
+                task: "a".into(),
+                written_ms: 1900,
+                at: base,
+            },
+        ];
+        let kept = |k: &[&str]| Ok(k.iter().map(|s| s.to_string()).collect());
+        assert_eq!(lost_window_ms(&acks, &kept(&["1"]), 2000), Some(300));
+        assert_eq!(lost_window_ms(&acks, &kept(&["1", "2", "3"]), 2000), None);
+        // A write acknowledged after the fault (a clock's edge) is 0 ms before it.
+        assert_eq!(lost_window_ms(&acks, &kept(&["1", "2"]), 1800), Some(0));
+        assert_eq!(lost_window_ms(&acks, &Err("gone".into()), 2000), None);
     }
 
     #[test]

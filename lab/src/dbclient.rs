@@ -287,6 +287,25 @@ impl Etcd {
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
+
+    /// How many members of the cluster have started (joined and named), as this endpoint's
+    /// `etcdctl member list` says.
+    pub fn started_members(&self) -> Result<usize, String> {
+        Ok(etcd_started_members(&self.etcdctl(&["member", "list"])?))
+    }
+}
+
+/// The started members in `etcdctl member list`'s table (`ID, STATUS, NAME, PEER ADDRS,
+/// CLIENT ADDRS, IS LEARNER`): a member added but not yet started has no name; a learner does
+/// not vote.
+pub fn etcd_started_members(listing: &str) -> usize {
+    listing
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split(", ").collect();
+            f.len() >= 6 && f[1] == "started" && !f[2].is_empty() && f[5].trim() == "false"
+        })
+        .count()
 }
 
 /// The cluster ID in the header of `etcdctl put -w json`'s answer.
@@ -468,6 +487,16 @@ mod tests {
         ] {
             assert!(etcd_cluster_id(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn only_started_named_voting_members_count() {
+        let listing = "8e9e05c52164694d, started, db1-1, http://10.0.0.21:2380, http://10.0.0.21:2379, false\n\
+                       91bc3c398fb3c146, unstarted, , http://10.0.0.22:2380, , false\n\
+                       fd422379fda50e48, started, db1-3, http://10.0.0.23:2380, http://10.0.0.23:2379, true\n\
+                       2a1b3c4d5e6f7a8b, started, db1-2, http://10.0.0.24:2380, http://10.0.0.24:2379, false\n";
+        assert_eq!(etcd_started_members(listing), 2);
+        assert_eq!(etcd_started_members(""), 0);
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub struct Spec {
     pub failover: &'static str,
     /// `berth.backend` under Berth when the failover is `recreate` (each member's own volume);
     /// `None`: the run's backend.
-    pub own_backend: Option<&'static str>,
+    pub own_backend: Option<Backend>,
     /// The service's environment for a deployment named `name` on `port`, whose members'
     /// names are given by `member` (a Swarm template) and whose first member is `first`;
     /// `peers` are the client URLs of every worker.
@@ -135,10 +135,7 @@ impl Workload for DbWorkload {
         let (name, d) = match system {
             System::Berth => {
                 let name = format!("db{seed}");
-                let backend = s
-                    .own_backend
-                    .map(str::to_string)
-                    .unwrap_or(backend.to_string());
+                let backend = s.own_backend.unwrap_or(backend);
                 let env = (s.env)(&EnvArgs {
                     port,
                     member: "{{.Service.Name}}",
@@ -163,7 +160,8 @@ impl Workload for DbWorkload {
                         &format!("berth.failover={}", s.failover),
                         "--mount",
                         &format!(
-                            "type=volume,source={name}-{{{{.Task.Slot}}}},target=/data,volume-driver=berth,volume-opt=backend={backend}"
+                            "type=volume,source={name}-{{{{.Task.Slot}}}},target=/data,volume-driver=berth,{}",
+                            backend.volume_opts()
                         ),
                     ]
                     .map(String::from),
@@ -177,12 +175,22 @@ impl Workload for DbWorkload {
                     volume: Some(format!("{name}-1")),
                     remove: name.clone(),
                     storage: format!("berth {backend}, {}", s.failover),
+                    backend,
                     since,
                 };
                 (name, d)
             }
             System::Swarm => {
                 let name = format!("ds{seed}");
+                let dir = match backend {
+                    Backend::Shared => c.shared_dirs(&name, s.replicas)?,
+                    _ => String::new(),
+                };
+                let Some((mount, storage)) =
+                    backend.swarm_mount(&format!("{name}-{{{{.Task.Slot}}}}"), &dir)
+                else {
+                    anyhow::bail!("plain Swarm has no {backend} storage");
+                };
                 let env = (s.env)(&EnvArgs {
                     port,
                     member: &format!("{name}-{{{{.Task.Slot}}}}"),
@@ -198,7 +206,7 @@ impl Workload for DbWorkload {
                         "--replicas-max-per-node",
                         "1",
                         "--mount",
-                        &format!("type=volume,source={name}-{{{{.Task.Slot}}}},target=/data"),
+                        &mount,
                     ]
                     .map(String::from),
                 );
@@ -210,7 +218,8 @@ impl Workload for DbWorkload {
                     service: name.clone(),
                     volume: None,
                     remove: name.clone(),
-                    storage: "local volume".into(),
+                    storage,
+                    backend,
                     since,
                 };
                 (name, d)
@@ -236,6 +245,35 @@ impl Workload for DbWorkload {
             .map(|(l, _)| l.acks())
             .unwrap_or_default();
         history(acks)
+    }
+
+    fn own_backend(&self) -> Option<Backend> {
+        self.spec.own_backend
+    }
+
+    fn outlives_a_member(&self) -> bool {
+        self.spec.replicas > 1
+    }
+
+    fn settled(&self, c: &Cluster, d: &Deployment) -> bool {
+        if self.spec.db != Db::Etcd {
+            return true;
+        }
+        let Some(port) = self
+            .loads
+            .lock()
+            .expect("loads")
+            .get(&d.id)
+            .map(|(_, p)| *p)
+        else {
+            return false;
+        };
+        // Every member started, as any member that answers sees it.
+        workers(c).iter().any(|a| {
+            dbclient::Etcd::new(a, port, &d.id)
+                .started_members()
+                .is_ok_and(|n| n >= self.spec.replicas as usize)
+        })
     }
 
     fn read_back(&self, c: &Cluster, d: &Deployment) -> ReadBack {

@@ -8,6 +8,7 @@
 
 use berth_lab::dbimage::Db;
 
+use super::Backend;
 use super::db::{DbWorkload, EnvArgs, Spec};
 
 pub fn workload() -> DbWorkload {
@@ -17,7 +18,7 @@ pub fn workload() -> DbWorkload {
         base_port: 12379,
         replicas: 3,
         failover: "recreate",
-        own_backend: Some("local"),
+        own_backend: Some(Backend::Local),
         env,
     })
 }

@@ -42,20 +42,57 @@ impl std::fmt::Display for System {
     }
 }
 
-/// Where a Berth slot's data lives (Berth's `berth.backend`).
+/// Where a slot's data lives: under Berth its `berth.backend`; under plain Swarm the kind of
+/// mount (a `local` volume, or a bind mount of the lab's GlusterFS volume).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backend {
-    /// One directory every node mounts (the lab: a host directory, as NFS would be); the
-    /// failover moves nothing (`berth.failover=move`).
+    /// The lab's GlusterFS volume, replicated across the workers and mounted on every node
+    /// (Berth: `berth.backend=shared`, the failover re-points it; Swarm: a bind mount of it).
     Shared,
+    /// Berth's `replicated`: the primary's disk shipped to a standby node (`replicas=2`); a
+    /// failover promotes the standby, losing at most its reported lag.
+    Replicated,
+    /// A node's own disk (Berth: `local`, as `recreate` members use; Swarm: a `local` volume).
+    Local,
 }
 
 impl std::fmt::Display for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Backend::Shared => "shared",
+            Backend::Replicated => "replicated",
+            Backend::Local => "local",
         })
+    }
+}
+
+impl Backend {
+    /// The `volume-opt`s of a Berth volume on this backend, for `--mount`.
+    pub fn volume_opts(self) -> String {
+        match self {
+            // Two copies: the primary's and one standby's, on another worker.
+            Backend::Replicated => "volume-opt=backend=replicated,volume-opt=replicas=2".into(),
+            b => format!("volume-opt=backend={b}"),
+        }
+    }
+
+    /// Where a plain Swarm service's data lives on this backend, for `docker service create
+    /// --mount`, and the report's description of it; `None` for a backend Swarm has no
+    /// equivalent of. `shared` is a bind mount of the GlusterFS volume's directory `dir`
+    /// (`{{.Task.Slot}}` in it gives each replica its own); `local` a named `local` volume.
+    pub fn swarm_mount(self, name: &str, gluster_dir: &str) -> Option<(String, String)> {
+        match self {
+            Backend::Local => Some((
+                format!("type=volume,source={name},target=/data"),
+                "local volume".into(),
+            )),
+            Backend::Shared => Some((
+                format!("type=bind,source={gluster_dir},target=/data"),
+                "bind mount of the GlusterFS volume".into(),
+            )),
+            Backend::Replicated => None,
+        }
     }
 }
 
@@ -72,6 +109,9 @@ pub struct Deployment {
     pub volume: Option<String>,
     /// Where the data lives, for the report ("berth shared", "local volume").
     pub storage: String,
+    /// The backend the data is really on (a `recreate` database's members keep theirs on
+    /// `local` whatever the run asked for).
+    pub backend: Backend,
     /// When it was deployed: history before it belongs to other runs.
     pub since: Instant,
 }
@@ -116,6 +156,24 @@ pub trait Workload {
     fn history(&self, d: &Deployment) -> History;
     /// Reads the copy the slot now runs on, and every copy of `d`'s data it can find.
     fn read_back(&self, c: &Cluster, d: &Deployment) -> ReadBack;
+    /// The backend its data always lives on under Berth, whatever `--backend` says (a
+    /// database that replicates itself keeps each member on its node's disk); `None`: the
+    /// run's.
+    fn own_backend(&self) -> Option<Backend> {
+        None
+    }
+    /// Whether `d` is whole, so a fault tests what it promises (an etcd cluster whose every
+    /// member has joined: acknowledgements alone may come from its founder alone).
+    fn settled(&self, _c: &Cluster, _d: &Deployment) -> bool {
+        true
+    }
+    /// Whether the service's acknowledging identity outlives the loss of the faulted task (a
+    /// cluster whose majority serves on): then the slot serves again once that identity
+    /// acknowledges after the fault and the service is whole again, not only when a new
+    /// identity appears.
+    fn outlives_a_member(&self) -> bool {
+        false
+    }
 }
 
 /// The workloads `--workload` takes.

@@ -157,7 +157,6 @@ impl Workload for Writer {
         let d = match system {
             System::Berth => {
                 let name = format!("cb{seed}");
-                let Backend::Shared = backend;
                 args.extend(
                     [
                         "--name",
@@ -178,7 +177,8 @@ impl Workload for Writer {
                         "start-first",
                         "--mount",
                         &format!(
-                            "type=volume,source={name}-{{{{.Task.Slot}}}},target=/data,volume-driver=berth,volume-opt=backend={backend}"
+                            "type=volume,source={name}-{{{{.Task.Slot}}}},target=/data,volume-driver=berth,{}",
+                            backend.volume_opts()
                         ),
                     ]
                     .map(String::from),
@@ -189,28 +189,29 @@ impl Workload for Writer {
                     volume: Some(format!("{name}-1")),
                     remove: name,
                     storage: format!("berth {backend}"),
+                    backend,
                     since,
                 }
             }
             System::Swarm => {
                 let name = format!("cs{seed}");
+                let dir = match backend {
+                    Backend::Shared => c.shared_dirs(&name, 1)?,
+                    _ => String::new(),
+                };
+                let Some((mount, storage)) = backend.swarm_mount(&name, &dir) else {
+                    anyhow::bail!("plain Swarm has no {backend} storage");
+                };
                 args.extend(
-                    [
-                        "--name",
-                        &name,
-                        "--replicas",
-                        "1",
-                        "--mount",
-                        &format!("type=volume,source={name},target=/data"),
-                    ]
-                    .map(String::from),
+                    ["--name", &name, "--replicas", "1", "--mount", &mount].map(String::from),
                 );
                 Deployment {
                     id: name.clone(),
                     service: name.clone(),
                     volume: None,
                     remove: name,
-                    storage: "local volume".into(),
+                    storage,
+                    backend,
                     since,
                 }
             }
@@ -339,6 +340,7 @@ mod tests {
             remove: "cb1".into(),
             volume: None,
             storage: "test".into(),
+            backend: Backend::Shared,
             since: std::time::Instant::now(),
         };
         let mut s = std::net::TcpStream::connect(&checker.addr).unwrap();
