@@ -1044,6 +1044,27 @@ def berth_binaries(timings: Timings) -> tuple[Path, bool]:
     return deb_dir, has_run
 
 
+def finish(r: Results, lab: Lab, timings: Timings, keep: bool, swarm_before: str, kept_extra: str = "") -> None:
+    """A run's end, whatever happened: no more interruptions, then either what was kept
+    (BERTH_TEST_KEEP) or a teardown checked to leave nothing behind, the host's Swarm untouched."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if keep:
+        say(f"\nKEPT (BERTH_TEST_KEEP): containers {lab.containers}, volumes {lab.volumes}, "
+            f"networks {lab.networks}, images {lab.images}{kept_extra}")
+        return
+    with timings.phase("teardown"):
+        errors = lab.teardown()
+    r.check("Teardown removed every container, volume, network and image this run made",
+            lambda: (ensure(not errors, "; ".join(errors)),
+                     ensure(not lab.leftovers(), f"left behind: {lab.leftovers()}")) and
+            f"nothing named {lab.prefix}* is left on the host engine")
+    swarm_after = out(["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"], check=False).strip()
+    r.check("The host engine's Swarm state is untouched",
+            lambda: ensure(swarm_after == swarm_before, f"was {swarm_before}, now {swarm_after}") or
+            f"still {swarm_after}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--full", action="store_true", help="3 managers + 3 workers (also BERTH_CLUSTER_FULL=1)")
@@ -1128,22 +1149,7 @@ def main() -> int:
     except Exception as e:  # noqa: BLE001 - reported, then torn down
         r.fail("cluster test", f"{type(e).__name__}: {e}")
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if keep:
-            say(f"\nKEPT (BERTH_TEST_KEEP): containers {lab.containers}, volumes {lab.volumes}, "
-                f"networks {lab.networks}, images {lab.images}, files {lab.workdir}")
-        else:
-            with timings.phase("teardown"):
-                errors = lab.teardown()
-            r.check("Teardown removed every container, volume, network and image this run made",
-                    lambda: (ensure(not errors, "; ".join(errors)),
-                             ensure(not lab.leftovers(), f"left behind: {lab.leftovers()}")) and
-                    f"nothing named {lab.prefix}* is left on the host engine")
-            swarm_after = out(["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"], check=False).strip()
-            r.check("The host engine's Swarm state is untouched",
-                    lambda: ensure(swarm_after == swarm_before, f"was {swarm_before}, now {swarm_after}") or
-                    f"still {swarm_after}")
+        finish(r, lab, timings, keep, swarm_before, f", files {lab.workdir}")
 
     timings.report()
     if r.not_run:

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cluster_test import (REPO, CheckFailed, Lab, Results, Timings, base_rootfs, ensure, out, poll, run, say, sh,
+from cluster_test import (REPO, CheckFailed, Lab, Results, Timings, base_rootfs, ensure, finish, out, poll, run, say, sh,
                           start_hosts)
 
 TOKEN_FILE = "/etc/berth/token"
@@ -261,22 +261,7 @@ def main() -> int:
     except Exception as e:  # noqa: BLE001 - reported, then torn down
         r.fail("package test", f"{type(e).__name__}: {e}")
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if keep:
-            say(f"\nKEPT (BERTH_TEST_KEEP): containers {lab.containers}, volumes {lab.volumes}, "
-                f"networks {lab.networks}, images {lab.images}")
-        else:
-            with timings.phase("teardown"):
-                errors = lab.teardown()
-            r.check("Teardown removed every container, volume, network and image this run made",
-                    lambda: (ensure(not errors, "; ".join(errors)),
-                             ensure(not lab.leftovers(), f"left behind: {lab.leftovers()}")) and
-                    f"nothing named {lab.prefix}* is left on the host engine")
-            swarm_after = out(["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"], check=False).strip()
-            r.check("The host engine's Swarm state is untouched",
-                    lambda: ensure(swarm_after == swarm_before, f"was {swarm_before}, now {swarm_after}") or
-                    f"still {swarm_after}")
+        finish(r, lab, timings, keep, swarm_before)
     timings.report()
     if r.failed:
         say("\nFailed:")
