@@ -19,7 +19,7 @@ use berth_lab::dbclient::{self, Load};
 use berth_lab::dbimage::{self, Db};
 use berth_lab::swarm::Role;
 
-use super::{Backend, Deployment, History, ReadBack, System, Workload};
+use super::{Backend, Deployment, History, ReadBack, System, Workload, worker_service_create};
 use crate::cluster::Cluster;
 use crate::verdict::Ack;
 
@@ -117,21 +117,7 @@ impl Workload for DbWorkload {
         let port = self.port(seed);
         let workers = workers(c);
         let s = &self.spec;
-        let mut args: Vec<String> = [
-            "service",
-            "create",
-            "--detach",
-            "--quiet",
-            "--no-resolve-image",
-            "--constraint",
-            "node.role==worker",
-            "--network",
-            "host",
-            "--stop-grace-period",
-            "10s",
-        ]
-        .map(String::from)
-        .to_vec();
+        let mut args = worker_service_create("10s");
         let (name, d) = match system {
             System::Berth => {
                 let name = format!("db{seed}");

@@ -200,3 +200,24 @@ impl std::fmt::Display for Kind {
         })
     }
 }
+
+/// `docker service create`'s arguments every workload starts with: workers only, the host's
+/// network (clients outside the cluster reach the task at its node's address), and the time
+/// Swarm gives a stopped task before killing it.
+pub(crate) fn worker_service_create(stop_grace: &str) -> Vec<String> {
+    [
+        "service",
+        "create",
+        "--detach",
+        "--quiet",
+        "--no-resolve-image",
+        "--constraint",
+        "node.role==worker",
+        "--network",
+        "host",
+        "--stop-grace-period",
+        stop_grace,
+    ]
+    .map(String::from)
+    .to_vec()
+}

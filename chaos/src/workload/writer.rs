@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use berth_lab::swarm::IMAGE;
 
-use super::{Backend, Deployment, History, ReadBack, System, Workload};
+use super::{Backend, Deployment, History, ReadBack, System, Workload, worker_service_create};
 use crate::checker::Checker;
 use crate::cluster::Cluster;
 use crate::verdict::{Ack, Write};
@@ -137,23 +137,8 @@ impl Workload for Writer {
         seed: u64,
     ) -> Result<Deployment> {
         let since = std::time::Instant::now();
-        let mut args: Vec<String> = [
-            "service",
-            "create",
-            "--detach",
-            "--quiet",
-            "--no-resolve-image",
-            "--constraint",
-            "node.role==worker",
-            "--network",
-            "host",
-            "--stop-grace-period",
-            "1s",
-            "--env",
-            "BERTH_TASK={{.Node.Hostname}}/{{.Task.ID}}",
-        ]
-        .map(String::from)
-        .to_vec();
+        let mut args = worker_service_create("1s");
+        args.extend(["--env", "BERTH_TASK={{.Node.Hostname}}/{{.Task.ID}}"].map(String::from));
         let d = match system {
             System::Berth => {
                 let name = format!("cb{seed}");
