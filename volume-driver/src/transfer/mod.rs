@@ -98,9 +98,39 @@ pub struct FileEntry {
     pub size: u64,
     pub mtime_ns: u128,
     pub mode: u32,
+    /// The file's owner on the source (absent from a sender that predates it: the receiver
+    /// then leaves ownership alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
     /// Present when the sender knows it without reading the file (its hash cache vouches).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blake3: Option<String>,
+}
+
+/// Who owns a file or directory. A copy must keep it: a database that runs as its own user
+/// (PostgreSQL refuses a data directory it does not own) cannot start on a copy owned by root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Owner {
+    pub fn of(md: &std::fs::Metadata) -> Owner {
+        use std::os::unix::fs::MetadataExt;
+        Owner {
+            uid: md.uid(),
+            gid: md.gid(),
+        }
+    }
+}
+
+/// A directory's owner and mode (the dataset's root is `""`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirMeta {
+    pub path: String,
+    pub mode: u32,
+    pub owner: Owner,
 }
 
 /// A symbolic link in a manifest, copied as a link (its target is data, never followed).
@@ -121,6 +151,10 @@ pub struct Manifest {
     pub files: Vec<FileEntry>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<LinkEntry>,
+    /// Owner and mode of the root and of every directory, parents first (absent from a sender
+    /// that predates it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dir_meta: Vec<DirMeta>,
 }
 
 impl Manifest {
@@ -231,6 +265,12 @@ fn mode(m: &std::fs::Metadata) -> u32 {
 /// for. Special files (sockets, devices, FIFOs) are skipped with a log line.
 pub fn scan(root: &Path, cache: Option<&HashCache>) -> Result<Manifest, TransferError> {
     let mut m = Manifest::default();
+    let top = std::fs::metadata(root).map_err(io(root))?;
+    m.dir_meta.push(DirMeta {
+        path: String::new(),
+        mode: mode(&top),
+        owner: Owner::of(&top),
+    });
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let dir = root.join(&rel);
@@ -244,6 +284,11 @@ pub fn scan(root: &Path, cache: Option<&HashCache>) -> Result<Manifest, Transfer
             let rs = r.to_string_lossy().into_owned();
             let md = e.metadata().map_err(io(&e.path()))?;
             if md.is_dir() {
+                m.dir_meta.push(DirMeta {
+                    path: rs.clone(),
+                    mode: mode(&md),
+                    owner: Owner::of(&md),
+                });
                 m.dirs.push(rs);
                 stack.push(r);
             } else if md.is_file() {
@@ -256,6 +301,7 @@ pub fn scan(root: &Path, cache: Option<&HashCache>) -> Result<Manifest, Transfer
                     size: md.len(),
                     mtime_ns: mtime_ns(&md),
                     mode: mode(&md),
+                    owner: Some(Owner::of(&md)),
                 });
             } else if md.is_symlink() {
                 let target = std::fs::read_link(e.path()).map_err(io(&e.path()))?;

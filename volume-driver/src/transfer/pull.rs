@@ -27,7 +27,7 @@ use super::hash_cache::{HashCache, StatKey};
 use super::pace::Pacer;
 use super::wire::{self, Frame, WireError};
 use super::{
-    Manifest, PullStats, TransferError, TransferOptions, hash_file, io, mtime_ns, safe_rel,
+    Manifest, Owner, PullStats, TransferError, TransferOptions, hash_file, io, mtime_ns, safe_rel,
 };
 use crate::backend::local::Layout;
 use crate::http_client::{self, Target};
@@ -140,6 +140,18 @@ async fn pull_inner(
     for p in m.paths() {
         if !safe_rel(p) {
             return Err(TransferError::UnsafePath(p.clone()));
+        }
+    }
+    // The root is named "", which `safe_rel` rightly refuses as a file's path; every other
+    // directory whose owner is sent must be one the manifest lists (and so was checked above).
+    {
+        let dirs: BTreeSet<&str> = m.dirs.iter().map(String::as_str).collect();
+        if let Some(d) = m
+            .dir_meta
+            .iter()
+            .find(|d| !d.path.is_empty() && !dirs.contains(d.path.as_str()))
+        {
+            return Err(TransferError::UnsafePath(d.path.clone()));
         }
     }
     let dest = layout.data_dir(id);
@@ -270,6 +282,13 @@ async fn pull_inner(
     stats.removed = blocking(move || {
         place_links(&d, &m)?;
         let removed = prune(&d, &m)?;
+        for dm in &m.dir_meta {
+            let p = d.join(&dm.path);
+            let md = std::fs::symlink_metadata(&p).map_err(io(&p))?;
+            if md.is_dir() && (super::mode(&md) != dm.mode || Owner::of(&md) != dm.owner) {
+                set_owner_and_mode(&p, Some(dm.owner), dm.mode)?;
+            }
+        }
         let f = std::fs::File::open(&d).map_err(io(&d))?;
         rustix::fs::syncfs(&f).map_err(|e| TransferError::Io {
             path: d.display().to_string(),
@@ -346,10 +365,9 @@ impl Plan {
                             h
                         }
                     };
-                    if super::mode(&md) != f.mode {
-                        use std::os::unix::fs::PermissionsExt;
-                        std::fs::set_permissions(&local, std::fs::Permissions::from_mode(f.mode))
-                            .map_err(io(&local))?;
+                    let owner = f.owner.filter(|o| *o != Owner::of(&md));
+                    if super::mode(&md) != f.mode || owner.is_some() {
+                        set_owner_and_mode(&local, owner, f.mode)?;
                         // The chmod moved ctime; the bytes, and so the digest, are the same.
                         let md = std::fs::symlink_metadata(&local).map_err(io(&local))?;
                         plan.cache.put(&f.path, StatKey::of(&md), h.clone());
@@ -479,6 +497,13 @@ fn receive(
         }
         {
             use std::os::unix::fs::PermissionsExt;
+            // Owner before mode: a chown clears set-user-ID and set-group-ID bits.
+            if let Some(o) = head.owner {
+                give(
+                    std::os::unix::fs::fchown(&out, Some(o.uid), Some(o.gid)),
+                    &tmp,
+                )?;
+            }
             out.set_permissions(std::fs::Permissions::from_mode(head.mode))
                 .map_err(io(&tmp))?;
             let secs = u64::try_from(head.mtime_ns / 1_000_000_000).unwrap_or(0);
@@ -601,4 +626,30 @@ fn local_paths(root: &Path) -> Result<Vec<String>, TransferError> {
     }
     out.sort();
     Ok(out)
+}
+
+/// A chown's result: refused for want of privilege (an agent not run as root cannot give files
+/// away) the copy keeps this process's owner, as before owners were sent; any other failure is
+/// the pull's.
+fn give(r: std::io::Result<()>, path: &Path) -> Result<(), TransferError> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            tracing::debug!(path = %path.display(), "cannot give the copy its owner (not root)");
+            Ok(())
+        }
+        r => r.map_err(io(path)),
+    }
+}
+
+/// Gives `path` (never following a link) the source's owner, then its mode: owner first, as a
+/// chown clears set-user-ID and set-group-ID bits.
+fn set_owner_and_mode(path: &Path, owner: Option<Owner>, mode: u32) -> Result<(), TransferError> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(o) = owner {
+        give(
+            std::os::unix::fs::lchown(path, Some(o.uid), Some(o.gid)),
+            path,
+        )?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))
 }

@@ -221,6 +221,7 @@ impl Producer {
             size,
             mtime_ns: super::mtime_ns(&before),
             mode: super::mode(&before),
+            owner: Some(super::Owner::of(&before)),
         }));
         // A digest the cache vouches for is sent as is: the file is read but not hashed here,
         // and the receiver's hash of what arrives then also checks the disk did not rot it.

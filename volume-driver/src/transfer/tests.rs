@@ -391,6 +391,83 @@ async fn a_mode_change_moves_no_bytes_and_keeps_the_cache_warm() {
     assert_eq!(s.hashed, 0, "the chmod did not cost a later re-hash");
 }
 
+#[tokio::test]
+async fn a_copy_keeps_its_owners_and_directory_modes() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
+    if !rustix::process::geteuid().is_root() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "needs root to give files away (CI=true: a test that did not run must not pass)"
+        );
+        eprintln!("NOT RUN: a_copy_keeps_its_owners_and_directory_modes needs root");
+        return;
+    }
+    let src = tempfile::tempdir().expect("tmp");
+    let dst = tempfile::tempdir().expect("tmp");
+    let sd = Layout::new(src.path()).data_dir(ID);
+    std::fs::create_dir_all(sd.join("base")).expect("mkdir");
+    std::fs::write(sd.join("base/1"), b"page").expect("w");
+    std::fs::write(sd.join("PG_VERSION"), b"15\n").expect("w");
+    // PostgreSQL's data directory: its own user's, 0700, or it will not start.
+    for (p, owner) in [("", 70), ("base", 71), ("base/1", 72), ("PG_VERSION", 70)] {
+        chown(sd.join(p), Some(owner), Some(owner + 100)).expect("chown");
+    }
+    std::fs::set_permissions(&sd, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    std::fs::set_permissions(sd.join("base"), std::fs::Permissions::from_mode(0o750))
+        .expect("chmod");
+    let addr = serve_layout(src.path()).await;
+    let dl = Layout::new(dst.path());
+    let dd = dl.data_dir(ID);
+    pull(&addr, ID, None, &dl, &opts()).await.expect("pull");
+    let owned = |p: &str| {
+        let md = std::fs::symlink_metadata(dd.join(p)).expect("md");
+        (md.uid(), md.gid(), md.mode() & 0o7777)
+    };
+    assert_eq!(owned(""), (70, 170, 0o700), "the root");
+    assert_eq!(owned("base"), (71, 171, 0o750), "a directory");
+    assert_eq!(owned("base/1").0, 72, "a file");
+    assert_eq!(owned("PG_VERSION").0, 70, "a file");
+
+    // An owner changed alone moves no bytes and costs no later re-hash.
+    chown(sd.join("PG_VERSION"), Some(80), Some(180)).expect("chown");
+    let s = pull(&addr, ID, None, &dl, &opts()).await.expect("pull");
+    assert_eq!(
+        (s.copied, s.skipped),
+        (0, 2),
+        "same bytes: only the owner changes"
+    );
+    assert_eq!(owned("PG_VERSION").0, 80);
+    let s = pull(&addr, ID, None, &dl, &opts()).await.expect("pull");
+    assert_eq!(s.hashed, 0, "the chown did not cost a later re-hash");
+}
+
+#[tokio::test]
+async fn a_manifest_naming_an_owner_for_a_directory_it_does_not_list_is_refused() {
+    // A hostile or broken source: an owner for a path outside the listed directories would
+    // otherwise give away whatever the agent can reach.
+    let evil = serde_json::json!({
+        "dirs": ["a"],
+        "files": [],
+        "dir_meta": [{"path": "../../etc", "mode": 0o777, "owner": {"uid": 65534, "gid": 65534}}]
+    });
+    let r = axum::Router::new().route(
+        "/v1/transfer/{id}/manifest",
+        axum::routing::get(move || {
+            let evil = evil.clone();
+            async move { axum::Json(evil) }
+        }),
+    );
+    let addr = serve_router(r).await;
+    let dst = tempfile::tempdir().expect("tmp");
+    let e = pull(&addr, ID, None, &Layout::new(dst.path()), &opts())
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(e, TransferError::UnsafePath(ref p) if p == "../../etc"),
+        "{e}"
+    );
+}
+
 /// A source that accepted the connection and then went silent (a node that lost power keeps
 /// its peers' connections open): a cancelled pull stops waiting for it.
 #[tokio::test]

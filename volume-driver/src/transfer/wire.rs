@@ -28,6 +28,8 @@ pub struct FileHead {
     pub size: u64,
     pub mtime_ns: u128,
     pub mode: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<super::Owner>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +103,7 @@ mod tests {
             size: 3,
             mtime_ns: 7,
             mode: 0o644,
+            owner: Some(super::super::Owner { uid: 70, gid: 70 }),
         });
         let mut buf = Vec::new();
         encode(&head, &mut buf);
