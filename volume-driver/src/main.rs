@@ -315,6 +315,31 @@ impl Drop for SocketFile {
     }
 }
 
+/// The data path holds a descriptor for every file and directory its containers have looked up
+/// and one for every open file, on behalf of every container on the node: a database copying a
+/// few hundred files (PostgreSQL's CREATE DATABASE) passes the 1,024 a service gets by default
+/// and sees EMFILE on close. The soft limit goes up to the hard one (524,288 under systemd), as
+/// a server that multiplexes its clients' files should.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let l = getrlimit(Resource::Nofile);
+    if l.current == l.maximum {
+        return;
+    }
+    let want = Rlimit {
+        current: l.maximum,
+        maximum: l.maximum,
+    };
+    match setrlimit(Resource::Nofile, want) {
+        Ok(()) => {
+            tracing::info!(from = ?l.current, to = ?l.maximum, "open file limit raised for the data path")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, limit = ?l.current, "cannot raise the open file limit: the data path may run out of descriptors")
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -494,6 +519,9 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             docker_socket,
             data_path,
         } => {
+            if data_path == DataPathMode::Fuse {
+                raise_open_file_limit();
+            }
             if data_path == DataPathMode::Direct {
                 tracing::warn!(
                     "--data-path direct: containers write to their volumes without this agent; a dead, hung or frozen agent cannot stop them after its lease ends"
