@@ -549,14 +549,10 @@ async fn a_node_swarm_still_reaches_has_its_task_stopped_before_the_slot_starts_
     let (_, create) = at(&log, "create");
     assert_eq!(create, LEASE_END);
     assert!(!swarm.task_runs("slot1", "w1"));
-    let st = swarm.state.lock().unwrap().clone();
-    let new = st
-        .services
-        .iter()
-        .find(|s| s.spec.as_ref().and_then(|s| s.name.as_deref()) == Some("app_db-1"))
-        .and_then(|s| s.id.clone())
-        .expect("the slot's service");
-    assert!(swarm.task_runs(&new, "w2"), "the slot runs on w2");
+    assert!(
+        swarm.task_runs(&service_id(&swarm, "app_db-1"), "w2"),
+        "the slot runs on w2"
+    );
 }
 
 #[tokio::test]
@@ -660,14 +656,10 @@ async fn a_failover_across_swarm_s_leader_election(events: bool) {
         what(&log).contains(&"assign db-1 to w2 at 4 (Move)"),
         "{log:#?}"
     );
-    let st = swarm.state.lock().unwrap().clone();
-    let new = st
-        .services
-        .iter()
-        .find(|s| s.spec.as_ref().and_then(|s| s.name.as_deref()) == Some("app_db-1"))
-        .and_then(|s| s.id.clone())
-        .expect("the slot's service");
-    assert!(swarm.task_runs(&new, "w2"), "the slot runs on w2");
+    assert!(
+        swarm.task_runs(&service_id(&swarm, "app_db-1"), "w2"),
+        "the slot runs on w2"
+    );
 }
 
 /// Swarm's API does not answer for 8 s and no event comes when it does again: the passes that
@@ -721,4 +713,15 @@ async fn a_slot_with_nowhere_to_go_is_not_polled_for_ever() {
         between(80_000, 150_000) <= 14,
         "then at the resync's pace (10 s): {reads:?}"
     );
+}
+
+/// The ID of the fake Swarm's service named `name` (a slot's service is replaced on a move, so
+/// its ID is read after the failover).
+fn service_id(swarm: &FakeSwarm, name: &str) -> String {
+    let st = swarm.state.lock().unwrap();
+    st.services
+        .iter()
+        .find(|s| s.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(name))
+        .and_then(|s| s.id.clone())
+        .expect("the slot's service")
 }
