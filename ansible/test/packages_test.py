@@ -55,6 +55,89 @@ def build_debs(timings: Timings) -> list[Path]:
     return debs
 
 
+def install_and_check(r: Results, timings: Timings, c: str, names: str) -> None:
+    """Installs the packages on test host c with apt and checks what they put there before any
+    secret exists: files, conffiles, the user, units enabled but nothing started."""
+    with timings.phase("install"):
+        install = run(["docker", "exec", c, "sh", "-c",
+                       f"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {names}"],
+                      check=False, timeout=900)
+
+    def installed():
+        ensure(install.returncode == 0, (install.stdout + install.stderr).decode(errors="replace")[-2000:])
+        files = sh(c, "dpkg -L berth berth-volume")
+        for f in ("/usr/bin/berth", "/usr/bin/berth-volume", "/lib/systemd/system/berth.service",
+                  "/lib/systemd/system/berth-volume-agent.service",
+                  "/lib/systemd/system/berth-volume-control.service",
+                  "/lib/systemd/system/berth-volume-plugin.service", "/etc/default/berth",
+                  "/etc/default/berth-volume"):
+            ensure(f in files.split(), f"{f} is not in the packages: {files}")
+        conf = sh(c, "dpkg-query -W -f '${Conffiles}\\n' berth berth-volume")
+        ensure("/etc/default/berth " in conf and "/etc/default/berth-volume " in conf,
+               f"/etc/default/* are not conffiles: {conf}")
+        return "apt installed both with their dependencies; binaries, four units, two conffiles"
+    r.check("apt installs berth and berth-volume on Debian bookworm", installed)
+
+    def user_and_dirs():
+        ids = sh(c, "id berth").strip()
+        ensure("(docker)" in ids, f"berth is not in group docker: {ids}")
+        st = sh(c, "stat -c '%U:%G %a' /etc/berth").strip()
+        ensure(st == "root:berth 750", f"/etc/berth is {st}")
+        return f"{ids}; /etc/berth {st}"
+    r.check("The packages make the system user berth (group docker) and /etc/berth", user_and_dirs)
+
+    def units_before_secrets():
+        enabled = {u: sh(c, f"systemctl is-enabled {u}", check=False).strip()
+                   for u in ("berth-volume-agent", "berth-volume-plugin", "berth-volume-control", "berth")}
+        ensure(enabled == {"berth-volume-agent": "enabled", "berth-volume-plugin": "enabled",
+                           "berth-volume-control": "disabled", "berth": "disabled"}, f"{enabled}")
+        active = sh(c, "systemctl is-active berth-volume-agent", check=False).strip()
+        ensure(active == "inactive", f"the agent is {active} without its credential")
+        cond = sh(c, "systemctl show -p ConditionResult berth-volume-agent").strip()
+        ensure(cond == "ConditionResult=no", f"the agent's start condition: {cond}")
+        before = sh(c, "systemctl show -p Before berth-volume-agent").strip()
+        ensure("docker.service" in before.split("=", 1)[1].split(), f"the agent is not before docker: {before}")
+        return f"{enabled}; the agent skipped ({cond}) and ordered before docker.service"
+    r.check("Units: agent enabled and ordered before docker, nothing started before its secret",
+            units_before_secrets)
+
+
+def reinstall_and_remove(r: Results, timings: Timings, c: str, names: str, healthy, cleanup: str) -> None:
+    """Installs the packages again on the configured host c (an upgrade to the same version):
+    its configuration kept and `healthy` passing again; then removes them: services stopped,
+    binaries gone, the control state kept."""
+    with timings.phase("reinstall (an upgrade to the same version)"):
+        again = run(["docker", "exec", c, "sh", "-c",
+                     f"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --reinstall {names}"],
+                    check=False, timeout=900)
+
+    def reinstall():
+        ensure(again.returncode == 0, (again.stdout + again.stderr).decode(errors="replace")[-2000:])
+        args = sh(c, "grep -c '^AGENT_ARGS=\"--node-id' /etc/default/berth-volume").strip()
+        ensure(args == "1", "the edited /etc/default/berth-volume was not kept")
+
+        poll(healthy, 60)
+        return "the configuration kept, every service active again, the node alive, berth run ready"
+    r.check("Installing the packages again keeps everything configured and healthy", reinstall)
+
+    with timings.phase("remove"):
+        sh(c, cleanup, check=False, timeout=60)
+        gone = run(["docker", "exec", c, "sh", "-c",
+                    "DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq berth berth-volume"],
+                   check=False, timeout=600)
+
+    def removed():
+        ensure(gone.returncode == 0, (gone.stdout + gone.stderr).decode(errors="replace")[-2000:])
+        left = berth_processes(c)
+        ensure(not left, f"processes left: {left}")
+        ensure(sh(c, "test -e /usr/bin/berth-volume && echo yes || echo no").strip() == "no", "binary left")
+        kept = sh(c, "ls /var/lib/berth-volume /var/lib/berth-volume/control 2>&1").strip()
+        # berth.redb for a single instance, raft.redb for a member of the replicated service.
+        ensure(".redb" in kept, f"the control state is gone: {kept}")
+        return "services stopped, binaries gone, /var/lib/berth-volume kept"
+    r.check("Removing the packages stops the services and keeps the data", removed)
+
+
 def main() -> int:
     cache = Path(os.environ.get("BERTH_TEST_CACHE")
                  or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "berth-cluster-test")
@@ -97,48 +180,7 @@ def main() -> int:
             run(["docker", "cp", str(d), f"{c}:/tmp/{d.name}"])
         names = " ".join(f"/tmp/{d.name}" for d in debs)
 
-        with timings.phase("install"):
-            install = run(["docker", "exec", c, "sh", "-c",
-                           f"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {names}"],
-                          check=False, timeout=900)
-
-        def installed():
-            ensure(install.returncode == 0, (install.stdout + install.stderr).decode(errors="replace")[-2000:])
-            files = sh(c, "dpkg -L berth berth-volume")
-            for f in ("/usr/bin/berth", "/usr/bin/berth-volume", "/lib/systemd/system/berth.service",
-                      "/lib/systemd/system/berth-volume-agent.service",
-                      "/lib/systemd/system/berth-volume-control.service",
-                      "/lib/systemd/system/berth-volume-plugin.service", "/etc/default/berth",
-                      "/etc/default/berth-volume"):
-                ensure(f in files.split(), f"{f} is not in the packages: {files}")
-            conf = sh(c, "dpkg-query -W -f '${Conffiles}\\n' berth berth-volume")
-            ensure("/etc/default/berth " in conf and "/etc/default/berth-volume " in conf,
-                   f"/etc/default/* are not conffiles: {conf}")
-            return "apt installed both with their dependencies; binaries, four units, two conffiles"
-        r.check("apt installs berth and berth-volume on Debian bookworm", installed)
-
-        def user_and_dirs():
-            ids = sh(c, "id berth").strip()
-            ensure("(docker)" in ids, f"berth is not in group docker: {ids}")
-            st = sh(c, "stat -c '%U:%G %a' /etc/berth").strip()
-            ensure(st == "root:berth 750", f"/etc/berth is {st}")
-            return f"{ids}; /etc/berth {st}"
-        r.check("The packages make the system user berth (group docker) and /etc/berth", user_and_dirs)
-
-        def units_before_secrets():
-            enabled = {u: sh(c, f"systemctl is-enabled {u}", check=False).strip()
-                       for u in ("berth-volume-agent", "berth-volume-plugin", "berth-volume-control", "berth")}
-            ensure(enabled == {"berth-volume-agent": "enabled", "berth-volume-plugin": "enabled",
-                               "berth-volume-control": "disabled", "berth": "disabled"}, f"{enabled}")
-            active = sh(c, "systemctl is-active berth-volume-agent", check=False).strip()
-            ensure(active == "inactive", f"the agent is {active} without its credential")
-            cond = sh(c, "systemctl show -p ConditionResult berth-volume-agent").strip()
-            ensure(cond == "ConditionResult=no", f"the agent's start condition: {cond}")
-            before = sh(c, "systemctl show -p Before berth-volume-agent").strip()
-            ensure("docker.service" in before.split("=", 1)[1].split(), f"the agent is not before docker: {before}")
-            return f"{enabled}; the agent skipped ({cond}) and ordered before docker.service"
-        r.check("Units: agent enabled and ordered before docker, nothing started before its secret",
-                units_before_secrets)
+        install_and_check(r, timings, c, names)
 
         with timings.phase("configure and start"):
             node = sh(c, "docker info --format '{{.Swarm.NodeID}}'").strip()
@@ -217,43 +259,14 @@ def main() -> int:
             return "the Berth volume is still listed; the agent and the plugin loader are active"
         r.check("A Docker restart keeps the plugin loaded", docker_restart)
 
-        with timings.phase("reinstall (an upgrade to the same version)"):
-            again = run(["docker", "exec", c, "sh", "-c",
-                         f"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --reinstall {names}"],
-                        check=False, timeout=900)
-
-        def reinstall():
-            ensure(again.returncode == 0, (again.stdout + again.stderr).decode(errors="replace")[-2000:])
-            args = sh(c, "grep -c '^AGENT_ARGS=\"--node-id' /etc/default/berth-volume").strip()
-            ensure(args == "1", "the edited /etc/default/berth-volume was not kept")
-
-            def once():
-                states = sh(c, "systemctl is-active berth-volume-control berth-volume-agent berth", check=False).split()
-                ensure(states == ["active"] * 3, f"control, agent, berth: {states}")
-                nodes = json.loads(sh(c, f"curl -sf -m 5 {auth} http://{addr}:4523/v1/berth/nodes"))
-                ensure(any(n["node"] == node and n["alive"] for n in nodes), f"{nodes}")
-                code = sh(c, f"curl -s -o /dev/null -w '%{{http_code}}' -m 5 http://{addr}:9440/v1/ready",
-                          check=False)
-                ensure(code == "200", f"/v1/ready {code}")
-            poll(once, 60)
-            return "the configuration kept, every service active again, the node alive, berth run ready"
-        r.check("Installing the packages again keeps everything configured and healthy", reinstall)
-
-        with timings.phase("remove"):
-            sh(c, "docker volume rm pkgtest >/dev/null", check=False, timeout=60)
-            gone = run(["docker", "exec", c, "sh", "-c",
-                        "DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq berth berth-volume"],
-                       check=False, timeout=600)
-
-        def removed():
-            ensure(gone.returncode == 0, (gone.stdout + gone.stderr).decode(errors="replace")[-2000:])
-            left = berth_processes(c)
-            ensure(not left, f"processes left: {left}")
-            ensure(sh(c, "test -e /usr/bin/berth-volume && echo yes || echo no").strip() == "no", "binary left")
-            kept = sh(c, "ls /var/lib/berth-volume /var/lib/berth-volume/control 2>&1").strip()
-            ensure("berth.redb" in kept, f"the control state is gone: {kept}")
-            return "services stopped, binaries gone, /var/lib/berth-volume kept"
-        r.check("Removing the packages stops the services and keeps the data", removed)
+        def healthy_again():
+            states = sh(c, "systemctl is-active berth-volume-control berth-volume-agent berth", check=False).split()
+            ensure(states == ["active"] * 3, f"control, agent, berth: {states}")
+            nodes = json.loads(sh(c, f"curl -sf -m 5 {auth} http://{addr}:4523/v1/berth/nodes"))
+            ensure(any(n["node"] == node and n["alive"] for n in nodes), f"{nodes}")
+            code = sh(c, f"curl -s -o /dev/null -w '%{{http_code}}' -m 5 http://{addr}:9440/v1/ready", check=False)
+            ensure(code == "200", f"/v1/ready {code}")
+        reinstall_and_remove(r, timings, c, names, healthy_again, cleanup="docker volume rm pkgtest >/dev/null")
     except CheckFailed as e:
         r.fail("package test", str(e))
     except KeyboardInterrupt as e:
