@@ -7,7 +7,8 @@
 //! every node the planner's own filters let it go to ([`SlotScore`]: topology spread first,
 //! then placement preferences, then the node's load), and a move is proposed only when it
 //! fixes a spread or lowers the load gap by at least [`Budget::margin`] tasks. Moves are tried
-//! on a working snapshot one at a time (busiest node's slots first) and passes repeat until
+//! on a working snapshot one at a time (busiest node's slots first, then the slot whose dataset
+//! moved last, by its epoch) and passes repeat until
 //! one proposes nothing, so planning again after the plan is carried out proposes nothing:
 //! every move lowers the spread excess, else the spread gaps, else the load's sum of squares.
 //!
@@ -246,10 +247,20 @@ pub fn plan_rebalance(cluster: &Cluster, budget: &Budget) -> Result<RebalancePla
     let mut chosen_of: Vec<Option<usize>> = vec![None; cands.len()];
     let mut held: BTreeMap<(usize, u64), Held> = BTreeMap::new();
     for _ in 0..MAX_PASSES {
+        // The busiest nodes' slots first; among equals, the slot whose data moved last (a
+        // failover raises the epoch), so a slot moved away by a failover is the one that
+        // returns.
         let mut order: Vec<usize> = (0..cands.len()).collect();
         order.sort_by_key(|&c| {
+            let cand = &cands[c];
+            let st = ix.policies[cand.s].stateful.as_ref().expect("stateful");
+            let epoch = ix
+                .datasets
+                .get(&st.volume_for_slot(cand.slot))
+                .map_or(0, |d| d.epoch);
             (
-                std::cmp::Reverse(snap.nodes[cands[c].at as usize].total_tasks),
+                std::cmp::Reverse(snap.nodes[cand.at as usize].total_tasks),
+                std::cmp::Reverse(epoch),
                 c,
             )
         });

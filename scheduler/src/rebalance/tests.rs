@@ -406,3 +406,17 @@ fn binpack_services_do_not_move_for_load() {
             .is_empty()
     );
 }
+
+#[test]
+fn among_equals_the_slot_that_failed_over_returns() {
+    let mut c = node_back();
+    // a1 and a2 equally busy: the epoch tells which slot's data moved last.
+    c.tasks.push(filler("web", 3, "a1"));
+    c.services[1] = replicated("web", 3);
+    c.datasets[2].epoch = 3;
+    let plan = plan_rebalance(&c, &Budget::default()).unwrap();
+    assert_eq!(summary(&plan), [("db".into(), 3, "a2".into(), "c1".into())]);
+    c.datasets[0].epoch = 4;
+    let plan = plan_rebalance(&c, &Budget::default()).unwrap();
+    assert_eq!(summary(&plan), [("db".into(), 1, "a1".into(), "c1".into())]);
+}
