@@ -420,3 +420,89 @@ fn among_equals_the_slot_that_failed_over_returns() {
     let plan = plan_rebalance(&c, &Budget::default()).unwrap();
     assert_eq!(summary(&plan), [("db".into(), 1, "a1".into(), "c1".into())]);
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A random lopsided cluster: `n` nodes over three zones, a stateful service whose slots
+    /// run on distinct nodes, stateless tasks for load.
+    fn cluster(n: usize, slots: Vec<usize>, fill: Vec<u8>, spread: bool) -> Cluster {
+        let nodes: Vec<_> = (0..n)
+            .map(|i| node(&format!("n{i}")).label("zone", ["a", "b", "c"][i % 3]))
+            .collect();
+        let mut db = replicated("db", slots.len() as u64).stateful("db-{slot}", "move");
+        if spread {
+            db = db.label("berth.topology-spread", "node.labels.zone:1");
+        }
+        let mut tasks: Vec<Task> = slots
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| running("db", k as u64 + 1, &format!("n{i}")))
+            .collect();
+        let mut web = 0;
+        for (i, f) in fill.iter().enumerate().take(n) {
+            for _ in 0..*f {
+                web += 1;
+                tasks.push(filler("web", web, &format!("n{i}")));
+            }
+        }
+        Cluster {
+            nodes,
+            services: vec![db, replicated("web", web)],
+            tasks,
+            datasets: Vec::new(),
+        }
+    }
+
+    fn excess(c: &Cluster) -> u32 {
+        let mut zones = [0u32; 3];
+        for t in c.tasks.iter().filter(|t| t.service_id.0 == "db") {
+            let i: usize = t.node_id.as_ref().unwrap().as_str()[1..].parse().unwrap();
+            zones[i % 3] += 1;
+        }
+        (zones.iter().max().unwrap() - zones.iter().min().unwrap()).saturating_sub(1)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn applying_the_plan_keeps_constraints_and_settles(
+            n in 3usize..9,
+            picks in proptest::collection::vec(0usize..9, 1..5),
+            fill in proptest::collection::vec(0u8..5, 9),
+            spread in any::<bool>(),
+        ) {
+            let mut slots: Vec<usize> = picks.into_iter().map(|p| p % n).collect();
+            slots.sort_unstable();
+            slots.dedup();
+            let c = cluster(n, slots, fill, spread);
+            let plan = plan_rebalance(&c, &Budget::default()).unwrap();
+            let after = apply(&c, &plan);
+            // Replica anti-affinity holds: no two db slots on one node.
+            let mut on: Vec<&NodeId> = after
+                .tasks
+                .iter()
+                .filter(|t| t.service_id.0 == "db")
+                .map(|t| t.node_id.as_ref().unwrap())
+                .collect();
+            on.sort();
+            let len = on.len();
+            on.dedup();
+            prop_assert_eq!(on.len(), len);
+            // The planner keeps every moved slot where it is (none is left pending).
+            let p = crate::schedule::plan(&after).unwrap();
+            prop_assert!(p.all_placed() && p.new_placements().next().is_none());
+            // The spread never gets worse, every move's score is better, and the next plan
+            // proposes nothing.
+            if spread {
+                prop_assert!(excess(&after) <= excess(&c));
+            }
+            for m in &plan.moves {
+                prop_assert!(m.after < m.before, "{:?}", m);
+            }
+            let again = plan_rebalance(&after, &Budget::default()).unwrap();
+            prop_assert!(again.moves.is_empty(), "{:#?} then {:#?}", plan, again);
+        }
+    }
+}
