@@ -6,7 +6,8 @@
 //! the cluster to the plan (index, the placement run, judging every stateful slot, the moves).
 //! `noop/at-rest`: the same check on the cluster at rest, which proposes nothing.
 //! `noop/node-down`: one node lost (its tasks not yet replaced), the check after that event —
-//! a full check: the planner keeps no state between calls.
+//! a full check: the planner keeps no state between calls. `schedule-plan/at-rest`: the
+//! placement run alone on the same cluster, which every rebalance plan starts with.
 //!
 //! `cargo bench -p berth --bench rebalance`; the numbers are in BENCHMARKS.md.
 
@@ -71,6 +72,12 @@ fn rebalance(c: &mut Criterion) {
     );
     g.bench_function("noop/at-rest", |b| {
         b.iter(|| black_box(plan_rebalance(&rest, &budget).expect("valid")))
+    });
+
+    // For comparison: the placement run alone (index, booking, every service's turn), which
+    // every rebalance plan starts with.
+    g.bench_function("schedule-plan/at-rest", |b| {
+        b.iter(|| black_box(berth::scheduler::schedule::plan(&rest).expect("valid")))
     });
 
     let mut down = rest.clone();

@@ -270,17 +270,22 @@ pub fn plan_rebalance(cluster: &Cluster, budget: &Budget) -> Result<RebalancePla
             let st = ix.policies[cand.s].stateful.as_ref().expect("stateful");
             let ds = ix.datasets.get(&st.volume_for_slot(cand.slot));
             let standby = ds.and_then(|d| d.standby.as_ref()).and_then(node_of);
-            let avoid: Vec<u32> = cands
-                .iter()
-                .filter(|o| o.s == cand.s && o.slot != cand.slot)
-                .filter_map(|o| {
-                    ix.datasets
-                        .get(&st.volume_for_slot(o.slot))?
-                        .standby
-                        .as_ref()
-                })
-                .filter_map(node_of)
-                .collect();
+            // Only a service with standbys has nodes to avoid (and the scan is per slot).
+            let avoid: Vec<u32> = if ds.is_some_and(|d| d.backend == Backend::Replicated) {
+                cands
+                    .iter()
+                    .filter(|o| o.s == cand.s && o.slot != cand.slot)
+                    .filter_map(|o| {
+                        ix.datasets
+                            .get(&st.volume_for_slot(o.slot))?
+                            .standby
+                            .as_ref()
+                    })
+                    .filter_map(node_of)
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let Some(j) = score::judge(
                 cluster, &ix, &mut snap, &mut board, cand.s, cand.slot, cand.at, standby, &avoid,
             ) else {
