@@ -9,6 +9,7 @@
 //! - `schedule`: places every missing task of a cluster, service by service.
 //! - `explain`: why a task is pending, or why it went where it went.
 //! - `failover`: a node is lost, drained or back — the ordered plan that follows.
+//! - `rebalance`: which running stateful slots to move, and where, once the cluster is lopsided.
 //!
 //! Architecture invariant: this library does no I/O, spawns nothing and reads no clock. The
 //! daemon, the CLI and the simulator all call the same pure functions.
@@ -27,6 +28,7 @@ pub mod framework;
 pub mod ingest;
 pub mod model;
 pub mod plugins;
+pub mod rebalance;
 pub mod replan;
 pub mod rollout;
 pub mod schedule;

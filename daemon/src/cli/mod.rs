@@ -3,6 +3,7 @@
 //! error, with a message on stderr naming the file and the field.
 
 mod input;
+mod rebalance;
 pub mod render;
 mod run;
 
@@ -62,6 +63,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Which running stateful slots the engine would move back or onto new nodes, and why
+    /// (`--dry-run`; carrying moves out is not implemented yet).
+    Rebalance(rebalance::RebalanceArgs),
 }
 
 /// Where the cluster comes from: separate files (each a `docker … inspect` JSON array, the
@@ -150,6 +154,7 @@ pub fn run(args: Args) -> Result<Outcome> {
             run::run(a)?;
             Ok(Outcome::Complete)
         }
+        Command::Rebalance(a) => rebalance::run(a),
         Command::Plan { input, output } => {
             let loaded = input::load(&input)?;
             let plan = schedule::plan(&loaded.cluster).map_err(|e| loaded.blame(&e))?;

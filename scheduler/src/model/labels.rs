@@ -22,6 +22,7 @@ pub const RECREATE_GRACE: &str = "berth.recreate-grace";
 pub const STRATEGY: &str = "berth.strategy";
 pub const TOPOLOGY_SPREAD: &str = "berth.topology-spread";
 pub const REPLICAS: &str = "berth.replicas";
+pub const PIN: &str = "berth.pin";
 
 /// Every label Berth reads, for the "unknown label" message.
 pub const KNOWN: &[&str] = &[
@@ -36,6 +37,7 @@ pub const KNOWN: &[&str] = &[
     STRATEGY,
     TOPOLOGY_SPREAD,
     REPLICAS,
+    PIN,
 ];
 
 /// The slot placeholder in `berth.volume`; Swarm's own template form is accepted too so the
@@ -138,6 +140,29 @@ impl Stateful {
     }
 }
 
+/// Which slots of a stateful service the rescheduling planner leaves where they are
+/// (`berth.pin`): failover still moves a pinned slot off a lost or drained node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pin {
+    #[default]
+    None,
+    /// `berth.pin=true`: every slot.
+    All,
+    /// `berth.pin=1,3`: these slots, sorted, no duplicates.
+    Slots(Vec<u64>),
+}
+
+impl Pin {
+    pub fn pins(&self, slot: u64) -> bool {
+        match self {
+            Pin::None => false,
+            Pin::All => true,
+            Pin::Slots(s) => s.binary_search(&slot).is_ok(),
+        }
+    }
+}
+
 /// A service's Berth policy. A service without `berth.*` labels gets `Policy::default()`,
 /// which is exactly Swarm's behaviour.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +176,9 @@ pub struct Policy {
     pub anti_affinity: bool,
     pub strategy: Strategy,
     pub topology_spread: Vec<TopologySpread>,
+    /// `berth.pin`: slots rescheduling never moves.
+    #[serde(default)]
+    pub pin: Pin,
 }
 
 pub const DEFAULT_RECREATE_GRACE_SECS: u64 = 30;
@@ -287,6 +315,23 @@ impl Policy {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        let pin = match get(PIN) {
+            None | Some("false") => Pin::None,
+            Some("true") => Pin::All,
+            Some(v) => {
+                let mut slots = v
+                    .split(',')
+                    .map(|x| x.trim().parse::<u64>().ok().filter(|n| *n >= 1))
+                    .collect::<Option<Vec<u64>>>()
+                    .ok_or_else(|| invalid(PIN, v, "expected true, false or slot numbers (1,3)"))?;
+                slots.sort_unstable();
+                slots.dedup();
+                Pin::Slots(slots)
+            }
+        };
+        if pin != Pin::None && stateful.is_none() {
+            return Err(LabelError::NeedsStateful { label: PIN });
+        }
         Ok(Policy {
             stateful,
             depends_on,
@@ -294,6 +339,7 @@ impl Policy {
             anti_affinity,
             strategy,
             topology_spread,
+            pin,
         })
     }
 }
@@ -441,6 +487,27 @@ mod tests {
             let err = Policy::from_labels(&labels(input)).unwrap_err().to_string();
             assert!(err.contains(want), "{input:?}: got `{err}`, want `{want}`");
         }
+    }
+
+    #[test]
+    fn pin_takes_all_or_slots() {
+        let base = [(STATEFUL, "true"), (VOLUME, "db-{slot}")];
+        let with = |v: &str| {
+            let mut l = labels(&base);
+            l.insert(PIN.into(), v.into());
+            Policy::from_labels(&l)
+        };
+        assert_eq!(with("true").unwrap().pin, Pin::All);
+        assert_eq!(with("false").unwrap().pin, Pin::None);
+        let p = with("3, 1,3").unwrap().pin;
+        assert_eq!(p, Pin::Slots(vec![1, 3]));
+        assert!(p.pins(3) && !p.pins(2));
+        assert!(with("0").unwrap_err().to_string().contains("slot numbers"));
+        let err = Policy::from_labels(&labels(&[(PIN, "true")])).unwrap_err();
+        assert!(
+            err.to_string().contains("needs `berth.stateful=true`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ mod service;
 mod task;
 
 pub use dataset::{Backend, Dataset};
-pub use labels::{FailoverMode, LabelError, Policy, Stateful, Strategy, TopologySpread};
+pub use labels::{FailoverMode, LabelError, Pin, Policy, Stateful, Strategy, TopologySpread};
 pub use node::{
     Availability, EnginePlugin, FENCED_LABEL, Node, NodeId, NodeState, Platform, Resources, Role,
 };

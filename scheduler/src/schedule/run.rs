@@ -190,6 +190,12 @@ pub fn unbook(cluster: &Cluster, ix: &Index, snap: &mut Snapshot, s: usize, slot
     remove(cluster, ix, &mut snap.nodes[ni as usize], s, Some(slot));
 }
 
+/// Counts a kept slot's task on another node: the rescheduling planner tries a move on the
+/// snapshot before it proposes it.
+pub fn rebook(cluster: &Cluster, ix: &Index, snap: &mut Snapshot, s: usize, slot: u64, ni: u32) {
+    add(cluster, ix, snap, s, Some(slot), ni);
+}
+
 fn remove(cluster: &Cluster, ix: &Index, info: &mut NodeInfo, s: usize, slot: Option<u64>) {
     let policy = &ix.policies[s];
     let spec = task_spec(cluster, ix, s, slot, None);
