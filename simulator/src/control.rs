@@ -106,7 +106,10 @@ impl ControlRt {
         if !self.waits_leases {
             return Some(self.liveness.heartbeat(node, now, !dead));
         }
-        self.liveness.admit(node, dead, hb, now).ok().map(|r| r.lease_ms)
+        self.liveness
+            .admit(node, dead, hb, now)
+            .ok()
+            .map(|r| r.lease_ms)
     }
 
     /// How much longer `node`'s lease runs at the service (what `GET /v1/berth/nodes` says).
@@ -301,7 +304,10 @@ mod tests {
             c.assign("v-1", "b", 2, AssignMode::Move, 6_010),
             Answer::Done(2)
         );
-        assert!(c.claim(0, "v-1", Backend::Local, "a", 1, 6_020).is_err(), "a is fenced");
+        assert!(
+            c.claim(0, "v-1", Backend::Local, "a", 1, 6_020).is_err(),
+            "a is fenced"
+        );
         c.claim(0, "v-1", Backend::Local, "b", 2, 6_020)
             .expect("b mounts at the new epoch");
     }

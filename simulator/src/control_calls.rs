@@ -35,9 +35,14 @@ impl Sim<'_> {
         let (node, epoch) = (self.engine_id(task.node), task.epoch);
         let ds = &self.datasets[d as usize];
         let (name, backend) = (ds.name.clone(), ds.backend);
-        if let Err(e) = self.control.claim(d, &name, backend, &node, epoch, self.now) {
+        if let Err(e) = self
+            .control
+            .claim(d, &name, backend, &node, epoch, self.now)
+        {
             self.metrics.claims_refused += 1;
-            self.log_event(format!("control service refuses the mount of {name} on {node}: {e}"));
+            self.log_event(format!(
+                "control service refuses the mount of {name} on {node}: {e}"
+            ));
         }
     }
 
@@ -95,7 +100,12 @@ impl Sim<'_> {
         let id = self.engine_id(node);
         let t = self.control.liveness.timing();
         let window = t.interval_ms * u64::from(t.misses);
-        match self.control.liveness.view(&id, self.now).last_heartbeat_age_ms {
+        match self
+            .control
+            .liveness
+            .view(&id, self.now)
+            .last_heartbeat_age_ms
+        {
             Some(age) if age < window => self.now + (window - age),
             _ => self.now,
         }
@@ -117,11 +127,7 @@ impl Sim<'_> {
     /// A fence or an assignment of `volume`, with its holder's heartbeats fed up to now so the
     /// service sees the lease the node really has.
     pub(crate) fn control_call(&mut self, volume: &str, cmd: &Command) -> Answer {
-        if let Some(h) = self
-            .control
-            .holder(volume)
-            .and_then(|h| self.node_index(h))
-        {
+        if let Some(h) = self.control.holder(volume).and_then(|h| self.node_index(h)) {
             self.sync_lease(h);
         }
         match cmd {
@@ -152,7 +158,10 @@ impl Sim<'_> {
     }
 
     /// The world's standby of `volume` written into the model: its node, and a ship position
-    /// only for a copy that is there and caught up (`replication_lag` behind).
+    /// only for a copy whose disk is there and whose first sync has ended (`replication_lag`
+    /// behind). A copy the simulator marked revoked still counts: a standby is never mounted
+    /// until promoted, and a copy dropped as stale on its node is the world's bookkeeping, not
+    /// something the service would know of.
     fn standby_to_model(&mut self, volume: &str) {
         let Some(d) = self.volumes.get(volume).copied() else {
             return;
@@ -162,7 +171,7 @@ impl Sim<'_> {
         let sb = ds.standby.and_then(|c| {
             let c = &self.copies[c as usize];
             let node = c.node?;
-            let usable = c.alive && !c.revoked && c.ready_at <= self.now;
+            let usable = c.alive && c.ready_at <= self.now;
             Some((
                 self.engine_id(node),
                 usable.then_some(self.now.saturating_sub(lag)),
@@ -172,4 +181,3 @@ impl Sim<'_> {
             .set_standby(volume, sb.as_ref().map(|(n, p)| (n.as_str(), *p)));
     }
 }
-

@@ -589,7 +589,8 @@ async fn heartbeat(
     let mut l = c.liveness();
     let t = c.mono_ms();
     let was_alive = l.view(&uuid, t).alive;
-    let HeartbeatReply { lease_ms, dead } = l.admit(&uuid, dead, &b, t).map_err(ApiError::Control)?;
+    let HeartbeatReply { lease_ms, dead } =
+        l.admit(&uuid, dead, &b, t).map_err(ApiError::Control)?;
     drop(l);
     if !was_alive {
         tracing::info!(node = %uuid, dead, "node heartbeating");

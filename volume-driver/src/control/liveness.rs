@@ -180,7 +180,11 @@ impl Liveness {
         now_ms: u64,
     ) -> Result<HeartbeatReply, ControlError> {
         self.timing
-            .admits(hb.interval_ms, hb.self_fence_deadline_ms, hb.drift_margin_ms)
+            .admits(
+                hb.interval_ms,
+                hb.self_fence_deadline_ms,
+                hb.drift_margin_ms,
+            )
             .map_err(ControlError::Invalid)?;
         let lease_ms = self.heartbeat(node, now_ms, !dead);
         Ok(HeartbeatReply { lease_ms, dead })
@@ -320,8 +324,16 @@ mod tests {
             self_fence_deadline_ms: 2_000,
             drift_margin_ms: 500,
         };
-        assert_eq!(l.record(&node(false), 1_000).verdict(), None, "no verdict yet");
-        assert_eq!(l.record(&node(false), 3_000).verdict(), Some(true), "unheard");
+        assert_eq!(
+            l.record(&node(false), 1_000).verdict(),
+            None,
+            "no verdict yet"
+        );
+        assert_eq!(
+            l.record(&node(false), 3_000).verdict(),
+            Some(true),
+            "unheard"
+        );
         let slow = Heartbeat {
             self_fence_deadline_ms: 4_500,
             ..agent
@@ -330,12 +342,24 @@ mod tests {
             l.admit("a", false, &slow, 3_000),
             Err(ControlError::Invalid(_))
         ));
-        assert_eq!(l.view("a", 3_000).last_heartbeat_age_ms, None, "a refusal is no heartbeat");
+        assert_eq!(
+            l.view("a", 3_000).last_heartbeat_age_ms,
+            None,
+            "a refusal is no heartbeat"
+        );
         let r = l.admit("a", false, &agent, 4_000).expect("admitted");
         assert_eq!((r.lease_ms, r.dead), (5_000, false));
         assert_eq!(l.record(&node(false), 6_999).verdict(), Some(false));
-        assert_eq!(l.record(&node(false), 7_000).verdict(), Some(true), "three misses");
-        assert_eq!(l.record(&node(true), 4_500).verdict(), Some(true), "declared dead");
+        assert_eq!(
+            l.record(&node(false), 7_000).verdict(),
+            Some(true),
+            "three misses"
+        );
+        assert_eq!(
+            l.record(&node(true), 4_500).verdict(),
+            Some(true),
+            "declared dead"
+        );
         let r = l.admit("a", true, &agent, 8_000).expect("heard, no lease");
         assert_eq!((r.lease_ms, r.dead), (0, true));
     }

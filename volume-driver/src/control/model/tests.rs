@@ -565,7 +565,10 @@ fn fence_and_assign_checked_wait_for_the_lease_then_apply_the_rule() {
         .fence_checked("v", "a", 4, 5, &none)
         .expect_err("a stale epoch");
     assert_eq!(epoch_of(&e), Some(1));
-    assert_eq!(s.fence_checked("v", "a", 1, 5, &none).expect("fence").epoch, 2);
+    assert_eq!(
+        s.fence_checked("v", "a", 1, 5, &none).expect("fence").epoch,
+        2
+    );
     let d = s
         .assign_checked("v", "b", 2, AssignMode::Move, 6, &live)
         .expect("nothing mounted any more: no wait");
