@@ -6,9 +6,9 @@
 //!
 //! | command | duration |
 //! |---|---|
-//! | fence | `berth.fence`, after what is left of the node's lease (`berth.fence_lease` from its last contact): the control service refuses a fence before |
+//! | fence | `berth.fence` per call; a call the control service answers "not yet" (423: the holder's lease runs) is made again when that lease ends, as `berth run` does, for at most 60 s |
 //! | stop-slot, node up (drain, node back) | `berth.stop_latency` |
-//! | stop-slot, node lost | the first of: the stop seen (`berth.stop_latency`, if the managers reach the node), the node DOWN for Swarm (at once), the node's lease over (`berth.fence_lease` from its last contact); at most `berth.fence_lease` |
+//! | stop-slot, node lost | the first of: the stop seen (`berth.stop_latency`, if the managers reach the node), the node DOWN for Swarm (at once), the node's lease over (as the control service's liveness says); at most `berth.fence_lease` |
 //! | (timer) `recreate` grace | the service's `berth.recreate-grace` |
 //! | (timer) target choice | `berth.plan` (the executor's `decide_ms`) |
 //! | assign move, shared | `berth.attach` |
@@ -19,6 +19,11 @@
 //! | assign recreate, drop-stale, clear-fence-label | 0 |
 //!
 //! A node label set or cleared outside a plan, and a re-admission, take effect at once.
+//!
+//! Fence and assign are calls to the control service ([`crate::control`]): berth-volume's own
+//! model decides them (a stale epoch, a mount held elsewhere, a lease still running), and its
+//! answer becomes the command's outcome as in `berth run` — done, refused (409: the executor
+//! re-plans) or retried when the lease ends (423).
 
 use berth_scheduler::executor::{
     Actor, AssignMode, Command, FailedTask, Job, NodeHealth, Notice, Observation, Outcome, RunKind,
@@ -27,6 +32,7 @@ use berth_scheduler::executor::{
 use berth_scheduler::failover::Event;
 
 use crate::clock::{Ms, transfer_ms};
+use crate::control::{Answer, RETRY_FOR, RETRY_MIN};
 use crate::event::Ev;
 use crate::policy_kind::PolicyKind;
 use crate::state::Sim;
@@ -117,8 +123,9 @@ impl Sim<'_> {
                             .map(|(r, l, k)| (r, l, k.clone()));
                         match origin {
                             None | Some((_, _, RunKind::Readmit)) => {
-                                let out = self.perform(ticket, &cmd, origin.is_some());
-                                self.complete(ticket, out);
+                                if let Some(out) = self.perform(ticket, &cmd, origin.is_some()) {
+                                    self.complete(ticket, out);
+                                }
                             }
                             Some((run, lane, _)) => {
                                 let d = self.command_ms(run, lane, &cmd);
@@ -146,12 +153,18 @@ impl Sim<'_> {
         else {
             return;
         };
-        let out = self.perform(ticket, &cmd, false);
-        self.complete(ticket, out);
+        let readmit = matches!(
+            self.driver.executor().origin(ticket.id),
+            Some((_, _, RunKind::Readmit))
+        );
+        if let Some(out) = self.perform(ticket, &cmd, readmit) {
+            self.complete(ticket, out);
+        }
         self.pump();
     }
 
     fn complete(&mut self, ticket: Ticket, out: Outcome) {
+        self.retrying.remove(&ticket);
         if self.driver.complete(ticket, out, self.now) {
             // Once this lane has released the slot (same instant, later in the queue).
             self.q.push(self.now, Ev::Retry);
@@ -244,9 +257,8 @@ impl Sim<'_> {
     fn command_ms(&mut self, run: u64, lane: u32, cmd: &Command) -> Ms {
         let bt = &self.scn.berth;
         match cmd {
-            // The control service refuses the fence (423) while the node's lease runs — its
-            // agent stops the node's containers before it ends — and takes it right after.
-            Command::Fence { node, .. } => self.lease_left(node) + bt.fence,
+            // One call; the control service's answer decides what follows (`perform`).
+            Command::Fence { .. } => bt.fence,
             Command::StopSlot { wait_ms: None, .. } => bt.stop_latency,
             // A lost node's stop: waited for until seen, until Swarm marks the node DOWN, or
             // until its lease ends, at most the bound.
@@ -256,9 +268,10 @@ impl Sim<'_> {
                 node,
                 wait_ms: Some(bound),
             } => {
-                let rt = self
-                    .node_index(node.as_str())
-                    .map(|n| &self.nodes[n as usize]);
+                let n = self.node_index(node.as_str());
+                // What `berth run` reads of the node's lease (`GET /v1/berth/nodes`).
+                let lease_left = n.map_or(0, |n| self.control_lease_left(n));
+                let rt = n.map(|n| &self.nodes[n as usize]);
                 let until = match rt {
                     None => 0,
                     Some(rt) if rt.swarm_down => 0,
@@ -271,11 +284,11 @@ impl Sim<'_> {
                         if rt.lease_contact(self.control_up) {
                             bt.stop_latency
                         } else {
-                            bt.stop_latency.min(self.lease_left(node))
+                            bt.stop_latency.min(lease_left)
                         }
                     }
                     // Swarm still says Ready but cannot reach it: never seen stopped.
-                    Some(_) => self.lease_left(node),
+                    Some(_) => lease_left,
                 };
                 until.min(*bound)
             }
@@ -308,25 +321,6 @@ impl Sim<'_> {
         }
     }
 
-    /// What is left of a node's lease at the control service: it counts from the last
-    /// heartbeat of the node's agent before they stopped arriving (0 for a node whose agent
-    /// beats, as the fence has it).
-    fn lease_left(&self, node: &berth_scheduler::model::NodeId) -> Ms {
-        let bt = &self.scn.berth;
-        self.node_index(node.as_str())
-            .and_then(|n| {
-                let rt = &self.nodes[n as usize];
-                let lost = rt.berth_lost_at?;
-                let phase = rt.berth_phase;
-                Some(if lost >= phase {
-                    phase + (lost - phase) / bt.heartbeat * bt.heartbeat
-                } else {
-                    0
-                })
-            })
-            .map_or(0, |last| (last + bt.fence_lease).saturating_sub(self.now))
-    }
-
     fn volume(&self, name: &str) -> Option<u32> {
         self.volumes.get(name).copied()
     }
@@ -344,8 +338,53 @@ impl Sim<'_> {
         }
     }
 
+    /// The command takes effect: fence and assign first at the control service, whose "not
+    /// yet" schedules the same call again (`None`: no outcome yet); then on the world.
+    fn perform(&mut self, ticket: Ticket, cmd: &Command, readmit: bool) -> Option<Outcome> {
+        if let Command::Fence { volume, .. } | Command::Assign { volume, .. } = cmd {
+            match self.control_call(volume, cmd) {
+                Answer::Done(epoch) => {
+                    if let Some(d) = self.volume(volume) {
+                        let ds = &mut self.datasets[d as usize];
+                        if matches!(cmd, Command::Fence { .. }) && epoch > ds.epoch {
+                            self.metrics.fences += 1;
+                        }
+                        ds.epoch = epoch;
+                    }
+                }
+                Answer::Refused {
+                    current_epoch,
+                    reason,
+                } => {
+                    self.metrics.control_refusals += 1;
+                    self.log_event(format!("control service refuses {volume}: {reason}"));
+                    return Some(Outcome::Refused {
+                        current_epoch,
+                        reason,
+                    });
+                }
+                Answer::NotYet {
+                    retry_after,
+                    reason,
+                } => {
+                    let since = *self.retrying.entry(ticket).or_insert(self.now);
+                    if self.now - since >= RETRY_FOR {
+                        return Some(Outcome::Failed {
+                            reason: format!("still failing after {RETRY_FOR} ms: {reason}"),
+                        });
+                    }
+                    self.metrics.control_waits += 1;
+                    let at = self.now + retry_after.max(RETRY_MIN) + self.scn.berth.fence;
+                    self.q.push(at, Ev::Command { ticket });
+                    return None;
+                }
+            }
+        }
+        Some(self.take_effect(ticket, cmd, readmit))
+    }
+
     /// The command takes effect on the world.
-    fn perform(&mut self, ticket: Ticket, cmd: &Command, readmit: bool) -> Outcome {
+    fn take_effect(&mut self, ticket: Ticket, cmd: &Command, readmit: bool) -> Outcome {
         let key = self
             .driver
             .executor()
@@ -358,18 +397,8 @@ impl Sim<'_> {
                 }
                 Outcome::Done
             }
-            Command::Fence {
-                volume,
-                expect_epoch,
-                ..
-            } => {
-                if let Some(d) = self.volume(volume) {
-                    let ds = &mut self.datasets[d as usize];
-                    ds.epoch = ds.epoch.max(expect_epoch + 1);
-                    self.metrics.fences += 1;
-                }
-                Outcome::Done
-            }
+            // The control service took it (`perform`); nothing else changes until the assign.
+            Command::Fence { .. } => Outcome::Done,
             Command::PreCopy { volume, .. } => {
                 if let Some(d) = self.volume(volume) {
                     self.metrics.bytes_moved += self.datasets[d as usize].size_bytes;

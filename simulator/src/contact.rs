@@ -351,23 +351,21 @@ impl Sim<'_> {
         grid.max(rt.berth_since.min(t))
     }
 
-    /// The lease the control service grants (`control --lease`): `berth.fence_lease`; a
-    /// scenario without one (the control service fences at once) gets `berth.lease` plus the
-    /// agent's drift margin, so the gate closes `berth.lease` after the last heartbeat.
-    pub(crate) fn agent_lease_ms(&self) -> Ms {
-        let bt = &self.scn.berth;
-        if bt.fence_lease > 0 {
-            bt.fence_lease
-        } else {
-            bt.lease + agent_timing().drift_margin.as_millis() as Ms
-        }
-    }
-
-    /// The agent's heartbeat sent at `sent` is answered at once with a lease; then it claims
-    /// every mount again, as the agent does after each heartbeat (`Agent::revalidate`).
+    /// The agent's heartbeat sent at `sent` reaches the control service at once, which admits
+    /// it and grants a lease (`Liveness::admit`, berth-volume's own rule); the agent's keeper
+    /// takes the reply, then it claims every mount again, as the agent does after each
+    /// heartbeat (`Agent::revalidate`). A heartbeat the service refuses renews nothing.
     pub(crate) fn feed_lease(&mut self, node: u32, sent: Ms) {
-        let lease_ms = self.agent_lease_ms();
+        let id = self.node_ids[node as usize].clone();
+        let granted = self
+            .control
+            .heartbeat(&id, &agent_timing().heartbeat(), sent);
         let rt = &mut self.nodes[node as usize];
+        rt.fed = Some(sent);
+        let Some(lease_ms) = granted else {
+            rt.keeper.failed();
+            return;
+        };
         rt.keeper.renewed(
             boot(sent),
             boot(sent),
@@ -376,7 +374,6 @@ impl Sim<'_> {
                 dead: false,
             },
         );
-        rt.fed = Some(sent);
         self.revalidate(node);
     }
 
@@ -432,9 +429,9 @@ impl Sim<'_> {
     /// Berth's detection and the lease's end.
     pub(crate) fn berth_lost(&mut self, node: u32) {
         self.sync_lease(node);
+        let detect = self.detect_at(node);
         let bt = &self.scn.berth;
         let now = self.now;
-        let last = self.last_beat(node, now);
         let left = self.nodes[node as usize].keeper.left(boot(now)).as_millis() as Ms;
         let n = &mut self.nodes[node as usize];
         n.berth_contact = false;
@@ -442,10 +439,9 @@ impl Sim<'_> {
         n.berth_lost_at = Some(now);
         let generation = n.berth_generation;
         if self.policy == PolicyKind::Berth {
-            self.q.push(
-                (last + bt.misses * bt.heartbeat).max(now),
-                Ev::BerthDetect { node, generation },
-            );
+            // When the service's liveness stops counting it alive (`interval × misses` after
+            // its last heartbeat): Berth's detector reads that verdict then.
+            self.q.push(detect, Ev::BerthDetect { node, generation });
             // When the gate closes (`fuse`), or the agent's watchdog had its containers
             // stopped (`direct`): who may write changes then.
             let end = match bt.data_path {
@@ -468,6 +464,7 @@ impl Sim<'_> {
         n.berth_down = false;
         n.berth_since = now;
         self.feed_lease(node, now);
+        self.release_stale_claims(node);
     }
 
     /// The agent started again on a running node: containers whose mount died with the old

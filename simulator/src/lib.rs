@@ -13,7 +13,9 @@
 //!   [`workload`]: client writes, who may accept them, availability; [`view`]: the engine's
 //!   input.
 //! - [`policy`]: `swarm-default`, `manual`, `berth` (when to hand the engine's executor an
-//!   observation); [`backend`]: the executor's commands carried out on the model.
+//!   observation); [`backend`]: the executor's commands carried out on the model;
+//!   [`control`]: the volume control service — berth-volume's own control model and node
+//!   liveness, which every fence, assignment, mount claim, lease and liveness verdict asks.
 //! - [`checker`]: invariants after every event, fatal per policy.
 //! - [`runner`], [`report`], [`plot`]: one run's outcome, the side-by-side report, the SVG.
 //! - [`sweep`], [`shrink`]: many seeds in parallel; a failing schedule cut to a minimal one.
@@ -25,6 +27,8 @@ pub mod backend;
 pub mod checker;
 pub mod clock;
 pub mod contact;
+pub mod control;
+pub mod control_calls;
 pub mod event;
 pub mod faults;
 pub mod metrics;

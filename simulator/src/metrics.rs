@@ -69,7 +69,17 @@ pub struct Metrics {
     pub empty_volume_starts: u64,
     pub double_writer_windows: u64,
     pub double_writer_ms: Ms,
+    /// Fences the control service took (each raised the volume's epoch).
     pub fences: u64,
+    /// Fence or assign calls the control service answered "not yet" (423: the holder's lease
+    /// still runs), each made again when it said.
+    pub control_waits: u64,
+    /// Fence or assign calls it refused (409, or another 4xx): the executor re-planned.
+    pub control_refusals: u64,
+    /// Mounts whose claim the control service refused (another primary or epoch, or held
+    /// elsewhere): the real agent would refuse the Mount; the simulator's start goes on (the
+    /// world's rules for which copy a start may use are its own).
+    pub claims_refused: u64,
 }
 
 /// Nearest-rank percentile (`p` in 1..=100) of an unsorted slice; 0 when empty.

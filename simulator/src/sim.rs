@@ -75,6 +75,9 @@ impl Sim<'_> {
                     // Re-armed when the scheduler / quorum is back.
                     return;
                 }
+                if !self.control_says_lost(node) {
+                    return;
+                }
                 self.nodes[node as usize].berth_down = true;
                 self.log_event(format!(
                     "berth detects {} dead",
@@ -122,7 +125,8 @@ impl Sim<'_> {
     fn stop_task(&mut self, t: u32) {
         let task = &mut self.tasks[t as usize];
         task.desired = false;
-        if task.alive() {
+        let stopped = task.alive();
+        if stopped {
             task.state = TaskState::Stopped;
         }
         if task.ended.is_none() {
@@ -131,6 +135,9 @@ impl Sim<'_> {
         let slot = task.slot_idx;
         self.slots[slot as usize].tasks.retain(|x| *x != t);
         self.tasks_gen += 1;
+        if stopped {
+            self.release_mount(t);
+        }
         // Swarm's replacement for it may start, if the managers hear of the stop.
         policy::swarm_default::release(self, None);
         // Its node may take a standby now (a replica's node takes none).

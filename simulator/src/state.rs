@@ -15,7 +15,10 @@ use berth_scheduler::executor::{self, Driver, StandbyFacts, Timers};
 use berth_scheduler::model::{Backend, Cluster, FailoverMode};
 use berth_scheduler::schedule;
 
+use berth_volume::control::liveness::Timing;
+
 use crate::clock::{Ms, fmt_ms};
+use crate::control::ControlRt;
 use crate::event::{Ev, NodeMark};
 use crate::faults::{Fault, timeline};
 use crate::metrics::Metrics;
@@ -34,6 +37,18 @@ pub const TRACE_LINES: usize = 400;
 /// back from the lease.
 pub fn agent_timing() -> AgentTiming {
     AgentTiming::default()
+}
+
+/// The lease the control service grants (`control --lease`): `berth.fence_lease`; a scenario
+/// without one (the control service fences at once) gets `berth.lease` plus the agent's drift
+/// margin, so the gate closes `berth.lease` after the last heartbeat.
+pub fn control_lease_ms(scn: &Scenario) -> Ms {
+    let bt = &scn.berth;
+    if bt.fence_lease > 0 {
+        bt.fence_lease
+    } else {
+        bt.lease + agent_timing().drift_margin.as_millis() as Ms
+    }
 }
 
 /// An instant of the simulator's clock on the agent's boot clock: the simulated node booted
@@ -58,6 +73,8 @@ pub struct Sim<'a> {
     pub scheduler_up: bool,
     /// The volume control service answers (no `control-loss` under way).
     pub control_up: bool,
+    /// The volume control service's state and node liveness: berth-volume's own model.
+    pub control: ControlRt,
     /// Per slot (service, slot): when Swarm's stop of its task on a lost but reachable node
     /// lands, which may be after the stop step is over (it waits at most for the lease).
     pub pending_stop: BTreeMap<(String, u64), Ms>,
@@ -73,6 +90,9 @@ pub struct Sim<'a> {
     /// when its pre-copy started (the delta is what came after).
     pub lane_copy: BTreeMap<(u64, u32), u32>,
     pub lane_mark: BTreeMap<(u64, u32), u64>,
+    /// Fence and assign calls the control service answered "not yet", by ticket: when the
+    /// first such answer came (`berth run` gives up after `control::RETRY_FOR`).
+    pub retrying: BTreeMap<executor::Ticket, Ms>,
     /// Bumped whenever the engine's task list may change (tasks, contact); each view
     /// (Swarm's, Berth's) rebuilds its tasks only when it moved on.
     pub tasks_gen: u64,
@@ -159,6 +179,18 @@ impl<'a> Sim<'a> {
         for s in &mut view_swarm.services {
             s.labels.retain(|k, _| !k.starts_with("berth."));
         }
+        let names = scn.node_names();
+        let ids = scn.node_ids();
+        let registered: Vec<(String, String)> = ids.iter().cloned().zip(names).collect();
+        let control = ControlRt::new(
+            Timing {
+                interval_ms: bt.heartbeat,
+                misses: u32::try_from(bt.misses).unwrap_or(u32::MAX),
+                lease_ms: control_lease_ms(scn),
+            },
+            bt.fence_lease > 0,
+            &registered,
+        );
         let mut sim = Sim {
             scn,
             policy,
@@ -174,6 +206,7 @@ impl<'a> Sim<'a> {
             quorum: true,
             scheduler_up: true,
             control_up: true,
+            control,
             pending_stop: BTreeMap::new(),
             driver: Driver::new(
                 executor::Config {
@@ -190,6 +223,7 @@ impl<'a> Sim<'a> {
             ),
             lane_copy: BTreeMap::new(),
             lane_mark: BTreeMap::new(),
+            retrying: BTreeMap::new(),
             swarm_waits: Vec::new(),
             volumes: BTreeMap::new(),
             tasks_gen: 1,
@@ -480,6 +514,7 @@ impl<'a> Sim<'a> {
                 }
             }
         }
+        self.claim_mount(id);
         if state == TaskState::Running {
             self.check_constraints(id);
         }
@@ -508,7 +543,8 @@ impl<'a> Sim<'a> {
         task.desired = false;
         self.tasks_gen += 1;
         if reachable || !task.alive() {
-            if task.alive() {
+            let stopped = task.alive();
+            if stopped {
                 task.state = TaskState::Stopped;
             }
             if task.ended.is_none() {
@@ -516,6 +552,9 @@ impl<'a> Sim<'a> {
             }
             let slot = task.slot_idx;
             self.slots[slot as usize].tasks.retain(|x| *x != t);
+            if stopped {
+                self.release_mount(t);
+            }
         }
     }
 

@@ -506,15 +506,12 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
                     {
                         let mut verdicts = self.liveness.lock().expect("liveness lock");
                         for n in nodes {
-                            // Not heard from yet, and not for a whole detection window since the
-                            // control service started or took over the lead: no verdict.
-                            if n.last_heartbeat_age_ms.is_none()
-                                && n.unheard_for_ms.is_none()
-                                && !n.dead
-                            {
+                            // The verdict rule is the control model's, shared with the
+                            // simulator; none yet for a node not heard from since the control
+                            // service started, for less than a detection window.
+                            let Some(dead) = n.verdict() else {
                                 continue;
-                            }
-                            let dead = n.dead || !n.alive;
+                            };
                             let v = verdicts.entry(n.node.clone()).or_default();
                             if v.dead != dead {
                                 changed = true;

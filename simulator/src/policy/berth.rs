@@ -40,14 +40,16 @@ pub fn catch_up(sim: &mut Sim) {
     if !sim.quorum || !sim.scheduler_up || !sim.control_up {
         return;
     }
-    let bt = &sim.scn.berth;
-    let wait = bt.heartbeat * bt.misses;
     for n in 0..sim.nodes.len() as u32 {
         let rt = &sim.nodes[n as usize];
         if !rt.berth_contact && !rt.berth_down {
             let generation = rt.berth_generation;
+            // The control service's liveness kept counting while Berth could not act: the
+            // verdict is read as soon as the service says the node is lost (at once, for a
+            // node silent for a whole window already).
+            let at = sim.detect_at(n);
             sim.q.push(
-                sim.now + wait,
+                at,
                 Ev::BerthDetect {
                     node: n,
                     generation,

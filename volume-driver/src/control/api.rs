@@ -201,21 +201,7 @@ impl Control {
         let nodes = self.read(|s| s.nodes.values().cloned().collect::<Vec<Node>>());
         let t = self.mono_ms();
         let l = self.liveness();
-        nodes
-            .into_iter()
-            .map(|n| {
-                let v = l.view(&n.uuid, t);
-                NodeLiveness {
-                    alive: v.alive && !n.dead,
-                    last_heartbeat_age_ms: v.last_heartbeat_age_ms,
-                    unheard_for_ms: v.unheard_ms,
-                    lease_expires_in_ms: v.lease_left_ms,
-                    dead: n.dead,
-                    node: n.uuid,
-                    host: n.host,
-                }
-            })
-            .collect()
+        nodes.iter().map(|n| l.record(n, t)).collect()
     }
 
     /// The node leases still running (ms left by node), for a fence or an assignment.
@@ -601,12 +587,10 @@ async fn heartbeat(
             )))
         })?;
     let mut l = c.liveness();
-    l.timing()
-        .admits(b.interval_ms, b.self_fence_deadline_ms, b.drift_margin_ms)
-        .map_err(|e| ApiError::Control(ControlError::Invalid(e)))?;
     let t = c.mono_ms();
     let was_alive = l.view(&uuid, t).alive;
-    let lease_ms = l.heartbeat(&uuid, t, !dead);
+    let HeartbeatReply { lease_ms, dead } =
+        l.admit(&uuid, dead, &b, t).map_err(ApiError::Control)?;
     drop(l);
     if !was_alive {
         tracing::info!(node = %uuid, dead, "node heartbeating");
@@ -795,8 +779,7 @@ async fn fence_volume(
     let leases = c.leases_now();
     let (r, _) = c
         .write(move |s| {
-            s.check_handover(&n, b.expect_epoch, Some(&b.node), None, &leases)?;
-            let d = s.fence(&n, &b.node, b.expect_epoch, t)?;
+            let d = s.fence_checked(&n, &b.node, b.expect_epoch, t, &leases)?;
             Ok(VolumeRecord::of(&d, s, t))
         })
         .await?;
@@ -817,9 +800,8 @@ async fn assign_volume(
     let leases = c.leases_now();
     let (r, _) = c
         .write(move |s| {
-            s.check_handover(&n, b.epoch, None, Some(&b.primary), &leases)?;
             let before = s.by_name(&n).map(|d| d.version);
-            let d = s.assign(&n, &b.primary, b.epoch, b.mode, t)?;
+            let d = s.assign_checked(&n, &b.primary, b.epoch, b.mode, t, &leases)?;
             if before != Some(d.version) {
                 crate::metrics::control()
                     .primary_changes

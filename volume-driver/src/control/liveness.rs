@@ -16,6 +16,9 @@
 
 use std::collections::BTreeMap;
 
+use super::model::{ControlError, Node};
+use super::wire::{Heartbeat, HeartbeatReply, NodeLiveness};
+
 /// The control service's heartbeat and lease settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
@@ -165,6 +168,28 @@ impl Liveness {
         lease
     }
 
+    /// A registered node's heartbeat as the service answers it (`POST
+    /// /v1/berth/nodes/{node}/heartbeat`): refused if the agent's own timings could not honour
+    /// the lease ([`Timing::admits`]); a node declared `dead` is heard from but granted no lease.
+    /// Whoever serves heartbeats (the control service, the simulator) calls this one rule.
+    pub fn admit(
+        &mut self,
+        node: &str,
+        dead: bool,
+        hb: &Heartbeat,
+        now_ms: u64,
+    ) -> Result<HeartbeatReply, ControlError> {
+        self.timing
+            .admits(
+                hb.interval_ms,
+                hb.self_fence_deadline_ms,
+                hb.drift_margin_ms,
+            )
+            .map_err(ControlError::Invalid)?;
+        let lease_ms = self.heartbeat(node, now_ms, !dead);
+        Ok(HeartbeatReply { lease_ms, dead })
+    }
+
     /// How much longer `node`'s lease lasts (0: expired). A node not heard from since this
     /// instance started keeps the lease a previous instance might have given it.
     pub fn lease_left_ms(&self, node: &str, now_ms: u64) -> u64 {
@@ -184,6 +209,20 @@ impl Liveness {
             last_heartbeat_age_ms: age,
             lease_left_ms: self.lease_left_ms(node, now_ms),
             unheard_ms: (age.is_none() && unheard >= window).then_some(unheard),
+        }
+    }
+
+    /// Registered node `node`'s liveness as `GET /v1/berth/nodes` reports it.
+    pub fn record(&self, node: &Node, now_ms: u64) -> NodeLiveness {
+        let v = self.view(&node.uuid, now_ms);
+        NodeLiveness {
+            alive: v.alive && !node.dead,
+            last_heartbeat_age_ms: v.last_heartbeat_age_ms,
+            unheard_for_ms: v.unheard_ms,
+            lease_expires_in_ms: v.lease_left_ms,
+            dead: node.dead,
+            node: node.uuid.clone(),
+            host: node.host.clone(),
         }
     }
 
@@ -267,6 +306,62 @@ mod tests {
             "a refused lease keeps nothing"
         );
         assert_eq!(l.leases(["b".to_string()], 25_000).len(), 0);
+    }
+
+    /// The heartbeat endpoint's rule and the detector's verdict on what the service reports,
+    /// as `berth run` and the simulator both read it.
+    #[test]
+    fn a_heartbeat_is_admitted_and_the_verdict_follows_the_window() {
+        let mut l = Liveness::new(Timing::default());
+        let node = |dead| Node {
+            uuid: "a".into(),
+            host: "h".into(),
+            transfer: String::new(),
+            dead,
+        };
+        let agent = Heartbeat {
+            interval_ms: 1_000,
+            self_fence_deadline_ms: 2_000,
+            drift_margin_ms: 500,
+        };
+        assert_eq!(
+            l.record(&node(false), 1_000).verdict(),
+            None,
+            "no verdict yet"
+        );
+        assert_eq!(
+            l.record(&node(false), 3_000).verdict(),
+            Some(true),
+            "unheard"
+        );
+        let slow = Heartbeat {
+            self_fence_deadline_ms: 4_500,
+            ..agent
+        };
+        assert!(matches!(
+            l.admit("a", false, &slow, 3_000),
+            Err(ControlError::Invalid(_))
+        ));
+        assert_eq!(
+            l.view("a", 3_000).last_heartbeat_age_ms,
+            None,
+            "a refusal is no heartbeat"
+        );
+        let r = l.admit("a", false, &agent, 4_000).expect("admitted");
+        assert_eq!((r.lease_ms, r.dead), (5_000, false));
+        assert_eq!(l.record(&node(false), 6_999).verdict(), Some(false));
+        assert_eq!(
+            l.record(&node(false), 7_000).verdict(),
+            Some(true),
+            "three misses"
+        );
+        assert_eq!(
+            l.record(&node(true), 4_500).verdict(),
+            Some(true),
+            "declared dead"
+        );
+        let r = l.admit("a", true, &agent, 8_000).expect("heard, no lease");
+        assert_eq!((r.lease_ms, r.dead), (0, true));
     }
 
     #[test]

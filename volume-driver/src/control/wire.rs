@@ -140,6 +140,21 @@ pub struct NodeLiveness {
     pub dead: bool,
 }
 
+impl NodeLiveness {
+    /// The failure detector's verdict on the node: `Some(true)` lost (declared dead, or not
+    /// heard from within the window — including never, once a whole window has passed since
+    /// the service started or took over), `Some(false)` alive, `None` no verdict yet (not heard
+    /// from since the service started, for less than a window: a control service that just
+    /// restarted must not read as every node dead). `berth run` and the simulator both judge by
+    /// this.
+    pub fn verdict(&self) -> Option<bool> {
+        if self.last_heartbeat_age_ms.is_none() && self.unheard_for_ms.is_none() && !self.dead {
+            return None;
+        }
+        Some(self.dead || !self.alive)
+    }
+}
+
 /// `POST /v1/berth/mounts/{id}`: the single writable mount, for `node_uuid` at `epoch`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClaimMount {

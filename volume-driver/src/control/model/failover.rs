@@ -185,6 +185,37 @@ impl State {
         }
     }
 
+    /// The fence request as the service answers it (`POST /v1/berth/volumes/{name}/fence`):
+    /// refused with `Leased` while the holder's lease runs (`leases`: ms left by node, as
+    /// `control::liveness` says), else [`State::fence`]. Whoever serves fences (the control
+    /// service, the simulator) calls this one composition.
+    pub fn fence_checked(
+        &mut self,
+        name: &str,
+        node: &str,
+        expect_epoch: u64,
+        now_ms: u64,
+        leases: &std::collections::BTreeMap<String, u64>,
+    ) -> Result<Dataset, ControlError> {
+        self.check_handover(name, expect_epoch, Some(node), None, leases)?;
+        self.fence(name, node, expect_epoch, now_ms)
+    }
+
+    /// The assign request as the service answers it: [`State::check_handover`], then
+    /// [`State::assign`].
+    pub fn assign_checked(
+        &mut self,
+        name: &str,
+        primary: &str,
+        epoch: u64,
+        mode: AssignMode,
+        now_ms: u64,
+        leases: &std::collections::BTreeMap<String, u64>,
+    ) -> Result<Dataset, ControlError> {
+        self.check_handover(name, epoch, None, Some(primary), leases)?;
+        self.assign(name, primary, epoch, mode, now_ms)
+    }
+
     /// Gives a `replicated` dataset the standbys it lacks from registered live nodes: fewest
     /// roles (primary or standby of any dataset) first, ties by node ID. Returns whether any
     /// was added.

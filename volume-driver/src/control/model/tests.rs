@@ -544,3 +544,33 @@ fn a_mounted_volume_is_not_handed_over_while_its_holders_lease_runs() {
     s.check_handover("w", 1, Some("a"), None, &live)
         .expect("unmounted");
 }
+
+/// The composed requests (what the service and the simulator both call): a wait while the
+/// holder's lease runs, the fence itself once it has run out, and fence's own 409 for a
+/// stale epoch.
+#[test]
+fn fence_and_assign_checked_wait_for_the_lease_then_apply_the_rule() {
+    let mut s = cluster(&["a", "b"]);
+    let id = s.create(named("a", "v"), None).expect("create").dataset_id;
+    s.claim_mount(&id, "a", 1, 0).expect("a mounts");
+    let live = std::collections::BTreeMap::from([("a".to_string(), 700)]);
+    let none = std::collections::BTreeMap::new();
+    let before = s.clone();
+    match s.fence_checked("v", "a", 1, 5, &live) {
+        Err(ControlError::Leased { remaining_ms, .. }) => assert_eq!(remaining_ms, 700),
+        other => panic!("a fence while a's lease runs: {other:?}"),
+    }
+    assert_eq!(s, before, "a wait changes nothing");
+    let e = s
+        .fence_checked("v", "a", 4, 5, &none)
+        .expect_err("a stale epoch");
+    assert_eq!(epoch_of(&e), Some(1));
+    assert_eq!(
+        s.fence_checked("v", "a", 1, 5, &none).expect("fence").epoch,
+        2
+    );
+    let d = s
+        .assign_checked("v", "b", 2, AssignMode::Move, 6, &live)
+        .expect("nothing mounted any more: no wait");
+    assert_eq!((d.primary.as_str(), d.epoch, d.fenced), ("b", 2, false));
+}
