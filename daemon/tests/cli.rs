@@ -341,3 +341,40 @@ fn run_refuses_to_start_without_a_token_unless_insecure() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("cannot be used with"), "{}", r.stderr);
 }
+
+/// Every flag also from its `BERTH_*` variable: the same plan as with the flags, and the
+/// command line wins over a variable.
+#[test]
+fn flags_come_from_berth_variables_too_and_the_command_line_wins() {
+    let by_flags = berth(&[&["plan"][..], &SEED].concat());
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("plan")
+        .env("BERTH_NODES", SEED[1])
+        .env("BERTH_SERVICES", SEED[3])
+        .env("BERTH_TASKS", SEED[5])
+        .env("BERTH_OUTPUT", "json")
+        .args(["--output", "table"])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .expect("berth runs");
+    assert_eq!(out.status.code(), Some(by_flags.code));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), by_flags.stdout);
+}
+
+#[test]
+fn version_names_the_commit() {
+    let r = berth(&["--version"]);
+    assert_eq!(r.code, 0);
+    let v = r.stdout.trim();
+    assert!(v.starts_with("berth 0."), "{v}");
+    let commit = v
+        .split("(commit ")
+        .nth(1)
+        .and_then(|c| c.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{v}"));
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{v}"
+    );
+}

@@ -20,8 +20,9 @@ use berth_scheduler::{explain, schedule};
 #[derive(Parser, Debug)]
 #[command(
     name = "berth",
-    version,
-    about = "Berth: a placement engine for Docker Swarm's stateful services"
+    version = crate::VERSION,
+    about = "Berth: a placement engine for Docker Swarm's stateful services",
+    after_help = ENV_HELP
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -34,18 +35,18 @@ enum Command {
     Plan {
         #[command(flatten)]
         input: Input,
-        #[arg(long, value_enum, default_value_t = Output::Table)]
+        #[arg(long, value_enum, env = "BERTH_OUTPUT", default_value_t = Output::Table)]
         output: Output,
     },
     /// Every node's verdict for one service's next task: the filter that rejected it, or its
     /// scores.
     Explain {
         /// The service's name.
-        #[arg(long)]
+        #[arg(long, env = "BERTH_SERVICE")]
         service: String,
         #[command(flatten)]
         input: Input,
-        #[arg(long, value_enum, default_value_t = Output::Table)]
+        #[arg(long, value_enum, env = "BERTH_OUTPUT", default_value_t = Output::Table)]
         output: Output,
     },
     /// Run the controller on a Swarm manager: keep stateful templates running as one pinned
@@ -55,11 +56,11 @@ enum Command {
     Failover {
         /// What happened: `node-down=NODE` (lost), `node-drained=NODE` (an operator drains it)
         /// or `node-back=NODE` (ready again). NODE is a Swarm node ID or a hostname.
-        #[arg(long, value_name = "KIND=NODE")]
+        #[arg(long, value_name = "KIND=NODE", env = "BERTH_EVENT")]
         event: String,
         #[command(flatten)]
         input: Input,
-        #[arg(long, value_enum, default_value_t = Output::Table)]
+        #[arg(long, value_enum, env = "BERTH_OUTPUT", default_value_t = Output::Table)]
         output: Output,
     },
 }
@@ -69,22 +70,30 @@ enum Command {
 #[derive(ClapArgs, Debug)]
 pub struct Input {
     /// `docker node inspect $(docker node ls -q)` output, or compact TOML with [[nodes]].
-    #[arg(long, required_unless_present = "cluster")]
+    #[arg(long, env = "BERTH_NODES", required_unless_present = "cluster")]
     nodes: Option<PathBuf>,
     /// `docker service inspect $(docker service ls -q)` output, or compact TOML with [[services]].
-    #[arg(long, required_unless_present = "cluster")]
+    #[arg(long, env = "BERTH_SERVICES", required_unless_present = "cluster")]
     services: Option<PathBuf>,
     /// The Engine API's `GET /tasks` output, or compact TOML with [[tasks]].
-    #[arg(long)]
+    #[arg(long, env = "BERTH_TASKS")]
     tasks: Option<PathBuf>,
     /// Berth's dataset records (compact TOML/JSON with [[datasets]]); inferred from the tasks
     /// when absent.
-    #[arg(long)]
+    #[arg(long, env = "BERTH_DATASETS")]
     datasets: Option<PathBuf>,
     /// One compact TOML file holding nodes, services, tasks and datasets.
-    #[arg(long, conflicts_with_all = ["nodes", "services"])]
+    #[arg(long, env = "BERTH_CLUSTER", conflicts_with_all = ["nodes", "services"])]
     cluster: Option<PathBuf>,
 }
+
+/// Every flag's variable: `BERTH_` and the flag's name in capitals, `-` as `_`
+/// (`--token-file` → `BERTH_TOKEN_FILE`); the Docker endpoint also `DOCKER_HOST`. A flag given on
+/// the command line wins over its variable.
+const ENV_HELP: &str = "Every flag can also be set by an environment variable: BERTH_ and the \
+flag's name in capitals with - as _ (--token-file: BERTH_TOKEN_FILE); --docker by DOCKER_HOST. \
+The command line wins.\n\nExit codes: 0 done (every task placed); 2 some tasks pending or slots \
+waiting; 1 bad input, a usage error or a failure, with `error: ` and its causes on stderr.";
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 enum Output {

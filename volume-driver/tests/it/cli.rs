@@ -24,9 +24,19 @@ fn run(args: &[&str]) -> (Option<i32>, String, String) {
 fn version_and_help_exit_zero() {
     let (code, out, _) = run(&["--version"]);
     assert_eq!(code, Some(0));
-    assert_eq!(
-        out.trim(),
-        concat!("berth-volume ", env!("CARGO_PKG_VERSION"))
+    let v = out.trim();
+    let commit = v
+        .strip_prefix(concat!(
+            "berth-volume ",
+            env!("CARGO_PKG_VERSION"),
+            " (commit "
+        ))
+        .and_then(|c| c.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{v}"));
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{v}"
     );
     let (code, out, _) = run(&["--help"]);
     assert_eq!(code, Some(0));
@@ -91,7 +101,7 @@ fn configuration_errors_are_one_line_without_a_backtrace() {
         );
         let line = err
             .lines()
-            .find(|l| l.starts_with("berth-volume: "))
+            .find(|l| l.starts_with("berth-volume: error: "))
             .unwrap_or_else(|| panic!("{a:?}: no error line in {err}"));
         assert!(line.len() > 20, "{line}");
     }
@@ -242,4 +252,48 @@ fn replicated_control_configuration_errors_exit_1() {
         !dir.path().join("raft.redb").exists(),
         "nothing replicated was made"
     );
+}
+
+/// A flag's `BERTH_*` variable counts as the flag: `BERTH_INSECURE` conflicts with
+/// `--token-file` as `--insecure` does, and `BERTH_LOG_FORMAT=json` logs JSON.
+#[test]
+fn flags_come_from_berth_variables_too() {
+    let out = Command::new(BIN)
+        .args([
+            "control",
+            "--listen",
+            "127.0.0.1:0",
+            "--state",
+            "/nonexistent",
+        ])
+        .args(["--token-file", "/nonexistent"])
+        .env("BERTH_INSECURE", "true")
+        .output()
+        .expect("run berth-volume");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot be used with"), "{err}");
+    // The --insecure warning is logged, then the taken port fails the start: the log line is a
+    // JSON object, the error one line after it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["control", "--insecure", "--listen"])
+        .arg(taken.local_addr().unwrap().to_string())
+        .arg("--state")
+        .arg(dir.path())
+        .env("BERTH_LOG_FORMAT", "json")
+        .output()
+        .expect("run berth-volume");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let warning = err
+        .lines()
+        .find(|l| l.contains("--insecure"))
+        .unwrap_or_else(|| panic!("{err}"));
+    let v: serde_json::Value =
+        serde_json::from_str(warning).unwrap_or_else(|e| panic!("{e}: {warning}"));
+    assert_eq!(v["level"], "WARN", "{v}");
+    let line = err.lines().last().unwrap_or_default();
+    assert!(line.starts_with("berth-volume: error: binding"), "{err}");
 }
