@@ -160,6 +160,15 @@ enum Cmd {
         /// Transfer endpoint other agents pull from (`host:port`).
         #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:4524")]
         listen: String,
+        /// The address other agents reach the transfer endpoint at, registered with the control
+        /// service (`host:port`, or a host alone for `--listen`'s port). Default: `--listen`.
+        /// Needed when `--listen` is 0.0.0.0 or ::.
+        #[arg(long, env = "BERTH_ADVERTISE")]
+        advertise: Option<String>,
+        /// Every agent runs on this one machine: a loopback or unspecified transfer address is
+        /// accepted (else refused when the control service is on another machine).
+        #[arg(long, env = "BERTH_SINGLE_NODE")]
+        single_node: bool,
         /// Most bytes per second this node sends or receives when a dataset moves (Flocker size
         /// forms, e.g. `50MiB`), so a move does not starve the disk or link its services use.
         #[arg(long, env = "BERTH_TRANSFER_RATE", value_parser = parse_rate)]
@@ -210,6 +219,59 @@ enum Cmd {
         #[arg(long, env = "BERTH_TOKEN_FILE")]
         token_file: PathBuf,
     },
+    /// Prints a completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Prints berth-volume(1), or with --dir writes every page (berth-volume.1,
+    /// berth-volume-SUBCOMMAND.1) there.
+    Man {
+        #[arg(long, env = "BERTH_DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// `completions` and `man`: generated from the clap definition, answered before any logging
+/// or runtime is set up.
+fn manual(cmd: &Cmd) -> Option<anyhow::Result<()>> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        Cmd::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "berth-volume", &mut out);
+            Some(Ok(()))
+        }
+        Cmd::Man { dir } => Some((|| {
+            let mut top = Cli::command();
+            top.build();
+            let mut pages: Vec<(String, clap::Command)> = top
+                .get_subcommands()
+                .filter(|s| s.get_name() != "help")
+                .map(|s| {
+                    let name = format!("berth-volume-{}", s.get_name());
+                    (name.clone(), s.clone().name(name))
+                })
+                .collect();
+            let Some(dir) = dir else {
+                clap_mangen::Man::new(top).render(&mut out)?;
+                return out.flush().map_err(anyhow::Error::from);
+            };
+            pages.insert(0, ("berth-volume".into(), top));
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("{}: cannot create", dir.display()))?;
+            for (name, page) in pages {
+                let path = dir.join(format!("{name}.1"));
+                let mut buf = Vec::new();
+                clap_mangen::Man::new(page).render(&mut buf)?;
+                std::fs::write(&path, buf)
+                    .with_context(|| format!("{}: cannot write", path.display()))?;
+            }
+            Ok(())
+        })()),
+        _ => None,
+    }
 }
 
 /// A directory holding a single instance's state is not silently left behind by a new Raft
@@ -365,6 +427,80 @@ fn docker_socket_path(docker: &str) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// Whether `url`'s host (`http://HOST:PORT`) is this machine's loopback.
+fn loopback_url(url: &str) -> bool {
+    let authority = url
+        .trim()
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let host = match authority.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    loopback_host(host)
+}
+
+fn loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The transfer address this agent registers, which the other agents dial to pull from it or
+/// ask it to ship: `--advertise` (a host alone takes the bound port), else what `--listen`
+/// bound. Refused when another machine could not reach it: an unspecified address always, and
+/// a loopback one when the control service is elsewhere (so the cluster spans machines),
+/// unless `--single-node`.
+fn transfer_address(
+    bound: std::net::SocketAddr,
+    advertise: Option<&str>,
+    control: &str,
+    single_node: bool,
+) -> anyhow::Result<String> {
+    let addr = match advertise.map(str::trim) {
+        None => bound.to_string(),
+        Some(a) if a.parse::<std::net::SocketAddr>().is_ok() => a.to_string(),
+        Some(a) => match a.parse::<std::net::IpAddr>() {
+            Ok(ip) => std::net::SocketAddr::new(ip, bound.port()).to_string(),
+            Err(_) => match a.rsplit_once(':') {
+                Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => a.to_string(),
+                _ if !a.is_empty() && !a.contains(':') => format!("{a}:{}", bound.port()),
+                _ => anyhow::bail!("--advertise {a:?} is not HOST:PORT or HOST"),
+            },
+        },
+    };
+    if single_node {
+        return Ok(addr);
+    }
+    let host = match addr.parse::<std::net::SocketAddr>() {
+        Ok(s) => s.ip().to_string(),
+        Err(_) => addr
+            .rsplit_once(':')
+            .map_or(addr.clone(), |(h, _)| h.to_string()),
+    };
+    if host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified())
+    {
+        anyhow::bail!(
+            "the transfer address {addr} names no machine: other agents would be told to pull \
+             from it. Give --advertise with this node's own address (as they reach it), or \
+             --single-node when every agent runs on this machine"
+        );
+    }
+    let remote = control.split(',').find(|u| !loopback_url(u));
+    if let (true, Some(remote)) = (loopback_host(&host), remote) {
+        anyhow::bail!(
+            "the transfer address {addr} is loopback, but the control service ({}) is on another \
+             machine: agents elsewhere could not pull from this one. Give --listen or --advertise \
+             with this node's own address, or --single-node when every agent runs on this machine",
+            remote.trim()
+        );
+    }
+    Ok(addr)
+}
+
 /// The agent's socket file, removed however the agent stops (once it is ours).
 struct SocketFile(PathBuf);
 
@@ -412,6 +548,15 @@ fn main() -> ExitCode {
             };
         }
     };
+    if let Some(done) = manual(&cli.cmd) {
+        return match done {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("berth-volume: error: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -449,6 +594,7 @@ fn main() -> ExitCode {
 
 async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
+        Cmd::Completions { .. } | Cmd::Man { .. } => unreachable!("answered by `manual`"),
         Cmd::Credential {
             node_id,
             token_file,
@@ -572,6 +718,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             token_file,
             credential_file,
             listen,
+            advertise,
+            single_node,
             transfer_rate,
             ship_interval,
             heartbeat_interval,
@@ -593,6 +741,11 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 tracing::warn!(
                     "--data-path direct: containers write to their volumes without this agent; a dead, hung or frozen agent cannot stop them after its lease ends"
                 );
+            }
+            // Refused before anything is bound or asked: the address is wrong whatever port
+            // --listen binds.
+            if let Ok(l) = listen.parse::<std::net::SocketAddr>() {
+                transfer_address(l, advertise.as_deref(), &control, single_node)?;
             }
             let lease_timing = AgentTiming {
                 interval: heartbeat_interval,
@@ -648,6 +801,12 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                     .with_data_path(data_path),
             );
             agent.check_engine().await.map_err(|e| anyhow::anyhow!(e))?;
+            // The first heartbeat already says whether the engine answers.
+            let reachable = agent.docker_answers(heartbeat_interval).await;
+            keeper.docker_probed(reachable);
+            berth_volume::metrics::agent()
+                .docker_reachable
+                .set(i64::from(reachable));
             agent.reattach();
             // The plugin socket opens before the control service is reached: the engine asks
             // its plugins at every volume listing and waits minutes for a missing one. Until
@@ -660,7 +819,12 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             let tl = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
-            let transfer_addr = tl.local_addr()?.to_string();
+            let transfer_addr = transfer_address(
+                tl.local_addr()?,
+                advertise.as_deref(),
+                &control,
+                single_node,
+            )?;
             let host = std::fs::read_to_string("/etc/hostname")
                 .unwrap_or_default()
                 .trim()
@@ -673,7 +837,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 let r = match client.register_node(&node, &host, &transfer_addr).await {
                     Ok(()) => {
                         let sent = berth_volume::clock::now();
-                        match client.heartbeat(&node, &lease_timing.heartbeat()).await {
+                        match client.heartbeat(&node, &keeper.heartbeat()).await {
                             Ok(reply) => {
                                 keeper.renewed(sent, berth_volume::clock::now(), reply);
                                 agent.recover().await.map_err(|e| e.chain())
@@ -704,7 +868,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 .merge(berth_volume::metrics::agent_router(
                     client.clone(),
                     token.clone(),
-                ));
+                ))
+                .merge(lease::probes_router(keeper.clone()));
             let leases = tokio::spawn(lease::run(
                 agent.clone(),
                 keeper.clone(),
@@ -759,4 +924,57 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> std::net::SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_transfer_address_must_be_reachable_from_other_machines() {
+        let local = "http://127.0.0.1:4523";
+        let remote = "http://127.0.0.1:4523,http://10.0.0.1:4523";
+        // Today's defaults on one machine, and a node's own address on a cluster.
+        assert_eq!(
+            transfer_address(addr("127.0.0.1:4524"), None, local, false).unwrap(),
+            "127.0.0.1:4524"
+        );
+        assert_eq!(
+            transfer_address(addr("10.0.0.5:4524"), None, remote, false).unwrap(),
+            "10.0.0.5:4524"
+        );
+        // Every address: refused without --advertise, whatever the control's.
+        for control in [local, remote] {
+            let e = transfer_address(addr("0.0.0.0:4524"), None, control, false).unwrap_err();
+            assert!(e.to_string().contains("--advertise"), "{e}");
+            assert!(transfer_address(addr("[::]:4524"), None, control, false).is_err());
+        }
+        // --advertise names the node: a host alone takes the bound port.
+        assert_eq!(
+            transfer_address(addr("0.0.0.0:4524"), Some("10.0.0.5"), remote, false).unwrap(),
+            "10.0.0.5:4524"
+        );
+        assert_eq!(
+            transfer_address(
+                addr("0.0.0.0:4524"),
+                Some("node5.example:7000"),
+                remote,
+                false
+            )
+            .unwrap(),
+            "node5.example:7000"
+        );
+        // Loopback on a cluster: refused, naming the remote control.
+        let e = transfer_address(addr("127.0.0.1:4524"), None, remote, false).unwrap_err();
+        assert!(e.to_string().contains("http://10.0.0.1:4523"), "{e}");
+        assert!(transfer_address(addr("0.0.0.0:4524"), Some("localhost"), remote, false).is_err());
+        // Unless every agent runs here.
+        assert!(transfer_address(addr("127.0.0.1:4524"), None, remote, true).is_ok());
+        assert!(transfer_address(addr("0.0.0.0:4524"), None, local, true).is_ok());
+        assert!(transfer_address(addr("0.0.0.0:4524"), Some("a:b"), local, false).is_err());
+    }
 }

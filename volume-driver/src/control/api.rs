@@ -211,6 +211,7 @@ impl Control {
                     unheard_for_ms: v.unheard_ms,
                     lease_expires_in_ms: v.lease_left_ms,
                     dead: n.dead,
+                    docker_reachable: v.docker_reachable,
                     node: n.uuid,
                     host: n.host,
                 }
@@ -605,11 +606,21 @@ async fn heartbeat(
         .admits(b.interval_ms, b.self_fence_deadline_ms, b.drift_margin_ms)
         .map_err(|e| ApiError::Control(ControlError::Invalid(e)))?;
     let t = c.mono_ms();
-    let was_alive = l.view(&uuid, t).alive;
-    let lease_ms = l.heartbeat(&uuid, t, !dead);
+    let was = l.view(&uuid, t);
+    // An agent that cannot reach its Docker Engine could not stop its containers once its lease
+    // ended: it gets none (one already granted runs out), as if it had not heartbeated.
+    let lease_ms = if b.docker_reachable || dead {
+        l.heartbeat(&uuid, t, !dead)
+    } else {
+        l.heartbeat_unleased(&uuid, t)
+    };
+    l.docker(&uuid, b.docker_reachable);
     drop(l);
-    if !was_alive {
+    if !was.alive {
         tracing::info!(node = %uuid, dead, "node heartbeating");
+    }
+    if was.docker_reachable != Some(b.docker_reachable) && !b.docker_reachable {
+        tracing::warn!(node = %uuid, "the node's agent cannot reach its Docker Engine: no lease granted until it can");
     }
     Ok(Json(HeartbeatReply { lease_ms, dead }).into_response())
 }

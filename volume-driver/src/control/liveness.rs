@@ -99,6 +99,8 @@ pub struct NodeView {
     /// only once it is past `interval × misses`, when it is as much a verdict as a heartbeat
     /// that stopped: a node that died before a new leader took over is found lost too.
     pub unheard_ms: Option<u64>,
+    /// What its last heartbeat said of its Docker Engine (`None`: no heartbeat yet).
+    pub docker_reachable: Option<bool>,
 }
 
 /// Every node's last heartbeat and lease end, in this instance's monotonic ms.
@@ -117,6 +119,7 @@ pub struct Liveness {
 struct Beat {
     at_ms: u64,
     lease_until_ms: u64,
+    docker_reachable: bool,
 }
 
 impl Liveness {
@@ -158,11 +161,34 @@ impl Liveness {
         let b = self.beats.entry(node.to_string()).or_insert(Beat {
             at_ms: now_ms,
             lease_until_ms: kept,
+            docker_reachable: true,
         });
         b.at_ms = now_ms;
         // A lease never shrinks by a heartbeat: one granted earlier still holds for the agent.
         b.lease_until_ms = b.lease_until_ms.max(now_ms + lease);
         lease
+    }
+
+    /// Records a heartbeat from a node that may not be granted a lease now (its agent cannot
+    /// reach its Docker Engine, so could not stop its containers): heard from, and the lease it
+    /// may already hold — one granted, or one a predecessor may have granted — runs out, but
+    /// nothing is added. Returns 0, the lease granted.
+    pub fn heartbeat_unleased(&mut self, node: &str, now_ms: u64) -> u64 {
+        let kept = self.unknown_until();
+        let b = self.beats.entry(node.to_string()).or_insert(Beat {
+            at_ms: now_ms,
+            lease_until_ms: kept,
+            docker_reachable: false,
+        });
+        b.at_ms = now_ms;
+        0
+    }
+
+    /// Records what `node`'s last heartbeat said of its Docker Engine (after [`Self::heartbeat`]).
+    pub fn docker(&mut self, node: &str, reachable: bool) {
+        if let Some(b) = self.beats.get_mut(node) {
+            b.docker_reachable = reachable;
+        }
     }
 
     /// How much longer `node`'s lease lasts (0: expired). A node not heard from since this
@@ -184,6 +210,7 @@ impl Liveness {
             last_heartbeat_age_ms: age,
             lease_left_ms: self.lease_left_ms(node, now_ms),
             unheard_ms: (age.is_none() && unheard >= window).then_some(unheard),
+            docker_reachable: self.beats.get(node).map(|b| b.docker_reachable),
         }
     }
 
@@ -220,6 +247,7 @@ mod tests {
                 last_heartbeat_age_ms: None,
                 lease_left_ms: 4_000,
                 unheard_ms: None,
+                docker_reachable: None,
             }
         );
         assert_eq!(
@@ -267,6 +295,32 @@ mod tests {
             "a refused lease keeps nothing"
         );
         assert_eq!(l.leases(["b".to_string()], 25_000).len(), 0);
+    }
+
+    /// An agent without its Docker Engine is heard from (alive) but given no lease; the lease it
+    /// holds, or might hold from a predecessor, still runs out before its volumes move.
+    #[test]
+    fn a_node_without_its_docker_engine_is_alive_but_gets_no_lease() {
+        let mut l = Liveness::new(Timing::default());
+        assert_eq!(l.heartbeat("a", 1_000, true), 5_000);
+        assert_eq!(l.heartbeat_unleased("a", 2_000), 0);
+        l.docker("a", false);
+        let v = l.view("a", 2_500);
+        assert!(v.alive);
+        assert_eq!(v.docker_reachable, Some(false));
+        assert_eq!(
+            v.lease_left_ms, 3_500,
+            "the lease granted at 1s runs on, not extended"
+        );
+        assert_eq!(l.lease_left_ms("a", 6_000), 0);
+        assert_eq!(l.heartbeat("a", 7_000, true), 5_000);
+        l.docker("a", true);
+        assert_eq!(l.view("a", 7_000).docker_reachable, Some(true));
+        // Not heard from since a takeover: the predecessor's possible lease is kept.
+        l.take_over(20_000);
+        assert_eq!(l.heartbeat_unleased("b", 20_100), 0);
+        assert_eq!(l.lease_left_ms("b", 20_100), 4_900);
+        assert_eq!(l.view("c", 20_100).docker_reachable, None);
     }
 
     #[test]

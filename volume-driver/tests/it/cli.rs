@@ -297,3 +297,47 @@ fn flags_come_from_berth_variables_too() {
     let line = err.lines().last().unwrap_or_default();
     assert!(line.starts_with("berth-volume: error: binding"), "{err}");
 }
+
+/// The subcommands `--help` lists, read from its `Commands:` section.
+fn subcommands() -> Vec<String> {
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, Some(0));
+    let names: Vec<String> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| *n != "help")
+        .map(str::to_string)
+        .collect();
+    assert!(names.len() >= 5, "{out}");
+    names
+}
+
+#[test]
+fn completions_and_man_pages_name_every_subcommand() {
+    let names = subcommands();
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out, err) = run(&["completions", shell]);
+        assert_eq!(code, Some(0), "{err}");
+        for n in &names {
+            assert!(out.contains(n.as_str()), "{shell}: no {n}");
+        }
+    }
+    let (code, top, err) = run(&["man"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(top.contains(".TH berth-volume 1"), "{top}");
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(&["man", "--dir", dir.path().to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    for n in &names {
+        assert!(
+            top.contains(&format!("berth\\-volume\\-{n}")),
+            "berth-volume(1) names no {n}"
+        );
+        let page = std::fs::read_to_string(dir.path().join(format!("berth-volume-{n}.1")))
+            .unwrap_or_else(|e| panic!("berth-volume-{n}.1: {e}"));
+        assert!(page.contains(&format!(".TH berth-volume-{n} 1")), "{page}");
+    }
+}
