@@ -378,3 +378,34 @@ fn version_names_the_commit() {
         "{v}"
     );
 }
+
+/// Without tasks the plan creates every service's tasks, running ones included: said on
+/// stderr, and not when the tasks are given.
+#[test]
+fn plan_without_tasks_warns_that_it_plans_creates() {
+    let r = berth(&["plan", SEED[0], SEED[1], SEED[2], SEED[3]]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("berth: warning: no tasks given") && r.stderr.contains("--live"),
+        "{}",
+        r.stderr
+    );
+    let r = berth(&[&["plan"][..], &SEED].concat());
+    assert!(!r.stderr.contains("no tasks given"), "{}", r.stderr);
+}
+
+#[test]
+fn live_reads_conflict_with_files_and_are_read_only_views() {
+    let r = berth(&[&["plan", "--live"][..], &SEED].concat());
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("cannot be used with"), "{}", r.stderr);
+    // Nothing listens there: a clear error naming the service, exit 1.
+    let r = berth(&["volumes", "--control", "http://127.0.0.1:1"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .starts_with("berth: error: the volume control service at http://127.0.0.1:1"),
+        "{}",
+        r.stderr
+    );
+}
