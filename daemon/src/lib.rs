@@ -16,6 +16,14 @@
 //! - [`leader`]: whether this daemon may act now (always, or while it holds Consul's lock).
 //! - [`cli`]: the `berth` command line (plan, explain, failover, run).
 
+/// `--version`: the package version and the commit it was built from (`build.rs`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("BERTH_COMMIT"),
+    ")"
+);
+
 pub mod api;
 pub mod cli;
 #[cfg(feature = "consul")]

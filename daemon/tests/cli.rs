@@ -341,3 +341,71 @@ fn run_refuses_to_start_without_a_token_unless_insecure() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("cannot be used with"), "{}", r.stderr);
 }
+
+/// Every flag also from its `BERTH_*` variable: the same plan as with the flags, and the
+/// command line wins over a variable.
+#[test]
+fn flags_come_from_berth_variables_too_and_the_command_line_wins() {
+    let by_flags = berth(&[&["plan"][..], &SEED].concat());
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("plan")
+        .env("BERTH_NODES", SEED[1])
+        .env("BERTH_SERVICES", SEED[3])
+        .env("BERTH_TASKS", SEED[5])
+        .env("BERTH_OUTPUT", "json")
+        .args(["--output", "table"])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .expect("berth runs");
+    assert_eq!(out.status.code(), Some(by_flags.code));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), by_flags.stdout);
+}
+
+#[test]
+fn version_names_the_commit() {
+    let r = berth(&["--version"]);
+    assert_eq!(r.code, 0);
+    let v = r.stdout.trim();
+    assert!(v.starts_with("berth 0."), "{v}");
+    let commit = v
+        .split("(commit ")
+        .nth(1)
+        .and_then(|c| c.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{v}"));
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{v}"
+    );
+}
+
+/// Without tasks the plan creates every service's tasks, running ones included: said on
+/// stderr, and not when the tasks are given.
+#[test]
+fn plan_without_tasks_warns_that_it_plans_creates() {
+    let r = berth(&["plan", SEED[0], SEED[1], SEED[2], SEED[3]]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("berth: warning: no tasks given") && r.stderr.contains("--live"),
+        "{}",
+        r.stderr
+    );
+    let r = berth(&[&["plan"][..], &SEED].concat());
+    assert!(!r.stderr.contains("no tasks given"), "{}", r.stderr);
+}
+
+#[test]
+fn live_reads_conflict_with_files_and_are_read_only_views() {
+    let r = berth(&[&["plan", "--live"][..], &SEED].concat());
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("cannot be used with"), "{}", r.stderr);
+    // Nothing listens there: a clear error naming the service, exit 1.
+    let r = berth(&["volumes", "--control", "http://127.0.0.1:1"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .starts_with("berth: error: the volume control service at http://127.0.0.1:1"),
+        "{}",
+        r.stderr
+    );
+}

@@ -269,6 +269,18 @@ impl Agent {
         }
     }
 
+    /// Whether the node's Docker Engine answers within `within`. Without self-fencing there is
+    /// no engine to ask, and nothing it would be needed for: true.
+    pub async fn docker_answers(&self, within: std::time::Duration) -> bool {
+        let Some(f) = &self.fence else {
+            return true;
+        };
+        matches!(
+            tokio::time::timeout(within, f.docker.ping()).await,
+            Ok(Ok(()))
+        )
+    }
+
     pub fn keeper(&self) -> Option<&crate::lease::Keeper> {
         self.fence.as_ref().map(|f| &*f.keeper)
     }

@@ -96,6 +96,19 @@ impl Docker {
             .collect())
     }
 
+    /// Whether the engine answers at all (`GET /_ping`).
+    pub async fn ping(&self) -> Result<(), DockerError> {
+        let r = http_client::send(&self.target, Method::GET, "/_ping", &[], Vec::new()).await?;
+        if !r.status.is_success() {
+            return Err(DockerError::Status {
+                what: "ping".into(),
+                status: r.status.as_u16(),
+                body: String::from_utf8_lossy(&r.body).into_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// The engine's Swarm node ID (empty when it is in no swarm).
     pub async fn swarm_node_id(&self) -> Result<String, DockerError> {
         let r = http_client::send(&self.target, Method::GET, "/info", &[], Vec::new()).await?;

@@ -61,6 +61,7 @@ impl AgentTiming {
             interval_ms: self.interval.as_millis() as u64,
             self_fence_deadline_ms: self.self_fence_deadline.as_millis() as u64,
             drift_margin_ms: self.drift_margin.as_millis() as u64,
+            docker_reachable: true,
         }
     }
 }
@@ -96,6 +97,9 @@ struct KeeperState {
     /// Containers stopped (or being stopped) because the node was declared dead.
     stopping: bool,
     failures: u32,
+    /// The last probe of the node's Docker Engine failed (the agent could not stop its
+    /// containers): told to the control service, which grants no lease meanwhile.
+    docker_unreachable: bool,
 }
 
 /// What a heartbeat's outcome changed.
@@ -108,6 +112,9 @@ pub enum Renewal {
     NewPeriod(u64),
     /// Declared dead: no lease, stop now.
     Dead,
+    /// Heard, but no lease granted (this agent cannot reach its Docker Engine): the lease held
+    /// runs out, and writes wait after it.
+    Withheld,
 }
 
 impl Keeper {
@@ -130,10 +137,13 @@ impl Keeper {
     pub fn renewed(&self, sent: Duration, answered: Duration, r: HeartbeatReply) -> Renewal {
         let mut s = self.state();
         s.failures = 0;
-        if s.dead || r.dead || r.lease_ms == 0 {
+        if s.dead || r.dead {
             s.dead = true;
             s.gate_until = None;
             return Renewal::Dead;
+        }
+        if r.lease_ms == 0 {
+            return Renewal::Withheld;
         }
         let gate =
             (sent + Duration::from_millis(r.lease_ms)).saturating_sub(self.timing.drift_margin);
@@ -219,6 +229,74 @@ impl Keeper {
     pub fn is_dead(&self) -> bool {
         self.state().dead
     }
+
+    /// Records a probe of the node's Docker Engine; returns whether that changed anything.
+    pub fn docker_probed(&self, reachable: bool) -> bool {
+        let mut s = self.state();
+        let changed = s.docker_unreachable == reachable;
+        s.docker_unreachable = !reachable;
+        changed
+    }
+
+    pub fn docker_reachable(&self) -> bool {
+        !self.state().docker_unreachable
+    }
+
+    /// What the next heartbeat tells the control service.
+    pub fn heartbeat(&self) -> Heartbeat {
+        Heartbeat {
+            docker_reachable: self.docker_reachable(),
+            ..self.timing.heartbeat()
+        }
+    }
+
+    /// Why this agent is not ready at `now`, if it is not: it cannot reach its Docker Engine,
+    /// holds no lease, or was declared dead.
+    pub fn not_ready(&self, now: Duration) -> Vec<&'static str> {
+        let mut why = Vec::new();
+        if !self.docker_reachable() {
+            why.push("the Docker Engine does not answer: this node could not stop its containers, so it holds no lease");
+        }
+        if self.is_dead() {
+            why.push("an operator declared this node dead");
+        } else if self.left(now).is_zero() {
+            why.push("no lease: the control service has not granted one");
+        }
+        why
+    }
+}
+
+/// The agent's probes on its transfer listener, asked for no token (like `berth run`'s):
+/// `/v1/health` answers while the process serves; `/v1/ready` 200 only while the node holds a
+/// lease and reaches its Docker Engine, else 503 with the reasons.
+pub fn probes_router(keeper: SharedKeeper) -> axum::Router {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    axum::Router::new()
+        .route(
+            "/v1/health",
+            get(|| async { axum::Json(serde_json::json!({"ok": true})) }),
+        )
+        .route(
+            "/v1/ready",
+            get(move || {
+                let keeper = keeper.clone();
+                async move {
+                    let why = keeper.not_ready(crate::clock::now());
+                    let code = if why.is_empty() {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    let body = serde_json::json!({
+                        "ready": why.is_empty(),
+                        "docker_reachable": keeper.docker_reachable(),
+                        "reasons": why,
+                    });
+                    (code, axum::Json(body))
+                }
+            }),
+        )
 }
 
 /// Shared handle.
@@ -242,6 +320,7 @@ pub async fn run(
 ) {
     tokio::join!(
         heartbeats(agent.clone(), keeper.clone(), reg, stop.clone()),
+        docker_probe(agent.clone(), keeper.clone(), stop.clone()),
         watchdog(agent, keeper, stop)
     );
 }
@@ -260,8 +339,11 @@ async fn heartbeats(
     loop {
         let tick = tokio::time::Instant::now();
         let sent = crate::clock::now();
-        let ok = match tokio::time::timeout(t.interval, control.heartbeat(&node, &t.heartbeat()))
-            .await
+        let ok = match tokio::time::timeout(
+            t.interval,
+            control.heartbeat(&node, &keeper.heartbeat()),
+        )
+        .await
         {
             Ok(Ok(r)) => {
                 match keeper.renewed(sent, crate::clock::now(), r) {
@@ -274,6 +356,9 @@ async fn heartbeats(
                         tracing::error!(node = %node, "the control service says this node was declared dead: refusing every write and stopping its containers");
                     }
                     Renewal::Dead => {}
+                    Renewal::Withheld => {
+                        tracing::debug!(node = %node, "no lease granted: the Docker Engine does not answer")
+                    }
                 }
                 // A mount not yet claimed in this lease period holds its writes until it is;
                 // one whose claim is refused lost its data to another node and is stopped.
@@ -304,6 +389,33 @@ async fn heartbeats(
             if keeper.failed() {
                 tracing::warn!(node = %node, misses = t.misses, left_ms = keeper.left(crate::clock::now()).as_millis() as u64,
                     "lost contact with the control service: writes are held once the lease ends");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(tick + t.interval) => {}
+            _ = stop.wait_for(|v| *v) => return,
+        }
+    }
+}
+
+/// Probes the node's Docker Engine every interval (each probe given one interval to answer),
+/// so that the heartbeats say whether it answers and `/v1/ready` and the gauge show it.
+async fn docker_probe(
+    agent: Arc<Agent>,
+    keeper: SharedKeeper,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let t = keeper.timing();
+    let m = crate::metrics::agent();
+    loop {
+        let tick = tokio::time::Instant::now();
+        let reachable = agent.docker_answers(t.interval).await;
+        m.docker_reachable.set(i64::from(reachable));
+        if keeper.docker_probed(reachable) {
+            if reachable {
+                tracing::info!(node = %agent.node(), "the Docker Engine answers again");
+            } else {
+                tracing::error!(node = %agent.node(), "the Docker Engine does not answer: this node could not stop its containers, so it asks for no lease (writes wait once the one held ends) and reports not ready");
             }
         }
         tokio::select! {
@@ -375,6 +487,38 @@ mod tests {
             "no new mount within one interval of the gate closing"
         );
         assert_eq!(k.left(ms(4_000)), ms(500));
+    }
+
+    /// Docker unreachable: the heartbeat says so, the control service answers lease 0 without
+    /// `dead`, and the agent keeps the lease it holds (not dead, no new one), reports not ready,
+    /// and renews as before once Docker answers again.
+    #[test]
+    fn without_its_docker_engine_the_agent_asks_for_no_lease_and_is_not_ready() {
+        let k = Keeper::new(AgentTiming::default());
+        k.renewed(ms(0), ms(5), reply(5_000));
+        assert!(k.not_ready(ms(10)).is_empty());
+        assert!(k.heartbeat().docker_reachable);
+        assert!(k.docker_probed(false), "a change");
+        assert!(!k.docker_probed(false), "no change");
+        assert!(!k.heartbeat().docker_reachable);
+        assert_eq!(k.renewed(ms(1_000), ms(1_010), reply(0)), Renewal::Withheld);
+        assert!(!k.is_dead(), "a withheld lease is not a death");
+        assert_eq!(
+            k.left(ms(1_010)),
+            ms(3_490),
+            "the lease held runs on, not extended"
+        );
+        let why = k.not_ready(ms(1_010));
+        assert_eq!(why.len(), 1, "{why:?}");
+        assert!(why[0].contains("Docker Engine"), "{why:?}");
+        assert_eq!(k.not_ready(ms(4_600)).len(), 2, "and then no lease either");
+        assert!(k.docker_probed(true));
+        assert_eq!(
+            k.renewed(ms(2_000), ms(2_010), reply(5_000)),
+            Renewal::Renewed,
+            "answered while the gate was open: the same period"
+        );
+        assert!(k.not_ready(ms(2_010)).is_empty());
     }
 
     #[test]

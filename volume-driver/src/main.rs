@@ -25,15 +25,38 @@ use berth_volume::transfer::{PeerCheck, TransferOptions};
 use berth_volume::{credential, protocol, shutdown, transfer};
 use clap::{Parser, Subcommand};
 
+/// `--version`: the package version and the commit it was built from (`build.rs`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("BERTH_COMMIT"),
+    ")"
+);
+
+const ENV_HELP: &str = "Every flag can also be set by an environment variable: BERTH_ and the \
+flag's name in capitals with - as _ (--token-file: BERTH_TOKEN_FILE); --docker by DOCKER_HOST. \
+The command line wins.\n\nExit codes: 0 success; 1 a usage error, a configuration error or a \
+failure while running, with `berth-volume: error: ` and its causes on stderr.";
+
 #[derive(Parser)]
 #[command(
     name = "berth-volume",
-    version,
-    about = "Berth's Flocker-compatible Docker volume driver"
+    version = VERSION,
+    about = "Berth's Flocker-compatible Docker volume driver",
+    after_help = ENV_HELP
 )]
 struct Cli {
+    /// Log format on stderr: `text`, or `json` (one object a line, for a log shipper).
+    #[arg(long, global = true, value_enum, env = "BERTH_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -41,129 +64,214 @@ enum Cmd {
     /// The cluster's dataset configuration service (Flocker dataset API v1).
     Control {
         /// Address to listen on (loopback unless you mean otherwise).
-        #[arg(long, default_value = "127.0.0.1:4523")]
+        #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:4523")]
         listen: String,
         /// Directory of the embedded store (not needed with `--consul`).
-        #[arg(long, required_unless_present = "consul")]
+        #[arg(long, env = "BERTH_STATE", required_unless_present = "consul")]
         state: Option<PathBuf>,
         /// File holding the cluster token: the operator's bearer token, and the secret node
         /// credentials are derived from. Required unless `--insecure`.
-        #[arg(long)]
+        #[arg(long, env = "BERTH_TOKEN_FILE")]
         token_file: Option<PathBuf>,
         /// Serve without a token: every request, from anyone who can reach `--listen`, acts as
         /// the operator (fence, assign, declare a node dead). For a test on one machine only;
         /// said at every start and exported as `berth_control_insecure 1`.
-        #[arg(long, conflicts_with = "token_file")]
+        #[arg(long, env = "BERTH_INSECURE", conflicts_with = "token_file")]
         insecure: bool,
         /// Consul HTTP address: the state in Consul KV instead of `--state`, and one of several
         /// instances elected to serve through a session lock on `--leader-key`.
-        #[arg(long, conflicts_with = "state")]
+        #[arg(long, env = "BERTH_CONSUL", conflicts_with = "state")]
         consul: Option<String>,
         /// With `--consul`: the URL clients reach this instance at, written into the leader
         /// key while it serves (the others' 503 names it). Default: `http://` + `--listen`.
-        #[arg(long, requires = "consul")]
+        #[arg(long, env = "BERTH_ADVERTISE", requires = "consul")]
         advertise: Option<String>,
         /// With `--consul`: the KV key the instances contend for.
-        #[arg(long, requires = "consul", default_value = "berth/control/leader")]
+        #[arg(
+            long,
+            env = "BERTH_LEADER_KEY",
+            requires = "consul",
+            default_value = "berth/control/leader"
+        )]
         leader_key: String,
         /// With `--consul`: the leader session's TTL (Consul allows 10s to 24h); a leader
         /// serves until its last renewal's send time plus this.
-        #[arg(long, requires = "consul", value_parser = parse_interval, default_value = "10s")]
+        #[arg(long, env = "BERTH_LEADER_TTL", requires = "consul", value_parser = parse_interval, default_value = "10s")]
         leader_ttl: Duration,
         /// With `--consul`: how long Consul keeps the key from a new holder after a session
         /// ends; at least `--leader-ttl`, at most 60s.
-        #[arg(long, requires = "consul", value_parser = parse_interval, default_value = "10s")]
+        #[arg(long, env = "BERTH_LEADER_LOCK_DELAY", requires = "consul", value_parser = parse_interval, default_value = "10s")]
         leader_lock_delay: Duration,
         /// This instance's ID in a replicated control service (Raft among the managers, state
         /// under `--state`); needs `--peer` for every member, itself included.
-        #[arg(long, requires = "peer", requires = "state", conflicts_with = "consul")]
+        #[arg(
+            long,
+            env = "BERTH_RAFT_ID",
+            requires = "peer",
+            requires = "state",
+            conflicts_with = "consul"
+        )]
         raft_id: Option<u64>,
         /// A member of the replicated control service, `ID=HOST:PORT` (its `--listen`
         /// address); repeat for each, this instance included. One or three members (or five).
-        #[arg(long, value_parser = parse_peer, requires = "raft_id")]
+        #[arg(long, env = "BERTH_PEER", value_delimiter = ',', value_parser = parse_peer, requires = "raft_id")]
         peer: Vec<(u64, String)>,
         /// How often agents heartbeat (a node's liveness is judged against it).
-        #[arg(long, value_parser = parse_interval, default_value = "1s")]
+        #[arg(long, env = "BERTH_HEARTBEAT_INTERVAL", value_parser = parse_interval, default_value = "1s")]
         heartbeat_interval: Duration,
         /// Heartbeats a node may miss before `GET /v1/berth/nodes` reports it not alive.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..), default_value = "3")]
+        #[arg(long, env = "BERTH_HEARTBEAT_MISSES", value_parser = clap::value_parser!(u32).range(1..), default_value = "3")]
         heartbeat_misses: u32,
         /// How long one heartbeat keeps a node's lease; a volume mounted on a node is handed to
         /// another only once this has run out (or the node is declared dead). Must outlast
         /// interval × misses, and each agent's self-fence deadline + drift margin + interval.
-        #[arg(long, value_parser = parse_interval, default_value = "5s")]
+        #[arg(long, env = "BERTH_LEASE", value_parser = parse_interval, default_value = "5s")]
         lease: Duration,
     },
     /// One node's agent: the Docker volume plugin socket plus the transfer endpoint.
     Agent {
         /// This node's ID (the dataset primaries in the control API).
-        #[arg(long)]
+        #[arg(long, env = "BERTH_NODE_ID")]
         node_id: Option<String>,
         /// Plugin socket; the file name is the driver name Docker uses.
-        #[arg(long, default_value = "/run/docker/plugins/berth.sock")]
+        #[arg(
+            long,
+            env = "BERTH_SOCKET",
+            default_value = "/run/docker/plugins/berth.sock"
+        )]
         socket: PathBuf,
         /// Where `local` and `replicated` datasets live.
-        #[arg(long)]
+        #[arg(long, env = "BERTH_DATA_ROOT")]
         data_root: PathBuf,
         /// Where `shared` datasets live (storage every node mounts).
-        #[arg(long)]
+        #[arg(long, env = "BERTH_SHARED_ROOT")]
         shared_root: Option<PathBuf>,
         /// Control service URL; for a replicated one, every member's URL, comma-separated (calls
         /// follow its leader).
-        #[arg(long, default_value = "http://127.0.0.1:4523")]
+        #[arg(long, env = "BERTH_CONTROL", default_value = "http://127.0.0.1:4523")]
         control: String,
         /// File holding the cluster token, presented to the control service and other agents.
-        #[arg(long, conflicts_with = "credential_file")]
+        #[arg(long, env = "BERTH_TOKEN_FILE", conflicts_with = "credential_file")]
         token_file: Option<PathBuf>,
         /// File holding this node's credential (`berth-volume credential`): it acts only for
         /// this node, and holds no secret that could act for another.
-        #[arg(long)]
+        #[arg(long, env = "BERTH_CREDENTIAL_FILE")]
         credential_file: Option<PathBuf>,
         /// Transfer endpoint other agents pull from (`host:port`).
-        #[arg(long, default_value = "127.0.0.1:4524")]
+        #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:4524")]
         listen: String,
+        /// The address other agents reach the transfer endpoint at, registered with the control
+        /// service (`host:port`, or a host alone for `--listen`'s port). Default: `--listen`.
+        /// Needed when `--listen` is 0.0.0.0 or ::.
+        #[arg(long, env = "BERTH_ADVERTISE")]
+        advertise: Option<String>,
+        /// Every agent runs on this one machine: a loopback or unspecified transfer address is
+        /// accepted (else refused when the control service is on another machine).
+        #[arg(long, env = "BERTH_SINGLE_NODE")]
+        single_node: bool,
         /// Most bytes per second this node sends or receives when a dataset moves (Flocker size
         /// forms, e.g. `50MiB`), so a move does not starve the disk or link its services use.
-        #[arg(long, value_parser = parse_rate)]
+        #[arg(long, env = "BERTH_TRANSFER_RATE", value_parser = parse_rate)]
         transfer_rate: Option<u64>,
         /// How often a mounted `replicated` dataset is shipped to its standbys (`500ms`, `2s`).
-        #[arg(long, value_parser = parse_interval, default_value = "1s")]
+        #[arg(long, env = "BERTH_SHIP_INTERVAL", value_parser = parse_interval, default_value = "1s")]
         ship_interval: Duration,
         /// How often to heartbeat the control service, renewing this node's lease.
-        #[arg(long, value_parser = parse_interval, default_value = "1s")]
+        #[arg(long, env = "BERTH_HEARTBEAT_INTERVAL", value_parser = parse_interval, default_value = "1s")]
         heartbeat_interval: Duration,
         /// Heartbeats missed in a row before the agent reports lost contact.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..), default_value = "3")]
+        #[arg(long, env = "BERTH_HEARTBEAT_MISSES", value_parser = clap::value_parser!(u32).range(1..), default_value = "3")]
         heartbeat_misses: u32,
         /// How long stopping this node's containers may take when its lease cannot be renewed:
         /// they are stopped (SIGTERM, SIGKILL after all but the last second of it) starting this
         /// long, plus the drift margin, before the lease ends.
-        #[arg(long, value_parser = parse_interval, default_value = "2s")]
+        #[arg(long, env = "BERTH_SELF_FENCE_DEADLINE", value_parser = parse_interval, default_value = "2s")]
         self_fence_deadline: Duration,
         /// How far this node's clock and the control service's may drift apart over one lease;
         /// the containers are stopped at least this long before the lease ends.
-        #[arg(long, value_parser = parse_duration, default_value = "500ms")]
+        #[arg(long, env = "BERTH_DRIFT_MARGIN", value_parser = parse_duration, default_value = "500ms")]
         drift_margin: Duration,
-        /// The local Docker Engine's API socket, through which the agent stops the containers
-        /// whose data moved away, and finds mounts no container uses any more.
-        #[arg(long, default_value = "/var/run/docker.sock")]
-        docker_socket: PathBuf,
+        /// The local Docker Engine's API (`unix:///PATH`), through which the agent stops the
+        /// containers whose data moved away, and finds mounts no container uses any more.
+        #[arg(
+            long,
+            env = "DOCKER_HOST",
+            default_value = "unix:///var/run/docker.sock"
+        )]
+        docker: String,
+        /// The engine's socket as a path: `--docker`'s old form, kept for existing unit files;
+        /// wins over `--docker`.
+        #[arg(long, env = "BERTH_DOCKER_SOCKET", hide = true)]
+        docker_socket: Option<PathBuf>,
         /// How containers reach their data: `fuse` serves every mount through this agent, which
         /// checks the node's lease before each write, so a dead, hung or frozen agent or node
         /// cannot write after its lease (needs /dev/fuse); `direct` hands them the copy itself,
         /// and then only a running agent stops a writer (README, "Guarantees").
-        #[arg(long, value_enum, default_value_t = DataPathMode::Fuse)]
+        #[arg(long, env = "BERTH_DATA_PATH", value_enum, default_value_t = DataPathMode::Fuse)]
         data_path: DataPathMode,
     },
     /// Prints node NODE's credential, derived from the cluster token; give it to that node's
     /// agent as `--credential-file`.
     Credential {
-        #[arg(long)]
+        #[arg(long, env = "BERTH_NODE_ID")]
         node_id: String,
         /// File holding the cluster token.
-        #[arg(long)]
+        #[arg(long, env = "BERTH_TOKEN_FILE")]
         token_file: PathBuf,
     },
+    /// Prints a completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Prints berth-volume(1), or with --dir writes every page (berth-volume.1,
+    /// berth-volume-SUBCOMMAND.1) there.
+    Man {
+        #[arg(long, env = "BERTH_DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// `completions` and `man`: generated from the clap definition, answered before any logging
+/// or runtime is set up.
+fn manual(cmd: &Cmd) -> Option<anyhow::Result<()>> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        Cmd::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "berth-volume", &mut out);
+            Some(Ok(()))
+        }
+        Cmd::Man { dir } => Some((|| {
+            let mut top = Cli::command();
+            top.build();
+            let mut pages: Vec<(String, clap::Command)> = top
+                .get_subcommands()
+                .filter(|s| s.get_name() != "help")
+                .map(|s| {
+                    let name = format!("berth-volume-{}", s.get_name());
+                    (name.clone(), s.clone().name(name))
+                })
+                .collect();
+            let Some(dir) = dir else {
+                clap_mangen::Man::new(top).render(&mut out)?;
+                return out.flush().map_err(anyhow::Error::from);
+            };
+            pages.insert(0, ("berth-volume".into(), top));
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("{}: cannot create", dir.display()))?;
+            for (name, page) in pages {
+                let path = dir.join(format!("{name}.1"));
+                let mut buf = Vec::new();
+                clap_mangen::Man::new(page).render(&mut buf)?;
+                std::fs::write(&path, buf)
+                    .with_context(|| format!("{}: cannot write", path.display()))?;
+            }
+            Ok(())
+        })()),
+        _ => None,
+    }
 }
 
 /// A directory holding a single instance's state is not silently left behind by a new Raft
@@ -306,6 +414,93 @@ fn swarm_node_id() -> anyhow::Result<String> {
     Ok(id)
 }
 
+/// The engine's socket from `--docker`: the agent speaks to its own node's engine over a unix
+/// socket only (it stops that node's containers), so a TCP endpoint is refused.
+fn docker_socket_path(docker: &str) -> anyhow::Result<PathBuf> {
+    match docker.strip_prefix("unix://") {
+        Some(path) if path.starts_with('/') => Ok(PathBuf::from(path)),
+        _ if docker.starts_with('/') => Ok(PathBuf::from(docker)),
+        _ => anyhow::bail!(
+            "--docker {docker:?} (or DOCKER_HOST): the agent needs its own node's engine at a \
+             unix socket, unix:///PATH"
+        ),
+    }
+}
+
+/// Whether `url`'s host (`http://HOST:PORT`) is this machine's loopback.
+fn loopback_url(url: &str) -> bool {
+    let authority = url
+        .trim()
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let host = match authority.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    loopback_host(host)
+}
+
+fn loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The transfer address this agent registers, which the other agents dial to pull from it or
+/// ask it to ship: `--advertise` (a host alone takes the bound port), else what `--listen`
+/// bound. Refused when another machine could not reach it: an unspecified address always, and
+/// a loopback one when the control service is elsewhere (so the cluster spans machines),
+/// unless `--single-node`.
+fn transfer_address(
+    bound: std::net::SocketAddr,
+    advertise: Option<&str>,
+    control: &str,
+    single_node: bool,
+) -> anyhow::Result<String> {
+    let addr = match advertise.map(str::trim) {
+        None => bound.to_string(),
+        Some(a) if a.parse::<std::net::SocketAddr>().is_ok() => a.to_string(),
+        Some(a) => match a.parse::<std::net::IpAddr>() {
+            Ok(ip) => std::net::SocketAddr::new(ip, bound.port()).to_string(),
+            Err(_) => match a.rsplit_once(':') {
+                Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => a.to_string(),
+                _ if !a.is_empty() && !a.contains(':') => format!("{a}:{}", bound.port()),
+                _ => anyhow::bail!("--advertise {a:?} is not HOST:PORT or HOST"),
+            },
+        },
+    };
+    if single_node {
+        return Ok(addr);
+    }
+    let host = match addr.parse::<std::net::SocketAddr>() {
+        Ok(s) => s.ip().to_string(),
+        Err(_) => addr
+            .rsplit_once(':')
+            .map_or(addr.clone(), |(h, _)| h.to_string()),
+    };
+    if host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified())
+    {
+        anyhow::bail!(
+            "the transfer address {addr} names no machine: other agents would be told to pull \
+             from it. Give --advertise with this node's own address (as they reach it), or \
+             --single-node when every agent runs on this machine"
+        );
+    }
+    let remote = control.split(',').find(|u| !loopback_url(u));
+    if let (true, Some(remote)) = (loopback_host(&host), remote) {
+        anyhow::bail!(
+            "the transfer address {addr} is loopback, but the control service ({}) is on another \
+             machine: agents elsewhere could not pull from this one. Give --listen or --advertise \
+             with this node's own address, or --single-node when every agent runs on this machine",
+            remote.trim()
+        );
+    }
+    Ok(addr)
+}
+
 /// The agent's socket file, removed however the agent stops (once it is ours).
 struct SocketFile(PathBuf);
 
@@ -353,7 +548,16 @@ fn main() -> ExitCode {
             };
         }
     };
-    tracing_subscriber::fmt()
+    if let Some(done) = manual(&cli.cmd) {
+        return match done {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("berth-volume: error: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter({
@@ -366,12 +570,15 @@ fn main() -> ExitCode {
             };
             tracing_subscriber::EnvFilter::try_new(&spec)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
-        })
-        .init();
+        });
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("berth-volume: cannot start the runtime: {e}");
+            eprintln!("berth-volume: error: cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
@@ -379,7 +586,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // The chain only: a configuration error is not a crash, whatever RUST_BACKTRACE says.
-            eprintln!("berth-volume: {e:#}");
+            eprintln!("berth-volume: error: {e:#}");
             ExitCode::from(1)
         }
     }
@@ -387,6 +594,7 @@ fn main() -> ExitCode {
 
 async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
+        Cmd::Completions { .. } | Cmd::Man { .. } => unreachable!("answered by `manual`"),
         Cmd::Credential {
             node_id,
             token_file,
@@ -510,15 +718,22 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             token_file,
             credential_file,
             listen,
+            advertise,
+            single_node,
             transfer_rate,
             ship_interval,
             heartbeat_interval,
             heartbeat_misses,
             self_fence_deadline,
             drift_margin,
+            docker,
             docker_socket,
             data_path,
         } => {
+            let docker_socket = match docker_socket {
+                Some(path) => path,
+                None => docker_socket_path(&docker)?,
+            };
             if data_path == DataPathMode::Fuse {
                 raise_open_file_limit();
             }
@@ -526,6 +741,11 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 tracing::warn!(
                     "--data-path direct: containers write to their volumes without this agent; a dead, hung or frozen agent cannot stop them after its lease ends"
                 );
+            }
+            // Refused before anything is bound or asked: the address is wrong whatever port
+            // --listen binds.
+            if let Ok(l) = listen.parse::<std::net::SocketAddr>() {
+                transfer_address(l, advertise.as_deref(), &control, single_node)?;
             }
             let lease_timing = AgentTiming {
                 interval: heartbeat_interval,
@@ -581,6 +801,12 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                     .with_data_path(data_path),
             );
             agent.check_engine().await.map_err(|e| anyhow::anyhow!(e))?;
+            // The first heartbeat already says whether the engine answers.
+            let reachable = agent.docker_answers(heartbeat_interval).await;
+            keeper.docker_probed(reachable);
+            berth_volume::metrics::agent()
+                .docker_reachable
+                .set(i64::from(reachable));
             agent.reattach();
             // The plugin socket opens before the control service is reached: the engine asks
             // its plugins at every volume listing and waits minutes for a missing one. Until
@@ -593,7 +819,12 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             let tl = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
-            let transfer_addr = tl.local_addr()?.to_string();
+            let transfer_addr = transfer_address(
+                tl.local_addr()?,
+                advertise.as_deref(),
+                &control,
+                single_node,
+            )?;
             let host = std::fs::read_to_string("/etc/hostname")
                 .unwrap_or_default()
                 .trim()
@@ -606,7 +837,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 let r = match client.register_node(&node, &host, &transfer_addr).await {
                     Ok(()) => {
                         let sent = berth_volume::clock::now();
-                        match client.heartbeat(&node, &lease_timing.heartbeat()).await {
+                        match client.heartbeat(&node, &keeper.heartbeat()).await {
                             Ok(reply) => {
                                 keeper.renewed(sent, berth_volume::clock::now(), reply);
                                 agent.recover().await.map_err(|e| e.chain())
@@ -637,7 +868,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 .merge(berth_volume::metrics::agent_router(
                     client.clone(),
                     token.clone(),
-                ));
+                ))
+                .merge(lease::probes_router(keeper.clone()));
             let leases = tokio::spawn(lease::run(
                 agent.clone(),
                 keeper.clone(),
@@ -692,4 +924,57 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> std::net::SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_transfer_address_must_be_reachable_from_other_machines() {
+        let local = "http://127.0.0.1:4523";
+        let remote = "http://127.0.0.1:4523,http://10.0.0.1:4523";
+        // Today's defaults on one machine, and a node's own address on a cluster.
+        assert_eq!(
+            transfer_address(addr("127.0.0.1:4524"), None, local, false).unwrap(),
+            "127.0.0.1:4524"
+        );
+        assert_eq!(
+            transfer_address(addr("10.0.0.5:4524"), None, remote, false).unwrap(),
+            "10.0.0.5:4524"
+        );
+        // Every address: refused without --advertise, whatever the control's.
+        for control in [local, remote] {
+            let e = transfer_address(addr("0.0.0.0:4524"), None, control, false).unwrap_err();
+            assert!(e.to_string().contains("--advertise"), "{e}");
+            assert!(transfer_address(addr("[::]:4524"), None, control, false).is_err());
+        }
+        // --advertise names the node: a host alone takes the bound port.
+        assert_eq!(
+            transfer_address(addr("0.0.0.0:4524"), Some("10.0.0.5"), remote, false).unwrap(),
+            "10.0.0.5:4524"
+        );
+        assert_eq!(
+            transfer_address(
+                addr("0.0.0.0:4524"),
+                Some("node5.example:7000"),
+                remote,
+                false
+            )
+            .unwrap(),
+            "node5.example:7000"
+        );
+        // Loopback on a cluster: refused, naming the remote control.
+        let e = transfer_address(addr("127.0.0.1:4524"), None, remote, false).unwrap_err();
+        assert!(e.to_string().contains("http://10.0.0.1:4523"), "{e}");
+        assert!(transfer_address(addr("0.0.0.0:4524"), Some("localhost"), remote, false).is_err());
+        // Unless every agent runs here.
+        assert!(transfer_address(addr("127.0.0.1:4524"), None, remote, true).is_ok());
+        assert!(transfer_address(addr("0.0.0.0:4524"), None, local, true).is_ok());
+        assert!(transfer_address(addr("0.0.0.0:4524"), Some("a:b"), local, false).is_err());
+    }
 }

@@ -152,6 +152,7 @@ pub struct AgentMetrics {
     pub writes_refused: IntCounter,
     pub mounts_refused: IntCounter,
     pub orphans_released: IntCounter,
+    pub docker_reachable: IntGauge,
 }
 
 impl AgentMetrics {
@@ -180,6 +181,15 @@ impl AgentMetrics {
         .expect("valid metric");
         r.register(Box::new(writes_waiting.clone()))
             .expect("registers once");
+        let docker_reachable = IntGauge::new(
+            "berth_volume_docker_reachable",
+            "1 while this agent's node's Docker Engine answers; 0 while it does not, when the \
+             agent could not stop its containers and so is granted no lease.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(docker_reachable.clone()))
+            .expect("registers once");
+        docker_reachable.set(1);
         let m = AgentMetrics {
             self_fences: counter(
                 &r,
@@ -235,6 +245,7 @@ impl AgentMetrics {
                 "Mount claims released because no container on this node used them any more \
                  (the engine restarted without an Unmount).",
             ),
+            docker_reachable,
             registry: r,
         };
         for outcome in ["ok", "failed"] {

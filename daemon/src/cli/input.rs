@@ -164,6 +164,20 @@ fn locate(text: &str, service: &str, needle: &str) -> Option<(usize, usize)> {
 }
 
 impl Loaded {
+    /// A cluster read from a running Swarm: an error is blamed on `source` (the Docker
+    /// endpoint), as there is no file to point into.
+    pub fn from_swarm(cluster: Cluster, source: &str) -> Loaded {
+        let source = PathBuf::from(source);
+        Loaded {
+            cluster,
+            nodes: source.clone(),
+            services: source.clone(),
+            tasks: Some(source.clone()),
+            datasets: Some(source),
+            services_text: String::new(),
+        }
+    }
+
     /// Warns on stderr about what Swarm would accept silently but almost certainly is a
     /// mistake: a constraint key Swarm does not know matches no node, so its tasks would stay
     /// pending (or, already running, never be checked again).

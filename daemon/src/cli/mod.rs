@@ -3,6 +3,8 @@
 //! error, with a message on stderr naming the file and the field.
 
 mod input;
+mod live;
+mod manual;
 mod rebalance;
 pub mod render;
 mod run;
@@ -21,8 +23,9 @@ use berth_scheduler::{explain, schedule};
 #[derive(Parser, Debug)]
 #[command(
     name = "berth",
-    version,
-    about = "Berth: a placement engine for Docker Swarm's stateful services"
+    version = crate::VERSION,
+    about = "Berth: a placement engine for Docker Swarm's stateful services",
+    after_help = ENV_HELP
 )]
 pub struct Args {
     #[command(subcommand)]
@@ -35,32 +38,55 @@ enum Command {
     Plan {
         #[command(flatten)]
         input: Input,
-        #[arg(long, value_enum, default_value_t = Output::Table)]
+        #[arg(long, value_enum, env = "BERTH_OUTPUT", default_value_t = Output::Table)]
         output: Output,
     },
     /// Every node's verdict for one service's next task: the filter that rejected it, or its
     /// scores.
     Explain {
         /// The service's name.
-        #[arg(long)]
+        #[arg(long, env = "BERTH_SERVICE")]
         service: String,
         #[command(flatten)]
         input: Input,
-        #[arg(long, value_enum, default_value_t = Output::Table)]
+        #[arg(long, value_enum, env = "BERTH_OUTPUT", default_value_t = Output::Table)]
         output: Output,
     },
     /// Run the controller on a Swarm manager: keep stateful templates running as one pinned
     /// service per slot, serve the HTTP API and /metrics. Stops cleanly on SIGTERM.
     Run(run::RunArgs),
+    /// A running cluster at a glance, read-only: every node's liveness, lease and fencing and
+    /// every volume's node and epoch (from the volume control service), and the failovers in
+    /// progress (from `berth run`'s API).
+    Status(live::Endpoints),
+    /// Every Berth volume: its node, epoch, mount, fencing and standbys (read-only).
+    Volumes(live::Endpoints),
+    /// `berth run`'s failover runs and the commands in flight; `--watch` prints each change.
+    Failovers {
+        #[command(flatten)]
+        endpoints: live::Endpoints,
+        #[command(flatten)]
+        watch: live::WatchArgs,
+    },
+    /// Prints a completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Prints berth(1), or with --dir writes every page (berth.1, berth-SUBCOMMAND.1) there.
+    Man {
+        #[arg(long, env = "BERTH_DIR")]
+        dir: Option<PathBuf>,
+    },
     /// The ordered failover plan for an event: node-down=ID, node-drained=ID or node-back=ID.
     Failover {
         /// What happened: `node-down=NODE` (lost), `node-drained=NODE` (an operator drains it)
         /// or `node-back=NODE` (ready again). NODE is a Swarm node ID or a hostname.
-        #[arg(long, value_name = "KIND=NODE")]
+        #[arg(long, value_name = "KIND=NODE", env = "BERTH_EVENT")]
         event: String,
         #[command(flatten)]
         input: Input,
-        #[arg(long, value_enum, default_value_t = Output::Table)]
+        #[arg(long, value_enum, env = "BERTH_OUTPUT", default_value_t = Output::Table)]
         output: Output,
     },
     /// Which running stateful slots the engine would move back or onto new nodes, and why
@@ -73,22 +99,58 @@ enum Command {
 #[derive(ClapArgs, Debug)]
 pub struct Input {
     /// `docker node inspect $(docker node ls -q)` output, or compact TOML with [[nodes]].
-    #[arg(long, required_unless_present = "cluster")]
+    #[arg(long, env = "BERTH_NODES", required_unless_present_any = ["cluster", "live"])]
     nodes: Option<PathBuf>,
     /// `docker service inspect $(docker service ls -q)` output, or compact TOML with [[services]].
-    #[arg(long, required_unless_present = "cluster")]
+    #[arg(long, env = "BERTH_SERVICES", required_unless_present_any = ["cluster", "live"])]
     services: Option<PathBuf>,
     /// The Engine API's `GET /tasks` output, or compact TOML with [[tasks]].
-    #[arg(long)]
+    #[arg(long, env = "BERTH_TASKS")]
     tasks: Option<PathBuf>,
     /// Berth's dataset records (compact TOML/JSON with [[datasets]]); inferred from the tasks
     /// when absent.
-    #[arg(long)]
+    #[arg(long, env = "BERTH_DATASETS")]
     datasets: Option<PathBuf>,
     /// One compact TOML file holding nodes, services, tasks and datasets.
-    #[arg(long, conflicts_with_all = ["nodes", "services"])]
+    #[arg(long, env = "BERTH_CLUSTER", conflicts_with_all = ["nodes", "services"])]
     cluster: Option<PathBuf>,
+    /// Read nodes, services and tasks from the running Swarm through a manager's Docker Engine
+    /// API (`--docker`), as `berth run` does, instead of from files; with `--control`, the
+    /// datasets from the volume control service. Changes nothing.
+    #[arg(long, env = "BERTH_LIVE", conflicts_with_all = ["nodes", "services", "tasks", "datasets", "cluster"])]
+    live: bool,
+    /// With `--live`: the manager's Docker Engine API.
+    #[arg(
+        long,
+        env = "DOCKER_HOST",
+        default_value = "unix:///var/run/docker.sock"
+    )]
+    docker: String,
+    /// With `--live`: the volume control service, for the datasets (without it they are
+    /// inferred from the tasks).
+    #[arg(long = "control", alias = "volume-control", env = "BERTH_CONTROL")]
+    control: Option<String>,
+    /// With `--live --control`: file holding the cluster token.
+    #[arg(long, env = "BERTH_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
 }
+
+/// The cluster from files, or with `--live` from the Swarm.
+fn load(input: &Input) -> Result<input::Loaded> {
+    if input.live {
+        live::load_swarm(input)
+    } else {
+        input::load(input)
+    }
+}
+
+/// Every flag's variable: `BERTH_` and the flag's name in capitals, `-` as `_`
+/// (`--token-file` → `BERTH_TOKEN_FILE`); the Docker endpoint also `DOCKER_HOST`. A flag given on
+/// the command line wins over its variable.
+const ENV_HELP: &str = "Every flag can also be set by an environment variable: BERTH_ and the \
+flag's name in capitals with - as _ (--token-file: BERTH_TOKEN_FILE); --docker by DOCKER_HOST. \
+The command line wins.\n\nExit codes: 0 done (every task placed); 2 some tasks pending or slots \
+waiting; 1 bad input, a usage error or a failure, with `error: ` and its causes on stderr.";
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 enum Output {
@@ -150,13 +212,41 @@ fn resolve_node(event: Event, cluster: &Cluster) -> Result<Event> {
 
 pub fn run(args: Args) -> Result<Outcome> {
     match args.command {
+        Command::Status(e) => {
+            live::status(&e, &mut std::io::stdout().lock())?;
+            Ok(Outcome::Complete)
+        }
+        Command::Volumes(e) => {
+            live::volumes(&e, &mut std::io::stdout().lock())?;
+            Ok(Outcome::Complete)
+        }
+        Command::Failovers { endpoints, watch } => {
+            live::failovers(&endpoints, &watch, &mut std::io::stdout().lock())?;
+            Ok(Outcome::Complete)
+        }
+        Command::Completions { shell } => {
+            manual::completions(shell, &mut std::io::stdout().lock());
+            Ok(Outcome::Complete)
+        }
+        Command::Man { dir } => {
+            manual::man(dir.as_deref(), &mut std::io::stdout().lock())?;
+            Ok(Outcome::Complete)
+        }
         Command::Run(a) => {
             run::run(a)?;
             Ok(Outcome::Complete)
         }
         Command::Rebalance(a) => rebalance::run(a),
         Command::Plan { input, output } => {
-            let loaded = input::load(&input)?;
+            let loaded = load(&input)?;
+            if loaded.cluster.tasks.is_empty() && !loaded.cluster.services.is_empty() {
+                eprintln!(
+                    "berth: warning: no tasks given: the plan creates every task of every \
+                     service, including those already running (a stateful slot's as if it \
+                     were new). Give --tasks (the Engine API's GET /tasks) or --live to plan \
+                     only what is missing"
+                );
+            }
             let plan = schedule::plan(&loaded.cluster).map_err(|e| loaded.blame(&e))?;
             match output {
                 Output::Json => {
@@ -177,7 +267,7 @@ pub fn run(args: Args) -> Result<Outcome> {
             input,
             output,
         } => {
-            let loaded = input::load(&input)?;
+            let loaded = load(&input)?;
             let e = explain::explain(&loaded.cluster, &service).map_err(|e| loaded.blame(&e))?;
             match output {
                 Output::Json => println!("{}", render::explain_json(&e)),
@@ -195,7 +285,7 @@ pub fn run(args: Args) -> Result<Outcome> {
             output,
         } => {
             let event = Event::parse(&event)?;
-            let loaded = input::load(&input)?;
+            let loaded = load(&input)?;
             let event = resolve_node(event, &loaded.cluster)?;
             let plan = failover::plan_failover(&loaded.cluster, &event).map_err(|e| match e {
                 failover::FailoverError::Plan(p) => loaded.blame(&p),

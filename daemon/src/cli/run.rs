@@ -16,68 +16,73 @@ use crate::metrics::Metrics;
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// The manager's Docker Engine API.
-    #[arg(long, default_value = "unix:///var/run/docker.sock")]
+    #[arg(
+        long,
+        env = "DOCKER_HOST",
+        default_value = "unix:///var/run/docker.sock"
+    )]
     docker: String,
     /// The volume control service (`berth-volume control`), e.g. http://127.0.0.1:4523; for a
     /// replicated one, every member's URL, comma-separated (calls follow its leader).
-    #[arg(long)]
+    /// (`--volume-control`, its old name, still works.)
+    #[arg(long = "control", alias = "volume-control", env = "BERTH_CONTROL")]
     volume_control: Option<String>,
     /// The cluster token: presented to the volume control service, and asked of every caller
     /// of this daemon's API but its probes (`/v1/health`, `/v1/ready`). Required unless
     /// `--insecure`.
-    #[arg(long)]
+    #[arg(long, env = "BERTH_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// Run without a token: the API (plan, explain, failovers, metrics) answers anyone who
     /// reaches `--listen`. For a test on one machine; said at every start and exported as
     /// `berth_insecure 1`.
-    #[arg(long, conflicts_with = "token_file")]
+    #[arg(long, env = "BERTH_INSECURE", conflicts_with = "token_file")]
     insecure: bool,
     /// Address of the HTTP API and /metrics (loopback unless you mean otherwise).
-    #[arg(long, default_value = "127.0.0.1:9440")]
+    #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:9440")]
     listen: SocketAddr,
     /// Where the daemon keeps its state across restarts.
-    #[arg(long, default_value = "/var/lib/berth")]
+    #[arg(long, env = "BERTH_STATE_DIR", default_value = "/var/lib/berth")]
     state_dir: PathBuf,
     /// Full resync period (`10s`, `1m`); Swarm's events trigger passes in between.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "BERTH_RESYNC", default_value = "10s", value_parser = parse_duration)]
     resync: Duration,
     /// Log what it would do; change nothing.
-    #[arg(long)]
+    #[arg(long, env = "BERTH_DRY_RUN")]
     dry_run: bool,
     /// Run beside other `berth run`s (one per manager) and act only while this one holds the
-    /// volume control service's leader lock; needs --volume-control (with --consul, Consul
+    /// volume control service's leader lock; needs --control (with --consul, Consul
     /// elects instead).
-    #[arg(long, requires = "volume_control")]
+    #[arg(long, env = "BERTH_ELECT", requires = "volume_control")]
     elect: bool,
     /// With --elect: how long one renewal of the lock lasts; a standby takes over this long
     /// after a leader dies (at once after it stops cleanly).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "BERTH_ELECT_TTL", default_value = "10s", value_parser = parse_duration)]
     elect_ttl: Duration,
     /// Log format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, value_enum, env = "BERTH_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Register every Swarm task in Consul, through this agent (e.g. http://127.0.0.1:8500).
     /// The ACL token comes from CONSUL_HTTP_TOKEN, TLS settings from Consul's usual variables.
     #[cfg(feature = "consul")]
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", env = "BERTH_CONSUL")]
     consul: Option<String>,
     /// How long a registered instance stays passing unless berth run refreshes it (every pass
     /// does); then Consul marks it critical. Must exceed --resync.
     #[cfg(feature = "consul")]
-    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    #[arg(long, env = "BERTH_CONSUL_TTL", default_value = "1m", value_parser = parse_duration)]
     consul_ttl: Duration,
     /// With --consul: the KV key the daemons of one swarm contend for; only its holder acts.
     #[cfg(feature = "consul")]
-    #[arg(long, default_value = "berth/leader")]
+    #[arg(long, env = "BERTH_LEADER_KEY", default_value = "berth/leader")]
     leader_key: String,
     /// With --consul: the leader session's TTL (10s to 24h, whole seconds).
     #[cfg(feature = "consul")]
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "BERTH_LEADER_TTL", default_value = "10s", value_parser = parse_duration)]
     leader_ttl: Duration,
     /// With --consul: how long Consul keeps the key from a new leader after the old leader's
     /// session ended (at most 60s); covers the old leader's last calls in flight.
     #[cfg(feature = "consul")]
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "BERTH_LEADER_LOCK_DELAY", default_value = "15s", value_parser = parse_duration)]
     leader_lock_delay: Duration,
     /// With --consul: the KV key holding the failover executor's journal (instead of
     /// executor.json in --state-dir), shared by the daemons of one swarm so that a standby
@@ -85,7 +90,7 @@ pub struct RunArgs {
     /// transaction that checks this daemon's session still holds --leader-key. Not used by a
     /// --dry-run, which keeps no journal in Consul.
     #[cfg(feature = "consul")]
-    #[arg(long, default_value = "berth/executor")]
+    #[arg(long, env = "BERTH_JOURNAL_KEY", default_value = "berth/executor")]
     journal_key: String,
 }
 
@@ -120,7 +125,7 @@ fn election_config(a: &RunArgs) -> Result<crate::consul::election::ElectionConfi
     Ok(election)
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
     berth_units::parse_duration_ms(s)
         .map(Duration::from_millis)
         .map_err(|e| e.to_string())
@@ -199,11 +204,11 @@ pub fn run(a: RunArgs) -> Result<()> {
             Some(url) => {
                 Some(
                     berth_volume::client::ControlClient::new(url, token.clone())
-                        .with_context(|| format!("--volume-control {url}"))?,
+                        .with_context(|| format!("--control {url}"))?,
                 )
             }
             None => {
-                tracing::warn!("no --volume-control: stateful slots are placed but never failed over");
+                tracing::warn!("no --control: stateful slots are placed but never failed over");
                 None
             }
         };

@@ -368,6 +368,7 @@ impl ControlApi for FakeControl {
             unheard_for_ms: None,
             lease_expires_in_ms: if alive { 4_800 } else { lease_left },
             dead: false,
+            docker_reachable: Some(true),
         };
         Ok(vec![n("w1", false), n("w2", true)])
     }

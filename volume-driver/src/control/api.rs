@@ -588,12 +588,15 @@ async fn heartbeat(
         })?;
     let mut l = c.liveness();
     let t = c.mono_ms();
-    let was_alive = l.view(&uuid, t).alive;
+    let was = l.view(&uuid, t);
     let HeartbeatReply { lease_ms, dead } =
         l.admit(&uuid, dead, &b, t).map_err(ApiError::Control)?;
     drop(l);
-    if !was_alive {
+    if !was.alive {
         tracing::info!(node = %uuid, dead, "node heartbeating");
+    }
+    if was.docker_reachable != Some(b.docker_reachable) && !b.docker_reachable {
+        tracing::warn!(node = %uuid, "the node's agent cannot reach its Docker Engine: no lease granted until it can");
     }
     Ok(Json(HeartbeatReply { lease_ms, dead }).into_response())
 }

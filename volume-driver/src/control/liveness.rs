@@ -102,6 +102,8 @@ pub struct NodeView {
     /// only once it is past `interval × misses`, when it is as much a verdict as a heartbeat
     /// that stopped: a node that died before a new leader took over is found lost too.
     pub unheard_ms: Option<u64>,
+    /// What its last heartbeat said of its Docker Engine (`None`: no heartbeat yet).
+    pub docker_reachable: Option<bool>,
 }
 
 /// Every node's last heartbeat and lease end, in this instance's monotonic ms.
@@ -120,6 +122,7 @@ pub struct Liveness {
 struct Beat {
     at_ms: u64,
     lease_until_ms: u64,
+    docker_reachable: bool,
 }
 
 impl Liveness {
@@ -161,6 +164,7 @@ impl Liveness {
         let b = self.beats.entry(node.to_string()).or_insert(Beat {
             at_ms: now_ms,
             lease_until_ms: kept,
+            docker_reachable: true,
         });
         b.at_ms = now_ms;
         // A lease never shrinks by a heartbeat: one granted earlier still holds for the agent.
@@ -170,7 +174,9 @@ impl Liveness {
 
     /// A registered node's heartbeat as the service answers it (`POST
     /// /v1/berth/nodes/{node}/heartbeat`): refused if the agent's own timings could not honour
-    /// the lease ([`Timing::admits`]); a node declared `dead` is heard from but granted no lease.
+    /// the lease ([`Timing::admits`]); a node declared `dead` is heard from but granted no lease;
+    /// so is one whose agent cannot reach its Docker Engine (it could not stop its containers
+    /// once its lease ended): the lease it holds, or a predecessor may have granted, runs out.
     /// Whoever serves heartbeats (the control service, the simulator) calls this one rule.
     pub fn admit(
         &mut self,
@@ -186,8 +192,35 @@ impl Liveness {
                 hb.drift_margin_ms,
             )
             .map_err(ControlError::Invalid)?;
-        let lease_ms = self.heartbeat(node, now_ms, !dead);
+        let lease_ms = if hb.docker_reachable || dead {
+            self.heartbeat(node, now_ms, !dead)
+        } else {
+            self.heartbeat_unleased(node, now_ms)
+        };
+        self.docker(node, hb.docker_reachable);
         Ok(HeartbeatReply { lease_ms, dead })
+    }
+
+    /// Records a heartbeat from a node that may not be granted a lease now (its agent cannot
+    /// reach its Docker Engine, so could not stop its containers): heard from, and the lease it
+    /// may already hold — one granted, or one a predecessor may have granted — runs out, but
+    /// nothing is added. Returns 0, the lease granted.
+    pub fn heartbeat_unleased(&mut self, node: &str, now_ms: u64) -> u64 {
+        let kept = self.unknown_until();
+        let b = self.beats.entry(node.to_string()).or_insert(Beat {
+            at_ms: now_ms,
+            lease_until_ms: kept,
+            docker_reachable: false,
+        });
+        b.at_ms = now_ms;
+        0
+    }
+
+    /// Records what `node`'s last heartbeat said of its Docker Engine (after [`Self::heartbeat`]).
+    pub fn docker(&mut self, node: &str, reachable: bool) {
+        if let Some(b) = self.beats.get_mut(node) {
+            b.docker_reachable = reachable;
+        }
     }
 
     /// How much longer `node`'s lease lasts (0: expired). A node not heard from since this
@@ -209,6 +242,7 @@ impl Liveness {
             last_heartbeat_age_ms: age,
             lease_left_ms: self.lease_left_ms(node, now_ms),
             unheard_ms: (age.is_none() && unheard >= window).then_some(unheard),
+            docker_reachable: self.beats.get(node).map(|b| b.docker_reachable),
         }
     }
 
@@ -221,6 +255,7 @@ impl Liveness {
             unheard_for_ms: v.unheard_ms,
             lease_expires_in_ms: v.lease_left_ms,
             dead: node.dead,
+            docker_reachable: v.docker_reachable,
             node: node.uuid.clone(),
             host: node.host.clone(),
         }
@@ -259,6 +294,7 @@ mod tests {
                 last_heartbeat_age_ms: None,
                 lease_left_ms: 4_000,
                 unheard_ms: None,
+                docker_reachable: None,
             }
         );
         assert_eq!(
@@ -323,6 +359,7 @@ mod tests {
             interval_ms: 1_000,
             self_fence_deadline_ms: 2_000,
             drift_margin_ms: 500,
+            docker_reachable: true,
         };
         assert_eq!(
             l.record(&node(false), 1_000).verdict(),
@@ -362,6 +399,32 @@ mod tests {
         );
         let r = l.admit("a", true, &agent, 8_000).expect("heard, no lease");
         assert_eq!((r.lease_ms, r.dead), (0, true));
+    }
+
+    /// An agent without its Docker Engine is heard from (alive) but given no lease; the lease it
+    /// holds, or might hold from a predecessor, still runs out before its volumes move.
+    #[test]
+    fn a_node_without_its_docker_engine_is_alive_but_gets_no_lease() {
+        let mut l = Liveness::new(Timing::default());
+        assert_eq!(l.heartbeat("a", 1_000, true), 5_000);
+        assert_eq!(l.heartbeat_unleased("a", 2_000), 0);
+        l.docker("a", false);
+        let v = l.view("a", 2_500);
+        assert!(v.alive);
+        assert_eq!(v.docker_reachable, Some(false));
+        assert_eq!(
+            v.lease_left_ms, 3_500,
+            "the lease granted at 1s runs on, not extended"
+        );
+        assert_eq!(l.lease_left_ms("a", 6_000), 0);
+        assert_eq!(l.heartbeat("a", 7_000, true), 5_000);
+        l.docker("a", true);
+        assert_eq!(l.view("a", 7_000).docker_reachable, Some(true));
+        // Not heard from since a takeover: the predecessor's possible lease is kept.
+        l.take_over(20_000);
+        assert_eq!(l.heartbeat_unleased("b", 20_100), 0);
+        assert_eq!(l.lease_left_ms("b", 20_100), 4_900);
+        assert_eq!(l.view("c", 20_100).docker_reachable, None);
     }
 
     #[test]

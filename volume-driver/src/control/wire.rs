@@ -106,6 +106,14 @@ pub struct Heartbeat {
     pub self_fence_deadline_ms: u64,
     /// How far the agent's clock may run apart from the control service's over one lease.
     pub drift_margin_ms: u64,
+    /// Whether the agent reaches its node's Docker Engine. One that does not could not stop its
+    /// containers if it lost its lease, so it is granted none. Absent (an older agent): true.
+    #[serde(default = "reachable")]
+    pub docker_reachable: bool,
+}
+
+fn reachable() -> bool {
+    true
 }
 
 /// The reply to a heartbeat: the lease granted, in ms. The agent counts it from when it *sent*
@@ -138,6 +146,10 @@ pub struct NodeLiveness {
     pub lease_expires_in_ms: u64,
     /// Declared dead by an operator (`POST /v1/berth/nodes/{node}/dead`).
     pub dead: bool,
+    /// What its last heartbeat said of its Docker Engine: `false` while its agent cannot reach
+    /// it, and is granted no lease (`null`: no heartbeat yet, or an older control service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_reachable: Option<bool>,
 }
 
 impl NodeLiveness {

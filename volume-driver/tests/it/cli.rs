@@ -24,9 +24,19 @@ fn run(args: &[&str]) -> (Option<i32>, String, String) {
 fn version_and_help_exit_zero() {
     let (code, out, _) = run(&["--version"]);
     assert_eq!(code, Some(0));
-    assert_eq!(
-        out.trim(),
-        concat!("berth-volume ", env!("CARGO_PKG_VERSION"))
+    let v = out.trim();
+    let commit = v
+        .strip_prefix(concat!(
+            "berth-volume ",
+            env!("CARGO_PKG_VERSION"),
+            " (commit "
+        ))
+        .and_then(|c| c.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{v}"));
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{v}"
     );
     let (code, out, _) = run(&["--help"]);
     assert_eq!(code, Some(0));
@@ -91,7 +101,7 @@ fn configuration_errors_are_one_line_without_a_backtrace() {
         );
         let line = err
             .lines()
-            .find(|l| l.starts_with("berth-volume: "))
+            .find(|l| l.starts_with("berth-volume: error: "))
             .unwrap_or_else(|| panic!("{a:?}: no error line in {err}"));
         assert!(line.len() > 20, "{line}");
     }
@@ -242,4 +252,92 @@ fn replicated_control_configuration_errors_exit_1() {
         !dir.path().join("raft.redb").exists(),
         "nothing replicated was made"
     );
+}
+
+/// A flag's `BERTH_*` variable counts as the flag: `BERTH_INSECURE` conflicts with
+/// `--token-file` as `--insecure` does, and `BERTH_LOG_FORMAT=json` logs JSON.
+#[test]
+fn flags_come_from_berth_variables_too() {
+    let out = Command::new(BIN)
+        .args([
+            "control",
+            "--listen",
+            "127.0.0.1:0",
+            "--state",
+            "/nonexistent",
+        ])
+        .args(["--token-file", "/nonexistent"])
+        .env("BERTH_INSECURE", "true")
+        .output()
+        .expect("run berth-volume");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot be used with"), "{err}");
+    // The --insecure warning is logged, then the taken port fails the start: the log line is a
+    // JSON object, the error one line after it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["control", "--insecure", "--listen"])
+        .arg(taken.local_addr().unwrap().to_string())
+        .arg("--state")
+        .arg(dir.path())
+        .env("BERTH_LOG_FORMAT", "json")
+        .output()
+        .expect("run berth-volume");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let warning = err
+        .lines()
+        .find(|l| l.contains("--insecure"))
+        .unwrap_or_else(|| panic!("{err}"));
+    let v: serde_json::Value =
+        serde_json::from_str(warning).unwrap_or_else(|e| panic!("{e}: {warning}"));
+    assert_eq!(v["level"], "WARN", "{v}");
+    let line = err.lines().last().unwrap_or_default();
+    assert!(line.starts_with("berth-volume: error: binding"), "{err}");
+}
+
+/// The subcommands `--help` lists, read from its `Commands:` section.
+fn subcommands() -> Vec<String> {
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, Some(0));
+    let names: Vec<String> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| *n != "help")
+        .map(str::to_string)
+        .collect();
+    assert!(names.len() >= 5, "{out}");
+    names
+}
+
+#[test]
+fn completions_and_man_pages_name_every_subcommand() {
+    let names = subcommands();
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out, err) = run(&["completions", shell]);
+        assert_eq!(code, Some(0), "{err}");
+        for n in &names {
+            assert!(out.contains(n.as_str()), "{shell}: no {n}");
+        }
+    }
+    let (code, top, err) = run(&["man"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(top.contains(".TH berth-volume 1"), "{top}");
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(&["man", "--dir", dir.path().to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    for n in &names {
+        assert!(
+            top.contains(&format!("berth\\-volume\\-{n}")),
+            "berth-volume(1) names no {n}"
+        );
+        let page = std::fs::read_to_string(dir.path().join(format!("berth-volume-{n}.1")))
+            .unwrap_or_else(|e| panic!("berth-volume-{n}.1: {e}"));
+        assert!(page.contains(&format!(".TH berth-volume-{n} 1")), "{page}");
+    }
 }

@@ -241,6 +241,7 @@ async fn heartbeater(c: ControlClient, stop: Arc<AtomicBool>, log: Shared) {
         interval_ms: 1_000,
         self_fence_deadline_ms: 2_000,
         drift_margin_ms: 500,
+        docker_reachable: true,
     };
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {

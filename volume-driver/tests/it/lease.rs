@@ -245,3 +245,80 @@ fn an_agent_whose_lease_the_control_cannot_honour_refuses_to_start() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("--lease"), "{err}");
 }
+
+/// An agent whose Docker Engine does not answer could not stop its containers: it says so in
+/// its heartbeats, the control service counts it alive but grants it no lease, and the agent
+/// reports not ready and `berth_volume_docker_reachable 0`. Its engine coming up gets it a lease.
+#[test]
+fn an_agent_without_its_docker_engine_holds_no_lease_and_is_not_ready() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let control = ControlSvc::start(&dir.path().join("state"), None);
+    let engine = dir.path().join("engine.sock");
+    let transfer = format!("127.0.0.1:{}", free_port());
+    let mut agent = crate::support::spawn(&[
+        "agent".into(),
+        "--node-id".into(),
+        "n1".into(),
+        "--socket".into(),
+        dir.path().join("n1.sock").display().to_string(),
+        "--data-root".into(),
+        dir.path().join("n1").display().to_string(),
+        "--data-path".into(),
+        "direct".into(),
+        "--control".into(),
+        control.url(),
+        "--listen".into(),
+        transfer.clone(),
+        "--docker-socket".into(),
+        engine.display().to_string(),
+    ]);
+    let ready = || {
+        raw(
+            crate::support::Conn::Tcp(&transfer),
+            "GET",
+            "/v1/ready",
+            &[],
+            "",
+        )
+    };
+    wait_until(
+        "the agent reports not ready",
+        Duration::from_secs(20),
+        || std::net::TcpStream::connect(&transfer).is_ok() && ready().0 == 503,
+    );
+    let (_, _, why) = ready();
+    assert_eq!(why["docker_reachable"], false, "{why}");
+    assert!(
+        why["reasons"].to_string().contains("Docker Engine"),
+        "{why}"
+    );
+    let n = liveness(&control, "n1");
+    assert_eq!(n["alive"], true, "{n}");
+    assert_eq!(n["docker_reachable"], false, "{n}");
+    wait_until("its lease runs out", Duration::from_secs(20), || {
+        liveness(&control, "n1")["lease_expires_in_ms"] == 0
+    });
+    assert_eq!(
+        metric(
+            &http_get(&transfer, "/metrics"),
+            "berth_volume_docker_reachable"
+        ),
+        Some(0.0)
+    );
+    // The engine answers: a lease again, and ready.
+    crate::support::ping_only_engine(&engine);
+    wait_until("the agent reports ready", Duration::from_secs(20), || {
+        ready().0 == 200
+    });
+    let n = liveness(&control, "n1");
+    assert_eq!(n["docker_reachable"], true, "{n}");
+    assert!(n["lease_expires_in_ms"].as_u64().unwrap_or(0) > 0, "{n}");
+    assert_eq!(
+        metric(
+            &http_get(&transfer, "/metrics"),
+            "berth_volume_docker_reachable"
+        ),
+        Some(1.0)
+    );
+    agent.stop();
+}

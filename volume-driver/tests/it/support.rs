@@ -156,16 +156,16 @@ impl AgentSvc {
         ];
         // These tests are about the control rules and the copies: containers get the copy
         // itself, unless a test asks for the data path (`datapath.rs`). And the agent's engine
-        // is none at all unless a test fakes one: the host's engine runs none of these
-        // "containers", and an agent asking it would take every mount for an orphan.
+        // answers its ping and nothing else unless a test fakes more: the host's engine runs
+        // none of these "containers", and an agent asking it would take every mount for an
+        // orphan; an engine that does not answer at all would get the node no lease.
         if !extra.contains(&"--data-path") {
             args.extend(["--data-path".into(), "direct".into()]);
         }
         if !extra.contains(&"--docker-socket") {
-            args.extend([
-                "--docker-socket".into(),
-                data_root.join("no-engine.sock").display().to_string(),
-            ]);
+            let engine = data_root.with_extension("engine.sock");
+            ping_only_engine(&engine);
+            args.extend(["--docker-socket".into(), engine.display().to_string()]);
         }
         args.extend(extra.iter().map(|a| a.to_string()));
         AgentSvc {
@@ -495,6 +495,37 @@ pub fn fuse_available(test: &str) -> bool {
     false
 }
 
+/// An Engine API stand-in that answers `GET /_ping` and 404s every other call: an engine that
+/// is up and runs no container the agent can see.
+pub fn ping_only_engine(socket: &Path) {
+    let _ = std::fs::remove_file(socket);
+    let l = UnixListener::bind(socket).expect("bind engine socket");
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut r = BufReader::new(c.try_clone().expect("clone"));
+            let mut first = String::new();
+            let _ = r.read_line(&mut first);
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let (code, body) = if first.starts_with("GET /_ping") {
+                (200, "OK")
+            } else {
+                (404, r#"{"message":"not faked"}"#)
+            };
+            let _ = write!(
+                c,
+                "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+}
+
 /// The Engine API stand-in: one running container, `writer`, mounting `volume` of `driver`
 /// until it is stopped.
 pub struct FakeEngine {
@@ -519,7 +550,9 @@ impl FakeEngine {
                     head.push_str(&line);
                 }
                 let first = head.lines().next().unwrap_or_default().to_string();
-                let (code, body) = if first.starts_with("GET /containers/json") {
+                let (code, body) = if first.starts_with("GET /_ping") {
+                    (200, "OK".to_string())
+                } else if first.starts_with("GET /containers/json") {
                     let running = st.lock().expect("lock").is_none();
                     let list = if running {
                         json!([{"Id": "writer", "Mounts": [
