@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_volume::datapath::MountGate;
-use berth_volume::lease::{AgentTiming, Keeper};
+use berth_control_model::gate::MountGate;
+use berth_control_model::lease::{AgentTiming, Keeper};
 
 use berth_scheduler::constraint::{self, Constraint};
 use berth_scheduler::executor::{self, Driver, StandbyFacts, Timers};

@@ -9,8 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
+use berth_control_model::wire::VolumeRecord;
+
 use super::BackendError;
-use crate::control::wire::VolumeRecord;
 use crate::transfer::TransferOptions;
 
 /// A data root and the paths under it.

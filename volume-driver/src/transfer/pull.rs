@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
+use berth_volume_client::http_client::{self, Target};
 use http_body_util::BodyExt;
 use hyper::Method;
 use hyper::body::Bytes;
@@ -30,7 +31,6 @@ use super::{
     Manifest, Owner, PullStats, TransferError, TransferOptions, hash_file, io, mtime_ns, safe_rel,
 };
 use crate::backend::local::Layout;
-use crate::http_client::{self, Target};
 
 fn status_err(what: &str, r: &http_client::Reply) -> TransferError {
     TransferError::Status {

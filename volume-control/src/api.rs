@@ -15,28 +15,24 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
+use berth_control_model::credential;
+use berth_control_model::liveness::{Liveness, Timing};
+use berth_control_model::model::{ControlError, Lease, NewDataset, Node, Reported, State};
+use berth_control_model::wire::{
+    AssignRequest, ClaimMount, CreateDataset, ErrorBody, FenceRequest, Heartbeat, HeartbeatReply,
+    HeldReport, IF_MATCHES_HEADER, LeaderReply, LeaderRequest, LeaseRecord, LeaseRequest,
+    MoveDataset, NodeLiveness, RegisterNode, StandbyReport, StateDataset, TAG_HEADER,
+    VerifiedCredential, VerifyCredential, VolumeRecord,
+};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::clock::{ControlClock, TICK, wall_ms};
-use super::commit::{Committer, WriteError};
-use super::liveness::{Liveness, Timing};
-use super::model::{ControlError, Lease, NewDataset, Node, Reported, State};
-use super::replicated;
-use super::seat::Seat;
-use super::wire::{
-    AssignRequest, ClaimMount, CreateDataset, ErrorBody, FenceRequest, Heartbeat, HeartbeatReply,
-    HeldReport, LeaderReply, LeaderRequest, LeaseRecord, LeaseRequest, MoveDataset, NodeLiveness,
-    RegisterNode, StandbyReport, StateDataset, VerifiedCredential, VerifyCredential, VolumeRecord,
-};
-use crate::credential;
+use crate::clock::{ControlClock, TICK, wall_ms};
+use crate::commit::{Committer, WriteError};
 use crate::raft::Replica;
+use crate::replicated;
+use crate::seat::Seat;
 use crate::store::{Store, StoreError};
-
-/// Header carrying the configuration tag.
-pub const TAG_HEADER: &str = "x-configuration-tag";
-/// Header making a configuration change conditional.
-pub const IF_MATCHES_HEADER: &str = "x-if-configuration-matches";
 
 /// The running control service.
 pub struct Control {
@@ -103,8 +99,8 @@ impl Control {
     /// `elected` holds the leader key (`control::elected::Elected::run` must run beside it).
     #[cfg(feature = "consul")]
     pub async fn open_elected(
-        store: std::sync::Arc<crate::consul::store::ConsulStore>,
-        elected: std::sync::Arc<super::elected::Elected>,
+        store: std::sync::Arc<crate::consul_store::ConsulStore>,
+        elected: std::sync::Arc<crate::elected::Elected>,
         token: Option<String>,
         timing: Timing,
     ) -> Result<Control, StoreError> {
@@ -391,7 +387,7 @@ impl IntoResponse for ApiError {
         if code == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(crate::credential::BEARER_CHALLENGE),
+                HeaderValue::from_static(berth_control_model::credential::BEARER_CHALLENGE),
             );
         }
         if let Some(ms) = retry_after_ms {

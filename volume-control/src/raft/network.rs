@@ -3,6 +3,7 @@
 //! `control::api`'s `/v1/berth/raft/{append,vote,snapshot}`, which hands the request to openraft
 //! and returns its `Result` as JSON.
 
+use berth_volume_client::http_client::{self, Target};
 use hyper::Method;
 use openraft::BasicNode;
 use openraft::error::{
@@ -17,7 +18,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::TypeConfig;
-use crate::http_client::{self, Target};
 
 /// The paths peers serve.
 pub const APPEND: &str = "/v1/berth/raft/append";

@@ -25,8 +25,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::agent::Agent;
-use crate::control::wire::{Heartbeat, HeartbeatReply};
+use crate::wire::{Heartbeat, HeartbeatReply};
 
 /// The agent's heartbeat and self-fence settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,122 +222,6 @@ impl Keeper {
 
 /// Shared handle.
 pub type SharedKeeper = Arc<Keeper>;
-
-/// What the agent registered as, to register again if the control service lost it.
-#[derive(Debug, Clone)]
-pub struct Registration {
-    pub host: String,
-    pub transfer: String,
-}
-
-/// Heartbeats every `interval` and fences the agent when its lease is about to end, until
-/// `stop` turns true. Two loops: a heartbeat may hang as long as the control service does, the
-/// watchdog that fences never waits on one.
-pub async fn run(
-    agent: Arc<Agent>,
-    keeper: SharedKeeper,
-    reg: Registration,
-    stop: tokio::sync::watch::Receiver<bool>,
-) {
-    tokio::join!(
-        heartbeats(agent.clone(), keeper.clone(), reg, stop.clone()),
-        watchdog(agent, keeper, stop)
-    );
-}
-
-async fn heartbeats(
-    agent: Arc<Agent>,
-    keeper: SharedKeeper,
-    reg: Registration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let t = keeper.timing();
-    let m = crate::metrics::agent();
-    let control = agent.control().clone();
-    let node = agent.node().to_string();
-    let mut told_dead = false;
-    loop {
-        let tick = tokio::time::Instant::now();
-        let sent = crate::clock::now();
-        let ok = match tokio::time::timeout(t.interval, control.heartbeat(&node, &t.heartbeat()))
-            .await
-        {
-            Ok(Ok(r)) => {
-                match keeper.renewed(sent, crate::clock::now(), r) {
-                    Renewal::Renewed => {}
-                    Renewal::NewPeriod(p) => {
-                        tracing::info!(node = %node, period = p, "lease granted after a gap: claiming every mount again before it takes writes")
-                    }
-                    Renewal::Dead if !told_dead => {
-                        told_dead = true;
-                        tracing::error!(node = %node, "the control service says this node was declared dead: refusing every write and stopping its containers");
-                    }
-                    Renewal::Dead => {}
-                }
-                // A mount not yet claimed in this lease period holds its writes until it is;
-                // one whose claim is refused lost its data to another node and is stopped.
-                agent.revalidate().await;
-                true
-            }
-            Ok(Err(e)) if e.status() == Some(404) => {
-                tracing::warn!(node = %node, "the control service does not know this node; registering again");
-                if let Err(e) = control.register_node(&node, &reg.host, &reg.transfer).await {
-                    tracing::warn!(error = %e, "registering again failed");
-                }
-                false
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "heartbeat failed");
-                if e.status() == Some(400) {
-                    tracing::error!(error = %e, "the control service refuses this agent's lease timing");
-                }
-                false
-            }
-            Err(_) => {
-                tracing::debug!("heartbeat unanswered within one interval");
-                false
-            }
-        };
-        if !ok {
-            m.heartbeat_failures.inc();
-            if keeper.failed() {
-                tracing::warn!(node = %node, misses = t.misses, left_ms = keeper.left(crate::clock::now()).as_millis() as u64,
-                    "lost contact with the control service: writes are held once the lease ends");
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep_until(tick + t.interval) => {}
-            _ = stop.wait_for(|v| *v) => return,
-        }
-    }
-}
-
-/// Stops the containers of a node declared dead; keeps the lease gauge current.
-async fn watchdog(
-    agent: Arc<Agent>,
-    keeper: SharedKeeper,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let t = keeper.timing();
-    let tick = (t.interval / 10).clamp(Duration::from_millis(10), Duration::from_millis(100));
-    let m = crate::metrics::agent();
-    loop {
-        let now = crate::clock::now();
-        m.lease_left.set(keeper.left(now).as_secs_f64());
-        if keeper.stop_due() {
-            m.self_fences.inc();
-            m.self_fenced.set(1);
-            let started = std::time::Instant::now();
-            let stopped = agent.self_fence(t.self_fence_deadline).await;
-            m.containers_stopped.inc_by(stopped as u64);
-            tracing::warn!(node = %agent.node(), containers = stopped, ms = started.elapsed().as_millis() as u64, "self-fenced");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(tick) => {}
-            _ = stop.wait_for(|v| *v) => return,
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
+use berth_consul::Consul;
 use berth_lab::gate::under_ci;
-use berth_volume::consul::Consul;
-use berth_volume::consul::store::ConsulStore;
-use berth_volume::store::Store;
+use berth_volume_control::consul_store::ConsulStore;
+use berth_volume_control::store::Store;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 fn main() {
@@ -117,7 +117,7 @@ fn live(addr: &str) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?;
         match fenced.save(&doc).await {
-            Err(berth_volume::store::StoreError::NotLeader) => Ok(()),
+            Err(berth_volume_control::store::StoreError::NotLeader) => Ok(()),
             other => Err(format!(
                 "a write after the session's end must be refused: {other:?}"
             )),
