@@ -20,10 +20,6 @@ use syn::visit::Visit;
 const KNOWN: &[(&str, &[&str])] = &[
     ("volume-driver", &["src/agent.rs", "src/replica.rs"]),
     (
-        "volume-driver",
-        &["src/backend/local.rs", "src/transfer/pull.rs"],
-    ),
-    (
         "volume-control",
         &[
             "src/api.rs",

@@ -1,6 +1,6 @@
 //! The Consul store against a real Consul agent, when `CONSUL_HTTP_ADDR` names one. Without it
 //! the test is reported `ignored` with a `NOT RUN` line (no Consul binary can be had on the
-//! machines that run the suite; the contract tests in `src/consul/store_tests.rs`, against
+//! machines that run the suite; the contract tests in `src/consul_store_tests.rs`, against
 //! Consul's documented shapes, always run). With it set but the agent unreachable, the test is
 //! ignored the same way outside CI and fails under `CI=true`: there, an address was given on
 //! purpose and a silent skip would hide a broken setup.

@@ -19,7 +19,8 @@ use berth_control_model::wire::VolumeRecord;
 use berth_volume_client::{ClientError, ControlClient};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::local::{self, Layout};
+use crate::backend::layout::Layout;
+use crate::backend::local;
 use crate::backend::{BackendError, shared};
 use crate::datapath::{DataPathMode, Session};
 use crate::transfer::TransferOptions;

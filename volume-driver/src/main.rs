@@ -15,7 +15,7 @@ use anyhow::Context;
 use berth_control_model::credential;
 use berth_control_model::lease::{AgentTiming, Keeper};
 use berth_volume::agent::{Agent, SelfFence};
-use berth_volume::backend::local::Layout;
+use berth_volume::backend::layout::Layout;
 use berth_volume::datapath::DataPathMode;
 use berth_volume::docker::Docker;
 use berth_volume::heartbeat::{self, Registration};

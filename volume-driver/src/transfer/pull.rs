@@ -30,7 +30,7 @@ use super::wire::{self, Frame, WireError};
 use super::{
     Manifest, Owner, PullStats, TransferError, TransferOptions, hash_file, io, mtime_ns, safe_rel,
 };
-use crate::backend::local::Layout;
+use crate::backend::layout::Layout;
 
 fn status_err(what: &str, r: &http_client::Reply) -> TransferError {
     TransferError::Status {

@@ -30,7 +30,7 @@ use super::hash_cache::{HashCache, StatKey};
 use super::pace::Pacer;
 use super::wire::{self, CHUNK, FileHead, Frame};
 use super::{TransferOptions, hash_reader, safe_rel, scan};
-use crate::backend::local::Layout;
+use crate::backend::layout::Layout;
 
 /// Path lists can be long (one entry per file of a large dataset).
 const BODY_LIMIT: usize = 256 << 20;

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use axum::response::IntoResponse;
 
 use super::*;
-use crate::backend::local::Layout;
+use crate::backend::layout::Layout;
 
 const ID: &str = "0b2c7a6e-3f1d-4d7e-9c1a-1e2f3a4b5c6d";
 
