@@ -22,7 +22,7 @@ const KNOWN: &[(&str, &[&str])] = &[
     (
         "volume-control",
         &[
-            "src/api.rs",
+            "src/api/mod.rs",
             "src/elected.rs",
             "src/replicated.rs",
             "src/seat.rs",
