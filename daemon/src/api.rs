@@ -161,7 +161,7 @@ async fn require_token(State(token): State<ApiToken>, req: Request, next: Next) 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(g) if berth_volume::credential::same_token(g, &token) => next.run(req).await,
+        Some(g) if berth_control_model::credential::same_token(g, &token) => next.run(req).await,
         _ => {
             let mut r = json_response(
                 StatusCode::UNAUTHORIZED,
@@ -169,7 +169,7 @@ async fn require_token(State(token): State<ApiToken>, req: Request, next: Next) 
             );
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static(berth_volume::credential::BEARER_CHALLENGE),
+                header::HeaderValue::from_static(berth_control_model::credential::BEARER_CHALLENGE),
             );
             r
         }

@@ -6,8 +6,8 @@
 
 use std::future::Future;
 
-use berth_volume::client::{ClientError, ControlClient};
-pub use berth_volume::control::wire::{AssignMode, NodeLiveness, VolumeRecord};
+pub use berth_control_model::wire::{AssignMode, NodeLiveness, VolumeRecord};
+use berth_volume_client::{ClientError, ControlClient};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {

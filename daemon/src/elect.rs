@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_volume::client::ControlClient;
+use berth_volume_client::ControlClient;
 
 use crate::leader::Leadership;
 
@@ -108,8 +108,8 @@ impl Elector {
 
 #[cfg(test)]
 mod tests {
-    use berth_volume::control::api::{self, Control};
-    use berth_volume::store::RedbStore;
+    use berth_volume_control::api::{self, Control};
+    use berth_volume_control::store::RedbStore;
 
     use super::*;
 

@@ -2,10 +2,10 @@
 //! Names follow Prometheus' conventions: `berth_` prefix, `_total` counters, `_seconds`
 //! durations. The table of every metric is in docs/observability.md.
 
+use berth_control_model::wire::VolumeRecord;
 use berth_scheduler::executor::{Command as ExecCommand, FailoverRecord, Outcome, RunEnd};
 use berth_scheduler::failover::Event;
 use berth_scheduler::schedule::Plan;
-use berth_volume::control::wire::VolumeRecord;
 use bollard_stubs::models::TaskState;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,

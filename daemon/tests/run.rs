@@ -485,20 +485,21 @@ fn two_daemons_elect_one_leader_and_a_stopped_leader_hands_over() {
 
 /// One in-process member of a replicated control service.
 struct Member {
-    replica: berth_volume::raft::Replica,
+    replica: berth_volume_control::raft::Replica,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Member {
     async fn start(id: u64, addrs: &[String], dir: &std::path::Path) -> Member {
-        use berth_volume::control::{api, liveness::Timing, replicated};
+        use berth_control_model::liveness::Timing;
+        use berth_volume_control::{api, replicated};
         let peers = addrs
             .iter()
             .enumerate()
             .map(|(i, a)| (i as u64 + 1, a.clone()))
             .collect();
-        let settings = berth_volume::raft::Settings::new(id, peers);
-        let replica = berth_volume::raft::Replica::start(dir, settings, None)
+        let settings = berth_volume_control::raft::Settings::new(id, peers);
+        let replica = berth_volume_control::raft::Replica::start(dir, settings, None)
             .await
             .expect("raft member");
         let c = std::sync::Arc::new(

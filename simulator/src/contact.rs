@@ -4,7 +4,7 @@
 
 use berth_scheduler::model::Backend;
 
-use berth_volume::control::wire::HeartbeatReply;
+use berth_control_model::wire::HeartbeatReply;
 
 use crate::clock::{Ms, transfer_ms};
 use crate::event::{Ev, NodeMark};
@@ -81,7 +81,7 @@ impl Sim<'_> {
                 // Its agent starts with the node: a new process, no lease yet.
                 rt.agent = AgentState::Running;
                 rt.agent_since = self.now;
-                rt.keeper = std::sync::Arc::new(berth_volume::lease::Keeper::new(
+                rt.keeper = std::sync::Arc::new(berth_control_model::lease::Keeper::new(
                     crate::state::agent_timing(),
                 ));
                 rt.fed = None;
@@ -239,7 +239,7 @@ impl Sim<'_> {
                 rt.agent = AgentState::Running;
                 rt.agent_since = self.now;
                 // A new process: no lease until its first heartbeat is answered.
-                rt.keeper = std::sync::Arc::new(berth_volume::lease::Keeper::new(
+                rt.keeper = std::sync::Arc::new(berth_control_model::lease::Keeper::new(
                     crate::state::agent_timing(),
                 ));
                 rt.fed = None;

@@ -12,13 +12,13 @@
 
 use std::collections::BTreeMap;
 
-use berth_scheduler::model::Backend;
-use berth_volume::control::liveness::{Liveness, Timing};
-use berth_volume::control::model::{
+use berth_control_model::liveness::{Liveness, Timing};
+use berth_control_model::model::{
     AssignMode, ControlError, Dataset, NewDataset, Node, Standby, State,
 };
-use berth_volume::control::wire::Heartbeat;
-use berth_volume::options::{META_BACKEND, META_NAME};
+use berth_control_model::options::{META_BACKEND, META_NAME};
+use berth_control_model::wire::Heartbeat;
+use berth_scheduler::model::Backend;
 
 use crate::clock::Ms;
 
@@ -282,7 +282,7 @@ mod tests {
     #[test]
     fn a_fence_waits_for_the_holders_lease_and_a_stale_one_is_refused() {
         let mut c = service();
-        let hb = berth_volume::lease::AgentTiming::default().heartbeat();
+        let hb = berth_control_model::lease::AgentTiming::default().heartbeat();
         assert_eq!(c.heartbeat("a", &hb, 1_000), Some(5_000));
         c.claim(0, "v-1", Backend::Local, "a", 1, 1_000)
             .expect("a mounts");

@@ -3,8 +3,8 @@
 //! and liveness a stop's wait and the failure detector read, and the fence and assign calls.
 //! The simulator's own part is only when each call is made and what the world looks like.
 
+use berth_control_model::model::AssignMode;
 use berth_scheduler::executor::{AssignMode as EngineMode, Command};
-use berth_volume::control::model::AssignMode;
 
 use crate::clock::Ms;
 use crate::control::Answer;

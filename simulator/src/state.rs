@@ -7,15 +7,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_volume::datapath::MountGate;
-use berth_volume::lease::{AgentTiming, Keeper};
+use berth_control_model::gate::MountGate;
+use berth_control_model::lease::{AgentTiming, Keeper};
 
 use berth_scheduler::constraint::{self, Constraint};
 use berth_scheduler::executor::{self, Driver, StandbyFacts, Timers};
 use berth_scheduler::model::{Backend, Cluster, FailoverMode};
 use berth_scheduler::schedule;
 
-use berth_volume::control::liveness::Timing;
+use berth_control_model::liveness::Timing;
 
 use crate::clock::{Ms, fmt_ms};
 use crate::control::ControlRt;

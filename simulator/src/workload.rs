@@ -12,7 +12,7 @@ use crate::scenario::DataPath;
 use crate::state::Sim;
 use crate::state::boot;
 use crate::world::{AgentState, TaskState};
-use berth_volume::lease::Admit;
+use berth_control_model::lease::Admit;
 
 impl Sim<'_> {
     pub(crate) fn on_write(&mut self, s: u32) {

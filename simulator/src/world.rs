@@ -8,8 +8,8 @@
 
 use std::sync::Arc;
 
-use berth_volume::datapath::MountGate;
-use berth_volume::lease::Keeper;
+use berth_control_model::gate::MountGate;
+use berth_control_model::lease::Keeper;
 
 use crate::clock::Ms;
 use crate::rng::{SimRng, Stream};

@@ -15,7 +15,8 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use berth_volume::datapath::{MountGate, Session};
+use berth_control_model::gate::MountGate;
+use berth_volume::datapath::Session;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 fn can_mount() -> bool {

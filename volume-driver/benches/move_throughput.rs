@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_volume::backend::local::Layout;
+use berth_volume::backend::layout::Layout;
 use berth_volume::transfer;
 
 const ID: &str = "5e1f0c2a-9b7d-4c3e-8a6f-0d1e2f3a4b5c";

@@ -10,17 +10,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
-
-use crate::backend::local::{self, Layout};
-use crate::backend::{BackendError, shared};
-use crate::client::{ClientError, ControlClient};
-use crate::control::wire::VolumeRecord;
-use crate::datapath::{DataPathMode, MountGate, Session};
-use crate::name::{self, NameError};
-use crate::options::{
+use berth_control_model::gate::MountGate;
+use berth_control_model::name::{self, NameError};
+use berth_control_model::options::{
     self, BackendKind, META_BACKEND, META_NAME, META_PROFILE, META_REPLICAS, OptionError,
 };
+use berth_control_model::wire::VolumeRecord;
+use berth_volume_client::{ClientError, ControlClient};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::layout::Layout;
+use crate::backend::local;
+use crate::backend::{BackendError, shared};
+use crate::datapath::{DataPathMode, Session};
 use crate::transfer::TransferOptions;
 
 /// Why a volume operation failed; the Display text is the plugin's `Err`.
@@ -172,7 +174,7 @@ const FIRST_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10)
 /// What self-fencing needs: the lease, the local engine, and the driver name Docker knows this
 /// agent by.
 pub struct SelfFence {
-    pub keeper: crate::lease::SharedKeeper,
+    pub keeper: berth_control_model::lease::SharedKeeper,
     pub docker: crate::docker::Docker,
     pub driver: String,
 }
@@ -281,7 +283,7 @@ impl Agent {
         )
     }
 
-    pub fn keeper(&self) -> Option<&crate::lease::Keeper> {
+    pub fn keeper(&self) -> Option<&berth_control_model::lease::Keeper> {
         self.fence.as_ref().map(|f| &*f.keeper)
     }
 

@@ -8,7 +8,7 @@ use hyper::Method;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 
-use crate::http_client::{self, HttpError, Target};
+use berth_volume_client::http_client::{self, HttpError, Target};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {

@@ -1,28 +1,18 @@
-//! Berth's volume driver: a Docker volume plugin (the node agent) plus a Flocker-compatible
-//! control service, with per-dataset epochs that fence stale holders and verified data moves.
+//! Berth's volume driver: a Docker volume plugin (the node agent), with per-dataset epochs that
+//! fence stale holders and verified data moves. The binary also runs the control service
+//! (`berth_volume_control`, `berth-volume control`).
 //!
-//! Only `protocol` knows the Docker plugin JSON; only `control::api` knows Flocker's HTTP shapes.
+//! Only `protocol` knows the Docker plugin JSON; only `berth_volume_control::api` knows
+//! Flocker's HTTP shapes.
 
 pub mod agent;
 pub mod backend;
-pub mod client;
 pub mod clock;
-#[cfg(feature = "consul")]
-pub mod consul;
-pub mod control;
-pub mod credential;
 pub mod datapath;
 pub mod docker;
-pub mod fencing;
-pub mod http_client;
-pub mod lease;
+pub mod heartbeat;
 pub mod metrics;
-pub mod name;
-pub mod options;
 pub mod protocol;
-pub mod raft;
 pub mod replica;
 pub mod shutdown;
-pub mod size;
-pub mod store;
 pub mod transfer;

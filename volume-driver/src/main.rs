@@ -12,17 +12,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use berth_control_model::credential;
+use berth_control_model::lease::{AgentTiming, Keeper};
 use berth_volume::agent::{Agent, SelfFence};
-use berth_volume::backend::local::Layout;
-use berth_volume::client::ControlClient;
-use berth_volume::control::api::{self, Control};
+use berth_volume::backend::layout::Layout;
 use berth_volume::datapath::DataPathMode;
 use berth_volume::docker::Docker;
-use berth_volume::lease::{self, AgentTiming, Keeper, Registration};
+use berth_volume::heartbeat::{self, Registration};
 use berth_volume::replica::{self, Shipper};
-use berth_volume::store::RedbStore;
 use berth_volume::transfer::{PeerCheck, TransferOptions};
-use berth_volume::{credential, protocol, shutdown, transfer};
+use berth_volume::{protocol, shutdown, transfer};
+use berth_volume_client::ControlClient;
+use berth_volume_control::api::{self, Control};
+use berth_volume_control::store::RedbStore;
 use clap::{Parser, Subcommand};
 
 /// `--version`: the package version and the commit it was built from (`build.rs`).
@@ -277,7 +279,7 @@ fn manual(cmd: &Cmd) -> Option<anyhow::Result<()>> {
 /// A directory holding a single instance's state is not silently left behind by a new Raft
 /// group (which would start empty and serve no dataset the cluster has): the operator decides.
 async fn refuse_single_store(dir: &std::path::Path) -> anyhow::Result<()> {
-    use berth_volume::store::Store;
+    use berth_volume_control::store::Store;
     if dir.join("raft.redb").exists() || !dir.join("berth.redb").exists() {
         return Ok(());
     }
@@ -312,20 +314,21 @@ async fn elected(
     url: &str,
     seat: Election,
     token: Option<String>,
-    timing: berth_volume::control::liveness::Timing,
+    timing: berth_control_model::liveness::Timing,
     stopped: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<(Arc<Control>, tokio::task::JoinHandle<()>)> {
-    use berth_volume::consul::{Consul, ElectionConfig, store::ConsulStore};
-    use berth_volume::control::elected::Elected;
+    use berth_consul::{Consul, ElectionConfig};
+    use berth_volume_control::consul_store::ConsulStore;
+    use berth_volume_control::elected::Elected;
     let config = ElectionConfig {
         key: seat.key,
         ttl: seat.ttl,
         lock_delay: seat.lock_delay,
         identity: seat.identity,
     };
-    berth_volume::control::elected::validate(&config)
+    berth_volume_control::elected::validate(&config)
         .map_err(|e| anyhow::anyhow!("--leader-*: {e}"))?;
-    tracing::info!(%url, key = berth_volume::consul::store::KEY, leader_key = %config.key, advertise = %config.identity, "using the Consul KV store, elected");
+    tracing::info!(%url, key = berth_volume_control::consul_store::KEY, leader_key = %config.key, advertise = %config.identity, "using the Consul KV store, elected");
     let store = Arc::new(ConsulStore::new(url).context("Consul client")?);
     let consul = Consul::new(url, None, Duration::from_secs(5))
         .map_err(|e| anyhow::anyhow!("Consul client: {e}"))?;
@@ -347,7 +350,7 @@ async fn elected(
     _url: &str,
     _seat: Election,
     _token: Option<String>,
-    _timing: berth_volume::control::liveness::Timing,
+    _timing: berth_control_model::liveness::Timing,
     _stopped: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<(Arc<Control>, tokio::task::JoinHandle<()>)> {
     anyhow::bail!("--consul: this berth-volume was built without the `consul` feature")
@@ -367,7 +370,7 @@ fn parse_peer(s: &str) -> Result<(u64, String), String> {
 }
 
 fn parse_rate(s: &str) -> Result<u64, String> {
-    match berth_volume::size::parse_bytes(s) {
+    match berth_control_model::size::parse_bytes(s) {
         Ok(0) => Err("a transfer rate must be above zero".into()),
         Ok(n) => Ok(n),
         Err(e) => Err(e.to_string()),
@@ -625,7 +628,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                  who reaches {listen} fence, assign and declare nodes dead. Give --token-file FILE \
                  (the cluster token), or --insecure for a test on one machine"
             );
-            let timing = berth_volume::control::liveness::Timing {
+            let timing = berth_control_model::liveness::Timing {
                 interval_ms: heartbeat_interval.as_millis() as u64,
                 misses: heartbeat_misses,
                 lease_ms: lease.as_millis() as u64,
@@ -640,7 +643,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                     "--insecure: no token; anyone who reaches this address can fence, assign \
                      and declare nodes dead. Give --token-file on any real cluster"
                 );
-                berth_volume::metrics::control().insecure.set(1);
+                berth_volume_control::metrics::control().insecure.set(1);
             }
             let (stop_election, stopped) = tokio::sync::watch::channel(false);
             let mut election = None;
@@ -654,17 +657,18 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                         );
                     }
                     refuse_single_store(dir).await?;
-                    let settings = berth_volume::raft::Settings::new(id, peers);
+                    let settings = berth_volume_control::raft::Settings::new(id, peers);
                     tracing::info!(id, peers = ?settings.peers, "joining the replicated control service");
-                    let replica = berth_volume::raft::Replica::start(dir, settings, token.clone())
-                        .await
-                        .context("starting the raft member")?;
+                    let replica =
+                        berth_volume_control::raft::Replica::start(dir, settings, token.clone())
+                            .await
+                            .context("starting the raft member")?;
                     let c = Arc::new(
                         Control::open_replicated(replica, token, timing)
                             .await
                             .context("loading state")?,
                     );
-                    tokio::spawn(berth_volume::control::replicated::lead(c.clone()));
+                    tokio::spawn(berth_volume_control::replicated::lead(c.clone()));
                     c
                 }
                 (_, None) => {
@@ -869,8 +873,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                     client.clone(),
                     token.clone(),
                 ))
-                .merge(lease::probes_router(keeper.clone()));
-            let leases = tokio::spawn(lease::run(
+                .merge(heartbeat::probes_router(keeper.clone()));
+            let leases = tokio::spawn(heartbeat::run(
                 agent.clone(),
                 keeper.clone(),
                 Registration {

@@ -27,15 +27,15 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use berth_control_model::options::BackendKind;
+use berth_control_model::wire::VolumeRecord;
+use berth_volume_client::ClientError;
+use berth_volume_client::http_client::{self, HttpError, Target};
 use hyper::Method;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::Agent;
 use crate::backend::BackendError;
-use crate::client::ClientError;
-use crate::control::wire::VolumeRecord;
-use crate::http_client::{self, HttpError, Target};
-use crate::options::BackendKind;
 use crate::transfer::{self, TransferError, TransferOptions};
 
 /// How often a mounted `replicated` dataset is shipped when `--ship-interval` is not given.

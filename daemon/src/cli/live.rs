@@ -11,10 +11,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+use berth_control_model::wire::{NodeLiveness, VolumeRecord};
 use berth_scheduler::executor::history::{FailoverRecord, RunEnd};
-use berth_volume::client::ControlClient;
-use berth_volume::control::wire::{NodeLiveness, VolumeRecord};
-use berth_volume::http_client::{self, Target};
+use berth_volume_client::ControlClient;
+use berth_volume_client::http_client::{self, Target};
 
 use super::input::Loaded;
 use super::{Input, Output};
@@ -521,12 +521,12 @@ mod tests {
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
+    use berth_control_model::wire::Heartbeat;
     use berth_scheduler::executor::history::Actor;
     use berth_scheduler::failover::Event;
     use berth_scheduler::model::NodeId;
-    use berth_volume::control::api::{self, Control};
-    use berth_volume::control::wire::Heartbeat;
-    use berth_volume::store::RedbStore;
+    use berth_volume_control::api::{self, Control};
+    use berth_volume_control::store::RedbStore;
 
     use super::*;
 

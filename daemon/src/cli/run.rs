@@ -203,7 +203,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         let control = match &a.volume_control {
             Some(url) => {
                 Some(
-                    berth_volume::client::ControlClient::new(url, token.clone())
+                    berth_volume_client::ControlClient::new(url, token.clone())
                         .with_context(|| format!("--control {url}"))?,
                 )
             }

@@ -1,5 +1,5 @@
 //! The local Consul agent's service and check endpoints, through consulrs (async); the
-//! session and KV calls of leader election are `berth_volume::consul`'s, shared with the
+//! session and KV calls of leader election are `berth_consul`'s, shared with the
 //! volume control service's election.
 //!
 //! Two reads go around consulrs' types, `GET /v1/agent/services` and `/v1/agent/checks`. consulrs 0.1 types a
@@ -12,8 +12,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use berth_volume::consul::Consul;
-pub use berth_volume::consul::ConsulError;
+use berth_consul::Consul;
+pub use berth_consul::ConsulError;
 use consulrs::api::Features;
 use consulrs::api::check::common::AgentServiceCheck;
 use consulrs::api::check::requests::TtlCheckUpdateRequest;

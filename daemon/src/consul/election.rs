@@ -18,7 +18,7 @@ use std::time::Instant;
 use super::{Agent, ConsulError};
 use crate::leader::Leadership;
 
-pub use berth_volume::consul::ElectionConfig;
+pub use berth_consul::ElectionConfig;
 
 /// One daemon's side of the election.
 pub struct Elector {

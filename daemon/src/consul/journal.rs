@@ -12,8 +12,8 @@
 
 use std::sync::Mutex;
 
+use berth_consul::TxnOp;
 use berth_scheduler::executor::ExecutorState;
-use berth_volume::consul::TxnOp;
 use futures_util::future::BoxFuture;
 
 use super::Agent;

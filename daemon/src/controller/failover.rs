@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
+use berth_control_model::wire::AssignMode as WireMode;
 use berth_scheduler::executor::{AssignMode, Command, Outcome};
 use berth_scheduler::model::FENCED_LABEL;
-use berth_volume::control::wire::AssignMode as WireMode;
 
 use super::clock::Clock;
 use crate::control::{ControlApi, ControlError};

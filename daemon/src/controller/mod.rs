@@ -23,7 +23,7 @@ use berth_scheduler::executor::{
 };
 use berth_scheduler::model::Cluster;
 use berth_scheduler::schedule::{self, Plan};
-use berth_volume::client::ControlClient;
+use berth_volume_client::ControlClient;
 use futures_util::StreamExt;
 use tokio::sync::{Notify, mpsc};
 

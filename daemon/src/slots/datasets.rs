@@ -2,9 +2,9 @@
 //! template whose volume exists, so the failover planner knows each slot's primary, epoch and
 //! backend as the volume driver enforces them (not as inferred from where a task last ran).
 
+use berth_control_model::wire::VolumeRecord;
 use berth_scheduler::model::labels::{SLOT_PLACEHOLDER, VOLUME};
 use berth_scheduler::model::{Backend, Dataset, NodeId};
-use berth_volume::control::wire::VolumeRecord;
 
 use super::{Observed, labels_of};
 

@@ -1,7 +1,7 @@
+use berth_control_model::wire::VolumeRecord;
 use serde_json::json;
 
 use super::*;
-use berth_volume::control::wire::VolumeRecord;
 
 fn service(v: serde_json::Value) -> DService {
     serde_json::from_value(v).expect("a Docker service")

@@ -67,8 +67,8 @@ pub struct BerthTiming {
 #[serde(rename_all = "kebab-case")]
 pub enum DataPath {
     /// Served by the node's agent (FUSE): a write passes only while the agent runs and its
-    /// gate admits it (`berth_volume::datapath::MountGate::check`, on the agent's lease kept
-    /// by `berth_volume::lease::Keeper`).
+    /// gate admits it (`berth_control_model::gate::MountGate::check`, on the agent's lease kept
+    /// by `berth_control_model::lease::Keeper`).
     Fuse,
     /// The container writes the copy itself; only a running agent stops it, when its lease
     /// has ended (`berth.lease` after losing contact, the agent's watchdog before the data

@@ -3,8 +3,11 @@
 //! (`replica`). `shared`: a directory on storage every node mounts, re-pointed on a move.
 //! All keep a per-dataset epoch marker so a node knows whether its copy is current.
 
+pub mod layout;
 pub mod local;
 pub mod shared;
+
+use std::path::Path;
 
 /// A backend failure.
 #[derive(Debug, thiserror::Error)]
@@ -43,4 +46,12 @@ pub enum BackendError {
         #[source]
         source: crate::transfer::TransferError,
     },
+}
+
+/// Maps an IO error on `path` to a `BackendError`.
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackendError + '_ {
+    move |source| BackendError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }

@@ -18,7 +18,9 @@ use fuse_backend_rs::api::filesystem::{
 };
 use fuse_backend_rs::passthrough::PassthroughFs;
 
-use super::gate::MountGate;
+use berth_control_model::gate::MountGate;
+
+use super::admission;
 
 const O_TRUNC: u32 = 0o1000;
 const O_DSYNC: u32 = 0o10000;
@@ -99,7 +101,7 @@ impl FileSystem for GatedFs {
         handle: Option<u64>,
         valid: SetattrValid,
     ) -> io::Result<(stat64, Duration)> {
-        self.gate.enter()?;
+        admission::enter(&self.gate)?;
         self.inner.setattr(ctx, inode, attr, handle, valid)
     }
 
@@ -114,7 +116,7 @@ impl FileSystem for GatedFs {
         parent: u64,
         name: &CStr,
     ) -> io::Result<Entry> {
-        self.gate.enter()?;
+        admission::enter(&self.gate)?;
         self.inner.symlink(ctx, linkname, parent, name)
     }
 
@@ -127,7 +129,7 @@ impl FileSystem for GatedFs {
         rdev: u32,
         umask: u32,
     ) -> io::Result<Entry> {
-        self.gate.enter()?;
+        admission::enter(&self.gate)?;
         self.inner.mknod(ctx, inode, name, mode, rdev, umask)
     }
 
@@ -139,17 +141,17 @@ impl FileSystem for GatedFs {
         mode: u32,
         umask: u32,
     ) -> io::Result<Entry> {
-        self.gate.enter()?;
+        admission::enter(&self.gate)?;
         self.inner.mkdir(ctx, parent, name, mode, umask)
     }
 
     fn unlink(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
-        self.gate.enter()?;
+        admission::enter(&self.gate)?;
         self.inner.unlink(ctx, parent, name)
     }
 
     fn rmdir(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
-        self.gate.enter()?;
+        admission::enter(&self.gate)?;
         self.inner.rmdir(ctx, parent, name)
     }
 
@@ -162,13 +164,13 @@ impl FileSystem for GatedFs {
         newname: &CStr,
         flags: u32,
     ) -> io::Result<()> {
-        self.gate.enter()?;
+        admission::enter(&self.gate)?;
         self.inner
             .rename(ctx, olddir, oldname, newdir, newname, flags)
     }
 
     fn link(&self, ctx: &Context, inode: u64, newparent: u64, newname: &CStr) -> io::Result<Entry> {
-        self.gate.enter()?;
+        admission::enter(&self.gate)?;
         self.inner.link(ctx, inode, newparent, newname)
     }
 
@@ -180,7 +182,7 @@ impl FileSystem for GatedFs {
         fuse_flags: u32,
     ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
         if flags & O_TRUNC != 0 {
-            self.gate.enter()?;
+            admission::enter(&self.gate)?;
         }
         self.inner
             .open(ctx, inode, self.open_flags(flags), fuse_flags)
@@ -193,7 +195,7 @@ impl FileSystem for GatedFs {
         name: &CStr,
         mut args: CreateIn,
     ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
-        self.gate.enter()?;
+        admission::enter(&self.gate)?;
         args.flags = self.open_flags(args.flags);
         self.inner.create(ctx, parent, name, args)
     }
@@ -236,7 +238,7 @@ impl FileSystem for GatedFs {
         flags: u32,
         fuse_flags: u32,
     ) -> io::Result<usize> {
-        self.gate.enter()?;
+        admission::enter(&self.gate)?;
         self.inner.write(
             ctx,
             inode,
@@ -257,7 +259,7 @@ impl FileSystem for GatedFs {
 
     fn fsync(&self, ctx: &Context, inode: u64, datasync: bool, handle: u64) -> io::Result<()> {
         // A writer acknowledges what it synced: no sync succeeds without the lease.
-        self.gate.enter()?;
+        admission::enter(&self.gate)?;
         self.inner.fsync(ctx, inode, datasync, handle)
     }
 
@@ -270,7 +272,7 @@ impl FileSystem for GatedFs {
         offset: u64,
         length: u64,
     ) -> io::Result<()> {
-        self.gate.enter()?;
+        admission::enter(&self.gate)?;
         self.inner
             .fallocate(ctx, inode, handle, mode, offset, length)
     }
@@ -302,7 +304,7 @@ impl FileSystem for GatedFs {
         value: &[u8],
         flags: u32,
     ) -> io::Result<()> {
-        self.gate.enter()?;
+        admission::enter(&self.gate)?;
         self.inner.setxattr(ctx, inode, name, value, flags)
     }
 
@@ -321,7 +323,7 @@ impl FileSystem for GatedFs {
     }
 
     fn removexattr(&self, ctx: &Context, inode: u64, name: &CStr) -> io::Result<()> {
-        self.gate.enter()?;
+        admission::enter(&self.gate)?;
         self.inner.removexattr(ctx, inode, name)
     }
 
@@ -361,7 +363,7 @@ impl FileSystem for GatedFs {
     }
 
     fn fsyncdir(&self, ctx: &Context, inode: u64, datasync: bool, handle: u64) -> io::Result<()> {
-        self.gate.enter()?;
+        admission::enter(&self.gate)?;
         self.inner.fsyncdir(ctx, inode, datasync, handle)
     }
 
@@ -432,7 +434,7 @@ impl FileSystem for GatedFs {
         out_size: u32,
     ) -> io::Result<IoctlData<'_>> {
         // An ioctl can write (FICLONE, FS_IOC_SETFLAGS, …) and is rare on a database's files.
-        self.gate.enter()?;
+        admission::enter(&self.gate)?;
         self.inner
             .ioctl(ctx, inode, handle, flags, cmd, data, out_size)
     }

@@ -1,6 +1,6 @@
 //! The data path: every mount a container gets is a FUSE filesystem served by this agent over
-//! the backend's directory, with the node's lease checked before every write (`gate`, `fs`).
-//! This is the fencing that does not need the faulty node's cooperation to be *correct*
+//! the backend's directory, with the node's lease checked before every write (`admission`,
+//! `fs`). This is the fencing that does not need the faulty node's cooperation to be *correct*
 //! (ARCHITECTURE.md, "Fencing"):
 //! - the agent dies (killed, crashed, out of memory): the kernel aborts the FUSE connection and
 //!   every operation on the mount fails (`ENOTCONN`), so no container writes without it;
@@ -11,8 +11,8 @@
 //!
 //! The cost is one user-space hop per operation (BENCHMARKS.md, "Data path").
 
+pub mod admission;
 mod fs;
-pub mod gate;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::passthrough::{CachePolicy, Config, PassthroughFs};
 use fuse_backend_rs::transport::FuseSession;
 
-pub use gate::MountGate;
+use berth_control_model::gate::MountGate;
 
 /// How containers reach their data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

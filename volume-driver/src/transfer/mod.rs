@@ -24,7 +24,7 @@ use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
 
-use crate::http_client::HttpError;
+use berth_volume_client::http_client::HttpError;
 
 /// How this node's moves behave, in both directions.
 #[derive(Debug, Clone, Default)]
@@ -44,7 +44,7 @@ pub struct TransferOptions {
 /// (a credential is valid as long as the cluster secret is, so a positive answer can be kept).
 #[derive(Clone)]
 pub struct PeerCheck {
-    control: crate::client::ControlClient,
+    control: berth_volume_client::ControlClient,
     accepted: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
@@ -55,7 +55,7 @@ impl std::fmt::Debug for PeerCheck {
 }
 
 impl PeerCheck {
-    pub fn new(control: crate::client::ControlClient) -> PeerCheck {
+    pub fn new(control: berth_volume_client::ControlClient) -> PeerCheck {
         PeerCheck {
             control,
             accepted: Default::default(),

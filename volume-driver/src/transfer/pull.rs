@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
+use berth_volume_client::http_client::{self, Target};
 use http_body_util::BodyExt;
 use hyper::Method;
 use hyper::body::Bytes;
@@ -29,8 +30,7 @@ use super::wire::{self, Frame, WireError};
 use super::{
     Manifest, Owner, PullStats, TransferError, TransferOptions, hash_file, io, mtime_ns, safe_rel,
 };
-use crate::backend::local::Layout;
-use crate::http_client::{self, Target};
+use crate::backend::layout::Layout;
 
 fn status_err(what: &str, r: &http_client::Reply) -> TransferError {
     TransferError::Status {

@@ -30,7 +30,7 @@ use super::hash_cache::{HashCache, StatKey};
 use super::pace::Pacer;
 use super::wire::{self, CHUNK, FileHead, Frame};
 use super::{TransferOptions, hash_reader, safe_rel, scan};
-use crate::backend::local::Layout;
+use crate::backend::layout::Layout;
 
 /// Path lists can be long (one entry per file of a large dataset).
 const BODY_LIMIT: usize = 256 << 20;
@@ -40,7 +40,7 @@ fn fail(code: StatusCode, msg: String) -> Response {
     if code == StatusCode::UNAUTHORIZED {
         let challenge = [(
             hyper::header::WWW_AUTHENTICATE,
-            crate::credential::BEARER_CHALLENGE,
+            berth_control_model::credential::BEARER_CHALLENGE,
         )];
         return (code, challenge, msg).into_response();
     }
@@ -385,7 +385,7 @@ pub fn guard(r: Router, opts: &TransferOptions) -> Router {
                     .and_then(|v| v.strip_prefix("Bearer "))
                     .map(str::to_string);
                 let ok = match (&given, &peers) {
-                    (Some(g), _) if crate::credential::same_token(g, &token) => true,
+                    (Some(g), _) if berth_control_model::credential::same_token(g, &token) => true,
                     (Some(g), Some(p)) => p.allows(g).await,
                     _ => false,
                 };

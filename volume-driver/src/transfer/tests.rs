@@ -3,7 +3,7 @@ use std::sync::Arc;
 use axum::response::IntoResponse;
 
 use super::*;
-use crate::backend::local::Layout;
+use crate::backend::layout::Layout;
 
 const ID: &str = "0b2c7a6e-3f1d-4d7e-9c1a-1e2f3a4b5c6d";
 
@@ -125,8 +125,8 @@ async fn links_are_copied_as_links_and_never_followed() {
     std::os::unix::fs::symlink(outside.path(), sd.join("escape")).expect("link");
     // The source does not serve through a link, even when asked for it by name.
     let addr = serve_layout(src.path()).await;
-    let r = crate::http_client::send(
-        &crate::http_client::Target::Tcp(addr.clone()),
+    let r = berth_volume_client::http_client::send(
+        &berth_volume_client::http_client::Target::Tcp(addr.clone()),
         hyper::Method::POST,
         &format!("/v1/transfer/{ID}/stream"),
         &[],

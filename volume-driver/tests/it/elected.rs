@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use berth_consul_fake::FakeAgent;
-use berth_volume::client::ControlClient;
-use berth_volume::http_client::{self, Target};
+use berth_volume_client::ControlClient;
+use berth_volume_client::http_client::{self, Target};
 use hyper::Method;
 
 use crate::support::{Proc, free_port, spawn};
@@ -79,7 +79,7 @@ impl Pair {
     }
 }
 
-fn names(ds: &[berth_volume::control::wire::DatasetConfig]) -> Vec<String> {
+fn names(ds: &[berth_control_model::wire::DatasetConfig]) -> Vec<String> {
     let mut n: Vec<String> = ds
         .iter()
         .filter_map(|d| d.metadata.get("name").cloned())

@@ -2,8 +2,8 @@
 //! assign and reads against the running service (so the shared `wire` types are exercised on
 //! both ends), raw HTTP for the status codes and the 409 body, and the agents honouring it.
 
-use berth_volume::client::ControlClient;
-use berth_volume::control::wire::AssignMode;
+use berth_control_model::wire::AssignMode;
+use berth_volume_client::ControlClient;
 use serde_json::{Value, json};
 
 use crate::support::{AgentSvc, Conn, TwoNodes, api, raw};

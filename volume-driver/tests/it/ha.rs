@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_volume::client::ControlClient;
-use berth_volume::control::wire::{DatasetConfig, Heartbeat};
-use berth_volume::http_client::{self, Target};
+use berth_control_model::wire::{DatasetConfig, Heartbeat};
+use berth_volume_client::ControlClient;
+use berth_volume_client::http_client::{self, Target};
 use hyper::Method;
 
 use crate::support::{Proc, free_port, spawn};

@@ -9,7 +9,8 @@
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use super::model::{ControlError, State};
+use berth_control_model::model::{ControlError, State};
+
 use crate::store::{Store, StoreError};
 
 /// Most requests persisted by one store write.

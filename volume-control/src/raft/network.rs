@@ -1,8 +1,9 @@
 //! Raft's RPCs between control instances: JSON over the control service's own HTTP port, with
-//! the cluster token, through the crate's small HTTP client. The receiving side is
-//! `control::api`'s `/v1/berth/raft/{append,vote,snapshot}`, which hands the request to openraft
+//! the cluster token, through `berth_volume_client`'s small HTTP client. The receiving side is
+//! `replicated`'s `/v1/berth/raft/{append,vote,snapshot}`, which hands the request to openraft
 //! and returns its `Result` as JSON.
 
+use berth_volume_client::http_client::{self, Target};
 use hyper::Method;
 use openraft::BasicNode;
 use openraft::error::{
@@ -17,7 +18,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::TypeConfig;
-use crate::http_client::{self, Target};
 
 /// The paths peers serve.
 pub const APPEND: &str = "/v1/berth/raft/append";

@@ -1,7 +1,10 @@
 //! A Rust client for the control service, used by agents and by the executor (`berth run`):
-//! typed calls whose bodies are `control::wire`'s, the very types the service decodes, with the
-//! service's error descriptions (and, on a refused executor command, its current epoch) carried
-//! through.
+//! typed calls whose bodies are `berth_control_model::wire`'s, the very types the service
+//! decodes, with the service's error descriptions (and, on a refused executor command, its
+//! current epoch) carried through. `http_client` is the HTTP/1 client under it, shared with the agent's other calls and
+//! with the control service's Raft messages.
+
+pub mod http_client;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,14 +16,14 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::control::api::{IF_MATCHES_HEADER, TAG_HEADER};
-use crate::control::wire::{
+use berth_control_model::wire::{
     AssignMode, AssignRequest, ClaimMount, CreateDataset, DatasetConfig, ErrorBody, FenceRequest,
-    Heartbeat, HeartbeatReply, HeldCopy, HeldReport, LeaderReply, LeaderRequest, MoveDataset,
-    NodeLiveness, NodeRecord, RegisterNode, StandbyReport, VerifiedCredential, VerifyCredential,
-    VolumeRecord,
+    Heartbeat, HeartbeatReply, HeldCopy, HeldReport, IF_MATCHES_HEADER, LeaderReply, LeaderRequest,
+    MoveDataset, NodeLiveness, NodeRecord, RegisterNode, StandbyReport, TAG_HEADER,
+    VerifiedCredential, VerifyCredential, VolumeRecord,
 };
-use crate::http_client::{self, HttpError, Target};
+
+use crate::http_client::{HttpError, Target};
 
 /// A control-service failure.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,8 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{Consul, TxnOp};
+use berth_consul::{Consul, TxnOp};
+
 use crate::store::{Store, StoreError, StoreFuture};
 
 /// The KV key holding the document.
@@ -26,7 +27,7 @@ pub struct ConsulStore {
     fence: Mutex<Option<(String, String)>>,
 }
 
-fn consul_err(e: super::ConsulError) -> StoreError {
+fn consul_err(e: berth_consul::ConsulError) -> StoreError {
     StoreError::Consul(e.to_string())
 }
 
@@ -114,5 +115,5 @@ impl Store for ConsulStore {
 }
 
 #[cfg(test)]
-#[path = "store_tests.rs"]
+#[path = "consul_store_tests.rs"]
 mod tests;

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_consul_fake::FakeAgent;
+use berth_control_model::liveness::Timing;
+use berth_volume_client::{ClientError, ControlClient};
 
 use super::*;
-use crate::client::{ClientError, ControlClient};
-use crate::consul::store::{ConsulStore, KEY};
-use crate::control::api::{Control, serve};
-use crate::control::liveness::Timing;
+use crate::api::{Control, serve};
+use crate::consul_store::{ConsulStore, KEY};
 
 const TTL: Duration = Duration::from_secs(10);
 
@@ -50,11 +50,15 @@ async fn instance(fake: &FakeAgent) -> Instance {
 }
 
 fn meta(name: &str) -> std::collections::BTreeMap<String, String> {
-    [(crate::options::META_NAME.to_string(), name.to_string())].into()
+    [(
+        berth_control_model::options::META_NAME.to_string(),
+        name.to_string(),
+    )]
+    .into()
 }
 
 async fn status_of(url: &str) -> (u16, serde_json::Value) {
-    use crate::http_client::{Target, send};
+    use berth_volume_client::http_client::{Target, send};
     let r = send(
         &Target::Tcp(url.trim_start_matches("http://").to_string()),
         hyper::Method::GET,
@@ -120,7 +124,11 @@ async fn one_serves_a_deposed_one_cannot_write_and_the_next_takes_everything_ove
         .expect("datasets")
         .0
         .into_iter()
-        .filter_map(|d| d.metadata.get(crate::options::META_NAME).cloned())
+        .filter_map(|d| {
+            d.metadata
+                .get(berth_control_model::options::META_NAME)
+                .cloned()
+        })
         .collect();
     assert_eq!(names, ["v1"], "every acknowledged change, nothing refused");
     let node = b

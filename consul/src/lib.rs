@@ -1,7 +1,7 @@
 //! Consul, through consulrs (async): the calls Berth makes of it, each bounded by a timeout and
-//! named in its error. `store` keeps the control state in KV; the session and lock calls here
-//! elect one control service (`control::elected`) and one `berth run` (the daemon's
-//! `consul::election`), by the recipe Consul documents (*Application leader election with
+//! named in its error. `berth_volume_control::consul_store` keeps the control state in KV; the
+//! session and lock calls here elect one control service (`berth_volume_control::elected`) and
+//! one `berth run` (the daemon's `consul::election`), by the recipe Consul documents (*Application leader election with
 //! sessions*). `txn` is how a leader's write is fenced: it applies only while its session still
 //! holds the lock.
 
@@ -14,8 +14,6 @@ use consulrs::api::session::requests::CreateSessionRequest;
 use consulrs::client::{ConsulClient, ConsulClientSettingsBuilder};
 use consulrs::error::ClientError;
 use rustify::enums::{RequestMethod, RequestType, ResponseType};
-
-pub mod store;
 
 /// What went wrong talking to Consul; each names the call.
 #[derive(Debug, thiserror::Error)]

@@ -16,7 +16,7 @@ pub enum Seat {
     Raft(Replica),
     /// One of several instances on Consul KV, elected by a session lock (`control --consul`).
     #[cfg(feature = "consul")]
-    Elected(std::sync::Arc<super::elected::Elected>),
+    Elected(std::sync::Arc<crate::elected::Elected>),
 }
 
 impl Seat {

@@ -23,7 +23,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 
-use super::api::{ApiError, Caller, Shared, parse};
+use crate::api::Shared;
+use crate::api::auth::Caller;
+use crate::api::error::{ApiError, parse};
 use crate::raft::{Replica, network};
 
 /// Follows this member's Raft role for as long as the group runs: takes over the state when it

@@ -22,9 +22,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::api::Shared;
-use crate::consul::store::ConsulStore;
-use crate::consul::{Consul, ConsulError, ElectionConfig};
+use berth_consul::{Consul, ConsulError, ElectionConfig};
+
+use crate::api::Shared;
+use crate::consul_store::ConsulStore;
 
 /// Why a configuration cannot elect a control service safely; Consul's own bounds first.
 pub fn validate(config: &ElectionConfig) -> Result<(), String> {

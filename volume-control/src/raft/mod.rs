@@ -18,12 +18,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use machine::Machine;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
 use crate::store::{Store, StoreError, StoreFuture};
-pub use machine::Machine;
 
 openraft::declare_raft_types!(
     /// Berth's Raft types: entries carry the whole control state document.

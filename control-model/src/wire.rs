@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use super::model::{AssignMode, Dataset as DatasetConfig, Node as NodeRecord};
-use super::model::{Dataset, State};
+pub use crate::model::{AssignMode, Dataset as DatasetConfig, Node as NodeRecord};
+use crate::model::{Dataset, State};
 use crate::options::META_PROFILE;
 
 /// `POST /v1/configuration/datasets`.
@@ -352,3 +352,8 @@ pub struct LeaderReply {
     pub granted: bool,
     pub ttl_ms: u64,
 }
+
+/// Header carrying the configuration tag.
+pub const TAG_HEADER: &str = "x-configuration-tag";
+/// Header making a configuration change conditional.
+pub const IF_MATCHES_HEADER: &str = "x-if-configuration-matches";

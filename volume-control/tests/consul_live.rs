@@ -1,16 +1,16 @@
 //! The Consul store against a real Consul agent, when `CONSUL_HTTP_ADDR` names one. Without it
 //! the test is reported `ignored` with a `NOT RUN` line (no Consul binary can be had on the
-//! machines that run the suite; the contract tests in `src/consul/store_tests.rs`, against
+//! machines that run the suite; the contract tests in `src/consul_store_tests.rs`, against
 //! Consul's documented shapes, always run). With it set but the agent unreachable, the test is
 //! ignored the same way outside CI and fails under `CI=true`: there, an address was given on
 //! purpose and a silent skip would hide a broken setup.
 
 use std::time::Duration;
 
+use berth_consul::Consul;
 use berth_lab::gate::under_ci;
-use berth_volume::consul::Consul;
-use berth_volume::consul::store::ConsulStore;
-use berth_volume::store::Store;
+use berth_volume_control::consul_store::ConsulStore;
+use berth_volume_control::store::Store;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 fn main() {
@@ -117,7 +117,7 @@ fn live(addr: &str) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?;
         match fenced.save(&doc).await {
-            Err(berth_volume::store::StoreError::NotLeader) => Ok(()),
+            Err(berth_volume_control::store::StoreError::NotLeader) => Ok(()),
             other => Err(format!(
                 "a write after the session's end must be refused: {other:?}"
             )),

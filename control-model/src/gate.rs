@@ -11,9 +11,6 @@ use std::time::Duration;
 
 use crate::lease::{Admit, SharedKeeper};
 
-/// How often a held write looks again.
-const RECHECK: Duration = Duration::from_millis(20);
-
 /// One mount's gate.
 pub struct MountGate {
     volume: String,
@@ -78,52 +75,21 @@ impl MountGate {
         }
     }
 
-    /// Blocks until a write may go on; `EIO` when it never may. The check is made right before
-    /// the write it guards, on the caller's thread, so a write let through was let through by a
-    /// lease that held at that instant.
-    pub fn enter(&self) -> std::io::Result<()> {
-        let m = crate::metrics::agent();
-        let mut waited = false;
-        loop {
-            match self.check(crate::clock::now()) {
-                Admit::Go => {
-                    if waited {
-                        m.writes_waiting.dec();
-                        if self.holding.swap(false, Ordering::SeqCst) {
-                            tracing::warn!(volume = %self.volume, "writes go on again");
-                        }
-                    }
-                    return Ok(());
-                }
-                Admit::Refuse(why) => {
-                    if waited {
-                        m.writes_waiting.dec();
-                    }
-                    m.writes_refused.inc();
-                    tracing::debug!(volume = %self.volume, reason = %why, "write refused");
-                    return Err(rustix::io::Errno::IO.into());
-                }
-                Admit::Wait(why) => {
-                    if !waited {
-                        waited = true;
-                        m.writes_held.inc();
-                        m.writes_waiting.inc();
-                        if !self.holding.swap(true, Ordering::SeqCst) {
-                            tracing::warn!(volume = %self.volume, reason = why, "holding writes");
-                        }
-                    }
-                    std::thread::sleep(RECHECK);
-                }
-            }
-        }
+    pub fn volume(&self) -> &str {
+        &self.volume
+    }
+
+    /// Marks writes as being held now (or not); returns whether they were.
+    pub fn set_holding(&self, on: bool) -> bool {
+        self.holding.swap(on, Ordering::SeqCst)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::wire::HeartbeatReply;
     use crate::lease::{AgentTiming, Keeper};
+    use crate::wire::HeartbeatReply;
 
     fn keeper_at(period_start: Duration) -> SharedKeeper {
         let k = Arc::new(Keeper::new(AgentTiming::default()));
@@ -142,48 +108,30 @@ mod tests {
     fn without_a_keeper_the_gate_is_open_until_refused() {
         let g = MountGate::new("v", None, 0);
         assert_eq!(g.check(Duration::ZERO), Admit::Go);
-        assert!(g.enter().is_ok());
         g.refuse("unmounted");
         g.refuse("a second reason does not replace the first");
+        assert!(g.is_refused());
         assert_eq!(g.check(Duration::ZERO), Admit::Refuse("unmounted".into()));
-        let e = g.enter().expect_err("refused");
-        assert_eq!(e.raw_os_error(), Some(5), "EIO");
     }
 
     #[test]
     fn a_mount_validated_in_an_older_period_waits_until_claimed_again() {
-        let now = crate::clock::now();
+        let now = Duration::from_secs(100);
         let k = keeper_at(now);
         let g = MountGate::new("v", Some(k.clone()), 0);
         assert!(matches!(g.check(now), Admit::Wait(_)));
         g.validate(k.period());
         assert_eq!(g.check(now), Admit::Go);
-        assert!(g.enter().is_ok());
         g.validate(0);
         assert_eq!(g.validated(), 1, "validation never goes back");
     }
 
     #[test]
-    fn a_held_write_fails_when_the_mount_is_refused_meanwhile() {
-        let k = keeper_at(crate::clock::now());
-        let g = MountGate::new("v", Some(k), 0);
-        let g2 = g.clone();
-        let t = std::thread::spawn(move || g2.enter());
-        std::thread::sleep(Duration::from_millis(60));
-        assert!(!t.is_finished(), "held while not validated");
-        g.refuse("its data moved to another node");
-        assert!(t.join().expect("joins").is_err());
-    }
-
-    #[test]
-    fn a_held_write_goes_on_once_the_mount_is_claimed_again() {
-        let k = keeper_at(crate::clock::now());
-        let g = MountGate::new("v", Some(k.clone()), 0);
-        let g2 = g.clone();
-        let t = std::thread::spawn(move || g2.enter());
-        std::thread::sleep(Duration::from_millis(60));
-        assert!(!t.is_finished());
-        g.validate(k.period());
-        assert!(t.join().expect("joins").is_ok());
+    fn holding_is_reported_once_per_hold() {
+        let g = MountGate::new("v", None, 0);
+        assert!(!g.set_holding(true));
+        assert!(g.set_holding(true), "already holding");
+        assert!(g.set_holding(false));
+        assert_eq!(g.volume(), "v");
     }
 }

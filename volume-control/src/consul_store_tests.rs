@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
+use berth_consul::Consul;
 use berth_consul_fake::FakeAgent;
 
 use super::*;
-use crate::consul::Consul;
 
 fn txn_bodies(fake: &FakeAgent) -> Vec<serde_json::Value> {
     let st = fake.state.lock().expect("fake state");
@@ -103,7 +103,7 @@ async fn the_control_service_commits_through_consul() {
     let fake = FakeAgent::start(None).await;
     let store = ConsulStore::new(&fake.url).expect("client");
     let c = std::sync::Arc::new(
-        crate::control::api::Control::open(Box::new(store), None)
+        crate::api::Control::open(Box::new(store), None)
             .await
             .expect("open"),
     );
@@ -111,9 +111,13 @@ async fn the_control_service_commits_through_consul() {
         .await
         .expect("bind");
     let url = format!("http://{}", l.local_addr().expect("addr"));
-    tokio::spawn(crate::control::api::serve(l, c, std::future::pending()));
-    let client = crate::client::ControlClient::new(&url, None).expect("client");
-    let meta = [(crate::options::META_NAME.to_string(), "v".to_string())].into();
+    tokio::spawn(crate::api::serve(l, c, std::future::pending()));
+    let client = berth_volume_client::ControlClient::new(&url, None).expect("client");
+    let meta = [(
+        berth_control_model::options::META_NAME.to_string(),
+        "v".to_string(),
+    )]
+    .into();
     client
         .create("n1", None, &meta, None)
         .await

@@ -1,0 +1,370 @@
+//! Flocker's dataset API v1 over HTTP, plus Berth's `/v1/berth/*` endpoints (the executor
+//! contract and the agents' calls): the only module that knows the routes, headers and status
+//! codes. The bodies are `berth_control_model::wire`'s, shared with `berth_volume_client`. This
+//! file holds the service (`Control`) and the router; the handlers are one file per resource
+//! (`datasets`, `nodes`, `leaders`, `leases`, `volumes`, `metrics`; the Raft group's in
+//! `replicated`), with `auth` (who is calling, whether this instance answers) and `error`.
+//!
+//! Who may do what: with a token configured, the cluster token is the operator's (and the
+//! executor's) and may do anything; a node credential (`credential`) may read, and may act only
+//! for its own node on the agent endpoints; anything else is 401.
+
+pub mod auth;
+mod datasets;
+pub mod error;
+mod leaders;
+mod leases;
+mod metrics;
+mod nodes;
+mod volumes;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use berth_control_model::liveness::{Liveness, Timing};
+use berth_control_model::model::{ControlError, Node, State};
+use berth_control_model::wire::{ErrorBody, NodeLiveness, VolumeRecord};
+
+use crate::clock::{ControlClock, TICK, wall_ms};
+use crate::commit::{Committer, WriteError};
+use crate::raft::Replica;
+use crate::replicated;
+use crate::seat::Seat;
+use crate::store::{Store, StoreError};
+
+use self::auth::{auth, gate};
+use self::datasets::{
+    create_dataset, delete_dataset, list_datasets, move_dataset, report_state, state_datasets,
+};
+use self::error::ApiError;
+use self::leaders::{release_leader, take_leader};
+use self::leases::{acquire_lease, list_leases, release_lease};
+use self::metrics::{count_requests, metrics};
+use self::nodes::{
+    declare_dead, heartbeat, list_nodes, node_liveness, register_node, verify_credential,
+};
+use self::volumes::{
+    assign_volume, claim_mount, fence_volume, get_volume, list_volumes, release_mount,
+    report_standby,
+};
+
+/// The running control service.
+pub struct Control {
+    state: Committer,
+    token: Option<String>,
+    /// Heartbeats and node leases, in memory only (see `liveness`).
+    liveness: std::sync::Mutex<Liveness>,
+    /// Monotonic 0 of `liveness`: node ages never come from a wall clock.
+    started: std::time::Instant,
+    /// What every instant in the state is read on (`control::clock`).
+    clock: ControlClock,
+    /// Whether this instance serves, among several sharing the state (`control::seat`).
+    seat: Seat,
+    /// When each leader lock lapses, on `mono_ms`; held across a lock's change so requests for
+    /// locks are decided one at a time.
+    lock_expiry: tokio::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+impl Control {
+    /// Loads the persisted state (or starts empty) and starts its writer, with the default
+    /// heartbeat and lease timing.
+    pub async fn open(store: Box<dyn Store>, token: Option<String>) -> Result<Control, StoreError> {
+        Self::open_with(store, token, Timing::default()).await
+    }
+
+    /// `open`, granting node leases as `timing` says (already validated).
+    pub async fn open_with(
+        store: Box<dyn Store>,
+        token: Option<String>,
+        timing: Timing,
+    ) -> Result<Control, StoreError> {
+        let mut state: State = match store.load().await? {
+            Some(doc) => serde_json::from_slice(&doc).map_err(StoreError::Decode)?,
+            None => State::default(),
+        };
+        state.reindex();
+        let expiry = lapse_all(&state, 0);
+        let clock = ControlClock::continuing(state.clock_ms, timing.lease_ms, wall_ms());
+        let state = Committer::start(state, store).map_err(|e| StoreError::Redb(e.to_string()))?;
+        Ok(Control {
+            clock,
+            lock_expiry: tokio::sync::Mutex::new(expiry),
+            state,
+            token,
+            liveness: std::sync::Mutex::new(Liveness::new(timing)),
+            started: std::time::Instant::now(),
+            seat: Seat::Alone,
+        })
+    }
+
+    /// `open_with` on a Raft member: the state is the group's, and this instance serves only
+    /// while it leads (`control::replicated::lead` must run beside it).
+    pub async fn open_replicated(
+        replica: Replica,
+        token: Option<String>,
+        timing: Timing,
+    ) -> Result<Control, StoreError> {
+        let mut c = Self::open_with(replica.store(), token, timing).await?;
+        c.seat = Seat::Raft(replica);
+        Ok(c)
+    }
+
+    /// `open_with` on Consul KV shared by several instances: this one serves only while
+    /// `elected` holds the leader key (`control::elected::Elected::run` must run beside it).
+    #[cfg(feature = "consul")]
+    pub async fn open_elected(
+        store: std::sync::Arc<crate::consul_store::ConsulStore>,
+        elected: std::sync::Arc<crate::elected::Elected>,
+        token: Option<String>,
+        timing: Timing,
+    ) -> Result<Control, StoreError> {
+        let mut c = Self::open_with(Box::new(store), token, timing).await?;
+        c.seat = Seat::Elected(elected);
+        Ok(c)
+    }
+
+    /// The Raft member, if replicated.
+    pub fn replica(&self) -> Option<&Replica> {
+        self.seat.replica()
+    }
+
+    /// How this instance decides whether it serves.
+    pub fn seat(&self) -> &Seat {
+        &self.seat
+    }
+
+    /// Takes up `doc`, the replicated document as of this leader's term, as the state to serve,
+    /// and restarts node liveness as a new instance would.
+    pub(super) async fn take_over(&self, doc: Option<String>) -> Result<(), String> {
+        let mut state: State = match doc {
+            Some(d) => serde_json::from_str(&d).map_err(|e| format!("state document: {e}"))?,
+            None => State::default(),
+        };
+        state.reindex();
+        // Held until the new state is in place, so no lock request is decided in between.
+        let locks = self.lock_expiry.lock().await;
+        self.state
+            .reset(state)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        self.taken_over(locks);
+        Ok(())
+    }
+
+    /// Takes up the store's document, read after every write queued before, as the state to
+    /// serve, and restarts node liveness as a new instance would: how an instance elected on a
+    /// shared store starts serving (`control::elected`).
+    #[cfg(feature = "consul")]
+    pub(super) async fn take_over_stored(&self) -> Result<(), String> {
+        let locks = self.lock_expiry.lock().await;
+        self.state.reload().await.map_err(|e| format!("{e:?}"))?;
+        self.taken_over(locks);
+        Ok(())
+    }
+
+    /// After a takeover: every node counted as leased, every leader lock as renewed, from now.
+    fn taken_over(
+        &self,
+        mut locks: tokio::sync::MutexGuard<'_, std::collections::BTreeMap<String, u64>>,
+    ) {
+        let t = self.mono_ms();
+        let (summary, expiry, recorded) = self.read(|s| {
+            (
+                (
+                    s.datasets.len(),
+                    s.nodes.len(),
+                    s.leaders.len(),
+                    s.generation,
+                ),
+                lapse_all(s, t),
+                s.clock_ms,
+            )
+        });
+        let lease_ms = self.liveness().timing().lease_ms;
+        self.clock.take_over(recorded, lease_ms, wall_ms());
+        tracing::info!(
+            datasets = summary.0,
+            nodes = summary.1,
+            leader_locks = summary.2,
+            generation = summary.3,
+            "took up the shared state"
+        );
+        *locks = expiry;
+        self.liveness().take_over(t);
+    }
+
+    /// The leader's URL as this instance knows it, for a client to go to.
+    fn leader_url(&self) -> Option<String> {
+        self.seat.leader_url()
+    }
+
+    fn mono_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn liveness(&self) -> std::sync::MutexGuard<'_, Liveness> {
+        self.liveness.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every registered node's liveness as of now.
+    pub fn node_liveness(&self) -> Vec<NodeLiveness> {
+        let nodes = self.read(|s| s.nodes.values().cloned().collect::<Vec<Node>>());
+        let t = self.mono_ms();
+        let l = self.liveness();
+        nodes.iter().map(|n| l.record(n, t)).collect()
+    }
+
+    /// The node leases still running (ms left by node), for a fence or an assignment.
+    fn leases_now(&self) -> std::collections::BTreeMap<String, u64> {
+        let nodes = self.read(|s| s.nodes.keys().cloned().collect::<Vec<_>>());
+        let t = self.mono_ms();
+        self.liveness().leases(nodes, t)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        self.state.read(f)
+    }
+
+    /// Every live volume's record as of now, standby lags included: what a metrics endpoint
+    /// exports (`berth_volume_standby_lag_ms{volume, node}` and the like).
+    pub fn volume_records(&self) -> Vec<VolumeRecord> {
+        self.volume_records_of(None)
+    }
+
+    fn volume_records_of(&self, node: Option<&str>) -> Vec<VolumeRecord> {
+        let t = self.clock.now_ms();
+        self.read(|s| {
+            s.datasets
+                .values()
+                .filter(|d| !d.deleted)
+                .filter(|d| {
+                    node.is_none_or(|n| {
+                        d.primary == n
+                            || d.standbys.contains_key(n)
+                            || d.mounted_on.as_deref() == Some(n)
+                    })
+                })
+                .map(|d| VolumeRecord::of(d, s, t))
+                .collect()
+        })
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<T, ControlError> + Send + 'static,
+    ) -> Result<(T, String), ApiError> {
+        self.state.write(f).await.map_err(|e| match e {
+            WriteError::Control(e) => ApiError::Control(e),
+            WriteError::Store(m) => ApiError::Store(m),
+            WriteError::NotLeader => {
+                // Deposed: stop answering until the seat has been checked again.
+                self.seat.lost();
+                ApiError::NotLeader(self.leader_url())
+            }
+        })
+    }
+}
+
+/// Every held leader lock counted as renewed at `now_ms`: what an instance that starts, or
+/// takes over, must assume of renewals it did not see.
+fn lapse_all(s: &State, now_ms: u64) -> std::collections::BTreeMap<String, u64> {
+    s.leaders
+        .iter()
+        .map(|(n, l)| (n.clone(), now_ms + l.ttl_ms))
+        .collect()
+}
+
+pub(super) type Shared = Arc<Control>;
+
+async fn version() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"flocker": concat!("berth-volume ", env!("CARGO_PKG_VERSION"))}))
+}
+
+/// The service's routes.
+pub fn router(c: Shared) -> Router {
+    Router::new()
+        .merge(replicated::routes())
+        .route("/v1/version", get(version))
+        .route(
+            "/v1/configuration/datasets",
+            get(list_datasets).post(create_dataset),
+        )
+        .route(
+            "/v1/configuration/datasets/{id}",
+            post(move_dataset).delete(delete_dataset),
+        )
+        .route("/v1/state/datasets", get(state_datasets).post(report_state))
+        .route("/v1/state/nodes", get(list_nodes).post(register_node))
+        .route("/v1/berth/nodes", get(node_liveness))
+        .route("/v1/berth/nodes/{uuid}/dead", post(declare_dead))
+        .route("/v1/berth/nodes/{uuid}/heartbeat", post(heartbeat))
+        .route(
+            "/v1/configuration/leases",
+            get(list_leases).post(acquire_lease),
+        )
+        .route("/v1/configuration/leases/{id}", delete(release_lease))
+        .route("/v1/berth/mounts/{id}", post(claim_mount))
+        .route("/v1/berth/mounts/{id}/{node}", delete(release_mount))
+        .route("/v1/berth/volumes", get(list_volumes))
+        .route("/v1/berth/volumes/{name}", get(get_volume))
+        .route("/v1/berth/volumes/{name}/fence", post(fence_volume))
+        .route("/v1/berth/volumes/{name}/assign", post(assign_volume))
+        .route(
+            "/v1/berth/volumes/{name}/standbys/{node}",
+            post(report_standby),
+        )
+        .route("/v1/berth/credentials/verify", post(verify_credential))
+        .route("/v1/berth/leaders/{name}", post(take_leader))
+        .route("/v1/berth/leaders/{name}/{holder}", delete(release_leader))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(ErrorBody {
+                    description: "no such endpoint".into(),
+                    ..ErrorBody::default()
+                }),
+            )
+        })
+        .layer(middleware::from_fn_with_state(c.clone(), gate))
+        .layer(middleware::from_fn_with_state(c.clone(), auth))
+        .route_layer(middleware::from_fn(count_requests))
+        .with_state(c)
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    c: Shared,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let ticks = tokio::spawn(record_time(c.clone()));
+    let served = axum::serve(listener, router(c))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    ticks.abort();
+    served
+}
+
+/// While this instance serves, records every `TICK` the control time it has reached, so the
+/// next leader continues from there (`control::clock`).
+async fn record_time(c: Shared) {
+    loop {
+        tokio::time::sleep(TICK).await;
+        if c.seat.serving() {
+            let t = c.clock.now_ms();
+            if let Err(e) = c
+                .write(move |s| {
+                    s.tick(t);
+                    Ok(())
+                })
+                .await
+            {
+                tracing::debug!(error = ?e, "control time not recorded");
+            }
+        }
+    }
+}
