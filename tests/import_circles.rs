@@ -28,7 +28,6 @@ const KNOWN: &[(&str, &[&str])] = &[
             "src/seat.rs",
         ],
     ),
-    ("chaos", &["src/cluster.rs", "src/run.rs"]),
 ];
 
 /// A module path inside one crate, e.g. `["executor", "run"]`; the crate root is `[]`.
