@@ -35,6 +35,10 @@ pub fn args(cmd: &clap::Command, args: Vec<OsString>) -> Result<Vec<OsString>, C
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| read(e.to_string()))?;
+    // Built, so every flag's action and arity are final (a derive leaves some implied).
+    let mut built = cmd.clone();
+    built.build();
+    let cmd = &built;
     let active = active_path(cmd, &args);
     let end = args.iter().position(|a| a == "--").unwrap_or(args.len());
     let given = &args[1..end];

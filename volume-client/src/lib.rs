@@ -190,37 +190,38 @@ impl ControlClient {
                 headers,
                 body.clone(),
             );
-            let failed =
-                match tokio::time::timeout(ATTEMPT, attempt).await {
-                    Ok(Ok(r)) if r.status == StatusCode::SERVICE_UNAVAILABLE => {
-                        let e: ErrorBody = serde_json::from_slice(&r.body).unwrap_or_default();
-                        let hint = e.leader.as_deref().and_then(|l| addr_of(l).ok()).and_then(
-                            |a| {
-                                self.targets.iter().position(
-                                    |t| matches!(t, Target::Tcp(x) | Target::Tls(x, _) if *x == a),
-                                )
-                            },
-                        );
-                        match hint {
-                            Some(j) if j != i => {
-                                self.current.store(j, Ordering::Relaxed);
-                                continue;
-                            }
-                            _ => ClientError::Status {
-                                status: 503,
-                                description: e.description,
-                                epoch: None,
-                                retry_after_ms: None,
-                            },
+            let failed = match tokio::time::timeout(ATTEMPT, attempt).await {
+                Ok(Ok(r)) if r.status == StatusCode::SERVICE_UNAVAILABLE => {
+                    let e: ErrorBody = serde_json::from_slice(&r.body).unwrap_or_default();
+                    let hint = e
+                        .leader
+                        .as_deref()
+                        .and_then(|l| addr_of(l).ok())
+                        .and_then(|a| {
+                            self.targets.iter().position(
+                                |t| matches!(t, Target::Tcp(x) | Target::Tls(x, _) if *x == a),
+                            )
+                        });
+                    match hint {
+                        Some(j) if j != i => {
+                            self.current.store(j, Ordering::Relaxed);
+                            continue;
                         }
+                        _ => ClientError::Status {
+                            status: 503,
+                            description: e.description,
+                            epoch: None,
+                            retry_after_ms: None,
+                        },
                     }
-                    Ok(Ok(r)) => return Ok(r),
-                    Ok(Err(e)) => ClientError::Transport(e),
-                    Err(_) => ClientError::Transport(HttpError::Exchange {
-                        target: format!("{:?}", self.targets[i]),
-                        msg: format!("no answer within {ATTEMPT:?}"),
-                    }),
-                };
+                }
+                Ok(Ok(r)) => return Ok(r),
+                Ok(Err(e)) => ClientError::Transport(e),
+                Err(_) => ClientError::Transport(HttpError::Exchange {
+                    target: format!("{:?}", self.targets[i]),
+                    msg: format!("no answer within {ATTEMPT:?}"),
+                }),
+            };
             if Instant::now() >= deadline {
                 return Err(failed);
             }
