@@ -141,6 +141,10 @@ enum Cmd {
         /// The PEM private key of `--tls-cert`.
         #[arg(long, env = "BERTH_TLS_KEY")]
         tls_key: Option<PathBuf>,
+        /// With `--raft-id` and `--tls-cert`: PEM CA certificate(s) trusted for the other
+        /// members (default: the system's roots).
+        #[arg(long, env = "BERTH_TLS_CA")]
+        tls_ca: Option<PathBuf>,
     },
     /// One node's agent: the Docker volume plugin socket plus the transfer endpoint.
     Agent {
@@ -657,13 +661,9 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             lease,
             tls_cert,
             tls_key,
+            tls_ca,
         } => {
             let tls = tls::server(tls_cert.as_deref(), tls_key.as_deref())?;
-            anyhow::ensure!(
-                tls.is_none() || raft_id.is_none(),
-                "--tls-cert with --raft-id: the members' Raft traffic has no TLS yet; run a \
-                 replicated control service without TLS, or a single or Consul-elected one with it"
-            );
             anyhow::ensure!(
                 token_file.is_some() || insecure,
                 "no --token-file: without the cluster token the control service would let anyone \
@@ -699,7 +699,10 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                         );
                     }
                     refuse_single_store(dir).await?;
-                    let settings = berth_volume_control::raft::Settings::new(id, peers);
+                    let mut settings = berth_volume_control::raft::Settings::new(id, peers);
+                    if tls.is_some() {
+                        settings.tls = Some(tls::ClientTls::new(tls_ca.as_deref())?);
+                    }
                     tracing::info!(id, peers = ?settings.peers, "joining the replicated control service");
                     let replica =
                         berth_volume_control::raft::Replica::start(dir, settings, token.clone())

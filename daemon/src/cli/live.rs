@@ -37,6 +37,10 @@ pub struct Endpoints {
     /// File holding the cluster token (none: a cluster run with `--insecure`).
     #[arg(long, env = "BERTH_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// PEM CA certificate(s) trusted for an `https://` `--control` or `--api` (default: the
+    /// system's roots).
+    #[arg(long, env = "BERTH_TLS_CA")]
+    tls_ca: Option<PathBuf>,
     #[arg(long, value_enum, env = "BERTH_OUTPUT", default_value_t = Output::Table)]
     output: Output,
 }
@@ -80,18 +84,32 @@ impl Failovers {
     }
 }
 
-async fn read_failovers(api: &str, token: Option<&str>) -> Result<Failovers> {
-    let addr = api
-        .trim()
-        .strip_prefix("http://")
+async fn read_failovers(
+    api: &str,
+    token: Option<&str>,
+    tls_ca: Option<&std::path::Path>,
+) -> Result<Failovers> {
+    let (https, rest) = match api.trim().strip_prefix("https://") {
+        Some(r) => (true, Some(r)),
+        None => (false, api.trim().strip_prefix("http://")),
+    };
+    let addr = rest
         .map(|a| a.trim_end_matches('/'))
         .filter(|a| !a.is_empty() && !a.contains('/'))
-        .ok_or_else(|| anyhow!("--api {api:?}: give http://HOST:PORT"))?;
+        .ok_or_else(|| anyhow!("--api {api:?}: give http://HOST:PORT or https://HOST:PORT"))?;
+    let target = if https {
+        Target::Tls(
+            addr.to_string(),
+            berth_volume_client::tls::ClientTls::new(tls_ca)?,
+        )
+    } else {
+        Target::Tcp(addr.to_string())
+    };
     let headers: Vec<(&str, String)> = token
         .map(|t| vec![("authorization", format!("Bearer {t}"))])
         .unwrap_or_default();
     let reply = http_client::send(
-        &Target::Tcp(addr.to_string()),
+        &target,
         axum::http::Method::GET,
         "/v1/failovers",
         &headers,
@@ -111,7 +129,7 @@ async fn read_failovers(api: &str, token: Option<&str>) -> Result<Failovers> {
 }
 
 fn control(e: &Endpoints) -> Result<ControlClient> {
-    ControlClient::new(&e.control, token(&e.token_file)?)
+    ControlClient::with_ca(&e.control, token(&e.token_file)?, e.tls_ca.as_deref())
         .with_context(|| format!("--control {}", e.control))
 }
 
@@ -144,7 +162,7 @@ pub fn status(e: &Endpoints, out: &mut dyn Write) -> Result<()> {
             .volumes()
             .await
             .with_context(|| format!("the volume control service at {}", e.control))?;
-        let failovers = read_failovers(&e.api, token.as_deref()).await;
+        let failovers = read_failovers(&e.api, token.as_deref(), e.tls_ca.as_deref()).await;
         let st = Status {
             nodes,
             volumes,
@@ -180,7 +198,7 @@ pub fn volumes(e: &Endpoints, out: &mut dyn Write) -> Result<()> {
 pub fn failovers(e: &Endpoints, w: &WatchArgs, out: &mut dyn Write) -> Result<()> {
     let token = token(&e.token_file)?;
     runtime()?.block_on(async {
-        let first = read_failovers(&e.api, token.as_deref()).await?;
+        let first = read_failovers(&e.api, token.as_deref(), e.tls_ca.as_deref()).await?;
         if !w.watch {
             match e.output {
                 Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&first)?)?,
@@ -211,7 +229,7 @@ pub fn failovers(e: &Endpoints, w: &WatchArgs, out: &mut dyn Write) -> Result<()
             // A read that fails is said once per failure and retried: a watch outlives a
             // restart of berth run.
             current = loop {
-                match read_failovers(&e.api, token.as_deref()).await {
+                match read_failovers(&e.api, token.as_deref(), e.tls_ca.as_deref()).await {
                     Ok(f) => break f,
                     Err(err) => {
                         eprintln!("berth: warning: {err:#}; retrying");
@@ -501,8 +519,9 @@ pub fn load_swarm(input: &Input) -> Result<Loaded> {
             eprintln!("berth: warning: template not run: {e}");
         }
         if let Some(url) = &input.control {
-            let client = ControlClient::new(url, token(&input.token_file)?)
-                .with_context(|| format!("--control {url}"))?;
+            let client =
+                ControlClient::with_ca(url, token(&input.token_file)?, input.tls_ca.as_deref())
+                    .with_context(|| format!("--control {url}"))?;
             let records = client
                 .volumes()
                 .await
@@ -626,6 +645,7 @@ mod tests {
             control,
             api: format!("http://{api_addr}"),
             token_file: None,
+            tls_ca: None,
             output: Output::Table,
         }
     }

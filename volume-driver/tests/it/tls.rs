@@ -185,3 +185,64 @@ fn the_config_file_gives_flags_below_the_command_line() {
         "{err}"
     );
 }
+
+/// Three `--raft-id` members serving TLS: their Raft RPCs go over it (trusting `--tls-ca`), so
+/// a leader is elected and serves; a client following `https://` leader hints reaches it.
+#[test]
+fn a_replicated_control_service_elects_and_serves_over_tls() {
+    let pki = pki();
+    let root = tempfile::tempdir().expect("tmp");
+    let addrs: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let token = root.path().join("token");
+    std::fs::write(&token, "tls-raft-token").expect("token");
+    let _members: Vec<crate::support::Proc> = (0..3)
+        .map(|i| {
+            let mut args: Vec<String> = vec![
+                "control".into(),
+                "--listen".into(),
+                addrs[i].clone(),
+                "--state".into(),
+                root.path().join(format!("m{i}")).display().to_string(),
+                "--token-file".into(),
+                token.display().to_string(),
+                "--raft-id".into(),
+                (i + 1).to_string(),
+                "--tls-cert".into(),
+                pki.cert.display().to_string(),
+                "--tls-key".into(),
+                pki.key.display().to_string(),
+                "--tls-ca".into(),
+                pki.ca.display().to_string(),
+            ];
+            for (j, a) in addrs.iter().enumerate() {
+                args.extend(["--peer".into(), format!("{}={a}", j + 1)]);
+            }
+            crate::support::spawn(&args)
+        })
+        .collect();
+    let urls = addrs
+        .iter()
+        .map(|a| format!("https://{a}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let client = ControlClient::with_ca(&urls, Some("tls-raft-token".into()), Some(&pki.ca))
+        .expect("client");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let last = match rt.block_on(client.nodes()) {
+            Ok(nodes) => {
+                assert!(nodes.is_empty());
+                break;
+            }
+            Err(e) => error_chain(&e),
+        };
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no member served over TLS: {last}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
