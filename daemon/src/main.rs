@@ -9,7 +9,17 @@ use clap::Parser;
 fn main() -> ExitCode {
     // clap exits 2 on a usage error, but 2 means "some tasks pending" here: usage errors are
     // bad input, 1, like every other.
-    let args = match cli::Args::try_parse() {
+    let args = match berth_volume_client::config_file::args(
+        &<cli::Args as clap::CommandFactory>::command(),
+        std::env::args_os().collect(),
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("berth: error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let args = match cli::Args::try_parse_from(args) {
         Ok(args) => args,
         Err(e) => {
             let _ = e.print();

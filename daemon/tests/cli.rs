@@ -409,3 +409,85 @@ fn live_reads_conflict_with_files_and_are_read_only_views() {
         r.stderr
     );
 }
+
+/// `--config FILE`: its keys are flags, below the command line and the environment.
+#[test]
+fn a_config_file_gives_flags_below_the_environment_and_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("berth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "nodes = {:?}\nservices = {:?}\ntasks = {:?}\noutput = \"json\"\n",
+            SEED[1], SEED[3], SEED[5]
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let table = berth(&[&["plan"][..], &SEED].concat());
+    let json = berth(&[&["plan", "--output", "json"][..], &SEED].concat());
+    assert_ne!(table.stdout, json.stdout);
+    // The file over the default (table).
+    let r = berth(&["plan", "--config", c]);
+    assert_eq!(
+        (r.code, &r.stdout),
+        (json.code, &json.stdout),
+        "{}",
+        r.stderr
+    );
+    // The command line over the file.
+    let r = berth(&["--config", c, "plan", "--output", "table"]);
+    assert_eq!(
+        (r.code, &r.stdout),
+        (table.code, &table.stdout),
+        "{}",
+        r.stderr
+    );
+    // The environment over the file, and BERTH_CONFIG names it.
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("plan")
+        .env("BERTH_CONFIG", c)
+        .env("BERTH_OUTPUT", "table")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .expect("berth runs");
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), table.stdout);
+
+    std::fs::write(&config, "nodes = \"n.toml\"\noutptu = \"json\"\n").unwrap();
+    let r = berth(&["plan", "--config", c]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("config file {c}: unknown key `outptu`")),
+        "{}",
+        r.stderr
+    );
+    let missing = dir.path().join("none.toml");
+    let r = berth(&["plan", "--config", missing.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("cannot read config file"), "{}", r.stderr);
+}
+
+#[test]
+fn run_refuses_a_tls_certificate_without_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let r = berth(&[
+        "run",
+        "--insecure",
+        "--docker",
+        "unix:///nonexistent.sock",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--tls-key",
+        "/nonexistent/key.pem",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("--tls-cert and --tls-key go together: --tls-key given without the other"),
+        "{}",
+        r.stderr
+    );
+    assert!(!state.exists(), "nothing was made before the refusal");
+}

@@ -13,6 +13,8 @@ use hyper_util::rt::TokioIo;
 pub enum Target {
     /// `host:port`.
     Tcp(String),
+    /// `host:port` over TLS, the certificate checked against `host`.
+    Tls(String, crate::tls::ClientTls),
     Unix(PathBuf),
 }
 
@@ -96,6 +98,11 @@ pub async fn open(
             let s = tokio::net::TcpStream::connect(a).await.map_err(connect)?;
             exchange(TokioIo::new(s), req).await.map_err(ex)
         }
+        Target::Tls(a, tls) => {
+            let s = tokio::net::TcpStream::connect(a).await.map_err(connect)?;
+            let s = tls.connect(a, s).await.map_err(connect)?;
+            exchange(TokioIo::new(s), req).await.map_err(ex)
+        }
         Target::Unix(p) => {
             let s = tokio::net::UnixStream::connect(p).await.map_err(connect)?;
             exchange(TokioIo::new(s), req).await.map_err(ex)
@@ -107,6 +114,7 @@ impl Target {
     fn name(&self) -> String {
         match self {
             Target::Tcp(a) => a.clone(),
+            Target::Tls(a, _) => format!("https://{a}"),
             Target::Unix(p) => p.display().to_string(),
         }
     }

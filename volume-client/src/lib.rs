@@ -4,7 +4,9 @@
 //! current epoch) carried through. `http_client` is the HTTP/1 client under it, shared with the agent's other calls and
 //! with the control service's Raft messages.
 
+pub mod config_file;
 pub mod http_client;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -41,8 +43,10 @@ pub enum ClientError {
     },
     #[error("control service reply does not decode: {0}")]
     Decode(String),
-    #[error("control URL {0:?} must look like http://HOST:PORT")]
+    #[error("control URL {0:?} must look like http://HOST:PORT or https://HOST:PORT")]
     Url(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl ClientError {
@@ -105,8 +109,9 @@ pub struct ControlClient {
 }
 
 fn addr_of(url: &str) -> Result<String, ClientError> {
-    url.trim()
-        .strip_prefix("http://")
+    let url = url.trim();
+    url.strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
         .map(|a| a.trim_end_matches('/'))
         .filter(|a| !a.is_empty() && !a.contains('/'))
         .map(str::to_string)
@@ -116,11 +121,33 @@ fn addr_of(url: &str) -> Result<String, ClientError> {
 impl ControlClient {
     /// `urls` is `http://HOST:PORT`, or a comma-separated list of a replicated service's
     /// members; `token` is the cluster token or a node credential.
+    /// An `https://` member is reached over TLS trusting the system's roots; see [`Self::with_ca`].
     pub fn new(urls: &str, token: Option<String>) -> Result<ControlClient, ClientError> {
+        Self::with_ca(urls, token, None)
+    }
+
+    /// As [`Self::new`], `https://` members trusted when the CA in `ca` (`--tls-ca`) signed
+    /// their certificate.
+    pub fn with_ca(
+        urls: &str,
+        token: Option<String>,
+        ca: Option<&std::path::Path>,
+    ) -> Result<ControlClient, ClientError> {
+        let tls = if urls.contains("https://") {
+            Some(crate::tls::ClientTls::new(ca)?)
+        } else {
+            None
+        };
         let targets = urls
             .split(',')
-            .map(|u| addr_of(u).map(Target::Tcp))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|u| {
+                let a = addr_of(u)?;
+                Ok(match &tls {
+                    Some(t) if u.trim().starts_with("https://") => Target::Tls(a, t.clone()),
+                    _ => Target::Tcp(a),
+                })
+            })
+            .collect::<Result<Vec<_>, ClientError>>()?;
         Ok(ControlClient {
             targets: Arc::new(targets),
             current: Arc::default(),
@@ -171,9 +198,9 @@ impl ControlClient {
                         .as_deref()
                         .and_then(|l| addr_of(l).ok())
                         .and_then(|a| {
-                            self.targets
-                                .iter()
-                                .position(|t| matches!(t, Target::Tcp(x) if *x == a))
+                            self.targets.iter().position(
+                                |t| matches!(t, Target::Tcp(x) | Target::Tls(x, _) if *x == a),
+                            )
                         });
                     match hint {
                         Some(j) if j != i => {

@@ -55,7 +55,7 @@ impl Seat {
     pub fn leader_url(&self) -> Option<String> {
         match self {
             Seat::Alone => None,
-            Seat::Raft(r) => r.leader_addr().map(|a| format!("http://{a}")),
+            Seat::Raft(r) => r.leader_url(),
             #[cfg(feature = "consul")]
             Seat::Elected(e) => e.leader_url(),
         }

@@ -22,7 +22,7 @@ use berth_volume::heartbeat::{self, Registration};
 use berth_volume::replica::{self, Shipper};
 use berth_volume::transfer::{PeerCheck, TransferOptions};
 use berth_volume::{protocol, shutdown, transfer};
-use berth_volume_client::ControlClient;
+use berth_volume_client::{ControlClient, tls};
 use berth_volume_control::api::{self, Control};
 use berth_volume_control::store::RedbStore;
 use clap::{Parser, Subcommand};
@@ -37,7 +37,8 @@ const VERSION: &str = concat!(
 
 const ENV_HELP: &str = "Every flag can also be set by an environment variable: BERTH_ and the \
 flag's name in capitals with - as _ (--token-file: BERTH_TOKEN_FILE); --docker by DOCKER_HOST. \
-The command line wins.\n\nExit codes: 0 success; 1 a usage error, a configuration error or a \
+A config file (--config FILE or BERTH_CONFIG) gives flags as TOML keys named like them \
+(token-file = \"/etc/berth/token\"). The command line wins, then the environment, then the file.\n\nExit codes: 0 success; 1 a usage error, a configuration error or a \
 failure while running, with `berth-volume: error: ` and its causes on stderr.";
 
 #[derive(Parser)]
@@ -51,6 +52,11 @@ struct Cli {
     /// Log format on stderr: `text`, or `json` (one object a line, for a log shipper).
     #[arg(long, global = true, value_enum, env = "BERTH_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// A TOML file of flags, keys named like them (`token-file = "/etc/berth/token"`); the
+    /// command line and the environment win over it.
+    #[arg(long, global = true, env = "BERTH_CONFIG")]
+    #[allow(dead_code)] // read before clap parses, by `config_file::args`
+    config: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -129,6 +135,16 @@ enum Cmd {
         /// interval × misses, and each agent's self-fence deadline + drift margin + interval.
         #[arg(long, env = "BERTH_LEASE", value_parser = parse_interval, default_value = "5s")]
         lease: Duration,
+        /// Serve HTTPS with this PEM certificate chain (with `--tls-key`).
+        #[arg(long, env = "BERTH_TLS_CERT")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of `--tls-cert`.
+        #[arg(long, env = "BERTH_TLS_KEY")]
+        tls_key: Option<PathBuf>,
+        /// With `--raft-id` and `--tls-cert`: PEM CA certificate(s) trusted for the other
+        /// members (default: the system's roots).
+        #[arg(long, env = "BERTH_TLS_CA")]
+        tls_ca: Option<PathBuf>,
     },
     /// One node's agent: the Docker volume plugin socket plus the transfer endpoint.
     Agent {
@@ -169,6 +185,17 @@ enum Cmd {
         advertise: Option<String>,
         /// Every agent runs on this one machine: a loopback or unspecified transfer address is
         /// accepted (else refused when the control service is on another machine).
+        /// Serve the transfer endpoint over HTTPS with this PEM certificate chain (with
+        /// `--tls-key`); other agents are then reached over HTTPS too.
+        #[arg(long, env = "BERTH_TLS_CERT")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of `--tls-cert`.
+        #[arg(long, env = "BERTH_TLS_KEY")]
+        tls_key: Option<PathBuf>,
+        /// PEM CA certificate(s) trusted for an `https://` `--control` and for other agents'
+        /// HTTPS endpoints (default: the system's roots).
+        #[arg(long, env = "BERTH_TLS_CA")]
+        tls_ca: Option<PathBuf>,
         #[arg(long, env = "BERTH_SINGLE_NODE")]
         single_node: bool,
         /// Most bytes per second this node sends or receives when a dataset moves (Flocker size
@@ -435,6 +462,7 @@ fn loopback_url(url: &str) -> bool {
     let authority = url
         .trim()
         .trim_start_matches("http://")
+        .trim_start_matches("https://")
         .trim_end_matches('/');
     let host = match authority.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or_default(),
@@ -539,7 +567,17 @@ fn raise_open_file_limit() {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let args = match berth_volume_client::config_file::args(
+        &<Cli as clap::CommandFactory>::command(),
+        std::env::args_os().collect(),
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("berth-volume: error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
             // Help and --version are answers, not errors; a usage error exits 1 like any other.
@@ -621,7 +659,11 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             heartbeat_interval,
             heartbeat_misses,
             lease,
+            tls_cert,
+            tls_key,
+            tls_ca,
         } => {
+            let tls = tls::server(tls_cert.as_deref(), tls_key.as_deref())?;
             anyhow::ensure!(
                 token_file.is_some() || insecure,
                 "no --token-file: without the cluster token the control service would let anyone \
@@ -657,7 +699,10 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                         );
                     }
                     refuse_single_store(dir).await?;
-                    let settings = berth_volume_control::raft::Settings::new(id, peers);
+                    let mut settings = berth_volume_control::raft::Settings::new(id, peers);
+                    if tls.is_some() {
+                        settings.tls = Some(tls::ClientTls::new(tls_ca.as_deref())?);
+                    }
                     tracing::info!(id, peers = ?settings.peers, "joining the replicated control service");
                     let replica =
                         berth_volume_control::raft::Replica::start(dir, settings, token.clone())
@@ -677,7 +722,10 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                         key: leader_key,
                         ttl: leader_ttl,
                         lock_delay: leader_lock_delay,
-                        identity: advertise.unwrap_or_else(|| format!("http://{listen}")),
+                        identity: advertise.unwrap_or_else(|| {
+                            let scheme = if tls.is_some() { "https" } else { "http" };
+                            format!("{scheme}://{listen}")
+                        }),
                     };
                     let (c, e) = elected(&url, seat, token, timing, stopped).await?;
                     election = Some(e);
@@ -700,7 +748,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding {listen}"))?;
             tracing::info!(addr = %l.local_addr()?, "control service listening");
-            let served = api::serve(l, c.clone(), shutdown::signal()).await;
+            let served = api::serve_tls(l, c.clone(), tls, shutdown::signal()).await;
             if let Some(r) = c.replica() {
                 let _ = r.raft.shutdown().await;
             }
@@ -723,6 +771,9 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             credential_file,
             listen,
             advertise,
+            tls_cert,
+            tls_key,
+            tls_ca,
             single_node,
             transfer_rate,
             ship_interval,
@@ -776,7 +827,12 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 }
                 (None, None) => None,
             };
-            let client = ControlClient::new(&control, token.clone())?;
+            let tls = tls::server(tls_cert.as_deref(), tls_key.as_deref())?;
+            let peer_tls = match tls {
+                Some(_) => Some(tls::ClientTls::new(tls_ca.as_deref())?),
+                None => None,
+            };
+            let client = ControlClient::with_ca(&control, token.clone(), tls_ca.as_deref())?;
             // Refuse a live socket before anything else: a second agent must change nothing.
             let ul =
                 protocol::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
@@ -787,6 +843,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 rate_limit: transfer_rate,
                 peers: token.as_ref().map(|_| PeerCheck::new(client.clone())),
                 token: token.clone(),
+                peer_tls,
             };
             let keeper = Arc::new(Keeper::new(lease_timing));
             let driver = socket
@@ -883,11 +940,13 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 },
                 stop_rx.clone(),
             ));
-            let t = tokio::spawn(
-                axum::serve(tl, routes)
-                    .with_graceful_shutdown(wait(stop_rx.clone()))
-                    .into_future(),
-            );
+            let served = wait(stop_rx.clone());
+            let t = tokio::spawn(async move {
+                match tls {
+                    None => axum::serve(tl, routes).with_graceful_shutdown(served).await,
+                    Some(tls) => tls::serve(tl, tls, routes, served).await,
+                }
+            });
             let r = agent.clone();
             let mut rx = stop_rx.clone();
             let recon = tokio::spawn(async move {

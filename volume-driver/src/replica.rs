@@ -30,7 +30,7 @@ use axum::routing::post;
 use berth_control_model::options::BackendKind;
 use berth_control_model::wire::VolumeRecord;
 use berth_volume_client::ClientError;
-use berth_volume_client::http_client::{self, HttpError, Target};
+use berth_volume_client::http_client::{self, HttpError};
 use hyper::Method;
 use serde::{Deserialize, Serialize};
 
@@ -177,8 +177,8 @@ fn log_ship(
 }
 
 async fn ask(agent: &Agent, addr: &str, v: &VolumeRecord) -> Result<ShipReply, ReplicaError> {
-    let headers: Vec<(&str, String)> = agent
-        .transfer_options()
+    let opts = agent.transfer_options();
+    let headers: Vec<(&str, String)> = opts
         .token
         .iter()
         .map(|t| ("authorization", format!("Bearer {t}")))
@@ -189,7 +189,7 @@ async fn ask(agent: &Agent, addr: &str, v: &VolumeRecord) -> Result<ShipReply, R
     })
     .unwrap_or_default();
     let r = http_client::send(
-        &Target::Tcp(addr.to_string()),
+        &opts.peer(addr),
         Method::POST,
         &format!("/v1/replica/{}/ship", v.dataset_id),
         &headers,

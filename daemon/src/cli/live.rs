@@ -37,6 +37,10 @@ pub struct Endpoints {
     /// File holding the cluster token (none: a cluster run with `--insecure`).
     #[arg(long, env = "BERTH_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// PEM CA certificate(s) trusted for an `https://` `--control` or `--api` (default: the
+    /// system's roots).
+    #[arg(long, env = "BERTH_TLS_CA")]
+    tls_ca: Option<PathBuf>,
     #[arg(long, value_enum, env = "BERTH_OUTPUT", default_value_t = Output::Table)]
     output: Output,
 }
@@ -80,18 +84,32 @@ impl Failovers {
     }
 }
 
-async fn read_failovers(api: &str, token: Option<&str>) -> Result<Failovers> {
-    let addr = api
-        .trim()
-        .strip_prefix("http://")
+async fn read_failovers(
+    api: &str,
+    token: Option<&str>,
+    tls_ca: Option<&std::path::Path>,
+) -> Result<Failovers> {
+    let (https, rest) = match api.trim().strip_prefix("https://") {
+        Some(r) => (true, Some(r)),
+        None => (false, api.trim().strip_prefix("http://")),
+    };
+    let addr = rest
         .map(|a| a.trim_end_matches('/'))
         .filter(|a| !a.is_empty() && !a.contains('/'))
-        .ok_or_else(|| anyhow!("--api {api:?}: give http://HOST:PORT"))?;
+        .ok_or_else(|| anyhow!("--api {api:?}: give http://HOST:PORT or https://HOST:PORT"))?;
+    let target = if https {
+        Target::Tls(
+            addr.to_string(),
+            berth_volume_client::tls::ClientTls::new(tls_ca)?,
+        )
+    } else {
+        Target::Tcp(addr.to_string())
+    };
     let headers: Vec<(&str, String)> = token
         .map(|t| vec![("authorization", format!("Bearer {t}"))])
         .unwrap_or_default();
     let reply = http_client::send(
-        &Target::Tcp(addr.to_string()),
+        &target,
         axum::http::Method::GET,
         "/v1/failovers",
         &headers,
@@ -111,7 +129,7 @@ async fn read_failovers(api: &str, token: Option<&str>) -> Result<Failovers> {
 }
 
 fn control(e: &Endpoints) -> Result<ControlClient> {
-    ControlClient::new(&e.control, token(&e.token_file)?)
+    ControlClient::with_ca(&e.control, token(&e.token_file)?, e.tls_ca.as_deref())
         .with_context(|| format!("--control {}", e.control))
 }
 
@@ -144,7 +162,7 @@ pub fn status(e: &Endpoints, out: &mut dyn Write) -> Result<()> {
             .volumes()
             .await
             .with_context(|| format!("the volume control service at {}", e.control))?;
-        let failovers = read_failovers(&e.api, token.as_deref()).await;
+        let failovers = read_failovers(&e.api, token.as_deref(), e.tls_ca.as_deref()).await;
         let st = Status {
             nodes,
             volumes,
@@ -180,7 +198,7 @@ pub fn volumes(e: &Endpoints, out: &mut dyn Write) -> Result<()> {
 pub fn failovers(e: &Endpoints, w: &WatchArgs, out: &mut dyn Write) -> Result<()> {
     let token = token(&e.token_file)?;
     runtime()?.block_on(async {
-        let first = read_failovers(&e.api, token.as_deref()).await?;
+        let first = read_failovers(&e.api, token.as_deref(), e.tls_ca.as_deref()).await?;
         if !w.watch {
             match e.output {
                 Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&first)?)?,
@@ -211,7 +229,7 @@ pub fn failovers(e: &Endpoints, w: &WatchArgs, out: &mut dyn Write) -> Result<()
             // A read that fails is said once per failure and retried: a watch outlives a
             // restart of berth run.
             current = loop {
-                match read_failovers(&e.api, token.as_deref()).await {
+                match read_failovers(&e.api, token.as_deref(), e.tls_ca.as_deref()).await {
                     Ok(f) => break f,
                     Err(err) => {
                         eprintln!("berth: warning: {err:#}; retrying");
@@ -501,8 +519,9 @@ pub fn load_swarm(input: &Input) -> Result<Loaded> {
             eprintln!("berth: warning: template not run: {e}");
         }
         if let Some(url) = &input.control {
-            let client = ControlClient::new(url, token(&input.token_file)?)
-                .with_context(|| format!("--control {url}"))?;
+            let client =
+                ControlClient::with_ca(url, token(&input.token_file)?, input.tls_ca.as_deref())
+                    .with_context(|| format!("--control {url}"))?;
             let records = client
                 .volumes()
                 .await
@@ -578,15 +597,63 @@ mod tests {
     /// A volume control service and a stand-in of `berth run`'s API answering `/v1/failovers`,
     /// served on `rt` while the test calls the commands (which run their own runtime).
     fn cluster(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> Endpoints {
+        cluster_tls(rt, dir, None)
+    }
+
+    /// Certificate, key and CA files, as PEM.
+    struct Pki {
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+        ca: std::path::PathBuf,
+    }
+
+    /// A CA and a server certificate for 127.0.0.1 it signed, written in `dir`.
+    fn pki(dir: &std::path::Path) -> Pki {
+        let ca_key = rcgen::KeyPair::generate().expect("ca key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&ca_key).expect("ca");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("params")
+            .signed_by(&key, &ca, &ca_key)
+            .expect("cert");
+        let write = |name: &str, pem: String| {
+            let p = dir.join(name);
+            std::fs::write(&p, pem).expect("write");
+            p
+        };
+        Pki {
+            cert: write("cert.pem", cert.pem()),
+            key: write("key.pem", key.serialize_pem()),
+            ca: write("ca.pem", ca.pem()),
+        }
+    }
+
+    /// `cluster`, both services over TLS with `pki`'s certificate when given.
+    fn cluster_tls(
+        rt: &tokio::runtime::Runtime,
+        dir: &std::path::Path,
+        pki: Option<&Pki>,
+    ) -> Endpoints {
+        let acceptor = || {
+            pki.map(|p| {
+                berth_volume_client::tls::server(Some(&p.cert), Some(&p.key))
+                    .expect("tls")
+                    .expect("given")
+            })
+        };
+        let scheme = if pki.is_some() { "https" } else { "http" };
+        let ca = pki.map(|p| p.ca.clone());
         let (control, api_addr) = rt.block_on(async {
             let store = RedbStore::open(dir).expect("store");
             let c = Arc::new(Control::open(Box::new(store), None).await.expect("control"));
             let l = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind");
-            let control = format!("http://{}", l.local_addr().expect("addr"));
-            tokio::spawn(api::serve(l, c, std::future::pending()));
-            let client = ControlClient::new(&control, None).expect("client");
+            let control = format!("{scheme}://{}", l.local_addr().expect("addr"));
+            tokio::spawn(api::serve_tls(l, c, acceptor(), std::future::pending()));
+            let client = ControlClient::with_ca(&control, None, ca.as_deref()).expect("client");
             client
                 .register_node("n1", "host1", "127.0.0.1:1")
                 .await
@@ -619,15 +686,48 @@ mod tests {
                 .await
                 .expect("bind");
             let api_addr = l.local_addr().expect("addr");
-            tokio::spawn(async move { axum::serve(l, app).await });
+            match acceptor() {
+                None => tokio::spawn(async move { axum::serve(l, app).await }),
+                Some(a) => tokio::spawn(berth_volume_client::tls::serve(
+                    l,
+                    a,
+                    app,
+                    std::future::pending(),
+                )),
+            };
             (control, api_addr)
         });
         Endpoints {
             control,
-            api: format!("http://{api_addr}"),
+            api: format!("{scheme}://{api_addr}"),
             token_file: None,
+            tls_ca: ca,
             output: Output::Table,
         }
+    }
+
+    /// The control service and berth run's API both over TLS: `--tls-ca` trusts them, the
+    /// system's roots do not.
+    #[test]
+    fn status_reads_both_services_over_tls_trusting_the_ca() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let dir = tempfile::tempdir().expect("tmp");
+        let certs = tempfile::tempdir().expect("tmp");
+        let pki = pki(certs.path());
+        let e = cluster_tls(&rt, dir.path(), Some(&pki));
+        assert!(e.control.starts_with("https://") && e.api.starts_with("https://"));
+        let mut out = Vec::new();
+        status(&e, &mut out).expect("status over TLS");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(text.contains("pgdata"), "{text}");
+        assert!(text.contains("in flight: Fence(pgdata)"), "{text}");
+
+        let untrusted = Endpoints {
+            tls_ca: None,
+            ..e.clone()
+        };
+        let err = status(&untrusted, &mut Vec::new()).expect_err("an unknown CA");
+        assert!(format!("{err:?}").contains("UnknownIssuer"), "{err:?}");
     }
 
     #[test]

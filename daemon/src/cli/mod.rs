@@ -28,6 +28,11 @@ use berth_scheduler::{explain, schedule};
     after_help = ENV_HELP
 )]
 pub struct Args {
+    /// A TOML file of flags, keys named like them (`token-file = "/etc/berth/token"`); the
+    /// command line and the environment win over it.
+    #[arg(long, global = true, env = "BERTH_CONFIG")]
+    #[allow(dead_code)] // read before clap parses, by `config_file::args`
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -133,6 +138,10 @@ pub struct Input {
     /// With `--live --control`: file holding the cluster token.
     #[arg(long, env = "BERTH_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// With `--live --control https://…`: PEM CA certificate(s) to trust (default: the
+    /// system's roots).
+    #[arg(long, env = "BERTH_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 }
 
 /// The cluster from files, or with `--live` from the Swarm.
@@ -149,7 +158,8 @@ fn load(input: &Input) -> Result<input::Loaded> {
 /// the command line wins over its variable.
 const ENV_HELP: &str = "Every flag can also be set by an environment variable: BERTH_ and the \
 flag's name in capitals with - as _ (--token-file: BERTH_TOKEN_FILE); --docker by DOCKER_HOST. \
-The command line wins.\n\nExit codes: 0 done (every task placed); 2 some tasks pending or slots \
+A config file (--config FILE or BERTH_CONFIG) gives flags as TOML keys named like them \
+(token-file = \"/etc/berth/token\"). The command line wins, then the environment, then the file.\n\nExit codes: 0 done (every task placed); 2 some tasks pending or slots \
 waiting; 1 bad input, a usage error or a failure, with `error: ` and its causes on stderr.";
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]

@@ -40,6 +40,16 @@ pub struct RunArgs {
     /// Address of the HTTP API and /metrics (loopback unless you mean otherwise).
     #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:9440")]
     listen: SocketAddr,
+    /// Serve the API over HTTPS with this PEM certificate chain (with `--tls-key`).
+    #[arg(long, env = "BERTH_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, env = "BERTH_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) trusted for an `https://` `--control` (default: the system's
+    /// roots).
+    #[arg(long, env = "BERTH_TLS_CA")]
+    tls_ca: Option<PathBuf>,
     /// Where the daemon keeps its state across restarts.
     #[arg(long, env = "BERTH_STATE_DIR", default_value = "/var/lib/berth")]
     state_dir: PathBuf,
@@ -166,6 +176,8 @@ pub fn run(a: RunArgs) -> Result<()> {
          token), or --insecure for a test on one machine",
         a.listen
     );
+    // Before anything is made or connected: a half-given pair is a configuration error.
+    let tls = berth_volume_client::tls::server(a.tls_cert.as_deref(), a.tls_key.as_deref())?;
     init_logs(a.log_format);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -203,7 +215,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         let control = match &a.volume_control {
             Some(url) => {
                 Some(
-                    berth_volume_client::ControlClient::new(url, token.clone())
+                    berth_volume_client::ControlClient::with_ca(url, token.clone(), a.tls_ca.as_deref())
                         .with_context(|| format!("--control {url}"))?,
                 )
             }
@@ -323,11 +335,13 @@ pub fn run(a: RunArgs) -> Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(async move {
             let mut rx = stop_rx;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|stop| *stop).await;
-                })
-                .await
+            let stopped = async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            };
+            match tls {
+                None => axum::serve(listener, app).with_graceful_shutdown(stopped).await,
+                Some(tls) => berth_volume_client::tls::serve(listener, tls, app, stopped).await,
+            }
         });
         #[cfg(feature = "consul")]
         let election = elector.map(|e| tokio::spawn(e.run(stop_tx.subscribe())));

@@ -341,10 +341,25 @@ pub async fn serve(
     c: Shared,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_tls(listener, c, None, shutdown).await
+}
+
+/// [`serve`], over TLS when `tls` is given (`--tls-cert` and `--tls-key`).
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    c: Shared,
+    tls: Option<berth_volume_client::tls::TlsAcceptor>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let ticks = tokio::spawn(record_time(c.clone()));
-    let served = axum::serve(listener, router(c))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = match tls {
+        None => {
+            axum::serve(listener, router(c))
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(tls) => berth_volume_client::tls::serve(listener, tls, router(c), shutdown).await,
+    };
     ticks.abort();
     served
 }

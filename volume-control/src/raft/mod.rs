@@ -58,6 +58,8 @@ pub struct Settings {
     pub heartbeat: Duration,
     /// A follower that hears no leader for a random time in `[election, 2 × election)` stands.
     pub election: Duration,
+    /// Set when the members serve TLS (`--tls-cert`): peers are reached over it, trusting this.
+    pub tls: Option<berth_volume_client::tls::ClientTls>,
 }
 
 impl Settings {
@@ -70,6 +72,7 @@ impl Settings {
         Settings {
             id,
             peers,
+            tls: None,
             heartbeat: Duration::from_millis(150),
             election: Duration::from_millis(450),
         }
@@ -150,6 +153,7 @@ pub struct Replica {
     machine: Machine,
     pub gate: Arc<Gate>,
     peers: BTreeMap<u64, String>,
+    tls: bool,
 }
 
 impl Replica {
@@ -188,7 +192,7 @@ impl Replica {
         let raft = Raft::new(
             settings.id,
             Arc::new(config),
-            network::Network::new(token),
+            network::Network::new(token, settings.tls.clone()),
             log::LogStore::new(db),
             machine.clone(),
         )
@@ -212,6 +216,7 @@ impl Replica {
             machine,
             gate: Arc::default(),
             peers: settings.peers,
+            tls: settings.tls.is_some(),
         })
     }
 
@@ -243,6 +248,13 @@ impl Replica {
             tokio::time::timeout(Duration::from_secs(1), ask).await,
             Ok(Ok(_))
         )
+    }
+
+    /// The leader's API URL (`http://` or, when the members serve TLS, `https://`), as far as
+    /// this member knows.
+    pub fn leader_url(&self) -> Option<String> {
+        let scheme = if self.tls { "https" } else { "http" };
+        self.leader_addr().map(|a| format!("{scheme}://{a}"))
     }
 
     /// The leader's API address, as far as this member knows.

@@ -28,11 +28,13 @@ pub const SNAPSHOT: &str = "/v1/berth/raft/snapshot";
 #[derive(Clone)]
 pub struct Network {
     token: Option<String>,
+    tls: Option<berth_volume_client::tls::ClientTls>,
 }
 
 impl Network {
-    pub fn new(token: Option<String>) -> Network {
-        Network { token }
+    /// `tls`: the members serve TLS, and peers are trusted by it.
+    pub fn new(token: Option<String>, tls: Option<berth_volume_client::tls::ClientTls>) -> Network {
+        Network { token, tls }
     }
 }
 
@@ -49,7 +51,10 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
         Peer {
             id: target,
-            target: Target::Tcp(node.addr.clone()),
+            target: match &self.tls {
+                Some(t) => Target::Tls(node.addr.clone(), t.clone()),
+                None => Target::Tcp(node.addr.clone()),
+            },
             token: self.token.clone(),
         }
     }

@@ -38,6 +38,20 @@ pub struct TransferOptions {
     pub token: Option<String>,
     /// Checks other nodes' credentials (at the control service) for this node's endpoint.
     pub peers: Option<PeerCheck>,
+    /// Set when this node's endpoint serves TLS (`--tls-cert`): the cluster's agents all do or
+    /// none does, so peers are reached over TLS too, trusted by `--tls-ca`.
+    pub peer_tls: Option<berth_volume_client::tls::ClientTls>,
+}
+
+impl TransferOptions {
+    /// Where to reach the peer agent at `addr` (`host:port`).
+    pub fn peer(&self, addr: &str) -> berth_volume_client::http_client::Target {
+        use berth_volume_client::http_client::Target;
+        match &self.peer_tls {
+            Some(t) => Target::Tls(addr.to_string(), t.clone()),
+            None => Target::Tcp(addr.to_string()),
+        }
+    }
 }
 
 /// Checks a peer's node credential with the control service, remembering the ones it accepted

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
-use berth_volume_client::http_client::{self, Target};
+use berth_volume_client::http_client;
 use http_body_util::BodyExt;
 use hyper::Method;
 use hyper::body::Bytes;
@@ -109,7 +109,7 @@ async fn pull_inner(
     opts: &TransferOptions,
     stop: &Arc<Mutex<Stop>>,
 ) -> Result<PullStats, TransferError> {
-    let target = Target::Tcp(source.to_string());
+    let target = opts.peer(source);
     let base = format!("/v1/transfer/{id}");
     let auth: Vec<(&str, String)> = opts
         .token

@@ -568,3 +568,74 @@ async fn a_pull_cancelled_mid_stream_writes_nothing_more() {
     pull(&addr, ID, None, &dl, &opts()).await.expect("resume");
     assert_eq!(manifest(&dd).expect("m"), manifest(&sd).expect("m"));
 }
+
+/// A CA and a server certificate for 127.0.0.1 it signed, as PEM files in `dir`: (ca, cert, key).
+fn test_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("ca");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("params")
+        .signed_by(&key, &ca, &ca_key)
+        .expect("cert");
+    let write = |name: &str, pem: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, pem).expect("write pem");
+        p
+    };
+    (
+        write("ca.pem", ca.pem()),
+        write("cert.pem", cert.pem()),
+        write("key.pem", key.serialize_pem()),
+    )
+}
+
+#[tokio::test]
+async fn a_pull_over_tls_trusts_the_cluster_ca_only() {
+    use berth_volume_client::tls;
+    let pki = tempfile::tempdir().expect("tmp");
+    let (ca, cert, key) = test_pki(pki.path());
+    let src = tempfile::tempdir().expect("tmp");
+    let sd = Layout::new(src.path()).data_dir(ID);
+    std::fs::create_dir_all(&sd).expect("mkdir");
+    std::fs::write(sd.join("f"), b"over tls").expect("w");
+    let acceptor = tls::server(Some(&cert), Some(&key))
+        .expect("tls")
+        .expect("given");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    let r = router(Arc::new(Layout::new(src.path())), &opts());
+    tokio::spawn(tls::serve(l, acceptor, r, std::future::pending()));
+
+    let trusted = TransferOptions {
+        peer_tls: Some(tls::ClientTls::new(Some(&ca)).expect("ca")),
+        ..opts()
+    };
+    let dst = tempfile::tempdir().expect("tmp");
+    let dl = Layout::new(dst.path());
+    pull(&addr, ID, None, &dl, &trusted)
+        .await
+        .expect("pull over tls");
+    assert_eq!(
+        std::fs::read(dl.data_dir(ID).join("f")).expect("r"),
+        b"over tls"
+    );
+
+    let other = tempfile::tempdir().expect("tmp");
+    let untrusted = TransferOptions {
+        peer_tls: Some(tls::ClientTls::new(None).expect("system roots")),
+        ..opts()
+    };
+    let e = pull(&addr, ID, None, &Layout::new(other.path()), &untrusted)
+        .await
+        .expect_err("unknown CA");
+    assert!(format!("{e:?}").contains("UnknownIssuer"), "{e:?}");
+    let e = pull(&addr, ID, None, &Layout::new(other.path()), &opts())
+        .await
+        .expect_err("plain http to a TLS port");
+    assert!(e.to_string().contains("unreachable"), "{e}");
+}

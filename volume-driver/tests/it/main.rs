@@ -13,3 +13,4 @@ mod plugin;
 mod replicated;
 mod safety;
 mod support;
+mod tls;
