@@ -276,6 +276,24 @@ fn stateful_templates_run_as_pinned_slot_services() {
     assert!(slot1.get("com.docker.stack.namespace").is_none());
     let plain_before = svc["plain"].1;
 
+    // `berth plan --live` reads the same Swarm through the Engine API: the running slots fold
+    // into their template and are planned where they run, nothing created anew.
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["plan", "--live", "--docker", &m.engine.docker_host()])
+        .output()
+        .expect("berth plan --live runs");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "berth plan --live: {}\n{table}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table.contains("app_db") && table.contains("(0 new,"),
+        "the live plan re-creates running slots:\n{table}"
+    );
+
     // The plan and the metrics need the cluster token; the probes do not.
     for path in [
         "/v1/plan",
