@@ -1044,6 +1044,46 @@ def berth_binaries(timings: Timings) -> tuple[Path, bool]:
     return deb_dir, has_run
 
 
+def begin_run() -> tuple[Path, Results, Timings, str, str]:
+    """What every test run starts with: its cache directory (BERTH_TEST_CACHE), results and
+    timings, SIGTERM/SIGHUP unwinding like Ctrl-C (so the teardown always runs), the host
+    engine's Swarm state (checked untouched at the end) and a run id."""
+    cache = Path(os.environ.get("BERTH_TEST_CACHE")
+                 or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "berth-cluster-test")
+    cache.mkdir(parents=True, exist_ok=True)
+
+    def interrupted(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupted)
+    swarm_before = out(["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"]).strip()
+    return cache, Results(), Timings(), swarm_before, secrets.token_hex(3)
+
+
+def summary(r: Results, timings: Timings) -> int:
+    """A run's last lines: timings, what did not run, known bugs, failures, the counts; the
+    exit code."""
+    timings.report()
+    if r.not_run:
+        say("\nNot run here (counted as skipped, not as passed):")
+        for name, why in r.not_run:
+            say(f"  NOT RUN: {name} — {why}")
+    if r.known:
+        say("\nKnown bugs (failed, counted apart, not as passed):")
+        for name, why in r.known:
+            say(f"  KNOWN BUG: {name} — {why}")
+    if r.failed:
+        say("\nFailed:")
+        for name in r.failed:
+            say(f"  FAIL: {name}")
+    say("")
+    if r.known:
+        say(f"{len(r.known)} known bug(s), listed above")
+    say(f"{len(r.passed)} passed, {len(r.failed)} failed, {len(r.not_run)} skipped")
+    return 1 if r.failed else 0
+
+
 def finish(r: Results, lab: Lab, timings: Timings, keep: bool, swarm_before: str, kept_extra: str = "") -> None:
     """A run's end, whatever happened: no more interruptions, then either what was kept
     (BERTH_TEST_KEEP) or a teardown checked to leave nothing behind, the host's Swarm untouched."""
@@ -1073,20 +1113,7 @@ def main() -> int:
     args = ap.parse_args()
     full = args.full or os.environ.get("BERTH_CLUSTER_FULL") == "1"
     keep = args.keep or os.environ.get("BERTH_TEST_KEEP") == "1"
-    cache = Path(os.environ.get("BERTH_TEST_CACHE")
-                 or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "berth-cluster-test")
-    cache.mkdir(parents=True, exist_ok=True)
-
-    r, timings = Results(), Timings()
-    # SIGTERM/SIGHUP unwind like Ctrl-C, so the teardown below always runs.
-    def interrupted(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, interrupted)
-
-    swarm_before = out(["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"]).strip()
-    run_id = secrets.token_hex(3)
+    cache, r, timings, swarm_before, run_id = begin_run()
     managers, workers = (3, 3) if full else (1, 2)
     lab = Lab(run_id, managers, workers)
     say(f"run {run_id}: {managers} manager(s) + {workers} worker(s); host engine Swarm: {swarm_before}")
@@ -1151,24 +1178,7 @@ def main() -> int:
     finally:
         finish(r, lab, timings, keep, swarm_before, f", files {lab.workdir}")
 
-    timings.report()
-    if r.not_run:
-        say("\nNot run here (counted as skipped, not as passed):")
-        for name, why in r.not_run:
-            say(f"  NOT RUN: {name} — {why}")
-    if r.known:
-        say("\nKnown bugs (failed, counted apart, not as passed):")
-        for name, why in r.known:
-            say(f"  KNOWN BUG: {name} — {why}")
-    if r.failed:
-        say("\nFailed:")
-        for name in r.failed:
-            say(f"  FAIL: {name}")
-    say("")
-    if r.known:
-        say(f"{len(r.known)} known bug(s), listed above")
-    say(f"{len(r.passed)} passed, {len(r.failed)} failed, {len(r.not_run)} skipped")
-    return 1 if r.failed else 0
+    return summary(r, timings)
 
 
 if __name__ == "__main__":

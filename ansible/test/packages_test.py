@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from cluster_test import (REPO, CheckFailed, Lab, Results, Timings, base_rootfs, ensure, finish, out, poll, run, say, sh,
-                          start_hosts)
+from cluster_test import (REPO, CheckFailed, Lab, Results, Timings, base_rootfs, begin_run, ensure, finish, poll, run, say,
+                          sh, summary, start_hosts)
 
 TOKEN_FILE = "/etc/berth/token"
 CRED_FILE = "/etc/berth/node.cred"
@@ -139,20 +137,8 @@ def reinstall_and_remove(r: Results, timings: Timings, c: str, names: str, healt
 
 
 def main() -> int:
-    cache = Path(os.environ.get("BERTH_TEST_CACHE")
-                 or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "berth-cluster-test")
-    cache.mkdir(parents=True, exist_ok=True)
+    cache, r, timings, swarm_before, run_id = begin_run()
     keep = os.environ.get("BERTH_TEST_KEEP") == "1"
-    r, timings = Results(), Timings()
-
-    def interrupted(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, interrupted)
-
-    swarm_before = out(["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"]).strip()
-    run_id = secrets.token_hex(3)
     lab = Lab(run_id, 1, 0)
     lab.prefix = f"berth-pt-{run_id}"
     say(f"run {run_id}: one Debian host; host engine Swarm: {swarm_before}")
@@ -275,14 +261,7 @@ def main() -> int:
         r.fail("package test", f"{type(e).__name__}: {e}")
     finally:
         finish(r, lab, timings, keep, swarm_before)
-    timings.report()
-    if r.failed:
-        say("\nFailed:")
-        for name in r.failed:
-            say(f"  FAIL: {name}")
-    say("")
-    say(f"{len(r.passed)} passed, {len(r.failed)} failed, {len(r.not_run)} skipped")
-    return 1 if r.failed else 0
+    return summary(r, timings)
 
 
 if __name__ == "__main__":

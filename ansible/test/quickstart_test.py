@@ -27,16 +27,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
-import signal
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-from cluster_test import (REPO, CheckFailed, Lab, Results, Timings, base_rootfs, ensure, finish, out, poll, run, say, sh,
-                          standin_images, start_hosts)
+from cluster_test import (REPO, CheckFailed, Lab, base_rootfs, begin_run, ensure, finish, poll, run, say, sh,
+                          standin_images, start_hosts, summary)
 from packages_test import build_debs, install_and_check, reinstall_and_remove
 
 HOSTS = [("m1", "managers", 11, "a"), ("m2", "managers", 12, "b"), ("m3", "managers", 13, "c"),
@@ -92,20 +89,8 @@ def set_var(script: str, var: str, value: str, step: int) -> str:
 
 
 def main() -> int:
-    cache = Path(os.environ.get("BERTH_TEST_CACHE")
-                 or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "berth-cluster-test")
-    cache.mkdir(parents=True, exist_ok=True)
+    cache, r, timings, swarm_before, run_id = begin_run()
     keep = os.environ.get("BERTH_TEST_KEEP") == "1"
-    r, timings = Results(), Timings()
-
-    def interrupted(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, interrupted)
-
-    swarm_before = out(["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"]).strip()
-    run_id = secrets.token_hex(3)
     lab = Lab(run_id, 0, 0)
     lab.prefix = f"berth-qs-{run_id}"
     lab.hosts = [{"name": n, "group": g, "octet": o, "zone": z} for n, g, o, z in HOSTS]
@@ -338,14 +323,7 @@ def main() -> int:
         r.fail("quickstart test", f"{type(e).__name__}: {e}")
     finally:
         finish(r, lab, timings, keep, swarm_before)
-    timings.report()
-    if r.failed:
-        say("\nFailed:")
-        for name in r.failed:
-            say(f"  FAIL: {name}")
-    say("")
-    say(f"{len(r.passed)} passed, {len(r.failed)} failed, {len(r.not_run)} skipped")
-    return 1 if r.failed else 0
+    return summary(r, timings)
 
 
 HOSTS_ZONE = [(n, z) for n, _, _, z in HOSTS]
