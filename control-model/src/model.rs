@@ -18,7 +18,7 @@ use crate::options::{self, BackendKind, META_NAME};
 mod failover;
 mod leaders;
 
-pub use leaders::LeaderLock;
+pub use leaders::{LeaderJournal, LeaderLock};
 
 pub use failover::{AssignMode, Assignment, Standby};
 
@@ -156,6 +156,10 @@ pub struct State {
     /// Leader locks by name (`leaders`); absent from documents written before they existed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub leaders: BTreeMap<String, LeaderLock>,
+    /// Each leader lock's journal, by lock name (`leaders`): kept across releases, so the next
+    /// holder resumes it. Absent from documents written before it existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub leader_journals: BTreeMap<String, LeaderJournal>,
     /// The latest control-clock instant a serving instance recorded (`control::clock`); 0 in
     /// documents written before control time existed.
     #[serde(default, skip_serializing_if = "is_zero")]

@@ -351,7 +351,16 @@ pub struct LeaderReply {
     pub holder: Option<String>,
     pub granted: bool,
     pub ttl_ms: u64,
+    /// When granted, the lock's epoch: the fencing token of the holder's journal writes. 0
+    /// from a control service older than epochs (whose locks have no journal).
+    #[serde(default)]
+    pub epoch: u64,
 }
+
+/// `PUT /v1/berth/journals/{name}`: the holder writes the lock's journal at its epoch
+/// (refused with 409 unless it holds the lock at that epoch, its grant running); the same shape
+/// comes back from `GET`.
+pub use crate::model::LeaderJournal;
 
 /// Header carrying the configuration tag.
 pub const TAG_HEADER: &str = "x-configuration-tag";

@@ -20,8 +20,8 @@ use serde::de::DeserializeOwned;
 
 use berth_control_model::wire::{
     AssignMode, AssignRequest, ClaimMount, CreateDataset, DatasetConfig, ErrorBody, FenceRequest,
-    Heartbeat, HeartbeatReply, HeldCopy, HeldReport, IF_MATCHES_HEADER, LeaderReply, LeaderRequest,
-    MoveDataset, NodeLiveness, NodeRecord, RegisterNode, StandbyReport, TAG_HEADER,
+    Heartbeat, HeartbeatReply, HeldCopy, HeldReport, IF_MATCHES_HEADER, LeaderJournal, LeaderReply,
+    LeaderRequest, MoveDataset, NodeLiveness, NodeRecord, RegisterNode, StandbyReport, TAG_HEADER,
     VerifiedCredential, VerifyCredential, VolumeRecord,
 };
 
@@ -437,6 +437,41 @@ impl ControlClient {
                 &format!("/v1/berth/leaders/{}/{}", seg(name), seg(holder)),
                 None,
                 None,
+            )
+            .await?
+            .0;
+        Ok(())
+    }
+
+    /// Leader lock `name`'s journal as its last holder wrote it; `None` if none ever was.
+    pub async fn leader_journal(&self, name: &str) -> Result<Option<LeaderJournal>, ClientError> {
+        match self.get(&format!("/v1/berth/journals/{}", seg(name))).await {
+            Ok(j) => Ok(Some(j)),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes leader lock `name`'s journal as `holder` at `epoch` (the lock's fencing token);
+    /// refused with 409 unless `holder` holds the lock at that epoch, its grant running.
+    pub async fn write_leader_journal(
+        &self,
+        name: &str,
+        holder: &str,
+        epoch: u64,
+        state: String,
+    ) -> Result<(), ClientError> {
+        let body = LeaderJournal {
+            holder: holder.to_string(),
+            epoch,
+            state,
+        };
+        let _: serde_json::Value = self
+            .call(
+                Method::PUT,
+                &format!("/v1/berth/journals/{}", seg(name)),
+                None,
+                Some(&body),
             )
             .await?
             .0;

@@ -40,7 +40,7 @@ use self::datasets::{
     create_dataset, delete_dataset, list_datasets, move_dataset, report_state, state_datasets,
 };
 use self::error::ApiError;
-use self::leaders::{release_leader, take_leader};
+use self::leaders::{read_journal, release_leader, take_leader, write_journal};
 use self::leases::{acquire_lease, list_leases, release_lease};
 use self::metrics::{count_requests, metrics};
 use self::nodes::{
@@ -318,6 +318,10 @@ pub fn router(c: Shared) -> Router {
         )
         .route("/v1/berth/credentials/verify", post(verify_credential))
         .route("/v1/berth/leaders/{name}", post(take_leader))
+        .route(
+            "/v1/berth/journals/{name}",
+            get(read_journal).put(write_journal),
+        )
         .route("/v1/berth/leaders/{name}/{holder}", delete(release_leader))
         .route("/metrics", get(metrics))
         .fallback(|| async {
