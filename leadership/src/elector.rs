@@ -12,7 +12,7 @@ use crate::policy::Change;
 
 /// What a process must do between winning the lock and acting on it (the control service
 /// takes up the shared state, fenced by the new token); an error keeps it standing by.
-pub trait Takeover<T>: Send + Sync + 'static {
+pub trait Takeover<T>: Send + Sync {
     fn take_over(&self, token: &T) -> impl Future<Output = Result<(), String>> + Send;
 }
 
@@ -160,7 +160,7 @@ impl<L: SessionLock> Elector<L> {
     /// Rounds every TTL/3 (at once after a write refused as if deposed) until `stop` turns
     /// true or its sender is gone, then resigns.
     pub async fn run<G: Takeover<L::Token>>(
-        mut self,
+        &mut self,
         takeover: G,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {

@@ -11,6 +11,7 @@ use berth_control_model::liveness::Timing;
 use berth_volume_client::{ClientError, ControlClient};
 
 use super::*;
+use crate::api::Shared;
 use crate::api::{Control, serve};
 use crate::consul_store::{ConsulStore, KEY};
 

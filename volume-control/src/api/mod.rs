@@ -3,7 +3,7 @@
 //! codes. The bodies are `berth_control_model::wire`'s, shared with `berth_volume_client`. This
 //! file holds the service (`Control`) and the router; the handlers are one file per resource
 //! (`datasets`, `nodes`, `leaders`, `leases`, `volumes`, `metrics`; the Raft group's in
-//! `replicated`), with `auth` (who is calling, whether this instance answers) and `error`.
+//! `group`), with `auth` (who is calling, whether this instance answers) and `error`.
 //!
 //! Who may do what: with a token configured, the cluster token is the operator's (and the
 //! executor's) and may do anything; a node credential (`credential`) may read, and may act only
@@ -12,6 +12,7 @@
 pub mod auth;
 mod datasets;
 pub mod error;
+mod group;
 mod leaders;
 mod leases;
 mod metrics;
@@ -31,7 +32,6 @@ use berth_control_model::wire::{ErrorBody, NodeLiveness, VolumeRecord};
 use crate::clock::{ControlClock, TICK, wall_ms};
 use crate::commit::{Committer, WriteError};
 use crate::raft::Replica;
-use crate::replicated;
 use crate::seat::Seat;
 use crate::store::{Store, StoreError};
 
@@ -158,7 +158,7 @@ impl Control {
     /// serve, and restarts node liveness as a new instance would: how an instance elected on a
     /// shared store starts serving (`control::elected`).
     #[cfg(feature = "consul")]
-    pub(super) async fn take_over_stored(&self) -> Result<(), String> {
+    async fn take_over_stored(&self) -> Result<(), String> {
         let locks = self.lock_expiry.lock().await;
         self.state.reload().await.map_err(|e| format!("{e:?}"))?;
         self.taken_over(locks);
@@ -268,6 +268,13 @@ impl Control {
     }
 }
 
+#[cfg(feature = "consul")]
+impl crate::elected::TakeUp for Control {
+    async fn take_over_stored(&self) -> Result<(), String> {
+        Control::take_over_stored(self).await
+    }
+}
+
 /// Every held leader lock counted as renewed at `now_ms`: what an instance that starts, or
 /// takes over, must assume of renewals it did not see.
 fn lapse_all(s: &State, now_ms: u64) -> std::collections::BTreeMap<String, u64> {
@@ -286,7 +293,7 @@ async fn version() -> Json<serde_json::Value> {
 /// The service's routes.
 pub fn router(c: Shared) -> Router {
     Router::new()
-        .merge(replicated::routes())
+        .merge(group::routes())
         .route("/v1/version", get(version))
         .route(
             "/v1/configuration/datasets",
