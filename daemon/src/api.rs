@@ -28,8 +28,8 @@ use serde_json::{Value, json};
 
 use crate::cli::render;
 use crate::controller::Status;
-use crate::leader::Leadership;
 use crate::metrics::Metrics;
+use berth_leadership::Leadership;
 
 #[derive(Clone)]
 struct Ctx {
@@ -260,7 +260,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_standby_is_ready_and_names_the_leader_while_consul_answers_it() {
-        let l = Leadership::elected();
+        let l = Leadership::elected(berth_leadership::Policy::StepDown);
         l.stand_by(Some("m1 (pid 7, API 10.0.0.1:9440)".into()), None);
         let (code, b) = body(ready(State(ctx(l.clone(), None))).await).await;
         assert_eq!(code, StatusCode::OK);
@@ -336,7 +336,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_leader_is_ready_after_a_recent_pass_and_reports_berth_leader_1() {
-        let l = Leadership::elected();
+        let l = Leadership::elected(berth_leadership::Policy::StepDown);
         l.lead_until(Instant::now() + Duration::from_secs(3600));
         let c = ctx(l, Some(Instant::now()));
         let (code, b) = body(ready(State(c.clone())).await).await;

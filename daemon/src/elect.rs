@@ -1,19 +1,35 @@
-//! `berth run --elect`: one active daemon among several (one per manager) without Consul,
+//! `berth run --elect`: one acting daemon among several (one per manager) without Consul,
 //! through the volume control service's leader lock (`POST /v1/berth/leaders/{name}`), which
-//! the control service keeps in its replicated state.
+//! the control service keeps in its replicated state; and the failover journal that lock fences.
 //!
-//! As with Consul (`consul::election`), a round that wins leads until the moment its request
-//! was *sent* plus the TTL ([`Leadership::lead_until`]): the control service measures the same
-//! TTL from later (after it received the request and confirmed it leads its Raft group), and a
-//! new control leader counts every lock as renewed when it takes over, so no other daemon is
-//! granted the lock before this one has stopped acting on its own clock.
+//! The election is `berth_leadership`'s: the lock is `control::ControlLock`, the policy
+//! `Policy::StepDown` (as with Consul), and a round that wins leads until the moment its
+//! request was *sent* plus the TTL. The control service measures the same TTL from later (after
+//! it received the request and confirmed it leads its Raft group), and a new control leader
+//! counts every lock as renewed when it takes over, so no other daemon is granted the lock
+//! before this one has stopped acting on its own clock.
+//!
+//! **The journal** ([`ControlJournal`]) is the lock's journal in the control service
+//! (`/v1/berth/journals/{name}`), shared by the daemons of one swarm like `--journal-key` with
+//! Consul: a standby that takes over resumes the old leader's commands in flight. Every write
+//! carries the lock's epoch, raised whenever the lock changes hands; the control service
+//! applies it only while this daemon holds the lock at that epoch with its grant running, so a
+//! deposed leader's write is refused however late it arrives. A refused or failed write leaves
+//! the journal unread: the daemon reads it again before it acts.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use berth_leadership::control::ControlLock;
+use berth_leadership::{Elector, Fence, Leadership, Policy};
+use berth_scheduler::executor::ExecutorState;
 use berth_volume_client::ControlClient;
+use futures_util::future::BoxFuture;
 
-use crate::leader::Leadership;
+use crate::controller::journal::{FileJournal, JournalError, JournalStore};
+
+/// The lock every `berth run --elect` of a swarm contends for.
+pub const LOCK: &str = "berth-run";
 
 /// How the election is run.
 #[derive(Debug, Clone)]
@@ -36,138 +52,140 @@ impl ElectConfig {
         }
         Ok(())
     }
-
-    /// A third of the TTL, so two rounds may fail before the grant lapses.
-    pub fn interval(&self) -> Duration {
-        self.ttl / 3
-    }
 }
 
-/// One daemon's side of the election.
-pub struct Elector {
+/// This daemon's side of the election, and the leadership it decides (standby until a round
+/// wins; any failed round steps down at once).
+pub fn elector(
     control: ControlClient,
-    config: ElectConfig,
-    leadership: Arc<Leadership>,
+    config: &ElectConfig,
+) -> (Elector<ControlLock>, Arc<Leadership>) {
+    let leadership = Leadership::elected(Policy::StepDown);
+    let lock = ControlLock::new(control, &config.name, &config.identity, config.ttl);
+    (
+        Elector::new(lock, config.ttl, leadership.clone()),
+        leadership,
+    )
 }
 
-impl Elector {
+/// The failover journal in the control service, fenced by the leader lock's epoch.
+pub struct ControlJournal {
+    control: ControlClient,
+    name: String,
+    holder: String,
+    epoch: Fence<u64>,
+    /// The epoch at which this daemon last read or wrote the journal; `None`: to be read
+    /// before the next write.
+    loaded: Mutex<Option<u64>>,
+    /// `executor.json` in `--state-dir`, where this daemon kept its journal before the journal
+    /// moved to the control service: read once, if the control service has none yet.
+    local: FileJournal,
+}
+
+impl ControlJournal {
+    /// `epoch`: the elector's fence ([`Elector::fence`]).
     pub fn new(
         control: ControlClient,
-        config: ElectConfig,
-        leadership: Arc<Leadership>,
-    ) -> Elector {
-        Elector {
+        config: &ElectConfig,
+        epoch: Fence<u64>,
+        state_dir: &std::path::Path,
+    ) -> ControlJournal {
+        ControlJournal {
             control,
-            config,
-            leadership,
+            name: config.name.clone(),
+            holder: config.identity.clone(),
+            epoch,
+            loaded: Mutex::new(None),
+            local: FileJournal::new(state_dir),
         }
     }
 
-    /// One round: take or renew the lock.
-    pub async fn round(&mut self) {
-        let sent = Instant::now();
+    fn loaded(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn read(&self) -> anyhow::Result<Option<ExecutorState>> {
+        let Some(epoch) = self.epoch.get() else {
+            anyhow::bail!("the failover journal is read only by the leader lock's holder");
+        };
+        let got = self
+            .control
+            .leader_journal(&self.name)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the failover journal: {e}"))?;
+        let state = match got {
+            Some(j) => Some(serde_json::from_str(&j.state).map_err(|e| {
+                anyhow::anyhow!(
+                    "the journal of leader lock {} (written by {} at epoch {}): not an executor \
+                     state ({e}); this daemon does not act until it is repaired",
+                    self.name,
+                    j.holder,
+                    j.epoch
+                )
+            })?),
+            None => {
+                // The first leader since the journal moved here carries its own over.
+                let local = self.local.load().await?;
+                if local.is_some() {
+                    tracing::info!(
+                        "no failover journal in the control service yet: resuming from this daemon's executor.json"
+                    );
+                }
+                local
+            }
+        };
+        *self.loaded() = Some(epoch);
+        Ok(state)
+    }
+
+    async fn write(&self, state: &[u8]) -> Result<(), JournalError> {
+        let Some(epoch) = self.epoch.get() else {
+            return Err(JournalError::Deposed("no grant of the leader lock".into()));
+        };
+        // Until it is known to have been written, the journal is unread: a write that timed out
+        // may have applied, and another leader may write it once this one's grant lapses.
+        let loaded = self.loaded().take();
+        if loaded != Some(epoch) {
+            return Err(JournalError::Unavailable(format!(
+                "the failover journal was not read since this daemon took the lead (epoch {epoch})"
+            )));
+        }
+        let text = String::from_utf8(state.to_vec()).map_err(|e| {
+            JournalError::Unavailable(format!("the executor state is not text: {e}"))
+        })?;
         match self
             .control
-            .take_leader(&self.config.name, &self.config.identity, self.config.ttl)
+            .write_leader_journal(&self.name, &self.holder, epoch, text)
             .await
         {
-            Ok(r) if r.granted => self.leadership.lead_until(sent + self.config.ttl),
-            Ok(r) => self.leadership.stand_by(r.holder, None),
-            Err(e) => {
-                tracing::warn!(error = %e, "leader election round failed; this daemon does not act");
-                self.leadership.stand_by(None, Some(e.to_string()));
+            Ok(()) => {
+                *self.loaded() = Some(epoch);
+                Ok(())
             }
+            Err(e) if e.status() == Some(409) => Err(JournalError::Deposed(e.to_string())),
+            Err(e) => Err(JournalError::Unavailable(e.to_string())),
         }
     }
+}
 
-    /// Stops leading and frees the lock, so a standby takes over at its next round.
-    pub async fn resign(&mut self) {
-        self.leadership.stand_by(None, None);
-        if let Err(e) = self
-            .control
-            .release_leader(&self.config.name, &self.config.identity)
-            .await
-        {
-            tracing::warn!(error = %e, "leader lock not released; a standby waits for its TTL");
-        }
+impl JournalStore for ControlJournal {
+    fn needs_load(&self) -> bool {
+        self.loaded().is_none()
     }
 
-    /// Rounds every [`ElectConfig::interval`] until `stop` turns true, then resigns.
-    pub async fn run(mut self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        tracing::info!(lock = %self.config.name, ttl = ?self.config.ttl, "leader election through the volume control service");
-        loop {
-            self.round().await;
-            tokio::select! {
-                _ = stop.wait_for(|s| *s) => break,
-                _ = tokio::time::sleep(self.config.interval()) => {}
-            }
-        }
-        self.resign().await;
+    fn forget(&self) {
+        *self.loaded() = None;
+    }
+
+    fn load(&self) -> BoxFuture<'_, anyhow::Result<Option<ExecutorState>>> {
+        Box::pin(self.read())
+    }
+
+    fn save<'a>(&'a self, state: &'a [u8]) -> BoxFuture<'a, Result<(), JournalError>> {
+        Box::pin(self.write(state))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use berth_volume_control::api::{self, Control};
-    use berth_volume_control::store::RedbStore;
-
-    use super::*;
-
-    async fn control() -> (String, tempfile::TempDir) {
-        let dir = tempfile::tempdir().expect("tmp");
-        let store = RedbStore::open(dir.path()).expect("store");
-        let c = Arc::new(Control::open(Box::new(store), None).await.expect("control"));
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", l.local_addr().expect("addr"));
-        tokio::spawn(api::serve(l, c, std::future::pending()));
-        (url, dir)
-    }
-
-    fn elector(url: &str, who: &str, ttl: Duration) -> (Elector, Arc<Leadership>) {
-        let l = Leadership::elected();
-        let config = ElectConfig {
-            name: "berth-run".into(),
-            ttl,
-            identity: who.into(),
-        };
-        let c = ControlClient::new(url, None).expect("client");
-        (Elector::new(c, config, l.clone()), l)
-    }
-
-    /// One of two daemons leads; the other takes over at once when it resigns, and only after
-    /// the TTL when it stops renewing (dies).
-    #[tokio::test]
-    async fn one_daemon_leads_and_another_takes_over_after_a_resign_or_the_ttl() {
-        let (url, _dir) = control().await;
-        let ttl = Duration::from_secs(3);
-        let (mut a, la) = elector(&url, "a", ttl);
-        let (mut b, lb) = elector(&url, "b", ttl);
-        a.round().await;
-        b.round().await;
-        assert!(la.is_leader() && !lb.is_leader());
-        assert_eq!(lb.view().holder.as_deref(), Some("a"));
-
-        a.resign().await;
-        assert!(!la.is_leader());
-        b.round().await;
-        assert!(lb.is_leader(), "b takes a resigned lock at once");
-
-        // b dies (no more rounds): a is refused until b's TTL has run out at the control.
-        let died = Instant::now();
-        a.round().await;
-        assert!(!la.is_leader(), "b's grant still runs");
-        while !la.is_leader() {
-            assert!(died.elapsed() < ttl * 2, "a never took over");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            a.round().await;
-        }
-        assert!(
-            died.elapsed() >= ttl - Duration::from_millis(200),
-            "a took over {:?} after b's last renewal, before its TTL",
-            died.elapsed()
-        );
-        assert!(!lb.leads_at(died + ttl), "b stops on its own clock by then");
-    }
-}
+#[path = "elect_tests.rs"]
+mod tests;

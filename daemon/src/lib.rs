@@ -32,6 +32,5 @@ pub mod control;
 pub mod controller;
 pub mod docker;
 pub mod elect;
-pub mod leader;
 pub mod metrics;
 pub mod slots;

@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use berth_daemon::consul::election::{ElectionConfig, Elector};
+use berth_daemon::consul::election::{ElectionConfig, Elector, elector as new_elector};
 use berth_daemon::consul::{Agent, BERTH, CheckStatus, Instance, MANAGED_BY, Registrar};
-use berth_daemon::leader::Leadership;
 use berth_daemon::metrics::Metrics;
+use berth_leadership::Leadership;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 fn main() {
@@ -143,16 +143,15 @@ fn live_election(addr: &str) -> Result<(), String> {
     rt.block_on(async {
         let key = format!("berth/live-test-{}/leader", std::process::id());
         let elector = |name: &str| -> Result<(Elector, std::sync::Arc<Leadership>), String> {
-            let agent = Agent::new(&addr, token.clone(), Duration::from_secs(10))
+            let consul = berth_consul::Consul::new(&addr, token.clone(), Duration::from_secs(10))
                 .map_err(|e| e.to_string())?;
-            let l = Leadership::elected();
             let config = ElectionConfig {
                 key: key.clone(),
                 ttl: Duration::from_secs(10),
                 lock_delay: Duration::from_secs(15),
                 identity: name.to_string(),
             };
-            Ok((Elector::new(agent, config, l.clone()), l))
+            Ok(new_elector(consul, config))
         };
         let (mut a, la) = elector("live-a")?;
         let (mut b, lb) = elector("live-b")?;

@@ -130,6 +130,17 @@ impl Leadership {
         change
     }
 
+    /// Not (or no longer) the leader: `holder` leads instead, if known; `error` says why, if
+    /// this instance stands by for a reason of its own.
+    pub fn stand_by(&self, holder: Option<String>, error: Option<String>) {
+        self.apply(|e, now| e.stand_by(holder, error, now));
+    }
+
+    /// Leads until `until` (a grant whose deadline is already known; tests).
+    pub fn lead_until(&self, until: Instant) {
+        self.apply(|e, now| e.won(until, std::time::Duration::ZERO, now));
+    }
+
     /// A write was refused as if this instance were deposed: stop now, and have the elector
     /// look again at once.
     pub fn lost(&self) {

@@ -124,8 +124,8 @@ const CONSUL_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The Consul leader election's settings, checked against Consul's bounds.
 #[cfg(feature = "consul")]
-fn election_config(a: &RunArgs) -> Result<crate::consul::election::ElectionConfig> {
-    let election = crate::consul::election::ElectionConfig {
+fn election_config(a: &RunArgs) -> Result<berth_consul::ElectionConfig> {
+    let election = berth_consul::ElectionConfig {
         key: a.leader_key.clone(),
         ttl: a.leader_ttl,
         lock_delay: a.leader_lock_delay,
@@ -225,8 +225,10 @@ pub fn run(a: RunArgs) -> Result<()> {
             }
         };
         // With --consul (and not a dry run) Consul elects the daemon that acts, and the
-        // executor's journal is a KV key every write of which that election fences; the
-        // daemon reads it each time it takes the lead (`Controller::run`), not here.
+        // executor's journal is a KV key every write of which that election fences; with
+        // --elect (no Consul) the control service's leader lock elects, and the journal is that
+        // lock's, every write fenced by its epoch. The daemon reads a shared journal each time
+        // it takes the lead (`Controller::run`), not here.
         #[cfg(feature = "consul")]
         let (mut consul_election, in_consul) = match &a.consul {
             Some(url) if !a.dry_run => {
@@ -237,17 +239,16 @@ pub fn run(a: RunArgs) -> Result<()> {
                     a.journal_key
                 );
                 let token = std::env::var("CONSUL_HTTP_TOKEN").ok().filter(|t| !t.is_empty());
-                let agent = crate::consul::Agent::new(url, token.clone(), CONSUL_CALL_TIMEOUT)
-                    .with_context(|| format!("Consul at {url}"))?;
-                let leadership = crate::leader::Leadership::elected();
-                let elector = crate::consul::election::Elector::new(agent, config, leadership.clone());
+                let consul = berth_consul::Consul::new(url, token.clone(), CONSUL_CALL_TIMEOUT)
+                    .map_err(|e| anyhow::anyhow!("Consul at {url}: {e}"))?;
+                let (elector, leadership) = crate::consul::election::elector(consul, config);
                 let agent = crate::consul::Agent::new(url, token, CONSUL_CALL_TIMEOUT)
                     .with_context(|| format!("Consul at {url}"))?;
                 let journal = Journal::store(crate::consul::journal::ConsulJournal::new(
                     agent,
                     &a.journal_key,
                     &a.leader_key,
-                    elector.shared_session(),
+                    elector.fence(),
                 ));
                 tracing::info!(key = %a.journal_key, "the failover journal is kept in Consul");
                 (Some((elector, leadership)), Some(journal))
@@ -256,7 +257,35 @@ pub fn run(a: RunArgs) -> Result<()> {
         };
         #[cfg(not(feature = "consul"))]
         let in_consul: Option<Journal> = None;
-        let (journal, resumed) = match in_consul {
+        #[cfg(feature = "consul")]
+        let consul_elects = a.consul.is_some();
+        #[cfg(not(feature = "consul"))]
+        let consul_elects = false;
+        let mut control_elector = None;
+        let mut control_leadership = None;
+        let in_control = match control.clone().filter(|_| a.elect && !a.dry_run && !consul_elects) {
+            Some(client) => {
+                let config = crate::elect::ElectConfig {
+                    name: crate::elect::LOCK.into(),
+                    ttl: a.elect_ttl,
+                    identity: identity(a.listen),
+                };
+                config.validate().map_err(anyhow::Error::msg)?;
+                let (elector, leadership) = crate::elect::elector(client.clone(), &config);
+                let journal = Journal::store(crate::elect::ControlJournal::new(
+                    client,
+                    &config,
+                    elector.fence(),
+                    &a.state_dir,
+                ));
+                tracing::info!(lock = %config.name, "the failover journal is kept in the control service, fenced by the leader lock");
+                control_elector = Some(elector);
+                control_leadership = Some(leadership);
+                Some(journal)
+            }
+            None => None,
+        };
+        let (journal, resumed) = match in_consul.or(in_control) {
             Some(j) => (j, None),
             None => {
                 let journal = Journal::new(&a.state_dir);
@@ -267,28 +296,11 @@ pub fn run(a: RunArgs) -> Result<()> {
                 (journal, resumed)
             }
         };
-        let elect_via = control.clone().filter(|_| a.elect && !a.dry_run);
         let controller =
             Controller::with_control(docker, control, Some((journal, resumed)), config, metrics.clone());
-        let leadership = crate::leader::Leadership::always();
-        #[cfg(feature = "consul")]
-        let consul_elects = a.consul.is_some();
-        #[cfg(not(feature = "consul"))]
-        let consul_elects = false;
-        let mut control_elector = None;
-        let (controller, leadership) = match elect_via {
-            Some(client) if !consul_elects => {
-                let config = crate::elect::ElectConfig {
-                    name: "berth-run".into(),
-                    ttl: a.elect_ttl,
-                    identity: identity(a.listen),
-                };
-                config.validate().map_err(anyhow::Error::msg)?;
-                let leadership = crate::leader::Leadership::elected();
-                control_elector = Some(crate::elect::Elector::new(client, config, leadership.clone()));
-                (controller.with_leadership(leadership.clone()), leadership)
-            }
-            _ => (controller, leadership),
+        let (controller, leadership) = match control_leadership {
+            Some(l) => (controller.with_leadership(l.clone()), l),
+            None => (controller, berth_leadership::Leadership::always()),
         };
         #[cfg(feature = "consul")]
         let mut elector = None;
@@ -344,8 +356,14 @@ pub fn run(a: RunArgs) -> Result<()> {
             }
         });
         #[cfg(feature = "consul")]
-        let election = elector.map(|e| tokio::spawn(e.run(stop_tx.subscribe())));
-        let control_election = control_elector.map(|e| tokio::spawn(e.run(stop_tx.subscribe())));
+        let election = elector.map(|mut e| {
+            let stop = stop_tx.subscribe();
+            tokio::spawn(async move { e.run(berth_leadership::NoTakeover, stop).await })
+        });
+        let control_election = control_elector.map(|mut e| {
+            let stop = stop_tx.subscribe();
+            tokio::spawn(async move { e.run(berth_leadership::NoTakeover, stop).await })
+        });
         controller.run(shutdown_signal()).await;
         let _ = stop_tx.send(true);
         // The controller has stopped acting: the election resigns (releases the key), so a

@@ -4,18 +4,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::election::{ElectionConfig, Elector};
+use berth_consul::Consul;
+use berth_leadership::{Leadership, LockError};
+
+use super::Agent;
+use super::election::{ElectionConfig, Elector, elector as new_elector};
 use super::fake::FakeAgent;
-use super::{Agent, ConsulError};
-use crate::leader::Leadership;
 
 const KEY: &str = "berth/leader";
 const TTL: Duration = Duration::from_secs(10);
 const LOCK_DELAY: Duration = Duration::from_secs(15);
 
 fn elector(fake: &FakeAgent, name: &str) -> (Elector, Arc<Leadership>) {
-    let agent = Agent::new(&fake.url, Some("t0k3n".into()), Duration::from_secs(5)).expect("agent");
-    let leadership = Leadership::elected();
+    let consul =
+        Consul::new(&fake.url, Some("t0k3n".into()), Duration::from_secs(5)).expect("agent");
     let config = ElectionConfig {
         key: KEY.into(),
         ttl: TTL,
@@ -23,7 +25,7 @@ fn elector(fake: &FakeAgent, name: &str) -> (Elector, Arc<Leadership>) {
         identity: name.into(),
     };
     config.validate().expect("valid");
-    (Elector::new(agent, config, leadership.clone()), leadership)
+    new_elector(consul, config)
 }
 
 async fn fake() -> FakeAgent {
@@ -43,7 +45,7 @@ async fn two_electors_one_leader_and_the_standby_knows_who() {
     }
     assert_eq!(lb.view().holder.as_deref(), Some("m1"));
     let st = fake.state.lock().unwrap();
-    assert_eq!(st.holder(KEY), a.session());
+    assert_eq!(st.holder(KEY), a.lock().session());
     assert_eq!(st.kv[KEY].value, b"m1");
     assert_eq!(
         st.kv[KEY].lock_index, 1,
@@ -82,14 +84,14 @@ async fn a_leader_whose_session_expires_is_replaced_once_the_lock_delay_ran_out(
     let (mut b, lb) = elector(&fake, "m2");
     a.round().await.unwrap();
     b.round().await.unwrap();
-    let old = a.session().unwrap().to_string();
+    let old = a.lock().session().unwrap().to_string();
     fake.expire_session(&old);
     // Both see the key free, but the lock-delay keeps it: nobody leads yet.
     a.round().await.unwrap();
     b.round().await.unwrap();
     assert!(!la.is_leader(), "the renewal's 404 stops the old leader");
     assert_ne!(
-        a.session(),
+        a.lock().session(),
         Some(old.as_str()),
         "a new session replaces the lost one"
     );
@@ -116,7 +118,7 @@ async fn a_leader_session_destroyed_by_someone_else_is_an_expiry() {
     let operator = Agent::new(&fake.url, Some("t0k3n".into()), Duration::from_secs(5)).unwrap();
     operator
         .consul()
-        .destroy_session(a.session().unwrap())
+        .destroy_session(a.lock().session().unwrap())
         .await
         .unwrap();
     b.round().await.unwrap();
@@ -135,7 +137,7 @@ async fn a_resigning_leader_releases_and_the_standby_takes_over_without_lock_del
     let (mut b, lb) = elector(&fake, "m2");
     a.round().await.unwrap();
     b.round().await.unwrap();
-    let old = a.session().unwrap().to_string();
+    let old = a.lock().session().unwrap().to_string();
     a.resign().await;
     assert!(!la.is_leader());
     {
@@ -163,7 +165,10 @@ async fn a_failed_renewal_steps_the_leader_down_at_once_and_a_good_one_restores_
     assert!(la.is_leader());
     fake.state.lock().unwrap().unavailable = true;
     let err = a.round().await.expect_err("Consul has no leader");
-    assert!(matches!(err, ConsulError::Api { code: 500, .. }), "{err}");
+    assert!(
+        matches!(&err, LockError::Unavailable(m) if m.contains("500")),
+        "a 500 other than `invalid session` is no dead session: {err}"
+    );
     assert!(!la.is_leader(), "stops acting at the first failed renewal");
     assert!(la.view().error.unwrap().contains("No cluster leader"));
     assert!(b.round().await.is_err());
@@ -171,31 +176,32 @@ async fn a_failed_renewal_steps_the_leader_down_at_once_and_a_good_one_restores_
     fake.state.lock().unwrap().unavailable = false;
     // The session outlived the outage (as it does when the outage is shorter than its TTL):
     // the same session still holds the key, and the old leader leads again.
-    let session = a.session().unwrap().to_string();
+    let session = a.lock().session().unwrap().to_string();
     a.round().await.unwrap();
     b.round().await.unwrap();
     assert!(la.is_leader());
     assert!(!lb.is_leader());
-    assert_eq!(a.session(), Some(session.as_str()));
+    assert_eq!(a.lock().session(), Some(session.as_str()));
 }
 
 #[tokio::test]
 async fn without_the_token_nobody_leads() {
     let fake = fake().await;
-    let agent = Agent::new(&fake.url, None, Duration::from_secs(5)).unwrap();
-    let leadership = Leadership::elected();
-    let mut e = Elector::new(
-        agent,
+    let consul = Consul::new(&fake.url, None, Duration::from_secs(5)).unwrap();
+    let (mut e, leadership) = new_elector(
+        consul,
         ElectionConfig {
             key: KEY.into(),
             ttl: TTL,
             lock_delay: LOCK_DELAY,
             identity: "m1".into(),
         },
-        leadership.clone(),
     );
     let err = e.round().await.expect_err("403");
-    assert!(matches!(err, ConsulError::Api { code: 403, .. }), "{err}");
+    assert!(
+        matches!(&err, LockError::Unavailable(m) if m.contains("403")),
+        "{err}"
+    );
     assert!(!leadership.is_leader());
 }
 

@@ -17,22 +17,22 @@ use berth_scheduler::executor::ExecutorState;
 use futures_util::future::BoxFuture;
 
 use super::Agent;
-use super::election::SharedSession;
 use crate::controller::journal::{JournalError, JournalStore};
+use berth_leadership::Fence;
 
 /// The journal key, with the leader key and the session that fence its writes.
 pub struct ConsulJournal {
     agent: Agent,
     key: String,
     leader_key: String,
-    session: SharedSession,
+    session: Fence<String>,
     /// ModifyIndex of the journal as this daemon last read or wrote it (0: absent); `None`: to
     /// be read before the next write.
     index: Mutex<Option<u64>>,
 }
 
 impl ConsulJournal {
-    pub fn new(agent: Agent, key: &str, leader_key: &str, session: SharedSession) -> ConsulJournal {
+    pub fn new(agent: Agent, key: &str, leader_key: &str, session: Fence<String>) -> ConsulJournal {
         ConsulJournal {
             agent,
             key: key.to_string(),

@@ -7,8 +7,9 @@
 //!   template (whose slots run as their own services): stateless services under their own name,
 //!   slot services under their DNS alias (`mongo-1`).
 //! - [`agent`]: the calls to the local Consul agent (consulrs, async).
-//! - [`election`]: leader election of `berth run` daemons through a Consul session lock; only
-//!   the leader reconciles (the gate is [`crate::leader::Leadership`]).
+//! - [`election`]: leader election of `berth run` daemons through a Consul session lock,
+//!   `berth_leadership`'s; only the leader reconciles (the gate is
+//!   [`berth_leadership::Leadership`]).
 //! - [`journal`]: the failover executor's journal in a KV key, every write fenced by the
 //!   leader session, read by each daemon as it takes the lead.
 //! - [`Registrar`]: one pass's sync: register what is missing or changed, refresh every

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::docker::SwarmState;
-use crate::leader::Leadership;
+use berth_leadership::Leadership;
 
 /// Records, at every read of the swarm, whether the controller led at that moment; answers
 /// with an error so each pass ends there.
@@ -43,7 +43,7 @@ impl DockerApi for Watched {
 
 #[tokio::test]
 async fn a_standby_passes_nothing_until_it_leads_then_passes_at_once() {
-    let leadership = Leadership::elected();
+    let leadership = Leadership::elected(berth_leadership::Policy::StepDown);
     let (tx, mut reads) = mpsc::unbounded_channel();
     let docker = Watched {
         leadership: leadership.clone(),

@@ -3,10 +3,13 @@
 //! daemon starts or takes the lead, so a daemon killed mid-failover (or the standby taking
 //! over) resumes its commands in flight, each a no-op if it had taken effect.
 //!
-//! One trait, [`JournalStore`], two stores: a file ([`FileJournal`], `--state-dir/executor.json`)
-//! and, with `--consul`, one Consul KV key fenced by the leader session
-//! (`crate::consul::journal::ConsulJournal`, which implements the trait here, so this module
-//! knows nothing of Consul).
+//! One trait, [`JournalStore`], three stores: a file ([`FileJournal`],
+//! `--state-dir/executor.json`) for a daemon alone; with `--consul`, one Consul KV key fenced by
+//! the leader session (`crate::consul::journal::ConsulJournal`); with `--elect`, the control
+//! service's journal of the leader lock, fenced by the lock's epoch
+//! (`crate::elect::ControlJournal`). Both shared stores implement the trait here, so this
+//! module knows neither Consul nor the control service. The file is unfenced, and needs no
+//! fence: only its own daemon, which is the only one acting, reads or writes it.
 
 use std::path::{Path, PathBuf};
 
@@ -51,9 +54,7 @@ pub struct Journal(Box<dyn JournalStore>);
 impl Journal {
     /// `<state_dir>/executor.json`.
     pub fn new(state_dir: &Path) -> Journal {
-        Journal::store(FileJournal {
-            path: state_dir.join("executor.json"),
-        })
+        Journal::store(FileJournal::new(state_dir))
     }
 
     /// Any other store (the Consul journal).
@@ -82,6 +83,15 @@ impl Journal {
 /// a crash leaves the old or the new state, never a torn one. Read once, at start.
 pub struct FileJournal {
     path: PathBuf,
+}
+
+impl FileJournal {
+    /// `<state_dir>/executor.json`.
+    pub fn new(state_dir: &Path) -> FileJournal {
+        FileJournal {
+            path: state_dir.join("executor.json"),
+        }
+    }
 }
 
 impl JournalStore for FileJournal {

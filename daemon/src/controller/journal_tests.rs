@@ -11,12 +11,12 @@ use bollard_stubs::models::ServiceSpec;
 use futures_util::stream::BoxStream;
 
 use super::*;
-use crate::consul::election::{ElectionConfig, Elector};
+use crate::consul::election::{ElectionConfig, Elector, elector as new_elector};
 use crate::consul::fake::{AgentState, FakeAgent, KvEntry};
 use crate::consul::journal::ConsulJournal;
 use crate::consul::{Agent, fake};
 use crate::docker::SwarmState;
-use crate::leader::Leadership;
+use berth_leadership::Leadership;
 
 const LEADER_KEY: &str = "berth/leader";
 const JOURNAL_KEY: &str = "berth/executor";
@@ -73,19 +73,20 @@ fn journaled(st: &AgentState) -> Option<ExecutorState> {
 
 fn daemon(fake: &FakeAgent, name: &str) -> (Elector, Arc<Leadership>, Daemon) {
     let agent = || Agent::new(&fake.url, None, Duration::from_secs(5)).expect("agent");
-    let leadership = Leadership::elected();
     let config = ElectionConfig {
         key: LEADER_KEY.into(),
         ttl: TTL,
         lock_delay: LOCK_DELAY,
         identity: name.into(),
     };
-    let elector = Elector::new(agent(), config, leadership.clone());
+    let consul =
+        berth_consul::Consul::new(&fake.url, None, Duration::from_secs(5)).expect("consul");
+    let (elector, leadership) = new_elector(consul, config);
     let journal = Journal::store(ConsulJournal::new(
         agent(),
         JOURNAL_KEY,
         LEADER_KEY,
-        elector.shared_session(),
+        elector.fence(),
     ));
     let docker = Labels {
         consul: fake.state.clone(),
@@ -192,7 +193,7 @@ async fn the_journal_is_fenced_by_the_leader_session_and_the_next_leader_resumes
     a.resume().await.expect("journal read");
     assert!(!a.journal.as_ref().unwrap().needs_load());
     a.reconcile().await.expect("a pass");
-    let session_a = ea.session().unwrap().to_string();
+    let session_a = ea.lock().session().unwrap().to_string();
     let seeded = fake.state.lock().unwrap().kv[JOURNAL_KEY].create_index;
     {
         let st = fake.state.lock().unwrap();
@@ -272,7 +273,7 @@ async fn the_journal_is_fenced_by_the_leader_session_and_the_next_leader_resumes
     );
     let st = fake.state.lock().unwrap();
     let last = *journal_txns(&st).last().unwrap();
-    assert_eq!(last.body[0]["KV"]["Session"], eb.session().unwrap());
+    assert_eq!(last.body[0]["KV"]["Session"], eb.lock().session().unwrap());
 }
 
 #[tokio::test]

@@ -29,9 +29,9 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::control::ControlApi;
 use crate::docker::{DockerApi, DockerError};
-use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::slots::Observed;
+use berth_leadership::Leadership;
 use clock::{Clock, SystemClock};
 use decide::Command;
 use journal::{Journal, JournalError};
