@@ -163,6 +163,12 @@ impl ControlJournal {
                 Ok(())
             }
             Err(e) if e.status() == Some(409) => Err(JournalError::Deposed(e.to_string())),
+            // A control service older than the journal (upgraded after this daemon): nothing is
+            // started until it has one.
+            Err(e) if e.status() == Some(404) => Err(JournalError::Unavailable(format!(
+                "the control service keeps no leader-lock journal ({e}): upgrade it before \
+                 `berth run --elect`; no failover command starts meanwhile"
+            ))),
             Err(e) => Err(JournalError::Unavailable(e.to_string())),
         }
     }
