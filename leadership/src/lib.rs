@@ -20,7 +20,8 @@
 //! - `control` (feature `control`): the lock as the volume control service's leader lock
 //!   (`berth-volume-client`), whose fencing token is the lock's epoch.
 //!
-//! Imports point one way: `lease` ← `policy` ← `leadership` ← `elector` ← the two locks.
+//! Imports point one way: `lease`, `lock` ← `policy` ← `leadership` ← `elector`; the two locks
+//! import only `lock`.
 
 pub mod clock;
 #[cfg(feature = "consul")]
