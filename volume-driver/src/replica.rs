@@ -188,7 +188,9 @@ async fn ask(agent: &Agent, addr: &str, v: &VolumeRecord) -> Result<ShipReply, R
         epoch: v.epoch,
     })
     .unwrap_or_default();
-    let r = http_client::send(
+    // The standby answers once its pull is done; the caller bounds the whole ship.
+    let r = http_client::send_within(
+        SHIP_LIMIT,
         &opts.peer(addr),
         Method::POST,
         &format!("/v1/replica/{}/ship", v.dataset_id),
