@@ -6,6 +6,7 @@
 //! reconcile pass drops the mounts of a node that learns it was fenced. Refcounts are kept in
 //! `<data-root>/mounts/`, so an agent restart neither forgets a caller nor leaks a claim.
 
+use backon::Retryable;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -80,17 +81,7 @@ pub enum AgentError {
 impl AgentError {
     /// The full cause chain, for the `Err` string and the log line.
     pub fn chain(&self) -> String {
-        let mut s = self.to_string();
-        let mut cur = std::error::Error::source(self);
-        while let Some(e) = cur {
-            let t = e.to_string();
-            if !s.contains(&t) {
-                s.push_str(": ");
-                s.push_str(&t);
-            }
-            cur = e.source();
-        }
-        s
+        berth_volume_client::error_chain::chain(self)
     }
 }
 
@@ -264,7 +255,7 @@ impl Agent {
             )),
             Ok(_) => Ok(()),
             Err(e) => {
-                tracing::error!(error = %crate::transfer::chain(&e),
+                tracing::error!(error = %berth_volume_client::error_chain::chain(&e),
                     "the Docker Engine at --docker-socket does not answer: if this node loses its lease, its containers cannot be stopped");
                 Ok(())
             }
@@ -336,7 +327,7 @@ impl Agent {
             let ids = match f.docker.containers_using(&name, &f.driver).await {
                 Ok(ids) => ids,
                 Err(e) => {
-                    tracing::error!(volume = %name, error = %crate::transfer::chain(&e),
+                    tracing::error!(volume = %name, error = %berth_volume_client::error_chain::chain(&e),
                         "self-fence: cannot list the containers using it");
                     return (name, None);
                 }
@@ -354,7 +345,7 @@ impl Agent {
                 let done = match tokio::time::timeout(left, f.docker.stop(id, grace)).await {
                     Ok(Ok(())) => true,
                     Ok(Err(e)) => {
-                        tracing::error!(volume = %name, container = %id, error = %crate::transfer::chain(&e), "self-fence: stop failed; killing");
+                        tracing::error!(volume = %name, container = %id, error = %berth_volume_client::error_chain::chain(&e), "self-fence: stop failed; killing");
                         f.docker.kill(id).await.is_ok()
                     }
                     Err(_) => {
@@ -459,20 +450,23 @@ impl Agent {
         let deadline = f.keeper.timing().self_fence_deadline;
         let grace = deadline.as_secs().saturating_sub(1);
         tokio::spawn(async move {
-            // The engine may be busy starting (it waits for its plugins): a few tries.
-            let mut tries = 0;
-            let ids = loop {
-                match docker.containers_using(&name, &driver).await {
-                    Ok(ids) => break ids,
-                    Err(e) if tries < 10 => {
-                        tries += 1;
-                        tracing::debug!(volume = %name, error = %crate::transfer::chain(&e), "cannot list the containers using it yet");
-                        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-                    }
-                    Err(e) => {
-                        tracing::error!(volume = %name, error = %crate::transfer::chain(&e), "cannot list the containers using it to stop them");
-                        return;
-                    }
+            // The engine may be busy starting (it waits for its plugins): ten more tries, 2 s
+            // apart.
+            let listed = (|| docker.containers_using(&name, &driver))
+                .retry(
+                    backon::ConstantBuilder::default()
+                        .with_delay(std::time::Duration::from_secs(2))
+                        .with_max_times(10),
+                )
+                .notify(|e, _| {
+                    tracing::debug!(volume = %name, error = %berth_volume_client::error_chain::chain(e), "cannot list the containers using it yet");
+                })
+                .await;
+            let ids = match listed {
+                Ok(ids) => ids,
+                Err(e) => {
+                    tracing::error!(volume = %name, error = %berth_volume_client::error_chain::chain(&e), "cannot list the containers using it to stop them");
+                    return;
                 }
             };
             for id in ids {

@@ -170,7 +170,7 @@ fn log_ship(
             "shipped"
         ),
         Ok(Err(e)) => {
-            tracing::warn!(volume, standby, error = %transfer::chain(&e), "ship failed; the next pass retries")
+            tracing::warn!(volume, standby, error = %berth_volume_client::error_chain::chain(&e), "ship failed; the next pass retries")
         }
         Err(_) => tracing::warn!(volume, standby, "ship timed out; the next pass asks again"),
     }
@@ -262,7 +262,7 @@ async fn handle(
                 ReplicaError::Refused(_) => StatusCode::CONFLICT,
                 _ => StatusCode::BAD_GATEWAY,
             };
-            (code, transfer::chain(&e)).into_response()
+            (code, berth_volume_client::error_chain::chain(&e)).into_response()
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
