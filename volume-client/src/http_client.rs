@@ -11,38 +11,12 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+
+use crate::pool::{Pooled, pooled, tcp_connector};
 
 /// How long a call waits for its whole reply unless it says otherwise ([`send_within`]).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long opening a TCP connection may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long an unused pooled connection is kept: shorter than any of Berth's servers keeps
-/// one, so the pool does not hand out connections their servers are closing.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// The pooled client behind every plain call, and (through `tls::ClientTls`) every TLS one.
-pub(crate) type Pooled<C> = Client<C, Full<Bytes>>;
-
-pub(crate) fn pooled<C>(connector: C) -> Pooled<C>
-where
-    C: hyper_util::client::legacy::connect::Connect + Clone,
-{
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(IDLE_TIMEOUT)
-        .build(connector)
-}
-
-pub(crate) fn tcp_connector() -> HttpConnector {
-    let mut c = HttpConnector::new();
-    c.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    c.set_nodelay(true);
-    // `https://` URIs go through `tls`'s connector, which wraps this one.
-    c.enforce_http(false);
-    c
-}
 
 static TCP: LazyLock<Pooled<HttpConnector>> = LazyLock::new(|| pooled(tcp_connector()));
 static UNIX: LazyLock<Pooled<hyperlocal::UnixConnector>> =

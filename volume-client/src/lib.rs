@@ -7,6 +7,7 @@
 pub mod config_file;
 pub mod error_chain;
 pub mod http_client;
+mod pool;
 pub mod tls;
 
 use std::collections::BTreeMap;

@@ -80,7 +80,7 @@ pub fn server(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<TlsAccep
 /// pool of connections made with that trust (clones share it).
 #[derive(Clone)]
 pub struct ClientTls {
-    client: crate::http_client::Pooled<
+    client: crate::pool::Pooled<
         hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     >,
 }
@@ -122,15 +122,15 @@ impl ClientTls {
             .with_tls_config(config)
             .https_only()
             .enable_http1()
-            .wrap_connector(crate::http_client::tcp_connector());
+            .wrap_connector(crate::pool::tcp_connector());
         Ok(ClientTls {
-            client: crate::http_client::pooled(connector),
+            client: crate::pool::pooled(connector),
         })
     }
 
     pub(crate) fn client(
         &self,
-    ) -> &crate::http_client::Pooled<
+    ) -> &crate::pool::Pooled<
         hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     > {
         &self.client
