@@ -18,7 +18,6 @@ use syn::visit::Visit;
 
 /// Circles that exist and are being removed elsewhere (issue 21): crate, then the files.
 const KNOWN: &[(&str, &[&str])] = &[
-    ("volume-driver", &["src/agent.rs", "src/replica.rs"]),
     (
         "volume-control",
         &[

@@ -138,7 +138,7 @@ pub struct Agent {
     mounts: Mutex<BTreeMap<String, MountRef>>,
     mounts_dir: PathBuf,
     locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    replica: crate::replica::Shipper,
+    replica: crate::shipper::Shipper,
     passes: std::sync::atomic::AtomicU64,
     /// Ships into this node's standby copies, by dataset ID: one at a time, and a cancel
     /// count that `prepare` bumps to stop one (see `replica`).
@@ -207,7 +207,7 @@ impl Agent {
             mounts: Mutex::new(mounts),
             mounts_dir,
             locks: Mutex::new(BTreeMap::new()),
-            replica: crate::replica::Shipper::default(),
+            replica: crate::shipper::Shipper::default(),
             passes: std::sync::atomic::AtomicU64::new(0),
             standby_ships: Mutex::new(BTreeMap::new()),
             fence: None,
@@ -596,7 +596,7 @@ impl Agent {
     }
 
     /// How this node ships `replicated` datasets to their standbys.
-    pub fn with_shipper(mut self, s: crate::replica::Shipper) -> Agent {
+    pub fn with_shipper(mut self, s: crate::shipper::Shipper) -> Agent {
         self.replica = s;
         self
     }
@@ -617,7 +617,7 @@ impl Agent {
         &self.pull
     }
 
-    pub(crate) fn shipper(&self) -> &crate::replica::Shipper {
+    pub(crate) fn shipper(&self) -> &crate::shipper::Shipper {
         &self.replica
     }
 
@@ -912,9 +912,9 @@ impl Agent {
         Ok(path)
     }
 
-    /// Drops caller `id`'s reference; the last one releases the mount claim and, for a
-    /// `replicated` volume, ships the final state to its standbys before answering.
-    pub async fn unmount(&self, name: &str, id: &str) -> Result<(), AgentError> {
+    /// Drops caller `id`'s reference; the last one releases the mount claim (then true: the
+    /// caller ships a `replicated` volume's final state, `replica::ship_after_unmount`).
+    pub async fn unmount(&self, name: &str, id: &str) -> Result<bool, AgentError> {
         name::validate(name)?;
         let released = {
             let _g = self.lock_for(name);
@@ -931,7 +931,7 @@ impl Agent {
             if others.is_some_and(|n| n > 0) && !self.unused(name).await {
                 self.persist(name)?;
                 tracing::info!(volume = name, caller = id, "mount reference dropped");
-                return Ok(());
+                return Ok(false);
             }
             if others.is_some_and(|n| n > 0) {
                 crate::metrics::agent().orphans_released.inc();
@@ -983,10 +983,7 @@ impl Agent {
                 }
             }
         };
-        if released.is_some() {
-            crate::replica::ship_after_unmount(self, name).await;
-        }
-        Ok(())
+        Ok(released.is_some())
     }
 
     /// The mountpoint if mounted here, else empty.
