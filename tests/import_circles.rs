@@ -17,17 +17,15 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use syn::visit::Visit;
 
 /// Circles that exist and are being removed elsewhere (issue 21): crate, then the files.
-const KNOWN: &[(&str, &[&str])] = &[
-    (
-        "volume-control",
-        &[
-            "src/api/mod.rs",
-            "src/elected.rs",
-            "src/replicated.rs",
-            "src/seat.rs",
-        ],
-    ),
-];
+const KNOWN: &[(&str, &[&str])] = &[(
+    "volume-control",
+    &[
+        "src/api/mod.rs",
+        "src/elected.rs",
+        "src/replicated.rs",
+        "src/seat.rs",
+    ],
+)];
 
 /// A module path inside one crate, e.g. `["executor", "run"]`; the crate root is `[]`.
 type ModPath = Vec<String>;
