@@ -1,11 +1,13 @@
 //! A Rust client for the control service, used by agents and by the executor (`berth run`):
 //! typed calls whose bodies are `berth_control_model::wire`'s, the very types the service
 //! decodes, with the service's error descriptions (and, on a refused executor command, its
-//! current epoch) carried through. `http_client` is the HTTP/1 client under it, shared with the agent's other calls and
-//! with the control service's Raft messages.
+//! current epoch) carried through. `http_client` is the pooled HTTP/1 client under it, shared
+//! with the agent's other calls and with the control service's Raft messages.
 
 pub mod config_file;
+pub mod error_chain;
 pub mod http_client;
+mod pool;
 pub mod tls;
 
 use std::collections::BTreeMap;

@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use tokio_rustls::TlsAcceptor;
 
@@ -76,10 +76,19 @@ pub fn server(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<TlsAccep
     Ok(Some(TlsAcceptor::from(Arc::new(config))))
 }
 
-/// What an `https://` client trusts: the CA in `--tls-ca`, else the system's roots.
-#[derive(Debug, Clone)]
+/// What an `https://` client trusts: the CA in `--tls-ca`, else the system's roots; and the
+/// pool of connections made with that trust (clones share it).
+#[derive(Clone)]
 pub struct ClientTls {
-    config: Arc<rustls::ClientConfig>,
+    client: crate::pool::Pooled<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    >,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls").finish_non_exhaustive()
+    }
 }
 
 impl ClientTls {
@@ -108,34 +117,23 @@ impl ClientTls {
             .map_err(|e| TlsError::Config(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
+        // The certificate is checked against the URI's host (`https://HOST:PORT`).
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_only()
+            .enable_http1()
+            .wrap_connector(crate::pool::tcp_connector());
         Ok(ClientTls {
-            config: Arc::new(config),
+            client: crate::pool::pooled(connector),
         })
     }
 
-    /// Opens TLS over `tcp` to `addr` (`host:port`), checking the certificate names `host`.
-    pub(crate) async fn connect(
+    pub(crate) fn client(
         &self,
-        addr: &str,
-        tcp: tokio::net::TcpStream,
-    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-        let host = host_of(addr);
-        let name = ServerName::try_from(host.to_string())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        tokio_rustls::TlsConnector::from(self.config.clone())
-            .connect(name, tcp)
-            .await
-    }
-}
-
-/// `host` of `host:port`, `[v6]:port` or a bare host.
-fn host_of(addr: &str) -> &str {
-    if let Some(rest) = addr.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match addr.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') && p.parse::<u16>().is_ok() => h,
-        _ => addr,
+    ) -> &crate::pool::Pooled<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    > {
+        &self.client
     }
 }
 
@@ -192,17 +190,4 @@ where
     }
     graceful.shutdown().await;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::host_of;
-
-    #[test]
-    fn host_of_strips_the_port() {
-        assert_eq!(host_of("ctl.example:4523"), "ctl.example");
-        assert_eq!(host_of("[::1]:4523"), "::1");
-        assert_eq!(host_of("ctl.example"), "ctl.example");
-        assert_eq!(host_of("127.0.0.1:1"), "127.0.0.1");
-    }
 }

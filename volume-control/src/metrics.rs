@@ -1,12 +1,18 @@
 //! The control service's Prometheus metrics (`prometheus` crate), served at `/metrics` on its
 //! API address. Process-wide, so the code that sees an event (a request in a middleware) counts
-//! it without plumbing. Gauges describing state (epochs, node liveness) are set at each scrape
-//! from the state itself, so they are never stale. The table is in docs/observability.md.
+//! it without plumbing. Gauges describing state (epochs, node liveness, leadership) are not
+//! kept here: `StateGauges`, a `Collector`, computes them from the state at each scrape, so they
+//! are never stale and a series whose volume or node went away is gone. The table is in
+//! docs/observability.md.
 
 use std::sync::LazyLock;
 
+use berth_control_model::wire::NodeLiveness;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
@@ -21,16 +27,10 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
     c
 }
 
-fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(g.clone())).expect("registers once");
-    g
-}
-
-fn encode(r: &Registry) -> String {
+fn encode(families: &[MetricFamily]) -> String {
     let mut buf = Vec::new();
     TextEncoder::new()
-        .encode(&r.gather(), &mut buf)
+        .encode(families, &mut buf)
         .expect("text encoding of gathered metrics");
     String::from_utf8(buf).expect("the text format is UTF-8")
 }
@@ -39,13 +39,8 @@ fn encode(r: &Registry) -> String {
 pub struct ControlMetrics {
     registry: Registry,
     pub requests: IntCounterVec,
-    pub fence_epoch: IntGaugeVec,
     pub primary_changes: IntCounterVec,
     pub handovers_refused: IntCounter,
-    pub heartbeat_age: prometheus::GaugeVec,
-    pub lease_left: prometheus::GaugeVec,
-    pub node_alive: IntGaugeVec,
-    pub leader: IntGauge,
     pub insecure: IntGauge,
 }
 
@@ -56,24 +51,12 @@ pub const CHANGE_MODES: [&str; 3] = ["move", "promote", "recreate"];
 impl ControlMetrics {
     fn new() -> ControlMetrics {
         let r = Registry::new();
-        let fgauge = |name: &str, help: &str| {
-            let g =
-                prometheus::GaugeVec::new(Opts::new(name, help), &["node"]).expect("valid metric");
-            r.register(Box::new(g.clone())).expect("registers once");
-            g
-        };
         let m = ControlMetrics {
             requests: counter_vec(
                 &r,
                 "berth_control_requests_total",
                 "Control API requests answered, by route template and status code.",
                 &["route", "code"],
-            ),
-            fence_epoch: gauge_vec(
-                &r,
-                "berth_fence_epoch",
-                "Each live volume's current epoch (fencing token).",
-                &["volume"],
             ),
             primary_changes: counter_vec(
                 &r,
@@ -87,31 +70,6 @@ impl ControlMetrics {
                 "Fences and assignments refused (423) because the node holding the volume \
                  still had its lease.",
             ),
-            heartbeat_age: fgauge(
-                "berth_node_heartbeat_age_seconds",
-                "Since each registered node's last heartbeat (control clock); absent before \
-                 its first since the control service started.",
-            ),
-            lease_left: fgauge(
-                "berth_node_lease_remaining_seconds",
-                "How much longer each registered node's lease runs (0: ended).",
-            ),
-            node_alive: gauge_vec(
-                &r,
-                "berth_node_alive",
-                "1 while a node heartbeats within interval × misses and is not declared dead.",
-                &["node"],
-            ),
-            leader: {
-                let g = IntGauge::new(
-                    "berth_control_leader",
-                    "1 while this control instance serves the API: always when it runs alone, \
-                     only as the caught-up Raft leader when replicated.",
-                )
-                .expect("valid metric");
-                r.register(Box::new(g.clone())).expect("registers once");
-                g
-            },
             insecure: {
                 let g = IntGauge::new(
                     "berth_control_insecure",
@@ -130,8 +88,121 @@ impl ControlMetrics {
         m
     }
 
-    pub fn encode(&self) -> String {
-        encode(&self.registry)
+    /// The text exposition: the counters as they stand, and `state`'s gauges.
+    pub fn encode(&self, state: &StateGauges) -> String {
+        let mut families = self.registry.gather();
+        // A vector with no series yet collects as an empty family, which the text format
+        // refuses (the registry's own `gather` drops them the same way).
+        families.extend(
+            state
+                .collect()
+                .into_iter()
+                .filter(|f| !f.get_metric().is_empty()),
+        );
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        encode(&families)
+    }
+}
+
+/// The gauges that describe the control state, computed from one reading of it at a scrape.
+/// A member that does not serve holds no current state: it exports only `berth_control_leader`
+/// 0, so a dashboard summing over instances never counts a follower's stale copy.
+pub struct StateGauges {
+    leader: IntGauge,
+    fence_epoch: IntGaugeVec,
+    heartbeat_age: GaugeVec,
+    lease_left: GaugeVec,
+    node_alive: IntGaugeVec,
+}
+
+impl StateGauges {
+    /// `epochs`: each live volume's name and epoch; `nodes`: each registered node's liveness.
+    pub fn new(serving: bool, epochs: &[(String, u64)], nodes: &[NodeLiveness]) -> StateGauges {
+        let g = StateGauges {
+            leader: IntGauge::new(
+                "berth_control_leader",
+                "1 while this control instance serves the API: always when it runs alone, \
+                 only as the caught-up Raft leader when replicated.",
+            )
+            .expect("valid metric"),
+            fence_epoch: IntGaugeVec::new(
+                Opts::new(
+                    "berth_fence_epoch",
+                    "Each live volume's current epoch (fencing token).",
+                ),
+                &["volume"],
+            )
+            .expect("valid metric"),
+            heartbeat_age: GaugeVec::new(
+                Opts::new(
+                    "berth_node_heartbeat_age_seconds",
+                    "Since each registered node's last heartbeat (control clock); absent before \
+                     its first since the control service started.",
+                ),
+                &["node"],
+            )
+            .expect("valid metric"),
+            lease_left: GaugeVec::new(
+                Opts::new(
+                    "berth_node_lease_remaining_seconds",
+                    "How much longer each registered node's lease runs (0: ended).",
+                ),
+                &["node"],
+            )
+            .expect("valid metric"),
+            node_alive: IntGaugeVec::new(
+                Opts::new(
+                    "berth_node_alive",
+                    "1 while a node heartbeats within interval × misses and is not declared dead.",
+                ),
+                &["node"],
+            )
+            .expect("valid metric"),
+        };
+        g.leader.set(i64::from(serving));
+        if !serving {
+            return g;
+        }
+        for (name, epoch) in epochs {
+            g.fence_epoch
+                .with_label_values(&[name.as_str()])
+                .set(i64::try_from(*epoch).unwrap_or(i64::MAX));
+        }
+        for n in nodes {
+            let node = [n.node.as_str()];
+            if let Some(age) = n.last_heartbeat_age_ms {
+                g.heartbeat_age
+                    .with_label_values(&node)
+                    .set(age as f64 / 1000.0);
+            }
+            g.lease_left
+                .with_label_values(&node)
+                .set(n.lease_expires_in_ms as f64 / 1000.0);
+            g.node_alive
+                .with_label_values(&node)
+                .set(i64::from(n.alive));
+        }
+        g
+    }
+}
+
+impl Collector for StateGauges {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut d = self.leader.desc();
+        d.extend(self.fence_epoch.desc());
+        d.extend(self.heartbeat_age.desc());
+        d.extend(self.lease_left.desc());
+        d.extend(self.node_alive.desc());
+        d
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut f = self.leader.collect();
+        f.extend(self.fence_epoch.collect());
+        f.extend(self.heartbeat_age.collect());
+        f.extend(self.lease_left.collect());
+        f.extend(self.node_alive.collect());
+        f
     }
 }
 
@@ -143,3 +214,79 @@ pub fn control() -> &'static ControlMetrics {
 
 /// The content type of the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use berth_control_model::wire::NodeLiveness;
+
+    use super::{StateGauges, control};
+
+    fn node(name: &str, alive: bool, age_ms: Option<u64>) -> NodeLiveness {
+        NodeLiveness {
+            node: name.into(),
+            host: "h".into(),
+            alive,
+            last_heartbeat_age_ms: age_ms,
+            unheard_for_ms: None,
+            lease_expires_in_ms: 1500,
+            dead: false,
+            docker_reachable: None,
+        }
+    }
+
+    #[test]
+    fn the_serving_member_exports_the_state_it_reads_now() {
+        let nodes = [node("n1", true, Some(250)), node("n2", false, None)];
+        let text = control().encode(&StateGauges::new(true, &[("w".into(), 3)], &nodes));
+        assert!(text.contains("berth_control_leader 1\n"), "{text}");
+        assert!(
+            text.contains("berth_fence_epoch{volume=\"w\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("berth_node_alive{node=\"n1\"} 1\n"), "{text}");
+        assert!(text.contains("berth_node_alive{node=\"n2\"} 0\n"), "{text}");
+        assert!(
+            text.contains("berth_node_heartbeat_age_seconds{node=\"n1\"} 0.25\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("berth_node_heartbeat_age_seconds{node=\"n2\"}"),
+            "no heartbeat yet, no series: {text}"
+        );
+        assert!(
+            text.contains("berth_node_lease_remaining_seconds{node=\"n2\"} 1.5\n"),
+            "{text}"
+        );
+        // The counters come along, in name order with the gauges.
+        assert!(text.contains("berth_handovers_refused_total"), "{text}");
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap_or_default())
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted);
+    }
+
+    #[test]
+    fn a_later_scrape_forgets_what_went_away_and_a_follower_exports_no_state() {
+        let first = control().encode(&StateGauges::new(
+            true,
+            &[("gone".into(), 1)],
+            &[node("n1", true, Some(1))],
+        ));
+        assert!(first.contains("volume=\"gone\""), "{first}");
+        let later = control().encode(&StateGauges::new(true, &[], &[]));
+        assert!(!later.contains("volume=\"gone\""), "{later}");
+        assert!(!later.contains("node=\"n1\""), "{later}");
+        let follower = control().encode(&StateGauges::new(
+            false,
+            &[("w".into(), 2)],
+            &[node("n1", true, Some(1))],
+        ));
+        assert!(follower.contains("berth_control_leader 0\n"), "{follower}");
+        assert!(!follower.contains("berth_fence_epoch{"), "{follower}");
+        assert!(!follower.contains("berth_node_alive{"), "{follower}");
+    }
+}

@@ -6,6 +6,7 @@
 //! reconcile pass drops the mounts of a node that learns it was fenced. Refcounts are kept in
 //! `<data-root>/mounts/`, so an agent restart neither forgets a caller nor leaks a claim.
 
+use backon::Retryable;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -80,17 +81,7 @@ pub enum AgentError {
 impl AgentError {
     /// The full cause chain, for the `Err` string and the log line.
     pub fn chain(&self) -> String {
-        let mut s = self.to_string();
-        let mut cur = std::error::Error::source(self);
-        while let Some(e) = cur {
-            let t = e.to_string();
-            if !s.contains(&t) {
-                s.push_str(": ");
-                s.push_str(&t);
-            }
-            cur = e.source();
-        }
-        s
+        berth_volume_client::error_chain::chain(self)
     }
 }
 
@@ -147,7 +138,7 @@ pub struct Agent {
     mounts: Mutex<BTreeMap<String, MountRef>>,
     mounts_dir: PathBuf,
     locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    replica: crate::replica::Shipper,
+    replica: crate::shipper::Shipper,
     passes: std::sync::atomic::AtomicU64,
     /// Ships into this node's standby copies, by dataset ID: one at a time, and a cancel
     /// count that `prepare` bumps to stop one (see `replica`).
@@ -216,7 +207,7 @@ impl Agent {
             mounts: Mutex::new(mounts),
             mounts_dir,
             locks: Mutex::new(BTreeMap::new()),
-            replica: crate::replica::Shipper::default(),
+            replica: crate::shipper::Shipper::default(),
             passes: std::sync::atomic::AtomicU64::new(0),
             standby_ships: Mutex::new(BTreeMap::new()),
             fence: None,
@@ -264,7 +255,7 @@ impl Agent {
             )),
             Ok(_) => Ok(()),
             Err(e) => {
-                tracing::error!(error = %crate::transfer::chain(&e),
+                tracing::error!(error = %berth_volume_client::error_chain::chain(&e),
                     "the Docker Engine at --docker-socket does not answer: if this node loses its lease, its containers cannot be stopped");
                 Ok(())
             }
@@ -336,7 +327,7 @@ impl Agent {
             let ids = match f.docker.containers_using(&name, &f.driver).await {
                 Ok(ids) => ids,
                 Err(e) => {
-                    tracing::error!(volume = %name, error = %crate::transfer::chain(&e),
+                    tracing::error!(volume = %name, error = %berth_volume_client::error_chain::chain(&e),
                         "self-fence: cannot list the containers using it");
                     return (name, None);
                 }
@@ -354,7 +345,7 @@ impl Agent {
                 let done = match tokio::time::timeout(left, f.docker.stop(id, grace)).await {
                     Ok(Ok(())) => true,
                     Ok(Err(e)) => {
-                        tracing::error!(volume = %name, container = %id, error = %crate::transfer::chain(&e), "self-fence: stop failed; killing");
+                        tracing::error!(volume = %name, container = %id, error = %berth_volume_client::error_chain::chain(&e), "self-fence: stop failed; killing");
                         f.docker.kill(id).await.is_ok()
                     }
                     Err(_) => {
@@ -459,20 +450,23 @@ impl Agent {
         let deadline = f.keeper.timing().self_fence_deadline;
         let grace = deadline.as_secs().saturating_sub(1);
         tokio::spawn(async move {
-            // The engine may be busy starting (it waits for its plugins): a few tries.
-            let mut tries = 0;
-            let ids = loop {
-                match docker.containers_using(&name, &driver).await {
-                    Ok(ids) => break ids,
-                    Err(e) if tries < 10 => {
-                        tries += 1;
-                        tracing::debug!(volume = %name, error = %crate::transfer::chain(&e), "cannot list the containers using it yet");
-                        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-                    }
-                    Err(e) => {
-                        tracing::error!(volume = %name, error = %crate::transfer::chain(&e), "cannot list the containers using it to stop them");
-                        return;
-                    }
+            // The engine may be busy starting (it waits for its plugins): ten more tries, 2 s
+            // apart.
+            let listed = (|| docker.containers_using(&name, &driver))
+                .retry(
+                    backon::ConstantBuilder::default()
+                        .with_delay(std::time::Duration::from_secs(2))
+                        .with_max_times(10),
+                )
+                .notify(|e, _| {
+                    tracing::debug!(volume = %name, error = %berth_volume_client::error_chain::chain(e), "cannot list the containers using it yet");
+                })
+                .await;
+            let ids = match listed {
+                Ok(ids) => ids,
+                Err(e) => {
+                    tracing::error!(volume = %name, error = %berth_volume_client::error_chain::chain(&e), "cannot list the containers using it to stop them");
+                    return;
                 }
             };
             for id in ids {
@@ -602,7 +596,7 @@ impl Agent {
     }
 
     /// How this node ships `replicated` datasets to their standbys.
-    pub fn with_shipper(mut self, s: crate::replica::Shipper) -> Agent {
+    pub fn with_shipper(mut self, s: crate::shipper::Shipper) -> Agent {
         self.replica = s;
         self
     }
@@ -623,7 +617,7 @@ impl Agent {
         &self.pull
     }
 
-    pub(crate) fn shipper(&self) -> &crate::replica::Shipper {
+    pub(crate) fn shipper(&self) -> &crate::shipper::Shipper {
         &self.replica
     }
 
@@ -918,9 +912,9 @@ impl Agent {
         Ok(path)
     }
 
-    /// Drops caller `id`'s reference; the last one releases the mount claim and, for a
-    /// `replicated` volume, ships the final state to its standbys before answering.
-    pub async fn unmount(&self, name: &str, id: &str) -> Result<(), AgentError> {
+    /// Drops caller `id`'s reference; the last one releases the mount claim (then true: the
+    /// caller ships a `replicated` volume's final state, `replica::ship_after_unmount`).
+    pub async fn unmount(&self, name: &str, id: &str) -> Result<bool, AgentError> {
         name::validate(name)?;
         let released = {
             let _g = self.lock_for(name);
@@ -937,7 +931,7 @@ impl Agent {
             if others.is_some_and(|n| n > 0) && !self.unused(name).await {
                 self.persist(name)?;
                 tracing::info!(volume = name, caller = id, "mount reference dropped");
-                return Ok(());
+                return Ok(false);
             }
             if others.is_some_and(|n| n > 0) {
                 crate::metrics::agent().orphans_released.inc();
@@ -989,10 +983,7 @@ impl Agent {
                 }
             }
         };
-        if released.is_some() {
-            crate::replica::ship_after_unmount(self, name).await;
-        }
-        Ok(())
+        Ok(released.is_some())
     }
 
     /// The mountpoint if mounted here, else empty.

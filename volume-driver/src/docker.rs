@@ -1,52 +1,59 @@
 //! The local Docker Engine, only as far as self-fencing needs it: which running containers use
-//! one of this driver's volumes, and stopping them. Over the engine's unix socket with the
-//! crate's own HTTP client; unversioned paths, which every engine since 1.24 answers.
+//! one of this driver's volumes, and stopping them. Through bollard (the daemon's Docker
+//! client too) over the engine's unix socket, in the engine's own API version.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use hyper::Method;
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-use serde::Deserialize;
+use bollard::errors::Error as BError;
+use bollard::query_parameters::{
+    KillContainerOptions, ListContainersOptions, StopContainerOptions,
+};
 
-use berth_volume_client::http_client::{self, HttpError, Target};
+/// bollard's per-request limit (its default), in seconds; callers bound their own waits tighter.
+const REQUEST_TIMEOUT_S: u64 = 120;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
-    #[error("Docker Engine unreachable")]
-    Transport(#[from] HttpError),
+    #[error("Docker Engine unreachable (or its answer unreadable) while {what}")]
+    Engine {
+        what: String,
+        #[source]
+        source: BError,
+    },
     #[error("Docker Engine said {status} to {what}: {body}")]
     Status {
         what: String,
         status: u16,
         body: String,
     },
-    #[error("Docker Engine's container list does not decode: {0}")]
-    Decode(String),
 }
 
-/// A handle on the engine at a unix socket.
+fn error(what: &str, e: BError) -> DockerError {
+    match e {
+        BError::DockerResponseServerError {
+            status_code,
+            message,
+        } => DockerError::Status {
+            what: what.to_string(),
+            status: status_code,
+            body: message,
+        },
+        source => DockerError::Engine {
+            what: what.to_string(),
+            source,
+        },
+    }
+}
+
+/// A handle on the engine at a unix socket. Connecting (and learning the engine's API version)
+/// waits for the first call: the agent starts before its engine does, and an engine that
+/// restarts as an older version is asked again only by a new agent.
 #[derive(Debug, Clone)]
 pub struct Docker {
-    target: Target,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct Container {
-    id: String,
-    #[serde(default)]
-    mounts: Vec<MountPoint>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct MountPoint {
-    #[serde(default)]
-    r#type: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    driver: String,
+    socket: PathBuf,
+    api: Arc<tokio::sync::OnceCell<bollard::Docker>>,
 }
 
 /// Whether `reported` (a mount's `Driver`) is the driver this agent serves as `driver`: a
@@ -58,8 +65,32 @@ fn same_driver(reported: &str, driver: &str) -> bool {
 impl Docker {
     pub fn new(socket: PathBuf) -> Docker {
         Docker {
-            target: Target::Unix(socket),
+            socket,
+            api: Arc::default(),
         }
+    }
+
+    /// The client, connected and speaking the engine's version: bollard's own (the newest it
+    /// knows) lowered to the engine's, since an engine refuses a version newer than its own.
+    /// An engine that answers but names no version is spoken to in bollard's.
+    async fn api(&self) -> Result<&bollard::Docker, DockerError> {
+        self.api
+            .get_or_try_init(|| async {
+                let d = bollard::Docker::connect_with_unix(
+                    &self.socket.to_string_lossy(),
+                    REQUEST_TIMEOUT_S,
+                    bollard::API_DEFAULT_VERSION,
+                )
+                .map_err(|e| error("connecting", e))?;
+                match d.clone().negotiate_version().await {
+                    Ok(d) => Ok(d),
+                    Err(
+                        BError::DockerResponseServerError { .. } | BError::APIVersionParseError {},
+                    ) => Ok(d),
+                    Err(e) => Err(error("reading its version", e)),
+                }
+            })
+            .await
     }
 
     /// Running containers that mount volume `name` of `driver`. The engine's `volume` filter
@@ -70,91 +101,86 @@ impl Docker {
         name: &str,
         driver: &str,
     ) -> Result<Vec<String>, DockerError> {
-        let filters = serde_json::json!({ "volume": [name] }).to_string();
-        let path = format!(
-            "/containers/json?filters={}",
-            utf8_percent_encode(&filters, NON_ALPHANUMERIC)
-        );
-        let r = http_client::send(&self.target, Method::GET, &path, &[], Vec::new()).await?;
-        if !r.status.is_success() {
-            return Err(DockerError::Status {
-                what: "listing containers".into(),
-                status: r.status.as_u16(),
-                body: String::from_utf8_lossy(&r.body).into_owned(),
-            });
-        }
-        let list: Vec<Container> =
-            serde_json::from_slice(&r.body).map_err(|e| DockerError::Decode(e.to_string()))?;
+        let what = "listing containers";
+        let options = ListContainersOptions {
+            filters: Some(HashMap::from([(
+                "volume".to_string(),
+                vec![name.to_string()],
+            )])),
+            ..Default::default()
+        };
+        let list = self
+            .api()
+            .await?
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| error(what, e))?;
         Ok(list
             .into_iter()
             .filter(|c| {
-                c.mounts.iter().any(|m| {
-                    m.r#type == "volume" && m.name == name && same_driver(&m.driver, driver)
+                c.mounts.iter().flatten().any(|m| {
+                    m.typ.as_deref() == Some("volume")
+                        && m.name.as_deref() == Some(name)
+                        && same_driver(m.driver.as_deref().unwrap_or_default(), driver)
                 })
             })
-            .map(|c| c.id)
+            .filter_map(|c| c.id)
             .collect())
     }
 
     /// Whether the engine answers at all (`GET /_ping`).
     pub async fn ping(&self) -> Result<(), DockerError> {
-        let r = http_client::send(&self.target, Method::GET, "/_ping", &[], Vec::new()).await?;
-        if !r.status.is_success() {
-            return Err(DockerError::Status {
-                what: "ping".into(),
-                status: r.status.as_u16(),
-                body: String::from_utf8_lossy(&r.body).into_owned(),
-            });
-        }
-        Ok(())
+        self.api()
+            .await?
+            .ping()
+            .await
+            .map(drop)
+            .map_err(|e| error("ping", e))
     }
 
     /// The engine's Swarm node ID (empty when it is in no swarm).
     pub async fn swarm_node_id(&self) -> Result<String, DockerError> {
-        let r = http_client::send(&self.target, Method::GET, "/info", &[], Vec::new()).await?;
-        if !r.status.is_success() {
-            return Err(DockerError::Status {
-                what: "reading /info".into(),
-                status: r.status.as_u16(),
-                body: String::from_utf8_lossy(&r.body).into_owned(),
-            });
-        }
-        let v: serde_json::Value =
-            serde_json::from_slice(&r.body).map_err(|e| DockerError::Decode(e.to_string()))?;
-        Ok(v["Swarm"]["NodeID"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string())
+        let info = self
+            .api()
+            .await?
+            .info()
+            .await
+            .map_err(|e| error("reading /info", e))?;
+        Ok(info.swarm.and_then(|s| s.node_id).unwrap_or_default())
     }
 
     /// Stops container `id`: SIGTERM, then SIGKILL after `grace_s` seconds (the engine's own
     /// stop). A container already stopped or gone counts as stopped.
     pub async fn stop(&self, id: &str, grace_s: u64) -> Result<(), DockerError> {
-        self.post(
-            &format!("/containers/{id}/stop?t={grace_s}"),
-            "stopping",
-            id,
-        )
-        .await
+        let options = StopContainerOptions {
+            t: Some(i32::try_from(grace_s).unwrap_or(i32::MAX)),
+            signal: None,
+        };
+        let r = self.api().await?.stop_container(id, Some(options)).await;
+        gone_is_done(r, &format!("stopping container {id}"))
     }
 
     /// SIGKILLs container `id`, for when a stop did not finish in time.
     pub async fn kill(&self, id: &str) -> Result<(), DockerError> {
-        self.post(&format!("/containers/{id}/kill"), "killing", id)
-            .await
+        let r = self
+            .api()
+            .await?
+            .kill_container(id, Some(KillContainerOptions::default()))
+            .await;
+        gone_is_done(r, &format!("killing container {id}"))
     }
+}
 
-    async fn post(&self, path: &str, what: &str, id: &str) -> Result<(), DockerError> {
-        let r = http_client::send(&self.target, Method::POST, path, &[], Vec::new()).await?;
-        match r.status.as_u16() {
-            // 304: already stopped; 404: gone; 409: not running (kill).
-            200..=299 | 304 | 404 | 409 => Ok(()),
-            status => Err(DockerError::Status {
-                what: format!("{what} container {id}"),
-                status,
-                body: String::from_utf8_lossy(&r.body).into_owned(),
-            }),
-        }
+/// A stop or kill of a container that is not running (409) or gone (404) has nothing left to do
+/// (bollard already takes 304, "already stopped", as success).
+fn gone_is_done(r: Result<(), BError>, what: &str) -> Result<(), DockerError> {
+    match r {
+        Ok(())
+        | Err(BError::DockerResponseServerError {
+            status_code: 404 | 409,
+            ..
+        }) => Ok(()),
+        Err(e) => Err(error(what, e)),
     }
 }
 

@@ -14,5 +14,6 @@ pub mod heartbeat;
 pub mod metrics;
 pub mod protocol;
 pub mod replica;
+pub mod shipper;
 pub mod shutdown;
 pub mod transfer;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use backon::{ExponentialBuilder, Retryable};
 use berth_control_model::credential;
 use berth_control_model::lease::{AgentTiming, Keeper};
 use berth_volume::agent::{Agent, SelfFence};
@@ -890,39 +891,52 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 .unwrap_or_default()
                 .trim()
                 .to_string();
-            // Registration retries: the control service may start after the agent.
-            let mut delay = Duration::from_millis(100);
-            // The first lease comes before serving: a Mount needs one, and a lease timing the
-            // control service refuses is a configuration error, said once, at start.
-            loop {
-                let r = match client.register_node(&node, &host, &transfer_addr).await {
+            // Registration retries, 100 ms doubling to 5 s, for ever: the control service may
+            // start after the agent. The first lease comes before serving: a Mount needs one,
+            // and a lease timing or a token the control service refuses is a configuration
+            // error, said once, at start.
+            let register = || async {
+                match client.register_node(&node, &host, &transfer_addr).await {
                     Ok(()) => {
                         let sent = berth_volume::clock::now();
                         match client.heartbeat(&node, &keeper.heartbeat()).await {
                             Ok(reply) => {
                                 keeper.renewed(sent, berth_volume::clock::now(), reply);
-                                agent.recover().await.map_err(|e| e.chain())
+                                agent
+                                    .recover()
+                                    .await
+                                    .map_err(|e| Register::Retry(e.chain()))
                             }
                             Err(e) if e.status() == Some(400) => {
-                                anyhow::bail!("lease timing: {e}");
+                                Err(Register::Fatal(anyhow::anyhow!("lease timing: {e}")))
                             }
-                            Err(e) => Err(e.to_string()),
+                            Err(e) => Err(Register::Retry(e.to_string())),
                         }
                     }
-                    Err(e) if matches!(e.status(), Some(401 | 403)) => {
-                        anyhow::bail!("the control service refused this agent: {e}");
-                    }
-                    Err(e) => Err(e.to_string()),
-                };
-                match r {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot register with control; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                    }
+                    Err(e) if matches!(e.status(), Some(401 | 403)) => Err(Register::Fatal(
+                        anyhow::anyhow!("the control service refused this agent: {e}"),
+                    )),
+                    Err(e) => Err(Register::Retry(e.to_string())),
                 }
-            }
+            };
+            register
+                .retry(
+                    ExponentialBuilder::default()
+                        .with_min_delay(Duration::from_millis(100))
+                        .with_max_delay(Duration::from_secs(5))
+                        .without_max_times(),
+                )
+                .when(|e| matches!(e, Register::Retry(_)))
+                .notify(|e, _| {
+                    if let Register::Retry(e) = e {
+                        tracing::warn!(error = %e, "cannot register with control; retrying");
+                    }
+                })
+                .await
+                .map_err(|e| match e {
+                    Register::Fatal(e) => e,
+                    Register::Retry(e) => anyhow::anyhow!(e),
+                })?;
             tracing::info!(node = %node, socket = %socket.display(), transfer = %transfer_addr, "agent listening");
             let routes = transfer::router(layout, &transfer_opts)
                 .merge(replica::router(agent.clone(), &transfer_opts))
@@ -965,7 +979,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             let ship = tokio::spawn(async move {
                 loop {
                     if let Err(e) = replica::ship_pass(&s).await {
-                        tracing::debug!(error = %transfer::chain(&e), "ship pass failed");
+                        tracing::debug!(error = %berth_volume_client::error_chain::chain(&e), "ship pass failed");
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(ship_interval) => {}
@@ -987,6 +1001,13 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Why registering at start failed: worth retrying (the control service is not up yet, or
+/// recovering the mounts failed), or a refusal retrying cannot change.
+enum Register {
+    Retry(String),
+    Fatal(anyhow::Error),
 }
 
 #[cfg(test)]

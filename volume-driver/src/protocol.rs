@@ -112,7 +112,14 @@ async fn unmount(State(a): State<Shared>, body: Bytes) -> Response {
         Err(e) => return *e,
     };
     match a.unmount(&r.name, &r.id).await {
-        Ok(()) => reply(json!({"Err": ""})),
+        Ok(released) => {
+            // The last reference went: a `replicated` volume's standbys get its final state
+            // before Docker hears the Unmount is done.
+            if released {
+                crate::replica::ship_after_unmount(&a, &r.name).await;
+            }
+            reply(json!({"Err": ""}))
+        }
         Err(e) => agent_err("Unmount", &e),
     }
 }

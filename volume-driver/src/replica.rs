@@ -18,8 +18,7 @@
 //! application whose files must agree with each other is exactly consistent on a standby only as
 //! of a ship at Unmount.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -36,49 +35,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::Agent;
 use crate::backend::BackendError;
+pub use crate::shipper::{DEFAULT_INTERVAL, Shipper};
 use crate::transfer::{self, TransferError, TransferOptions};
 
-/// How often a mounted `replicated` dataset is shipped when `--ship-interval` is not given.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest an Unmount waits for its final ship before answering anyway.
 pub const UNMOUNT_SHIP_LIMIT: Duration = Duration::from_secs(60);
 /// Longest one ship on the interval may take before its standby is asked afresh (a standby
 /// whose connection hangs must not keep its slot for ever; a first ship of a big dataset may
 /// take minutes).
 pub const SHIP_LIMIT: Duration = Duration::from_secs(600);
-
-/// The primary side's settings, and one lock per (dataset, standby): at most one ship to a
-/// standby at a time, and a standby that hangs holds up only its own ships.
-#[derive(Debug, Clone)]
-pub struct Shipper {
-    pub interval: Duration,
-    locks: Arc<Mutex<PairLocks>>,
-}
-
-/// One lock per (dataset ID, standby node).
-type PairLocks = BTreeMap<(String, String), Arc<tokio::sync::Mutex<()>>>;
-
-impl Default for Shipper {
-    fn default() -> Shipper {
-        Shipper::new(DEFAULT_INTERVAL)
-    }
-}
-
-impl Shipper {
-    pub fn new(interval: Duration) -> Shipper {
-        Shipper {
-            interval,
-            locks: Arc::default(),
-        }
-    }
-
-    fn lock(&self, id: &str, standby: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut l = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        l.entry((id.to_string(), standby.to_string()))
-            .or_default()
-            .clone()
-    }
-}
 
 /// `POST /v1/replica/{id}/ship`: the primary asks a standby to ship now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -170,7 +135,7 @@ fn log_ship(
             "shipped"
         ),
         Ok(Err(e)) => {
-            tracing::warn!(volume, standby, error = %transfer::chain(&e), "ship failed; the next pass retries")
+            tracing::warn!(volume, standby, error = %berth_volume_client::error_chain::chain(&e), "ship failed; the next pass retries")
         }
         Err(_) => tracing::warn!(volume, standby, "ship timed out; the next pass asks again"),
     }
@@ -188,7 +153,9 @@ async fn ask(agent: &Agent, addr: &str, v: &VolumeRecord) -> Result<ShipReply, R
         epoch: v.epoch,
     })
     .unwrap_or_default();
-    let r = http_client::send(
+    // The standby answers once its pull is done; the caller bounds the whole ship.
+    let r = http_client::send_within(
+        SHIP_LIMIT,
         &opts.peer(addr),
         Method::POST,
         &format!("/v1/replica/{}/ship", v.dataset_id),
@@ -260,7 +227,7 @@ async fn handle(
                 ReplicaError::Refused(_) => StatusCode::CONFLICT,
                 _ => StatusCode::BAD_GATEWAY,
             };
-            (code, transfer::chain(&e)).into_response()
+            (code, berth_volume_client::error_chain::chain(&e)).into_response()
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }

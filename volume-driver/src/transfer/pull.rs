@@ -40,6 +40,10 @@ fn status_err(what: &str, r: &http_client::Reply) -> TransferError {
     }
 }
 
+/// How long the source may take to answer the manifest and the digests it is asked for: it
+/// stats its whole tree, and reads whole each file whose digest it has not cached.
+const SOURCE_WORK_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Pulls dataset `id` from the agent at `source` (`host:port`) into this node's copy in `layout`.
 /// With `source_epoch`, the source's copy must be the whole one of that epoch: a copy it never
 /// finished is refused before a byte moves.
@@ -116,7 +120,8 @@ async fn pull_inner(
         .iter()
         .map(|t| ("authorization", format!("Bearer {t}")))
         .collect();
-    let r = http_client::send(
+    let r = http_client::send_within(
+        SOURCE_WORK_LIMIT,
         &target,
         Method::GET,
         &format!("{base}/manifest"),
@@ -177,7 +182,8 @@ async fn pull_inner(
     } else {
         let body =
             serde_json::to_vec(&unknown).map_err(|e| TransferError::Manifest(e.to_string()))?;
-        let r = http_client::send(
+        let r = http_client::send_within(
+            SOURCE_WORK_LIMIT,
             &target,
             Method::POST,
             &format!("{base}/hashes"),

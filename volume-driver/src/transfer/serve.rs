@@ -133,7 +133,10 @@ async fn get_manifest(State(s): State<Arc<Source>>, AxPath(id): AxPath<String>) 
     let r = tokio::task::spawn_blocking(move || scan(&dir, Some(&HashCache::load(&cache)))).await;
     match r.map(|m| m.map(|m| super::Manifest { epoch, ..m })) {
         Ok(Ok(m)) => axum::Json(m).into_response(),
-        Ok(Err(e)) => fail(StatusCode::INTERNAL_SERVER_ERROR, super::chain(&e)),
+        Ok(Err(e)) => fail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            berth_volume_client::error_chain::chain(&e),
+        ),
         Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

@@ -4,6 +4,7 @@ use axum::response::IntoResponse;
 
 use super::*;
 use crate::backend::layout::Layout;
+use berth_volume_client::error_chain::chain;
 
 const ID: &str = "0b2c7a6e-3f1d-4d7e-9c1a-1e2f3a4b5c6d";
 

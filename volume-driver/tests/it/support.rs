@@ -282,6 +282,9 @@ pub fn api(
 pub struct Proxy {
     pub addr: String,
     cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Both ends of every connection it forwards, so a cut also breaks the ones already open
+    /// (the agents' HTTP client keeps its connections).
+    open: std::sync::Arc<Mutex<Vec<std::net::TcpStream>>>,
 }
 
 impl Proxy {
@@ -290,7 +293,8 @@ impl Proxy {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let addr = l.local_addr().expect("addr").to_string();
         let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (c, up) = (cut.clone(), upstream.to_string());
+        let open = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let (c, up, o) = (cut.clone(), upstream.to_string(), open.clone());
         std::thread::spawn(move || {
             for conn in l.incoming() {
                 let Ok(down) = conn else { continue };
@@ -301,6 +305,11 @@ impl Proxy {
                 let Ok(upc) = std::net::TcpStream::connect(&up) else {
                     continue;
                 };
+                {
+                    let mut o = o.lock().expect("lock");
+                    o.push(down.try_clone().expect("clone"));
+                    o.push(upc.try_clone().expect("clone"));
+                }
                 let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
                     std::thread::spawn(move || {
                         let _ = std::io::copy(&mut from, &mut to);
@@ -314,15 +323,19 @@ impl Proxy {
                 pipe(upc, down);
             }
         });
-        Proxy { addr, cut }
+        Proxy { addr, cut, open }
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
+    /// Refuses new connections and breaks the open ones.
     pub fn cut(&self) {
         self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for s in self.open.lock().expect("lock").drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
     }
 
     pub fn heal(&self) {
@@ -495,6 +508,21 @@ pub fn fuse_available(test: &str) -> bool {
     false
 }
 
+/// A request line without the API version its path may start with (`GET /v1.53/_ping` →
+/// `GET /_ping`): the engine answers both forms, and bollard sends the versioned one.
+fn unversioned(line: &str) -> String {
+    let Some((method, rest)) = line.split_once(' ') else {
+        return line.to_string();
+    };
+    let path = match rest.strip_prefix("/v").and_then(|r| r.split_once('/')) {
+        Some((v, p)) if !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.') => {
+            format!("/{p}")
+        }
+        _ => rest.to_string(),
+    };
+    format!("{method} {path}")
+}
+
 /// An Engine API stand-in that answers `GET /_ping` and 404s every other call: an engine that
 /// is up and runs no container the agent can see.
 pub fn ping_only_engine(socket: &Path) {
@@ -512,7 +540,7 @@ pub fn ping_only_engine(socket: &Path) {
                     break;
                 }
             }
-            let (code, body) = if first.starts_with("GET /_ping") {
+            let (code, body) = if unversioned(&first).starts_with("GET /_ping") {
                 (200, "OK")
             } else {
                 (404, r#"{"message":"not faked"}"#)
@@ -549,7 +577,7 @@ impl FakeEngine {
                     }
                     head.push_str(&line);
                 }
-                let first = head.lines().next().unwrap_or_default().to_string();
+                let first = unversioned(head.lines().next().unwrap_or_default());
                 let (code, body) = if first.starts_with("GET /_ping") {
                     (200, "OK".to_string())
                 } else if first.starts_with("GET /containers/json") {

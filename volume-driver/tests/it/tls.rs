@@ -57,16 +57,6 @@ fn tls_control(state: &Path, pki: &Pki) -> ControlSvc {
     )
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s = format!("{s}: {c}");
-        cur = c.source();
-    }
-    s
-}
-
 #[test]
 fn control_over_tls_answers_a_client_trusting_its_ca_only() {
     let pki = pki();
@@ -93,7 +83,7 @@ fn control_over_tls_answers_a_client_trusting_its_ca_only() {
         // The system's roots do not include the test's CA.
         let untrusted = ControlClient::with_ca(&url, None, None).expect("client");
         let e = untrusted.nodes().await.expect_err("an unknown CA");
-        let chain = error_chain(&e);
+        let chain = berth_volume_client::error_chain::chain(&e);
         assert!(chain.contains("invalid peer certificate"), "{chain}");
         assert!(chain.contains("UnknownIssuer"), "{chain}");
 
@@ -237,7 +227,7 @@ fn a_replicated_control_service_elects_and_serves_over_tls() {
                 assert!(nodes.is_empty());
                 break;
             }
-            Err(e) => error_chain(&e),
+            Err(e) => berth_volume_client::error_chain::chain(&e),
         };
         assert!(
             std::time::Instant::now() < deadline,
