@@ -170,3 +170,243 @@ async fn write_v1_fixtures() {
     )
     .expect("expected");
 }
+
+fn expected() -> State {
+    let doc = std::fs::read(fixtures().join("expected.json")).expect("expected.json");
+    let mut s: State = serde_json::from_slice(&doc).expect("expected state");
+    s.reindex();
+    s
+}
+
+fn state_of(doc: &[u8]) -> State {
+    let mut s: State = serde_json::from_slice(doc).expect("state");
+    s.reindex();
+    s
+}
+
+/// Every dataset (epoch, primary, fence, assignment, deletion), node, lease, report and leader
+/// lock of the fixture, and the counters.
+fn assert_whole(got: &State, want: &State) {
+    assert_eq!(got.datasets.len(), 5);
+    for (id, d) in want.datasets.iter() {
+        assert_eq!(got.datasets.get(id), Some(d), "dataset {id}");
+    }
+    let a = got.by_name("vol-a").expect("vol-a");
+    assert_eq!((a.epoch, a.primary.as_str()), (2, "n2"));
+    assert!(a.assignment.is_some() && !a.fenced);
+    assert!(got.datasets[IDS[2]].deleted);
+    assert_eq!(got, want);
+    assert_eq!(got.clock_ms, 12_345);
+}
+
+#[tokio::test]
+async fn the_embedded_store_of_format_1_is_read_whole_and_kept() {
+    let want = expected();
+    let dir = tempfile::tempdir().expect("tmp");
+    copy_dir(&fixtures().join("embedded"), dir.path());
+    let mut next = {
+        let store = RedbStore::open(dir.path()).expect("open converts");
+        let got = state_of(&store.load().await.expect("load").expect("a state"));
+        assert_whole(&got, &want);
+        // A change on top, as the service writes it now.
+        let mut s = got;
+        s.settle();
+        s.fence("vol-b", "n3", 2, 50_000).expect("fence");
+        let (c, _) = s.take_change();
+        store.save_change(&s, &c).await.expect("change");
+        s
+    };
+    let store = RedbStore::open(dir.path()).expect("reopen");
+    let got = state_of(&store.load().await.expect("load").expect("a state"));
+    next.settle();
+    assert_eq!(got, next);
+    assert!(got.by_name("vol-b").expect("vol-b").fenced);
+}
+
+#[tokio::test]
+async fn a_raft_member_of_format_1_reads_its_snapshot_and_entries() {
+    let want = expected();
+    let dir = tempfile::tempdir().expect("tmp");
+    copy_dir(&fixtures().join("raft"), dir.path());
+    let expected_doc = {
+        let r = Replica::start(dir.path(), one_member(), None)
+            .await
+            .expect("member");
+        serving(&r).await;
+        let got = state_of(r.doc().expect("a state").as_bytes());
+        assert_whole(&got, &want);
+        // Alone, it writes changes at once, on top of the old entries.
+        for _ in 0..100 {
+            if r.writes_changes() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(r.writes_changes());
+        let mut s = got;
+        s.settle();
+        s.fence("vol-b", "n3", 2, 50_000).expect("fence");
+        let (c, _) = s.take_change();
+        r.store().save_change(&s, &c).await.expect("change");
+        r.raft.shutdown().await.expect("shutdown");
+        s
+    };
+    let r = Replica::start(dir.path(), one_member(), None)
+        .await
+        .expect("restart");
+    serving(&r).await;
+    let got = state_of(r.doc().expect("a state").as_bytes());
+    assert_eq!(got, expected_doc);
+    r.raft.shutdown().await.expect("shutdown");
+}
+
+/// One in-process member of a replicated control service, serving its API.
+struct Member {
+    replica: Replica,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Member {
+    async fn start(id: u64, addrs: &[String], dir: &Path, entry_format: u32) -> Member {
+        use berth_control_model::liveness::Timing;
+        use berth_volume_control::{api, replicated};
+        let peers = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (i as u64 + 1, a.clone()))
+            .collect();
+        let mut settings = Settings::new(id, peers);
+        settings.entry_format = entry_format;
+        let replica = Replica::start(dir, settings, None).await.expect("member");
+        let c = std::sync::Arc::new(
+            api::Control::open_replicated(replica.clone(), None, Timing::default())
+                .await
+                .expect("control"),
+        );
+        let l = tokio::net::TcpListener::bind(&addrs[id as usize - 1])
+            .await
+            .expect("bind");
+        let lead = tokio::spawn(replicated::lead(c.clone()));
+        let serve = tokio::spawn(async move {
+            let _ = api::serve(l, c, std::future::pending()).await;
+        });
+        Member {
+            replica,
+            tasks: vec![lead, serve],
+        }
+    }
+
+    async fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = self.replica.raft.shutdown().await;
+    }
+}
+
+async fn leader(members: &[Member]) -> &Replica {
+    for _ in 0..200 {
+        if let Some(m) = members.iter().find(|m| m.replica.status().serving) {
+            return &m.replica;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no member serves");
+}
+
+/// Waits until every member has applied a state holding `names` (live datasets).
+async fn all_hold(members: &[Member], names: &[String]) {
+    for _ in 0..200 {
+        let held = members.iter().all(|m| {
+            m.replica.doc().is_some_and(|d| {
+                let s = state_of(d.as_bytes());
+                names.iter().all(|n| s.by_name(n).is_some())
+            })
+        });
+        if held {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not every member holds {names:?}");
+}
+
+async fn create(client: &berth_volume_client::ControlClient, names: &mut Vec<String>) {
+    let n = format!("v{}", names.len());
+    let metadata = BTreeMap::from([("name".to_string(), n.clone())]);
+    client
+        .create("n1", None, &metadata, None)
+        .await
+        .expect("create");
+    names.push(n);
+}
+
+/// A rolling upgrade: while one member advertises the format before changes (as an older
+/// binary does, by saying nothing), the leader writes whole documents, which every member
+/// applies; once that member is restarted as a new one, the leader writes changes, and every
+/// member ends with the same state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_group_writes_whole_documents_until_every_member_reads_changes() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("tmp")).collect();
+    let addrs: Vec<String> = (0..3)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            format!("127.0.0.1:{}", l.local_addr().expect("addr").port())
+        })
+        .collect();
+    let mut members = Vec::new();
+    for id in 1..=3u64 {
+        let format = if id == 3 { 1 } else { 2 };
+        members.push(Member::start(id, &addrs, dirs[id as usize - 1].path(), format).await);
+    }
+    let urls = addrs
+        .iter()
+        .map(|a| format!("http://{a}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let client = berth_volume_client::ControlClient::new(&urls, None).expect("client");
+    let mut names = Vec::new();
+    leader(&members).await;
+    for _ in 0..3 {
+        create(&client, &mut names).await;
+    }
+    // Long enough for the leader to have asked every member (every 2 s) at least once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for _ in 0..3 {
+        create(&client, &mut names).await;
+    }
+    assert!(
+        !leader(&members).await.writes_changes(),
+        "a member still reads whole documents only"
+    );
+    all_hold(&members, &names).await;
+
+    // Member 3 is upgraded: restarted on its files as a new binary. (On a copy of them: in this
+    // process its stopped service keeps the database open, and its Raft no longer writes.)
+    let old = members.pop().expect("member 3");
+    old.stop().await;
+    let upgraded = tempfile::tempdir().expect("tmp");
+    copy_dir(dirs[2].path(), upgraded.path());
+    members.push(Member::start(3, &addrs, upgraded.path(), 2).await);
+    let mut changes = false;
+    for _ in 0..100 {
+        if leader(&members).await.writes_changes() {
+            changes = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(changes, "every member reads changes now");
+    for _ in 0..3 {
+        create(&client, &mut names).await;
+    }
+    all_hold(&members, &names).await;
+    let docs: Vec<State> = members
+        .iter()
+        .map(|m| state_of(m.replica.doc().expect("doc").as_bytes()))
+        .collect();
+    assert!(docs.windows(2).all(|w| w[0].datasets == w[1].datasets));
+    for m in members {
+        m.stop().await;
+    }
+}
