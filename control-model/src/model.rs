@@ -15,8 +15,11 @@ use serde::{Deserialize, Serialize};
 use crate::fencing::{self, Fence, FenceError};
 use crate::options::{self, BackendKind, META_NAME};
 
+mod change;
 mod failover;
 mod leaders;
+
+pub use change::{Change, Records, Tracked};
 
 pub use leaders::{LeaderJournal, LeaderLock};
 
@@ -149,17 +152,18 @@ pub struct State {
     /// Flocker's configuration tag: any change anywhere bumps it. Berth's own clients never
     /// make a change conditional on it (each dataset has its own `version`).
     pub generation: u64,
-    pub datasets: BTreeMap<String, Dataset>,
-    pub nodes: BTreeMap<String, Node>,
-    pub leases: BTreeMap<String, Lease>,
-    pub reported: BTreeMap<String, Reported>,
+    pub datasets: Tracked<Dataset>,
+    pub nodes: Tracked<Node>,
+    pub leases: Tracked<Lease>,
+    pub reported: Tracked<Reported>,
     /// Leader locks by name (`leaders`); absent from documents written before they existed.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub leaders: BTreeMap<String, LeaderLock>,
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub leaders: Tracked<LeaderLock>,
     /// Each leader lock's journal, by lock name (`leaders`): kept across releases, so the next
-    /// holder resumes it. Absent from documents written before it existed.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub leader_journals: BTreeMap<String, LeaderJournal>,
+    /// holder resumes it. Absent from documents written before it existed. Tracked like the
+    /// other records, so a journal write persists (and replicates) that one journal.
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub leader_journals: Tracked<LeaderJournal>,
     /// The latest control-clock instant a serving instance recorded (`control::clock`); 0 in
     /// documents written before control time existed.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -167,6 +171,9 @@ pub struct State {
     /// Live dataset IDs by volume name; derived from `datasets` (`reindex`), never stored.
     #[serde(skip)]
     names: BTreeMap<String, String>,
+    /// The counters as of the last `take_change` (`change`).
+    #[serde(skip)]
+    taken: change::Taken,
 }
 
 /// A refused request, each mapped to Flocker's status code by `api`.
@@ -217,6 +224,10 @@ pub struct NewDataset {
 
 fn is_uuid(s: &str) -> bool {
     uuid::Uuid::parse_str(s).is_ok() && s.len() == 36 && s == s.to_ascii_lowercase()
+}
+
+fn is_empty<V>(m: &Tracked<V>) -> bool {
+    m.is_empty()
 }
 
 fn is_zero(v: &u64) -> bool {

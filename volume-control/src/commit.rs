@@ -5,6 +5,11 @@
 //!
 //! This relies on the model's rule that a refused change changes nothing: a refused request in
 //! a batch leaves no trace in what the others commit.
+//!
+//! A batch costs what it changed, not what the state holds: the writer applies requests to a
+//! working copy of its own, takes the records they changed (`State::take_change`), persists
+//! those (`Store::save_change`), and only then applies the same change to the copy readers see;
+//! a batch that cannot be persisted is undone on the working copy by the change's inverse.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -188,6 +193,10 @@ fn writer(
     rx: mpsc::Receiver<Msg>,
     driver: Driver,
 ) {
+    // The writer's own copy, which batches change before they are persisted; equal to `state`
+    // between batches.
+    let mut working = state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    working.settle();
     let mut next_msg = None;
     loop {
         let first = match next_msg.take() {
@@ -200,14 +209,20 @@ fn writer(
         let first = match first {
             Msg::Op(op) => op,
             Msg::Reset(s, done) => {
-                *state.lock().unwrap_or_else(|p| p.into_inner()) = *s;
+                working = *s;
+                working.settle();
+                *state.lock().unwrap_or_else(|p| p.into_inner()) = working.clone();
                 let _ = done.send(());
                 continue;
             }
             #[cfg(feature = "consul")]
             Msg::Reload(done) => {
                 let loaded = driver.block_on(load_state(store.as_ref()));
-                let r = loaded.map(|s| *state.lock().unwrap_or_else(|p| p.into_inner()) = s);
+                let r = loaded.map(|s| {
+                    working = s;
+                    working.settle();
+                    *state.lock().unwrap_or_else(|p| p.into_inner()) = working.clone();
+                });
                 let _ = done.send(r);
                 continue;
             }
@@ -224,39 +239,38 @@ fn writer(
                 Err(_) => break,
             }
         }
-        let mut next = state.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let finish: Vec<Finish> = batch.into_iter().map(|op| op(&mut next)).collect();
-        // Every accepted change bumps the generation (the model's rule), which spares comparing
-        // the whole document; debug builds (every test) check the rule.
-        let changed = {
-            let cur = state.lock().unwrap_or_else(|p| p.into_inner());
-            debug_assert_eq!(
-                cur.generation != next.generation,
-                *cur != next,
-                "a change that did not bump the generation, or a bump without a change"
-            );
-            cur.generation != next.generation
-        };
+        let finish: Vec<Finish> = batch.into_iter().map(|op| op(&mut working)).collect();
+        let (change, undo) = working.take_change();
+        // Every accepted change bumps the generation (the model's rule), which spares looking
+        // further; debug builds (every test) check the rule.
+        let changed = change.generation != undo.generation;
+        debug_assert_eq!(
+            changed,
+            !change.no_records() || change.clock_ms != undo.clock_ms,
+            "a change that did not bump the generation, or a bump without a change"
+        );
         let outcome = if changed {
-            serde_json::to_vec(&next)
-                .map_err(|e| Failed::Store(e.to_string()))
-                .and_then(|doc| {
-                    driver.block_on(store.save(&doc)).map_err(|e| match e {
-                        StoreError::NotLeader => Failed::NotLeader,
-                        e => Failed::Store(e.to_string()),
-                    })
+            driver
+                .block_on(store.save_change(&working, &change))
+                .map_err(|e| match e {
+                    StoreError::NotLeader => Failed::NotLeader,
+                    e => Failed::Store(e.to_string()),
                 })
         } else {
             Ok(())
         };
         let tag = match outcome {
             Ok(()) => {
-                let tag = next.tag();
-                *state.lock().unwrap_or_else(|p| p.into_inner()) = next;
-                Ok(tag)
+                let mut cur = state.lock().unwrap_or_else(|p| p.into_inner());
+                cur.apply(&change);
+                // The change lists every record the batch changed, or a reader (and the store)
+                // would miss one: checked in debug builds, where it costs a full comparison.
+                debug_assert!(*cur == working, "a change the batch's record list missed");
+                Ok(working.tag())
             }
             Err(e) => {
                 tracing::error!(error = ?e, "control state not persisted; the batch is refused");
+                working.apply(&undo);
                 Err(e)
             }
         };

@@ -1,8 +1,9 @@
-//! The replicated state machine: the control state document, replaced whole by each entry (the
-//! control service's writer persists whole documents, so an entry is exactly what one store
-//! write was before Raft). Snapshots are that document, kept in redb beside the log, so a
-//! member that restarts starts from its last snapshot and re-applies the committed entries after
-//! it.
+//! The replicated state machine: the control state, changed by each entry as the leader's
+//! writer changed it (`Command::Change`: the records of one committed batch), or replaced whole
+//! by a `Command::Doc` (what members before format 2 wrote, and what a leader writes while one
+//! of them is still a member). Snapshots are the whole document, kept in redb beside the log in
+//! the format they always had, so a member that restarts starts from its last snapshot and
+//! re-applies the committed entries after it.
 
 // openraft's storage traits return its `StorageError` (large); the helpers here return what
 // the traits do rather than box and unbox it at every call.
@@ -19,7 +20,9 @@ use openraft::{
 use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::{Applied, TypeConfig};
+use berth_control_model::model::State;
+
+use super::{Applied, Command, TypeConfig};
 
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_snapshot");
 
@@ -37,12 +40,21 @@ fn write_err(e: impl std::fmt::Display) -> Err {
     StorageIOError::write_snapshot(None, any(e)).into()
 }
 
-/// What the machine holds: the last applied entry, the membership and the document.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// What the machine holds: the last applied entry, the membership and the state (`None`
+/// before any entry or snapshot held one).
+#[derive(Debug, Clone, Default)]
 struct Current {
     last_applied: Option<LogId<u64>>,
     membership: StoredMembership<u64, BasicNode>,
-    doc: Option<String>,
+    state: Option<State>,
+}
+
+/// A document as the machine holds it: decoded, its name index built.
+fn decode(doc: &str) -> Result<State, serde_json::Error> {
+    let mut s: State = serde_json::from_str(doc)?;
+    s.reindex();
+    s.settle();
+    Ok(s)
 }
 
 /// A snapshot as stored: its metadata and the document.
@@ -67,10 +79,11 @@ impl Machine {
             current: Arc::default(),
         };
         if let Some(s) = m.stored()? {
+            let state = s.doc.as_deref().map(decode).transpose().map_err(read_err)?;
             *m.lock() = Current {
                 last_applied: s.meta.last_log_id,
                 membership: s.meta.last_membership,
-                doc: s.doc,
+                state,
             };
         }
         Ok(m)
@@ -80,9 +93,11 @@ impl Machine {
         self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The document as of the last applied entry.
+    /// The document as of the last applied entry (written out whole: for a takeover, not per
+    /// write).
     pub fn doc(&self) -> Option<String> {
-        self.lock().doc.clone()
+        let state = self.lock().state.clone();
+        state.map(|s| serde_json::to_string(&s).expect("a state always encodes"))
     }
 
     /// The index of the last applied entry.
@@ -127,7 +142,15 @@ impl Machine {
 
 impl RaftSnapshotBuilder<TypeConfig> for Machine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, Err> {
+        // Cloned under the lock, written out after it, so applying waits for a copy, not for
+        // the encoding.
         let cur = self.lock().clone();
+        let doc = cur
+            .state
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(write_err)?;
         let snapshot_id = match cur.last_applied {
             Some(l) => format!("{}-{}", l.leader_id, l.index),
             None => "empty".to_string(),
@@ -138,7 +161,7 @@ impl RaftSnapshotBuilder<TypeConfig> for Machine {
                 last_membership: cur.membership,
                 snapshot_id,
             },
-            doc: cur.doc,
+            doc,
         };
         self.store(&stored)?;
         Machine::snapshot_of(stored)
@@ -166,7 +189,18 @@ impl RaftStateMachine<TypeConfig> for Machine {
             c.last_applied = Some(e.log_id);
             match e.payload {
                 EntryPayload::Blank => {}
-                EntryPayload::Normal(d) => c.doc = Some(d.0),
+                EntryPayload::Normal(Command::Doc(d)) => {
+                    let index = e.log_id.index;
+                    let s = decode(&d).map_err(|x| {
+                        StorageIOError::read_state_machine(any(format!(
+                            "entry {index}: state document: {x}"
+                        )))
+                    })?;
+                    c.state = Some(s);
+                }
+                EntryPayload::Normal(Command::Change(ch)) => {
+                    c.state.get_or_insert_with(State::default).apply(&ch)
+                }
                 EntryPayload::Membership(m) => {
                     c.membership = StoredMembership::new(Some(e.log_id), m);
                 }
@@ -191,6 +225,11 @@ impl RaftStateMachine<TypeConfig> for Machine {
     ) -> Result<(), Err> {
         let doc: Option<String> = serde_json::from_slice(snapshot.get_ref())
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), any(e)))?;
+        let state = doc
+            .as_deref()
+            .map(decode)
+            .transpose()
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), any(e)))?;
         let stored = Stored {
             meta: meta.clone(),
             doc,
@@ -199,7 +238,7 @@ impl RaftStateMachine<TypeConfig> for Machine {
         *self.lock() = Current {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
-            doc: stored.doc,
+            state,
         };
         Ok(())
     }

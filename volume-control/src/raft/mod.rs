@@ -5,6 +5,13 @@
 //! (`control::replicated` holds that rule). A write is acknowledged once a majority holds it,
 //! so losing any minority of members loses no acknowledged change, and a leader that has lost
 //! its majority cannot commit: two instances can never both change a dataset's primary.
+//!
+//! An entry carries what one committed batch changed (`Command::Change`, format 2), so it costs
+//! the same at 100,000 datasets as at 100; snapshots stay whole documents. Members before
+//! format 2 wrote, and can read, only whole documents (`Command::Doc`): a leader writes those
+//! until every member has advertised format 2 on its status route (`Formats`), so a group can
+//! be upgraded one member at a time. Once all have, an older binary can no longer rejoin
+//! (downgrades are not supported).
 
 pub mod log;
 pub mod machine;
@@ -15,9 +22,11 @@ mod tests;
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use berth_control_model::model::{Change, State};
 pub use machine::Machine;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
@@ -26,9 +35,9 @@ use serde::{Deserialize, Serialize};
 use crate::store::{Store, StoreError, StoreFuture};
 
 openraft::declare_raft_types!(
-    /// Berth's Raft types: entries carry the whole control state document.
+    /// Berth's Raft types: entries carry what a committed batch changed.
     pub TypeConfig:
-        D = Doc,
+        D = Command,
         R = Applied,
         NodeId = u64,
         Node = BasicNode,
@@ -37,9 +46,19 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
 );
 
-/// One entry's payload: the control state document (JSON) after a committed batch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Doc(pub String);
+/// One entry's payload. Untagged, so the entries of format 1 (a JSON string: the document)
+/// read as `Doc` and those of format 2 (an object) as `Change`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Command {
+    /// The whole control state document (JSON) after a committed batch (format 1).
+    Doc(String),
+    /// The records a committed batch changed and the counters after it (format 2).
+    Change(Box<Change>),
+}
+
+/// The entry format this binary writes once every member reads it.
+pub const ENTRY_FORMAT: u32 = 2;
 
 /// What applying an entry returns: nothing beyond its having been applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +79,9 @@ pub struct Settings {
     pub election: Duration,
     /// Set when the members serve TLS (`--tls-cert`): peers are reached over it, trusting this.
     pub tls: Option<berth_volume_client::tls::ClientTls>,
+    /// The entry format this member advertises and so is sent ([`ENTRY_FORMAT`]); 1 acts out a
+    /// member from before format 2, for the rolling-upgrade test.
+    pub entry_format: u32,
 }
 
 impl Settings {
@@ -73,6 +95,7 @@ impl Settings {
             id,
             peers,
             tls: None,
+            entry_format: ENTRY_FORMAT,
             heartbeat: Duration::from_millis(150),
             election: Duration::from_millis(450),
         }
@@ -143,6 +166,10 @@ pub struct Status {
     pub serving: bool,
     pub last_applied: Option<u64>,
     pub members: BTreeMap<u64, String>,
+    /// The newest entry format this member reads; absent (0) from members before format 2,
+    /// which read whole documents only.
+    #[serde(default)]
+    pub entry_format: u32,
 }
 
 /// A running member.
@@ -154,6 +181,72 @@ pub struct Replica {
     pub gate: Arc<Gate>,
     peers: BTreeMap<u64, String>,
     tls: bool,
+    formats: Arc<Formats>,
+    entry_format: u32,
+}
+
+/// Whether every member reads format-2 entries, as their status routes say; learnt once and
+/// kept (a member's format only grows, downgrades being unsupported).
+#[derive(Default)]
+pub struct Formats {
+    all_read_changes: AtomicBool,
+    /// Whole documents written since the last snapshot this member asked for.
+    docs_since_snapshot: AtomicU64,
+}
+
+impl Formats {
+    /// Whether entries may carry changes rather than whole documents.
+    pub fn changes(&self) -> bool {
+        self.all_read_changes.load(Ordering::Acquire)
+    }
+}
+
+/// While a leader writes whole documents, it snapshots after this many of them, as it did
+/// before format 2, so the log does not keep thousands of documents.
+const DOCS_PER_SNAPSHOT: u64 = 64;
+
+/// Asks every member's status route for its entry format until all advertise format 2.
+async fn learn_formats(
+    formats: Arc<Formats>,
+    me: u64,
+    mine: u32,
+    peers: BTreeMap<u64, String>,
+    token: Option<String>,
+    tls: Option<berth_volume_client::tls::ClientTls>,
+) {
+    let mut told = std::collections::BTreeSet::new();
+    loop {
+        let mut all = mine >= ENTRY_FORMAT;
+        for (id, addr) in &peers {
+            if *id == me {
+                continue;
+            }
+            let f = network::entry_format(addr, token.as_deref(), tls.as_ref()).await;
+            match f {
+                Ok(f) if f >= ENTRY_FORMAT => {}
+                Ok(f) => {
+                    all = false;
+                    if told.insert(*id) {
+                        tracing::warn!(
+                            member = id,
+                            addr = %addr,
+                            entry_format = f,
+                            "a control member runs an older berth-volume: Raft entries carry the \
+                             whole state document until every member is upgraded"
+                        );
+                    }
+                }
+                // Unreachable for now: asked again.
+                Err(_) => all = false,
+            }
+        }
+        if all {
+            formats.all_read_changes.store(true, Ordering::Release);
+            tracing::info!(id = me, "every control member reads format-2 Raft entries");
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 impl Replica {
@@ -180,11 +273,14 @@ impl Replica {
             heartbeat_interval: hb,
             election_timeout_min: el,
             election_timeout_max: el * 2,
-            // Every entry is a whole document: few per append (openraft gives an append one
-            // heartbeat interval to finish), snapshot often, keep few entries behind a snapshot.
-            max_payload_entries: 4,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(64),
-            max_in_snapshot_log_to_keep: 16,
+            // An entry is one batch's records (a whole document only while an older member
+            // is in the group, which is why appends stay small: openraft gives one a heartbeat
+            // interval to finish). A snapshot is the whole document, so it is taken after
+            // thousands of entries, not tens; `RaftStore` asks for one every
+            // `DOCS_PER_SNAPSHOT` while it writes whole documents.
+            max_payload_entries: 16,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(4096),
+            max_in_snapshot_log_to_keep: 256,
             ..Default::default()
         }
         .validate()
@@ -192,7 +288,7 @@ impl Replica {
         let raft = Raft::new(
             settings.id,
             Arc::new(config),
-            network::Network::new(token, settings.tls.clone()),
+            network::Network::new(token.clone(), settings.tls.clone()),
             log::LogStore::new(db),
             machine.clone(),
         )
@@ -210,6 +306,15 @@ impl Replica {
             }
             Err(e) => return Err(StoreError::Raft(format!("forming the raft group: {e}"))),
         }
+        let formats = Arc::new(Formats::default());
+        tokio::spawn(learn_formats(
+            formats.clone(),
+            settings.id,
+            settings.entry_format,
+            settings.peers.clone(),
+            token,
+            settings.tls.clone(),
+        ));
         Ok(Replica {
             id: settings.id,
             raft,
@@ -217,6 +322,8 @@ impl Replica {
             gate: Arc::default(),
             peers: settings.peers,
             tls: settings.tls.is_some(),
+            formats,
+            entry_format: settings.entry_format,
         })
     }
 
@@ -226,7 +333,14 @@ impl Replica {
             raft: self.raft.clone(),
             machine: self.machine.clone(),
             gate: self.gate.clone(),
+            formats: self.formats.clone(),
         })
+    }
+
+    /// Whether this member, leading, writes entries as changes (every member reads them) rather
+    /// than whole documents.
+    pub fn writes_changes(&self) -> bool {
+        self.formats.changes()
     }
 
     /// The replicated document as this member has applied it.
@@ -273,6 +387,7 @@ impl Replica {
             serving: self.gate.serving().is_some(),
             last_applied: self.machine.applied_index(),
             members: self.peers.clone(),
+            entry_format: self.entry_format,
         }
     }
 
@@ -290,6 +405,40 @@ struct RaftStore {
     raft: Raft,
     machine: Machine,
     gate: Arc<Gate>,
+    formats: Arc<Formats>,
+}
+
+impl RaftStore {
+    async fn write(&self, c: Command) -> Result<(), StoreError> {
+        let doc = matches!(c, Command::Doc(_));
+        match self.raft.client_write(c).await {
+            Ok(_) => {
+                if doc
+                    && self
+                        .formats
+                        .docs_since_snapshot
+                        .fetch_add(1, Ordering::Relaxed)
+                        + 1
+                        >= DOCS_PER_SNAPSHOT
+                {
+                    self.formats.docs_since_snapshot.store(0, Ordering::Relaxed);
+                    let _ = self.raft.trigger().snapshot().await;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Whatever failed, the writer's copy may now differ from the log's (an entry
+                // may still commit): stop serving until the loop has re-read it.
+                self.gate.lost();
+                Err(match e {
+                    RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+                        StoreError::NotLeader
+                    }
+                    e => StoreError::Raft(e.to_string()),
+                })
+            }
+        }
+    }
 }
 
 impl Store for RaftStore {
@@ -302,20 +451,18 @@ impl Store for RaftStore {
         Box::pin(async move {
             let doc = String::from_utf8(doc.to_vec())
                 .map_err(|e| StoreError::Raft(format!("state document is not UTF-8: {e}")))?;
-            match self.raft.client_write(Doc(doc)).await {
-                Ok(_) => Ok(()),
-                Err(e) => {
-                    // Whatever failed, the writer's copy may now differ from the log's (an entry
-                    // may still commit): stop serving until the loop has re-read it.
-                    self.gate.lost();
-                    Err(match e {
-                        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
-                            StoreError::NotLeader
-                        }
-                        e => StoreError::Raft(e.to_string()),
-                    })
-                }
-            }
+            self.write(Command::Doc(doc)).await
+        })
+    }
+
+    fn save_change<'a>(&'a self, next: &'a State, change: &'a Change) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let c = if self.formats.changes() {
+                Command::Change(Box::new(change.clone()))
+            } else {
+                Command::Doc(serde_json::to_string(next).map_err(StoreError::Decode)?)
+            };
+            self.write(c).await
         })
     }
 }

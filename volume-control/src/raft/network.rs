@@ -23,6 +23,8 @@ use super::TypeConfig;
 pub const APPEND: &str = "/v1/berth/raft/append";
 pub const VOTE: &str = "/v1/berth/raft/vote";
 pub const SNAPSHOT: &str = "/v1/berth/raft/snapshot";
+/// A member's status (`Status`), which says the entry format it reads.
+pub const STATUS: &str = "/v1/berth/raft";
 
 /// Makes a client per peer.
 #[derive(Clone)]
@@ -137,4 +139,36 @@ impl RaftNetwork<TypeConfig> for Peer {
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
         self.rpc(VOTE, &rpc, &option).await
     }
+}
+
+/// The entry format the member at `addr` advertises on its status route (0: a member from
+/// before format 2, whose status has no such field).
+pub async fn entry_format(
+    addr: &str,
+    token: Option<&str>,
+    tls: Option<&berth_volume_client::tls::ClientTls>,
+) -> Result<u32, String> {
+    #[derive(serde::Deserialize)]
+    struct Advertised {
+        #[serde(default)]
+        entry_format: u32,
+    }
+    let target = match tls {
+        Some(t) => Target::Tls(addr.to_string(), t.clone()),
+        None => Target::Tcp(addr.to_string()),
+    };
+    let headers: Vec<(&str, String)> = token
+        .map(|t| vec![("authorization", format!("Bearer {t}"))])
+        .unwrap_or_default();
+    let sent = http_client::send(&target, Method::GET, STATUS, &headers, Vec::new());
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(2), sent)
+        .await
+        .map_err(|_| format!("{addr} did not answer {STATUS} in time"))?
+        .map_err(|e| e.to_string())?;
+    if !reply.status.is_success() {
+        return Err(format!("{addr} answered {STATUS} with {}", reply.status));
+    }
+    serde_json::from_slice::<Advertised>(&reply.body)
+        .map(|a| a.entry_format)
+        .map_err(|e| format!("{addr}'s status does not decode: {e}"))
 }

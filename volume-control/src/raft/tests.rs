@@ -38,13 +38,69 @@ async fn the_machine_reopens_at_its_last_snapshot() {
         let mut m = Machine::open(db).expect("open");
         let e = Entry::<TypeConfig> {
             log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), 3),
-            payload: EntryPayload::Normal(super::Doc("{\"generation\":7}".into())),
+            payload: EntryPayload::Normal(super::Command::Doc(
+                "{\"generation\":7,\"datasets\":{},\"nodes\":{},\"leases\":{},\"reported\":{}}"
+                    .into(),
+            )),
         };
         m.apply([e]).await.expect("apply");
         m.build_snapshot().await.expect("snapshot");
     }
     let db = Arc::new(redb::Database::create(&path).expect("reopen"));
     let m = Machine::open(db).expect("open");
-    assert_eq!(m.doc().as_deref(), Some("{\"generation\":7}"));
+    let doc = m.doc().expect("a document");
+    let s: berth_control_model::State = serde_json::from_str(&doc).expect("decodes");
+    assert_eq!(s.generation, 7);
     assert_eq!(m.applied_index(), Some(3));
+}
+
+/// One log may hold both formats: the whole documents an older leader wrote, then the changes
+/// a newer one writes on top of the last of them.
+#[tokio::test]
+async fn the_machine_applies_whole_documents_then_changes() {
+    use berth_control_model::model::{NewDataset, State};
+    use openraft::storage::RaftStateMachine;
+    use openraft::{Entry, EntryPayload, LogId};
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = Arc::new(redb::Database::create(dir.path().join("raft.redb")).expect("redb"));
+    let mut m = Machine::open(db).expect("open");
+    let named = |n: &str| NewDataset {
+        primary: "n1".into(),
+        metadata: [("name".to_string(), n.to_string())].into(),
+        ..NewDataset::default()
+    };
+    let mut s = State::default();
+    s.create(named("a"), None).expect("a");
+    let entry = |i: u64, c: super::Command| Entry::<TypeConfig> {
+        log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), i),
+        payload: EntryPayload::Normal(c),
+    };
+    let doc = super::Command::Doc(serde_json::to_string(&s).expect("doc"));
+    s.settle();
+    let a = s.id_of("a").expect("a");
+    s.delete(&a, None).expect("delete");
+    s.create(named("b"), None).expect("b");
+    let (c, _) = s.take_change();
+    m.apply([entry(1, doc), entry(2, super::Command::Change(Box::new(c)))])
+        .await
+        .expect("apply");
+    let mut got: State = serde_json::from_str(&m.doc().expect("doc")).expect("decodes");
+    got.reindex();
+    assert_eq!(got, s);
+    assert!(got.by_name("b").is_some() && got.by_name("a").is_none());
+}
+
+/// An entry written by a member before format 2 (its payload a JSON string) reads as a whole
+/// document; one of format 2 as a change.
+#[test]
+fn both_entry_formats_decode() {
+    let old = r#"{"log_id":{"leader_id":{"term":1,"node_id":1},"index":2},"payload":{"Normal":"{\"generation\":1}"}}"#;
+    let e: openraft::Entry<TypeConfig> = serde_json::from_str(old).expect("format 1");
+    assert!(matches!(
+        e.payload,
+        openraft::EntryPayload::Normal(super::Command::Doc(_))
+    ));
+    let new = serde_json::to_string(&super::Command::Change(Box::default())).expect("json");
+    let c: super::Command = serde_json::from_str(&new).expect("format 2");
+    assert!(matches!(c, super::Command::Change(_)));
 }
