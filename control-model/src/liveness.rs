@@ -58,9 +58,11 @@ impl Timing {
     }
 
     /// Whether an agent that needs `self_fence_deadline_ms + drift_margin_ms` to stop its
-    /// containers, and renews every `interval_ms`, can honour a lease of this length. The lease
-    /// must outlast that reaction time (else the agent could not stop in time), with at least one
-    /// heartbeat period to spare (else one late heartbeat would stop its containers).
+    /// containers, and renews every `interval_ms`, can honour a lease of this length. Its drift
+    /// margin must cover the clocks' rates differing over one lease
+    /// ([`crate::profile::MIN_DRIFT_PER_MILLE`]); the lease must outlast that reaction time
+    /// (else the agent could not stop in time), with at least one heartbeat period to spare
+    /// (else one late heartbeat would stop its containers).
     pub fn admits(
         &self,
         interval_ms: u64,
@@ -68,11 +70,23 @@ impl Timing {
         drift_margin_ms: u64,
     ) -> Result<(), String> {
         let react = self_fence_deadline_ms.saturating_add(drift_margin_ms);
+        let least_drift = self.lease_ms * crate::profile::MIN_DRIFT_PER_MILLE / 1_000;
+        if drift_margin_ms < least_drift {
+            return Err(format!(
+                "this agent's --drift-margin {drift_margin_ms} ms is under {} ‰ of the control \
+                 service's {} ms lease ({least_drift} ms): two clocks whose rates differ that \
+                 much could let a write through after the volume was handed away (raise \
+                 --drift-margin, or shorten the control's --lease)",
+                crate::profile::MIN_DRIFT_PER_MILLE,
+                self.lease_ms
+            ));
+        }
         if self.lease_ms <= react {
             return Err(format!(
                 "the control service grants leases of {} ms, not more than this agent's \
                  --self-fence-deadline + --drift-margin = {react} ms: it could not stop its \
-                 containers before its lease ends (shorten them, or raise the control's --lease)",
+                 containers before its lease ends (give the agent and the control service the same \
+                 --timing, shorten them, or raise the control's --lease)",
                 self.lease_ms
             ));
         }
@@ -80,7 +94,8 @@ impl Timing {
             return Err(format!(
                 "the control service grants leases of {} ms, not more than this agent's \
                  --self-fence-deadline + --drift-margin + --heartbeat-interval = {} ms: one late \
-                 heartbeat would stop its containers (shorten them, or raise the control's --lease)",
+                 heartbeat would stop its containers (give the agent and the control service the \
+                 same --timing, shorten them, or raise the control's --lease)",
                 self.lease_ms,
                 react.saturating_add(interval_ms)
             ));
@@ -438,6 +453,9 @@ mod tests {
         assert!(e.contains("could not stop its containers"), "{e}");
         let e = t.admits(1_000, 3_500, 500).expect_err("one late beat");
         assert!(e.contains("one late heartbeat"), "{e}");
+        let e = t.admits(1_000, 2_000, 49).expect_err("under 1 % of 5 s");
+        assert!(e.contains("--drift-margin 49 ms"), "{e}");
+        t.admits(1_000, 2_000, 50).expect("1 % of 5 s");
         let short = Timing {
             lease_ms: 2_000,
             ..t
