@@ -143,7 +143,7 @@ struct Args {
     elect_ttl_secs: u64,
     /// The timing profile the control service, the agents and `berth run` start with
     /// (`--timing` of each): default (1s heartbeats, 5s lease) or fast (250ms, 1.5s).
-    #[arg(long, env = "BERTH_TIMING", default_value = "default")]
+    #[arg(long, default_value = "default")]
     timing: Profile,
 }
 
