@@ -9,7 +9,8 @@
 //! yet is treated as holding a lease until one full lease after the instance started, because
 //! the previous instance may have granted it one just before it stopped.
 //!
-//! The timing argument (README, "Leases and self-fencing"): an agent that cannot renew starts
+//! The timing argument (ARCHITECTURE.md, "Fencing", rule 7; the checked sets are
+//! `crate::profile`'s): an agent that cannot renew starts
 //! stopping its containers `self_fence_deadline + drift_margin` before its lease ends on its own
 //! clock, so they are stopped `drift_margin` before that; this service's view of the same lease
 //! ends no earlier, so a fence that waits for the lease never overlaps a writer on the old node.
