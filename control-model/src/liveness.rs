@@ -20,6 +20,11 @@ use std::collections::BTreeMap;
 use super::model::{ControlError, Node};
 use super::wire::{Heartbeat, HeartbeatReply, NodeLiveness};
 
+/// The least drift margin an agent may give, per mille of the lease. NTP and chrony slew a
+/// clock's rate by at most 500 ppm and a quartz oscillator errs by about 100 ppm, so two nodes'
+/// monotonic clocks differ in rate by about 1.2 ‰ at worst; 10 ‰ leaves eight times that.
+pub const MIN_DRIFT_PER_MILLE: u64 = 10;
+
 /// The control service's heartbeat and lease settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
@@ -61,7 +66,7 @@ impl Timing {
     /// Whether an agent that needs `self_fence_deadline_ms + drift_margin_ms` to stop its
     /// containers, and renews every `interval_ms`, can honour a lease of this length. Its drift
     /// margin must cover the clocks' rates differing over one lease
-    /// ([`crate::profile::MIN_DRIFT_PER_MILLE`]); the lease must outlast that reaction time
+    /// ([`MIN_DRIFT_PER_MILLE`]); the lease must outlast that reaction time
     /// (else the agent could not stop in time), with at least one heartbeat period to spare
     /// (else one late heartbeat would stop its containers).
     pub fn admits(
@@ -71,15 +76,14 @@ impl Timing {
         drift_margin_ms: u64,
     ) -> Result<(), String> {
         let react = self_fence_deadline_ms.saturating_add(drift_margin_ms);
-        let least_drift = self.lease_ms * crate::profile::MIN_DRIFT_PER_MILLE / 1_000;
+        let least_drift = self.lease_ms * MIN_DRIFT_PER_MILLE / 1_000;
         if drift_margin_ms < least_drift {
             return Err(format!(
                 "this agent's --drift-margin {drift_margin_ms} ms is under {} ‰ of the control \
                  service's {} ms lease ({least_drift} ms): two clocks whose rates differ that \
                  much could let a write through after the volume was handed away (raise \
                  --drift-margin, or shorten the control's --lease)",
-                crate::profile::MIN_DRIFT_PER_MILLE,
-                self.lease_ms
+                MIN_DRIFT_PER_MILLE, self.lease_ms
             ));
         }
         if self.lease_ms <= react {

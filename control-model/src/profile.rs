@@ -8,8 +8,8 @@
 //! `drift_margin` before its lease ends on its own clock, counted from when it *sent* the
 //! heartbeat; the control service's lease ends `lease` after it *received* it. So a handover
 //! never overlaps a write as long as the two clocks' rates differ by less than
-//! `drift_margin / lease` — required here to be at least [`MIN_DRIFT_PER_MILLE`] ‰, ten times what
-//! NTP-disciplined clocks can differ by. On top, [`Timing::admits`]: the lease outlasts the
+//! `drift_margin / lease` — required to be at least [`MIN_DRIFT_PER_MILLE`] ‰, about eight
+//! times what NTP-disciplined clocks can differ by. On top, [`Timing::admits`]: the lease outlasts the
 //! agent's self-fence deadline plus the drift margin plus one heartbeat interval, so an agent
 //! that must stop its containers can do it before its lease ends, and one late heartbeat stops
 //! nothing; and [`Timing::validate`]: a node still counted alive (`interval × misses`) is
@@ -20,10 +20,7 @@ use std::time::Duration;
 use crate::lease::AgentTiming;
 use crate::liveness::Timing;
 
-/// The least drift margin, per mille of the lease. NTP and chrony slew a clock's rate by at
-/// most 500 ppm and a quartz oscillator errs by about 100 ppm, so two nodes' monotonic clocks
-/// differ in rate by about 1.2 ‰ at worst; 10 ‰ leaves eight times that.
-pub const MIN_DRIFT_PER_MILLE: u64 = 10;
+pub use crate::liveness::MIN_DRIFT_PER_MILLE;
 
 /// A named set of timings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
