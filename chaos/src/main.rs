@@ -5,7 +5,7 @@
 //! berth-chaos --runs N --faults kill-worker,partition,… --report FILE.json
 //!             [--systems berth,swarm] [--workload writer,postgres,redis,etcd]
 //!             [--backend shared,replicated] [--swarm-storage local,shared]
-//!             [--seed S] [--managers 3 --workers 3]
+//!             [--seed S] [--managers 3 --workers 3] [--timing default|fast]
 //! ```
 //! Shared storage is a GlusterFS volume replicated across the workers (a brick in each, a
 //! client in every node), so a worker killed or cut off takes its brick with it. Berth runs
