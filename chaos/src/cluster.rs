@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use berth_control_model::profile::Profile;
 use berth_lab::gluster::{Gluster, PRIVATE_DIRS};
 use berth_lab::swarm::Role;
 use berth_lab::{Lab, LabNode, wait_for};
@@ -69,6 +70,8 @@ pub struct Cluster {
     agents_on_managers: bool,
     /// `berth run --elect-ttl`.
     elect_ttl: Duration,
+    /// `--timing` of the control service, the agents and `berth run`.
+    timing: Profile,
     /// The control service's members, by manager name.
     control: BTreeMap<String, Proc>,
     agents: BTreeMap<String, Proc>,
@@ -86,6 +89,7 @@ impl Cluster {
         workers: usize,
         bins: Bins,
         elect_ttl: Duration,
+        timing: Profile,
         gluster: bool,
     ) -> Result<Cluster> {
         let mut b = Lab::builder().managers(managers).workers(workers);
@@ -129,6 +133,7 @@ impl Cluster {
             berth: false,
             agents_on_managers: true,
             elect_ttl,
+            timing,
             control: BTreeMap::new(),
             agents: BTreeMap::new(),
             daemons: BTreeMap::new(),
@@ -321,7 +326,8 @@ impl Cluster {
             .arg(m.dir.join("control-state"))
             .arg("--token-file")
             .arg(&self.token)
-            .args(["--raft-id", &id.to_string()]);
+            .args(["--raft-id", &id.to_string()])
+            .args(["--timing", &self.timing.to_string()]);
         for (i, peer) in managers.iter().enumerate() {
             cmd.args(["--peer", &format!("{}={}", i + 1, self.control_addr(peer))]);
         }
@@ -449,7 +455,8 @@ impl Cluster {
             .arg("--token-file")
             .arg(&self.token)
             // Its own node's engine, whose containers it stops when it loses its lease.
-            .args(["--docker-socket", &node.engine.sock]);
+            .args(["--docker-socket", &node.engine.sock])
+            .args(["--timing", &self.timing.to_string()]);
         let proc = Proc::spawn(
             cmd,
             &format!("agent {name}"),
@@ -521,6 +528,7 @@ impl Cluster {
         .arg("--token-file")
         .arg(&self.token)
         .args(["--listen", &self.daemon_api(manager), "--resync", "2s"])
+        .args(["--timing", &self.timing.to_string()])
         .args(["--elect", "--elect-ttl"])
         .arg(format!("{}ms", self.elect_ttl.as_millis()))
         .arg("--state-dir")

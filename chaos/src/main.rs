@@ -5,7 +5,7 @@
 //! berth-chaos --runs N --faults kill-worker,partition,… --report FILE.json
 //!             [--systems berth,swarm] [--workload writer,postgres,redis,etcd]
 //!             [--backend shared,replicated] [--swarm-storage local,shared]
-//!             [--seed S] [--managers 3 --workers 3]
+//!             [--seed S] [--managers 3 --workers 3] [--timing default|fast]
 //! ```
 //! Shared storage is a GlusterFS volume replicated across the workers (a brick in each, a
 //! client in every node), so a worker killed or cut off takes its brick with it. Berth runs
@@ -54,6 +54,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 
+use berth_control_model::profile::Profile;
 use fault::{Fault, Timing};
 use workload::{Backend, Kind, System, Workload};
 
@@ -140,6 +141,10 @@ struct Args {
     /// a leader dies.
     #[arg(long, default_value_t = 3)]
     elect_ttl_secs: u64,
+    /// The timing profile the control service, the agents and `berth run` start with
+    /// (`--timing` of each): default (1s heartbeats, 5s lease) or fast (250ms, 1.5s).
+    #[arg(long, default_value = "default")]
+    timing: Profile,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -238,6 +243,7 @@ fn run_all(a: &Args) -> Result<bool> {
         a.workers,
         bins,
         Duration::from_secs(a.elect_ttl_secs),
+        a.timing,
         gluster,
     )?;
     // Interrupted (Ctrl-C, CI's timeout), the lab is torn down all the same: nothing of it may
@@ -317,7 +323,8 @@ fn run_all(a: &Args) -> Result<bool> {
             }
         }
     }
-    let report = report::Report::new(results);
+    let mut report = report::Report::new(results);
+    report.timing = a.timing.to_string();
     eprintln!("{}", report.table());
     let json = serde_json::to_string_pretty(&report)?;
     match &a.report {

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use berth_control_model::profile::Profile;
+
 use crate::fault::Fault;
 use crate::run::RunResult;
 use crate::workload::{Backend, System};
@@ -41,6 +43,8 @@ pub struct Summary {
 
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// The timing profile the lab's control service, agents and `berth run` ran with.
+    pub timing: String,
     pub runs: Vec<RunResult>,
     pub summary: Vec<Summary>,
 }
@@ -102,7 +106,11 @@ impl Report {
                 }
             })
             .collect();
-        Report { runs, summary }
+        Report {
+            timing: Profile::default().to_string(),
+            runs,
+            summary,
+        }
     }
 
     /// Every Berth run served again, lost nothing, had one writer at a time, fenced at most

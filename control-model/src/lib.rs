@@ -12,6 +12,7 @@ pub mod liveness;
 pub mod model;
 pub mod name;
 pub mod options;
+pub mod profile;
 pub mod size;
 pub mod wire;
 

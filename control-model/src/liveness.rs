@@ -9,7 +9,8 @@
 //! yet is treated as holding a lease until one full lease after the instance started, because
 //! the previous instance may have granted it one just before it stopped.
 //!
-//! The timing argument (README, "Leases and self-fencing"): an agent that cannot renew starts
+//! The timing argument (ARCHITECTURE.md, "Fencing", rule 7; the checked sets are
+//! `crate::profile`'s): an agent that cannot renew starts
 //! stopping its containers `self_fence_deadline + drift_margin` before its lease ends on its own
 //! clock, so they are stopped `drift_margin` before that; this service's view of the same lease
 //! ends no earlier, so a fence that waits for the lease never overlaps a writer on the old node.
@@ -18,6 +19,11 @@ use std::collections::BTreeMap;
 
 use super::model::{ControlError, Node};
 use super::wire::{Heartbeat, HeartbeatReply, NodeLiveness};
+
+/// The least drift margin an agent may give, per mille of the lease. NTP and chrony slew a
+/// clock's rate by at most 500 ppm and a quartz oscillator errs by about 100 ppm, so two nodes'
+/// monotonic clocks differ in rate by about 1.2 ‰ at worst; 10 ‰ leaves eight times that.
+pub const MIN_DRIFT_PER_MILLE: u64 = 10;
 
 /// The control service's heartbeat and lease settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,9 +64,11 @@ impl Timing {
     }
 
     /// Whether an agent that needs `self_fence_deadline_ms + drift_margin_ms` to stop its
-    /// containers, and renews every `interval_ms`, can honour a lease of this length. The lease
-    /// must outlast that reaction time (else the agent could not stop in time), with at least one
-    /// heartbeat period to spare (else one late heartbeat would stop its containers).
+    /// containers, and renews every `interval_ms`, can honour a lease of this length. Its drift
+    /// margin must cover the clocks' rates differing over one lease
+    /// ([`MIN_DRIFT_PER_MILLE`]); the lease must outlast that reaction time
+    /// (else the agent could not stop in time), with at least one heartbeat period to spare
+    /// (else one late heartbeat would stop its containers).
     pub fn admits(
         &self,
         interval_ms: u64,
@@ -68,11 +76,22 @@ impl Timing {
         drift_margin_ms: u64,
     ) -> Result<(), String> {
         let react = self_fence_deadline_ms.saturating_add(drift_margin_ms);
+        let least_drift = self.lease_ms * MIN_DRIFT_PER_MILLE / 1_000;
+        if drift_margin_ms < least_drift {
+            return Err(format!(
+                "this agent's --drift-margin {drift_margin_ms} ms is under {} ‰ of the control \
+                 service's {} ms lease ({least_drift} ms): two clocks whose rates differ that \
+                 much could let a write through after the volume was handed away (raise \
+                 --drift-margin, or shorten the control's --lease)",
+                MIN_DRIFT_PER_MILLE, self.lease_ms
+            ));
+        }
         if self.lease_ms <= react {
             return Err(format!(
                 "the control service grants leases of {} ms, not more than this agent's \
                  --self-fence-deadline + --drift-margin = {react} ms: it could not stop its \
-                 containers before its lease ends (shorten them, or raise the control's --lease)",
+                 containers before its lease ends (give the agent and the control service the same \
+                 --timing, shorten them, or raise the control's --lease)",
                 self.lease_ms
             ));
         }
@@ -80,7 +99,8 @@ impl Timing {
             return Err(format!(
                 "the control service grants leases of {} ms, not more than this agent's \
                  --self-fence-deadline + --drift-margin + --heartbeat-interval = {} ms: one late \
-                 heartbeat would stop its containers (shorten them, or raise the control's --lease)",
+                 heartbeat would stop its containers (give the agent and the control service the \
+                 same --timing, shorten them, or raise the control's --lease)",
                 self.lease_ms,
                 react.saturating_add(interval_ms)
             ));
@@ -438,6 +458,9 @@ mod tests {
         assert!(e.contains("could not stop its containers"), "{e}");
         let e = t.admits(1_000, 3_500, 500).expect_err("one late beat");
         assert!(e.contains("one late heartbeat"), "{e}");
+        let e = t.admits(1_000, 2_000, 49).expect_err("under 1 % of 5 s");
+        assert!(e.contains("--drift-margin 49 ms"), "{e}");
+        t.admits(1_000, 2_000, 50).expect("1 % of 5 s");
         let short = Timing {
             lease_ms: 2_000,
             ..t

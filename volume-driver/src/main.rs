@@ -15,6 +15,7 @@ use anyhow::Context;
 use backon::{ExponentialBuilder, Retryable};
 use berth_control_model::credential;
 use berth_control_model::lease::{AgentTiming, Keeper};
+use berth_control_model::profile::{Overrides, Profile};
 use berth_volume::agent::{Agent, SelfFence};
 use berth_volume::backend::layout::Layout;
 use berth_volume::datapath::DataPathMode;
@@ -125,17 +126,25 @@ enum Cmd {
         /// address); repeat for each, this instance included. One or three members (or five).
         #[arg(long, env = "BERTH_PEER", value_delimiter = ',', value_parser = parse_peer, requires = "raft_id")]
         peer: Vec<(u64, String)>,
-        /// How often agents heartbeat (a node's liveness is judged against it).
-        #[arg(long, env = "BERTH_HEARTBEAT_INTERVAL", value_parser = parse_interval, default_value = "1s")]
-        heartbeat_interval: Duration,
+        /// The timing profile: `default` (1s heartbeats, 3 misses, 5s lease) or `fast` (250ms
+        /// heartbeats, 3 misses, 1.5s lease). Give the agents and `berth run` the same one; the
+        /// flags below override its values, and the result is checked at start.
+        #[arg(long, env = "BERTH_TIMING", default_value = "default")]
+        timing: Profile,
+        /// How often agents heartbeat (a node's liveness is judged against it). Default: the
+        /// profile's.
+        #[arg(long, env = "BERTH_HEARTBEAT_INTERVAL", value_parser = parse_interval)]
+        heartbeat_interval: Option<Duration>,
         /// Heartbeats a node may miss before `GET /v1/berth/nodes` reports it not alive.
-        #[arg(long, env = "BERTH_HEARTBEAT_MISSES", value_parser = clap::value_parser!(u32).range(1..), default_value = "3")]
-        heartbeat_misses: u32,
+        /// Default: the profile's.
+        #[arg(long, env = "BERTH_HEARTBEAT_MISSES", value_parser = clap::value_parser!(u32).range(1..))]
+        heartbeat_misses: Option<u32>,
         /// How long one heartbeat keeps a node's lease; a volume mounted on a node is handed to
         /// another only once this has run out (or the node is declared dead). Must outlast
-        /// interval × misses, and each agent's self-fence deadline + drift margin + interval.
-        #[arg(long, env = "BERTH_LEASE", value_parser = parse_interval, default_value = "5s")]
-        lease: Duration,
+        /// interval × misses, and each agent's self-fence deadline + drift margin + interval;
+        /// each agent's drift margin must be at least 1 % of it. Default: the profile's.
+        #[arg(long, env = "BERTH_LEASE", value_parser = parse_interval)]
+        lease: Option<Duration>,
         /// Serve HTTPS with this PEM certificate chain (with `--tls-key`).
         #[arg(long, env = "BERTH_TLS_CERT")]
         tls_cert: Option<PathBuf>,
@@ -206,21 +215,30 @@ enum Cmd {
         /// How often a mounted `replicated` dataset is shipped to its standbys (`500ms`, `2s`).
         #[arg(long, env = "BERTH_SHIP_INTERVAL", value_parser = parse_interval, default_value = "1s")]
         ship_interval: Duration,
-        /// How often to heartbeat the control service, renewing this node's lease.
-        #[arg(long, env = "BERTH_HEARTBEAT_INTERVAL", value_parser = parse_interval, default_value = "1s")]
-        heartbeat_interval: Duration,
-        /// Heartbeats missed in a row before the agent reports lost contact.
-        #[arg(long, env = "BERTH_HEARTBEAT_MISSES", value_parser = clap::value_parser!(u32).range(1..), default_value = "3")]
-        heartbeat_misses: u32,
+        /// The timing profile, the control service's (`--timing` there): `default` (1s
+        /// heartbeats, 2s self-fence deadline, 500ms drift margin) or `fast` (250ms, 1s,
+        /// 150ms). The flags below override its values; the control service refuses, at the
+        /// first heartbeat, a set that could not honour its lease.
+        #[arg(long, env = "BERTH_TIMING", default_value = "default")]
+        timing: Profile,
+        /// How often to heartbeat the control service, renewing this node's lease. Default:
+        /// the profile's.
+        #[arg(long, env = "BERTH_HEARTBEAT_INTERVAL", value_parser = parse_interval)]
+        heartbeat_interval: Option<Duration>,
+        /// Heartbeats missed in a row before the agent reports lost contact. Default: the
+        /// profile's.
+        #[arg(long, env = "BERTH_HEARTBEAT_MISSES", value_parser = clap::value_parser!(u32).range(1..))]
+        heartbeat_misses: Option<u32>,
         /// How long stopping this node's containers may take when its lease cannot be renewed:
         /// they are stopped (SIGTERM, SIGKILL after all but the last second of it) starting this
-        /// long, plus the drift margin, before the lease ends.
-        #[arg(long, env = "BERTH_SELF_FENCE_DEADLINE", value_parser = parse_interval, default_value = "2s")]
-        self_fence_deadline: Duration,
-        /// How far this node's clock and the control service's may drift apart over one lease;
-        /// the containers are stopped at least this long before the lease ends.
-        #[arg(long, env = "BERTH_DRIFT_MARGIN", value_parser = parse_duration, default_value = "500ms")]
-        drift_margin: Duration,
+        /// long, plus the drift margin, before the lease ends. Default: the profile's.
+        #[arg(long, env = "BERTH_SELF_FENCE_DEADLINE", value_parser = parse_interval)]
+        self_fence_deadline: Option<Duration>,
+        /// How far this node's clock and the control service's may drift apart over one lease
+        /// (at least 1 % of the lease); the write gate closes this long before the lease ends.
+        /// Default: the profile's.
+        #[arg(long, env = "BERTH_DRIFT_MARGIN", value_parser = parse_duration)]
+        drift_margin: Option<Duration>,
         /// The local Docker Engine's API (`unix:///PATH`), through which the agent stops the
         /// containers whose data moved away, and finds mounts no container uses any more.
         #[arg(
@@ -403,6 +421,61 @@ fn parse_rate(s: &str) -> Result<u64, String> {
         Ok(n) => Ok(n),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// The control service's liveness and lease timing: the profile's, with the explicit flags in
+/// place. Its own rule (a node counted alive holds its lease) is an error; an agent on the same
+/// profile that this lease would refuse is a warning, since the agents may override theirs.
+fn control_timing(
+    profile: Profile,
+    interval: Option<Duration>,
+    misses: Option<u32>,
+    lease: Option<Duration>,
+) -> anyhow::Result<berth_control_model::liveness::Timing> {
+    let o = Overrides {
+        interval,
+        misses,
+        lease,
+        ..Overrides::default()
+    };
+    let p = profile.values();
+    let v = berth_control_model::profile::Values {
+        interval: o.interval.unwrap_or(p.interval),
+        misses: o.misses.unwrap_or(p.misses),
+        lease: o.lease.unwrap_or(p.lease),
+        ..p
+    };
+    let timing = v.control();
+    timing
+        .validate()
+        .map_err(|e| anyhow::anyhow!("lease timing (--timing {profile}): {e}"))?;
+    if let Err(e) = profile.resolve(o) {
+        tracing::warn!(
+            "{e}: agents on --timing {profile} without their own --self-fence-deadline and \
+             --drift-margin will be refused"
+        );
+    }
+    Ok(timing)
+}
+
+/// The agent's heartbeat and self-fence timing: the profile's, with the explicit flags in
+/// place. Checked against the profile's lease here only as a warning: the control service,
+/// whose lease it is, refuses a set it cannot admit at the first heartbeat, an error at start.
+fn agent_timing(profile: Profile, o: Overrides) -> AgentTiming {
+    let p = profile.values();
+    let v = berth_control_model::profile::Values {
+        interval: o.interval.unwrap_or(p.interval),
+        misses: o.misses.unwrap_or(p.misses),
+        self_fence_deadline: o.self_fence_deadline.unwrap_or(p.self_fence_deadline),
+        drift_margin: o.drift_margin.unwrap_or(p.drift_margin),
+        lease: p.lease,
+    };
+    if let Err(e) = v.check() {
+        tracing::warn!(
+            "--timing {profile}: {e}; a control service on --timing {profile} will refuse this agent"
+        );
+    }
+    v.agent()
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -657,6 +730,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             leader_lock_delay,
             raft_id,
             peer,
+            timing: profile,
             heartbeat_interval,
             heartbeat_misses,
             lease,
@@ -671,14 +745,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                  who reaches {listen} fence, assign and declare nodes dead. Give --token-file FILE \
                  (the cluster token), or --insecure for a test on one machine"
             );
-            let timing = berth_control_model::liveness::Timing {
-                interval_ms: heartbeat_interval.as_millis() as u64,
-                misses: heartbeat_misses,
-                lease_ms: lease.as_millis() as u64,
-            };
-            timing
-                .validate()
-                .map_err(|e| anyhow::anyhow!("lease timing: {e}"))?;
+            let timing = control_timing(profile, heartbeat_interval, heartbeat_misses, lease)?;
             let token = read_secret(token_file)?;
             if insecure {
                 tracing::warn!(
@@ -778,6 +845,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             single_node,
             transfer_rate,
             ship_interval,
+            timing: profile,
             heartbeat_interval,
             heartbeat_misses,
             self_fence_deadline,
@@ -803,12 +871,17 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             if let Ok(l) = listen.parse::<std::net::SocketAddr>() {
                 transfer_address(l, advertise.as_deref(), &control, single_node)?;
             }
-            let lease_timing = AgentTiming {
-                interval: heartbeat_interval,
-                misses: heartbeat_misses,
-                self_fence_deadline,
-                drift_margin,
-            };
+            let lease_timing = agent_timing(
+                profile,
+                Overrides {
+                    interval: heartbeat_interval,
+                    misses: heartbeat_misses,
+                    self_fence_deadline,
+                    drift_margin,
+                    lease: None,
+                },
+            );
+            let heartbeat_interval = lease_timing.interval;
             let node = match node_id {
                 Some(n) => n,
                 None => swarm_node_id()?,

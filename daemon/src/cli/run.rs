@@ -56,6 +56,11 @@ pub struct RunArgs {
     /// Full resync period (`10s`, `1m`); Swarm's events trigger passes in between.
     #[arg(long, env = "BERTH_RESYNC", default_value = "10s", value_parser = parse_duration)]
     resync: Duration,
+    /// The timing profile of the control service and the agents (`--timing` there):
+    /// `default` or `fast`. The agents' heartbeats are read every heartbeat interval of it
+    /// (1s, 250ms), and a lost node's task is waited on at most one lease of it (5s, 1.5s).
+    #[arg(long, env = "BERTH_TIMING", default_value = "default")]
+    timing: berth_control_model::profile::Profile,
     /// Log what it would do; change nothing.
     #[arg(long, env = "BERTH_DRY_RUN")]
     dry_run: bool,
@@ -193,7 +198,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         let config = Config {
             dry_run: a.dry_run,
             resync: a.resync,
-            ..Config::default()
+            ..Config::for_timing(a.timing)
         };
         let metrics = Metrics::new();
         let token = match &a.token_file {

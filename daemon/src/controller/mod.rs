@@ -84,6 +84,20 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// The defaults, with the failure detector read at the profile's heartbeat interval and a
+    /// lost node's stop waited on at most one of its leases: a poll slower than the heartbeats
+    /// would add up to one poll to every detection.
+    pub fn for_timing(profile: berth_control_model::profile::Profile) -> Config {
+        let v = profile.values();
+        Config {
+            liveness_poll: v.interval,
+            stop_wait: v.lease,
+            ..Config::default()
+        }
+    }
+}
+
 /// What the last pass saw and decided, for the HTTP API.
 #[derive(Debug, Clone, Default)]
 pub struct Status {
@@ -799,5 +813,23 @@ fn log_notice(n: &Notice) {
             reason,
         } => tracing::info!(%service, slot, %reason, "failover: slot waits"),
         other => tracing::info!(notice = ?other, "failover"),
+    }
+}
+
+#[cfg(test)]
+mod timing_tests {
+    use berth_control_model::profile::Profile;
+
+    use super::*;
+
+    #[test]
+    fn the_detector_is_read_at_the_profiles_heartbeat_and_a_stop_waits_one_lease() {
+        let d = Config::for_timing(Profile::Default);
+        assert_eq!(d.liveness_poll, Config::default().liveness_poll);
+        assert_eq!(d.stop_wait, Config::default().stop_wait);
+        let f = Config::for_timing(Profile::Fast);
+        assert_eq!(f.liveness_poll, Duration::from_millis(250));
+        assert_eq!(f.stop_wait, Profile::Fast.values().lease);
+        assert_eq!(f.resync, d.resync, "only the liveness timings change");
     }
 }

@@ -322,3 +322,52 @@ fn an_agent_without_its_docker_engine_holds_no_lease_and_is_not_ready() {
     );
     agent.stop();
 }
+
+/// `--timing` sets the whole profile: a control service on `fast` (1.5 s lease) refuses an agent
+/// left on `default` (2 s self-fence deadline), naming the profile; and an override that breaks
+/// the profile's own rule stops the control service at start.
+#[test]
+fn a_fast_control_service_refuses_an_agent_on_the_default_timing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let control = ControlSvc::start_with(
+        &dir.path().join("state"),
+        None,
+        format!("127.0.0.1:{}", free_port()),
+        &["--timing", "fast"],
+    );
+    let out = std::process::Command::new(crate::support::BIN)
+        .args(["agent", "--node-id", "n1", "--socket"])
+        .arg(dir.path().join("n1.sock"))
+        .arg("--data-root")
+        .arg(dir.path().join("n1"))
+        .args(["--control", &control.url(), "--listen", "127.0.0.1:0"])
+        .output()
+        .expect("run agent");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("lease timing") && err.contains("the same --timing"),
+        "{err}"
+    );
+    let out = std::process::Command::new(crate::support::BIN)
+        .args([
+            "control",
+            "--insecure",
+            "--listen",
+            "127.0.0.1:0",
+            "--timing",
+            "fast",
+            "--lease",
+            "500ms",
+            "--state",
+        ])
+        .arg(dir.path().join("s2"))
+        .output()
+        .expect("run control");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--timing fast") && err.contains("--lease 500 ms"),
+        "{err}"
+    );
+}
