@@ -558,6 +558,7 @@ mod tests {
             started_ms: 1_000,
             ended_ms: ended.then_some(2_000),
             end: ended.then_some(RunEnd::Completed),
+            rebalance: false,
         }
     }
 
