@@ -305,9 +305,11 @@ impl std::fmt::Display for Change {
 }
 
 fn event_of(r: &FailoverRecord) -> String {
-    r.event
-        .as_ref()
-        .map_or_else(|| "re-admission".to_string(), |e| e.to_string())
+    match &r.event {
+        Some(e) => e.to_string(),
+        None if r.rebalance => "rebalance".to_string(),
+        None => "re-admission".to_string(),
+    }
 }
 
 fn end_of(r: &FailoverRecord) -> String {
@@ -579,6 +581,15 @@ mod tests {
             end: ended.then_some(RunEnd::Completed),
             rebalance: false,
         }
+    }
+
+    #[test]
+    fn a_run_without_an_event_is_a_rescheduling_run_or_a_re_admission() {
+        let mut r = record(1, true);
+        r.event = None;
+        assert_eq!(event_of(&r), "re-admission");
+        r.rebalance = true;
+        assert_eq!(event_of(&r), "rebalance");
     }
 
     #[test]
