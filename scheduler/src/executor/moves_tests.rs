@@ -284,3 +284,29 @@ fn a_slot_another_run_works_on_is_left_out() {
     assert!(exec.run_moves(0, &c, &steps, Actor::Operator).is_some());
     assert_eq!(exec.run_moves(0, &c, &steps, Actor::Operator), None);
 }
+
+#[test]
+fn a_replicated_move_onto_its_standby_promotes_it_without_a_copy() {
+    let mut c = node_back(Storage::Replicated);
+    for d in &mut c.datasets {
+        // Each slot's standby on another node; slot 3's on c1, where it goes back.
+        d.standby = Some(NodeId::new(match d.slot {
+            1 => "b1",
+            2 => "a1",
+            _ => "c1",
+        }));
+    }
+    let mut exec = start(&c);
+    let mut b = Backend::default();
+    run_to_end(&mut exec, &mut c, &mut b, 0);
+    assert_eq!(
+        names(&b.log),
+        [
+            "stop a2 wait=None",
+            "fence a2 @3",
+            "assign promote c1 @4 Promote { from: NodeId(\"a2\") }",
+            "start c1 @Some(4)",
+        ]
+    );
+    assert_eq!(running_on(&c, 3), ["c1"]);
+}
