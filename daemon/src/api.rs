@@ -7,6 +7,8 @@
 //! | `GET /v1/plan` | the last pass's plan: placements and pending tasks with reasons (`berth plan --output json`'s shape), the commands it issued, templates it cannot run |
 //! | `GET /v1/explain/{service}` | every node's verdict for the service's next task (`berth explain --output json`'s shape) |
 //! | `GET /v1/failovers` | the failover executor's runs (event, steps, start and end in Unix ms, how each ended) and the commands in flight |
+//! | `GET /v1/rebalance` | the current or last rescheduling run: each move (from, to, mode, bytes, wave, its step or how it ended, its downtime), whether the automatic mode is on, whether a request waits |
+//! | `POST /v1/rebalance` | asks for a rescheduling run at the next pass (body: `{"max_in_flight", "bytes_per_sec", "max_moves", "margin"}`, each optional): `202 {"request": N}`; `409` while a failover or another rescheduling run is under way |
 //! | `GET /v1/services` | with `--consul`: the Consul instances Berth keeps registered (one per Swarm task), their check status and the last sync's outcome; `404` without `--consul` |
 //! | `GET /metrics` | Prometheus text format |
 //!
@@ -25,6 +27,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
+use tokio::sync::Notify;
 
 use crate::cli::render;
 use crate::controller::Status;
@@ -222,6 +225,79 @@ async fn services(State(c): State<ConsulStatus>) -> Response {
     )
 }
 
+#[derive(Clone)]
+struct Rebalance {
+    status: Arc<Mutex<Status>>,
+    wake: Arc<Notify>,
+}
+
+async fn rebalance_progress(State(c): State<Rebalance>) -> Response {
+    let st = c.status.lock().expect("status lock");
+    json_response(
+        StatusCode::OK,
+        serde_json::to_value(&st.rebalance).expect("progress is JSON"),
+    )
+}
+
+async fn rebalance_request(State(c): State<Rebalance>, body: axum::body::Bytes) -> Response {
+    let mut req: crate::controller::rebalance::Request = if body.is_empty() {
+        Default::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": format!("the request does not decode: {e}")}),
+                );
+            }
+        }
+    };
+    let id = {
+        let mut st = c.status.lock().expect("status lock");
+        if let Some(r) = st
+            .failovers
+            .iter()
+            .find(|r| r.ended_ms.is_none() && !r.rebalance)
+        {
+            return json_response(
+                StatusCode::CONFLICT,
+                json!({"error": format!("failover run {} is under way: rebalance once it has ended", r.run)}),
+            );
+        }
+        if st.rebalance.running {
+            return json_response(
+                StatusCode::CONFLICT,
+                json!({"error": format!("rescheduling run {} is under way", st.rebalance.run.unwrap_or_default())}),
+            );
+        }
+        // Ids go up from the last one taken or waiting, so a client can tell its answer.
+        req.id = st
+            .rebalance_request
+            .as_ref()
+            .map(|r| r.id)
+            .max(st.rebalance.request)
+            .unwrap_or(0)
+            + 1;
+        st.rebalance_request = Some(req.clone());
+        st.rebalance.requested = true;
+        req.id
+    };
+    c.wake.notify_one();
+    json_response(StatusCode::ACCEPTED, json!({"request": id}))
+}
+
+/// `/v1/rebalance`, merged into [`router`]'s by `berth run`.
+pub fn rebalance_router(status: Arc<Mutex<Status>>, wake: Arc<Notify>, token: ApiToken) -> Router {
+    Router::new()
+        .route(
+            "/v1/rebalance",
+            get(rebalance_progress).post(rebalance_request),
+        )
+        .route_layer(middleware::from_fn_with_state(token, require_token))
+        .with_state(Rebalance { status, wake })
+}
+
 /// `/v1/services`, merged into [`router`]'s by `berth run`.
 #[cfg(feature = "consul")]
 pub fn services_router(consul: ConsulStatus, token: ApiToken) -> Router {
@@ -344,5 +420,72 @@ mod tests {
         let r = self::metrics(State(c)).await;
         let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
         assert!(String::from_utf8_lossy(&bytes).contains("\nberth_leader 1\n"));
+    }
+
+    #[tokio::test]
+    async fn a_rebalance_request_is_taken_once_and_refused_during_a_failover() {
+        use tower::ServiceExt;
+        let status = Arc::new(Mutex::new(Status::default()));
+        let wake = Arc::new(Notify::new());
+        let app = rebalance_router(status.clone(), wake.clone(), Some(Arc::from("s3cret")));
+        let post = |body: &str| {
+            axum::http::Request::post("/v1/rebalance")
+                .header("authorization", "Bearer s3cret")
+                .body(axum::body::Body::from(body.to_string()))
+                .unwrap()
+        };
+        let (code, v) = body(
+            app.clone()
+                .oneshot(post(r#"{"max_moves": 1}"#))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (code, v["request"].as_u64()),
+            (StatusCode::ACCEPTED, Some(1))
+        );
+        let req = status.lock().unwrap().rebalance_request.clone().unwrap();
+        assert_eq!((req.id, req.max_moves), (1, Some(1)));
+        // The loop is woken for a pass.
+        tokio::time::timeout(Duration::from_secs(1), wake.notified())
+            .await
+            .expect("woken");
+        let (code, _) = body(app.clone().oneshot(post("{bad")).await.unwrap()).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+        let get = axum::http::Request::get("/v1/rebalance")
+            .header("authorization", "Bearer s3cret")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let (code, v) = body(app.clone().oneshot(get).await.unwrap()).await;
+        assert_eq!(
+            (code, v["requested"].as_bool()),
+            (StatusCode::OK, Some(true))
+        );
+
+        status.lock().unwrap().failovers = vec![berth_scheduler::executor::FailoverRecord {
+            run: 4,
+            by: berth_scheduler::executor::Actor::Berth,
+            event: None,
+            steps: Vec::new(),
+            started_ms: 0,
+            ended_ms: None,
+            end: None,
+            rebalance: false,
+        }];
+        let (code, v) = body(app.clone().oneshot(post("")).await.unwrap()).await;
+        assert_eq!(code, StatusCode::CONFLICT, "{v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("failover run 4"),
+            "{v}"
+        );
+        // Without the token: refused.
+        let anon = axum::http::Request::post("/v1/rebalance")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert_eq!(
+            app.oneshot(anon).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
     }
 }

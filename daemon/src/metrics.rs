@@ -40,6 +40,10 @@ pub struct Metrics {
     pub failover_seconds: HistogramVec,
     pub failovers_running: IntGauge,
     pub fence_epoch: IntGaugeVec,
+    pub rebalance_moves: IntCounterVec,
+    pub rebalance_bytes: IntCounter,
+    pub rebalance_downtime: Histogram,
+    pub rebalancing: IntGauge,
     /// Runs already counted in `failover_seconds`.
     counted_runs: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<u64>>>,
 }
@@ -56,6 +60,9 @@ const EXEC_COMMANDS: [&str; 8] = [
     "clear-fence-label",
 ];
 const EXEC_OUTCOMES: [&str; 3] = ["done", "refused", "failed"];
+
+/// The `result` values of `berth_rebalance_moves_total`.
+pub const MOVE_RESULTS: [&str; 3] = ["moved", "rolled-back", "failed"];
 
 fn command_kind(c: &ExecCommand) -> &'static str {
     match c {
@@ -201,6 +208,27 @@ impl Metrics {
             "Each Berth volume's current epoch (fencing token) at the volume control service; with --volume-control only.",
             &["volume"],
         );
+        let rebalance_moves = counter_vec(
+            "berth_rebalance_moves_total",
+            "Rescheduling moves that ended, by result: moved (the slot runs on its target), rolled-back (it failed after the stop and was restarted where it ran), failed (it failed before the stop; the slot kept serving).",
+            &["result"],
+        );
+        for r in MOVE_RESULTS {
+            rebalance_moves.with_label_values(&[r]);
+        }
+        let rebalance_downtime = Histogram::with_opts(
+            HistogramOpts::new(
+                "berth_rebalance_downtime_seconds",
+                "Time one moved slot was down: from its task seen stopped to its task running again (on the target, or where it ran after a roll-back).",
+            )
+            .buckets(vec![
+                0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0,
+            ]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(rebalance_downtime.clone()))
+            .expect("registers");
         let build = IntGauge::with_opts(
             Opts::new("berth_build_info", "Berth's version; always 1.")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -254,6 +282,16 @@ impl Metrics {
                 "berth_failovers_running",
                 "Failover runs the executor has not finished.",
             ),
+            rebalance_bytes: counter(
+                "berth_rebalance_bytes_total",
+                "Bytes of the datasets rescheduling moves carried to their target (the plan's size of each moved dataset).",
+            ),
+            rebalancing: gauge(
+                "berth_rebalance_running",
+                "1 while a rescheduling run is under way.",
+            ),
+            rebalance_moves,
+            rebalance_downtime,
             failover_commands,
             failover_seconds,
             fence_epoch,
@@ -285,7 +323,8 @@ impl Metrics {
     pub fn observe_failovers(&self, history: &[FailoverRecord]) {
         let mut counted = self.counted_runs.lock().expect("metrics lock");
         let mut running = 0;
-        for r in history {
+        // Rescheduling runs have their own metrics (berth_rebalance_*).
+        for r in history.iter().filter(|r| !r.rebalance) {
             let (Some(ended), Some(end)) = (r.ended_ms, r.end) else {
                 running += 1;
                 continue;

@@ -534,12 +534,23 @@ fn the_json_plan_moves_pg_back_to_the_returned_zone() {
 }
 
 #[test]
-fn without_dry_run_it_refuses_and_says_why() {
+fn without_dry_run_on_a_file_it_refuses_and_says_why() {
     let r = berth(&[&["rebalance"][..], &NODE_BACK].concat());
     assert_eq!(r.code, 1, "stdout:\n{}", r.stdout);
     assert!(r.stdout.is_empty(), "nothing planned or done: {}", r.stdout);
     assert!(
-        r.stderr.contains("moves nothing yet") && r.stderr.contains("--dry-run"),
+        r.stderr.contains("--live") && r.stderr.contains("--dry-run"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn without_dry_run_it_asks_berth_run_and_says_when_it_does_not_answer() {
+    let r = berth(&["rebalance", "--live", "--api", "http://127.0.0.1:1"]);
+    assert_eq!(r.code, 1, "stdout:\n{}", r.stdout);
+    assert!(
+        r.stderr.contains("asking berth run to rebalance") && r.stderr.contains("127.0.0.1:1"),
         "{}",
         r.stderr
     );

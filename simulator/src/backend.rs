@@ -219,6 +219,17 @@ impl Sim<'_> {
                     ))
                 }
                 Notice::LaneDropped { .. } => {}
+                Notice::RolledBack {
+                    service,
+                    slot,
+                    node,
+                    reason,
+                } => {
+                    let name = self.display(node.as_str());
+                    self.log_event(format!(
+                        "berth: moving {service} slot {slot} failed ({reason}); restarted on {name}"
+                    ))
+                }
                 Notice::DrainBudget {
                     service,
                     stopped,

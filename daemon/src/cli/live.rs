@@ -60,7 +60,7 @@ pub struct WatchArgs {
     polls: Option<u64>,
 }
 
-fn token(file: &Option<PathBuf>) -> Result<Option<String>> {
+pub(super) fn token(file: &Option<PathBuf>) -> Result<Option<String>> {
     let Some(f) = file else { return Ok(None) };
     let t = std::fs::read_to_string(f)
         .with_context(|| format!("{}: cannot read the token", f.display()))?
@@ -89,6 +89,29 @@ async fn read_failovers(
     token: Option<&str>,
     tls_ca: Option<&std::path::Path>,
 ) -> Result<Failovers> {
+    let body = api_call(
+        api,
+        token,
+        tls_ca,
+        axum::http::Method::GET,
+        "/v1/failovers",
+        Vec::new(),
+    )
+    .await?;
+    serde_json::from_slice(&body)
+        .with_context(|| format!("berth run's API at {api}: /v1/failovers does not decode"))
+}
+
+/// One call to `berth run`'s API (`--api`, http:// or https://); the body of a 2xx answer,
+/// else an error with the status and what the API said.
+pub(super) async fn api_call(
+    api: &str,
+    token: Option<&str>,
+    tls_ca: Option<&std::path::Path>,
+    method: axum::http::Method,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<Vec<u8>> {
     let (https, rest) = match api.trim().strip_prefix("https://") {
         Some(r) => (true, Some(r)),
         None => (false, api.trim().strip_prefix("http://")),
@@ -105,18 +128,15 @@ async fn read_failovers(
     } else {
         Target::Tcp(addr.to_string())
     };
-    let headers: Vec<(&str, String)> = token
+    let mut headers: Vec<(&str, String)> = token
         .map(|t| vec![("authorization", format!("Bearer {t}"))])
         .unwrap_or_default();
-    let reply = http_client::send(
-        &target,
-        axum::http::Method::GET,
-        "/v1/failovers",
-        &headers,
-        Vec::new(),
-    )
-    .await
-    .with_context(|| format!("berth run's API at {api}"))?;
+    if !body.is_empty() {
+        headers.push(("content-type", "application/json".into()));
+    }
+    let reply = http_client::send(&target, method, path, &headers, body)
+        .await
+        .with_context(|| format!("berth run's API at {api}"))?;
     if !reply.status.is_success() {
         bail!(
             "berth run's API at {api} answered {}: {}",
@@ -124,8 +144,7 @@ async fn read_failovers(
             String::from_utf8_lossy(&reply.body).trim()
         );
     }
-    serde_json::from_slice(&reply.body)
-        .with_context(|| format!("berth run's API at {api}: /v1/failovers does not decode"))
+    Ok(reply.body.to_vec())
 }
 
 fn control(e: &Endpoints) -> Result<ControlClient> {
@@ -133,7 +152,7 @@ fn control(e: &Endpoints) -> Result<ControlClient> {
         .with_context(|| format!("--control {}", e.control))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -286,9 +305,11 @@ impl std::fmt::Display for Change {
 }
 
 fn event_of(r: &FailoverRecord) -> String {
-    r.event
-        .as_ref()
-        .map_or_else(|| "re-admission".to_string(), |e| e.to_string())
+    match &r.event {
+        Some(e) => e.to_string(),
+        None if r.rebalance => "rebalance".to_string(),
+        None => "re-admission".to_string(),
+    }
 }
 
 fn end_of(r: &FailoverRecord) -> String {
@@ -558,7 +579,17 @@ mod tests {
             started_ms: 1_000,
             ended_ms: ended.then_some(2_000),
             end: ended.then_some(RunEnd::Completed),
+            rebalance: false,
         }
+    }
+
+    #[test]
+    fn a_run_without_an_event_is_a_rescheduling_run_or_a_re_admission() {
+        let mut r = record(1, true);
+        r.event = None;
+        assert_eq!(event_of(&r), "re-admission");
+        r.rebalance = true;
+        assert_eq!(event_of(&r), "rebalance");
     }
 
     #[test]

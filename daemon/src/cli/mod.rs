@@ -95,7 +95,8 @@ enum Command {
         output: Output,
     },
     /// Which running stateful slots the engine would move back or onto new nodes, and why
-    /// (`--dry-run`; carrying moves out is not implemented yet).
+    /// (`--dry-run`); with `--live`, has `berth run` carry the moves out and shows their
+    /// progress.
     Rebalance(rebalance::RebalanceArgs),
 }
 

@@ -1,14 +1,17 @@
-//! `berth rebalance`: the engine's rescheduling plan for a cluster dump — which running
-//! stateful slots move where, why, and what each copies. Only `--dry-run` exists: carrying
-//! moves out is the executor's, which does not run them yet.
+//! `berth rebalance`: the engine's rescheduling plan — which running stateful slots move
+//! where, why, and what each copies. `--dry-run` prints it for a cluster dump (or `--live`,
+//! the running Swarm) and moves nothing; `berth rebalance --live` asks the running controller
+//! (`berth run`'s API, `--api`) to plan from its own view and carry the moves out, and shows
+//! each move's progress until the run ends.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::Args as ClapArgs;
 
 use berth_scheduler::rebalance::{Budget, RebalancePlan, plan_rebalance};
 use berth_units::{Size, parse_rate};
 
-use super::{Input, Outcome, Output, input};
+use super::{Input, Outcome, Output, live};
+use crate::controller::rebalance::{Progress, Request};
 
 #[derive(ClapArgs, Debug)]
 pub struct RebalanceArgs {
@@ -32,28 +35,130 @@ pub struct RebalanceArgs {
     /// Tasks of load a move must gain when it fixes no spread.
     #[arg(long, default_value_t = 2)]
     margin: u32,
+    /// Without --dry-run: `berth run`'s API (its `--listen`), which plans and moves.
+    #[arg(long, env = "BERTH_API", default_value = "http://127.0.0.1:9440")]
+    api: String,
+    /// Without --dry-run: how often to read the run's progress (`1s`, `500ms`).
+    #[arg(long, env = "BERTH_INTERVAL", default_value = "1s", value_parser = super::run::parse_duration)]
+    interval: std::time::Duration,
 }
 
 pub fn run(a: RebalanceArgs) -> Result<Outcome> {
-    if !a.dry_run {
-        bail!(
-            "berth rebalance moves nothing yet: the executor does not carry rescheduling moves \
-             out. Use `berth rebalance --dry-run` to see the plan"
-        );
-    }
     let budget = Budget {
         max_in_flight: a.max_in_flight,
         bytes_per_sec: parse_rate(&a.rate)?,
         max_moves: a.max_moves,
         margin: a.margin,
     };
-    let loaded = input::load(&a.input)?;
+    if !a.dry_run {
+        if !a.input.live {
+            bail!(
+                "berth rebalance moves slots of the running cluster: give --live (berth run, at \
+                 --api, plans from its own view of the swarm and carries the moves out), or \
+                 --dry-run to see the plan for these files"
+            );
+        }
+        return execute(&a, &budget);
+    }
+    let loaded = super::load(&a.input)?;
     let plan = plan_rebalance(&loaded.cluster, &budget).map_err(|e| loaded.blame(&e))?;
     match a.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
         Output::Table => print!("{}", table(&plan, &budget)),
     }
     Ok(Outcome::Complete)
+}
+
+/// Asks `berth run` for a rescheduling run and follows it: one line per move's change of
+/// step, a summary at the end. Complete when every move landed (or there was none to make).
+fn execute(a: &RebalanceArgs, budget: &Budget) -> Result<Outcome> {
+    let token = live::token(&a.input.token_file)?;
+    let tls_ca = a.input.tls_ca.as_deref();
+    let request = Request {
+        max_in_flight: Some(budget.max_in_flight),
+        bytes_per_sec: Some(budget.bytes_per_sec),
+        max_moves: budget.max_moves,
+        margin: Some(budget.margin),
+        id: 0,
+    };
+    let call = |method, path: &'static str, body: Vec<u8>| {
+        live::api_call(&a.api, token.as_deref(), tls_ca, method, path, body)
+    };
+    live::runtime()?.block_on(async {
+        let answer = call(
+            axum::http::Method::POST,
+            "/v1/rebalance",
+            serde_json::to_vec(&request)?,
+        )
+        .await
+        .context("asking berth run to rebalance")?;
+        let id = serde_json::from_slice::<serde_json::Value>(&answer)?["request"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("berth run's answer names no request"))?;
+        if a.output == Output::Table {
+            println!(
+                "berth run at {} took request {id}; it plans at its next pass",
+                a.api
+            );
+        }
+        let mut shown: Vec<String> = Vec::new();
+        loop {
+            let body = call(axum::http::Method::GET, "/v1/rebalance", Vec::new()).await?;
+            let p: Progress = serde_json::from_slice(&body)
+                .context("berth run's API: /v1/rebalance does not decode")?;
+            if p.request.is_some_and(|r| r >= id) {
+                if a.output == Output::Table {
+                    for line in progress_lines(&p) {
+                        if !shown.contains(&line) {
+                            println!("{line}");
+                            shown.push(line);
+                        }
+                    }
+                }
+                if !p.running {
+                    match a.output {
+                        Output::Json => println!("{}", serde_json::to_string_pretty(&p)?),
+                        Output::Table => {
+                            if let Some(m) = &p.message {
+                                println!("{m}");
+                            }
+                        }
+                    }
+                    let landed = p.moves.iter().all(|m| m.state == "moved");
+                    return Ok(if landed {
+                        Outcome::Complete
+                    } else {
+                        Outcome::Incomplete
+                    });
+                }
+            }
+            tokio::time::sleep(a.interval).await;
+        }
+    })
+}
+
+/// One line per move and its state.
+fn progress_lines(p: &Progress) -> Vec<String> {
+    p.moves
+        .iter()
+        .map(|m| {
+            let down = m
+                .downtime_ms
+                .map(|ms| format!(", down {:.1} s", ms as f64 / 1000.0))
+                .unwrap_or_default();
+            format!(
+                "wave {} {} slot {} {} -> {} ({}, {}): {}{down}",
+                m.wave,
+                m.service,
+                m.slot,
+                m.from,
+                m.to,
+                m.mode,
+                Size(m.bytes),
+                m.state
+            )
+        })
+        .collect()
 }
 
 /// Left-aligned columns, two spaces apart, trailing spaces trimmed.

@@ -73,6 +73,25 @@ pub struct RunArgs {
     /// after a leader dies (at once after it stops cleanly).
     #[arg(long, env = "BERTH_ELECT_TTL", default_value = "10s", value_parser = parse_duration)]
     elect_ttl: Duration,
+    /// Rebalance on its own: once the cluster has been quiet for --rebalance-quiet (no
+    /// failover, no node joining, leaving or changing state), move running stateful slots back
+    /// where the engine's rescheduling planner wants them, at most --rebalance-max-moves per
+    /// run. Off by default; `berth rebalance` asks for one run at any time.
+    #[arg(long, env = "BERTH_REBALANCE_AUTO")]
+    rebalance_auto: bool,
+    /// With --rebalance-auto: how long the cluster must be quiet before a run (`10m`).
+    #[arg(long, env = "BERTH_REBALANCE_QUIET", default_value = "10m", value_parser = parse_duration)]
+    rebalance_quiet: Duration,
+    /// With --rebalance-auto: moves per run (the rest waits for the next quiet window).
+    #[arg(long, env = "BERTH_REBALANCE_MAX_MOVES", default_value_t = 2)]
+    rebalance_max_moves: u32,
+    /// With --rebalance-auto: moves in flight at once, cluster-wide (a service's own limit is
+    /// its `berth.max-unavailable`).
+    #[arg(long, env = "BERTH_REBALANCE_MAX_IN_FLIGHT", default_value_t = 1)]
+    rebalance_max_in_flight: u32,
+    /// With --rebalance-auto: tasks of load a move must gain when it fixes no spread.
+    #[arg(long, env = "BERTH_REBALANCE_MARGIN", default_value_t = 2)]
+    rebalance_margin: u32,
     /// Log format on stderr.
     #[arg(long, value_enum, env = "BERTH_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -198,8 +217,20 @@ pub fn run(a: RunArgs) -> Result<()> {
         let config = Config {
             dry_run: a.dry_run,
             resync: a.resync,
+            rebalance: a.rebalance_auto.then(|| crate::controller::rebalance::Auto {
+                budget: berth_scheduler::rebalance::Budget {
+                    max_in_flight: a.rebalance_max_in_flight,
+                    max_moves: Some(a.rebalance_max_moves),
+                    margin: a.rebalance_margin,
+                    ..berth_scheduler::rebalance::Budget::default()
+                },
+                quiet: a.rebalance_quiet,
+            }),
             ..Config::for_timing(a.timing)
         };
+        if let Some(auto) = &config.rebalance {
+            tracing::info!(quiet = ?auto.quiet, max_moves = a.rebalance_max_moves, "automatic rescheduling on");
+        }
         let metrics = Metrics::new();
         let token = match &a.token_file {
             Some(f) => {
@@ -342,7 +373,8 @@ pub fn run(a: RunArgs) -> Result<()> {
             None => (controller, None, leadership),
         };
         let controller = Arc::new(controller);
-        let app = crate::api::router(controller.status(), leadership, metrics, a.resync, api_token.clone());
+        let app = crate::api::router(controller.status(), leadership, metrics, a.resync, api_token.clone())
+            .merge(crate::api::rebalance_router(controller.status(), controller.waker(), api_token.clone()));
         #[cfg(feature = "consul")]
         let app = app.merge(crate::api::services_router(consul_status, api_token));
         let listener = tokio::net::TcpListener::bind(a.listen)

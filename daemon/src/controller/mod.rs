@@ -12,6 +12,9 @@ mod gate_tests;
 pub mod journal;
 #[cfg(all(test, feature = "consul"))]
 mod journal_tests;
+pub mod rebalance;
+#[cfg(test)]
+mod rebalance_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -19,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use berth_scheduler::executor::{
     self, Command as ExecCommand, Driver, FailoverRecord, Job, NodeHealth, Notice, Observation,
-    Outcome, Ticket, Timers,
+    Outcome, RunKind, Ticket, Timers,
 };
 use berth_scheduler::model::Cluster;
 use berth_scheduler::schedule::{self, Plan};
@@ -66,6 +69,8 @@ pub struct Config {
     /// For how long a slot's wait keeps that pace; after it (no node came back: the slot
     /// really has nowhere to go) the swarm is read at `resync` again, events aside.
     pub room_poll_for: Duration,
+    /// The automatic rescheduling mode (`--rebalance-auto`); off (`None`) by default.
+    pub rebalance: Option<rebalance::Auto>,
 }
 
 impl Default for Config {
@@ -80,6 +85,7 @@ impl Default for Config {
             swarm_retry: Duration::from_secs(1),
             room_poll: Duration::from_secs(1),
             room_poll_for: Duration::from_secs(60),
+            rebalance: None,
         }
     }
 }
@@ -112,6 +118,10 @@ pub struct Status {
     pub failovers: Vec<FailoverRecord>,
     /// Commands the executor has in flight, described.
     pub failover_commands: Vec<String>,
+    /// The current or last rescheduling run (`/v1/rebalance`).
+    pub rebalance: rebalance::Progress,
+    /// An operator's request (`POST /v1/rebalance`), taken by the next pass.
+    pub rebalance_request: Option<rebalance::Request>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +204,9 @@ pub struct Controller<D, C = ControlClient> {
     consul: Option<crate::consul::Registrar>,
     /// Whether this daemon may act: always, or while it holds the Consul lock.
     leadership: Arc<Leadership>,
+    /// When to rebalance, and what became of the moves. Locked after the driver, before the
+    /// status.
+    rebalancer: Mutex<rebalance::Rebalancer>,
 }
 
 impl<D: DockerApi> Controller<D, ControlClient> {
@@ -227,6 +240,11 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
             None => None,
         };
         let (tx, rx) = mpsc::unbounded_channel();
+        let rebalancer = rebalance::Rebalancer::new(config.rebalance.clone());
+        let status = Status {
+            rebalance: rebalancer.progress.clone(),
+            ..Status::default()
+        };
         Controller {
             docker,
             control,
@@ -238,9 +256,10 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
             completed: Mutex::new(Some(rx)),
             liveness: Mutex::new(BTreeMap::new()),
             config,
-            status: Arc::new(Mutex::new(Status::default())),
+            status: Arc::new(Mutex::new(status)),
             metrics,
             wake: Arc::new(Notify::new()),
+            rebalancer: Mutex::new(rebalancer),
             #[cfg(feature = "consul")]
             consul: None,
             leadership: Leadership::always(),
@@ -286,6 +305,11 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
         self.status.clone()
     }
 
+    /// Wakes the loop for a pass (the API, after a rescheduling request).
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
     /// One pass: observe, hand the executor what was seen (it fails over lost nodes' slots),
     /// plan, decide, act. Returns the slot-service commands it carried out.
     pub async fn reconcile(self: &Arc<Self>) -> Result<Vec<Command>, ReconcileError> {
@@ -319,9 +343,13 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
         let busy = if self.config.dry_run {
             BTreeSet::new()
         } else {
-            let drive = self
+            let mut drive = self
                 .drive_executor(datasets_known.then_some((&cluster, &health[..])))
                 .await?;
+            if datasets_known && let Some(d) = self.rebalance_round(&cluster).await? {
+                drive.busy.extend(d.busy);
+                drive.observe |= d.observe;
+            }
             if drive.observe {
                 // A lost node's fence label was set: its plan is made from the next pass's
                 // read of the swarm, with the label.
@@ -368,6 +396,97 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
         Ok(commands)
     }
 
+    /// Starts a rescheduling run when one is due (an operator's request, or the automatic
+    /// mode after its quiet window) and the engine proposes moves; its first commands go out
+    /// at once. Never beside a failover in the automatic mode.
+    async fn rebalance_round(
+        self: &Arc<Self>,
+        cluster: &Cluster,
+    ) -> Result<Option<Drive>, ReconcileError> {
+        let now = self.clock.now_ms();
+        let request = self
+            .status
+            .lock()
+            .expect("status lock")
+            .rebalance_request
+            .clone();
+        let due = {
+            let d = self.driver.lock().expect("driver lock");
+            let failover = d
+                .state()
+                .runs
+                .values()
+                .any(|r| r.kind != RunKind::Rebalance);
+            let mut rb = self.rebalancer.lock().expect("rebalancer lock");
+            rb.saw(now, cluster, failover);
+            rb.due(now, request.as_ref())
+        };
+        let Some((budget, by)) = due else {
+            return Ok(None);
+        };
+        let id = request.as_ref().map(|r| r.id);
+        let plan = berth_scheduler::rebalance::plan_rebalance(cluster, &budget);
+        let started = {
+            let mut d = self.driver.lock().expect("driver lock");
+            let mut rb = self.rebalancer.lock().expect("rebalancer lock");
+            let started = match &plan {
+                Err(e) => {
+                    rb.nothing(now, id, format!("the engine could not plan: {e}"));
+                    false
+                }
+                Ok(p) if p.moves.is_empty() => {
+                    rb.nothing(
+                        now,
+                        id,
+                        format!(
+                            "balanced: no move proposed ({} slots held back)",
+                            p.held.len()
+                        ),
+                    );
+                    false
+                }
+                Ok(p) => {
+                    let steps = berth_scheduler::rebalance::move_steps(cluster, p);
+                    match d.run_moves(now, cluster, &steps, by) {
+                        Some(run) => {
+                            tracing::info!(
+                                run,
+                                moves = p.moves.len(),
+                                bytes = p.bytes,
+                                by = by.as_str(),
+                                "rebalance: moving slots"
+                            );
+                            rb.started(run, p, by, id);
+                            true
+                        }
+                        None => {
+                            rb.nothing(
+                                now,
+                                id,
+                                "every slot to move is busy with a failover".into(),
+                            );
+                            false
+                        }
+                    }
+                }
+            };
+            let mut st = self.status.lock().expect("status lock");
+            if st.rebalance_request.as_ref().map(|r| r.id) == id {
+                st.rebalance_request = None;
+            }
+            st.rebalance = rb.progress.clone();
+            st.rebalance.requested = st.rebalance_request.is_some();
+            started
+        };
+        if !started {
+            if let Some(m) = &self.status.lock().expect("status lock").rebalance.message {
+                tracing::info!(message = %m, "rebalance: no run");
+            }
+            return Ok(None);
+        }
+        self.drive_executor(None).await.map(Some)
+    }
+
     /// Feeds the executor (an observation, if any; the clock always), persists its state,
     /// starts the commands it hands out, and returns the slots it is working on. The state
     /// is in the journal before any command starts: a crash after this point re-issues them.
@@ -412,6 +531,19 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
                 .map(|f| format!("{:?}", f.command))
                 .collect();
             self.metrics.observe_failovers(d.history());
+            let ended = {
+                let mut rb = self.rebalancer.lock().expect("rebalancer lock");
+                let ended = rb.refresh(now, d.executor());
+                st.rebalance = rb.progress.clone();
+                st.rebalance.requested = st.rebalance_request.is_some();
+                ended
+            };
+            for e in &ended {
+                e.record(&self.metrics);
+            }
+            self.metrics
+                .rebalancing
+                .set(i64::from(st.rebalance.running));
             (batch, busy, d.take_notices())
         };
         for n in notices {
@@ -576,7 +708,23 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
                 }
                 let busy = d.executor().busy_slots().count();
                 let room_before = d.executor().waits_for_room();
-                let replan = d.complete(c.ticket, c.outcome, self.clock.now_ms());
+                let moving = c.outcome.is_done()
+                    && matches!(
+                        d.executor().origin(c.ticket.id),
+                        Some((_, _, RunKind::Rebalance))
+                    );
+                let now = self.clock.now_ms();
+                let replan = d.complete(c.ticket, c.outcome, now);
+                if moving
+                    && let Some(e) = self
+                        .rebalancer
+                        .lock()
+                        .expect("rebalancer lock")
+                        .command_done(&c.command, now)
+                {
+                    tracing::info!(command = ?c.command, result = e.result, downtime_ms = ?e.downtime_ms, "rebalance: a move ended");
+                    e.record(&self.metrics);
+                }
                 (
                     replan,
                     d.executor().busy_slots().count() < busy,

@@ -194,6 +194,19 @@ impl Driver {
         self.exec.run_plan(t, cluster, event, stateful_only, by);
     }
 
+    /// Starts a rescheduling plan's moves ([`Executor::run_moves`]); the run, if any lane
+    /// started.
+    pub fn run_moves(
+        &mut self,
+        now: u64,
+        cluster: &Cluster,
+        steps: &[crate::failover::Step],
+        by: Actor,
+    ) -> Option<u64> {
+        let t = self.executor_time(now);
+        self.exec.run_moves(t, cluster, steps, by)
+    }
+
     /// A command's outcome. Returns true when a lane of a lost node was dropped: observe soon,
     /// so the node is planned again. An outcome from another incarnation, or for a command no
     /// longer awaited, is ignored (false).

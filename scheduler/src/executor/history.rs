@@ -39,10 +39,13 @@ pub enum RunEnd {
 pub struct FailoverRecord {
     pub run: u64,
     pub by: Actor,
-    /// `None` for a re-admission.
+    /// `None` for a re-admission or a rescheduling run.
     pub event: Option<Event>,
     pub steps: Vec<Step>,
     pub started_ms: u64,
     pub ended_ms: Option<u64>,
     pub end: Option<RunEnd>,
+    /// A rescheduling run (`event` is `None`): moves of running slots, not a failover.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rebalance: bool,
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::failover::{Action, FailoverPlan};
+use crate::failover::{Action, Step};
 use crate::model::{Cluster, NodeId};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +37,10 @@ pub struct Lane {
     pub stopped: bool,
     /// Ended early (refused, failed, or the world moved under it).
     pub dropped: bool,
+    /// A rescheduling move that failed after its slot stopped and now puts the slot back
+    /// where it ran (its steps after the failed one were replaced).
+    #[serde(default)]
+    pub rolled_back: bool,
 }
 
 impl Lane {
@@ -66,14 +70,14 @@ pub struct Scope {
 /// another plan. Returns the lanes and how many steps were left out.
 pub fn build(
     cluster: &Cluster,
-    plan: &FailoverPlan,
+    steps: &[Step],
     scope: Scope,
     busy: &std::collections::BTreeSet<(String, u64)>,
 ) -> (Vec<Lane>, usize) {
     let mut lanes: Vec<Lane> = Vec::new();
     let mut by_key: BTreeMap<(u32, Option<(String, u64)>), usize> = BTreeMap::new();
     let mut skipped = 0;
-    for step in &plan.steps {
+    for step in steps {
         let mut policy = None;
         let slot = match (&step.service, step.slot) {
             (Some(name), Some(slot)) => match cluster.service_by_name(name) {
@@ -113,6 +117,7 @@ pub fn build(
                 done: false,
                 stopped: false,
                 dropped: false,
+                rolled_back: false,
             });
             lanes.len() - 1
         });

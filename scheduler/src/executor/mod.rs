@@ -49,6 +49,8 @@ pub mod driver;
 pub mod history;
 pub mod lane;
 #[cfg(test)]
+mod moves_tests;
+#[cfg(test)]
 mod props;
 pub mod reconcile;
 pub mod run;
@@ -224,6 +226,14 @@ pub enum Notice {
     },
     LaneDropped {
         slot: Option<(String, u64)>,
+        reason: String,
+    },
+    /// A rescheduling move failed after its slot stopped: the slot is started again on
+    /// `node`, where it ran.
+    RolledBack {
+        service: String,
+        slot: u64,
+        node: NodeId,
         reason: String,
     },
     /// More slots of a service stopped at once than its drain budget.

@@ -410,6 +410,7 @@ impl Executor {
                 started_ms: now,
                 ended_ms: None,
                 end: None,
+                rebalance: false,
             });
             self.trim_history();
             let key = (service, slot);
@@ -428,6 +429,7 @@ impl Executor {
                 done: false,
                 stopped: false,
                 dropped: false,
+                rolled_back: false,
             };
             self.insert_run(
                 now,

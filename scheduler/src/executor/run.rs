@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::failover::{Action, Event, FailoverPlan, plan_failover};
+use crate::failover::{Action, Event, FailoverPlan, Step, plan_failover};
 use crate::model::{Cluster, NodeId};
 
 use super::command::{AssignMode, Command, CommandId, Outcome, TimerId};
@@ -23,6 +23,8 @@ pub enum RunKind {
     Plan(Event),
     /// A holder fenced by a plan that never moved its data is let back in at the new epoch.
     Readmit,
+    /// A rescheduling plan's moves of running slots ([`Executor::run_moves`]).
+    Rebalance,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,7 +78,7 @@ impl Executor {
             stateful_only,
             incremental: self.state.config.incremental,
         };
-        let (lanes, skipped) = lane::build(cluster, &plan, scope, &self.state.busy);
+        let (lanes, skipped) = lane::build(cluster, &plan.steps, scope, &self.state.busy);
         if lanes.is_empty() {
             if skipped == 0 {
                 self.notices.push(Notice::Nothing {
@@ -112,6 +114,7 @@ impl Executor {
             started_ms: now,
             ended_ms: None,
             end: None,
+            rebalance: false,
         });
         self.trim_history();
         self.insert_run(
@@ -128,6 +131,137 @@ impl Executor {
                 stopped: BTreeMap::new(),
             },
         );
+    }
+
+    /// Starts a rescheduling plan's moves (`rebalance::move_steps`): each slot's lane
+    /// pre-copies while the slot serves (with `incremental`), stops it, fences its old node,
+    /// hands the data to the target (the copy catches up the last delta) and starts it there —
+    /// the commands of a drain. A lane that fails once its slot has stopped puts the slot back
+    /// where it ran instead ([`Notice::RolledBack`]). Slots another run is working on are left
+    /// out. Returns the run, if any lane started.
+    pub fn run_moves(
+        &mut self,
+        now: u64,
+        cluster: &Cluster,
+        steps: &[Step],
+        by: Actor,
+    ) -> Option<u64> {
+        self.saw(now);
+        let scope = Scope {
+            stateful_only: true,
+            incremental: self.state.config.incremental,
+        };
+        let (lanes, _) = lane::build(cluster, steps, scope, &self.state.busy);
+        if lanes.is_empty() {
+            return None;
+        }
+        for l in &lanes {
+            if let Some(s) = &l.slot {
+                self.state.busy.insert(s.clone());
+            }
+        }
+        let run = self.state.next_run;
+        self.state.next_run += 1;
+        self.state.history.push(FailoverRecord {
+            run,
+            by,
+            event: None,
+            steps: steps.to_vec(),
+            started_ms: now,
+            ended_ms: None,
+            end: None,
+            rebalance: true,
+        });
+        self.trim_history();
+        self.insert_run(
+            now,
+            run,
+            PlanRun {
+                kind: RunKind::Rebalance,
+                wave: lanes.iter().map(|l| l.wave).min().unwrap_or(0),
+                last_wave: lanes.iter().map(|l| l.wave).max().unwrap_or(0),
+                lanes,
+                open: 0,
+                // Counted against `berth.max-unavailable` like a drain.
+                drain: true,
+                lost: None,
+                stopped: BTreeMap::new(),
+            },
+        );
+        Some(run)
+    }
+
+    /// Whether a rescheduling run is under way.
+    pub fn rebalancing(&self) -> bool {
+        self.state
+            .runs
+            .values()
+            .any(|r| r.kind == RunKind::Rebalance)
+    }
+
+    /// A rescheduling lane failed at its current step. Once the slot has stopped, it must not
+    /// stay down: its remaining steps are replaced by a restart where it ran — re-assigned
+    /// there at the fence's epoch first when the fence took effect (the target never got the
+    /// data, so there is still one writer). Returns false when there is nothing to put back.
+    fn roll_back(&mut self, run: u64, lane: u32, reason: &str) -> bool {
+        let r = self.state.runs.get_mut(&run).expect("run");
+        if r.kind != RunKind::Rebalance {
+            return false;
+        }
+        let l = &mut r.lanes[lane as usize];
+        if l.rolled_back {
+            return false;
+        }
+        let Some((stop, from)) = l.steps.iter().enumerate().find_map(|(i, s)| match s {
+            LaneStep::Engine(Action::StopTask { node }) => Some((i, node.clone())),
+            _ => None,
+        }) else {
+            return false;
+        };
+        if l.i < stop {
+            // Nothing stopped yet: the slot still serves where it was.
+            return false;
+        }
+        let fence = l.steps.iter().enumerate().find_map(|(i, s)| match s {
+            LaneStep::Engine(Action::Fence { dataset, epoch, .. }) => {
+                Some((i, dataset.clone(), *epoch))
+            }
+            _ => None,
+        });
+        let backend = l.steps.iter().find_map(|s| match s {
+            LaneStep::Engine(Action::MoveDataset { backend, .. }) => Some(*backend),
+            _ => None,
+        });
+        let mut back = Vec::new();
+        match fence {
+            Some((i, dataset, epoch)) if i < l.i => {
+                back.push(LaneStep::Engine(Action::MoveDataset {
+                    dataset,
+                    from: from.clone(),
+                    to: from.clone(),
+                    epoch,
+                    backend: backend.unwrap_or_default(),
+                    copy: false,
+                }));
+                l.epoch = Some(epoch);
+            }
+            Some((_, _, epoch)) => l.epoch = Some(epoch.saturating_sub(1)),
+            None => {}
+        }
+        back.push(LaneStep::Engine(Action::StartTask { node: from.clone() }));
+        l.steps.truncate(l.i + 1);
+        l.steps.extend(back);
+        l.rolled_back = true;
+        l.dropped = true;
+        if let Some((service, slot)) = l.slot.clone() {
+            self.notices.push(Notice::RolledBack {
+                service,
+                slot,
+                node: from,
+                reason: reason.to_string(),
+            });
+        }
+        true
     }
 
     pub(super) fn insert_run(&mut self, now: u64, run: u64, r: PlanRun) {
@@ -318,6 +452,10 @@ impl Executor {
                 Outcome::Refused { reason, .. } | Outcome::Failed { reason } => reason.clone(),
                 Outcome::Done => String::new(),
             };
+            if self.roll_back(run, lane, &reason) {
+                self.advance(now, run, lane, true);
+                return false;
+            }
             let r = &self.state.runs[&run];
             let l = &r.lanes[lane as usize];
             self.notices.push(Notice::LaneDropped {

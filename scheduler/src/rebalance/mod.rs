@@ -23,6 +23,7 @@
 //! move that frees it.
 
 mod score;
+mod steps;
 #[cfg(test)]
 mod tests;
 
@@ -31,6 +32,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 pub use score::SlotScore;
+pub use steps::move_steps;
 
 use crate::executor::standby::{StandbyFacts, pick_standby};
 use crate::model::{Backend, Cluster, FailoverMode, Mode, NodeId};
