@@ -793,3 +793,70 @@ fn a_slot_without_a_target_is_planned_again_once_a_node_is_ready() {
     );
     assert!(exec.state().waiting.is_empty());
 }
+
+/// A node back while its node-down run is still fencing (before the `recreate` grace began):
+/// its node-back plan finds the member's slot busy and leaves it out. The grace then ends at
+/// once and the return is planned again, so the member restarts where it is — not 30 s later,
+/// nor never.
+#[test]
+fn a_node_back_before_its_grace_began_is_planned_back_once_the_lane_ends() {
+    let mut c = world();
+    let mut exec = Executor::new(Config::default());
+    exec.observe(0, Observation::of(&c));
+    set_node(&mut c, "w1", |n| n.state = NodeState::Down);
+    let mut b = Backend::default();
+    observe(&mut exec, &mut c, &mut b, 0);
+    let out = exec.next(1_000);
+    assert!(
+        out.iter().any(
+            |(_, c)| matches!(c, Command::Fence { volume, .. } if volume.starts_with("mongo"))
+        ),
+        "{out:?}"
+    );
+    // w1 returns, its containers gone with it, while those commands are out.
+    set_node(&mut c, "w1", |n| n.state = NodeState::Ready);
+    c.tasks
+        .retain(|t| t.node_id.as_ref().is_none_or(|n| n.as_str() != "w1"));
+    exec.observe(1_500, Observation::of(&c));
+    let mut now = 2_000;
+    for (id, cmd) in out {
+        let o = b.perform(&mut c, &cmd);
+        exec.complete(id, o, now);
+    }
+    for _ in 0..100 {
+        let cmds = exec.next(now);
+        let idle = cmds.is_empty();
+        for (id, cmd) in cmds {
+            let o = b.perform(&mut c, &cmd);
+            now += 10;
+            if exec.complete(id, o, now) {
+                exec.observe(now, Observation::of(&c));
+            }
+        }
+        if exec.wants_observation() {
+            exec.observe(now, Observation::of(&c));
+        } else if idle {
+            match exec.wake_at() {
+                Some(t) => now = now.max(t),
+                None => break,
+            }
+        }
+    }
+    let start = b.log.iter().position(|c| {
+        matches!(c, Command::StartSlot { service, node, .. }
+            if service == "mongo" && node.as_str() == "w1")
+    });
+    assert!(start.is_some(), "{:?}", names(&b.log));
+    assert!(
+        !b.log.iter().any(|c| matches!(
+            c,
+            Command::Assign {
+                mode: AssignMode::Recreate,
+                ..
+            }
+        )),
+        "{:?}",
+        names(&b.log)
+    );
+    assert!(now < 30_000, "the grace was waited out: {now}");
+}
