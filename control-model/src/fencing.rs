@@ -36,6 +36,48 @@ pub enum FenceError {
     Leased { dataset: String, holder: String },
 }
 
+/// A dataset's holder as a failover planner is shown it (`berth run` from the control
+/// service's records, the simulator from the model it runs): the planner's dataset has one
+/// primary and one epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Planned<'a> {
+    pub primary: Option<&'a str>,
+    pub epoch: u64,
+    /// Fenced and assigned to nobody since: `primary` is the node fenced away from and `epoch`
+    /// the one before that fence.
+    pub fenced: bool,
+}
+
+/// The planner's view of a dataset whose primary at `epoch` is `primary_now` (`None` while
+/// fenced) and whose last fence was against `fenced_from`. A dataset fenced and not assigned
+/// yet (a failover cut short) is shown as it was before the fence — its last holder at the
+/// epoch before — and marked fenced: the plan's fence of that holder is then a replay the
+/// service answers as done, and the plan assigns it (to a new node, or to the same one again)
+/// at the fence's epoch before anything mounts it.
+pub fn as_planned<'a>(
+    primary_now: Option<&'a str>,
+    fenced_from: Option<&'a str>,
+    epoch: u64,
+) -> Planned<'a> {
+    match (primary_now, fenced_from) {
+        (Some(p), _) => Planned {
+            primary: Some(p),
+            epoch,
+            fenced: false,
+        },
+        (None, Some(from)) => Planned {
+            primary: Some(from),
+            epoch: epoch.saturating_sub(1),
+            fenced: true,
+        },
+        (None, None) => Planned {
+            primary: None,
+            epoch,
+            fenced: false,
+        },
+    }
+}
+
 /// May `node` mount `dataset` presenting `asked` epoch?
 pub fn check_mount(dataset: &str, f: &Fence<'_>, node: &str, asked: u64) -> Result<(), FenceError> {
     if f.primary != node || f.epoch != asked {

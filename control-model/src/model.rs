@@ -498,8 +498,8 @@ impl State {
         epoch: u64,
         now_ms: u64,
     ) -> Result<Dataset, ControlError> {
+        self.check_claim(id, node, epoch)?;
         let d = self.live(id)?;
-        fencing::check_mount(id, &d.fence_view(), node, epoch)?;
         if d.mounted_on.as_deref() == Some(node) && d.last_mount_epoch == Some(epoch) {
             return Ok(d.clone());
         }
@@ -511,6 +511,14 @@ impl State {
         d.last_mount_epoch = Some(d.epoch);
         self.touch(id);
         Ok(self.datasets[id].clone())
+    }
+
+    /// Whether [`State::claim_mount`] would grant `node` the mount at `epoch`, changing nothing
+    /// (what an agent's Mount would be answered).
+    pub fn check_claim(&self, id: &str, node: &str, epoch: u64) -> Result<(), ControlError> {
+        let d = self.live(id)?;
+        fencing::check_mount(id, &d.fence_view(), node, epoch)?;
+        Ok(())
     }
 
     /// Releases `node`'s mount (idempotent; a release from a fenced node changes nothing).

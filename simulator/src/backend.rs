@@ -546,6 +546,9 @@ impl Sim<'_> {
                 self.metrics.bytes_moved += bytes;
                 new
             }
+            // The holder itself, assigned its volume again at the new epoch (a node-back
+            // plan's re-admission): its copy stays the data, nothing moves.
+            AssignMode::Move { from, .. } if from == primary => return Outcome::Done,
             AssignMode::Move { copy: false, .. } => {
                 self.metrics.moves += 1;
                 self.new_copy(d, None, 0)
@@ -633,6 +636,22 @@ impl Sim<'_> {
             self.log_event(format!("start on {node} dropped: the node is gone"));
             return Outcome::Failed {
                 reason: "the node is gone".into(),
+            };
+        }
+        if let Some(d) = self.slots[s as usize].dataset
+            && self.claims_mounts()
+            && let Err(e) = self.control.may_mount(d, &self.node_ids[n as usize])
+        {
+            // The node's agent refuses the Mount the control service refuses (fenced, another
+            // primary or holder): the container never runs, and `berth run`'s start fails.
+            self.metrics.claims_refused += 1;
+            let msg = format!(
+                "start on {node} fails: the control service refuses the mount of {}: {e}",
+                self.datasets[d as usize].name
+            );
+            self.log_event(msg);
+            return Outcome::Failed {
+                reason: format!("mount refused: {e}"),
             };
         }
         if let Some(d) = self.slots[s as usize].dataset {

@@ -192,6 +192,22 @@ impl ControlRt {
         }
     }
 
+    /// Whether `node`'s agent would be granted simulator dataset `d`'s mount now (at the
+    /// dataset's current epoch, the one an agent asks for): the model's own check, nothing
+    /// changed. A dataset the service has no record of yet is created by the Mount itself.
+    pub fn may_mount(&self, d: u32, node: &str) -> Result<(), ControlError> {
+        let Some(id) = self.ids.get(&d) else {
+            return Ok(());
+        };
+        let epoch = self.state.datasets.get(id).map_or(0, |ds| ds.epoch);
+        self.state.check_claim(id, node, epoch)
+    }
+
+    /// Simulator dataset `d` as the control service holds it, if it has a record of it.
+    pub fn dataset_of(&self, d: u32) -> Option<&Dataset> {
+        self.state.datasets.get(self.ids.get(&d)?)
+    }
+
     /// Whether `node` holds simulator dataset `d`'s mount claim.
     pub fn holds(&self, d: u32, node: &str) -> bool {
         self.ids

@@ -18,7 +18,7 @@ impl Sim<'_> {
 
     /// Whether the policy runs Berth's volume driver, whose agents claim mounts at the control
     /// service (`manual` follows Berth's plans by hand, so it does too).
-    fn claims_mounts(&self) -> bool {
+    pub(crate) fn claims_mounts(&self) -> bool {
         self.policy != PolicyKind::SwarmDefault
     }
 

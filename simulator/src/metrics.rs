@@ -77,8 +77,9 @@ pub struct Metrics {
     /// Fence or assign calls it refused (409, or another 4xx): the executor re-planned.
     pub control_refusals: u64,
     /// Mounts whose claim the control service refused (another primary or epoch, or held
-    /// elsewhere): the real agent would refuse the Mount; the simulator's start goes on (the
-    /// world's rules for which copy a start may use are its own).
+    /// elsewhere), as the real agent refuses the Mount: a plan's start fails (nothing runs);
+    /// a container started otherwise (Swarm's restart in place) is counted and runs without
+    /// its claim.
     pub claims_refused: u64,
 }
 

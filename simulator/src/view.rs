@@ -5,6 +5,7 @@
 //! node's containers still look running to the managers; a dead container on a reachable node
 //! has been reported failed and is left out.
 
+use berth_control_model::fencing::as_planned;
 use berth_scheduler::model::{
     Availability, Cluster, Dataset, FENCED_LABEL, NodeId, NodeState, Task,
     TaskState as EngineTaskState,
@@ -85,16 +86,36 @@ impl Sim<'_> {
                 c.datasets.clear();
             }
             for (i, ds) in self.datasets.iter().enumerate() {
+                // A standby a promotion can use: its disk there and its first sync over (what
+                // the control service is told of it before a promotion).
                 let standby = ds
                     .standby
-                    .filter(|s| self.copies[*s as usize].ready_at <= self.now)
+                    .filter(|s| {
+                        let c = &self.copies[*s as usize];
+                        c.alive && c.ready_at <= self.now
+                    })
                     .and_then(|s| self.copies[s as usize].node);
+                // A volume the service holds fenced and unassigned is shown as `berth run`
+                // shows it (`fencing::as_planned`): its last holder, the epoch before.
+                let (home, epoch, fenced) = match self
+                    .control
+                    .dataset_of(i as u32)
+                    .map(|m| as_planned(m.primary_now(), m.fenced_from.as_deref(), m.epoch))
+                {
+                    Some(p) if p.fenced => (
+                        p.primary.and_then(|n| self.node_index(n)).or(ds.home),
+                        p.epoch,
+                        true,
+                    ),
+                    _ => (ds.home, ds.epoch, false),
+                };
                 if patch {
                     // Names never change; only what failover moves is patched.
                     let v = &mut c.datasets[i];
-                    v.epoch = ds.epoch;
-                    if !same(&v.primary, ds.home) {
-                        v.primary = node(ds.home);
+                    v.epoch = epoch;
+                    v.fenced = fenced;
+                    if !same(&v.primary, home) {
+                        v.primary = node(home);
                     }
                     if !same(&v.standby, standby) {
                         v.standby = node(standby);
@@ -105,11 +126,12 @@ impl Sim<'_> {
                     name: ds.name.clone(),
                     service: self.scn.services[ds.service as usize].name.clone(),
                     slot: ds.slot,
-                    primary: node(ds.home),
-                    epoch: ds.epoch,
+                    primary: node(home),
+                    epoch,
                     backend: ds.backend,
                     size_bytes: ds.size_bytes,
                     standby: node(standby),
+                    fenced,
                 });
             }
         }

@@ -427,3 +427,31 @@ fn a_target_lost_before_its_own_detection_is_replanned_at_once() {
         uploads.unavailable_ms
     );
 }
+
+/// Every mount a plan's start makes is one the control service grants: a node-back plan
+/// assigns a volume that a node-down plan fenced and never assigned (a `recreate` member kept
+/// through its grace, a slot with no target) before starting its slot, under Berth and under
+/// the operator following its plans. These runs had 1 (docker-inspect), 2 + 1 (seed-cluster)
+/// and 8 (chaos, seed 1) refused before.
+#[test]
+fn no_start_mounts_a_volume_the_control_service_refuses() {
+    for (name, seed) in [
+        ("docker-inspect", None),
+        ("seed-cluster", None),
+        ("chaos", Some(1)),
+        ("chaos", Some(58)),
+    ] {
+        let scn = load(name);
+        let seed = seed.unwrap_or(scn.seed);
+        let r = report(&scn, seed, &[PolicyKind::Berth, PolicyKind::Manual]);
+        for run in &r.runs {
+            assert_eq!(
+                run.metrics.claims_refused,
+                0,
+                "{name} seed {seed} {:?}:\n{}",
+                run.policy,
+                run.trace_tail.join("\n")
+            );
+        }
+    }
+}

@@ -324,6 +324,35 @@ fn datasets_come_from_the_control_services_records() {
             .all(|d| d.service == "app_mongo"
                 && d.backend == berth_scheduler::model::Backend::Shared)
     );
+    assert_eq!(
+        ds.iter().map(|d| d.fenced).collect::<Vec<_>>(),
+        [false, true],
+        "the fenced one is marked: the plan assigns it before starting it"
+    );
+}
+
+#[test]
+fn the_standby_shown_is_one_a_promotion_can_use() {
+    let o = Observed::new(state_with_slots());
+    let mut r = record("mongo-data-1", 4, Some("w1"), None);
+    let sb = |node: &str, epoch: Option<u64>, lag: Option<u64>| {
+        serde_json::from_value::<berth_control_model::wire::StandbyRecord>(json!({
+            "node": node, "epoch": epoch, "lag_ms": lag, "lag_bytes": null
+        }))
+        .expect("a standby record")
+    };
+    // w2 holds nothing shipped yet (a new standby, or a wiped one): the service would refuse
+    // to promote it. Of the two that hold a copy, w4 is the least behind.
+    r.standbys = vec![
+        sb("w2", None, None),
+        sb("w3", Some(4), Some(900)),
+        sb("w4", Some(4), Some(120)),
+    ];
+    let ds = o.datasets(std::slice::from_ref(&r));
+    assert_eq!(ds[0].standby.as_ref().map(|n| n.0.as_str()), Some("w4"));
+    r.standbys.truncate(1);
+    let ds = o.datasets(&[r]);
+    assert_eq!(ds[0].standby, None, "no usable standby: none is shown");
 }
 
 #[test]

@@ -417,9 +417,14 @@ impl Executor {
     }
 
     /// Whether an observation is due now (a node's fence label came back: its plan waits
-    /// for the cluster with the label).
+    /// for the cluster with the label; a node is to be planned again, from a timer rather
+    /// than an outcome, and no label is awaited first).
     pub fn wants_observation(&self) -> bool {
         self.state.fencing.values().any(Option::is_none)
+            || (self.state.retry_due
+                && self.state.fencing.is_empty()
+                && self.state.active
+                && self.state.config.reconcile)
     }
 
     /// When the earliest timer is due.

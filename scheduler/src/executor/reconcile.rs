@@ -303,6 +303,9 @@ impl Executor {
     fn on_back(&mut self, now: u64, obs: &Observation<'_>, i: usize, was_dead: bool) {
         let node = &obs.cluster.nodes[i];
         let id = node.id.clone();
+        // Its return is planned now: a re-plan of it as lost, pending, is moot.
+        self.state.retry.remove(&id);
+        self.state.waiting.remove(&id);
         let fenced = node.is_fenced();
         let dead = obs.failed_on(&id);
         if dead || ((was_dead || fenced) && (obs.hosts(&id) || obs.missing_slots())) {
@@ -332,15 +335,21 @@ impl Executor {
         }
         let nodes = std::mem::take(&mut self.state.retry);
         for n in nodes {
-            if self.state.nodes.get(&n).is_some_and(|s| s.dead) {
-                self.run_plan(
-                    now,
-                    obs.cluster,
-                    Event::NodeDown(n),
-                    self.state.config.stateful_only,
-                    Actor::Berth,
-                );
-            }
+            // A node back meanwhile had its node-back plan made while the lane still held its
+            // slot (so the plan left the slot out): the slot is planned as a return now, or it
+            // would wait for the next change of that node.
+            let event = match self.state.nodes.get(&n) {
+                Some(s) if s.dead => Event::NodeDown(n),
+                Some(_) => Event::NodeBack(n),
+                None => continue,
+            };
+            self.run_plan(
+                now,
+                obs.cluster,
+                event,
+                self.state.config.stateful_only,
+                Actor::Berth,
+            );
         }
     }
 
@@ -371,7 +380,9 @@ impl Executor {
                 && ds.primary.as_ref() == Some(node)
                 && !self.state.busy.contains(&key)
             {
-                stale.push((key, volume, ds.epoch));
+                // A fenced volume is presented at the epoch before its fence (the one its
+                // holder last mounted at): it is assigned again at the fence's epoch.
+                stale.push((key, volume, ds.epoch + u64::from(ds.fenced)));
             }
         }
         stale.sort();

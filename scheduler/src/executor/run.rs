@@ -409,6 +409,9 @@ impl Executor {
             }
             None => {
                 let at = match step {
+                    // A node already back (it returned while the lane was still fencing) is
+                    // not waited for: the grace ends at once, and its return is planned.
+                    LaneStep::Engine(Action::WaitGrace { .. }) if self.lost_is_back(run) => now,
                     LaneStep::Engine(Action::WaitGrace { seconds }) => {
                         now + seconds.saturating_mul(1_000)
                     }
@@ -512,9 +515,20 @@ impl Executor {
         let l = &self.state.runs[&run].lanes[lane as usize];
         let keep_going = match l.current() {
             Some(LaneStep::Engine(Action::WaitGrace { .. })) => {
-                // Still waiting means the node did not come back (a return drops the lane).
-                let lost = self.state.runs[&run].lost.clone();
-                lost.is_none_or(|n| self.state.nodes.get(&n).is_some_and(|s| s.down))
+                // Still waiting means the node did not come back (a return drops the lane)...
+                if self.lost_is_back(run) {
+                    // ...unless it came back before the wait began, when its node-back plan
+                    // found the slot busy with this lane: the return is planned again, now
+                    // that the slot is free (its member stays, as within the grace).
+                    if let Some(n) = self.state.runs[&run].lost.clone() {
+                        self.notices.push(Notice::GraceKept { node: n.clone() });
+                        self.state.retry.insert(n);
+                        self.state.retry_due = true;
+                    }
+                    false
+                } else {
+                    true
+                }
             }
             Some(LaneStep::Engine(Action::ChooseTarget { .. })) => true,
             Some(LaneStep::Engine(Action::Pending { .. })) if l.slot.is_some() => {
@@ -552,6 +566,15 @@ impl Executor {
             _ => false,
         };
         self.advance(now, run, lane, keep_going);
+    }
+
+    /// Whether the node a node-down run replaces is up again (not down for the managers nor
+    /// declared dead).
+    fn lost_is_back(&self, run: u64) -> bool {
+        self.state.runs[&run]
+            .lost
+            .as_ref()
+            .is_some_and(|n| self.state.nodes.get(n).is_some_and(|s| !s.down))
     }
 
     fn advance(&mut self, now: u64, run: u64, lane: u32, keep_going: bool) {

@@ -518,6 +518,84 @@ fn standby_prefers_another_zone_then_fewest_copies() {
     assert_eq!(got, Some(NodeId::new("w2")), "same zone when nothing else");
 }
 
+/// Issue 22: a standby goes only where the service's tasks could run (its constraints, its
+/// image's platforms), and its spread preferences, not a fixed label, keep it apart from the
+/// primary; ties by node ID, whatever the input order.
+#[test]
+fn standby_follows_the_services_constraints_and_spread_preferences() {
+    use crate::model::Platform;
+    let nodes = vec![
+        node("m1").role(Role::Manager).label("rack", "r1"),
+        node("w1").label("rack", "r1").label("zone", "a"),
+        node("w2")
+            .label("rack", "r1")
+            .label("zone", "b")
+            .label("disk", "hdd"),
+        node("w3")
+            .label("rack", "r2")
+            .label("zone", "a")
+            .label("disk", "ssd"),
+        node("w4")
+            .label("rack", "r2")
+            .label("zone", "b")
+            .label("disk", "ssd"),
+        node("w5")
+            .label("rack", "r2")
+            .label("zone", "b")
+            .label("disk", "ssd"),
+    ];
+    let mut c = Cluster {
+        nodes,
+        services: vec![
+            replicated("db", 1)
+                .stateful("db-{slot}", "move")
+                .label("berth.backend", "replicated")
+                .constraint("node.role==worker")
+                .constraint("node.labels.disk==ssd")
+                .preference("spread=node.labels.rack"),
+        ],
+        tasks: vec![running("db", 1, "w3")],
+        datasets: Vec::new(),
+    };
+    c.normalize();
+    let free = StandbyFacts {
+        free: true,
+        copies: 0,
+    };
+    let mut facts = vec![free; c.nodes.len()];
+    let w3 = NodeId::new("w3");
+    // m1, w1 and w2 fail the constraints (w2: another zone, but an hdd); w4 and w5 are on
+    // the same rack as w3 — the service spreads by rack, not zone — so the one with fewer
+    // copies, then the lower ID, is taken.
+    assert_eq!(pick_standby(&c, "db", &w3, &facts), Some(NodeId::new("w4")));
+    facts[4].copies = 3;
+    assert_eq!(pick_standby(&c, "db", &w3, &facts), Some(NodeId::new("w5")));
+    // Another rack than the primary's outweighs fewer copies: w4 moved to rack r9 wins.
+    c.nodes[4].labels.insert("rack".into(), "r9".into());
+    assert_eq!(pick_standby(&c, "db", &w3, &facts), Some(NodeId::new("w4")));
+    c.nodes[4].labels.insert("rack".into(), "r2".into());
+    // The image's platform is a filter too.
+    c.services[0].placement.platforms = vec![Platform {
+        architecture: "arm64".into(),
+        os: "linux".into(),
+    }];
+    c.nodes[4].platform = Platform {
+        architecture: "aarch64".into(),
+        os: "linux".into(),
+    };
+    assert_eq!(
+        pick_standby(&c, "db", &w3, &facts),
+        Some(NodeId::new("w4")),
+        "w5 cannot run the image"
+    );
+    // No node fits: no standby, rather than one the service could never be promoted onto.
+    facts[4].free = false;
+    assert_eq!(pick_standby(&c, "db", &w3, &facts), None);
+    // Constraints that do not parse place nothing.
+    c.services[0].placement.constraints = vec!["node.labels.disk=ssd".into()];
+    assert_eq!(pick_standby(&c, "db", &w3, &facts), None);
+}
+
 #[test]
 fn stateful_only_leaves_stateless_tasks_to_swarm_and_history_is_capped() {
     let mut c = world();
@@ -714,4 +792,71 @@ fn a_slot_without_a_target_is_planned_again_once_a_node_is_ready() {
         "the slot runs on the one Ready node"
     );
     assert!(exec.state().waiting.is_empty());
+}
+
+/// A node back while its node-down run is still fencing (before the `recreate` grace began):
+/// its node-back plan finds the member's slot busy and leaves it out. The grace then ends at
+/// once and the return is planned again, so the member restarts where it is — not 30 s later,
+/// nor never.
+#[test]
+fn a_node_back_before_its_grace_began_is_planned_back_once_the_lane_ends() {
+    let mut c = world();
+    let mut exec = Executor::new(Config::default());
+    exec.observe(0, Observation::of(&c));
+    set_node(&mut c, "w1", |n| n.state = NodeState::Down);
+    let mut b = Backend::default();
+    observe(&mut exec, &mut c, &mut b, 0);
+    let out = exec.next(1_000);
+    assert!(
+        out.iter().any(
+            |(_, c)| matches!(c, Command::Fence { volume, .. } if volume.starts_with("mongo"))
+        ),
+        "{out:?}"
+    );
+    // w1 returns, its containers gone with it, while those commands are out.
+    set_node(&mut c, "w1", |n| n.state = NodeState::Ready);
+    c.tasks
+        .retain(|t| t.node_id.as_ref().is_none_or(|n| n.as_str() != "w1"));
+    exec.observe(1_500, Observation::of(&c));
+    let mut now = 2_000;
+    for (id, cmd) in out {
+        let o = b.perform(&mut c, &cmd);
+        exec.complete(id, o, now);
+    }
+    for _ in 0..100 {
+        let cmds = exec.next(now);
+        let idle = cmds.is_empty();
+        for (id, cmd) in cmds {
+            let o = b.perform(&mut c, &cmd);
+            now += 10;
+            if exec.complete(id, o, now) {
+                exec.observe(now, Observation::of(&c));
+            }
+        }
+        if exec.wants_observation() {
+            exec.observe(now, Observation::of(&c));
+        } else if idle {
+            match exec.wake_at() {
+                Some(t) => now = now.max(t),
+                None => break,
+            }
+        }
+    }
+    let start = b.log.iter().position(|c| {
+        matches!(c, Command::StartSlot { service, node, .. }
+            if service == "mongo" && node.as_str() == "w1")
+    });
+    assert!(start.is_some(), "{:?}", names(&b.log));
+    assert!(
+        !b.log.iter().any(|c| matches!(
+            c,
+            Command::Assign {
+                mode: AssignMode::Recreate,
+                ..
+            }
+        )),
+        "{:?}",
+        names(&b.log)
+    );
+    assert!(now < 30_000, "the grace was waited out: {now}");
 }

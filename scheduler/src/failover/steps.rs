@@ -398,6 +398,35 @@ fn node_back(before: &Prepared, x: &NodeId) -> Result<Vec<Step>, FailoverError> 
             // (as in a node-down plan).
             let stop = |node: &NodeId| Action::StopTask { node: node.clone() };
             match &d.action {
+                DatasetAction::Keep if before.datasets.get(&dataset).is_some_and(|x| x.fenced) => {
+                    // Fenced away from its holder by a failover that never assigned it (no
+                    // target, a lane lost, a `recreate` member kept through its grace): no
+                    // node may mount it until an assignment at the fence's epoch, so the slot
+                    // starts only once its holder is assigned it again there. The fence is a
+                    // replay of the one made; the data stays where it is (move to itself).
+                    let from = after
+                        .datasets
+                        .get(&dataset)
+                        .and_then(|x| x.primary.clone())
+                        .unwrap_or_else(|| to.clone());
+                    let epoch = epoch + 1;
+                    actions.insert(
+                        0,
+                        Action::Fence {
+                            dataset: dataset.clone(),
+                            node: from.clone(),
+                            epoch,
+                        },
+                    );
+                    actions.push(Action::MoveDataset {
+                        dataset: dataset.clone(),
+                        from,
+                        to,
+                        epoch,
+                        backend,
+                        copy: false,
+                    });
+                }
                 DatasetAction::Create | DatasetAction::Keep => {}
                 DatasetAction::Move { from } => {
                     actions.insert(0, fence(from));

@@ -274,3 +274,46 @@ fn node_back_keeps_dataset_steps_for_slots_of_other_lost_nodes() {
     });
     assert_eq!(epoch, Some(("w1".to_string(), 8)));
 }
+
+#[test]
+fn node_back_assigns_a_fenced_members_volume_again_before_starting_it() {
+    // w1 went down and came back: its node-down plan fenced mongo-1 (epoch 7 → 8) and found
+    // no target (or kept the member through its grace), so nothing was assigned at epoch 8.
+    // The member's task ended with the node. A bare start would mount at a fenced epoch, which
+    // the agent refuses: the plan re-assigns the volume to w1 at 8 first.
+    let mut c = seed();
+    c.datasets[0].fenced = true;
+    c.tasks
+        .retain(|t| !(t.service_id.0 == "mongo" && t.slot == Some(1)));
+    let plan = plan_failover(&c, &Event::NodeBack(NodeId::new("w1"))).unwrap();
+    let mongo: Vec<&Action> = plan
+        .steps
+        .iter()
+        .filter(|s| s.service.as_deref() == Some("mongo") && s.slot == Some(1))
+        .map(|s| &s.action)
+        .collect();
+    let w1 = NodeId::new("w1");
+    assert!(
+        matches!(
+            mongo.as_slice(),
+            [
+                Action::Fence { dataset, node, epoch: 8 },
+                Action::ChooseTarget { node: target, .. },
+                Action::MoveDataset { from, to, epoch: 8, copy: false, .. },
+                Action::StartTask { node: start },
+            ] if dataset == "mongo-1" && *node == w1 && *target == w1 && *from == w1
+                && *to == w1 && *start == w1
+        ),
+        "{mongo:#?}"
+    );
+
+    // Not fenced: the slot only restarts where its data is, at the current epoch.
+    c.datasets[0].fenced = false;
+    let plan = plan_failover(&c, &Event::NodeBack(NodeId::new("w1"))).unwrap();
+    let mongo: Vec<String> = actions(&plan)
+        .into_iter()
+        .filter(|(_, s, a)| *s == Some(1) && a.starts_with("mongo:"))
+        .map(|(_, _, a)| a)
+        .collect();
+    assert_eq!(mongo, ["mongo:choose-target", "mongo:start-task"]);
+}

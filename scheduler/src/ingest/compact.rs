@@ -135,6 +135,8 @@ struct CDataset {
     backend: Backend,
     size: Option<Size>,
     standby: Option<String>,
+    #[serde(default)]
+    fenced: bool,
 }
 
 pub fn from_toml(file: &str, text: &str) -> Result<File, IngestError> {
@@ -206,6 +208,7 @@ fn dataset(file: &str, i: usize, d: CDataset) -> Result<Dataset, IngestError> {
         epoch: d.epoch,
         backend: d.backend,
         standby: d.standby.map(NodeId),
+        fenced: d.fenced,
     })
 }
 
@@ -388,6 +391,7 @@ impl File {
                         backend: d.backend,
                         size: d.size.clone(),
                         standby: d.standby.clone(),
+                        fenced: d.fenced,
                     },
                 )
             })

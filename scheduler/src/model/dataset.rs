@@ -50,4 +50,11 @@ pub struct Dataset {
     /// For `replicated`: the node holding the standby copy.
     #[serde(default)]
     pub standby: Option<NodeId>,
+    /// The control service fenced the dataset away from `primary` and has assigned it to no
+    /// node since (a failover cut short: no target, its lane lost, a `recreate` member kept
+    /// through its grace). `epoch` is then the epoch *before* that fence, so a plan's fence of
+    /// `primary` is a replay the service answers as done; no node may mount until an assignment
+    /// at `epoch + 1`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fenced: bool,
 }

@@ -12,6 +12,7 @@ fn ds(name: &str, service: &str, slot: u64, primary: &str, backend: Backend) -> 
         backend,
         size_bytes: 10 << 30,
         standby: None,
+        fenced: false,
     }
 }
 

@@ -370,6 +370,7 @@ impl Replanner {
                     backend: st.backend,
                     size_bytes: 0,
                     standby: None,
+                    fenced: false,
                 };
                 self.ix.datasets.insert(name, ds);
             }

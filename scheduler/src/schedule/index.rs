@@ -372,6 +372,7 @@ impl Index {
                             backend: st.backend,
                             size_bytes: 0,
                             standby: None,
+                            fenced: false,
                         },
                     );
                 }
