@@ -20,6 +20,7 @@ fn node_back(backend: Storage) -> Cluster {
         backend,
         size_bytes: 10 << 30,
         standby: None,
+        fenced: false,
     };
     Cluster {
         nodes: vec![
