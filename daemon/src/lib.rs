@@ -13,8 +13,10 @@
 //! - [`api`] and [`metrics`]: the HTTP API and Prometheus metrics.
 //! - [`consul`] (feature `consul`, on by default): Consul service registration of every Swarm
 //!   task, at every pass.
-//! - [`leader`]: whether this daemon may act now (always, or while it holds Consul's lock).
-//! - [`cli`]: the `berth` command line (plan, explain, failover, run).
+//! - [`elect`]: `--elect`, leadership through the volume control service's leader lock, and
+//!   the failover journal kept there, fenced by the lock's epoch; whether this daemon may act
+//!   now is `berth_leadership::Leadership`.
+//! - [`cli`]: the `berth` command line (plan, explain, failover, rebalance, run, status…).
 
 /// `--version`: the package version and the commit it was built from (`build.rs`).
 pub const VERSION: &str = concat!(
