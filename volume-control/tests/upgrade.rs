@@ -263,7 +263,11 @@ async fn a_raft_member_of_format_1_reads_its_snapshot_and_entries() {
 /// One in-process member of a replicated control service, serving its API.
 struct Member {
     replica: Replica,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    lead: tokio::task::JoinHandle<()>,
+    serve: tokio::task::JoinHandle<()>,
+    /// Stops the API as a stopping process does: the listener and every open connection closed,
+    /// so a client's pooled connection cannot keep reaching a member that is gone.
+    shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Member {
@@ -287,19 +291,31 @@ impl Member {
             .await
             .expect("bind");
         let lead = tokio::spawn(replicated::lead(c.clone()));
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let serve = tokio::spawn(async move {
-            let _ = api::serve(l, c, std::future::pending()).await;
+            let _ = api::serve(l, c, async {
+                let _ = stopped.await;
+            })
+            .await;
         });
         Member {
             replica,
-            tasks: vec![lead, serve],
+            lead,
+            serve,
+            shutdown,
         }
     }
 
     async fn stop(self) {
-        for t in &self.tasks {
-            t.abort();
+        let _ = self.shutdown.send(());
+        let mut serve = self.serve;
+        if tokio::time::timeout(Duration::from_secs(5), &mut serve)
+            .await
+            .is_err()
+        {
+            serve.abort();
         }
+        self.lead.abort();
         let _ = self.replica.raft.shutdown().await;
     }
 }

@@ -362,17 +362,25 @@ pub async fn serve_tls(
     tls: Option<berth_volume_client::tls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let ticks = tokio::spawn(record_time(c.clone()));
-    let served = match tls {
+    // Aborted on drop too: a serve future dropped mid-way (its task aborted) must not leave an
+    // instance that no longer serves recording time into the shared state.
+    let _ticks = AbortOnDrop(tokio::spawn(record_time(c.clone())));
+    match tls {
         None => {
             axum::serve(listener, router(c))
                 .with_graceful_shutdown(shutdown)
                 .await
         }
         Some(tls) => berth_volume_client::tls::serve(listener, tls, router(c), shutdown).await,
-    };
-    ticks.abort();
-    served
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// While this instance serves, records every `TICK` the control time it has reached, so the
