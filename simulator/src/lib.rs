@@ -24,6 +24,7 @@
 //! a hash container in a decision. The same scenario and seed give byte-identical JSON and SVG.
 
 pub mod backend;
+pub mod balance;
 pub mod checker;
 pub mod clock;
 pub mod contact;
@@ -37,6 +38,7 @@ pub mod policy;
 pub mod policy_kind;
 pub mod queue;
 pub mod report;
+pub mod rescheduling;
 pub mod rng;
 pub mod runner;
 pub mod scenario;

@@ -90,6 +90,10 @@ pub struct File {
     pub random: Option<RandomFile>,
     #[serde(default)]
     pub bounds: BoundsFile,
+    /// Rescheduling: `berth run --rebalance-auto`'s knobs, a forced update's instant, nodes
+    /// that join.
+    #[serde(default)]
+    pub rebalance: Option<super::rebalance::RebalanceFile>,
 }
 
 fn default_seed() -> u64 {
