@@ -228,6 +228,7 @@ fn rescheduling(r: &Report) -> Vec<String> {
             "bytes moved",
             "downtime/slot p50",
             "max",
+            "down at once (one service)",
             "balanced after",
             "spread end",
             "zone skew end",
@@ -256,6 +257,7 @@ fn rescheduling(r: &Report) -> Vec<String> {
             } else {
                 secs(x.downtime_max())
             },
+            format!("{} ({})", x.peak_down, x.peak_down_service),
             x.time_to_balanced_ms.map_or("never".into(), secs),
             x.end.load_spread.to_string(),
             x.end.zone_skew.to_string(),

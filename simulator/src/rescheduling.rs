@@ -48,6 +48,10 @@ pub struct ReschedOutcome {
     /// Per moved (or, under `swarm-force`, restarted) slot: from its old task seen stopped to
     /// the slot running again — Berth's `berth_rebalance_downtime_seconds`.
     pub downtime_ms: Vec<Ms>,
+    /// The most slots stopped for a move at once, cluster-wide and of one service: what the
+    /// budgets (`--rebalance-max-in-flight`, `berth.max-unavailable`) bound.
+    pub peak_down: u32,
+    pub peak_down_service: u32,
     /// From the instant the cluster could be balanced again (the last node back or joined) to
     /// the first sample from which every later one is balanced; `None`: not balanced at the end.
     pub time_to_balanced_ms: Option<Ms>,
@@ -82,11 +86,27 @@ pub struct ReschedRt {
     /// Per slot index the forced update restarted: when its old task was shut down, and the
     /// node it ran on.
     pub forced: BTreeMap<u32, (Ms, u32)>,
+    /// Per slot index the forced update shut down: the old task its replacement waits for
+    /// (`swarm_default::reconcile`).
+    pub replacing: BTreeMap<u32, u32>,
     pub samples: Vec<BalanceSample>,
     pub out: ReschedOutcome,
 }
 
 impl ReschedRt {
+    /// Slots are down for a move right now: keep the peaks.
+    pub fn note_down(&mut self) {
+        let all = u32::try_from(self.stopped.len() + self.forced.len()).unwrap_or(u32::MAX);
+        let mut per: BTreeMap<&str, u32> = BTreeMap::new();
+        for (s, _) in self.stopped.keys() {
+            *per.entry(s.as_str()).or_default() += 1;
+        }
+        let one = per.values().copied().max().unwrap_or(0);
+        let one = one.max(u32::from(!self.forced.is_empty()));
+        self.out.peak_down = self.out.peak_down.max(all);
+        self.out.peak_down_service = self.out.peak_down_service.max(one);
+    }
+
     /// A rescheduling run's command came back: a stop starts the slot's downtime, a start
     /// ends its move (moved, or rolled back to where it ran).
     pub fn command_done(&mut self, now: Ms, command: &Command, outcome: &Outcome) {
@@ -96,6 +116,7 @@ impl ReschedRt {
         match command {
             Command::StopSlot { service, slot, .. } => {
                 self.stopped.insert((service.clone(), *slot), now);
+                self.note_down();
             }
             Command::StartSlot {
                 service,

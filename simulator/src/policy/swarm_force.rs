@@ -44,9 +44,13 @@ pub fn step(sim: &mut Sim, step: u32) {
     );
     sim.log_event(msg);
     sim.resched.forced.insert(slot_idx, (sim.now, old));
+    sim.resched.note_down();
     sim.resched.out.runs += 1;
-    swarm_default::shut_down(sim, slot_idx);
+    if let Some(t) = swarm_default::shut_down(sim, slot_idx) {
+        sim.resched.replacing.insert(slot_idx, t);
+    }
     swarm_default::reconcile(sim);
+    sim.resched.replacing.remove(&slot_idx);
 }
 
 /// A task came up: the end of its slot's forced restart, if it had one.
