@@ -80,8 +80,7 @@ pub fn reconcile(sim: &mut Sim) {
             continue;
         }
         // A forced update shut the old task down already; its replacement waits for it too.
-        let wait_for =
-            shut_down(sim, slot_idx).or_else(|| sim.resched.replacing.remove(&slot_idx));
+        let wait_for = shut_down(sim, slot_idx).or_else(|| sim.resched.replacing.remove(&slot_idx));
         let copy = match sim.slots[slot_idx as usize].dataset {
             Some(d) => {
                 let home = sim.datasets[d as usize].home;
