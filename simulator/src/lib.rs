@@ -16,6 +16,10 @@
 //!   observation); [`backend`]: the executor's commands carried out on the model;
 //!   [`control`]: the volume control service — berth-volume's own control model and node
 //!   liveness, which every fence, assignment, mount claim, lease and liveness verdict asks.
+//! - rescheduling (a scenario with `[rebalance]`): `policy::rebalance` (Berth's automatic
+//!   mode: the engine's rebalance planner, the executor's moves), `policy::swarm_force`
+//!   (`docker service update --force`), [`rescheduling`] (the books and the outcome),
+//!   [`balance`] (the balance measures over time).
 //! - [`checker`]: invariants after every event, fatal per policy.
 //! - [`runner`], [`report`], [`plot`]: one run's outcome, the side-by-side report, the SVG.
 //! - [`sweep`], [`shrink`]: many seeds in parallel; a failing schedule cut to a minimal one.
