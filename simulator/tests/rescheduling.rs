@@ -154,3 +154,33 @@ fn same_seed_gives_byte_identical_report() {
     assert_eq!(a.to_json(), b.to_json());
     assert_eq!(plot::svg(&scn, &a), plot::svg(&scn, &b));
 }
+
+#[test]
+fn a_join_of_an_unknown_node_is_refused_with_its_line() {
+    let text = r#"
+name = "t"
+duration = "10m"
+[rebalance]
+force_at = "5m"
+[[rebalance.join]]
+at = "1m"
+nodes = ["w9"]
+[[nodes]]
+name = "w1"
+role = "manager"
+[[services]]
+name = "s"
+"#;
+    let e = scenario::parse("t.toml", text).unwrap_err().to_string();
+    assert!(e.starts_with("t.toml:8:"), "{e}");
+    assert!(e.contains("unknown node `w9`"), "{e}");
+    // A known node joins later: the initial placement does not see it.
+    let ok = text.replace("\"w9\"", "\"w1\"");
+    let scn = scenario::parse("t.toml", &ok).expect("parses");
+    let r = scn.rebalance.as_ref().expect("[rebalance]");
+    assert_eq!(r.joins, vec![(60_000, 0)]);
+    assert_eq!(
+        scn.cluster.nodes[0].availability,
+        berth_scheduler::model::Availability::Drain
+    );
+}
