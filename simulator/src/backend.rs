@@ -50,7 +50,7 @@ impl Sim<'_> {
     /// Hands the executor what the managers and Berth's detector see now, then carries out
     /// what it decided.
     pub fn observe(&mut self) {
-        let berth = self.policy == PolicyKind::Berth;
+        let berth = self.policy.is_berth();
         let health: Vec<NodeHealth> = self
             .nodes
             .iter()
@@ -153,11 +153,13 @@ impl Sim<'_> {
         else {
             return;
         };
-        let readmit = matches!(
-            self.driver.executor().origin(ticket.id),
-            Some((_, _, RunKind::Readmit))
-        );
+        let origin = self.driver.executor().origin(ticket.id);
+        let readmit = matches!(origin, Some((_, _, RunKind::Readmit)));
+        let rebalance = matches!(origin, Some((_, _, RunKind::Rebalance)));
         if let Some(out) = self.perform(ticket, &cmd, readmit) {
+            if rebalance {
+                self.resched.command_done(self.now, &cmd, &out);
+            }
             self.complete(ticket, out);
         }
         self.pump();
@@ -247,7 +249,7 @@ impl Sim<'_> {
         }
     }
 
-    fn display(&self, id: &str) -> String {
+    pub(crate) fn display(&self, id: &str) -> String {
         self.node_index(id)
             .map(|i| self.node_names[i as usize].clone())
             .unwrap_or_else(|| id.to_string())
@@ -629,7 +631,7 @@ impl Sim<'_> {
         let node = node.as_str();
         let rt = &self.nodes[n as usize];
         // Berth's volumes are mounted by the node's agent: without one answering, no mount.
-        let no_agent = self.policy == PolicyKind::Berth
+        let no_agent = self.policy.is_berth()
             && self.slots[s as usize].dataset.is_some()
             && !rt.lease_contact(self.control_up);
         if !rt.in_contact() || rt.berth_down || rt.swarm_down || no_agent {
@@ -690,7 +692,7 @@ impl Sim<'_> {
                 && self.data_exists_elsewhere(d)
             {
                 self.metrics.empty_volume_starts += 1;
-                if self.policy == PolicyKind::Berth {
+                if self.policy.is_berth() {
                     let msg = format!(
                         "{} would start on an empty volume on {node} while its data exists",
                         self.datasets[d as usize].name

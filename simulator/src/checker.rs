@@ -15,13 +15,12 @@
 //! run (only Berth's own `berth.fenced`, which no constraint may name), so that is the same as
 //! checking every running task after every event.
 
-use crate::policy_kind::PolicyKind;
 use crate::state::Sim;
 pub use crate::violation::Violation;
 
 pub fn after_event(sim: &mut Sim) {
     let now = sim.now;
-    let fatal = sim.policy == PolicyKind::Berth;
+    let fatal = sim.policy.is_berth();
     for d in 0..sim.datasets.len() {
         let ds = &sim.datasets[d];
         if sim.services[ds.service as usize].self_replicating {

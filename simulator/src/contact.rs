@@ -37,10 +37,10 @@ impl Sim<'_> {
             // After the heartbeats: the policy sees the node back for Swarm and for Berth.
             self.contact_back(n);
         } else if a == FaultAction::ControlUp {
-            if self.policy == PolicyKind::Berth {
+            if self.policy.is_berth() {
                 policy::berth::catch_up(self);
             }
-        } else if back && self.policy == PolicyKind::Berth {
+        } else if back && self.policy.is_berth() {
             policy::berth::on_back(self, 0);
         }
     }
@@ -179,7 +179,7 @@ impl Sim<'_> {
                 policy::on_control_plane_back(self);
             }
             FaultAction::SchedulerDown => {
-                if self.policy != PolicyKind::Berth || !self.scheduler_up {
+                if !self.policy.is_berth() || !self.scheduler_up {
                     return None;
                 }
                 self.log_event(
@@ -191,7 +191,7 @@ impl Sim<'_> {
                 self.driver.set_active(false);
             }
             FaultAction::SchedulerUp => {
-                if self.policy != PolicyKind::Berth || self.scheduler_up {
+                if !self.policy.is_berth() || self.scheduler_up {
                     return None;
                 }
                 self.log_event("berth scheduler is back; re-planning".into());
@@ -306,7 +306,7 @@ impl Sim<'_> {
                 self.log_event("fault: the volume control service is unreachable".into());
                 self.markers.push((self.now, "control service lost".into()));
                 self.control_up = false;
-                if self.policy == PolicyKind::Berth {
+                if self.policy.is_berth() {
                     self.driver.set_active(false);
                 }
             }
@@ -438,7 +438,7 @@ impl Sim<'_> {
         n.berth_generation += 1;
         n.berth_lost_at = Some(now);
         let generation = n.berth_generation;
-        if self.policy == PolicyKind::Berth {
+        if self.policy.is_berth() {
             // When the service's liveness stops counting it alive (`interval × misses` after
             // its last heartbeat): Berth's detector reads that verdict then.
             self.q.push(detect, Ev::BerthDetect { node, generation });
@@ -502,7 +502,7 @@ impl Sim<'_> {
         // Containers the managers replaced meanwhile are shut down now; they stop a stop's
         // time later (until then, with nothing else stopping them, they write).
         let stop = match self.policy {
-            PolicyKind::Berth => self.scn.berth.stop_latency,
+            PolicyKind::Berth | PolicyKind::BerthMoveAll => self.scn.berth.stop_latency,
             _ => sw.stop_latency,
         };
         let retired: Vec<u32> = self

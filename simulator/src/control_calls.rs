@@ -8,7 +8,6 @@ use berth_scheduler::executor::{AssignMode as EngineMode, Command};
 
 use crate::clock::Ms;
 use crate::control::Answer;
-use crate::policy_kind::PolicyKind;
 use crate::state::Sim;
 
 impl Sim<'_> {
@@ -19,7 +18,7 @@ impl Sim<'_> {
     /// Whether the policy runs Berth's volume driver, whose agents claim mounts at the control
     /// service (`manual` follows Berth's plans by hand, so it does too).
     pub(crate) fn claims_mounts(&self) -> bool {
-        self.policy != PolicyKind::SwarmDefault
+        !self.policy.is_swarm()
     }
 
     /// Task `t` mounted its volume: its node's agent claims it at the task's epoch. A refused

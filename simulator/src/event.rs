@@ -64,6 +64,14 @@ pub enum Ev {
     },
     /// A lane was dropped (its target went away): Berth asks the engine again.
     Retry,
+    /// `berth run`'s controller pass for rescheduling (`[rebalance] resync`).
+    RebalancePass,
+    /// `swarm-force`: the forced update reaches slot index `step`.
+    ForceUpdate {
+        step: u32,
+    },
+    /// The balance measures are sampled (`[rebalance] sample`).
+    Sample,
 }
 
 /// A node state change, for the timeline plot.

@@ -16,6 +16,10 @@
 //!   observation); [`backend`]: the executor's commands carried out on the model;
 //!   [`control`]: the volume control service — berth-volume's own control model and node
 //!   liveness, which every fence, assignment, mount claim, lease and liveness verdict asks.
+//! - rescheduling (a scenario with `[rebalance]`): `policy::rebalance` (Berth's automatic
+//!   mode: the engine's rebalance planner, the executor's moves), `policy::swarm_force`
+//!   (`docker service update --force`), [`rescheduling`] (the books and the outcome),
+//!   [`balance`] (the balance measures over time).
 //! - [`checker`]: invariants after every event, fatal per policy.
 //! - [`runner`], [`report`], [`plot`]: one run's outcome, the side-by-side report, the SVG.
 //! - [`sweep`], [`shrink`]: many seeds in parallel; a failing schedule cut to a minimal one.
@@ -24,6 +28,7 @@
 //! a hash container in a decision. The same scenario and seed give byte-identical JSON and SVG.
 
 pub mod backend;
+pub mod balance;
 pub mod checker;
 pub mod clock;
 pub mod contact;
@@ -37,6 +42,7 @@ pub mod policy;
 pub mod policy_kind;
 pub mod queue;
 pub mod report;
+pub mod rescheduling;
 pub mod rng;
 pub mod runner;
 pub mod scenario;

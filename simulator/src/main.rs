@@ -92,13 +92,21 @@ enum Cmd {
     },
 }
 
-fn policies(s: &str) -> Result<Vec<PolicyKind>, String> {
+/// `all`: the failover comparison, or for a scenario with `[rebalance]` the rescheduling one.
+fn policies(s: &str, rescheduling: bool) -> Result<Vec<PolicyKind>, String> {
     if s == "all" {
-        return Ok(PolicyKind::ALL.to_vec());
+        return Ok(if rescheduling {
+            PolicyKind::RESCHEDULING.to_vec()
+        } else {
+            PolicyKind::ALL.to_vec()
+        });
     }
-    PolicyKind::parse(s)
-        .map(|p| vec![p])
-        .ok_or_else(|| format!("--policy `{s}`: expected swarm-default, manual, berth or all"))
+    PolicyKind::parse(s).map(|p| vec![p]).ok_or_else(|| {
+        format!(
+            "--policy `{s}`: expected swarm-default, manual, berth, swarm-force, \
+             berth-move-all or all"
+        )
+    })
 }
 
 enum Failure {
@@ -161,7 +169,7 @@ fn dispatch(cli: Cli) -> Result<Result<(), Failure>> {
             data_path,
         } => (|| {
             let scn = load(&scenario, &data_path)?;
-            let ps = policies(&policy).map_err(Failure::Usage)?;
+            let ps = policies(&policy, scn.rebalance.is_some()).map_err(Failure::Usage)?;
             let seed = seed.unwrap_or(scn.seed);
             let schedule = match &faults {
                 Some(f) => {
@@ -223,7 +231,7 @@ fn dispatch(cli: Cli) -> Result<Result<(), Failure>> {
                     "--runs 0: a sweep needs at least one run".into(),
                 ));
             }
-            let ps = policies(&policy).map_err(Failure::Usage)?;
+            let ps = policies(&policy, false).map_err(Failure::Usage)?;
             let mut scns = Vec::new();
             for s in &scenarios {
                 scns.push(load(s, &data_path)?);

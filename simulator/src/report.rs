@@ -209,6 +209,65 @@ fn per_service(r: &Report) -> Vec<String> {
     out
 }
 
+/// The rescheduling table of a scenario with `[rebalance]` (empty otherwise): per policy the
+/// moves, the bytes they copied, each moved slot's downtime, the time to balanced and the
+/// balance measures at the end.
+fn rescheduling(r: &Report) -> Vec<String> {
+    let runs: Vec<_> = r
+        .runs
+        .iter()
+        .filter_map(|run| run.rescheduling.as_ref().map(|x| (run, x)))
+        .collect();
+    if runs.is_empty() {
+        return Vec::new();
+    }
+    let mut rows = vec![
+        [
+            "rescheduling",
+            "moves",
+            "bytes moved",
+            "downtime/slot p50",
+            "max",
+            "down at once (one service)",
+            "balanced after",
+            "spread end",
+            "zone skew end",
+            "double writers",
+            "lost writes",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for (run, x) in runs {
+        rows.push(vec![
+            run.policy.as_str().to_string(),
+            if x.rolled_back > 0 {
+                format!("{} ({} rolled back)", x.moves, x.rolled_back)
+            } else {
+                x.moves.to_string()
+            },
+            bytes(x.bytes),
+            if x.downtime_ms.is_empty() {
+                "-".into()
+            } else {
+                secs(x.downtime_p50())
+            },
+            if x.downtime_ms.is_empty() {
+                "-".into()
+            } else {
+                secs(x.downtime_max())
+            },
+            format!("{} ({})", x.peak_down, x.peak_down_service),
+            x.time_to_balanced_ms.map_or("never".into(), secs),
+            x.end.load_spread.to_string(),
+            x.end.zone_skew.to_string(),
+            run.metrics.double_writer_windows.to_string(),
+            run.lost_writes.to_string(),
+        ]);
+    }
+    align(&rows)
+}
+
 /// The human summary: header, comparison table, per-service table, then failures.
 pub fn summary(r: &Report, reproduce: &str) -> String {
     let mut o = String::new();
@@ -270,6 +329,13 @@ pub fn summary(r: &Report, reproduce: &str) -> String {
         let _ = writeln!(o, "{l}");
     }
     let _ = writeln!(o);
+    let resched = rescheduling(r);
+    for l in &resched {
+        let _ = writeln!(o, "{l}");
+    }
+    if !resched.is_empty() {
+        let _ = writeln!(o);
+    }
     for l in per_service(r) {
         let _ = writeln!(o, "{l}");
     }

@@ -87,6 +87,9 @@ pub struct RunOutcome {
     pub unavailable_at_end: Vec<String>,
     /// Slots pending from the start to the end of the run.
     pub pending: Vec<PendingSlot>,
+    /// Rescheduling's numbers (a scenario with `[rebalance]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rescheduling: Option<crate::rescheduling::ReschedOutcome>,
     /// Scenario `[bounds]` this run broke (checked for `berth` only).
     pub bound_failures: Vec<String>,
     pub trace_tail: Vec<String>,
@@ -346,6 +349,7 @@ fn outcome(sim: &Sim) -> RunOutcome {
             .map(|(_, spec)| spec.name.clone())
             .collect(),
         pending: never_ran(sim),
+        rescheduling: sim.scn.rebalance.as_ref().map(|_| sim.resched.out.clone()),
         bound_failures,
         trace_tail: sim
             .trace

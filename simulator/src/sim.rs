@@ -38,6 +38,7 @@ impl Sim<'_> {
             self.now = end.max(self.now);
         }
         self.finish();
+        self.finish_rescheduling();
     }
 
     fn handle(&mut self, ev: Ev) {
@@ -64,10 +65,7 @@ impl Sim<'_> {
             }
             Ev::BerthDetect { node, generation } => {
                 let n = &self.nodes[node as usize];
-                if n.berth_generation != generation
-                    || n.berth_down
-                    || self.policy != policy::PolicyKind::Berth
-                {
+                if n.berth_generation != generation || n.berth_down || !self.policy.is_berth() {
                     return;
                 }
                 // The verdict comes from the control service's heartbeats.
@@ -117,6 +115,9 @@ impl Sim<'_> {
                 self.pump();
             }
             Ev::Retry => policy::berth::retry_dropped(self),
+            Ev::RebalancePass => policy::rebalance::pass(self),
+            Ev::ForceUpdate { step } => policy::swarm_force::step(self, step),
+            Ev::Sample => self.sample_balance(),
         }
     }
 
@@ -157,6 +158,7 @@ impl Sim<'_> {
         }
         self.tasks[t as usize].state = TaskState::Running;
         self.check_constraints(t);
+        policy::swarm_force::on_ready(self, t);
         let svc = &self.services[self.tasks[t as usize].service as usize];
         if svc.self_replicating
             && let Some(c) = self.tasks[t as usize].copy

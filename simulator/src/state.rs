@@ -24,6 +24,7 @@ use crate::faults::{Fault, timeline};
 use crate::metrics::Metrics;
 use crate::policy_kind::PolicyKind;
 use crate::queue::Queue;
+use crate::rescheduling::ReschedRt;
 use crate::scenario::Scenario;
 use crate::storage::{CopyRt, DatasetRt};
 use crate::trace::Trace;
@@ -118,6 +119,8 @@ pub struct Sim<'a> {
     pub faults: Vec<Fault>,
     /// Closed double-writer windows (dataset, from, to), for the plot.
     pub double_log: Vec<(u32, Ms, Ms)>,
+    /// Rescheduling's books and measures (a scenario with `[rebalance]`).
+    pub resched: ReschedRt,
 }
 
 /// Why a run could not start.
@@ -212,7 +215,7 @@ impl<'a> Sim<'a> {
                 executor::Config {
                     incremental: bt.incremental,
                     decide_ms: bt.plan,
-                    reconcile: policy == PolicyKind::Berth,
+                    reconcile: policy.is_berth(),
                     stateful_only: false,
                     history_limit: None,
                     // A lost node's stop is waited for at most the control service's lease.
@@ -241,12 +244,32 @@ impl<'a> Sim<'a> {
             node_ids: scn.node_ids(),
             faults,
             double_log: Vec::new(),
+            resched: ReschedRt::default(),
         };
         // Every agent holds a lease when the run starts (it registered and beat at 0).
         for n in 0..sim.nodes.len() as u32 {
             sim.feed_lease(n, 0);
         }
         sim.place_initial()?;
+        if let Some(r) = &scn.rebalance {
+            // A node that joins later takes nothing until then (the initial plan already saw
+            // it drained: `scenario::load`).
+            for &(at, n) in &r.joins {
+                sim.nodes[n as usize].draining = true;
+                sim.q.push(
+                    at,
+                    Ev::Fault(crate::faults::FaultAction::Activate { node: n }),
+                );
+            }
+            sim.q.push(0, Ev::Sample);
+            match policy {
+                PolicyKind::Berth | PolicyKind::BerthMoveAll => {
+                    sim.q.push(r.resync, Ev::RebalancePass)
+                }
+                PolicyKind::SwarmForce => sim.q.push(r.force_at, Ev::ForceUpdate { step: 0 }),
+                PolicyKind::SwarmDefault | PolicyKind::Manual => {}
+            }
+        }
         for (t, a) in timeline(&sim.faults) {
             sim.q.push(t, Ev::Fault(a));
         }
@@ -488,7 +511,7 @@ impl<'a> Sim<'a> {
             ended: None,
             gate: None,
         });
-        if self.policy == PolicyKind::Berth && slot.dataset.is_some() {
+        if self.policy.is_berth() && slot.dataset.is_some() {
             // The Mount claims the volume at the control service in the agent's current lease
             // period; its writes pass the gate from then on.
             let rt = &mut self.nodes[node as usize];

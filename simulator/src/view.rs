@@ -11,14 +11,13 @@ use berth_scheduler::model::{
     TaskState as EngineTaskState,
 };
 
-use crate::policy_kind::PolicyKind;
 use crate::state::Sim;
 use crate::world::TaskState;
 
 impl Sim<'_> {
     /// Patches the engine input to what the managers see now, and returns it.
     pub fn view(&mut self, berth_labels: bool) -> &Cluster {
-        let berth = self.policy == PolicyKind::Berth;
+        let berth = self.policy.is_berth();
         let mut c = if berth_labels {
             std::mem::take(&mut self.view_berth)
         } else {

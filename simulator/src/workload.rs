@@ -7,7 +7,6 @@ use berth_scheduler::model::Backend;
 
 use crate::clock::Ms;
 use crate::event::Ev;
-use crate::policy_kind::PolicyKind;
 use crate::scenario::DataPath;
 use crate::state::Sim;
 use crate::state::boot;
@@ -100,7 +99,7 @@ impl Sim<'_> {
         let Some(c) = task.copy else { return false };
         let copy = &self.copies[c as usize];
         let bt = &self.scn.berth;
-        let berth = self.policy == PolicyKind::Berth;
+        let berth = self.policy.is_berth();
         let direct = berth && bt.data_path == DataPath::Direct;
         // A revoked copy is still on the old node's disk: only the agent keeps a container
         // from it.
@@ -142,7 +141,7 @@ impl Sim<'_> {
     /// Recomputes writers and availability, and runs the checker.
     pub fn refresh(&mut self) {
         let now = self.now;
-        if self.policy == PolicyKind::Berth {
+        if self.policy.is_berth() {
             // Each holder's agent has had the heartbeats it sent meanwhile answered.
             for d in 0..self.datasets.len() {
                 let slot = self.datasets[d].slot_idx as usize;

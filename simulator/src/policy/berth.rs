@@ -6,7 +6,6 @@
 //! as it is, so a plan cut short half-way is finished by the next one, never replayed.
 
 use crate::event::Ev;
-use crate::policy_kind::PolicyKind;
 use crate::state::Sim;
 
 pub fn on_detect(sim: &mut Sim, _node: u32) {
@@ -15,7 +14,7 @@ pub fn on_detect(sim: &mut Sim, _node: u32) {
 
 /// Right after a lane was dropped (once it has released its slot).
 pub fn retry_dropped(sim: &mut Sim) {
-    if sim.policy == PolicyKind::Berth && sim.quorum && sim.scheduler_up {
+    if sim.policy.is_berth() && sim.quorum && sim.scheduler_up {
         sim.observe();
     }
 }

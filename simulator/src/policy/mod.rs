@@ -16,7 +16,9 @@
 
 pub mod berth;
 pub mod manual;
+pub mod rebalance;
 pub mod swarm_default;
+pub mod swarm_force;
 
 pub use crate::policy_kind::PolicyKind;
 use crate::state::Sim;
@@ -24,37 +26,37 @@ use crate::state::Sim;
 /// The managers marked a node DOWN.
 pub fn on_swarm_down(sim: &mut Sim, node: u32) {
     match sim.policy {
-        PolicyKind::SwarmDefault => swarm_default::on_down(sim, node),
+        PolicyKind::SwarmDefault | PolicyKind::SwarmForce => swarm_default::on_down(sim, node),
         PolicyKind::Manual => manual::on_down(sim, node),
         // Berth acts on its own, faster detector.
-        PolicyKind::Berth => {}
+        PolicyKind::Berth | PolicyKind::BerthMoveAll => {}
     }
 }
 
 /// A node reaches the managers again.
 pub fn on_node_back(sim: &mut Sim, node: u32, was_swarm_down: bool) {
     match sim.policy {
-        PolicyKind::SwarmDefault => swarm_default::on_back(sim, node),
+        PolicyKind::SwarmDefault | PolicyKind::SwarmForce => swarm_default::on_back(sim, node),
         PolicyKind::Manual => manual::on_back(sim, node, was_swarm_down),
-        PolicyKind::Berth => berth::on_back(sim, node),
+        PolicyKind::Berth | PolicyKind::BerthMoveAll => berth::on_back(sim, node),
     }
 }
 
 pub fn on_drain(sim: &mut Sim, node: u32) {
     match sim.policy {
-        PolicyKind::SwarmDefault => swarm_default::on_drain(sim),
+        PolicyKind::SwarmDefault | PolicyKind::SwarmForce => swarm_default::on_drain(sim),
         PolicyKind::Manual => manual::on_drain(sim, node),
-        PolicyKind::Berth => berth::on_drain(sim, node),
+        PolicyKind::Berth | PolicyKind::BerthMoveAll => berth::on_drain(sim, node),
     }
 }
 
 /// Quorum regained or Berth's scheduler restarted: level-triggered catch-up.
 pub fn on_control_plane_back(sim: &mut Sim) {
     match sim.policy {
-        PolicyKind::SwarmDefault | PolicyKind::Manual => {
+        PolicyKind::SwarmDefault | PolicyKind::SwarmForce | PolicyKind::Manual => {
             let at = sim.now + sim.scn.swarm.restart_delay;
             sim.q.push(at, crate::event::Ev::SwarmReconcile);
         }
-        PolicyKind::Berth => berth::catch_up(sim),
+        PolicyKind::Berth | PolicyKind::BerthMoveAll => berth::catch_up(sim),
     }
 }

@@ -16,7 +16,6 @@ use berth_scheduler::schedule;
 
 use crate::clock::Ms;
 use crate::event::Ev;
-use crate::policy_kind::PolicyKind;
 use crate::state::Sim;
 use crate::world::TaskState;
 
@@ -52,7 +51,7 @@ pub fn reconcile(sim: &mut Sim) {
     if !sim.quorum {
         return;
     }
-    let only_stateless = sim.policy != PolicyKind::SwarmDefault;
+    let only_stateless = !sim.policy.is_swarm();
     sim.metrics.engine_calls += 1;
     let plan = match schedule::plan(sim.view(false)) {
         Ok(p) => p,
@@ -80,7 +79,8 @@ pub fn reconcile(sim: &mut Sim) {
         ) {
             continue;
         }
-        let wait_for = shut_down(sim, slot_idx);
+        // A forced update shut the old task down already; its replacement waits for it too.
+        let wait_for = shut_down(sim, slot_idx).or_else(|| sim.resched.replacing.remove(&slot_idx));
         let copy = match sim.slots[slot_idx as usize].dataset {
             Some(d) => {
                 let home = sim.datasets[d as usize].home;
@@ -133,7 +133,7 @@ const OLD_TASK_TIMEOUT: Ms = 60_000;
 /// alive on a node that is not DOWN (`waitStop`). It writes until its stop lands,
 /// `swarm.stop_latency` after its node hears of it — now if the managers reach the node, else
 /// when it is back (`contact_back`). A dead task, or one on a DOWN node, is retired at once.
-fn shut_down(sim: &mut Sim, slot_idx: u32) -> Option<u32> {
+pub fn shut_down(sim: &mut Sim, slot_idx: u32) -> Option<u32> {
     let old: Vec<u32> = sim.slots[slot_idx as usize]
         .tasks
         .iter()

@@ -90,6 +90,10 @@ pub struct File {
     pub random: Option<RandomFile>,
     #[serde(default)]
     pub bounds: BoundsFile,
+    /// Rescheduling: `berth run --rebalance-auto`'s knobs, a forced update's instant, nodes
+    /// that join.
+    #[serde(default)]
+    pub rebalance: Option<RebalanceFile>,
 }
 
 fn default_seed() -> u64 {
@@ -311,4 +315,34 @@ impl<'de> Deserialize<'de> for LostBoundFile {
         }
         d.deserialize_any(V)
     }
+}
+
+/// `[rebalance]` (resolved by `super::rebalance`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RebalanceFile {
+    /// `--rebalance-quiet`: how long the cluster must be quiet before a run (default 10m).
+    pub quiet: Option<Dur>,
+    /// `--rebalance-max-moves` (default 2).
+    pub max_moves: Option<u32>,
+    /// `--rebalance-max-in-flight` (default 1).
+    pub max_in_flight: Option<u32>,
+    /// `--rebalance-margin` (default 2).
+    pub margin: Option<u32>,
+    /// How often `berth run`'s controller passes over the swarm (`--resync`, default 10s).
+    pub resync: Option<Dur>,
+    /// `swarm-force`: when the operator runs `docker service update --force` on every service.
+    pub force_at: Dur,
+    /// How often the balance measures are sampled (default 10s).
+    pub sample: Option<Dur>,
+    #[serde(default)]
+    pub join: Vec<JoinFile>,
+}
+
+/// Nodes that join the swarm at `at`: before it they run nothing and take nothing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinFile {
+    pub at: Dur,
+    pub nodes: Vec<Spanned<String>>,
 }

@@ -126,8 +126,16 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
     let mut nodes = resolve_nodes(&f, &err)?;
     let inspected = resolve_inspect(&f, path, &mut nodes, &err)?;
     let (index, zones) = check_nodes(&mut nodes, &err)?;
-    let (services, cluster) =
+    let (services, mut cluster) =
         resolve_services(&f, inspected.services, inspected.tasks, &nodes, &err)?;
+    let rebalance = super::rebalance::resolve(f.rebalance.as_ref(), &index, &err)?;
+    if let Some(r) = &rebalance {
+        // A node that joins later is not there for the initial placement (and is kept out of
+        // the engine's views until it joins: `Sim::new`).
+        for &(_, n) in &r.joins {
+            cluster.nodes[n as usize].availability = berth_scheduler::model::Availability::Drain;
+        }
+    }
     let restart = f.berth.restart.map(|d| d.ms()).unwrap_or(10 * SECOND);
     let faults = resolve_faults(&f.faults, &index, &zones, restart, &err)?;
     let random = resolve_random(&f, &nodes, &err)?;
@@ -156,6 +164,7 @@ pub fn parse(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
         cluster,
         zones,
         notes: inspected.notes,
+        rebalance,
     })
 }
 

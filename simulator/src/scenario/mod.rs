@@ -7,6 +7,7 @@
 
 mod file;
 mod load;
+mod rebalance;
 
 use std::collections::BTreeMap;
 
@@ -14,6 +15,7 @@ use berth_scheduler::model::{Cluster, Policy};
 use serde::Serialize;
 
 pub use load::{ScenarioError, load, load_faults, parse, parse_faults};
+pub use rebalance::Rescheduling;
 
 use crate::clock::Ms;
 use crate::faults::{Fault, RandomFaults};
@@ -184,6 +186,8 @@ pub struct Scenario {
     pub zones: BTreeMap<String, Vec<u32>>,
     /// Things loaded but not simulated (e.g. global services from `docker inspect`).
     pub notes: Vec<String>,
+    /// `[rebalance]`: run under the rescheduling policies.
+    pub rebalance: Option<Rescheduling>,
 }
 
 impl Scenario {
