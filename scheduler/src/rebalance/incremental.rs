@@ -1,11 +1,12 @@
-//! The rescheduling planner kept between node events: a [`RebalanceIndex`] holds the cluster with
-//! its index, kept tasks and loads (a [`Replanner`]), so the check the automatic mode runs
-//! after every node event — is any move worth proposing? — costs the event's delta and a
-//! look at each stateful slot, not a placement run from scratch.
+//! The rescheduling planner kept between node events: a [`RebalanceIndex`] holds the cluster
+//! with its index, kept tasks and loads (a [`Replanner`]), so the check that can run after
+//! every node event — is any move worth proposing? — costs the event's delta and a look at
+//! each stateful slot, not a placement run from scratch. (The daemon's automatic mode does
+//! not use it yet: it plans from scratch once per quiet window.)
 //!
 //! Invariant (property-tested in `tests.rs`): [`RebalanceIndex::plan`] equals
-//! [`super::plan_rebalance`] of [`RebalanceIndex::cluster`], and [`RebalanceIndex::worth_moving`]
-//! equals that plan having a move.
+//! [`super::plan_rebalance`] of [`RebalanceIndex::cluster`], and
+//! [`RebalanceIndex::worth_moving`] equals that plan having a move.
 
 use crate::model::{Cluster, Node, NodeId};
 use crate::replan::{Delta, ReplanError, Replanner};
