@@ -6,8 +6,13 @@
 //! the cluster to the plan (index, the placement run, judging every stateful slot, the moves).
 //! `noop/at-rest`: the same check on the cluster at rest, which proposes nothing.
 //! `noop/node-down`: one node lost (its tasks not yet replaced), the check after that event —
-//! a full check: the planner keeps no state between calls. `schedule-plan/at-rest`: the
-//! placement run alone on the same cluster, which every rebalance plan starts with.
+//! a full check from scratch. `schedule-plan/at-rest`: the placement run alone on the same
+//! cluster, which every rebalance plan starts with.
+//!
+//! Incrementally ([`berth::scheduler::rebalance::RebalanceIndex`], built once from the cluster at
+//! rest): `incremental/check-after-node-down` is `worth_moving` with the node lost (the event
+//! already applied); `incremental/node-down+check+back+check` applies the loss, checks, applies
+//! the node's return and checks again — two events and two checks per iteration.
 //!
 //! `cargo bench -p berth --bench rebalance`; the numbers are in BENCHMARKS.md.
 
@@ -17,7 +22,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 use berth::scheduler::model::{Cluster, NodeState};
-use berth::scheduler::rebalance::{Budget, plan_rebalance};
+use berth::scheduler::rebalance::{Budget, NodeEvent, RebalanceIndex, plan_rebalance};
 use berth::scheduler::testing::{NodeExt, ServiceExt, Shape, at_rest, node, replicated, synthetic};
 
 fn at_rest_cluster() -> Cluster {
@@ -99,6 +104,30 @@ fn rebalance(c: &mut Criterion) {
     );
     g.bench_function("noop/node-down", |b| {
         b.iter(|| black_box(plan_rebalance(&down, &budget).expect("valid")))
+    });
+
+    let mut r = RebalanceIndex::new(rest.clone()).expect("valid");
+    assert!(!r.worth_moving(&budget), "at rest, nothing to move");
+    r.apply(NodeEvent::Down(victim.clone()))
+        .expect("known node");
+    assert!(!r.worth_moving(&budget), "a lost node is failover's");
+    assert_eq!(
+        r.plan(&budget),
+        plan,
+        "the incremental plan is the full one"
+    );
+    g.bench_function("incremental/check-after-node-down", |b| {
+        b.iter(|| black_box(r.worth_moving(&budget)))
+    });
+    g.bench_function("incremental/node-down+check+back+check", |b| {
+        b.iter(|| {
+            r.apply(NodeEvent::Back(victim.clone()))
+                .expect("known node");
+            let back = r.worth_moving(&budget);
+            r.apply(NodeEvent::Down(victim.clone()))
+                .expect("known node");
+            black_box((back, r.worth_moving(&budget)))
+        })
     });
     g.finish();
 }

@@ -21,7 +21,13 @@
 //! The plan's moves are grouped into waves: at most `berth.max-unavailable` slots of a
 //! service and [`Budget::max_in_flight`] in all per wave, a move onto a node only after the
 //! move that frees it.
+//!
+//! [`plan_rebalance`] starts from the cluster each time (index, kept tasks, the placement run's
+//! loads); [`RebalanceIndex`] keeps those between node events, for the automatic mode's check
+//! after each event ([`RebalanceIndex::worth_moving`]). Both judge with the same code: most
+//! slots are settled by their spread and the least loaded node alone (`score::screen`).
 
+mod incremental;
 mod score;
 mod steps;
 #[cfg(test)]
@@ -31,13 +37,15 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+pub use incremental::{NodeEvent, RebalanceIndex};
 pub use score::SlotScore;
 pub use steps::move_steps;
 
 use crate::executor::standby::{StandbyFacts, pick_standby};
 use crate::model::{Backend, Cluster, FailoverMode, Mode, NodeId};
-use crate::schedule::run::{Kept, rebook, unbook};
-use crate::schedule::{Index, PlanError, run_indexed};
+use crate::schedule::run::{self, Kept, rebook, unbook};
+use crate::schedule::{Index, PlanError};
+use crate::snapshot::{Load, Snapshot};
 
 /// Passes over every slot before the planner gives up on reaching a fixpoint. Each move lowers
 /// a bounded potential, so this only caps the work on a pathological input.
@@ -185,13 +193,19 @@ impl RebalancePlan {
     }
 }
 
-/// One running stateful slot the planner may move.
-#[derive(Clone, Copy)]
+/// One running stateful slot the planner may move, with what judging it reads that no move
+/// changes (worked out once, not on every pass).
 struct Cand {
     s: usize,
     slot: u64,
     origin: u32,
     at: u32,
+    /// Its dataset's epoch (0 without a record).
+    epoch: u64,
+    /// The node of its dataset's recorded standby.
+    standby: Option<u32>,
+    /// Nodes holding the standby of another of the service's slots (`replicated` only).
+    avoid: Vec<u32>,
 }
 
 struct Chosen {
@@ -201,188 +215,369 @@ struct Chosen {
     reason: String,
 }
 
+/// What judging one slot where it is now decides.
+enum Verdict {
+    /// Not a slot the planner judges.
+    Skip,
+    /// Nothing to gain.
+    Stay,
+    /// It would move, but must not (or not by enough).
+    Hold(Held),
+    /// Worth moving to `target`.
+    Move {
+        before: score::SlotScore,
+        target: score::Target,
+    },
+}
+
+/// What judging a slot reads from its dataset's record, which no node event changes.
+#[derive(Clone, Copy)]
+struct SlotFacts {
+    /// The dataset's epoch (0 without a record).
+    epoch: u64,
+    /// The node of its recorded standby.
+    standby: Option<u32>,
+    replicated: bool,
+}
+
+/// Per dense service (stateful and replicated), per slot (slot `k` at `k - 1`).
+struct Facts(Vec<Vec<SlotFacts>>);
+
+impl Facts {
+    fn new(cluster: &Cluster, ix: &Index) -> Facts {
+        let node_of = |id: &NodeId| ix.node_index(cluster, id);
+        Facts(
+            (0..ix.services.len())
+                .map(|s| {
+                    let (Some(st), Mode::Replicated { replicas }) =
+                        (&ix.policies[s].stateful, ix.service(cluster, s).mode)
+                    else {
+                        return Vec::new();
+                    };
+                    (1..=replicas)
+                        .map(|slot| {
+                            let ds = ix.datasets.get(&st.volume_for_slot(slot));
+                            SlotFacts {
+                                epoch: ds.map_or(0, |d| d.epoch),
+                                standby: ds.and_then(|d| d.standby.as_ref()).and_then(node_of),
+                                replicated: ds.is_some_and(|d| d.backend == Backend::Replicated),
+                            }
+                        })
+                        .collect()
+                })
+                .collect(),
+        )
+    }
+}
+
+/// The planner's working state: the cluster's loads as the placement run leaves them, and the
+/// moves tried on them.
+struct Work<'c> {
+    cluster: &'c Cluster,
+    ix: &'c Index,
+    kept: &'c Kept,
+    /// The loads as a snapshot: given, or made from `loads` when a slot needs its nodes tried
+    /// (a check on a cluster at rest never does).
+    snap: Option<Snapshot<'c>>,
+    loads: &'c [Load],
+    board: score::Board,
+    cands: Vec<Cand>,
+}
+
 /// Plans the moves that rebalance `cluster`'s running stateful slots within `budget`.
 pub fn plan_rebalance(cluster: &Cluster, budget: &Budget) -> Result<RebalancePlan, PlanError> {
     let ix = Index::new(cluster)?;
-    // The loads as the cluster will be once the missing tasks are placed too.
-    let (placement, mut snap) = run_indexed(cluster, &ix, None);
     let kept = Kept::new(cluster, &ix);
-    let node_of = |id: &NodeId| ix.node_index(cluster, id);
-
-    let mut cands = Vec::new();
+    // The loads as the cluster will be once the missing tasks are placed too: the placement
+    // run's phases, without the whole plan it would emit.
+    let mut snap = Snapshot::new(ix.node_refs(cluster));
+    run::book(cluster, &ix, &kept, &mut snap);
+    let mut new = Vec::new();
     for &s in &ix.order.sequence {
-        if ix.policies[s].stateful.is_none() {
-            continue;
+        let sp = run::place_service(cluster, &ix, &kept, &mut snap, s);
+        if ix.policies[s].stateful.is_some() {
+            new.extend(sp.placed.iter().map(|p| (s, p.node)));
         }
-        let Mode::Replicated { replicas } = ix.service(cluster, s).mode else {
-            continue;
-        };
-        for slot in 1..=replicas {
-            if let Some(ni) = kept.slot_node(&ix, s, slot) {
+    }
+    let facts = Facts::new(cluster, &ix);
+    Ok(Work::new(cluster, &ix, &kept, &facts, Ok(snap), &new).plan(budget))
+}
+
+impl<'c> Work<'c> {
+    /// `new`: the tasks of stateful services the placement run placed, (dense service, dense
+    /// node), which count in their spreads.
+    /// `loads`: the placement run's snapshot, or the loads to make it from.
+    fn new(
+        cluster: &'c Cluster,
+        ix: &'c Index,
+        kept: &'c Kept,
+        facts: &Facts,
+        loads: Result<Snapshot<'c>, &'c [Load]>,
+        new: &[(usize, u32)],
+    ) -> Work<'c> {
+        let mut cands: Vec<Cand> = Vec::new();
+        for &s in &ix.order.sequence {
+            if facts.0[s].is_empty() {
+                continue;
+            }
+            let first = cands.len();
+            let mut replicated = Vec::new();
+            for (k, f) in facts.0[s].iter().enumerate() {
+                let slot = k as u64 + 1;
+                let Some(ni) = kept.slot_node(ix, s, slot) else {
+                    continue;
+                };
+                replicated.push(f.replicated);
                 cands.push(Cand {
                     s,
                     slot,
                     origin: ni,
                     at: ni,
+                    epoch: f.epoch,
+                    standby: f.standby,
+                    avoid: Vec::new(),
                 });
             }
-        }
-    }
-
-    // Every task of a stateful service, for its spread counts: the running slots and those
-    // the placement run just placed.
-    let mut placed: Vec<(usize, u32)> = cands.iter().map(|c| (c.s, c.at)).collect();
-    for p in placement.new_placements() {
-        let Ok(s) = ix.service_index(cluster, &p.service) else {
-            continue;
-        };
-        if ix.policies[s].stateful.is_some()
-            && let Some(ni) = node_of(&p.node)
-        {
-            placed.push((s, ni));
-        }
-    }
-    let mut board = score::Board::new(&ix, &snap, &placed);
-
-    let margin = budget.margin.max(1);
-    let mut chosen: Vec<Chosen> = Vec::new();
-    let mut chosen_of: Vec<Option<usize>> = vec![None; cands.len()];
-    let mut held: BTreeMap<(usize, u64), Held> = BTreeMap::new();
-    for _ in 0..MAX_PASSES {
-        // The busiest nodes' slots first; among equals, the slot whose data moved last (a
-        // failover raises the epoch), so a slot moved away by a failover is the one that
-        // returns.
-        let mut order: Vec<usize> = (0..cands.len()).collect();
-        order.sort_by_key(|&c| {
-            let cand = &cands[c];
-            let st = ix.policies[cand.s].stateful.as_ref().expect("stateful");
-            let epoch = ix
-                .datasets
-                .get(&st.volume_for_slot(cand.slot))
-                .map_or(0, |d| d.epoch);
-            (
-                std::cmp::Reverse(snap.nodes[cand.at as usize].total_tasks),
-                std::cmp::Reverse(epoch),
-                c,
-            )
-        });
-        let mut moved = false;
-        for c in order {
-            let cand = cands[c];
-            let st = ix.policies[cand.s].stateful.as_ref().expect("stateful");
-            let ds = ix.datasets.get(&st.volume_for_slot(cand.slot));
-            let standby = ds.and_then(|d| d.standby.as_ref()).and_then(node_of);
-            // Only a service with standbys has nodes to avoid (and the scan is per slot).
-            let avoid: Vec<u32> = if ds.is_some_and(|d| d.backend == Backend::Replicated) {
-                cands
+            // Only a service with standbys has nodes to avoid.
+            for (k, _) in replicated.iter().enumerate().filter(|(_, r)| **r) {
+                let slot = cands[first + k].slot;
+                cands[first + k].avoid = cands[first..]
                     .iter()
-                    .filter(|o| o.s == cand.s && o.slot != cand.slot)
-                    .filter_map(|o| {
-                        ix.datasets
-                            .get(&st.volume_for_slot(o.slot))?
-                            .standby
-                            .as_ref()
-                    })
-                    .filter_map(node_of)
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let Some(j) = score::judge(
-                cluster, &ix, &mut snap, &mut board, cand.s, cand.slot, cand.at, standby, &avoid,
-            ) else {
-                continue;
-            };
-            let key = (cand.s, cand.slot);
-            let Some(t) = j.best else {
-                held.remove(&key);
-                continue;
-            };
-            let structural = (t.after.skew_excess, t.after.preference_gap)
-                < (j.before.skew_excess, j.before.preference_gap);
-            let same = (t.after.skew_excess, t.after.preference_gap)
-                == (j.before.skew_excess, j.before.preference_gap);
-            let gain = j.before.load.saturating_sub(t.after.load);
-            let node_id = |i: u32| ix.node(cluster, i).id.clone();
-            let hold = |kind, reason: String| Held {
-                service: ix.service(cluster, cand.s).name.clone(),
-                slot: cand.slot,
-                node: node_id(cand.at),
-                to: node_id(t.node),
-                kind,
-                reason,
-            };
-            if !(structural || same && gain >= margin) {
-                if same && gain > 0 {
-                    let r = format!(
-                        "{}; a gain of {gain} is below the margin of {margin}",
-                        t.why
-                    );
-                    held.insert(key, hold(HoldKind::Margin, r));
-                } else {
-                    held.remove(&key);
-                }
-                continue;
-            }
-            if let Some((kind, why)) = blocked(cluster, &ix, &kept, cand) {
-                held.insert(key, hold(kind, why));
-                continue;
-            }
-            let moves = chosen_of.iter().filter(|x| x.is_some()).count() as u32;
-            if chosen_of[c].is_none() && budget.max_moves.is_some_and(|m| moves >= m) {
-                let r = format!("the plan's limit of {moves} moves is reached");
-                held.insert(key, hold(HoldKind::Budget, r));
-                continue;
-            }
-            held.remove(&key);
-            unbook(cluster, &ix, &mut snap, cand.s, cand.slot, cand.at);
-            rebook(cluster, &ix, &mut snap, cand.s, cand.slot, t.node);
-            board.moved(&snap, cand.s, cand.at, t.node);
-            cands[c].at = t.node;
-            moved = true;
-            match chosen_of[c] {
-                Some(k) => {
-                    chosen[k].after = t.after;
-                    chosen[k].reason = t.why;
-                }
-                None => {
-                    chosen_of[c] = Some(chosen.len());
-                    chosen.push(Chosen {
-                        cand: c,
-                        before: j.before,
-                        after: t.after,
-                        reason: t.why,
-                    });
-                }
+                    .filter(|o| o.slot != slot)
+                    .filter_map(|o| o.standby)
+                    .collect();
             }
         }
-        if !moved {
-            break;
+        // Every task of a stateful service, for its spread counts: the running slots and those
+        // the placement run just placed.
+        let mut placed: Vec<(usize, u32)> = cands.iter().map(|c| (c.s, c.at)).collect();
+        placed.extend_from_slice(new);
+        let (snap, loads) = match loads {
+            Ok(snap) => (Some(snap), &[][..]),
+            Err(loads) => (None, loads),
+        };
+        let board = match &snap {
+            Some(snap) => score::Board::new(
+                ix,
+                snap.nodes
+                    .iter()
+                    .map(|i| (i.total_tasks, i.node.accepts_tasks())),
+                &placed,
+            ),
+            None => score::Board::new(
+                ix,
+                loads
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| (l.total_tasks, ix.node(cluster, i as u32).accepts_tasks())),
+                &placed,
+            ),
+        };
+        Work {
+            cluster,
+            ix,
+            kept,
+            snap,
+            loads,
+            board,
+            cands,
         }
     }
 
-    let mut plan = RebalancePlan::default();
-    for ch in &chosen {
-        let cand = cands[ch.cand];
-        if cand.at == cand.origin {
-            continue;
+    /// Tasks on dense node `ni`.
+    fn total(&self, ni: u32) -> u32 {
+        match &self.snap {
+            Some(snap) => snap.nodes[ni as usize].total_tasks,
+            None => self.loads[ni as usize].total_tasks,
         }
-        plan.moves.push(make_move(cluster, &ix, cand, ch));
     }
-    assign_waves(cluster, &ix, &kept, budget, &mut plan.moves);
-    plan.held = held.into_values().collect();
-    plan.held
-        .sort_by(|a, b| (&a.service, a.slot).cmp(&(&b.service, b.slot)));
-    plan.standbys = standbys(cluster, &ix, &snap, &cands);
-    plan.bytes = plan.moves.iter().map(|m| m.bytes).sum::<u64>()
-        + plan.standbys.iter().map(|s| s.bytes).sum::<u64>();
-    plan.waves = plan.moves.iter().map(|m| m.wave + 1).max().unwrap_or(0);
-    plan.copy_secs = plan.bytes.div_ceil(budget.bytes_per_sec.max(1));
-    Ok(plan)
+
+    fn snap(&mut self) -> &mut Snapshot<'c> {
+        let (cluster, ix, loads) = (self.cluster, self.ix, self.loads);
+        self.snap
+            .get_or_insert_with(|| Snapshot::with_loads(ix.node_refs(cluster), loads.to_vec()))
+    }
+
+    fn held(&self, c: usize, to: u32, kind: HoldKind, reason: String) -> Held {
+        let cand = &self.cands[c];
+        Held {
+            service: self.ix.service(self.cluster, cand.s).name.clone(),
+            slot: cand.slot,
+            node: self.ix.node(self.cluster, cand.at).id.clone(),
+            to: self.ix.node(self.cluster, to).id.clone(),
+            kind,
+            reason,
+        }
+    }
+
+    /// Judges candidate `c` where it is now.
+    fn verdict(&mut self, c: usize, margin: u32) -> Verdict {
+        let (cluster, ix) = (self.cluster, self.ix);
+        let own = self.total(self.cands[c].at);
+        let cand = &self.cands[c];
+        let open = match score::screen(
+            cluster,
+            ix,
+            &mut self.board,
+            cand.s,
+            cand.slot,
+            cand.at,
+            own,
+        ) {
+            None => return Verdict::Skip,
+            Some(score::Screen::Settled) => return Verdict::Stay,
+            Some(score::Screen::Open(open)) => open,
+        };
+        self.snap();
+        let snap = self.snap.as_mut().expect("made above");
+        let cand = &self.cands[c];
+        let Some(j) = score::judge_open(
+            cluster,
+            ix,
+            snap,
+            &mut self.board,
+            cand.s,
+            cand.slot,
+            cand.at,
+            cand.standby,
+            &cand.avoid,
+            open,
+        ) else {
+            return Verdict::Skip;
+        };
+        let Some(t) = j.best else {
+            return Verdict::Stay;
+        };
+        let structural = (t.after.skew_excess, t.after.preference_gap)
+            < (j.before.skew_excess, j.before.preference_gap);
+        let same = (t.after.skew_excess, t.after.preference_gap)
+            == (j.before.skew_excess, j.before.preference_gap);
+        let gain = j.before.load.saturating_sub(t.after.load);
+        if !(structural || same && gain >= margin) {
+            if same && gain > 0 {
+                let r = format!(
+                    "{}; a gain of {gain} is below the margin of {margin}",
+                    t.why
+                );
+                return Verdict::Hold(self.held(c, t.node, HoldKind::Margin, r));
+            }
+            return Verdict::Stay;
+        }
+        if let Some((kind, why)) = blocked(cluster, ix, self.kept, cand) {
+            return Verdict::Hold(self.held(c, t.node, kind, why));
+        }
+        Verdict::Move {
+            before: j.before,
+            target: t,
+        }
+    }
+
+    /// Whether the plan would move anything: before any move, every slot is judged on the
+    /// same state, so the first slot worth moving decides it. Each move lowers a potential
+    /// (see the module's doc), so a plan that starts moving never ends where it began.
+    fn worth(mut self, budget: &Budget) -> bool {
+        if budget.max_moves == Some(0) {
+            return false;
+        }
+        let margin = budget.margin.max(1);
+        (0..self.cands.len()).any(|c| matches!(self.verdict(c, margin), Verdict::Move { .. }))
+    }
+
+    fn plan(mut self, budget: &Budget) -> RebalancePlan {
+        let (cluster, ix) = (self.cluster, self.ix);
+        let margin = budget.margin.max(1);
+        let mut chosen: Vec<Chosen> = Vec::new();
+        let mut chosen_of: Vec<Option<usize>> = vec![None; self.cands.len()];
+        let mut held: BTreeMap<(usize, u64), Held> = BTreeMap::new();
+        for _ in 0..MAX_PASSES {
+            // The busiest nodes' slots first; among equals, the slot whose data moved last (a
+            // failover raises the epoch), so a slot moved away by a failover is the one that
+            // returns.
+            let mut order: Vec<usize> = (0..self.cands.len()).collect();
+            order.sort_by_key(|&c| {
+                let cand = &self.cands[c];
+                (
+                    std::cmp::Reverse(self.total(cand.at)),
+                    std::cmp::Reverse(cand.epoch),
+                    c,
+                )
+            });
+            let mut moved = false;
+            for c in order {
+                let key = (self.cands[c].s, self.cands[c].slot);
+                let (before, t) = match self.verdict(c, margin) {
+                    Verdict::Skip => continue,
+                    Verdict::Stay => {
+                        held.remove(&key);
+                        continue;
+                    }
+                    Verdict::Hold(h) => {
+                        held.insert(key, h);
+                        continue;
+                    }
+                    Verdict::Move { before, target } => (before, target),
+                };
+                let moves = chosen.len() as u32;
+                if chosen_of[c].is_none() && budget.max_moves.is_some_and(|m| moves >= m) {
+                    let r = format!("the plan's limit of {moves} moves is reached");
+                    held.insert(key, self.held(c, t.node, HoldKind::Budget, r));
+                    continue;
+                }
+                held.remove(&key);
+                let (s, slot, at) = (self.cands[c].s, self.cands[c].slot, self.cands[c].at);
+                let snap = self.snap();
+                unbook(cluster, ix, snap, s, slot, at);
+                rebook(cluster, ix, snap, s, slot, t.node);
+                let snap = self.snap.as_ref().expect("made above");
+                self.board.moved(snap, s, at, t.node);
+                self.cands[c].at = t.node;
+                moved = true;
+                match chosen_of[c] {
+                    Some(k) => {
+                        chosen[k].after = t.after;
+                        chosen[k].reason = t.why;
+                    }
+                    None => {
+                        chosen_of[c] = Some(chosen.len());
+                        chosen.push(Chosen {
+                            cand: c,
+                            before,
+                            after: t.after,
+                            reason: t.why,
+                        });
+                    }
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+
+        let mut plan = RebalancePlan::default();
+        for ch in &chosen {
+            let cand = &self.cands[ch.cand];
+            if cand.at == cand.origin {
+                continue;
+            }
+            plan.moves.push(make_move(cluster, ix, cand, ch));
+        }
+        assign_waves(cluster, ix, self.kept, budget, &mut plan.moves);
+        plan.held = held.into_values().collect();
+        plan.held
+            .sort_by(|a, b| (&a.service, a.slot).cmp(&(&b.service, b.slot)));
+        self.snap();
+        let snap = self.snap.as_ref().expect("made above");
+        plan.standbys = standbys(cluster, ix, snap, &self.cands);
+        plan.bytes = plan.moves.iter().map(|m| m.bytes).sum::<u64>()
+            + plan.standbys.iter().map(|s| s.bytes).sum::<u64>();
+        plan.waves = plan.moves.iter().map(|m| m.wave + 1).max().unwrap_or(0);
+        plan.copy_secs = plan.bytes.div_ceil(budget.bytes_per_sec.max(1));
+        plan
+    }
 }
 
 /// Why a slot that would move must stay, if it must.
-fn blocked(cluster: &Cluster, ix: &Index, kept: &Kept, c: Cand) -> Option<(HoldKind, String)> {
+fn blocked(cluster: &Cluster, ix: &Index, kept: &Kept, c: &Cand) -> Option<(HoldKind, String)> {
     let policy = &ix.policies[c.s];
     let st = policy.stateful.as_ref()?;
     if policy.pin.pins(c.slot) {
@@ -442,7 +637,7 @@ fn blocked(cluster: &Cluster, ix: &Index, kept: &Kept, c: Cand) -> Option<(HoldK
     None
 }
 
-fn make_move(cluster: &Cluster, ix: &Index, cand: Cand, ch: &Chosen) -> Move {
+fn make_move(cluster: &Cluster, ix: &Index, cand: &Cand, ch: &Chosen) -> Move {
     let st = ix.policies[cand.s].stateful.as_ref().expect("stateful");
     let name = st.volume_for_slot(cand.slot);
     let ds = ix.datasets.get(&name);
@@ -479,7 +674,8 @@ fn assign_waves(cluster: &Cluster, ix: &Index, kept: &Kept, budget: &Budget, mov
     let max_in_flight = budget.max_in_flight.max(1);
     let mut size: Vec<u32> = Vec::new();
     let mut per_service: BTreeMap<(u32, &str), u32> = BTreeMap::new();
-    let mut placed: Vec<(NodeId, u32)> = Vec::new();
+    // Per node a move leaves: the last wave of those moves.
+    let mut freed: BTreeMap<NodeId, u32> = BTreeMap::new();
     let allowance: BTreeMap<&str, u32> = (0..ix.services.len())
         .map(|s| {
             let svc = ix.service(cluster, s);
@@ -493,12 +689,7 @@ fn assign_waves(cluster: &Cluster, ix: &Index, kept: &Kept, budget: &Budget, mov
         })
         .collect();
     for m in moves.iter_mut() {
-        let mut w = placed
-            .iter()
-            .filter(|(from, _)| *from == m.to)
-            .map(|(_, w)| w + 1)
-            .max()
-            .unwrap_or(0);
+        let mut w = freed.get(&m.to).map_or(0, |w| w + 1);
         let room = allowance.get(m.service.as_str()).copied().unwrap_or(1);
         loop {
             let used = size.get(w as usize).copied().unwrap_or(0);
@@ -516,7 +707,8 @@ fn assign_waves(cluster: &Cluster, ix: &Index, kept: &Kept, budget: &Budget, mov
         }
         size[w as usize] += 1;
         m.wave = w;
-        placed.push((m.from.clone(), w));
+        let last = freed.entry(m.from.clone()).or_insert(w);
+        *last = (*last).max(w);
         // The per-service count borrows the service name from the index, not the move.
         let svc = ix
             .service_index(cluster, &m.service)
@@ -536,20 +728,9 @@ fn standbys(
     cands: &[Cand],
 ) -> Vec<NewStandby> {
     let n = ix.nodes.len();
-    // `pick_standby` reads nodes in ID order, the index's dense order.
-    let sorted = Cluster {
-        nodes: ix.node_refs(cluster).into_iter().cloned().collect(),
-        services: cluster.services.clone(),
-        ..Cluster::default()
-    };
-    let mut copies = vec![0u32; n];
-    for d in ix.datasets.values() {
-        for id in d.primary.iter().chain(&d.standby) {
-            if let Some(i) = ix.node_index(cluster, id) {
-                copies[i as usize] += 1;
-            }
-        }
-    }
+    // Built for the first slot that needs a standby (most plans have none): the nodes in ID
+    // order, the index's dense order, which `pick_standby` reads; the copies per node.
+    let mut lazy: Option<(Cluster, Vec<u32>)> = None;
     let mut out: Vec<NewStandby> = Vec::new();
     for c in cands {
         let st = ix.policies[c.s].stateful.as_ref().expect("stateful");
@@ -585,6 +766,22 @@ fn standbys(
                 .filter(|x| &x.service == service)
                 .map(|x| &x.node),
         );
+        let (sorted, copies) = lazy.get_or_insert_with(|| {
+            let sorted = Cluster {
+                nodes: ix.node_refs(cluster).into_iter().cloned().collect(),
+                services: cluster.services.clone(),
+                ..Cluster::default()
+            };
+            let mut copies = vec![0u32; n];
+            for d in ix.datasets.values() {
+                for id in d.primary.iter().chain(&d.standby) {
+                    if let Some(i) = ix.node_index(cluster, id) {
+                        copies[i as usize] += 1;
+                    }
+                }
+            }
+            (sorted, copies)
+        });
         let facts: Vec<StandbyFacts> = (0..n as u32)
             .map(|i| {
                 let node = ix.node(cluster, i);
@@ -597,7 +794,7 @@ fn standbys(
                 }
             })
             .collect();
-        if let Some(node) = pick_standby(&sorted, service, &primary, &facts) {
+        if let Some(node) = pick_standby(sorted, service, &primary, &facts) {
             if let Some(i) = ix.node_index(cluster, &node) {
                 copies[i as usize] += 1;
             }

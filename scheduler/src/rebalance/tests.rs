@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::{Dataset, Task};
+use crate::model::{Dataset, NodeState, Task};
 use crate::testing::*;
 
 fn ds(name: &str, service: &str, slot: u64, primary: &str, backend: Backend) -> Dataset {
@@ -504,6 +504,160 @@ mod props {
             }
             let again = plan_rebalance(&after, &Budget::default()).unwrap();
             prop_assert!(again.moves.is_empty(), "{:#?} then {:#?}", plan, again);
+        }
+    }
+}
+
+#[test]
+fn the_index_sees_a_node_come_back_and_plans_as_from_scratch() {
+    let back = node_back();
+    let mut down = back.clone();
+    down.nodes[3].state = NodeState::Down;
+    let budget = Budget::default();
+    let mut r = RebalanceIndex::new(down.clone()).unwrap();
+    let full = plan_rebalance(&down, &budget).unwrap();
+    assert_eq!(r.plan(&budget), full);
+    assert_eq!(r.worth_moving(&budget), !full.moves.is_empty());
+    r.apply(NodeEvent::Back(NodeId::new("c1"))).unwrap();
+    assert_eq!(r.cluster(), &back);
+    assert!(r.worth_moving(&budget));
+    let plan = r.plan(&budget);
+    assert_eq!(plan, plan_rebalance(&back, &budget).unwrap());
+    assert_eq!(summary(&plan), [("db".into(), 3, "a2".into(), "c1".into())]);
+    // With no move allowed, nothing is worth proposing.
+    let none = Budget {
+        max_moves: Some(0),
+        ..Budget::default()
+    };
+    assert!(!r.worth_moving(&none));
+    assert!(r.plan(&none).moves.is_empty());
+}
+
+#[test]
+fn the_index_takes_added_and_changed_nodes() {
+    let mut c = added_nodes("2");
+    let nine = c.nodes.split_off(6);
+    let budget = Budget::default();
+    let mut r = RebalanceIndex::new(c.clone()).unwrap();
+    assert!(!r.worth_moving(&budget), "{:?}", r.plan(&budget).moves);
+    for n in nine {
+        r.apply(NodeEvent::Added(n)).unwrap();
+    }
+    assert!(r.worth_moving(&budget));
+    assert_eq!(
+        r.plan(&budget),
+        plan_rebalance(&added_nodes("2"), &budget).unwrap()
+    );
+    // A node drained through a change: the plan is the one for the changed cluster.
+    let drained = node("n7").availability(crate::model::Availability::Drain);
+    r.apply(NodeEvent::Changed(drained)).unwrap();
+    assert_eq!(
+        r.plan(&budget),
+        plan_rebalance(r.cluster(), &budget).unwrap()
+    );
+    // An unknown node is an error and changes nothing.
+    let before = r.cluster().clone();
+    assert!(r.apply(NodeEvent::Changed(node("zz"))).is_err());
+    assert!(r.apply(NodeEvent::Down(NodeId::new("zz"))).is_err());
+    assert_eq!(r.cluster(), &before);
+}
+
+mod incremental_props {
+    use super::*;
+    use crate::model::Availability;
+    use proptest::prelude::*;
+
+    /// A random cluster: `n` nodes over three zones, a spread stateful service (`replicated`
+    /// datasets with standbys when `standbys`), a plain stateful one, stateless load; some
+    /// slots not running, so the placement run places them.
+    fn cluster(n: usize, db: Vec<usize>, kv: Vec<usize>, fill: Vec<u8>, standbys: bool) -> Cluster {
+        let name = |i: usize| format!("n{i}");
+        let nodes: Vec<_> = (0..n)
+            .map(|i| node(&name(i)).label("zone", ["a", "b", "c"][i % 3]))
+            .collect();
+        let mut tasks = Vec::new();
+        let mut datasets = Vec::new();
+        let backend = if standbys {
+            Backend::Replicated
+        } else {
+            Backend::Local
+        };
+        for (k, &i) in db.iter().enumerate() {
+            let slot = k as u64 + 1;
+            tasks.push(running("db", slot, &name(i % n)));
+            let mut d = ds(&format!("db-{slot}"), "db", slot, &name(i % n), backend);
+            if standbys {
+                d.standby = Some(NodeId::new(name((i + 1 + k) % n)));
+            }
+            datasets.push(d);
+        }
+        for (k, &i) in kv.iter().enumerate() {
+            tasks.push(running("kv", k as u64 + 1, &name(i % n)));
+        }
+        let mut web = 0;
+        for (i, f) in fill.iter().enumerate().take(n) {
+            for _ in 0..*f {
+                web += 1;
+                tasks.push(filler("web", web, &name(i)));
+            }
+        }
+        Cluster {
+            nodes,
+            services: vec![
+                replicated("db", db.len() as u64 + 1)
+                    .stateful("db-{slot}", "move")
+                    .label("berth.topology-spread", "node.labels.zone:1"),
+                replicated("kv", kv.len() as u64).stateful("kv-{slot}", "move"),
+                replicated("web", web + 1),
+            ],
+            tasks,
+            datasets,
+        }
+    }
+
+    fn event(c: &Cluster, kind: u8, i: usize, zone: u8) -> NodeEvent {
+        let n = &c.nodes[i % c.nodes.len()];
+        let z = ["a", "b", "c"][zone as usize % 3];
+        match kind % 5 {
+            0 => NodeEvent::Down(n.id.clone()),
+            1 => NodeEvent::Back(n.id.clone()),
+            2 => NodeEvent::Added(node(&format!("m{}", c.nodes.len())).label("zone", z)),
+            3 => NodeEvent::Changed(n.clone().label("zone", z)),
+            _ => NodeEvent::Changed(n.clone().availability(if zone.is_multiple_of(2) {
+                Availability::Drain
+            } else {
+                Availability::Active
+            })),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(150))]
+        #[test]
+        fn incremental_equals_a_full_plan_after_every_event(
+            n in 3usize..8,
+            db in proptest::collection::vec(0usize..8, 0..4),
+            kv in proptest::collection::vec(0usize..8, 0..4),
+            fill in proptest::collection::vec(0u8..5, 8),
+            standbys in any::<bool>(),
+            events in proptest::collection::vec((0u8..5, 0usize..10, 0u8..3), 0..8),
+            margin in 1u32..4,
+            max_moves in proptest::option::of(0u32..3),
+        ) {
+            let c = cluster(n, db, kv, fill, standbys);
+            let budget = Budget { margin, max_moves, ..Budget::default() };
+            let mut r = RebalanceIndex::new(c).unwrap();
+            let mut steps = vec![None];
+            steps.extend(events.into_iter().map(Some));
+            for step in steps {
+                if let Some((kind, i, zone)) = step {
+                    let e = event(r.cluster(), kind, i, zone);
+                    r.apply(e).unwrap();
+                }
+                let full = plan_rebalance(r.cluster(), &budget).unwrap();
+                prop_assert_eq!(&r.plan(&budget), &full);
+                prop_assert_eq!(r.worth_moving(&budget), !full.moves.is_empty());
+            }
         }
     }
 }

@@ -145,6 +145,18 @@ impl Replanner {
         &self.cluster
     }
 
+    /// Gives the cluster back, as the deltas left it.
+    pub fn into_cluster(self) -> Cluster {
+        self.cluster
+    }
+
+    /// What the rescheduling planner reads between node events
+    /// ([`crate::rebalance::RebalanceIndex`]): the index, the kept tasks, the loads with the
+    /// plan's new placements booked, and the per-service plans (by dense service).
+    pub(crate) fn state(&self) -> (&Index, &Kept, &[Load], &[ServicePlan]) {
+        (&self.ix, &self.kept, &self.loads, &self.plans)
+    }
+
     /// Applies one delta and re-plans what it touches.
     pub fn apply(&mut self, delta: Delta) -> Result<Changed, ReplanError> {
         self.unplace_all();
