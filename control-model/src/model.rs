@@ -581,18 +581,33 @@ impl State {
     /// Records what `node` holds, by dataset ID: only copies current at their dataset's epoch
     /// on its primary count.
     pub fn report_held(&mut self, node: &str, held: Vec<(String, Reported)>) {
-        let before = self.reported.clone();
-        self.reported.retain(|_, r| r.node_uuid != node);
-        for (id, r) in held {
-            let current = r.node_uuid == node
-                && self.datasets.get(&id).is_some_and(|d| {
-                    !d.deleted && d.primary_now() == Some(node) && d.epoch == r.epoch
-                });
-            if current {
+        // Only the records that differ are written: no copy of the whole map to compare with.
+        let now: BTreeMap<String, Reported> = held
+            .into_iter()
+            .filter(|(id, r)| {
+                r.node_uuid == node
+                    && self.datasets.get(id).is_some_and(|d| {
+                        !d.deleted && d.primary_now() == Some(node) && d.epoch == r.epoch
+                    })
+            })
+            .collect();
+        let gone: Vec<String> = self
+            .reported
+            .iter()
+            .filter(|(id, r)| r.node_uuid == node && !now.contains_key(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut changed = !gone.is_empty();
+        for id in gone {
+            self.reported.remove(&id);
+        }
+        for (id, r) in now {
+            if self.reported.get(&id) != Some(&r) {
                 self.reported.insert(id, r);
+                changed = true;
             }
         }
-        if self.reported != before {
+        if changed {
             self.generation += 1;
         }
     }

@@ -3,9 +3,14 @@
 //! on loopback), one at a time (`sequential`) and 64 at once (`concurrent`), on a state that
 //! already holds 100, 1,000, 10,000 and 100,000 datasets.
 //!
-//! `BERTH_CONTROL_BENCH_SIZES=1000,10000` measures only those sizes. The state is seeded with
-//! one store write of the whole document (what `Store::save` takes), not N API calls, so the
-//! large sizes set up in seconds.
+//! `BERTH_CONTROL_BENCH_SIZES=1000,10000` measures only those sizes, and
+//! `BERTH_CONTROL_BENCH_MODES=embedded` (or `replicated`, `store`) only those services. The state
+//! is seeded by store writes (the embedded store's whole document, the replicated group's
+//! entries of 500 datasets each), not N API calls, so the large sizes set up in seconds.
+//!
+//! `store` is the floor under `embedded/sequential`: one durable redb commit of one created
+//! dataset's records (`RedbStore::save_change`), no HTTP and no writer thread, on a store
+//! seeded with N datasets.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use berth_control_model::liveness::Timing;
-use berth_control_model::model::{NewDataset, State};
+use berth_control_model::model::{Change, NewDataset, State};
 use berth_volume_client::ControlClient;
 use berth_volume_control::api::{self, Control};
 use berth_volume_control::raft::{Replica, Settings};
@@ -22,6 +27,8 @@ use berth_volume_control::store::{RedbStore, Store};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 const CONCURRENT: usize = 64;
+/// Datasets per Raft entry while seeding a replicated service.
+const SEED_CHUNK: usize = 500;
 
 fn sizes() -> Vec<usize> {
     match std::env::var("BERTH_CONTROL_BENCH_SIZES") {
@@ -37,8 +44,15 @@ fn sizes() -> Vec<usize> {
     }
 }
 
-/// The whole document of a state holding `n` datasets, as a store saves it.
-fn seeded(n: usize) -> Vec<u8> {
+fn modes() -> Vec<String> {
+    match std::env::var("BERTH_CONTROL_BENCH_MODES") {
+        Ok(s) => s.split(',').map(|m| m.trim().to_string()).collect(),
+        Err(_) => vec!["store".into(), "embedded".into(), "replicated".into()],
+    }
+}
+
+/// A state holding `n` datasets; its document is what a store's seed saves.
+fn seeded_state(n: usize) -> State {
     let mut s = State::default();
     for i in 0..n {
         let mut metadata = BTreeMap::new();
@@ -53,7 +67,7 @@ fn seeded(n: usize) -> Vec<u8> {
         )
         .expect("seed");
     }
-    serde_json::to_vec(&s).expect("document")
+    s
 }
 
 fn free_addr() -> String {
@@ -88,7 +102,7 @@ impl Service {
         }
     }
 
-    async fn replicated(doc: &[u8], want: usize) -> Service {
+    async fn replicated(seed: &State, want: usize) -> Service {
         let addrs: Vec<String> = (0..3).map(|_| free_addr()).collect();
         let peers: BTreeMap<u64, String> = addrs
             .iter()
@@ -128,33 +142,56 @@ impl Service {
             s.replicas.push(replica);
             s._dirs.push(dir);
         }
-        // Seeded through the leader's store, as one write, which the leader then takes up as a
-        // new leader would; again if a write of the service's own (its clock) came between.
+        // Seeded through the leader's store as entries of changes, `SEED_CHUNK` datasets each
+        // (one whole-document entry of 100,000 datasets outlasts the time openraft gives an
+        // append), which the leader then takes up as a new leader would. A write of the
+        // service's own (its clock) in between changes no dataset.
         let start = Instant::now();
-        loop {
+        let leader = loop {
             assert!(
                 start.elapsed() < Duration::from_secs(300),
+                "no leader writing format 2"
+            );
+            match s
+                .replicas
+                .iter()
+                .find(|r| r.status().serving && r.writes_changes())
+            {
+                Some(r) => break r.clone(),
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let before: State = leader
+            .doc()
+            .map(|d| serde_json::from_str(&d).expect("document"))
+            .unwrap_or_default();
+        let rows: Vec<_> = seed.datasets.iter().collect();
+        for (i, chunk) in rows.chunks(SEED_CHUNK).enumerate() {
+            let c = Change {
+                generation: before.generation + i as u64 + 1,
+                clock_ms: before.clock_ms,
+                datasets: chunk
+                    .iter()
+                    .map(|(k, v)| ((*k).clone(), Some((*v).clone())))
+                    .collect(),
+                ..Change::default()
+            };
+            leader
+                .store()
+                .save_change(seed, &c)
+                .await
+                .expect("seed entry");
+        }
+        leader.gate.lost();
+        loop {
+            assert!(
+                start.elapsed() < Duration::from_secs(600),
                 "seed not served"
             );
-            let Some(leader) = s.replicas.iter().find(|r| r.status().serving).cloned() else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            if leader.store().save(doc).await.is_err() {
-                continue;
-            }
-            leader.gate.lost();
-            let mut served = false;
-            for _ in 0..100 {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                if let Ok((d, _)) = s.client.datasets().await
-                    && d.len() >= want
-                {
-                    served = true;
-                    break;
-                }
-            }
-            if served {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Ok((d, _)) = s.client.datasets().await
+                && d.len() >= want
+            {
                 break;
             }
         }
@@ -198,12 +235,42 @@ fn bench(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
     for n in sizes() {
-        let doc = seeded(n);
-        for mode in ["embedded", "replicated"] {
+        let seed = seeded_state(n);
+        let doc = serde_json::to_vec(&seed).expect("document");
+        for mode in modes() {
+            if mode == "store" {
+                let dir = tempfile::tempdir().expect("tmp");
+                let store = RedbStore::open(dir.path()).expect("store");
+                rt.block_on(store.save(&doc)).expect("seed");
+                let mut state = seed.clone();
+                state.reindex();
+                state.settle();
+                g.throughput(Throughput::Elements(1));
+                g.bench_with_input(BenchmarkId::new("store/commit", n), &n, |b, _| {
+                    b.iter(|| {
+                        let mut metadata = BTreeMap::new();
+                        let i = NEXT.fetch_add(1, Ordering::Relaxed);
+                        metadata.insert("name".to_string(), format!("bench-{i}"));
+                        state
+                            .create(
+                                NewDataset {
+                                    primary: "node-1".into(),
+                                    metadata,
+                                    ..NewDataset::default()
+                                },
+                                None,
+                            )
+                            .expect("create");
+                        let (c, _) = state.take_change();
+                        rt.block_on(store.save_change(&state, &c)).expect("commit");
+                    });
+                });
+                continue;
+            }
             let svc = rt.block_on(async {
-                match mode {
+                match mode.as_str() {
                     "embedded" => Service::embedded(&doc).await,
-                    _ => Service::replicated(&doc, n).await,
+                    _ => Service::replicated(&seed, n).await,
                 }
             });
             let client = svc.client.clone();

@@ -574,3 +574,51 @@ fn fence_and_assign_checked_wait_for_the_lease_then_apply_the_rule() {
         .expect("nothing mounted any more: no wait");
     assert_eq!((d.primary.as_str(), d.epoch, d.fenced), ("b", 2, false));
 }
+
+/// A node's report replaces what that node reported before and nothing another node did; only
+/// copies current on their primary count; a report that changes nothing bumps no generation
+/// and lists no record as changed.
+#[test]
+fn a_report_replaces_the_nodes_own_records_only() {
+    let mut s = State::default();
+    let a = s.create(named("n1", "a"), None).expect("a").dataset_id;
+    let b = s.create(named("n1", "b"), None).expect("b").dataset_id;
+    let c = s.create(named("n2", "c"), None).expect("c").dataset_id;
+    let held = |node: &str, id: &str, epoch: u64| {
+        (
+            id.to_string(),
+            Reported {
+                node_uuid: node.into(),
+                path: format!("/{node}/{id}"),
+                epoch,
+            },
+        )
+    };
+    s.report_held("n2", vec![held("n2", &c, 1)]);
+    s.report_held(
+        "n1",
+        vec![held("n1", &a, 1), held("n1", &b, 1), held("n1", &c, 1)],
+    );
+    assert_eq!(
+        s.reported.keys().cloned().collect::<Vec<_>>(),
+        {
+            let mut k = vec![a.clone(), b.clone(), c.clone()];
+            k.sort();
+            k
+        },
+        "n1 is not c's primary: its copy of c does not count"
+    );
+    assert_eq!(s.reported[&c].node_uuid, "n2");
+    s.settle();
+    let g = s.generation;
+    s.report_held("n1", vec![held("n1", &b, 1), held("n1", &a, 1)]);
+    assert_eq!(s.generation, g, "the same report again changes nothing");
+    let (same, _) = s.take_change();
+    assert!(same.no_records());
+    s.report_held("n1", vec![held("n1", &b, 1), held("n1", &a, 7)]);
+    assert_eq!(s.generation, g + 1);
+    assert!(!s.reported.contains_key(&a), "a stale epoch: a is dropped");
+    assert_eq!(s.reported[&c].node_uuid, "n2", "n2's record stays");
+    let (c1, _) = s.take_change();
+    assert_eq!(c1.reported.keys().collect::<Vec<_>>(), vec![&a]);
+}

@@ -64,8 +64,18 @@ impl LogStore {
     }
 
     fn set_meta<T: Serialize>(&self, key: &str, v: &T) -> Result<(), Err> {
+        self.set_meta_as(key, v, redb::Durability::Immediate)
+    }
+
+    fn set_meta_as<T: Serialize>(
+        &self,
+        key: &str,
+        v: &T,
+        durability: redb::Durability,
+    ) -> Result<(), Err> {
         let doc = serde_json::to_vec(v).map_err(write_err)?;
-        let tx = self.db.begin_write().map_err(write_err)?;
+        let mut tx = self.db.begin_write().map_err(write_err)?;
+        tx.set_durability(durability).map_err(write_err)?;
         {
             let mut t = tx.open_table(META).map_err(write_err)?;
             t.insert(key, doc.as_slice()).map_err(write_err)?;
@@ -147,8 +157,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     // Saved so that a restarted member re-applies what was committed before it stopped, instead
     // of waiting for a leader to tell it: restarting all three at once finds the state at once.
+    // Without an fsync of its own (openraft awaits this between commit and apply, on every
+    // write): the next append's durable commit carries it to disk. A crash may lose the newest
+    // marker, leaving an older one, which is still committed (an entry once committed stays so):
+    // the member re-applies less at start and learns the rest from the leader.
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), Err> {
-        self.set_meta("committed", &committed)
+        self.set_meta_as("committed", &committed, redb::Durability::None)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, Err> {
