@@ -347,7 +347,7 @@ fn run_all(a: &Args) -> Result<bool> {
     }
     if !ok {
         eprintln!(
-            "berth-chaos: a Berth run lost an acknowledged write, had two writers, fenced a volume twice, never served again or could not read its evidence; logs in {}",
+            "berth-chaos: a Berth run lost an acknowledged write, had two writers, fenced a volume once too often, never served again, did not move a slot back (node-back) or could not read its evidence; logs in {}",
             keep.as_deref().unwrap_or(c.logs()).display()
         );
     }
