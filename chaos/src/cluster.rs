@@ -226,6 +226,16 @@ impl Cluster {
         Ok(())
     }
 
+    /// The `berth` binary the lab's daemons run (`berth rebalance` asks them to move slots).
+    pub fn berth_bin(&self) -> &Path {
+        &self.bins.berth
+    }
+
+    /// The cluster token's file, for a `berth` command against the daemons' API.
+    pub fn token_file(&self) -> &Path {
+        &self.token
+    }
+
     // --- the volume control service ------------------------------------------------------
 
     fn control_addr(&self, manager: &str) -> String {

@@ -48,6 +48,10 @@ pub enum Fault {
     /// Swarm's leader killed together with the writer's worker, with the leading `berth run`
     /// and the control service's Raft leader made to run there first. Berth only.
     KillManagerControl,
+    /// kill-worker with idle ballast on every other worker, then the node brought back and
+    /// `berth rebalance` asked until the slot moves back onto it (`nodeback.rs`). Berth only:
+    /// Swarm never moves a task back.
+    NodeBack,
 }
 
 impl std::fmt::Display for Fault {
@@ -69,6 +73,7 @@ impl Fault {
                     | Fault::KillAgent
                     | Fault::PauseAgent
                     | Fault::KillManagerControl
+                    | Fault::NodeBack
             ),
         }
     }
@@ -86,6 +91,7 @@ impl Fault {
                 | Fault::RestartDockerd
                 | Fault::KillManager
                 | Fault::KillManagerControl
+                | Fault::NodeBack
         )
     }
 }
@@ -173,7 +179,7 @@ pub fn inject(
         drained: false,
     };
     match fault {
-        Fault::KillWorker => c.kill_node(node),
+        Fault::KillWorker | Fault::NodeBack => c.kill_node(node),
         Fault::Partition => {
             c.lab.node(node).cut();
             i.steps.push((t.partition, Step::Heal));
@@ -367,7 +373,8 @@ mod tests {
                 "flap",
                 "restart-dockerd",
                 "kill-manager",
-                "kill-manager-control"
+                "kill-manager-control",
+                "node-back"
             ]
         );
         for f in Fault::value_variants() {

@@ -27,6 +27,11 @@
 //! - `fences` (Berth): the slot volume's epoch rise; `tasks`: every task that wrote, with its
 //!   first and last write relative to the fault; `max_gap_seconds` and `down_seconds`: the
 //!   longest and the total time without acknowledgements; `run_seconds`: the run's wall time.
+//! - node-back (the node brought back, then `berth rebalance --live` asked to move the slot
+//!   back): `moves` (each as `berth run` reported it, with its own `berth_downtime_ms`),
+//!   `move_downtime_seconds` (per move, the writer's outage: last acknowledgement before, first
+//!   after), `seconds_to_move_back`; a Berth run fails unless the slot moved back within 60 s,
+//!   and may fence once more per move that landed.
 //!
 //! An acknowledgement that cannot be read or a copy that cannot be read is listed under the
 //! run's `problems` and fails it (a Berth run): a verdict on evidence the harness could not
@@ -41,6 +46,7 @@ mod checker;
 mod cluster;
 mod fault;
 mod http;
+mod nodeback;
 mod proc;
 mod report;
 mod run;
@@ -70,12 +76,12 @@ struct Args {
     runs: u32,
     /// Faults, comma-separated (see --help for each): kill-worker, partition, kill-daemon,
     /// drain, kill-control, kill-agent, pause-agent, freeze-node, flap, restart-dockerd,
-    /// kill-manager, kill-manager-control. Those on Berth's own processes run under Berth
-    /// only.
+    /// kill-manager, kill-manager-control, node-back. Those on Berth's own processes, and
+    /// node-back (a rebalance), run under Berth only.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "kill-worker,partition,kill-daemon,drain,kill-control,kill-agent,pause-agent,freeze-node,flap,restart-dockerd,kill-manager,kill-manager-control"
+        default_value = "kill-worker,partition,kill-daemon,drain,kill-control,kill-agent,pause-agent,freeze-node,flap,restart-dockerd,kill-manager,kill-manager-control,node-back"
     )]
     faults: Vec<Fault>,
     /// Systems, comma-separated: berth, swarm.
@@ -341,7 +347,7 @@ fn run_all(a: &Args) -> Result<bool> {
     }
     if !ok {
         eprintln!(
-            "berth-chaos: a Berth run lost an acknowledged write, had two writers, fenced a volume twice, never served again or could not read its evidence; logs in {}",
+            "berth-chaos: a Berth run lost an acknowledged write, had two writers, fenced a volume once too often, never served again, did not move a slot back (node-back) or could not read its evidence; logs in {}",
             keep.as_deref().unwrap_or(c.logs()).display()
         );
     }

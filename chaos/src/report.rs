@@ -39,6 +39,14 @@ pub struct Summary {
     pub runs_with_problems: usize,
     /// Mean wall time of one run, seconds.
     pub mean_run_seconds: f64,
+    /// node-back: runs whose slot did not move back within the limit, and the writer's
+    /// outage per move (nearest-rank median and largest), seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runs_not_moved_back: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p50_move_downtime_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_move_downtime_seconds: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -76,6 +84,12 @@ impl Report {
                     .filter_map(|r| r.verdict.seconds_to_serve)
                     .collect();
                 t.sort_by(f64::total_cmp);
+                let mut down: Vec<f64> = rs
+                    .iter()
+                    .filter_map(|r| r.node_back.as_ref())
+                    .flat_map(|m| m.move_downtime_seconds.iter().copied())
+                    .collect();
+                down.sort_by(f64::total_cmp);
                 Summary {
                     workload,
                     backend,
@@ -103,6 +117,13 @@ impl Report {
                         .count(),
                     mean_run_seconds: rs.iter().map(|r| r.run_seconds).sum::<f64>()
                         / rs.len() as f64,
+                    runs_not_moved_back: (fault == Fault::NodeBack).then(|| {
+                        rs.iter()
+                            .filter(|r| !r.node_back.as_ref().is_some_and(|m| m.moved_back))
+                            .count()
+                    }),
+                    p50_move_downtime_seconds: percentile(&down, 50.0),
+                    max_move_downtime_seconds: down.last().copied(),
                 }
             })
             .collect();
@@ -129,7 +150,7 @@ impl Report {
         );
         for s in &self.summary {
             out.push_str(&format!(
-                "{:<8} {:<10} {:<6} {:<20} {:>5} {:>5}  {:>5}  {:>5}  {:>5}  {:>10}  {:>13}  {:>5.0}{}{}\n",
+                "{:<8} {:<10} {:<6} {:<20} {:>5} {:>5}  {:>5}  {:>5}  {:>5}  {:>10}  {:>13}  {:>5.0}{}{}{}\n",
                 s.workload,
                 s.backend.to_string(),
                 s.system.to_string(),
@@ -145,6 +166,14 @@ impl Report {
                 s.max_lag_ms
                     .map(|l| format!("  max lag {l} ms"))
                     .unwrap_or_default(),
+                match (s.runs_not_moved_back, s.p50_move_downtime_seconds) {
+                    (Some(n), p50) => format!(
+                        "  not moved back {n}; move down p50 {} max {} s",
+                        f(p50),
+                        f(s.max_move_downtime_seconds)
+                    ),
+                    (None, _) => String::new(),
+                },
                 if s.runs_with_problems > 0 {
                     format!("  {} run(s) with unreadable evidence", s.runs_with_problems)
                 } else {
@@ -159,6 +188,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nodeback::{MoveBack, MoveSeen};
     use crate::verdict::{ServedBy, Verdict};
 
     /// The fields every run in the report has.
@@ -205,7 +235,90 @@ mod tests {
             storage: "berth shared".into(),
             notes: Vec::new(),
             run_seconds: 40.0,
+            node_back: None,
         }
+    }
+
+    fn moved_back(downtime: f64) -> MoveBack {
+        MoveBack {
+            moves: vec![MoveSeen {
+                slot: 1,
+                from: "w2".into(),
+                to: "w1".into(),
+                mode: "re-point".into(),
+                state: "moved".into(),
+                berth_downtime_ms: Some(900),
+            }],
+            move_downtime_seconds: vec![downtime],
+            seconds_to_move_back: Some(12.0),
+            rebalance_requests: 2,
+            moved_back: true,
+        }
+    }
+
+    #[test]
+    fn node_back_fails_without_the_move_back_and_allows_one_fence_per_landed_move() {
+        let mut r = run(System::Berth, Fault::NodeBack);
+        r.node_back = Some(moved_back(1.5));
+        r.fences = Some(2);
+        assert!(Report::new(vec![r.clone()]).berth_ok(), "{r:?}");
+        let bad: [fn(&mut RunResult); 5] = [
+            |r| r.node_back = None,
+            |r| r.node_back.as_mut().unwrap().moved_back = false,
+            // A move that did not land fenced nothing it may count.
+            |r| r.node_back.as_mut().unwrap().moves[0].state = "rolled-back".into(),
+            |r| r.fences = Some(3),
+            |r| r.verdict.double_writers = 1,
+        ];
+        for make_bad in bad {
+            let mut b = r.clone();
+            make_bad(&mut b);
+            assert!(!Report::new(vec![b.clone()]).berth_ok(), "{b:?}");
+        }
+        // Another fault with a second fence still fails.
+        let mut k = run(System::Berth, Fault::KillWorker);
+        k.fences = Some(2);
+        assert!(!Report::new(vec![k]).berth_ok());
+    }
+
+    #[test]
+    fn node_back_reports_moves_and_their_downtime() {
+        let mut a = run(System::Berth, Fault::NodeBack);
+        a.node_back = Some(moved_back(1.5));
+        let mut b = a.clone();
+        b.node_back = Some(moved_back(0.5));
+        let mut c = a.clone();
+        c.node_back = Some(MoveBack {
+            moves: Vec::new(),
+            move_downtime_seconds: Vec::new(),
+            seconds_to_move_back: None,
+            rebalance_requests: 30,
+            moved_back: false,
+        });
+        let rep = Report::new(vec![a, b, c, run(System::Berth, Fault::KillWorker)]);
+        let s = rep
+            .summary
+            .iter()
+            .find(|s| s.fault == Fault::NodeBack)
+            .unwrap();
+        assert_eq!(s.runs_not_moved_back, Some(1));
+        assert_eq!(s.p50_move_downtime_seconds, Some(0.5));
+        assert_eq!(s.max_move_downtime_seconds, Some(1.5));
+        let other = rep
+            .summary
+            .iter()
+            .find(|s| s.fault == Fault::KillWorker)
+            .unwrap();
+        assert_eq!(other.runs_not_moved_back, None);
+        let v = serde_json::to_value(&rep).unwrap();
+        let run = &v["runs"][0];
+        assert_eq!(run["moves"][0]["to"], "w1");
+        assert_eq!(run["moves"][0]["berth_downtime_ms"], 900);
+        assert_eq!(run["move_downtime_seconds"][0], 1.5);
+        assert!(v["runs"][3].get("moves").is_none());
+        // Other faults' summaries carry no move fields.
+        assert_eq!(v["summary"][0]["fault"], "kill-worker");
+        assert!(v["summary"][0].get("p50_move_downtime_seconds").is_none());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::cluster::Cluster;
 use crate::fault::{self, Fault, Timing};
+use crate::nodeback::{self, Ballast, MoveBack};
 use crate::verdict::{self, Evidence, ServedBy, Verdict, Window};
 use crate::workload::{Backend, System, Workload};
 
@@ -46,11 +47,16 @@ pub struct RunResult {
     pub notes: Vec<String>,
     /// Wall time of the whole run, deploy to cleanup.
     pub run_seconds: f64,
+    /// node-back: the rescheduling run that took the slot back (`moves`,
+    /// `move_downtime_seconds`, …).
+    #[serde(flatten)]
+    pub node_back: Option<MoveBack>,
 }
 
 impl RunResult {
     /// What a Berth run must achieve: served again, nothing lost, one writer at a time, at
-    /// most one fence, and all evidence read.
+    /// most one fence (plus one per move a rebalance landed), and all evidence read; node-back:
+    /// the slot moved back within the limit.
     /// On `replicated`, what was lost must lie within the lag the promotion reported.
     pub fn berth_ok(&self) -> bool {
         let mut v = self.verdict.clone();
@@ -58,7 +64,10 @@ impl RunResult {
             // A loss within the promoted standby's lag is `replicated`'s promise kept.
             v.lost_acked = 0;
         }
-        v.safe_and_serving() && self.fences.is_none_or(|f| f <= 1)
+        let moved = self.node_back.as_ref().map_or(0, MoveBack::landed);
+        let back =
+            self.fault != Fault::NodeBack || self.node_back.as_ref().is_some_and(|m| m.moved_back);
+        v.safe_and_serving() && self.fences.is_none_or(|f| f <= 1 + moved) && back
     }
 
     /// Nothing lost, or (`replicated`) every lost write within the promoted standby's lag.
@@ -71,7 +80,7 @@ impl RunResult {
     pub fn summary(&self) -> String {
         let v = &self.verdict;
         format!(
-            "{} {} / {}: serves again after {}{}, {} acked, {} lost{}, {} double writers ({} tasks){}{}, run {:.0} s",
+            "{} {} / {}: serves again after {}{}, {} acked, {} lost{}, {} double writers ({} tasks){}{}{}, run {:.0} s",
             self.system,
             self.backend,
             self.fault,
@@ -94,6 +103,20 @@ impl RunResult {
             v.writers,
             self.fences
                 .map(|f| format!(", fenced {f}x"))
+                .unwrap_or_default(),
+            self.node_back
+                .as_ref()
+                .map(|m| match m.seconds_to_move_back {
+                    Some(t) if m.moved_back => format!(
+                        ", moved back after {t:.1} s (down {})",
+                        m.move_downtime_seconds
+                            .iter()
+                            .map(|d| format!("{d:.2} s"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    _ => ", NOT MOVED BACK".into(),
+                })
                 .unwrap_or_default(),
             if v.problems.is_empty() {
                 String::new()
@@ -146,6 +169,10 @@ pub fn one(c: &mut Cluster, s: &Setup) -> Result<RunResult> {
     }
     let (node, _) = c.running_on(&d.service).context("the writer's task")?;
     let epoch_before = d.volume.as_ref().and_then(|v| c.volume_epoch(v));
+    let ballast = match s.fault {
+        Fault::NodeBack => Some(Ballast::deploy(c, &node, &d.id)?),
+        _ => None,
+    };
     std::thread::sleep(Duration::from_millis(1000 + (s.seed % 3) * 1000));
     let before: BTreeSet<String> = w.history(&d).acks.into_iter().map(|a| a.task).collect();
     let fault_ms = now_ms();
@@ -186,6 +213,16 @@ pub fn one(c: &mut Cluster, s: &Setup) -> Result<RunResult> {
     let mut notes = inj.finish(c)?;
     // Let a returning node's old task be stopped (Swarm stops it once it reconnects).
     std::thread::sleep(Duration::from_secs(5));
+    let node_back = match s.fault {
+        Fault::NodeBack => Some(nodeback::move_back(
+            c,
+            &d.service,
+            &node,
+            || w.history(&d).acks,
+            &mut notes,
+        )?),
+        _ => None,
+    };
     // The acknowledgements first: each was sent after its write was durable, so every one
     // taken now must be in the copy read next. (Taken after, a write acknowledged meanwhile
     // would count as lost.)
@@ -234,6 +271,9 @@ pub fn one(c: &mut Cluster, s: &Setup) -> Result<RunResult> {
     // Clean up: the workload goes (Berth removes the slot service with its template), its
     // volumes stay on the lab's disk until the lab goes.
     c.manager().docker_ok(&["service", "rm", &d.remove]);
+    if let Some(b) = &ballast {
+        b.remove(c);
+    }
     if !wait_for(Duration::from_secs(60), || {
         c.running_on(&d.service).is_none()
     }) {
@@ -256,6 +296,7 @@ pub fn one(c: &mut Cluster, s: &Setup) -> Result<RunResult> {
         storage: d.storage,
         notes,
         run_seconds: started.elapsed().as_secs_f64(),
+        node_back,
     })
 }
 
