@@ -603,7 +603,8 @@ mod tests {
         // Writing every 20 ms until the fault, silent 4.5 s, writing again, silent at the end.
         let mut a: Vec<i64> = (-200..=0).step_by(20).collect();
         a.extend((4500..6000).step_by(20));
-        assert_eq!(outages(&a, 0, 6000), Vec::<(i64, i64)>::new());
+        assert_eq!(outages(&a, 0, 6000), vec![(0, 4500)]);
+        // Never writing again: out to the end.
         assert_eq!(outages(&a[..11], 0, 6000), vec![(0, 6000)]);
         let b: Vec<i64> = vec![0, 4500, 4520];
         assert_eq!(outages(&b, 0, 9000), vec![(0, 4500), (4520, 9000)]);
