@@ -271,6 +271,10 @@ pub fn summary(r: &Report, reproduce: &str) -> String {
     for l in align(&rows) {
         let _ = writeln!(o, "{l}");
     }
+    // Below the table, apart from it: the table's lines are all of the same width.
+    if r.comparison.iter().any(|row| row.slot_outages.slots > 0) {
+        let _ = writeln!(o);
+    }
     for row in r.comparison.iter().filter(|row| row.slot_outages.slots > 0) {
         let s = &row.slot_outages;
         let _ = writeln!(
