@@ -6,6 +6,7 @@
 //!             [--systems berth,swarm] [--workload writer,postgres,redis,etcd]
 //!             [--backend shared,replicated] [--swarm-storage local,shared]
 //!             [--seed S] [--managers 3 --workers 3] [--timing default|fast]
+//!             [--slots N]
 //! ```
 //! Shared storage is a GlusterFS volume replicated across the workers (a brick in each, a
 //! client in every node), so a worker killed or cut off takes its brick with it. Berth runs
@@ -46,6 +47,7 @@ mod checker;
 mod cluster;
 mod fault;
 mod http;
+mod mass;
 mod nodeback;
 mod proc;
 mod report;
@@ -151,6 +153,11 @@ struct Args {
     /// (`--timing` of each): default (1s heartbeats, 5s lease) or fast (250ms, 1.5s).
     #[arg(long, default_value = "default")]
     timing: Profile,
+    /// A mass failover: this many `writer` slots, in services of ten taking `--backend`'s
+    /// backends in turn, all on the faulted node, each slot's writes checked on their own; a
+    /// run's `seconds_to_serve` is its last slot's. 0: the one-slot workloads of `--workload`.
+    #[arg(long, default_value_t = 0)]
+    slots: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -290,7 +297,56 @@ fn run_all(a: &Args) -> Result<bool> {
         .collect();
     let mut results: Vec<run::RunResult> = Vec::new();
     let mut n = 0u64;
-    for k in 0..a.runs {
+    if a.slots > 0 {
+        anyhow::ensure!(
+            !a.backend.contains(&Backend::Local),
+            "--slots: a `move` slot on `local` waits for its node; take shared or replicated"
+        );
+        for k in 0..a.runs {
+            for &fault in &a.faults {
+                for (system, _) in combos(a, None, fault) {
+                    let seed = a.seed + n;
+                    n += 1;
+                    eprintln!(
+                        "berth-chaos: run {k}: {} slots / {system} / {fault} (seed {seed})",
+                        a.slots
+                    );
+                    let backends = match system {
+                        System::Berth => &a.backend,
+                        System::Swarm => &a.swarm_storage,
+                    };
+                    let setup = mass::MassSetup {
+                        checker: &checker,
+                        system,
+                        backends,
+                        slots: a.slots,
+                        fault,
+                        seed,
+                        timing,
+                        serve_limit: Duration::from_secs(a.serve_limit_secs),
+                    };
+                    let r = match mass::one(&mut c, &setup) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let dir = a
+                                .logs
+                                .clone()
+                                .unwrap_or_else(|| PathBuf::from("/tmp/berth-chaos-logs"));
+                            let _ = c.copy_logs(&dir);
+                            return Err(e.context(format!(
+                                "{} slots {system} / {fault} (seed {seed}); logs in {}",
+                                a.slots,
+                                dir.display()
+                            )));
+                        }
+                    };
+                    eprintln!("berth-chaos:   {}", r.summary());
+                    results.push(r);
+                }
+            }
+        }
+    }
+    for k in 0..if a.slots > 0 { 0 } else { a.runs } {
         for w in &workloads {
             for &fault in &a.faults {
                 for (system, backend) in combos(a, w.own_backend(), fault) {

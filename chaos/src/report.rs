@@ -234,6 +234,7 @@ mod tests {
             swarm_leader_killed: None,
             storage: "berth shared".into(),
             notes: Vec::new(),
+            mass: None,
             run_seconds: 40.0,
             node_back: None,
         }

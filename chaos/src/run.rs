@@ -45,6 +45,9 @@ pub struct RunResult {
     pub storage: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// `--slots`: every slot's time to serve and each service's budget.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub mass: Option<crate::mass::MassReport>,
     /// Wall time of the whole run, deploy to cleanup.
     pub run_seconds: f64,
     /// node-back: the rescheduling run that took the slot back (`moves`,
@@ -67,7 +70,13 @@ impl RunResult {
         let moved = self.node_back.as_ref().map_or(0, MoveBack::landed);
         let back =
             self.fault != Fault::NodeBack || self.node_back.as_ref().is_some_and(|m| m.moved_back);
-        v.safe_and_serving() && self.fences.is_none_or(|f| f <= 1 + moved) && back
+        v.safe_and_serving()
+            && self.fences.is_none_or(|f| f <= 1 + moved)
+            && back
+            && self
+                .mass
+                .as_ref()
+                .is_none_or(crate::mass::MassReport::budgets_honoured)
     }
 
     /// Nothing lost, or (`replicated`) every lost write within the promoted standby's lag.
@@ -79,8 +88,13 @@ impl RunResult {
 
     pub fn summary(&self) -> String {
         let v = &self.verdict;
+        let slots = self
+            .mass
+            .as_ref()
+            .map(|m| format!(", {}/{} slots served", m.slots_served, m.slots))
+            .unwrap_or_default();
         format!(
-            "{} {} / {}: serves again after {}{}, {} acked, {} lost{}, {} double writers ({} tasks){}{}{}, run {:.0} s",
+            "{} {} / {}: serves again after {}{}{slots}, {} acked, {} lost{}, {} double writers ({} tasks){}{}{}, run {:.0} s",
             self.system,
             self.backend,
             self.fault,
@@ -295,6 +309,7 @@ pub fn one(c: &mut Cluster, s: &Setup) -> Result<RunResult> {
         swarm_leader_killed,
         storage: d.storage,
         notes,
+        mass: None,
         run_seconds: started.elapsed().as_secs_f64(),
         node_back,
     })

@@ -83,6 +83,39 @@ pub struct Metrics {
     pub claims_refused: u64,
 }
 
+/// Stateful slots out of service (their dataset without a writer) after having served: how
+/// many slots, how many spans, and the spans' p50, p99 and longest — a mass failover's time
+/// per slot, the longest its last slot's.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SlotOutages {
+    pub slots: u64,
+    pub outages: u64,
+    pub p50_ms: Ms,
+    pub p99_ms: Ms,
+    pub max_ms: Ms,
+}
+
+impl SlotOutages {
+    /// From each slot's spans `(from, to)`.
+    pub fn of<'a>(per_slot: impl IntoIterator<Item = &'a [(Ms, Ms)]>) -> SlotOutages {
+        let mut slots = 0;
+        let mut spans = Vec::new();
+        for s in per_slot {
+            if !s.is_empty() {
+                slots += 1;
+                spans.extend(s.iter().map(|(a, b)| b - a));
+            }
+        }
+        SlotOutages {
+            slots,
+            outages: spans.len() as u64,
+            p50_ms: percentile(&spans, 50),
+            p99_ms: percentile(&spans, 99),
+            max_ms: spans.iter().copied().max().unwrap_or(0),
+        }
+    }
+}
+
 /// Nearest-rank percentile (`p` in 1..=100) of an unsorted slice; 0 when empty.
 pub fn percentile(values: &[Ms], p: u64) -> Ms {
     if values.is_empty() {
@@ -97,6 +130,20 @@ pub fn percentile(values: &[Ms], p: u64) -> Ms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slot_outages_count_slots_with_a_span_and_their_spans() {
+        let spans: [&[(Ms, Ms)]; 4] = [
+            &[(100, 4_930)],
+            &[],
+            &[(100, 5_100), (9_000, 9_500)],
+            &[(100, 6_927)],
+        ];
+        let o = SlotOutages::of(spans);
+        assert_eq!((o.slots, o.outages), (3, 4));
+        assert_eq!((o.p50_ms, o.p99_ms, o.max_ms), (4_830, 6_827, 6_827));
+        assert_eq!(SlotOutages::of([]), SlotOutages::default());
+    }
 
     #[test]
     fn nearest_rank() {

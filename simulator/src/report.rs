@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::clock::{Ms, fmt_ms};
 use crate::faults::Fault;
-use crate::metrics::DataKind;
+use crate::metrics::{DataKind, SlotOutages};
 use crate::policy::PolicyKind;
 use crate::runner::{KindLost, PendingSlot, RunOutcome};
 use crate::scenario::Scenario;
@@ -20,6 +20,7 @@ pub struct Row {
     pub policy: PolicyKind,
     pub unavailable_p50_ms: Ms,
     pub unavailable_p99_ms: Ms,
+    pub slot_outages: SlotOutages,
     pub lost_writes: u64,
     pub lost_writes_by_kind: BTreeMap<DataKind, KindLost>,
     pub double_writer_windows: u64,
@@ -66,6 +67,7 @@ impl Report {
                     policy: r.policy,
                     unavailable_p50_ms: r.unavailable_p50_ms,
                     unavailable_p99_ms: r.unavailable_p99_ms,
+                    slot_outages: r.slot_outages.clone(),
                     lost_writes: r.lost_writes,
                     lost_writes_by_kind: r.lost_writes_by_kind.clone(),
                     double_writer_windows: r.metrics.double_writer_windows,
@@ -327,6 +329,23 @@ pub fn summary(r: &Report, reproduce: &str) -> String {
     }
     for l in align(&rows) {
         let _ = writeln!(o, "{l}");
+    }
+    // Below the table, apart from it: the table's lines are all of the same width.
+    if r.comparison.iter().any(|row| row.slot_outages.slots > 0) {
+        let _ = writeln!(o);
+    }
+    for row in r.comparison.iter().filter(|row| row.slot_outages.slots > 0) {
+        let s = &row.slot_outages;
+        let _ = writeln!(
+            o,
+            "{}: {} stateful slots out ({} outages): p50 {}, p99 {}, last {}",
+            row.policy.as_str(),
+            s.slots,
+            s.outages,
+            secs(s.p50_ms),
+            secs(s.p99_ms),
+            secs(s.max_ms)
+        );
     }
     let _ = writeln!(o);
     let resched = rescheduling(r);

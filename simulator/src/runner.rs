@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::checker::Violation;
 use crate::clock::Ms;
 use crate::faults::Fault;
-use crate::metrics::{DataKind, Metrics, percentile};
+use crate::metrics::{DataKind, Metrics, SlotOutages, percentile};
 use crate::policy::PolicyKind;
 use crate::scenario::{LostBound, Scenario};
 use crate::sim::{NodeMark, Sim, SimError};
@@ -74,6 +74,8 @@ pub struct RunOutcome {
     pub seed: u64,
     pub unavailable_p50_ms: Ms,
     pub unavailable_p99_ms: Ms,
+    /// Stateful slots' own outages (a service's is its last slot's).
+    pub slot_outages: SlotOutages,
     pub lost_writes: u64,
     /// Lost writes per kind of stateful data present in the scenario.
     pub lost_writes_by_kind: BTreeMap<DataKind, KindLost>,
@@ -334,6 +336,7 @@ fn outcome(sim: &Sim) -> RunOutcome {
         seed: sim.seed,
         unavailable_p50_ms: p50,
         unavailable_p99_ms: p99,
+        slot_outages: SlotOutages::of(sim.slots.iter().map(|s| s.outages.as_slice())),
         lost_writes: lost,
         lost_writes_by_kind,
         acked_writes: services.iter().map(|s| s.acked_writes).sum(),

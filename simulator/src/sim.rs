@@ -201,6 +201,11 @@ impl Sim<'_> {
                 svc.outages.push((since, now));
             }
         }
+        for sl in &mut self.slots {
+            if let Some(since) = sl.down_since.take() {
+                sl.outages.push((since, now));
+            }
+        }
         for d in 0..self.datasets.len() {
             if let Some(since) = self.datasets[d].double_since.take() {
                 self.metrics.double_writer_ms += now - since;

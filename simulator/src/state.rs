@@ -336,6 +336,9 @@ impl<'a> Sim<'a> {
                     slot,
                     tasks: Vec::new(),
                     dataset,
+                    serving: false,
+                    down_since: None,
+                    outages: Vec::new(),
                 });
             }
             first += spec.replicas as u32;

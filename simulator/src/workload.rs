@@ -221,6 +221,27 @@ impl Sim<'_> {
                 }
             }
         }
+        self.refresh_slots(now);
         crate::checker::after_event(self);
+    }
+
+    /// Each stateful slot's own outages: a slot serves while its dataset has a writer. (A
+    /// service is available only with all its slots, so its outage is its last slot's.)
+    fn refresh_slots(&mut self, now: Ms) {
+        for sl in &mut self.slots {
+            let Some(d) = sl.dataset else { continue };
+            let serving = !self.datasets[d as usize].writers.is_empty();
+            if serving == sl.serving {
+                continue;
+            }
+            sl.serving = serving;
+            if serving {
+                if let Some(since) = sl.down_since.take() {
+                    sl.outages.push((since, now));
+                }
+            } else {
+                sl.down_since = Some(now);
+            }
+        }
     }
 }

@@ -179,6 +179,11 @@ pub struct SlotRt {
     /// cut-off task is starting).
     pub tasks: Vec<u32>,
     pub dataset: Option<u32>,
+    /// A stateful slot: whether a writer of its dataset takes writes, since when it has not,
+    /// and each span it did not (the time per slot of a mass failover).
+    pub serving: bool,
+    pub down_since: Option<Ms>,
+    pub outages: Vec<(Ms, Ms)>,
 }
 
 /// One service at run time: the stateful ledger of a self-replicating (`recreate`) service,

@@ -679,58 +679,23 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
         }
     }
 
-    /// Takes the performed commands' outcomes back to the executor, one at a time, and starts
-    /// what it has ready next. A pass follows only when the executor waits for an observation
-    /// (a lost node's lane was dropped and is planned again; a fence label was set) or a slot
-    /// was released (the controller may touch its service again).
+    /// Takes the performed commands' outcomes back to the executor and starts what it has
+    /// ready next. Every outcome already waiting is taken before the executor is driven once:
+    /// thirty slots of a lost node finish their steps at about the same time, and one journal
+    /// write and one hand-out for all of them keeps the lanes abreast, where a write per
+    /// outcome would queue them behind each other. A pass follows only when the executor waits
+    /// for an observation (a lost node's lane was dropped and is planned again; a fence label
+    /// was set) or a slot was released (the controller may touch its service again).
     async fn take_outcomes(self: Arc<Self>) {
         let Some(mut rx) = self.completed.lock().expect("completions lock").take() else {
             return;
         };
-        while let Some(c) = rx.recv().await {
-            match &c.outcome {
-                Outcome::Done => {
-                    tracing::info!(id = c.ticket.id.0, command = ?c.command, "failover: done")
-                }
-                other => {
-                    tracing::warn!(id = c.ticket.id.0, command = ?c.command, outcome = ?other, "failover: command did not succeed")
-                }
+        while let Some(first) = rx.recv().await {
+            let mut ready = vec![first];
+            while let Ok(c) = rx.try_recv() {
+                ready.push(c);
             }
-            self.metrics.executor_command(&c.command, &c.outcome);
-            let (replan, released, room_before) = {
-                let mut d = self.driver.lock().expect("driver lock");
-                if !d.is_awaited(c.ticket) {
-                    tracing::info!(
-                        id = c.ticket.id.0,
-                        "failover: outcome of a command no longer awaited (handed out before the journal was read again); dropped"
-                    );
-                    continue;
-                }
-                let busy = d.executor().busy_slots().count();
-                let room_before = d.executor().waits_for_room();
-                let moving = c.outcome.is_done()
-                    && matches!(
-                        d.executor().origin(c.ticket.id),
-                        Some((_, _, RunKind::Rebalance))
-                    );
-                let now = self.clock.now_ms();
-                let replan = d.complete(c.ticket, c.outcome, now);
-                if moving
-                    && let Some(e) = self
-                        .rebalancer
-                        .lock()
-                        .expect("rebalancer lock")
-                        .command_done(&c.command, now)
-                {
-                    tracing::info!(command = ?c.command, result = e.result, downtime_ms = ?e.downtime_ms, "rebalance: a move ended");
-                    e.record(&self.metrics);
-                }
-                (
-                    replan,
-                    d.executor().busy_slots().count() < busy,
-                    room_before,
-                )
-            };
+            let (replan, released, room_before) = self.complete_all(ready);
             let observe = match self.drive_executor(None).await {
                 Ok(drive) => drive.observe,
                 Err(e) => {
@@ -751,6 +716,56 @@ impl<D: DockerApi, C: ControlApi> Controller<D, C> {
                 self.wake.notify_one();
             }
         }
+    }
+
+    /// Hands `ready`'s outcomes to the executor in the order they came. Returns whether one
+    /// asks for a re-plan, whether a slot was released, and whether the executor waited for
+    /// room before the first.
+    fn complete_all(&self, ready: Vec<Completion>) -> (bool, bool, bool) {
+        let mut d = self.driver.lock().expect("driver lock");
+        let busy = d.executor().busy_slots().count();
+        let room_before = d.executor().waits_for_room();
+        let mut replan = false;
+        for c in ready {
+            match &c.outcome {
+                Outcome::Done => {
+                    tracing::info!(id = c.ticket.id.0, command = ?c.command, "failover: done")
+                }
+                other => {
+                    tracing::warn!(id = c.ticket.id.0, command = ?c.command, outcome = ?other, "failover: command did not succeed")
+                }
+            }
+            self.metrics.executor_command(&c.command, &c.outcome);
+            if !d.is_awaited(c.ticket) {
+                tracing::info!(
+                    id = c.ticket.id.0,
+                    "failover: outcome of a command no longer awaited (handed out before the journal was read again); dropped"
+                );
+                continue;
+            }
+            let moving = c.outcome.is_done()
+                && matches!(
+                    d.executor().origin(c.ticket.id),
+                    Some((_, _, RunKind::Rebalance))
+                );
+            let now = self.clock.now_ms();
+            replan |= d.complete(c.ticket, c.outcome, now);
+            if moving
+                && let Some(e) = self
+                    .rebalancer
+                    .lock()
+                    .expect("rebalancer lock")
+                    .command_done(&c.command, now)
+            {
+                tracing::info!(command = ?c.command, result = e.result, downtime_ms = ?e.downtime_ms, "rebalance: a move ended");
+                e.record(&self.metrics);
+            }
+        }
+        (
+            replan,
+            d.executor().busy_slots().count() < busy,
+            room_before,
+        )
     }
 
     async fn apply(&self, c: &Command) -> Result<(), DockerError> {

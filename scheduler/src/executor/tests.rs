@@ -860,3 +860,113 @@ fn a_node_back_before_its_grace_began_is_planned_back_once_the_lane_ends() {
     );
     assert!(now < 30_000, "the grace was waited out: {now}");
 }
+
+/// A node holding thirty stateful slots of three services (`berth.max-unavailable=2` each)
+/// dies: every slot is one lane of one wave, so each round of the backend carries all thirty
+/// slots' current steps at once — the failover takes as many rounds as one slot's, not thirty
+/// times that. The budget spaces out what a drain takes down; a dead node's slots are down
+/// already, and holding them back would only keep them down.
+#[test]
+fn a_lost_node_s_thirty_slots_fail_over_side_by_side_in_one_wave() {
+    use crate::model::Backend as Storage;
+    let names = ["alpha", "beta", "gamma"];
+    let mut services = Vec::new();
+    let mut tasks = Vec::new();
+    let mut datasets = Vec::new();
+    for name in names {
+        services.push(
+            replicated(name, 10)
+                .stateful(&format!("{name}-{{slot}}"), "move")
+                .label("berth.backend", "shared")
+                .label("berth.max-unavailable", "2")
+                // Ten slots of a service on one node, as many on each node that remains.
+                .label("berth.anti-affinity", "false")
+                .constraint("node.role==worker"),
+        );
+        for slot in 1..=10 {
+            tasks.push(running(name, slot, "w1"));
+            datasets.push(Dataset {
+                name: format!("{name}-{slot}"),
+                service: name.into(),
+                slot,
+                primary: Some(NodeId::new("w1")),
+                epoch: 1,
+                backend: Storage::Shared,
+                ..Dataset::default()
+            });
+        }
+    }
+    let mut c = Cluster {
+        nodes: vec![
+            node("m1").role(Role::Manager),
+            node("w1"),
+            node("w2"),
+            node("w3"),
+        ],
+        services,
+        tasks,
+        datasets,
+    };
+    let plan = crate::failover::plan_failover(&c, &Event::NodeDown(NodeId::new("w1"))).unwrap();
+    assert_eq!(plan.waves(), 1, "{:?}", plan.steps);
+    let mut exec = Executor::new(Config::default());
+    exec.observe(0, Observation::of(&c));
+    set_node(&mut c, "w1", |n| n.state = NodeState::Down);
+    let mut b = Backend::default();
+    observe(&mut exec, &mut c, &mut b, 0);
+    // The backend performs a round's commands together and answers them together.
+    let (mut now, mut rounds) = (0, 0);
+    let mut widest: BTreeMap<&'static str, usize> = BTreeMap::new();
+    loop {
+        let cmds = exec.next(now);
+        if cmds.is_empty() {
+            match exec.wake_at() {
+                Some(t) if t > now => {
+                    now = t;
+                    continue;
+                }
+                _ => break,
+            }
+        }
+        rounds += 1;
+        assert!(rounds < 50, "did not settle");
+        let mut kinds: BTreeMap<&'static str, usize> = BTreeMap::new();
+        let mut outcomes = Vec::new();
+        for (id, cmd) in cmds {
+            let kind = match cmd {
+                Command::Fence { .. } => "fence",
+                Command::StopSlot { .. } => "stop",
+                Command::Assign { .. } => "assign",
+                Command::StartSlot { .. } => "start",
+                _ => "other",
+            };
+            *kinds.entry(kind).or_default() += 1;
+            outcomes.push((id, b.perform(&mut c, &cmd)));
+        }
+        for (k, n) in kinds {
+            let w = widest.entry(k).or_default();
+            *w = (*w).max(n);
+        }
+        now += 100;
+        for (id, o) in outcomes {
+            if exec.complete(id, o, now) || exec.wants_observation() {
+                exec.observe(now, Observation::of(&c));
+            }
+        }
+    }
+    for kind in ["fence", "stop", "assign", "start"] {
+        assert_eq!(widest.get(kind), Some(&30), "{kind}: {widest:?}");
+    }
+    assert!(rounds <= 6, "{rounds} rounds for thirty slots");
+    for name in names {
+        for slot in 1..=10u64 {
+            let t = c
+                .tasks
+                .iter()
+                .find(|t| t.service_id.0 == name && t.slot == Some(slot))
+                .unwrap();
+            assert_ne!(t.node_id.as_ref().map(NodeId::as_str), Some("w1"));
+            assert_eq!(c.dataset(&format!("{name}-{slot}")).unwrap().epoch, 2);
+        }
+    }
+}
