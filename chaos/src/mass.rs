@@ -575,6 +575,7 @@ pub fn one(c: &mut Cluster, s: &MassSetup) -> Result<RunResult> {
         storage,
         notes,
         mass: Some(mass),
+        node_back: None,
         run_seconds: started.elapsed().as_secs_f64(),
     })
 }
