@@ -79,6 +79,11 @@ pub(super) async fn heartbeat(
                 "node {uuid} is not registered; register it first"
             )))
         })?;
+    // A closed node is granted a lease only once a record reopening it has committed
+    // ("Fencing", rule 8).
+    if b.docker_reachable && !dead && c.liveness().is_closed(&uuid) {
+        c.reopen(&uuid).await?;
+    }
     let mut l = c.liveness();
     let t = c.mono_ms();
     let was = l.view(&uuid, t);
