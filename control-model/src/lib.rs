@@ -7,6 +7,7 @@
 pub mod credential;
 pub mod fencing;
 pub mod gate;
+pub mod grants;
 pub mod lease;
 pub mod liveness;
 pub mod model;

@@ -7,7 +7,9 @@
 //! Kept in memory, never persisted: a heartbeat a second per node must not cost a store write.
 //! What is lost with a restart is made safe instead: a node this instance has not heard from
 //! yet is treated as holding a lease until one full lease after the instance started, because
-//! the previous instance may have granted it one just before it stopped.
+//! the previous instance may have granted it one just before it stopped — unless the state
+//! holds a `grants::Closure` for it, which bounds that lease more tightly ("Fencing", rule 8):
+//! this is where closed nodes are chosen and refused leases until they are reopened.
 //!
 //! The timing argument (ARCHITECTURE.md, "Fencing", rule 7; the checked sets are
 //! `crate::profile`'s): an agent that cannot renew starts
@@ -15,8 +17,9 @@
 //! clock, so they are stopped `drift_margin` before that; this service's view of the same lease
 //! ends no earlier, so a fence that waits for the lease never overlaps a writer on the old node.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use super::grants::Closure;
 use super::model::{ControlError, Node};
 use super::wire::{Heartbeat, HeartbeatReply, NodeLiveness};
 
@@ -47,6 +50,13 @@ impl Default for Timing {
 }
 
 impl Timing {
+    /// How long a node may go unheard before the leader closes it (`grants`): one heartbeat
+    /// short of the detector's window, so a lost node is closed — and its closure committed —
+    /// before `berth run` can see it lost and ask for its volumes.
+    pub fn close_after_ms(&self) -> u64 {
+        self.interval_ms * u64::from(self.misses.saturating_sub(1).max(1))
+    }
+
     /// Checks the settings against each other; the error is worded for the operator.
     pub fn validate(&self) -> Result<(), String> {
         if self.interval_ms == 0 || self.misses == 0 || self.lease_ms == 0 {
@@ -136,6 +146,20 @@ pub struct Liveness {
     unknown_until_ms: Option<u64>,
     /// When this instance started hearing heartbeats: its start (0), or its last takeover.
     listening_since_ms: u64,
+    /// Nodes this instance grants no lease until a reopening record has committed: those the
+    /// state held closed at the takeover and those it closed since (`grants`).
+    closed: BTreeSet<String>,
+    /// What the closures taken over say of each closed node not heard from since.
+    inherited: BTreeMap<String, Inherited>,
+}
+
+/// A closed node as a takeover found it, on this instance's clock.
+#[derive(Debug, Clone, Copy)]
+struct Inherited {
+    /// Its lease ends no later than this (instead of one lease after the takeover).
+    lease_until_ms: u64,
+    /// It was last heard from no later than this (instead of at the takeover).
+    last_heard_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -153,21 +177,112 @@ impl Liveness {
             beats: BTreeMap::new(),
             unknown_until_ms: None,
             listening_since_ms: 0,
+            closed: BTreeSet::new(),
+            inherited: BTreeMap::new(),
         }
     }
 
     /// Forgets every heartbeat and counts every node as leased until one full lease after
     /// `now_ms`: a new leader (Raft's, or elected through Consul) knows nothing of the leases its
-    /// predecessor granted, and the last of them ended no later than that (`control::replicated`
-    /// and `control::elected` say why).
-    pub fn take_over(&mut self, now_ms: u64) {
+    /// predecessor granted but what the state's closures say, and the last of them ended no
+    /// later than that (`control::replicated` and `control::elected` say why). `closures` are
+    /// the state's, each with when this instance applied it (`grants`; an instant after
+    /// `now_ms` counts as `now_ms`): each such node stays closed, its lease bounded by the
+    /// closure, and is counted unheard since the closure says.
+    pub fn take_over(
+        &mut self,
+        now_ms: u64,
+        closures: impl IntoIterator<Item = (String, Closure, u64)>,
+    ) {
         self.beats.clear();
-        self.unknown_until_ms = Some(now_ms + self.timing.lease_ms);
+        let cap = now_ms + self.timing.lease_ms;
+        self.unknown_until_ms = Some(cap);
         self.listening_since_ms = now_ms;
+        self.closed.clear();
+        self.inherited.clear();
+        for (node, c, applied_ms) in closures {
+            let applied = applied_ms.min(now_ms);
+            self.inherited.insert(
+                node.clone(),
+                Inherited {
+                    lease_until_ms: c.lease_until(applied, cap, MIN_DRIFT_PER_MILLE),
+                    last_heard_ms: c.last_heard(applied),
+                },
+            );
+            self.closed.insert(node);
+        }
     }
 
-    fn unknown_until(&self) -> u64 {
-        self.unknown_until_ms.unwrap_or(self.timing.lease_ms)
+    /// Until when `node`, not heard from yet, may hold a lease a predecessor granted.
+    fn unknown_until(&self, node: &str) -> u64 {
+        match self.inherited.get(node) {
+            Some(i) => i.lease_until_ms,
+            None => self.unknown_until_ms.unwrap_or(self.timing.lease_ms),
+        }
+    }
+
+    /// Since when `node`, not heard from yet, counts as unheard.
+    fn unheard_since(&self, node: &str) -> u64 {
+        self.inherited
+            .get(node)
+            .map_or(self.listening_since_ms, |i| i.last_heard_ms)
+    }
+
+    /// Whether `node` is closed: granted no lease until a record reopening it has committed.
+    pub fn is_closed(&self, node: &str) -> bool {
+        self.closed.contains(node)
+    }
+
+    /// Closes every node of `nodes` that is open and has not been heard from for
+    /// [`Timing::close_after_ms`]: from now on it is granted no lease until [`Self::reopen`].
+    /// Returns the closures to commit (empty: nothing to write). Call it, and propose what it
+    /// returns, with no other closing or reopening in between (the service holds one lock
+    /// across both), so the record committed last for a node is the one that holds.
+    pub fn close_quiet(
+        &mut self,
+        nodes: impl IntoIterator<Item = String>,
+        now_ms: u64,
+    ) -> BTreeMap<String, Closure> {
+        let after = self.timing.close_after_ms();
+        let mut out = BTreeMap::new();
+        for n in nodes {
+            if self.closed.contains(&n) {
+                continue;
+            }
+            let last = self
+                .beats
+                .get(&n)
+                .map_or(self.unheard_since(&n), |b| b.at_ms);
+            let unheard_ms = now_ms.saturating_sub(last);
+            if unheard_ms < after {
+                continue;
+            }
+            out.insert(
+                n.clone(),
+                Closure {
+                    lease_left_ms: self.lease_left_ms(&n, now_ms),
+                    unheard_ms,
+                },
+            );
+            self.closed.insert(n);
+        }
+        out
+    }
+
+    /// The record reopening `nodes` has committed: they may be granted leases again. They are
+    /// counted heard from now (each asked for a lease), so the next pass does not close them
+    /// again before their heartbeat is admitted.
+    pub fn reopen<'a>(&mut self, nodes: impl IntoIterator<Item = &'a String>, now_ms: u64) {
+        for n in nodes {
+            self.closed.remove(n);
+            let kept = self.unknown_until(n);
+            let b = self.beats.entry(n.clone()).or_insert(Beat {
+                at_ms: now_ms,
+                lease_until_ms: kept,
+                docker_reachable: true,
+            });
+            b.at_ms = b.at_ms.max(now_ms);
+        }
     }
 
     pub fn timing(&self) -> Timing {
@@ -175,12 +290,16 @@ impl Liveness {
     }
 
     /// Records a heartbeat from `node`; `grant` says whether it gets a lease (a node declared
-    /// dead does not). Returns the lease granted, in ms from now.
+    /// dead does not). A closed node is heard from but granted nothing: what it may hold runs
+    /// out. Returns the lease granted, in ms from now.
     pub fn heartbeat(&mut self, node: &str, now_ms: u64, grant: bool) -> u64 {
+        if grant && self.closed.contains(node) {
+            return self.heartbeat_unleased(node, now_ms);
+        }
         let lease = if grant { self.timing.lease_ms } else { 0 };
         // A first heartbeat keeps what a node not heard from had: a lease a predecessor may
         // have granted runs on (a refused one, a node declared dead, had none to keep).
-        let kept = if grant { self.unknown_until() } else { 0 };
+        let kept = if grant { self.unknown_until(node) } else { 0 };
         let b = self.beats.entry(node.to_string()).or_insert(Beat {
             at_ms: now_ms,
             lease_until_ms: kept,
@@ -226,7 +345,7 @@ impl Liveness {
     /// may already hold — one granted, or one a predecessor may have granted — runs out, but
     /// nothing is added. Returns 0, the lease granted.
     pub fn heartbeat_unleased(&mut self, node: &str, now_ms: u64) -> u64 {
-        let kept = self.unknown_until();
+        let kept = self.unknown_until(node);
         let b = self.beats.entry(node.to_string()).or_insert(Beat {
             at_ms: now_ms,
             lease_until_ms: kept,
@@ -249,14 +368,14 @@ impl Liveness {
         let until = self
             .beats
             .get(node)
-            .map_or(self.unknown_until(), |b| b.lease_until_ms);
+            .map_or(self.unknown_until(node), |b| b.lease_until_ms);
         until.saturating_sub(now_ms)
     }
 
     pub fn view(&self, node: &str, now_ms: u64) -> NodeView {
         let age = self.beats.get(node).map(|b| now_ms.saturating_sub(b.at_ms));
         let window = self.timing.interval_ms * u64::from(self.timing.misses);
-        let unheard = now_ms.saturating_sub(self.listening_since_ms);
+        let unheard = now_ms.saturating_sub(self.unheard_since(node));
         NodeView {
             alive: age.is_some_and(|a| a < window),
             last_heartbeat_age_ms: age,
@@ -343,7 +462,7 @@ mod tests {
     fn a_takeover_counts_every_node_leased_for_one_lease() {
         let mut l = Liveness::new(Timing::default());
         l.heartbeat("a", 1_000, true);
-        l.take_over(20_000);
+        l.take_over(20_000, []);
         assert_eq!(l.view("a", 20_000).last_heartbeat_age_ms, None);
         assert_eq!(l.view("b", 22_999).unheard_ms, None, "not yet a verdict");
         assert_eq!(
@@ -441,7 +560,7 @@ mod tests {
         l.docker("a", true);
         assert_eq!(l.view("a", 7_000).docker_reachable, Some(true));
         // Not heard from since a takeover: the predecessor's possible lease is kept.
-        l.take_over(20_000);
+        l.take_over(20_000, []);
         assert_eq!(l.heartbeat_unleased("b", 20_100), 0);
         assert_eq!(l.lease_left_ms("b", 20_100), 4_900);
         assert_eq!(l.view("c", 20_100).docker_reachable, None);

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::fencing::{self, Fence, FenceError};
+use crate::grants::Closure;
 use crate::options::{self, BackendKind, META_NAME};
 
 mod change;
@@ -168,6 +169,10 @@ pub struct State {
     /// documents written before control time existed.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub clock_ms: u64,
+    /// Nodes the leader has stopped granting leases to, by node (`grants`, "Fencing", rule 8);
+    /// absent from documents written before they existed (every node open).
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub closed: Tracked<Closure>,
     /// Live dataset IDs by volume name; derived from `datasets` (`reindex`), never stored.
     #[serde(skip)]
     names: BTreeMap<String, String>,
@@ -242,6 +247,23 @@ impl State {
             self.clock_ms = now_ms;
             self.generation += 1;
         }
+    }
+
+    /// Records that the leader has stopped granting leases to these nodes (`grants`): a
+    /// successor bounds their leases by the closures instead of by a whole lease.
+    pub fn close_leases(&mut self, closures: impl IntoIterator<Item = (String, Closure)>) {
+        for (node, c) in closures {
+            self.closed.insert(node, c);
+        }
+        self.generation += 1;
+    }
+
+    /// Records that the leader may grant these nodes leases again (`grants`).
+    pub fn reopen_leases<'a>(&mut self, nodes: impl IntoIterator<Item = &'a String>) {
+        for node in nodes {
+            self.closed.remove(node);
+        }
+        self.generation += 1;
     }
 
     /// Rebuilds what is derived rather than stored; call after loading a document.

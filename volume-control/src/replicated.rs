@@ -13,7 +13,9 @@
 //! every lease the old leader granted was granted, and so started, before the new leader's term.
 //! It ends no later than one lease after that, and a new leader counts every node as leased until
 //! one lease after it takes over (`Liveness::take_over`): no fence or assignment it allows can
-//! overlap a writer holding an old leader's lease.
+//! overlap a writer holding an old leader's lease. A node the replicated state holds closed is
+//! counted leased only as its closure says, from when this member applied it: the old leader
+//! granted it nothing after proposing the closure ("Fencing", rule 8).
 
 use std::time::Duration;
 

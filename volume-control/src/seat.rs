@@ -41,6 +41,28 @@ impl Seat {
         }
     }
 
+    /// Whether this instance, serving, closes quiet nodes' leases (`grants`, "Fencing", rule 8):
+    /// alone, always; a Raft member once every member honours closures; an instance elected
+    /// through Consul never (an older instance there would not honour them, and each of its
+    /// writes is the whole document).
+    pub fn closes_leases(&self) -> bool {
+        match self {
+            Seat::Alone => true,
+            Seat::Raft(r) => r.closes_leases(),
+            #[cfg(feature = "consul")]
+            Seat::Elected(_) => false,
+        }
+    }
+
+    /// When this instance applied each lease closure it holds, if it knows (a Raft member);
+    /// otherwise a closure counts as applied when the state was taken up.
+    pub fn closures_applied(&self) -> std::collections::BTreeMap<String, std::time::Instant> {
+        match self {
+            Seat::Raft(r) => r.closures_applied(),
+            _ => std::collections::BTreeMap::new(),
+        }
+    }
+
     /// A write failed as if deposed: stop serving until the seat is checked again.
     pub fn lost(&self) {
         match self {

@@ -39,6 +39,8 @@ const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("berth_leases"
 const REPORTED: TableDefinition<&str, &[u8]> = TableDefinition::new("berth_reported");
 const LEADERS: TableDefinition<&str, &[u8]> = TableDefinition::new("berth_leaders");
 const JOURNALS: TableDefinition<&str, &[u8]> = TableDefinition::new("berth_leader_journals");
+/// Lease closures (`berth_control_model::grants`), one row per closed node.
+const CLOSED: TableDefinition<&str, &[u8]> = TableDefinition::new("berth_lease_closures");
 const FORMAT: u32 = 2;
 
 /// Store failures, with the file they concern.
@@ -194,13 +196,14 @@ impl RedbStore {
         s.reported = all(&tx, REPORTED)?;
         s.leaders = all(&tx, LEADERS)?;
         s.leader_journals = all(&tx, JOURNALS)?;
+        s.closed = all(&tx, CLOSED)?;
         serde_json::to_vec(&s).map(Some).map_err(StoreError::Decode)
     }
 
     fn save_now(&self, doc: &[u8]) -> Result<(), StoreError> {
         let state: State = serde_json::from_slice(doc).map_err(StoreError::Decode)?;
         let tx = self.db.begin_write().map_err(redb_err)?;
-        for t in [DATASETS, NODES, LEASES, REPORTED, LEADERS, JOURNALS] {
+        for t in [DATASETS, NODES, LEASES, REPORTED, LEADERS, JOURNALS, CLOSED] {
             tx.delete_table(t).map_err(redb_err)?;
         }
         write_all(&tx, &state)?;
@@ -215,6 +218,7 @@ impl RedbStore {
         put_records(&tx, REPORTED, &c.reported)?;
         put_records(&tx, LEADERS, &c.leaders)?;
         put_records(&tx, JOURNALS, &c.leader_journals)?;
+        put_records(&tx, CLOSED, &c.closed)?;
         put(&tx, META, "generation", Some(&c.generation))?;
         put(&tx, META, "clock_ms", Some(&c.clock_ms))?;
         tx.commit().map_err(redb_err)
@@ -323,6 +327,7 @@ fn write_all(tx: &WriteTransaction, s: &State) -> Result<(), StoreError> {
     each(tx, REPORTED, &s.reported)?;
     each(tx, LEADERS, &s.leaders)?;
     each(tx, JOURNALS, &s.leader_journals)?;
+    each(tx, CLOSED, &s.closed)?;
     put(tx, META, "generation", Some(&s.generation))?;
     put(tx, META, "clock_ms", Some(&s.clock_ms))
 }
@@ -390,6 +395,34 @@ mod tests {
         }
         let s = RedbStore::open(dir.path()).expect("reopen");
         assert_eq!(loaded(&s), Some(state));
+    }
+
+    /// Lease closures ("Fencing", rule 8) are records like any other: closed, reopened,
+    /// persisted per node, found again on open.
+    #[tokio::test]
+    async fn lease_closures_survive_reopen() {
+        use berth_control_model::grants::Closure;
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut state = State::default();
+        {
+            let s = RedbStore::open(dir.path()).expect("open");
+            let c = |left| Closure {
+                lease_left_ms: left,
+                unheard_ms: 2_000,
+            };
+            state.close_leases([("n1".to_string(), c(3_000)), ("n2".to_string(), c(0))]);
+            let (ch, _) = state.take_change();
+            assert_eq!(ch.closed.len(), 2);
+            s.save_change(&state, &ch).await.expect("close");
+            state.reopen_leases(&["n1".to_string()]);
+            let (ch, _) = state.take_change();
+            assert_eq!(ch.closed, [("n1".to_string(), None)].into());
+            s.save_change(&state, &ch).await.expect("reopen");
+        }
+        let s = RedbStore::open(dir.path()).expect("reopen");
+        let got = loaded(&s).expect("a state");
+        assert_eq!(got.closed.keys().collect::<Vec<_>>(), ["n2"]);
+        assert_eq!(got, state);
     }
 
     /// A file written by format 1 (one document) is converted on open; an older binary that

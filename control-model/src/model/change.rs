@@ -14,6 +14,7 @@ use std::ops::Deref;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{Dataset, LeaderJournal, LeaderLock, Lease, Node, Reported, State};
+use crate::grants::Closure;
 
 /// A map that remembers, for each key changed since the last [`Tracked::take`], the value it
 /// held before. Reads go through `Deref`; every way to change it is a method here.
@@ -177,6 +178,9 @@ pub struct Change {
     pub leaders: Records<LeaderLock>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub leader_journals: Records<LeaderJournal>,
+    /// Lease closures (`grants`); unknown to, and ignored by, binaries before entry format 3.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub closed: Records<Closure>,
 }
 
 impl Change {
@@ -188,6 +192,7 @@ impl Change {
             && self.reported.is_empty()
             && self.leaders.is_empty()
             && self.leader_journals.is_empty()
+            && self.closed.is_empty()
     }
 }
 
@@ -215,6 +220,7 @@ impl State {
         let (reported, reported_was) = self.reported.take();
         let (leaders, leaders_was) = self.leaders.take();
         let (leader_journals, leader_journals_was) = self.leader_journals.take();
+        let (closed, closed_was) = self.closed.take();
         let was = self.taken;
         self.taken = Taken {
             generation: self.generation,
@@ -230,6 +236,7 @@ impl State {
                 reported,
                 leaders,
                 leader_journals,
+                closed,
             },
             Change {
                 generation: was.generation,
@@ -240,6 +247,7 @@ impl State {
                 reported: reported_was,
                 leaders: leaders_was,
                 leader_journals: leader_journals_was,
+                closed: closed_was,
             },
         )
     }
@@ -276,6 +284,9 @@ impl State {
         }
         for (k, v) in &c.leader_journals {
             self.leader_journals.put(k, v.as_ref());
+        }
+        for (k, v) in &c.closed {
+            self.closed.put(k, v.as_ref());
         }
         self.generation = c.generation;
         self.clock_ms = c.clock_ms;

@@ -66,6 +66,11 @@ pub struct Control {
     /// When each leader lock lapses, on `mono_ms`; held across a lock's change so requests for
     /// locks are decided one at a time.
     lock_expiry: tokio::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Held while nodes are closed or reopened (`grants`): from the liveness' choice to the
+    /// record's commit, so the record committed last for a node is the one its liveness acts on.
+    grants: tokio::sync::Mutex<()>,
+    /// Nodes whose heartbeat waits for a reopening record: the next writer takes them all.
+    reopening: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Control {
@@ -88,13 +93,18 @@ impl Control {
         state.reindex();
         let expiry = lapse_all(&state, 0);
         let clock = ControlClock::continuing(state.clock_ms, timing.lease_ms, wall_ms());
+        // A closure written by an earlier instance was proposed before this one started (0).
+        let mut liveness = Liveness::new(timing);
+        liveness.take_over(0, closures(&state, |_| 0));
         let state = Committer::start(state, store).map_err(|e| StoreError::Redb(e.to_string()))?;
         Ok(Control {
             clock,
             lock_expiry: tokio::sync::Mutex::new(expiry),
+            grants: tokio::sync::Mutex::new(()),
+            reopening: std::sync::Mutex::default(),
             state,
             token,
-            liveness: std::sync::Mutex::new(Liveness::new(timing)),
+            liveness: std::sync::Mutex::new(liveness),
             started: std::time::Instant::now(),
             seat: Seat::Alone,
         })
@@ -144,6 +154,7 @@ impl Control {
             None => State::default(),
         };
         state.reindex();
+        let grants = self.grants.lock().await;
         // Held until the new state is in place, so no lock request is decided in between.
         let locks = self.lock_expiry.lock().await;
         self.state
@@ -151,6 +162,7 @@ impl Control {
             .await
             .map_err(|e| format!("{e:?}"))?;
         self.taken_over(locks);
+        drop(grants);
         Ok(())
     }
 
@@ -159,19 +171,30 @@ impl Control {
     /// shared store starts serving (`control::elected`).
     #[cfg(feature = "consul")]
     async fn take_over_stored(&self) -> Result<(), String> {
+        let grants = self.grants.lock().await;
         let locks = self.lock_expiry.lock().await;
         self.state.reload().await.map_err(|e| format!("{e:?}"))?;
         self.taken_over(locks);
+        drop(grants);
         Ok(())
     }
 
-    /// After a takeover: every node counted as leased, every leader lock as renewed, from now.
+    /// After a takeover: every node counted as leased, every leader lock as renewed, from now
+    /// (a closed node only as long as its closure says, counted from when this member applied
+    /// it: "Fencing", rule 8).
     fn taken_over(
         &self,
         mut locks: tokio::sync::MutexGuard<'_, std::collections::BTreeMap<String, u64>>,
     ) {
         let t = self.mono_ms();
-        let (summary, expiry, recorded) = self.read(|s| {
+        let applied = self.seat.closures_applied();
+        let started = self.started;
+        let applied_ms = |n: &str| {
+            applied.get(n).map_or(t, |i| {
+                i.saturating_duration_since(started).as_millis() as u64
+            })
+        };
+        let (summary, expiry, recorded, closed) = self.read(|s| {
             (
                 (
                     s.datasets.len(),
@@ -181,6 +204,7 @@ impl Control {
                 ),
                 lapse_all(s, t),
                 s.clock_ms,
+                closures(s, applied_ms),
             )
         });
         let lease_ms = self.liveness().timing().lease_ms;
@@ -190,10 +214,62 @@ impl Control {
             nodes = summary.1,
             leader_locks = summary.2,
             generation = summary.3,
+            closed_nodes = closed.len(),
             "took up the shared state"
         );
         *locks = expiry;
-        self.liveness().take_over(t);
+        self.liveness().take_over(t, closed);
+    }
+
+    /// Closes the leases of the nodes gone quiet, and commits their closures in one write
+    /// (`grants`). Nothing is written while every node heartbeats.
+    async fn close_quiet(&self) {
+        let _g = self.grants.lock().await;
+        let nodes = self.read(|s| s.nodes.keys().cloned().collect::<Vec<_>>());
+        let t = self.mono_ms();
+        let closures = self.liveness().close_quiet(nodes, t);
+        if closures.is_empty() {
+            return;
+        }
+        let names: Vec<String> = closures.keys().cloned().collect();
+        match self
+            .write(move |s| {
+                s.close_leases(closures);
+                Ok(())
+            })
+            .await
+        {
+            Ok(_) => tracing::info!(nodes = ?names, "quiet nodes closed: no lease until reopened"),
+            // They stay closed here either way: a lease is granted only after a reopening.
+            Err(e) => tracing::debug!(error = ?e, "closing quiet nodes not recorded"),
+        }
+    }
+
+    /// Commits a record reopening `node` (and every node waiting for the same), so it may be
+    /// granted a lease again (`grants`). One write for all heartbeats waiting together.
+    async fn reopen(&self, node: &str) -> Result<(), ApiError> {
+        self.reopening_set().insert(node.to_string());
+        let _g = self.grants.lock().await;
+        if !self.liveness().is_closed(node) {
+            return Ok(());
+        }
+        let mut batch = std::mem::take(&mut *self.reopening_set());
+        batch.insert(node.to_string());
+        batch.retain(|n| self.liveness().is_closed(n));
+        let nodes = batch.clone();
+        self.write(move |s| {
+            s.reopen_leases(&nodes);
+            Ok(())
+        })
+        .await?;
+        let t = self.mono_ms();
+        self.liveness().reopen(&batch, t);
+        tracing::info!(nodes = ?batch, "nodes reopened: leases granted again");
+        Ok(())
+    }
+
+    fn reopening_set(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.reopening.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The leader's URL as this instance knows it, for a client to go to.
@@ -273,6 +349,17 @@ impl crate::elected::TakeUp for Control {
     async fn take_over_stored(&self) -> Result<(), String> {
         Control::take_over_stored(self).await
     }
+}
+
+/// The state's lease closures, each with when it was applied on this instance's clock.
+fn closures(
+    s: &State,
+    applied_ms: impl Fn(&str) -> u64,
+) -> Vec<(String, berth_control_model::grants::Closure, u64)> {
+    s.closed
+        .iter()
+        .map(|(n, c)| (n.clone(), *c, applied_ms(n)))
+        .collect()
 }
 
 /// Every held leader lock counted as renewed at `now_ms`: what an instance that starts, or
@@ -365,6 +452,7 @@ pub async fn serve_tls(
     // Aborted on drop too: a serve future dropped mid-way (its task aborted) must not leave an
     // instance that no longer serves recording time into the shared state.
     let _ticks = AbortOnDrop(tokio::spawn(record_time(c.clone())));
+    let _closer = AbortOnDrop(tokio::spawn(close_quiet_nodes(c.clone())));
     match tls {
         None => {
             axum::serve(listener, router(c))
@@ -380,6 +468,18 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// While this instance serves (and its seat closes leases), closes the nodes gone quiet every
+/// half heartbeat interval (`grants`).
+async fn close_quiet_nodes(c: Shared) {
+    let every = std::time::Duration::from_millis((c.liveness().timing().interval_ms / 2).max(1));
+    loop {
+        tokio::time::sleep(every).await;
+        if c.seat.serving() && c.seat.closes_leases() {
+            c.close_quiet().await;
+        }
     }
 }
 

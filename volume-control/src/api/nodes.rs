@@ -79,12 +79,24 @@ pub(super) async fn heartbeat(
                 "node {uuid} is not registered; register it first"
             )))
         })?;
-    let mut l = c.liveness();
-    let t = c.mono_ms();
-    let was = l.view(&uuid, t);
-    let HeartbeatReply { lease_ms, dead } =
-        l.admit(&uuid, dead, &b, t).map_err(ApiError::Control)?;
-    drop(l);
+    // A closed node is granted a lease only once a record reopening it has committed
+    // ("Fencing", rule 8). A closing pass may close it again between the reopening and the
+    // admission (its last heartbeat was long ago): then it is reopened once more.
+    let wants_lease = b.docker_reachable && !dead;
+    let mut tries = 0;
+    let (was, HeartbeatReply { lease_ms, dead }) = loop {
+        if wants_lease && c.liveness().is_closed(&uuid) {
+            c.reopen(&uuid).await?;
+        }
+        tries += 1;
+        let mut l = c.liveness();
+        if wants_lease && l.is_closed(&uuid) && tries < 3 {
+            continue;
+        }
+        let t = c.mono_ms();
+        let was = l.view(&uuid, t);
+        break (was, l.admit(&uuid, dead, &b, t).map_err(ApiError::Control)?);
+    };
     if !was.alive {
         tracing::info!(node = %uuid, dead, "node heartbeating");
     }

@@ -9,8 +9,10 @@
 // the traits do rather than box and unbox it at every call.
 #![allow(clippy::result_large_err)]
 
+use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
@@ -47,6 +49,23 @@ struct Current {
     last_applied: Option<LogId<u64>>,
     membership: StoredMembership<u64, BasicNode>,
     state: Option<State>,
+    /// When this member applied each lease closure of `state` (`grants`), in memory only: a
+    /// successor bounds a closed node's lease from here, which is never before the closure was
+    /// proposed. A whole document (an entry of format 1, a snapshot, a restart) stamps every
+    /// closure it holds anew: later is only more cautious.
+    closures_applied: BTreeMap<String, Instant>,
+}
+
+impl Current {
+    fn stamp_all(&mut self) {
+        let now = Instant::now();
+        self.closures_applied = self
+            .state
+            .iter()
+            .flat_map(|s| s.closed.keys())
+            .map(|n| (n.clone(), now))
+            .collect();
+    }
 }
 
 /// A document as the machine holds it: decoded, its name index built.
@@ -80,11 +99,14 @@ impl Machine {
         };
         if let Some(s) = m.stored()? {
             let state = s.doc.as_deref().map(decode).transpose().map_err(read_err)?;
-            *m.lock() = Current {
+            let mut c = Current {
                 last_applied: s.meta.last_log_id,
                 membership: s.meta.last_membership,
                 state,
+                closures_applied: BTreeMap::new(),
             };
+            c.stamp_all();
+            *m.lock() = c;
         }
         Ok(m)
     }
@@ -98,6 +120,11 @@ impl Machine {
     pub fn doc(&self) -> Option<String> {
         let state = self.lock().state.clone();
         state.map(|s| serde_json::to_string(&s).expect("a state always encodes"))
+    }
+
+    /// When each lease closure held was applied here.
+    pub fn closures_applied(&self) -> BTreeMap<String, Instant> {
+        self.lock().closures_applied.clone()
     }
 
     /// The index of the last applied entry.
@@ -197,9 +224,17 @@ impl RaftStateMachine<TypeConfig> for Machine {
                         )))
                     })?;
                     c.state = Some(s);
+                    c.stamp_all();
                 }
                 EntryPayload::Normal(Command::Change(ch)) => {
-                    c.state.get_or_insert_with(State::default).apply(&ch)
+                    c.state.get_or_insert_with(State::default).apply(&ch);
+                    let now = Instant::now();
+                    for (node, closure) in &ch.closed {
+                        match closure {
+                            Some(_) => c.closures_applied.insert(node.clone(), now),
+                            None => c.closures_applied.remove(node),
+                        };
+                    }
                 }
                 EntryPayload::Membership(m) => {
                     c.membership = StoredMembership::new(Some(e.log_id), m);
@@ -235,11 +270,14 @@ impl RaftStateMachine<TypeConfig> for Machine {
             doc,
         };
         self.store(&stored)?;
-        *self.lock() = Current {
+        let mut c = Current {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
             state,
+            closures_applied: BTreeMap::new(),
         };
+        c.stamp_all();
+        *self.lock() = c;
         Ok(())
     }
 

@@ -11,7 +11,9 @@
 //! format 2 wrote, and can read, only whole documents (`Command::Doc`): a leader writes those
 //! until every member has advertised format 2 on its status route (`Formats`), so a group can
 //! be upgraded one member at a time. Once all have, an older binary can no longer rejoin
-//! (downgrades are not supported).
+//! (downgrades are not supported). Format 3 adds lease closures (`berth_control_model::grants`,
+//! "Fencing", rule 8): a leader closes nodes only once every member advertises format 3, since
+//! a leader of format 2 would grant a closed node a lease without reopening it.
 
 pub mod log;
 pub mod machine;
@@ -58,7 +60,13 @@ pub enum Command {
 }
 
 /// The entry format this binary writes once every member reads it.
-pub const ENTRY_FORMAT: u32 = 2;
+pub const ENTRY_FORMAT: u32 = 3;
+
+/// The first format whose entries carry changes rather than whole documents.
+const CHANGE_FORMAT: u32 = 2;
+
+/// The first format whose members honour lease closures.
+const CLOSURE_FORMAT: u32 = 3;
 
 /// What applying an entry returns: nothing beyond its having been applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,6 +198,8 @@ pub struct Replica {
 #[derive(Default)]
 pub struct Formats {
     all_read_changes: AtomicBool,
+    /// Every member honours lease closures (format 3).
+    all_close_leases: AtomicBool,
     /// Whole documents written since the last snapshot this member asked for.
     docs_since_snapshot: AtomicU64,
 }
@@ -199,13 +209,18 @@ impl Formats {
     pub fn changes(&self) -> bool {
         self.all_read_changes.load(Ordering::Acquire)
     }
+
+    /// Whether a leader may close nodes' leases (`grants`).
+    pub fn closures(&self) -> bool {
+        self.all_close_leases.load(Ordering::Acquire)
+    }
 }
 
 /// While a leader writes whole documents, it snapshots after this many of them, as it did
 /// before format 2, so the log does not keep thousands of documents.
 const DOCS_PER_SNAPSHOT: u64 = 64;
 
-/// Asks every member's status route for its entry format until all advertise format 2.
+/// Asks every member's status route for its entry format until all advertise this binary's.
 async fn learn_formats(
     formats: Arc<Formats>,
     me: u64,
@@ -216,7 +231,7 @@ async fn learn_formats(
 ) {
     let mut told = std::collections::BTreeSet::new();
     loop {
-        let mut all = mine >= ENTRY_FORMAT;
+        let mut least = mine;
         for (id, addr) in &peers {
             if *id == me {
                 continue;
@@ -225,8 +240,8 @@ async fn learn_formats(
             match f {
                 Ok(f) if f >= ENTRY_FORMAT => {}
                 Ok(f) => {
-                    all = false;
-                    if told.insert(*id) {
+                    least = least.min(f);
+                    if f < CHANGE_FORMAT && told.insert(*id) {
                         tracing::warn!(
                             member = id,
                             addr = %addr,
@@ -237,12 +252,18 @@ async fn learn_formats(
                     }
                 }
                 // Unreachable for now: asked again.
-                Err(_) => all = false,
+                Err(_) => least = 0,
             }
         }
-        if all {
+        if least >= CHANGE_FORMAT && !formats.changes() {
             formats.all_read_changes.store(true, Ordering::Release);
             tracing::info!(id = me, "every control member reads format-2 Raft entries");
+        }
+        if least >= CLOSURE_FORMAT {
+            formats.all_close_leases.store(true, Ordering::Release);
+            tracing::info!(id = me, "every control member honours lease closures");
+        }
+        if least >= ENTRY_FORMAT.min(mine) && least >= CHANGE_FORMAT {
             return;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -341,6 +362,17 @@ impl Replica {
     /// than whole documents.
     pub fn writes_changes(&self) -> bool {
         self.formats.changes()
+    }
+
+    /// Whether this member, leading, may close nodes' leases: every member honours closures.
+    pub fn closes_leases(&self) -> bool {
+        self.formats.closures()
+    }
+
+    /// When this member applied each lease closure it holds (`grants`): never before the
+    /// closure was proposed.
+    pub fn closures_applied(&self) -> BTreeMap<String, std::time::Instant> {
+        self.machine.closures_applied()
     }
 
     /// The replicated document as this member has applied it.

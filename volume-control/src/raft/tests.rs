@@ -90,6 +90,50 @@ async fn the_machine_applies_whole_documents_then_changes() {
     assert!(got.by_name("b").is_some() && got.by_name("a").is_none());
 }
 
+/// A lease closure is stamped when this member applies it, which is never before it was
+/// proposed ("Fencing", rule 8); a reopening drops the stamp; a whole document stamps anew.
+#[tokio::test]
+async fn the_machine_stamps_lease_closures_when_it_applies_them() {
+    use berth_control_model::grants::Closure;
+    use berth_control_model::model::State;
+    use openraft::storage::RaftStateMachine;
+    use openraft::{Entry, EntryPayload, LogId};
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = Arc::new(redb::Database::create(dir.path().join("raft.redb")).expect("redb"));
+    let mut m = Machine::open(db).expect("open");
+    let entry = |i: u64, c: super::Command| Entry::<TypeConfig> {
+        log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), i),
+        payload: EntryPayload::Normal(c),
+    };
+    let closure = Closure {
+        lease_left_ms: 3_000,
+        unheard_ms: 2_000,
+    };
+    let mut s = State::default();
+    s.close_leases([("a".to_string(), closure), ("b".to_string(), closure)]);
+    let (c, _) = s.take_change();
+    let proposed = std::time::Instant::now();
+    m.apply([entry(1, super::Command::Change(Box::new(c)))])
+        .await
+        .expect("apply");
+    let stamps = m.closures_applied();
+    assert_eq!(stamps.keys().collect::<Vec<_>>(), ["a", "b"]);
+    assert!(stamps.values().all(|at| *at >= proposed));
+    s.reopen_leases(&["a".to_string()]);
+    let (c, _) = s.take_change();
+    m.apply([entry(2, super::Command::Change(Box::new(c)))])
+        .await
+        .expect("apply");
+    assert_eq!(m.closures_applied().keys().collect::<Vec<_>>(), ["b"]);
+    let later = std::time::Instant::now();
+    let doc = super::Command::Doc(serde_json::to_string(&s).expect("doc"));
+    m.apply([entry(3, doc)]).await.expect("apply");
+    assert!(
+        m.closures_applied()["b"] >= later,
+        "a whole document stamps anew"
+    );
+}
+
 /// An entry written by a member before format 2 (its payload a JSON string) reads as a whole
 /// document; one of format 2 as a change.
 #[test]
