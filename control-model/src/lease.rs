@@ -105,6 +105,8 @@ struct KeeperState {
     unreached: bool,
     /// The lease of the last grant, which a failsafe round extends by and a vote promises for.
     last_lease: Option<Duration>,
+    /// How many nodes were registered at the last answer (0: not said).
+    registered: u64,
     /// The gate is held open by failsafe rounds, not by the control service: the next grant
     /// starts a new period whatever its timing (rule 9).
     failsafe_extended: bool,
@@ -188,6 +190,7 @@ impl Keeper {
         let mut s = self.state();
         s.failures = 0;
         s.unreached = false;
+        s.registered = r.nodes;
         if s.dead || r.dead {
             s.dead = true;
             s.gate_until = None;
@@ -263,14 +266,19 @@ impl Keeper {
     }
 
     /// A failsafe round sent at `sent` to every peer was answered by the last of them at
-    /// `answered`, each with `votes`. The gate goes on to one lease from `sent`, less the drift
-    /// margin, only if every vote is `Unreachable` and the gate was still open at `answered`:
-    /// failsafe continues a lease, it never revives one. Returns whether it did.
+    /// `answered`, each with `votes` (a peer that did not answer counts as `Off`). The gate
+    /// goes on to one lease from `sent`, less the drift margin, only if every vote is
+    /// `Unreachable`, the peers asked are every other node registered at the last grant, and
+    /// the gate was still open at `answered`: failsafe continues a lease, it never revives one.
+    /// Returns whether it did.
     pub fn failsafe_round(&self, sent: Duration, answered: Duration, votes: &[Vote]) -> bool {
         if !self.wants_failsafe(answered) || votes.iter().any(|v| *v != Vote::Unreachable) {
             return false;
         }
         let mut s = self.state();
+        if s.registered == 0 || votes.len() as u64 + 1 != s.registered {
+            return false;
+        }
         let Some(lease) = s.last_lease else {
             return false;
         };
@@ -278,6 +286,12 @@ impl Keeper {
         s.gate_until = s.gate_until.max(Some(gate));
         s.failsafe_extended = true;
         true
+    }
+
+    /// How many nodes the control service said were registered at its last answer (0: it did
+    /// not say): a list of peers of another length is stale.
+    pub fn registered(&self) -> u64 {
+        self.state().registered
     }
 
     /// Whether the gate is held open by failsafe rounds now.
@@ -413,6 +427,7 @@ mod tests {
         HeartbeatReply {
             lease_ms,
             dead: false,
+            nodes: 1,
         }
     }
 
@@ -517,6 +532,7 @@ mod tests {
         let dead = HeartbeatReply {
             lease_ms: 0,
             dead: true,
+            nodes: 1,
         };
         assert_eq!(k.renewed(ms(100), ms(105), dead), Renewal::Dead);
         assert!(matches!(k.admit(ms(200), 1), Admit::Refuse(_)));

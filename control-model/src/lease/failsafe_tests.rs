@@ -92,7 +92,8 @@ fn run(n: usize, end: u64, on: bool, net: &Net) -> Outcome {
                 at,
                 HeartbeatReply {
                     lease_ms: L,
-                    dead: false
+                    dead: false,
+                    nodes: n as u64,
                 }
             ),
             Renewal::NewPeriod(1)
@@ -113,6 +114,7 @@ fn run(n: usize, end: u64, on: bool, net: &Net) -> Outcome {
                         HeartbeatReply {
                             lease_ms: L,
                             dead: false,
+                            nodes: n as u64,
                         },
                     );
                     if let Renewal::NewPeriod(p) = r {
@@ -310,7 +312,8 @@ fn never_two_writers_under_random_outages_and_partitions() {
         let net = Net {
             control_up: Box::new(move |t| !(down_at..down_at + down_for).contains(&t)),
             reaches_control: Box::new(move |t, i| {
-                !cut(t, i) && !(i == deaf && (down_at..deaf_until).contains(&t))
+                let deafened = i == deaf && (down_at..deaf_until).contains(&t);
+                !(cut(t, i) || deafened)
             }),
             link: Box::new(move |t, i, j| !cut(t, i) && !cut(t, j)),
         };
@@ -327,6 +330,7 @@ fn never_two_writers_under_random_outages_and_partitions() {
 
 #[test]
 fn a_vote_is_a_promise_and_a_grant_after_failsafe_starts_a_new_period() {
+    let n = 3;
     let k = Keeper::with_failsafe(
         timing(),
         Failsafe::On {
@@ -340,6 +344,7 @@ fn a_vote_is_a_promise_and_a_grant_after_failsafe_starts_a_new_period() {
         HeartbeatReply {
             lease_ms: L,
             dead: false,
+            nodes: n as u64,
         },
     );
     assert_eq!(
@@ -356,7 +361,11 @@ fn a_vote_is_a_promise_and_a_grant_after_failsafe_starts_a_new_period() {
         "one peer reaches the control service"
     );
     assert!(!k.failsafe_round(ms(1_000), ms(1_010), &[Vote::Unreachable, Vote::Off]));
-    assert!(k.failsafe_round(ms(1_000), ms(1_010), &[Vote::Unreachable]));
+    assert!(
+        !k.failsafe_round(ms(1_000), ms(1_010), &[Vote::Unreachable]),
+        "three nodes registered at the last grant, only one peer asked: a stale list"
+    );
+    assert!(k.failsafe_round(ms(1_000), ms(1_010), &[Vote::Unreachable; 2]));
     assert!(k.in_failsafe(ms(5_000)));
     assert_eq!(
         k.left(ms(5_000)),
@@ -370,7 +379,8 @@ fn a_vote_is_a_promise_and_a_grant_after_failsafe_starts_a_new_period() {
             ms(5_010),
             HeartbeatReply {
                 lease_ms: L,
-                dead: false
+                dead: false,
+                nodes: n as u64,
             }
         ),
         Renewal::NewPeriod(2)
@@ -381,6 +391,7 @@ fn a_vote_is_a_promise_and_a_grant_after_failsafe_starts_a_new_period() {
 
 #[test]
 fn failsafe_never_revives_a_closed_gate_and_is_off_by_default() {
+    let n = 2;
     let k = Keeper::with_failsafe(
         timing(),
         Failsafe::On {
@@ -393,6 +404,7 @@ fn failsafe_never_revives_a_closed_gate_and_is_off_by_default() {
         HeartbeatReply {
             lease_ms: L,
             dead: false,
+            nodes: n as u64,
         },
     );
     k.unreached();
@@ -407,6 +419,7 @@ fn failsafe_never_revives_a_closed_gate_and_is_off_by_default() {
         HeartbeatReply {
             lease_ms: L,
             dead: false,
+            nodes: n as u64,
         },
     );
     off.unreached();
@@ -414,6 +427,25 @@ fn failsafe_never_revives_a_closed_gate_and_is_off_by_default() {
     assert!(!off.wants_failsafe(ms(10)));
     assert!(!off.failsafe_round(ms(10), ms(20), &[]));
     assert_eq!(off.failsafe_hold(ms(10)), Duration::ZERO);
+
+    // A control service that does not say how many nodes are registered: no failsafe.
+    let k = Keeper::with_failsafe(
+        timing(),
+        Failsafe::On {
+            started: Duration::ZERO,
+        },
+    );
+    k.renewed(
+        ms(0),
+        ms(5),
+        HeartbeatReply {
+            lease_ms: L,
+            dead: false,
+            nodes: 0,
+        },
+    );
+    k.unreached();
+    assert!(!k.failsafe_round(ms(10), ms(20), &[Vote::Unreachable]));
 }
 
 fn ms(n: u64) -> Duration {

@@ -72,8 +72,8 @@ pub(super) async fn heartbeat(
         c.seat.lost();
         return Err(ApiError::NotLeader(c.leader_url()));
     }
-    let dead = c
-        .read(|s| s.nodes.get(&uuid).map(|n| n.dead))
+    let (dead, nodes) = c
+        .read(|s| s.nodes.get(&uuid).map(|n| (n.dead, s.nodes.len() as u64)))
         .ok_or_else(|| {
             ApiError::Control(ControlError::NotFound(format!(
                 "node {uuid} is not registered; register it first"
@@ -82,7 +82,7 @@ pub(super) async fn heartbeat(
     let mut l = c.liveness();
     let t = c.mono_ms();
     let was = l.view(&uuid, t);
-    let HeartbeatReply { lease_ms, dead } =
+    let HeartbeatReply { lease_ms, dead, .. } =
         l.admit(&uuid, dead, &b, t).map_err(ApiError::Control)?;
     drop(l);
     if !was.alive {
@@ -91,7 +91,12 @@ pub(super) async fn heartbeat(
     if was.docker_reachable != Some(b.docker_reachable) && !b.docker_reachable {
         tracing::warn!(node = %uuid, "the node's agent cannot reach its Docker Engine: no lease granted until it can");
     }
-    Ok(Json(HeartbeatReply { lease_ms, dead }).into_response())
+    Ok(Json(HeartbeatReply {
+        lease_ms,
+        dead,
+        nodes,
+    })
+    .into_response())
 }
 
 pub(super) async fn node_liveness(AxState(c): AxState<Shared>) -> Response {
