@@ -48,6 +48,10 @@ pub enum Fault {
     /// Swarm's leader killed together with the writer's worker, with the leading `berth run`
     /// and the control service's Raft leader made to run there first. Berth only.
     KillManagerControl,
+    /// Every control member killed (the service unreachable for every node) for
+    /// `--outage-secs`, then started again; nothing else fails. The run reports
+    /// `containers_stopped`. Berth only; not in the default set (it lasts over a minute).
+    ControlOutage,
 }
 
 impl std::fmt::Display for Fault {
@@ -69,6 +73,7 @@ impl Fault {
                     | Fault::KillAgent
                     | Fault::PauseAgent
                     | Fault::KillManagerControl
+                    | Fault::ControlOutage
             ),
         }
     }
@@ -100,6 +105,7 @@ pub struct Timing {
     pub flap_down: Duration,
     pub flap_up: Duration,
     pub flaps: u32,
+    pub outage: Duration,
 }
 
 /// A later step of a fault.
@@ -114,6 +120,8 @@ enum Step {
     /// agent's systemd unit does after starting, `ExecStartPost`), so that Swarm places
     /// Berth tasks on the node.
     ActivatePlugin,
+    /// Every control member that is not running started again.
+    StartControl,
 }
 
 /// Which manager a manager fault kills — Swarm's leader, so that Swarm loses its leader too,
@@ -235,6 +243,15 @@ pub fn inject(
                 i.steps.push((Duration::ZERO, Step::ActivatePlugin));
             }
         }
+        Fault::ControlOutage => {
+            let killed = c.kill_all_control();
+            i.notes.push(format!(
+                "killed every control member ({}) for {} s",
+                killed.join(", "),
+                t.outage.as_secs()
+            ));
+            i.steps.push((t.outage, Step::StartControl));
+        }
         Fault::KillManager | Fault::KillManagerControl => {
             let Some(m) = i.manager.clone() else {
                 bail!("{fault}: no manager chosen");
@@ -312,6 +329,7 @@ impl Injected {
                 c.start_agent(&node)?;
                 c.wait_plugin(&node)?;
             }
+            Step::StartControl => c.start_missing_control()?,
             Step::ActivatePlugin => {
                 let n = c.lab.node(&node);
                 if !n.docker(&["info"]).status.success() {
@@ -367,7 +385,8 @@ mod tests {
                 "flap",
                 "restart-dockerd",
                 "kill-manager",
-                "kill-manager-control"
+                "kill-manager-control",
+                "control-outage"
             ]
         );
         for f in Fault::value_variants() {

@@ -70,8 +70,9 @@ struct Args {
     runs: u32,
     /// Faults, comma-separated (see --help for each): kill-worker, partition, kill-daemon,
     /// drain, kill-control, kill-agent, pause-agent, freeze-node, flap, restart-dockerd,
-    /// kill-manager, kill-manager-control. Those on Berth's own processes run under Berth
-    /// only.
+    /// kill-manager, kill-manager-control, control-outage. Those on Berth's own processes run
+    /// under Berth only. control-outage is asked by name only (it lasts over a minute), with
+    /// --failsafe to test the agents' failsafe mode.
     #[arg(
         long,
         value_delimiter = ',',
@@ -145,6 +146,12 @@ struct Args {
     /// (`--timing` of each): default (1s heartbeats, 5s lease) or fast (250ms, 1.5s).
     #[arg(long, default_value = "default")]
     timing: Profile,
+    /// How long control-outage keeps every control member down, seconds.
+    #[arg(long, default_value_t = 60)]
+    outage_secs: u64,
+    /// Start the agents with `--failsafe` (ARCHITECTURE.md, "Fencing", rule 9).
+    #[arg(long)]
+    failsafe: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -232,6 +239,7 @@ fn run_all(a: &Args) -> Result<bool> {
         flap_down: Duration::from_secs(a.flap_down_secs),
         flap_up: Duration::from_secs(a.flap_up_secs),
         flaps: a.flaps,
+        outage: Duration::from_secs(a.outage_secs),
     };
     let bins = cluster::Bins::beside_me()?;
     eprintln!(
@@ -265,6 +273,9 @@ fn run_all(a: &Args) -> Result<bool> {
         // See `agents_on_workers_only`: otherwise a standby may be a manager, never promoted.
         eprintln!("berth-chaos: replicated: volume agents on the workers only");
         c.agents_on_workers_only();
+    }
+    if a.failsafe {
+        c.agents_in_failsafe_mode();
     }
     if a.systems.contains(&System::Berth) {
         c.start_berth()?;
@@ -325,6 +336,7 @@ fn run_all(a: &Args) -> Result<bool> {
     }
     let mut report = report::Report::new(results);
     report.timing = a.timing.to_string();
+    report.failsafe = a.failsafe;
     eprintln!("{}", report.table());
     let json = serde_json::to_string_pretty(&report)?;
     match &a.report {
@@ -346,4 +358,24 @@ fn run_all(a: &Args) -> Result<bool> {
         );
     }
     Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// control-outage lasts over a minute: CI's sweep, which takes the default set, must not
+    /// pay for it; it is asked by name.
+    #[test]
+    fn control_outage_is_asked_by_name_only() {
+        let a = Args::try_parse_from(["berth-chaos"]).expect("defaults parse");
+        assert!(!a.faults.contains(&Fault::ControlOutage), "{:?}", a.faults);
+        assert!(a.faults.contains(&Fault::KillControl));
+        assert!(!a.failsafe);
+        assert_eq!(a.outage_secs, 60);
+        let a = Args::try_parse_from(["berth-chaos", "--faults", "control-outage", "--failsafe"])
+            .expect("by name");
+        assert_eq!(a.faults, [Fault::ControlOutage]);
+        assert!(a.failsafe);
+    }
 }

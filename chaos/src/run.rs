@@ -34,6 +34,10 @@ pub struct RunResult {
     pub lost_window_ms: Option<u64>,
     /// Acknowledgements and records cut off mid-line (not evidence, not problems).
     pub torn: usize,
+    /// `control-outage`: Swarm task containers that died on any node from the fault until the
+    /// cluster was restored (read from each engine's events); any is a failed run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub containers_stopped: Option<u64>,
     /// The writer's node before the fault.
     pub node: String,
     /// The manager killed with it (manager faults).
@@ -58,7 +62,9 @@ impl RunResult {
             // A loss within the promoted standby's lag is `replicated`'s promise kept.
             v.lost_acked = 0;
         }
-        v.safe_and_serving() && self.fences.is_none_or(|f| f <= 1)
+        v.safe_and_serving()
+            && self.fences.is_none_or(|f| f <= 1)
+            && self.containers_stopped.is_none_or(|n| n == 0)
     }
 
     /// Nothing lost, or (`replicated`) every lost write within the promoted standby's lag.
@@ -71,7 +77,7 @@ impl RunResult {
     pub fn summary(&self) -> String {
         let v = &self.verdict;
         format!(
-            "{} {} / {}: serves again after {}{}, {} acked, {} lost{}, {} double writers ({} tasks){}{}, run {:.0} s",
+            "{} {} / {}: serves again after {}{}, {} acked, {} lost{}, {} double writers ({} tasks){}{}{}, run {:.0} s",
             self.system,
             self.backend,
             self.fault,
@@ -94,6 +100,9 @@ impl RunResult {
             v.writers,
             self.fences
                 .map(|f| format!(", fenced {f}x"))
+                .unwrap_or_default(),
+            self.containers_stopped
+                .map(|n| format!(", {n} containers stopped"))
                 .unwrap_or_default(),
             if v.problems.is_empty() {
                 String::new()
@@ -186,6 +195,8 @@ pub fn one(c: &mut Cluster, s: &Setup) -> Result<RunResult> {
     let mut notes = inj.finish(c)?;
     // Let a returning node's old task be stopped (Swarm stops it once it reconnects).
     std::thread::sleep(Duration::from_secs(5));
+    let containers_stopped =
+        (s.fault == Fault::ControlOutage).then(|| c.task_containers_died((fault_ms / 1000) as u64));
     // The acknowledgements first: each was sent after its write was durable, so every one
     // taken now must be in the copy read next. (Taken after, a write acknowledged meanwhile
     // would count as lost.)
@@ -250,6 +261,7 @@ pub fn one(c: &mut Cluster, s: &Setup) -> Result<RunResult> {
         lost_window_ms,
         fences,
         torn: history.torn + back.torn,
+        containers_stopped,
         node,
         manager: killed_manager,
         swarm_leader_killed,
