@@ -76,17 +76,23 @@ pub async fn run(
             }
         } else {
             was = false;
-            let stale = known.is_none_or(|a| a.len() as u64 + 1 != keeper.registered());
+            let registered = keeper.registered();
+            let stale = known.is_none_or(|a| registered > 0 && a.len() as u64 + 1 != registered);
             if stale || n.is_multiple_of(10) {
-                match agent.control().nodes().await {
-                    Ok(nodes) => peers.set(
+                // Bounded: a service that stops answering mid-call must not keep the first
+                // round waiting past the lease.
+                match tokio::time::timeout(t.interval, agent.control().nodes()).await {
+                    Ok(Ok(nodes)) => peers.set(
                         nodes
                             .into_iter()
                             .filter(|p| p.uuid != agent.node())
                             .map(|p| p.transfer)
                             .collect(),
                     ),
-                    Err(e) => tracing::debug!(error = %e, "failsafe: peer list not refreshed"),
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "failsafe: peer list not refreshed")
+                    }
+                    Err(_) => tracing::debug!("failsafe: peer list not refreshed in one interval"),
                 }
             }
         }
