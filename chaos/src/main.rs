@@ -26,7 +26,9 @@
 //! - `double_writers`: pairs of tasks that wrote during overlapping intervals (on any copy);
 //! - `fences` (Berth): the slot volume's epoch rise; `tasks`: every task that wrote, with its
 //!   first and last write relative to the fault; `max_gap_seconds` and `down_seconds`: the
-//!   longest and the total time without acknowledgements; `run_seconds`: the run's wall time.
+//!   longest and the total time without acknowledgements; `run_seconds`: the run's wall time;
+//! - `containers_stopped` (control-outage): Swarm task containers that died on any node from
+//!   the fault until the cluster was restored, read from the engines' events.
 //!
 //! An acknowledgement that cannot be read or a copy that cannot be read is listed under the
 //! run's `problems` and fails it (a Berth run): a verdict on evidence the harness could not
