@@ -400,9 +400,11 @@ impl Cluster {
         Ok(())
     }
 
-    /// How many Swarm task containers died on the nodes that are up since `since_unix`
-    /// (seconds), as their engines' event streams tell: stops, kills and crashes alike.
-    pub fn task_containers_died(&self, since_unix: u64) -> u64 {
+    /// How many task containers of `service` died on the nodes that are up since `since_unix`
+    /// (seconds), as their engines' event streams tell: stops, kills and crashes alike. Only
+    /// that service's: the previous run's slot may still be stopping after its removal.
+    pub fn task_containers_died(&self, service: &str, since_unix: u64) -> u64 {
+        let label = format!("label=com.docker.swarm.service.name={service}");
         let until = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -423,7 +425,7 @@ impl Cluster {
                     "--filter",
                     "event=die",
                     "--filter",
-                    "label=com.docker.swarm.service.name",
+                    &label,
                     "--format",
                     "{{.ID}}",
                 ]);

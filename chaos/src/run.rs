@@ -34,8 +34,8 @@ pub struct RunResult {
     pub lost_window_ms: Option<u64>,
     /// Acknowledgements and records cut off mid-line (not evidence, not problems).
     pub torn: usize,
-    /// `control-outage`: Swarm task containers that died on any node from the fault until the
-    /// cluster was restored (read from each engine's events); any is a failed run.
+    /// `control-outage`: the slot's task containers that died on any node from the fault until
+    /// the cluster was restored (read from each engine's events); any is a failed run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub containers_stopped: Option<u64>,
     /// The writer's node before the fault.
@@ -195,8 +195,8 @@ pub fn one(c: &mut Cluster, s: &Setup) -> Result<RunResult> {
     let mut notes = inj.finish(c)?;
     // Let a returning node's old task be stopped (Swarm stops it once it reconnects).
     std::thread::sleep(Duration::from_secs(5));
-    let containers_stopped =
-        (s.fault == Fault::ControlOutage).then(|| c.task_containers_died((fault_ms / 1000) as u64));
+    let containers_stopped = (s.fault == Fault::ControlOutage)
+        .then(|| c.task_containers_died(&d.service, (fault_ms / 1000) as u64));
     // The acknowledgements first: each was sent after its write was durable, so every one
     // taken now must be in the copy read next. (Taken after, a write acknowledged meanwhile
     // would count as lost.)
