@@ -82,13 +82,15 @@ pub async fn run(
                 // Bounded: a service that stops answering mid-call must not keep the first
                 // round waiting past the lease.
                 match tokio::time::timeout(t.interval, agent.control().nodes()).await {
-                    Ok(Ok(nodes)) => peers.set(
-                        nodes
+                    Ok(Ok(nodes)) => {
+                        let addrs: Vec<String> = nodes
                             .into_iter()
                             .filter(|p| p.uuid != agent.node())
                             .map(|p| p.transfer)
-                            .collect(),
-                    ),
+                            .collect();
+                        m.failsafe_peers.set(addrs.len() as i64);
+                        peers.set(addrs);
+                    }
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, "failsafe: peer list not refreshed")
                     }

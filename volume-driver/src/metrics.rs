@@ -38,6 +38,7 @@ pub struct AgentMetrics {
     pub lease_left: prometheus::Gauge,
     pub self_fenced: IntGauge,
     pub failsafe: IntGauge,
+    pub failsafe_peers: IntGauge,
     pub writes_held: IntCounter,
     pub writes_waiting: IntGauge,
     pub writes_refused: IntCounter,
@@ -71,6 +72,14 @@ impl AgentMetrics {
         )
         .expect("valid metric");
         r.register(Box::new(failsafe.clone()))
+            .expect("registers once");
+        let failsafe_peers = IntGauge::new(
+            "berth_agent_failsafe_peers",
+            "How many peers this agent's failsafe rounds ask (the other registered agents, as \
+             the control service last listed them).",
+        )
+        .expect("valid metric");
+        r.register(Box::new(failsafe_peers.clone()))
             .expect("registers once");
         let writes_waiting = IntGauge::new(
             "berth_agent_writes_waiting",
@@ -120,6 +129,7 @@ impl AgentMetrics {
             lease_left,
             self_fenced,
             failsafe,
+            failsafe_peers,
             writes_held: counter(
                 &r,
                 "berth_agent_writes_held_total",

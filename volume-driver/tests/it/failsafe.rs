@@ -50,6 +50,22 @@ fn ready(transfer: &str) -> bool {
         .0 == 200
 }
 
+fn peers(transfer: &str) -> Option<f64> {
+    let (_, _, v) = raw(
+        crate::support::Conn::Tcp(transfer),
+        "GET",
+        "/metrics",
+        &[],
+        "",
+    );
+    v.as_str()?.lines().find_map(|l| {
+        l.strip_prefix("berth_agent_failsafe_peers ")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 fn vote(transfer: &str) -> String {
     let (st, _, v) = raw(
         crate::support::Conn::Tcp(transfer),
@@ -82,6 +98,11 @@ fn with_failsafe_agents_that_reach_each_other_keep_their_lease_while_control_is_
     let mut a2 = agent(dir.path(), "n2", &control.url(), &t2, true);
     wait_until("both agents ready", Duration::from_secs(20), || {
         ready(&t1) && ready(&t2)
+    });
+    // Each knows the other: an agent registered after another's last grant is in none of its
+    // rounds (rule 9's gap), which this test is not about.
+    wait_until("each agent lists its peer", Duration::from_secs(20), || {
+        [&t1, &t2].iter().all(|t| peers(t) == Some(1.0))
     });
     assert_eq!(vote(&t1), "reachable", "the control service answers it");
     control.proc.stop();
