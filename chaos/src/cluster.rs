@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use berth_control_model::profile::Profile;
@@ -68,6 +68,8 @@ pub struct Cluster {
     berth: bool,
     /// Whether managers run a volume agent too (every node does by default).
     agents_on_managers: bool,
+    /// Whether the agents run with `--failsafe` ("Fencing", rule 9).
+    failsafe: bool,
     /// `berth run --elect-ttl`.
     elect_ttl: Duration,
     /// `--timing` of the control service, the agents and `berth run`.
@@ -132,6 +134,7 @@ impl Cluster {
             logs,
             berth: false,
             agents_on_managers: true,
+            failsafe: false,
             elect_ttl,
             timing,
             control: BTreeMap::new(),
@@ -383,6 +386,64 @@ impl Cluster {
         Some(m)
     }
 
+    /// kill -9 of every control member; returns their managers.
+    pub fn kill_all_control(&mut self) -> Vec<String> {
+        let managers: Vec<String> = self.control.keys().cloned().collect();
+        for m in &managers {
+            if let Some(mut p) = self.control.remove(m) {
+                p.kill();
+            }
+        }
+        managers
+    }
+
+    /// Starts every control member not running, and waits until one serves.
+    pub fn start_missing_control(&mut self) -> Result<()> {
+        for m in self.managers() {
+            if !self.control.get_mut(&m).is_some_and(Proc::alive) {
+                self.start_control(&m)?;
+            }
+        }
+        if !wait_for(Duration::from_secs(30), || self.control_leader().is_some()) {
+            bail!("no control member served; see {}", self.logs.display());
+        }
+        Ok(())
+    }
+
+    /// How many task containers of `service` died on the nodes that are up since `since_unix`
+    /// (seconds), as their engines' event streams tell: stops, kills and crashes alike. Only
+    /// that service's: the previous run's slot may still be stopping after its removal.
+    pub fn task_containers_died(&self, service: &str, since_unix: u64) -> u64 {
+        let label = format!("label=com.docker.swarm.service.name={service}");
+        let until = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.lab
+            .nodes
+            .iter()
+            .filter(|n| n.is_up())
+            .map(|n| {
+                let out = n.docker(&[
+                    "events",
+                    "--since",
+                    &since_unix.to_string(),
+                    "--until",
+                    &until.to_string(),
+                    "--filter",
+                    "type=container",
+                    "--filter",
+                    "event=die",
+                    "--filter",
+                    &label,
+                    "--format",
+                    "{{.ID}}",
+                ]);
+                String::from_utf8_lossy(&out.stdout).lines().count() as u64
+            })
+            .sum()
+    }
+
     // --- volume agents -------------------------------------------------------------------
 
     /// Volume agents on the workers only, from now on (before [`Cluster::start_berth`]). The
@@ -391,6 +452,11 @@ impl Cluster {
     /// workers, the standby can be a manager, where the slot can never be promoted.
     pub fn agents_on_workers_only(&mut self) {
         self.agents_on_managers = false;
+    }
+
+    /// Agents started with `--failsafe` from now on (before [`Cluster::start_berth`]).
+    pub fn agents_in_failsafe_mode(&mut self) {
+        self.failsafe = true;
     }
 
     fn wants_agent(&self, name: &str) -> bool {
@@ -467,6 +533,9 @@ impl Cluster {
             // Its own node's engine, whose containers it stops when it loses its lease.
             .args(["--docker-socket", &node.engine.sock])
             .args(["--timing", &self.timing.to_string()]);
+        if self.failsafe {
+            cmd.arg("--failsafe");
+        }
         let proc = Proc::spawn(
             cmd,
             &format!("agent {name}"),

@@ -52,6 +52,10 @@ pub enum Fault {
     /// `berth rebalance` asked until the slot moves back onto it (`nodeback.rs`). Berth only:
     /// Swarm never moves a task back.
     NodeBack,
+    /// Every control member killed (the service unreachable for every node) for
+    /// `--outage-secs`, then started again; nothing else fails. The run reports
+    /// `containers_stopped`. Berth only; not in the default set (it lasts over a minute).
+    ControlOutage,
 }
 
 impl std::fmt::Display for Fault {
@@ -74,6 +78,7 @@ impl Fault {
                     | Fault::PauseAgent
                     | Fault::KillManagerControl
                     | Fault::NodeBack
+                    | Fault::ControlOutage
             ),
         }
     }
@@ -106,6 +111,7 @@ pub struct Timing {
     pub flap_down: Duration,
     pub flap_up: Duration,
     pub flaps: u32,
+    pub outage: Duration,
 }
 
 /// A later step of a fault.
@@ -120,6 +126,8 @@ enum Step {
     /// agent's systemd unit does after starting, `ExecStartPost`), so that Swarm places
     /// Berth tasks on the node.
     ActivatePlugin,
+    /// Every control member that is not running started again.
+    StartControl,
 }
 
 /// Which manager a manager fault kills — Swarm's leader, so that Swarm loses its leader too,
@@ -241,6 +249,15 @@ pub fn inject(
                 i.steps.push((Duration::ZERO, Step::ActivatePlugin));
             }
         }
+        Fault::ControlOutage => {
+            let killed = c.kill_all_control();
+            i.notes.push(format!(
+                "killed every control member ({}) for {} s",
+                killed.join(", "),
+                t.outage.as_secs()
+            ));
+            i.steps.push((t.outage, Step::StartControl));
+        }
         Fault::KillManager | Fault::KillManagerControl => {
             let Some(m) = i.manager.clone() else {
                 bail!("{fault}: no manager chosen");
@@ -318,6 +335,7 @@ impl Injected {
                 c.start_agent(&node)?;
                 c.wait_plugin(&node)?;
             }
+            Step::StartControl => c.start_missing_control()?,
             Step::ActivatePlugin => {
                 let n = c.lab.node(&node);
                 if !n.docker(&["info"]).status.success() {
@@ -374,7 +392,8 @@ mod tests {
                 "restart-dockerd",
                 "kill-manager",
                 "kill-manager-control",
-                "node-back"
+                "node-back",
+                "control-outage"
             ]
         );
         for f in Fault::value_variants() {

@@ -27,12 +27,14 @@
 //! - `double_writers`: pairs of tasks that wrote during overlapping intervals (on any copy);
 //! - `fences` (Berth): the slot volume's epoch rise; `tasks`: every task that wrote, with its
 //!   first and last write relative to the fault; `max_gap_seconds` and `down_seconds`: the
-//!   longest and the total time without acknowledgements; `run_seconds`: the run's wall time.
+//!   longest and the total time without acknowledgements; `run_seconds`: the run's wall time;
 //! - node-back (the node brought back, then `berth rebalance --live` asked to move the slot
 //!   back): `moves` (each as `berth run` reported it, with its own `berth_downtime_ms`),
 //!   `move_downtime_seconds` (per move, the writer's outage: last acknowledgement before, first
 //!   after), `seconds_to_move_back`; a Berth run fails unless the slot moved back within 60 s,
-//!   and may fence once more per move that landed.
+//!   and may fence once more per move that landed;
+//! - `containers_stopped` (control-outage): Swarm task containers that died on any node from
+//!   the fault until the cluster was restored, read from the engines' events.
 //!
 //! An acknowledgement that cannot be read or a copy that cannot be read is listed under the
 //! run's `problems` and fails it (a Berth run): a verdict on evidence the harness could not
@@ -78,8 +80,10 @@ struct Args {
     runs: u32,
     /// Faults, comma-separated (see --help for each): kill-worker, partition, kill-daemon,
     /// drain, kill-control, kill-agent, pause-agent, freeze-node, flap, restart-dockerd,
-    /// kill-manager, kill-manager-control, node-back. Those on Berth's own processes, and
-    /// node-back (a rebalance), run under Berth only.
+    /// kill-manager, kill-manager-control, node-back, control-outage. Those on Berth's own
+    /// processes, node-back (a rebalance) and control-outage run under Berth only.
+    /// control-outage is asked by name only (it lasts over a minute), with --failsafe to test
+    /// the agents' failsafe mode.
     #[arg(
         long,
         value_delimiter = ',',
@@ -158,6 +162,12 @@ struct Args {
     /// run's `seconds_to_serve` is its last slot's. 0: the one-slot workloads of `--workload`.
     #[arg(long, default_value_t = 0)]
     slots: u32,
+    /// How long control-outage keeps every control member down, seconds.
+    #[arg(long, default_value_t = 60)]
+    outage_secs: u64,
+    /// Start the agents with `--failsafe` (ARCHITECTURE.md, "Fencing", rule 9).
+    #[arg(long)]
+    failsafe: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -245,6 +255,7 @@ fn run_all(a: &Args) -> Result<bool> {
         flap_down: Duration::from_secs(a.flap_down_secs),
         flap_up: Duration::from_secs(a.flap_up_secs),
         flaps: a.flaps,
+        outage: Duration::from_secs(a.outage_secs),
     };
     let bins = cluster::Bins::beside_me()?;
     eprintln!(
@@ -278,6 +289,9 @@ fn run_all(a: &Args) -> Result<bool> {
         // See `agents_on_workers_only`: otherwise a standby may be a manager, never promoted.
         eprintln!("berth-chaos: replicated: volume agents on the workers only");
         c.agents_on_workers_only();
+    }
+    if a.failsafe {
+        c.agents_in_failsafe_mode();
     }
     if a.systems.contains(&System::Berth) {
         c.start_berth()?;
@@ -393,6 +407,7 @@ fn run_all(a: &Args) -> Result<bool> {
     }
     let mut report = report::Report::new(results);
     report.timing = a.timing.to_string();
+    report.failsafe = a.failsafe;
     eprintln!("{}", report.table());
     let json = serde_json::to_string_pretty(&report)?;
     match &a.report {
@@ -414,4 +429,24 @@ fn run_all(a: &Args) -> Result<bool> {
         );
     }
     Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// control-outage lasts over a minute: CI's sweep, which takes the default set, must not
+    /// pay for it; it is asked by name.
+    #[test]
+    fn control_outage_is_asked_by_name_only() {
+        let a = Args::try_parse_from(["berth-chaos"]).expect("defaults parse");
+        assert!(!a.faults.contains(&Fault::ControlOutage), "{:?}", a.faults);
+        assert!(a.faults.contains(&Fault::KillControl));
+        assert!(!a.failsafe);
+        assert_eq!(a.outage_secs, 60);
+        let a = Args::try_parse_from(["berth-chaos", "--faults", "control-outage", "--failsafe"])
+            .expect("by name");
+        assert_eq!(a.faults, [Fault::ControlOutage]);
+        assert!(a.failsafe);
+    }
 }

@@ -576,6 +576,7 @@ pub fn one(c: &mut Cluster, s: &MassSetup) -> Result<RunResult> {
         notes,
         mass: Some(mass),
         node_back: None,
+        containers_stopped: None,
         run_seconds: started.elapsed().as_secs_f64(),
     })
 }

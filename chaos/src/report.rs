@@ -53,6 +53,8 @@ pub struct Summary {
 pub struct Report {
     /// The timing profile the lab's control service, agents and `berth run` ran with.
     pub timing: String,
+    /// Whether the agents ran with `--failsafe`.
+    pub failsafe: bool,
     pub runs: Vec<RunResult>,
     pub summary: Vec<Summary>,
 }
@@ -129,6 +131,7 @@ impl Report {
             .collect();
         Report {
             timing: Profile::default().to_string(),
+            failsafe: false,
             runs,
             summary,
         }
@@ -229,6 +232,7 @@ mod tests {
             lag_ms: None,
             lost_window_ms: None,
             torn: 0,
+            containers_stopped: None,
             node: "w1".into(),
             manager: None,
             swarm_leader_killed: None,
@@ -326,12 +330,14 @@ mod tests {
     fn a_berth_run_fails_on_two_writers_a_lost_ack_two_fences_never_serving_or_a_problem() {
         let ok = run(System::Berth, Fault::KillAgent);
         assert!(Report::new(vec![ok.clone()]).berth_ok());
-        let bad: [fn(&mut RunResult); 5] = [
+        let bad: [fn(&mut RunResult); 6] = [
             |r| r.verdict.double_writers = 1,
             |r| r.verdict.lost_acked = 1,
             |r| r.fences = Some(2),
             |r| r.verdict.seconds_to_serve = None,
             |r| r.verdict.problems.push("malformed acknowledgement".into()),
+            // control-outage: a container stopped.
+            |r| r.containers_stopped = Some(1),
         ];
         for make_bad in bad {
             let mut r = ok.clone();
@@ -344,6 +350,15 @@ mod tests {
             r.system = System::Swarm;
             assert!(Report::new(vec![ok.clone(), r]).berth_ok());
         }
+    }
+
+    #[test]
+    fn a_control_outage_run_with_no_container_stopped_passes() {
+        let mut r = run(System::Berth, Fault::ControlOutage);
+        r.containers_stopped = Some(0);
+        assert!(Report::new(vec![r.clone()]).berth_ok());
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["containers_stopped"], 0);
     }
 
     #[test]

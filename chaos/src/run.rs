@@ -35,6 +35,10 @@ pub struct RunResult {
     pub lost_window_ms: Option<u64>,
     /// Acknowledgements and records cut off mid-line (not evidence, not problems).
     pub torn: usize,
+    /// `control-outage`: the slot's task containers that died on any node from the fault until
+    /// the cluster was restored (read from each engine's events); any is a failed run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub containers_stopped: Option<u64>,
     /// The writer's node before the fault.
     pub node: String,
     /// The manager killed with it (manager faults).
@@ -77,6 +81,7 @@ impl RunResult {
                 .mass
                 .as_ref()
                 .is_none_or(crate::mass::MassReport::budgets_honoured)
+            && self.containers_stopped.is_none_or(|n| n == 0)
     }
 
     /// Nothing lost, or (`replicated`) every lost write within the promoted standby's lag.
@@ -94,7 +99,7 @@ impl RunResult {
             .map(|m| format!(", {}/{} slots served", m.slots_served, m.slots))
             .unwrap_or_default();
         format!(
-            "{} {} / {}: serves again after {}{}{slots}, {} acked, {} lost{}, {} double writers ({} tasks){}{}{}, run {:.0} s",
+            "{} {} / {}: serves again after {}{}{slots}, {} acked, {} lost{}, {} double writers ({} tasks){}{}{}{}, run {:.0} s",
             self.system,
             self.backend,
             self.fault,
@@ -131,6 +136,9 @@ impl RunResult {
                     ),
                     _ => ", NOT MOVED BACK".into(),
                 })
+                .unwrap_or_default(),
+            self.containers_stopped
+                .map(|n| format!(", {n} containers stopped"))
                 .unwrap_or_default(),
             if v.problems.is_empty() {
                 String::new()
@@ -237,6 +245,8 @@ pub fn one(c: &mut Cluster, s: &Setup) -> Result<RunResult> {
         )?),
         _ => None,
     };
+    let containers_stopped = (s.fault == Fault::ControlOutage)
+        .then(|| c.task_containers_died(&d.service, (fault_ms / 1000) as u64));
     // The acknowledgements first: each was sent after its write was durable, so every one
     // taken now must be in the copy read next. (Taken after, a write acknowledged meanwhile
     // would count as lost.)
@@ -304,6 +314,7 @@ pub fn one(c: &mut Cluster, s: &Setup) -> Result<RunResult> {
         lost_window_ms,
         fences,
         torn: history.torn + back.torn,
+        containers_stopped,
         node,
         manager: killed_manager,
         swarm_leader_killed,

@@ -99,6 +99,7 @@ mod tests {
             HeartbeatReply {
                 lease_ms: 60_000,
                 dead: false,
+                nodes: 1,
             },
         );
         k

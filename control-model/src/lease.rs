@@ -81,6 +81,7 @@ pub enum Admit {
 #[derive(Debug)]
 pub struct Keeper {
     timing: AgentTiming,
+    failsafe: Failsafe,
     state: Mutex<KeeperState>,
 }
 
@@ -99,6 +100,44 @@ struct KeeperState {
     /// The last probe of the node's Docker Engine failed (the agent could not stop its
     /// containers): told to the control service, which grants no lease meanwhile.
     docker_unreachable: bool,
+    /// The last heartbeat got no answer at all (refused connection, timeout): the control
+    /// service may be down for everyone. An answer, even a refusal, is contact.
+    unreached: bool,
+    /// The lease of the last grant, which a failsafe round extends by and a vote promises for.
+    last_lease: Option<Duration>,
+    /// How many nodes were registered at the last answer (0: not said).
+    registered: u64,
+    /// The gate is held open by failsafe rounds, not by the control service: the next grant
+    /// starts a new period whatever its timing (rule 9).
+    failsafe_extended: bool,
+    /// No write on a newly claimed mount before this instant: the promise this agent's last
+    /// failsafe vote made (rule 9), or its start plus a lease (a predecessor's votes are
+    /// unknown to it).
+    promised_until: Option<Duration>,
+}
+
+/// Failsafe mode (ARCHITECTURE.md, "Fencing", rule 9): off, or on since the agent started at
+/// the given instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Failsafe {
+    #[default]
+    Off,
+    On {
+        started: Duration,
+    },
+}
+
+/// A peer's answer to a failsafe vote request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Vote {
+    /// The control service does not answer this agent either; it promises no write on a newly
+    /// claimed mount for one lease from now.
+    Unreachable,
+    /// The control service answers this agent: the asker must not go on in failsafe.
+    Reachable,
+    /// This agent runs without failsafe, or holds no lease to promise with.
+    Off,
 }
 
 /// What a heartbeat's outcome changed.
@@ -120,8 +159,22 @@ impl Keeper {
     pub fn new(timing: AgentTiming) -> Keeper {
         Keeper {
             timing,
+            failsafe: Failsafe::Off,
             state: Mutex::new(KeeperState::default()),
         }
+    }
+
+    /// A keeper that goes on in failsafe while every peer says the control service does not
+    /// answer it either (rule 9).
+    pub fn with_failsafe(timing: AgentTiming, failsafe: Failsafe) -> Keeper {
+        Keeper {
+            failsafe,
+            ..Keeper::new(timing)
+        }
+    }
+
+    pub fn failsafe(&self) -> Failsafe {
+        self.failsafe
     }
 
     pub fn timing(&self) -> AgentTiming {
@@ -136,6 +189,8 @@ impl Keeper {
     pub fn renewed(&self, sent: Duration, answered: Duration, r: HeartbeatReply) -> Renewal {
         let mut s = self.state();
         s.failures = 0;
+        s.unreached = false;
+        s.registered = r.nodes;
         if s.dead || r.dead {
             s.dead = true;
             s.gate_until = None;
@@ -144,11 +199,16 @@ impl Keeper {
         if r.lease_ms == 0 {
             return Renewal::Withheld;
         }
-        let gate =
-            (sent + Duration::from_millis(r.lease_ms)).saturating_sub(self.timing.drift_margin);
+        let lease = Duration::from_millis(r.lease_ms);
+        s.last_lease = Some(lease);
+        let gate = (sent + lease).saturating_sub(self.timing.drift_margin);
         // Answered while the gate was open: the control service got the heartbeat before the
-        // lease it extends ended on its own (later-ending) clock, so it saw no gap.
-        let continuous = s.period > 0 && s.gate_until.is_some_and(|g| answered < g);
+        // lease it extends ended on its own (later-ending) clock, so it saw no gap. A gate held
+        // open by failsafe is not the control service's lease: it may have seen the lease end
+        // and handed a volume away meanwhile, so the mounts are claimed again.
+        let continuous =
+            s.period > 0 && !s.failsafe_extended && s.gate_until.is_some_and(|g| answered < g);
+        s.failsafe_extended = false;
         if continuous {
             s.gate_until = s.gate_until.max(Some(gate));
             Renewal::Renewed
@@ -164,6 +224,97 @@ impl Keeper {
         let mut s = self.state();
         s.failures += 1;
         s.failures == self.timing.misses
+    }
+
+    /// The control service answered the last heartbeat, if only to refuse it.
+    pub fn answered(&self) {
+        self.state().unreached = false;
+    }
+
+    /// The last heartbeat got no answer at all.
+    pub fn unreached(&self) {
+        self.state().unreached = true;
+    }
+
+    /// Whether a failsafe round is worth running now: failsafe on, the control service does
+    /// not answer, and there is a lease to continue.
+    pub fn wants_failsafe(&self, now: Duration) -> bool {
+        let s = self.state();
+        matches!(self.failsafe, Failsafe::On { .. })
+            && s.unreached
+            && !s.dead
+            && !s.docker_unreachable
+            && s.period > 0
+            && s.gate_until.is_some_and(|g| now < g)
+    }
+
+    /// A peer asks this agent's vote at `now` (rule 9). `Unreachable` is a promise: no write on
+    /// a mount claimed after it before one lease from `now` on this node's clock.
+    pub fn vote(&self, now: Duration) -> Vote {
+        let mut s = self.state();
+        let Failsafe::On { .. } = self.failsafe else {
+            return Vote::Off;
+        };
+        if !s.unreached {
+            return Vote::Reachable;
+        }
+        let Some(lease) = s.last_lease else {
+            return Vote::Off;
+        };
+        s.promised_until = s.promised_until.max(Some(now + lease));
+        Vote::Unreachable
+    }
+
+    /// A failsafe round sent at `sent` to every peer was answered by the last of them at
+    /// `answered`, each with `votes` (a peer that did not answer counts as `Off`). The gate
+    /// goes on to one lease from `sent`, less the drift margin, only if every vote is
+    /// `Unreachable`, the peers asked are every other node registered at the last grant, and
+    /// the gate was still open at `answered`: failsafe continues a lease, it never revives one.
+    /// Returns whether it did.
+    pub fn failsafe_round(&self, sent: Duration, answered: Duration, votes: &[Vote]) -> bool {
+        if !self.wants_failsafe(answered) || votes.iter().any(|v| *v != Vote::Unreachable) {
+            return false;
+        }
+        let mut s = self.state();
+        if s.registered == 0 || votes.len() as u64 + 1 != s.registered {
+            return false;
+        }
+        let Some(lease) = s.last_lease else {
+            return false;
+        };
+        let gate = (sent + lease).saturating_sub(self.timing.drift_margin);
+        s.gate_until = s.gate_until.max(Some(gate));
+        s.failsafe_extended = true;
+        true
+    }
+
+    /// How many nodes the control service said were registered at its last answer (0: it did
+    /// not say): a list of peers of another length is stale.
+    pub fn registered(&self) -> u64 {
+        self.state().registered
+    }
+
+    /// Whether the gate is held open by failsafe rounds now.
+    pub fn in_failsafe(&self, now: Duration) -> bool {
+        let s = self.state();
+        s.failsafe_extended && s.gate_until.is_some_and(|g| now < g)
+    }
+
+    /// How long a newly claimed mount must wait at `now` before it serves writes: until the
+    /// promise of this agent's last failsafe vote has run out, or one lease after its start (a
+    /// predecessor's votes are unknown). Zero with failsafe off.
+    pub fn failsafe_hold(&self, now: Duration) -> Duration {
+        let Failsafe::On { started } = self.failsafe else {
+            return Duration::ZERO;
+        };
+        let s = self.state();
+        let after_start = s.last_lease.map(|l| started + l);
+        let until = s.promised_until.max(after_start);
+        match until {
+            Some(u) => u.saturating_sub(now),
+            // No lease yet: no mount is served before one anyway.
+            None => Duration::ZERO,
+        }
     }
 
     /// The current lease period (0: none yet).
@@ -276,6 +427,7 @@ mod tests {
         HeartbeatReply {
             lease_ms,
             dead: false,
+            nodes: 1,
         }
     }
 
@@ -380,6 +532,7 @@ mod tests {
         let dead = HeartbeatReply {
             lease_ms: 0,
             dead: true,
+            nodes: 1,
         };
         assert_eq!(k.renewed(ms(100), ms(105), dead), Renewal::Dead);
         assert!(matches!(k.admit(ms(200), 1), Admit::Refuse(_)));
@@ -407,3 +560,8 @@ mod tests {
         assert!(!k.failed(), "said once");
     }
 }
+
+/// Failsafe (rule 9) across several agents, each on its own drifting clock, against a control
+/// service that hands a dataset away once its holder's lease ended on its own clock.
+#[cfg(test)]
+mod failsafe_tests;

@@ -337,7 +337,11 @@ impl Liveness {
             self.heartbeat_unleased(node, now_ms)
         };
         self.docker(node, hb.docker_reachable);
-        Ok(HeartbeatReply { lease_ms, dead })
+        Ok(HeartbeatReply {
+            lease_ms,
+            dead,
+            nodes: 0,
+        })
     }
 
     /// Records a heartbeat from a node that may not be granted a lease now (its agent cannot

@@ -125,6 +125,11 @@ pub struct HeartbeatReply {
     /// The node was declared dead by an operator; only re-registering (an agent restart) undoes
     /// that.
     pub dead: bool,
+    /// How many nodes are registered: an agent in failsafe mode refreshes its list of peers
+    /// when this differs from the list it holds, and goes on in failsafe only with a list that
+    /// matched the last grant ("Fencing", rule 9). 0 from a service that does not say.
+    #[serde(default)]
+    pub nodes: u64,
 }
 
 /// An entry of `GET /v1/berth/nodes`: one registered node's liveness, as of the reply, measured

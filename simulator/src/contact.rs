@@ -372,6 +372,8 @@ impl Sim<'_> {
             HeartbeatReply {
                 lease_ms,
                 dead: false,
+                // The simulated agents run without failsafe.
+                nodes: 0,
             },
         );
         self.revalidate(node);

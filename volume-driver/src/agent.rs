@@ -882,6 +882,20 @@ impl Agent {
             tracing::warn!(volume = name, error = %e, "mount refused by control");
             return Err(Self::ctl(name)(e));
         }
+        // Failsafe (rule 9): a vote this agent gave promised no write on a newly claimed mount
+        // for one lease; the asker may still be writing this dataset until then.
+        if let Some(hold) = self
+            .keeper()
+            .map(|k| k.failsafe_hold(crate::clock::now()))
+            .filter(|h| !h.is_zero())
+        {
+            tracing::info!(
+                volume = name,
+                ms = hold.as_millis() as u64,
+                "failsafe: the promise of this agent's last vote holds the new mount"
+            );
+            tokio::time::sleep(hold).await;
+        }
         let shared = BackendKind::from_str_or_local(&d.backend) == BackendKind::Shared;
         let path = match self.serve(name, shared, &backing, period) {
             Ok(p) => p,

@@ -73,6 +73,7 @@ async fn heartbeats(
                 true
             }
             Ok(Err(e)) if e.status() == Some(404) => {
+                keeper.answered();
                 tracing::warn!(node = %node, "the control service does not know this node; registering again");
                 if let Err(e) = control.register_node(&node, &reg.host, &reg.transfer).await {
                     tracing::warn!(error = %e, "registering again failed");
@@ -80,6 +81,13 @@ async fn heartbeats(
                 false
             }
             Ok(Err(e)) => {
+                // A refusal is contact: failsafe is for a service that grants nobody a lease
+                // (rule 9). A 5xx is not: a replicated member without a leader answers 503.
+                if e.status().is_some_and(|s| s < 500) {
+                    keeper.answered();
+                } else {
+                    keeper.unreached();
+                }
                 tracing::debug!(error = %e, "heartbeat failed");
                 if e.status() == Some(400) {
                     tracing::error!(error = %e, "the control service refuses this agent's lease timing");
@@ -87,6 +95,7 @@ async fn heartbeats(
                 false
             }
             Err(_) => {
+                keeper.unreached();
                 tracing::debug!("heartbeat unanswered within one interval");
                 false
             }

@@ -10,6 +10,7 @@ pub mod backend;
 pub mod clock;
 pub mod datapath;
 pub mod docker;
+pub mod failsafe;
 pub mod heartbeat;
 pub mod metrics;
 pub mod protocol;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use backon::{ExponentialBuilder, Retryable};
 use berth_control_model::credential;
-use berth_control_model::lease::{AgentTiming, Keeper};
+use berth_control_model::lease::{AgentTiming, Failsafe, Keeper};
 use berth_control_model::profile::{Overrides, Profile};
 use berth_volume::agent::{Agent, SelfFence};
 use berth_volume::backend::layout::Layout;
@@ -239,6 +239,14 @@ enum Cmd {
         /// Default: the profile's.
         #[arg(long, env = "BERTH_DRIFT_MARGIN", value_parser = parse_duration)]
         drift_margin: Option<Duration>,
+        /// Failsafe mode (ARCHITECTURE.md, "Fencing", rule 9): while the control service
+        /// answers no agent, keep admitting writes as long as every other registered agent
+        /// answers, each saying it cannot reach the control service either. Off by default:
+        /// with it, a node lost during a control outage stops every node's writes (as
+        /// without it), and a new mount waits up to one lease after the agent starts or after
+        /// it last voted. Every agent of a cluster must run it, or no agent goes on.
+        #[arg(long, env = "BERTH_FAILSAFE")]
+        failsafe: bool,
         /// The local Docker Engine's API (`unix:///PATH`), through which the agent stops the
         /// containers whose data moved away, and finds mounts no container uses any more.
         #[arg(
@@ -850,6 +858,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             heartbeat_misses,
             self_fence_deadline,
             drift_margin,
+            failsafe,
             docker,
             docker_socket,
             data_path,
@@ -919,7 +928,16 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 token: token.clone(),
                 peer_tls,
             };
-            let keeper = Arc::new(Keeper::new(lease_timing));
+            let keeper = Arc::new(Keeper::with_failsafe(
+                lease_timing,
+                if failsafe {
+                    Failsafe::On {
+                        started: berth_volume::clock::now(),
+                    }
+                } else {
+                    Failsafe::Off
+                },
+            ));
             let driver = socket
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
@@ -1017,7 +1035,14 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                     client.clone(),
                     token.clone(),
                 ))
-                .merge(heartbeat::probes_router(keeper.clone()));
+                .merge(heartbeat::probes_router(keeper.clone()))
+                .merge(berth_volume::failsafe::router(keeper.clone()));
+            let peers = tokio::spawn(berth_volume::failsafe::run(
+                agent.clone(),
+                keeper.clone(),
+                berth_volume::failsafe::Peers::default(),
+                stop_rx.clone(),
+            ));
             let leases = tokio::spawn(heartbeat::run(
                 agent.clone(),
                 keeper.clone(),
@@ -1066,6 +1091,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 let _ = recon.await;
                 let _ = ship.await;
                 let _ = leases.await;
+                let _ = peers.await;
                 let _ = p.await;
                 let _ = t.await;
             })

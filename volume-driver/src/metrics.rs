@@ -37,6 +37,8 @@ pub struct AgentMetrics {
     pub move_bytes: IntCounter,
     pub lease_left: prometheus::Gauge,
     pub self_fenced: IntGauge,
+    pub failsafe: IntGauge,
+    pub failsafe_peers: IntGauge,
     pub writes_held: IntCounter,
     pub writes_waiting: IntGauge,
     pub writes_refused: IntCounter,
@@ -62,6 +64,22 @@ impl AgentMetrics {
         )
         .expect("valid metric");
         r.register(Box::new(self_fenced.clone()))
+            .expect("registers once");
+        let failsafe = IntGauge::new(
+            "berth_agent_failsafe",
+            "1 while this agent admits writes on failsafe rounds (every peer says the control \
+             service answers it neither), not on a lease the control service granted.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(failsafe.clone()))
+            .expect("registers once");
+        let failsafe_peers = IntGauge::new(
+            "berth_agent_failsafe_peers",
+            "How many peers this agent's failsafe rounds ask (the other registered agents, as \
+             the control service last listed them).",
+        )
+        .expect("valid metric");
+        r.register(Box::new(failsafe_peers.clone()))
             .expect("registers once");
         let writes_waiting = IntGauge::new(
             "berth_agent_writes_waiting",
@@ -110,6 +128,8 @@ impl AgentMetrics {
             ),
             lease_left,
             self_fenced,
+            failsafe,
+            failsafe_peers,
             writes_held: counter(
                 &r,
                 "berth_agent_writes_held_total",

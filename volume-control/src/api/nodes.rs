@@ -72,8 +72,8 @@ pub(super) async fn heartbeat(
         c.seat.lost();
         return Err(ApiError::NotLeader(c.leader_url()));
     }
-    let dead = c
-        .read(|s| s.nodes.get(&uuid).map(|n| n.dead))
+    let (dead, nodes) = c
+        .read(|s| s.nodes.get(&uuid).map(|n| (n.dead, s.nodes.len() as u64)))
         .ok_or_else(|| {
             ApiError::Control(ControlError::NotFound(format!(
                 "node {uuid} is not registered; register it first"
@@ -84,7 +84,7 @@ pub(super) async fn heartbeat(
     // admission (its last heartbeat was long ago): then it is reopened once more.
     let wants_lease = b.docker_reachable && !dead;
     let mut tries = 0;
-    let (was, HeartbeatReply { lease_ms, dead }) = loop {
+    let (was, HeartbeatReply { lease_ms, dead, .. }) = loop {
         if wants_lease && c.liveness().is_closed(&uuid) {
             c.reopen(&uuid).await?;
         }
@@ -103,7 +103,12 @@ pub(super) async fn heartbeat(
     if was.docker_reachable != Some(b.docker_reachable) && !b.docker_reachable {
         tracing::warn!(node = %uuid, "the node's agent cannot reach its Docker Engine: no lease granted until it can");
     }
-    Ok(Json(HeartbeatReply { lease_ms, dead }).into_response())
+    Ok(Json(HeartbeatReply {
+        lease_ms,
+        dead,
+        nodes,
+    })
+    .into_response())
 }
 
 pub(super) async fn node_liveness(AxState(c): AxState<Shared>) -> Response {

@@ -6,6 +6,7 @@ mod control_api;
 mod datapath;
 mod elected;
 mod executor_api;
+mod failsafe;
 mod faults;
 mod ha;
 mod lease;
