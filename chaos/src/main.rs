@@ -345,21 +345,14 @@ fn run_all(a: &Args) -> Result<bool> {
                         timing,
                         serve_limit: Duration::from_secs(a.serve_limit_secs),
                     };
-                    let r = match mass::one(&mut c, &setup) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            let dir = a
-                                .logs
-                                .clone()
-                                .unwrap_or_else(|| PathBuf::from("/tmp/berth-chaos-logs"));
-                            let _ = c.copy_logs(&dir);
-                            return Err(e.context(format!(
-                                "{} slots {system} / {fault} (seed {seed}); logs in {}",
-                                a.slots,
-                                dir.display()
-                            )));
-                        }
-                    };
+                    let r = mass::one(&mut c, &setup).or_else(|e| {
+                        failed_run(
+                            &c,
+                            a,
+                            e,
+                            format!("{} slots {system} / {fault} (seed {seed})", a.slots),
+                        )
+                    })?;
                     eprintln!("berth-chaos:   {}", r.summary());
                     results.push(r);
                 }
@@ -385,20 +378,14 @@ fn run_all(a: &Args) -> Result<bool> {
                         timing,
                         serve_limit: Duration::from_secs(a.serve_limit_secs),
                     };
-                    let r = match run::one(&mut c, &setup) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            let dir = a
-                                .logs
-                                .clone()
-                                .unwrap_or_else(|| PathBuf::from("/tmp/berth-chaos-logs"));
-                            let _ = c.copy_logs(&dir);
-                            return Err(e.context(format!(
-                                "{system} {backend} / {fault} (seed {seed}); logs in {}",
-                                dir.display()
-                            )));
-                        }
-                    };
+                    let r = run::one(&mut c, &setup).or_else(|e| {
+                        failed_run(
+                            &c,
+                            a,
+                            e,
+                            format!("{system} {backend} / {fault} (seed {seed})"),
+                        )
+                    })?;
                     eprintln!("berth-chaos:   {}", r.summary());
                     results.push(r);
                 }
@@ -429,6 +416,22 @@ fn run_all(a: &Args) -> Result<bool> {
         );
     }
     Ok(ok)
+}
+
+/// A run that could not finish: the lab's logs are kept (`--logs`, or /tmp/berth-chaos-logs)
+/// and the error names the run and where they are.
+fn failed_run(
+    c: &cluster::Cluster,
+    a: &Args,
+    e: anyhow::Error,
+    what: String,
+) -> Result<run::RunResult> {
+    let dir = a
+        .logs
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/tmp/berth-chaos-logs"));
+    let _ = c.copy_logs(&dir);
+    Err(e.context(format!("{what}; logs in {}", dir.display())))
 }
 
 #[cfg(test)]
