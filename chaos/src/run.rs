@@ -51,7 +51,7 @@ pub struct RunResult {
     pub notes: Vec<String>,
     /// `--slots`: every slot's time to serve and each service's budget.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub mass: Option<crate::mass::MassReport>,
+    pub mass: Option<crate::mass::judge::MassReport>,
     /// Wall time of the whole run, deploy to cleanup.
     pub run_seconds: f64,
     /// node-back: the rescheduling run that took the slot back (`moves`,
@@ -80,7 +80,7 @@ impl RunResult {
             && self
                 .mass
                 .as_ref()
-                .is_none_or(crate::mass::MassReport::budgets_honoured)
+                .is_none_or(crate::mass::judge::MassReport::budgets_honoured)
             && self.containers_stopped.is_none_or(|n| n == 0)
     }
 
