@@ -157,12 +157,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     // Saved so that a restarted member re-applies what was committed before it stopped, instead
     // of waiting for a leader to tell it: restarting all three at once finds the state at once.
-    // Without an fsync of its own (openraft awaits this between commit and apply, on every
-    // write): the next append's durable commit carries it to disk. A crash may lose the newest
-    // marker, leaving an older one, which is still committed (an entry once committed stays so):
-    // the member re-applies less at start and learns the rest from the leader.
+    // Durable: a commit with `Durability::None` lives in redb's memory until a later durable
+    // commit, so a member killed after the last write of a burst lost its marker, and the
+    // whole group killed and restarted served the state of its last snapshot until a new
+    // leader committed again (volume-driver/tests/it/ha.rs caught it).
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), Err> {
-        self.set_meta_as("committed", &committed, redb::Durability::None)
+        self.set_meta_as("committed", &committed, redb::Durability::Immediate)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, Err> {
