@@ -87,15 +87,7 @@ fn run(n: usize, end: u64, on: bool, net: &Net) -> Outcome {
     for nd in nodes.iter_mut() {
         let at = nd.local(0);
         assert_eq!(
-            nd.keeper.renewed(
-                at,
-                at,
-                HeartbeatReply {
-                    lease_ms: L,
-                    dead: false,
-                    nodes: n as u64,
-                }
-            ),
+            nd.keeper.renewed(at, at, reply(n as u64)),
             Renewal::NewPeriod(1)
         );
         nd.validated = 1;
@@ -108,15 +100,9 @@ fn run(n: usize, end: u64, on: bool, net: &Net) -> Outcome {
                 let sent = nodes[i].local(t);
                 if up && (net.reaches_control)(t, i) {
                     lease_end[i] = t + L;
-                    let r = nodes[i].keeper.renewed(
-                        sent,
-                        nodes[i].local(t + 5),
-                        HeartbeatReply {
-                            lease_ms: L,
-                            dead: false,
-                            nodes: n as u64,
-                        },
-                    );
+                    let r = nodes[i]
+                        .keeper
+                        .renewed(sent, nodes[i].local(t + 5), reply(n as u64));
                     if let Renewal::NewPeriod(p) = r {
                         // Claimed again at its epoch: granted only if it still holds it.
                         match nodes[i].holds {
@@ -331,22 +317,9 @@ fn never_two_writers_under_random_outages_and_partitions() {
 #[test]
 fn a_vote_is_a_promise_and_a_grant_after_failsafe_starts_a_new_period() {
     let n = 3;
-    let k = Keeper::with_failsafe(
-        timing(),
-        Failsafe::On {
-            started: Duration::ZERO,
-        },
-    );
+    let k = failsafe_keeper();
     assert_eq!(k.vote(ms(0)), Vote::Reachable, "no heartbeat has failed");
-    k.renewed(
-        ms(0),
-        ms(5),
-        HeartbeatReply {
-            lease_ms: L,
-            dead: false,
-            nodes: n as u64,
-        },
-    );
+    k.renewed(ms(0), ms(5), reply(n as u64));
     assert_eq!(
         k.failsafe_hold(ms(1_000)),
         ms(4_000),
@@ -374,15 +347,7 @@ fn a_vote_is_a_promise_and_a_grant_after_failsafe_starts_a_new_period() {
     );
     // Answered while the gate is open, but the gate is failsafe's: a new period.
     assert_eq!(
-        k.renewed(
-            ms(5_000),
-            ms(5_010),
-            HeartbeatReply {
-                lease_ms: L,
-                dead: false,
-                nodes: n as u64,
-            }
-        ),
+        k.renewed(ms(5_000), ms(5_010), reply(n as u64)),
         Renewal::NewPeriod(2)
     );
     assert!(!k.in_failsafe(ms(5_010)));
@@ -392,36 +357,15 @@ fn a_vote_is_a_promise_and_a_grant_after_failsafe_starts_a_new_period() {
 #[test]
 fn failsafe_never_revives_a_closed_gate_and_is_off_by_default() {
     let n = 2;
-    let k = Keeper::with_failsafe(
-        timing(),
-        Failsafe::On {
-            started: Duration::ZERO,
-        },
-    );
-    k.renewed(
-        ms(0),
-        ms(5),
-        HeartbeatReply {
-            lease_ms: L,
-            dead: false,
-            nodes: n as u64,
-        },
-    );
+    let k = failsafe_keeper();
+    k.renewed(ms(0), ms(5), reply(n as u64));
     k.unreached();
     assert!(!k.wants_failsafe(ms(4_500)), "the gate closed");
     assert!(!k.failsafe_round(ms(4_400), ms(4_600), &[Vote::Unreachable]));
     assert!(matches!(k.admit(ms(4_600), 1), Admit::Wait(_)));
 
     let off = Keeper::new(timing());
-    off.renewed(
-        ms(0),
-        ms(5),
-        HeartbeatReply {
-            lease_ms: L,
-            dead: false,
-            nodes: n as u64,
-        },
-    );
+    off.renewed(ms(0), ms(5), reply(n as u64));
     off.unreached();
     assert_eq!(off.vote(ms(10)), Vote::Off);
     assert!(!off.wants_failsafe(ms(10)));
@@ -429,25 +373,31 @@ fn failsafe_never_revives_a_closed_gate_and_is_off_by_default() {
     assert_eq!(off.failsafe_hold(ms(10)), Duration::ZERO);
 
     // A control service that does not say how many nodes are registered: no failsafe.
-    let k = Keeper::with_failsafe(
-        timing(),
-        Failsafe::On {
-            started: Duration::ZERO,
-        },
-    );
-    k.renewed(
-        ms(0),
-        ms(5),
-        HeartbeatReply {
-            lease_ms: L,
-            dead: false,
-            nodes: 0,
-        },
-    );
+    let k = failsafe_keeper();
+    k.renewed(ms(0), ms(5), reply(0));
     k.unreached();
     assert!(!k.failsafe_round(ms(10), ms(20), &[Vote::Unreachable]));
 }
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
+}
+
+/// A lease of `L` from the control service, which counts `nodes` registered.
+fn reply(nodes: u64) -> HeartbeatReply {
+    HeartbeatReply {
+        lease_ms: L,
+        dead: false,
+        nodes,
+    }
+}
+
+/// An agent with failsafe on since its start.
+fn failsafe_keeper() -> Keeper {
+    Keeper::with_failsafe(
+        timing(),
+        Failsafe::On {
+            started: Duration::ZERO,
+        },
+    )
 }
